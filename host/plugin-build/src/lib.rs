@@ -1,0 +1,109 @@
+//! Compiles plugin crates to WebAssembly components, for build scripts.
+//!
+//! The host's build script uses this to embed the standard plugins in the
+//! `handoff` binary, and the test crate's build script uses it to build the
+//! guest programs its tests load. Plugins are ordinary workspace crates with
+//! `crate-type = ["cdylib", "rlib"]`; for `wasm32-wasip2` rustc emits a
+//! component directly, so no separate componentize step is needed.
+//!
+//! The nested `cargo` gets a target directory of its own so it never waits on
+//! the lock of the build that runs the build script.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Rust target plugins are compiled for.
+pub const TARGET: &str = "wasm32-wasip2";
+
+/// The Cargo profile (defined in the workspace manifest) plugins are built with.
+pub const PROFILE: &str = "plugin";
+
+/// A plugin crate compiled to a component.
+#[derive(Debug, Clone)]
+pub struct BuiltPlugin {
+    /// The Cargo package name, e.g. `handoff-plugin-validate`.
+    pub package: String,
+    /// Absolute path of the `.wasm` component.
+    pub wasm: PathBuf,
+}
+
+/// Builds `packages` (Cargo package names in the workspace at
+/// `workspace_root`) as components and returns where each landed.
+///
+/// Prints `cargo:rerun-if-changed` lines for `watch` so the calling build
+/// script re-runs only when plugin sources or the WIT contract change.
+///
+/// # Panics
+///
+/// Panics with cargo's output when the build fails: that is how a build
+/// script reports an error.
+pub fn build(workspace_root: &Path, packages: &[&str], watch: &[PathBuf]) -> Vec<BuiltPlugin> {
+    for path in watch {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    println!("cargo:rerun-if-changed={}", workspace_root.join("Cargo.lock").display());
+
+    let target_dir = plugin_target_dir();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root)
+        .arg("build")
+        .arg("--quiet")
+        .arg("--target")
+        .arg(TARGET)
+        .arg("--profile")
+        .arg(PROFILE)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    for package in packages {
+        cmd.arg("-p").arg(package);
+    }
+    // Flags meant for the host build must not leak into the guest build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+    ] {
+        cmd.env_remove(var);
+    }
+    let output = cmd.output().expect("failed to run cargo for the plugin build");
+    if !output.status.success() {
+        panic!(
+            "building plugins {packages:?} for {TARGET} failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    packages
+        .iter()
+        .map(|package| {
+            let wasm = target_dir
+                .join(TARGET)
+                .join(PROFILE)
+                .join(format!("{}.wasm", package.replace('-', "_")));
+            assert!(wasm.exists(), "cargo built {package} but {} is missing", wasm.display());
+            BuiltPlugin { package: package.to_string(), wasm }
+        })
+        .collect()
+}
+
+/// `<target dir>/plugins`, next to `debug/` and `release/`, so the guest build
+/// is incremental across host builds and shared by every build script.
+fn plugin_target_dir() -> PathBuf {
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set for build scripts"));
+    // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out, or with --target,
+    // <target>/<triple>/<profile>/build/<pkg>-<hash>/out.
+    let target = out_dir
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").exists())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| out_dir.join("plugin-target"));
+    target.join("plugins")
+}

@@ -1,0 +1,41 @@
+//! `handoff:plugin/chat`: team chat (Slack).
+
+use super::{CapabilityError, Grant, MessageRef};
+use crate::runtime::RunState;
+use crate::runtime::bindings::handoff::plugin::chat::Host;
+
+/// A chat service, as a connector implements it. `blocks` is a Block Kit
+/// array as JSON.
+#[async_trait::async_trait]
+pub trait Chat: Send + Sync {
+    async fn send_dm(&self, email: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError>;
+    async fn post(&self, channel: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError>;
+    async fn update(&self, message: &MessageRef, text: &str, blocks: Option<&str>) -> Result<(), CapabilityError>;
+}
+
+impl Host for RunState {
+    async fn send_dm(&mut self, email: String, text: String, blocks: Option<String>) -> Result<MessageRef, CapabilityError> {
+        check_blocks(blocks.as_deref())?;
+        self.provider(Grant::ChatWrite, |c| &c.chat)?.send_dm(&email, &text, blocks.as_deref()).await
+    }
+
+    async fn post(&mut self, channel: String, text: String, blocks: Option<String>) -> Result<MessageRef, CapabilityError> {
+        check_blocks(blocks.as_deref())?;
+        self.provider(Grant::ChatWrite, |c| &c.chat)?.post(&channel, &text, blocks.as_deref()).await
+    }
+
+    async fn update(&mut self, message: MessageRef, text: String, blocks: Option<String>) -> Result<(), CapabilityError> {
+        check_blocks(blocks.as_deref())?;
+        self.provider(Grant::ChatWrite, |c| &c.chat)?.update(&message, &text, blocks.as_deref()).await
+    }
+}
+
+/// Blocks must be a JSON array; catching it here names the mistake better
+/// than the provider's `invalid_blocks`.
+fn check_blocks(blocks: Option<&str>) -> Result<(), CapabilityError> {
+    match blocks.map(serde_json::from_str::<serde_json::Value>) {
+        None | Some(Ok(serde_json::Value::Array(_))) => Ok(()),
+        Some(Ok(_)) => Err(CapabilityError::Invalid("blocks must be a JSON array of Block Kit blocks".into())),
+        Some(Err(e)) => Err(CapabilityError::Invalid(format!("blocks are not valid JSON: {e}"))),
+    }
+}

@@ -1,0 +1,59 @@
+//! `handoff:plugin/crm`: the sales side (Salesforce).
+
+use super::{Account, Activity, CapabilityError, CrmContact, Grant, Lead, Opportunity, Owner, Task};
+use crate::runtime::RunState;
+use crate::runtime::bindings::handoff::plugin::crm::Host;
+use crate::runtime::bindings::handoff::plugin::types::Timestamp;
+
+/// A sales CRM, as a connector implements it. Errors keep the provider's
+/// code and message.
+#[async_trait::async_trait]
+pub trait Crm: Send + Sync {
+    async fn find_lead_by_email(&self, email: &str) -> Result<Option<Lead>, CapabilityError>;
+    async fn find_contact_by_email(&self, email: &str) -> Result<Option<CrmContact>, CapabilityError>;
+    async fn find_accounts_by_domain(&self, domain: &str) -> Result<Vec<Account>, CapabilityError>;
+    async fn find_open_opportunities_by_domain(&self, domain: &str) -> Result<Vec<Opportunity>, CapabilityError>;
+    async fn get_owner(&self, id: &str) -> Result<Option<Owner>, CapabilityError>;
+    async fn list_activities(&self, who_id: &str, since: Timestamp) -> Result<Vec<Activity>, CapabilityError>;
+    async fn upsert_lead(&self, lead: Lead) -> Result<String, CapabilityError>;
+    async fn assign_owner(&self, lead_id: &str, owner_id: &str) -> Result<(), CapabilityError>;
+    async fn create_task(&self, task: Task) -> Result<String, CapabilityError>;
+}
+
+impl Host for RunState {
+    async fn find_lead_by_email(&mut self, email: String) -> Result<Option<Lead>, CapabilityError> {
+        self.provider(Grant::CrmRead, |c| &c.crm)?.find_lead_by_email(&email).await
+    }
+
+    async fn find_contact_by_email(&mut self, email: String) -> Result<Option<CrmContact>, CapabilityError> {
+        self.provider(Grant::CrmRead, |c| &c.crm)?.find_contact_by_email(&email).await
+    }
+
+    async fn find_accounts_by_domain(&mut self, domain: String) -> Result<Vec<Account>, CapabilityError> {
+        self.provider(Grant::CrmRead, |c| &c.crm)?.find_accounts_by_domain(&domain).await
+    }
+
+    async fn find_open_opportunities_by_domain(&mut self, domain: String) -> Result<Vec<Opportunity>, CapabilityError> {
+        self.provider(Grant::CrmRead, |c| &c.crm)?.find_open_opportunities_by_domain(&domain).await
+    }
+
+    async fn get_owner(&mut self, id: String) -> Result<Option<Owner>, CapabilityError> {
+        self.provider(Grant::CrmRead, |c| &c.crm)?.get_owner(&id).await
+    }
+
+    async fn list_activities(&mut self, who_id: String, since: Timestamp) -> Result<Vec<Activity>, CapabilityError> {
+        self.provider(Grant::CrmRead, |c| &c.crm)?.list_activities(&who_id, since).await
+    }
+
+    async fn upsert_lead(&mut self, lead: Lead) -> Result<String, CapabilityError> {
+        self.provider(Grant::CrmWrite, |c| &c.crm)?.upsert_lead(lead).await
+    }
+
+    async fn assign_owner(&mut self, lead_id: String, owner_id: String) -> Result<(), CapabilityError> {
+        self.provider(Grant::CrmWrite, |c| &c.crm)?.assign_owner(&lead_id, &owner_id).await
+    }
+
+    async fn create_task(&mut self, task: Task) -> Result<String, CapabilityError> {
+        self.provider(Grant::CrmWrite, |c| &c.crm)?.create_task(task).await
+    }
+}

@@ -1,0 +1,25 @@
+//! `handoff:plugin/llm`: a language model for summaries.
+
+use super::{CapabilityError, CompletionRequest, Grant};
+use crate::runtime::RunState;
+use crate::runtime::bindings::handoff::plugin::llm::Host;
+use std::time::Duration;
+
+/// A language model, as a connector implements it.
+#[async_trait::async_trait]
+pub trait Llm: Send + Sync {
+    async fn complete(&self, request: CompletionRequest) -> Result<String, CapabilityError>;
+}
+
+impl Host for RunState {
+    async fn complete(&mut self, request: CompletionRequest) -> Result<String, CapabilityError> {
+        let llm = self.provider(Grant::LlmComplete, |c| &c.llm)?;
+        // The plugin's time budget is enforced here, so a slow model can
+        // never hold the node past what the plugin asked for.
+        let budget = Duration::from_millis(u64::from(request.timeout_ms.max(1)));
+        match tokio::time::timeout(budget, llm.complete(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(CapabilityError::Unavailable(format!("no reply within {} ms", budget.as_millis()))),
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! `handoff:plugin/marketing`: the marketing side (HubSpot contacts).
+
+use super::{CapabilityError, Contact, Grant};
+use crate::runtime::RunState;
+use crate::runtime::bindings::handoff::plugin::marketing::Host;
+
+/// A marketing-automation system, as a connector implements it.
+#[async_trait::async_trait]
+pub trait Marketing: Send + Sync {
+    async fn get_contact(&self, id: &str, properties: &[String]) -> Result<Contact, CapabilityError>;
+    async fn find_contact_by_email(&self, email: &str, properties: &[String]) -> Result<Option<Contact>, CapabilityError>;
+    /// `properties` is a JSON object of strings.
+    async fn update_contact(&self, id: &str, properties: &str) -> Result<Contact, CapabilityError>;
+    async fn add_to_list(&self, list_id: &str, contact_id: &str) -> Result<(), CapabilityError>;
+}
+
+impl Host for RunState {
+    async fn get_contact(&mut self, id: String, properties: Vec<String>) -> Result<Contact, CapabilityError> {
+        self.provider(Grant::MarketingRead, |c| &c.marketing)?.get_contact(&id, &properties).await
+    }
+
+    async fn find_contact_by_email(&mut self, email: String, properties: Vec<String>) -> Result<Option<Contact>, CapabilityError> {
+        self.provider(Grant::MarketingRead, |c| &c.marketing)?.find_contact_by_email(&email, &properties).await
+    }
+
+    async fn update_contact(&mut self, id: String, properties: String) -> Result<Contact, CapabilityError> {
+        super::state::require_json(&properties, "properties")?;
+        self.provider(Grant::MarketingWrite, |c| &c.marketing)?.update_contact(&id, &properties).await
+    }
+
+    async fn add_to_list(&mut self, list_id: String, contact_id: String) -> Result<(), CapabilityError> {
+        self.provider(Grant::MarketingWrite, |c| &c.marketing)?.add_to_list(&list_id, &contact_id).await
+    }
+}

@@ -1,0 +1,92 @@
+//! Capabilities: everything a plugin can ask of the outside world.
+//!
+//! One module per WIT capability interface. Each holds the provider trait
+//! that a connector implements (HubSpot, Salesforce, Slack, ...), and the
+//! glue that serves the interface to a plugin: it checks the node's grant for
+//! every call, then hands the call to the provider. Plugins never see a
+//! credential: providers hold them, and providers live only in the host.
+//!
+//! A provider that is not configured answers `unavailable`, which a plugin
+//! treats like any transient outage.
+
+mod chat;
+mod clock;
+mod crm;
+mod email;
+pub mod grant;
+mod llm;
+mod log;
+mod marketing;
+mod roster;
+mod schedule;
+mod state;
+
+use std::sync::Arc;
+
+pub use crate::runtime::bindings::handoff::plugin::chat::MessageRef;
+pub use crate::runtime::bindings::handoff::plugin::email::Message as EmailMessage;
+pub use crate::runtime::bindings::handoff::plugin::llm::CompletionRequest;
+pub use crate::runtime::bindings::handoff::plugin::roster::{Availability, Rep, Team};
+pub use crate::runtime::bindings::handoff::plugin::types::{
+    Account, Activity, ActivityKind, CapabilityError, Contact, CrmContact, Lead, Opportunity, Owner, OwnerKind, Task,
+};
+pub use chat::Chat;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use crm::Crm;
+pub use email::Email;
+pub use grant::{Grant, GrantSet, Interface};
+pub use llm::Llm;
+pub use marketing::Marketing;
+pub use roster::Roster;
+pub use schedule::{Scheduler, Timer, TimerBook};
+pub use state::{FileStateStore, StateStore};
+
+/// The providers behind every capability interface, shared by all runs.
+///
+/// `None` means "not configured on this host": calls answer `unavailable`.
+#[derive(Clone)]
+pub struct Capabilities {
+    pub marketing: Option<Arc<dyn Marketing>>,
+    pub crm: Option<Arc<dyn Crm>>,
+    pub chat: Option<Arc<dyn Chat>>,
+    pub email: Option<Arc<dyn Email>>,
+    pub llm: Option<Arc<dyn Llm>>,
+    pub roster: Option<Arc<dyn Roster>>,
+    pub state: Option<Arc<dyn StateStore>>,
+    pub schedule: Option<Arc<dyn Scheduler>>,
+    /// "Now" for plugins; always present (system time unless virtual).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Capabilities {
+    /// No provider configured, system clock.
+    pub fn none() -> Self {
+        Capabilities {
+            marketing: None,
+            crm: None,
+            chat: None,
+            email: None,
+            llm: None,
+            roster: None,
+            state: None,
+            schedule: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for Capabilities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let on = |configured: bool| if configured { "configured" } else { "not configured" };
+        f.debug_struct("Capabilities")
+            .field("marketing", &on(self.marketing.is_some()))
+            .field("crm", &on(self.crm.is_some()))
+            .field("chat", &on(self.chat.is_some()))
+            .field("email", &on(self.email.is_some()))
+            .field("llm", &on(self.llm.is_some()))
+            .field("roster", &on(self.roster.is_some()))
+            .field("state", &on(self.state.is_some()))
+            .field("schedule", &on(self.schedule.is_some()))
+            .finish_non_exhaustive()
+    }
+}

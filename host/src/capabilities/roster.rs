@@ -1,0 +1,28 @@
+//! `handoff:plugin/roster`: the sales roster RevOps maintains.
+
+use super::{Availability, CapabilityError, Grant, Rep, Team};
+use crate::runtime::RunState;
+use crate::runtime::bindings::handoff::plugin::roster::Host;
+use crate::runtime::bindings::handoff::plugin::types::Timestamp;
+
+/// Reps, teams and their availability.
+#[async_trait::async_trait]
+pub trait Roster: Send + Sync {
+    async fn teams(&self) -> Result<Vec<Team>, CapabilityError>;
+    async fn get_rep(&self, id: &str) -> Result<Option<Rep>, CapabilityError>;
+    async fn availability_at(&self, rep_id: &str, at: Timestamp) -> Result<Availability, CapabilityError>;
+}
+
+impl Host for RunState {
+    async fn teams(&mut self) -> Result<Vec<Team>, CapabilityError> {
+        self.provider(Grant::RosterRead, |c| &c.roster)?.teams().await
+    }
+
+    async fn get_rep(&mut self, id: String) -> Result<Option<Rep>, CapabilityError> {
+        self.provider(Grant::RosterRead, |c| &c.roster)?.get_rep(&id).await
+    }
+
+    async fn availability_at(&mut self, rep_id: String, at: Timestamp) -> Result<Availability, CapabilityError> {
+        self.provider(Grant::RosterRead, |c| &c.roster)?.availability_at(&rep_id, at).await
+    }
+}

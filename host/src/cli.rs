@@ -1,0 +1,265 @@
+//! What the `handoff` subcommands do, and how their output reads. Argument
+//! parsing lives in `main.rs`; everything here is callable from tests.
+
+use crate::capabilities::{Capabilities, FileStateStore, TimerBook};
+use crate::pipeline::{self, BranchEnd, ExecutionRecord, ExecutionStatus, Executor, Start};
+use crate::runtime::{PluginRegistry, Runtime, RuntimeConfig};
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Settings every subcommand shares.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// Where the host keeps state and the compiled-component cache.
+    pub data_dir: PathBuf,
+    /// Extra plugin directories (`--plugins DIR`).
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+/// A started runtime with its plugins loaded.
+pub struct Host {
+    pub runtime: Arc<Runtime>,
+    pub registry: PluginRegistry,
+    pub options: HostOptions,
+}
+
+impl Host {
+    /// Starts the runtime and loads the standard plugins plus
+    /// `--plugins` directories. Components that fail to load are reported on
+    /// stderr and left out.
+    ///
+    /// # Errors
+    ///
+    /// When the runtime cannot start.
+    pub async fn start(options: HostOptions) -> Result<Host> {
+        let runtime = Runtime::new(RuntimeConfig::new(&options.data_dir)).context("starting the plugin runtime")?;
+        let (registry, problems) = PluginRegistry::load(&runtime, &options.plugin_dirs).await;
+        for problem in problems {
+            eprintln!("warning: plugin not loaded: {problem}");
+        }
+        Ok(Host { runtime, registry, options })
+    }
+
+    /// Capability providers for a one-shot run: plugin state on disk under
+    /// the data dir, timers listed rather than fired, system clock. CRM,
+    /// marketing, chat, email, LLM and roster are not configured here yet, so
+    /// calls to them answer `unavailable`.
+    pub fn local_capabilities(&self, timers: Arc<TimerBook>) -> Capabilities {
+        Capabilities {
+            state: Some(Arc::new(FileStateStore::new(self.options.data_dir.join("state")))),
+            schedule: Some(timers),
+            ..Capabilities::none()
+        }
+    }
+}
+
+/// `handoff validate FILE...`: prints every problem, exits 1 if any.
+pub fn validate(host: &Host, files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for file in files {
+        match pipeline::load_file(file, &host.registry) {
+            Ok(prepared) => {
+                let p = &prepared.pipeline;
+                println!("ok: {} (pipeline '{}' v{}, {} nodes)", file.display(), p.name, p.version, p.nodes.len());
+            }
+            Err(diagnostics) => {
+                failed = true;
+                for d in &diagnostics {
+                    eprintln!("{d}");
+                }
+                eprintln!("{}: {} error(s)", file.display(), diagnostics.len());
+            }
+        }
+    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// Options of `handoff run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub pipeline: PathBuf,
+    /// The input item file, or `-` for stdin.
+    pub input: PathBuf,
+    pub json: bool,
+    /// Print items whole instead of shortened.
+    pub full: bool,
+    pub lead_id: Option<String>,
+}
+
+/// `handoff run PIPELINE --input ITEM.json`: one execution, then its trace.
+/// Exits 1 when the pipeline is invalid or the execution failed.
+///
+/// # Errors
+///
+/// When the input cannot be read or is not JSON.
+pub async fn run(host: &Host, options: &RunOptions) -> Result<ExitCode> {
+    let prepared = match pipeline::load_file(&options.pipeline, &host.registry) {
+        Ok(prepared) => prepared,
+        Err(diagnostics) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let input = read_input(&options.input)?;
+    let timers = Arc::new(TimerBook::default());
+    let executor = Executor::new(host.runtime.clone(), Arc::new(host.local_capabilities(timers.clone())));
+    let record = executor.execute(&prepared, input, Start::Trigger, options.lead_id.clone()).await;
+    let pending = timers.pending();
+    if options.json {
+        let out = serde_json::json!({ "execution": record, "timers": pending });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", render_trace(&record, options.full));
+        for timer in &pending {
+            println!(
+                "timer set: node '{}' at {} ms with {} (not fired: `handoff run` executes once)",
+                timer.node,
+                timer.at,
+                shorten(&timer.payload, options.full)
+            );
+        }
+    }
+    Ok(match record.status {
+        ExecutionStatus::Completed => ExitCode::SUCCESS,
+        ExecutionStatus::Failed => ExitCode::FAILURE,
+    })
+}
+
+fn read_input(path: &Path) -> Result<Value> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading the input item from stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading the input item {}", path.display()))?
+    };
+    serde_json::from_str(&text).with_context(|| format!("the input item {} is not valid JSON", path.display()))
+}
+
+/// The human-readable trace of one execution.
+pub fn render_trace(record: &ExecutionRecord, full: bool) -> String {
+    let mut out = String::new();
+    let status = match record.status {
+        ExecutionStatus::Completed => "completed",
+        ExecutionStatus::Failed => "FAILED",
+    };
+    let _ = writeln!(
+        out,
+        "{} v{} · execution {} · {status} in {}",
+        record.pipeline,
+        record.pipeline_version,
+        record.execution_id,
+        micros(record.duration_us)
+    );
+    if let Some(error) = &record.error {
+        let _ = writeln!(out, "error: {error}");
+    }
+    for run in &record.runs {
+        let mark = if run.error.is_some() { "✗" } else { "✓" };
+        let _ = writeln!(
+            out,
+            "\n{mark} #{} {} ({} {})  attempt {}  {}",
+            run.seq,
+            run.node,
+            run.plugin,
+            run.plugin_version,
+            run.attempt,
+            micros(run.duration_us)
+        );
+        let _ = writeln!(out, "    in    {}", shorten(&run.input.to_string(), full));
+        for emitted in &run.outputs {
+            let _ = writeln!(out, "    out   {:<8} {}", emitted.port, shorten(&emitted.item.to_string(), full));
+        }
+        if let Some(error) = &run.error {
+            let retry = if error.retryable { " (retryable)" } else { "" };
+            let _ = writeln!(out, "    error {}: {}{retry}", error.kind, error.message);
+        }
+        for denied in &run.denied {
+            let _ = writeln!(out, "    denied {denied}");
+        }
+        for line in &run.logs {
+            let _ = writeln!(out, "    log   [{:?}] {}", line.stream, line.message);
+        }
+    }
+    if !record.ends.is_empty() {
+        let _ = writeln!(out, "\nbranches ended:");
+        for end in &record.ends {
+            match end {
+                BranchEnd::Unconnected { node, port, .. } => {
+                    let _ = writeln!(out, "  {node}:{port} (no connection)");
+                }
+                BranchEnd::Failed { node, error } => {
+                    let _ = writeln!(out, "  {node}: failed ({}), continued", error.kind);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `handoff plugins`: what is loaded.
+pub fn plugins(host: &Host, json: bool, schema_of: Option<&str>) -> Result<ExitCode> {
+    if let Some(name) = schema_of {
+        let Some(plugin) = host.registry.get(name) else {
+            eprintln!("no plugin '{name}'; loaded: {}", host.registry.names().join(", "));
+            return Ok(ExitCode::FAILURE);
+        };
+        println!("{}", serde_json::to_string_pretty(&plugin.info.config_schema)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if json {
+        let infos: Vec<_> = host.registry.iter().map(|p| &p.info).collect();
+        println!("{}", serde_json::to_string_pretty(&infos)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for plugin in host.registry.iter() {
+        let info = &plugin.info;
+        let list = |items: &[String]| if items.is_empty() { "-".to_string() } else { items.join(", ") };
+        let grants: Vec<String> = info.capabilities.iter().map(ToString::to_string).collect();
+        let imports: Vec<String> = info.imports.iter().map(|i| i.name().to_string()).collect();
+        println!("{} {}  ({})", info.name, info.version, info.source);
+        println!("    {}", info.description);
+        println!("    inputs: {}   outputs: {}", list(&info.inputs), list(&info.outputs));
+        println!("    needs: {}   imports: {}", list(&grants), list(&imports));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `handoff schema`: the pipeline JSON Schema, to stdout or a file.
+///
+/// # Errors
+///
+/// When the file cannot be written.
+pub fn schema(output: Option<&Path>) -> Result<ExitCode> {
+    let text = pipeline_schema_text();
+    match output {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The committed form of the pipeline schema (pretty JSON, final newline).
+pub fn pipeline_schema_text() -> String {
+    let mut text = serde_json::to_string_pretty(&pipeline::Pipeline::json_schema()).expect("schema serializes");
+    text.push('\n');
+    text
+}
+
+fn shorten(text: &str, full: bool) -> String {
+    const WIDTH: usize = 200;
+    if full || text.chars().count() <= WIDTH {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(WIDTH).collect();
+        format!("{cut}… ({} bytes; --full shows all)", text.len())
+    }
+}
+
+fn micros(us: u64) -> String {
+    if us >= 10_000 { format!("{:.1} ms", us as f64 / 1000.0) } else { format!("{:.2} ms", us as f64 / 1000.0) }
+}

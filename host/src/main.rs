@@ -1,0 +1,110 @@
+//! The `handoff` command line: parses arguments and calls the library.
+
+use clap::{Parser, Subcommand};
+use handoff::cli::{self, Host, HostOptions, RunOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Handoff: marketing-to-sales lead handoff on sandboxed WebAssembly pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "handoff", version, about, propagate_version = true)]
+struct Args {
+    /// Where the host keeps its state and the compiled-component cache.
+    #[arg(long, global = true, default_value = ".handoff", env = "HANDOFF_DATA_DIR")]
+    data_dir: PathBuf,
+
+    /// A directory of plugin components (*.wasm) to load besides the
+    /// standard ones; a plugin with a standard plugin's name replaces it.
+    /// May be given more than once.
+    #[arg(long = "plugins", value_name = "DIR", global = true)]
+    plugin_dirs: Vec<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check pipeline files: schema, plugins, ports, cycles, reachability,
+    /// capability grants and each node's config. Exits 1 on any error.
+    Validate {
+        /// Pipeline JSON files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Run a pipeline once on one input item and print a trace of each node.
+    Run {
+        /// The pipeline JSON file.
+        pipeline: PathBuf,
+        /// The input item (JSON file; `-` reads stdin).
+        #[arg(long, value_name = "ITEM.json")]
+        input: PathBuf,
+        /// Print the execution record as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print items whole instead of shortened.
+        #[arg(long)]
+        full: bool,
+        /// The lead id to tag the execution with.
+        #[arg(long)]
+        lead_id: Option<String>,
+    },
+    /// List loaded plugins: version, ports, capabilities.
+    Plugins {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Print the config JSON Schema of this plugin instead.
+        #[arg(long, value_name = "PLUGIN")]
+        schema: Option<String>,
+    },
+    /// Print the JSON Schema of pipeline files (or write it to a file).
+    Schema {
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HANDOFF_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    if let Command::Schema { output } = &args.command {
+        return report(cli::schema(output.as_deref()));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let options = HostOptions { data_dir: args.data_dir, plugin_dirs: args.plugin_dirs };
+        let host = match Host::start(options).await {
+            Ok(host) => host,
+            Err(e) => return report(Err(e)),
+        };
+        match args.command {
+            Command::Validate { files } => cli::validate(&host, &files),
+            Command::Run { pipeline, input, json, full, lead_id } => {
+                report(cli::run(&host, &RunOptions { pipeline, input, json, full, lead_id }).await)
+            }
+            Command::Plugins { json, schema } => report(cli::plugins(&host, json, schema.as_deref())),
+            Command::Schema { .. } => unreachable!("handled above"),
+        }
+    })
+}
+
+fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
+}

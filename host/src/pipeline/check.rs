@@ -1,0 +1,487 @@
+//! Checking a pipeline file before anything runs it: JSON syntax, the
+//! pipeline schema, plugins, ports, graph shape, capability grants and each
+//! node's config. Every problem becomes a [`Diagnostic`] that names the
+//! file, the JSON pointer and line, what is wrong and what to do.
+
+use super::locate::{Position, SourceMap, escape_segment};
+use super::model::{ERROR_PORT, OnError, Pipeline, TRIGGER, TRIGGER_PORT, Trigger};
+use super::{PreparedNode, PreparedPipeline};
+use crate::capabilities::{GrantSet, Interface};
+use crate::runtime::{PluginRegistry, RunLimits};
+use jsonschema::error::ValidationErrorKind;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// Longest per-node timeout a pipeline may set.
+pub const MAX_NODE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One problem in a pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// JSON pointer to the offending value (`/nodes/2/plugin`); empty for
+    /// the whole document.
+    pub pointer: String,
+    pub position: Option<Position>,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub help: String,
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(p) = self.position {
+            write!(f, ":{}:{}", p.line, p.column)?;
+        }
+        let at = if self.pointer.is_empty() { "(document)" } else { &self.pointer };
+        write!(f, ": error at {at}: {}", self.message)?;
+        if !self.help.is_empty() {
+            write!(f, "\n  help: {}", self.help)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads and checks a pipeline file.
+///
+/// # Errors
+///
+/// Every problem found, not just the first.
+pub fn load_file(path: &Path, registry: &PluginRegistry) -> Result<PreparedPipeline, Vec<Diagnostic>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => check(path, &text, registry),
+        Err(e) => Err(vec![Diagnostic {
+            file: path.to_path_buf(),
+            pointer: String::new(),
+            position: None,
+            message: format!("cannot read the file: {e}"),
+            help: "check the path".into(),
+        }]),
+    }
+}
+
+/// Checks pipeline source `text` (from `path`, for messages).
+///
+/// # Errors
+///
+/// Every problem found, not just the first.
+pub fn check(path: &Path, text: &str, registry: &PluginRegistry) -> Result<PreparedPipeline, Vec<Diagnostic>> {
+    let mut report = Report { file: path.to_path_buf(), map: SourceMap::new(text), diagnostics: Vec::new() };
+
+    let document: Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(e) => {
+            report.diagnostics.push(Diagnostic {
+                file: path.to_path_buf(),
+                pointer: String::new(),
+                position: Some(Position { line: e.line(), column: e.column() }),
+                message: format!("not valid JSON: {e}"),
+                help: "fix the syntax; a trailing comma or a missing quote is the usual cause".into(),
+            });
+            return Err(report.diagnostics);
+        }
+    };
+
+    for error in pipeline_schema().iter_errors(&document) {
+        let pointer = error.instance_path().to_string();
+        let (message, help) = explain_schema_error(&error);
+        report.error(&pointer, message, help);
+    }
+    if !report.diagnostics.is_empty() {
+        return Err(report.diagnostics);
+    }
+    let pipeline: Pipeline = match serde_json::from_value(document) {
+        Ok(p) => p,
+        Err(e) => {
+            report.error("", format!("does not match the pipeline format: {e}"), "see pipelines/pipeline.schema.json".into());
+            return Err(report.diagnostics);
+        }
+    };
+
+    let nodes = check_semantics(&pipeline, registry, &mut report);
+    if !report.diagnostics.is_empty() {
+        return Err(report.diagnostics);
+    }
+    Ok(PreparedPipeline { pipeline, path: path.to_path_buf(), nodes })
+}
+
+struct Report {
+    file: PathBuf,
+    map: SourceMap,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Report {
+    fn error(&mut self, pointer: &str, message: String, help: String) {
+        self.diagnostics.push(Diagnostic {
+            file: self.file.clone(),
+            pointer: pointer.to_string(),
+            position: self.map.locate(pointer),
+            message,
+            help,
+        });
+    }
+}
+
+fn pipeline_schema() -> &'static jsonschema::Validator {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| jsonschema::validator_for(&Pipeline::json_schema()).expect("the generated pipeline schema is valid"))
+}
+
+fn explain_schema_error(error: &jsonschema::ValidationError<'_>) -> (String, String) {
+    let message = error.to_string();
+    let help = match error.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            format!("remove {} or fix its spelling; see pipelines/pipeline.schema.json for the fields", quote_all(unexpected))
+        }
+        ValidationErrorKind::Required { property } => format!("add the required field {property}"),
+        ValidationErrorKind::Enum { options } => format!("use one of {options}"),
+        ValidationErrorKind::Pattern { pattern } => format!("the value must match {pattern}"),
+        ValidationErrorKind::Type { .. } => "change the value to the expected type".into(),
+        ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::OneOfMultipleValid { .. } | ValidationErrorKind::AnyOf { .. } => {
+            "the value matches none of the allowed shapes; for a trigger, `type` is webhook, schedule, event or timer and each has its own fields".into()
+        }
+        _ => "see pipelines/pipeline.schema.json".into(),
+    };
+    (message, help)
+}
+
+fn quote_all(names: &[String]) -> String {
+    names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+}
+
+fn node_pointer(index: usize, field: &str) -> String {
+    if field.is_empty() { format!("/nodes/{index}") } else { format!("/nodes/{index}/{field}") }
+}
+
+fn connection_pointer(source: &str, port: Option<&str>) -> String {
+    match port {
+        Some(port) => format!("/connections/{}/{}", escape_segment(source), escape_segment(port)),
+        None => format!("/connections/{}", escape_segment(source)),
+    }
+}
+
+fn check_semantics(pipeline: &Pipeline, registry: &PluginRegistry, report: &mut Report) -> HashMap<String, PreparedNode> {
+    check_trigger(&pipeline.trigger, report);
+
+    let mut index_of: HashMap<&str, usize> = HashMap::new();
+    for (i, node) in pipeline.nodes.iter().enumerate() {
+        if node.id == TRIGGER {
+            report.error(&node_pointer(i, "id"), "'trigger' is reserved for the pipeline's trigger".into(), "choose another id".into());
+        }
+        if let Some(first) = index_of.insert(&node.id, i) {
+            report.error(
+                &node_pointer(i, "id"),
+                format!("node id '{}' is already used by /nodes/{first}", node.id),
+                "give every node a unique id".into(),
+            );
+        }
+    }
+
+    let mut prepared = HashMap::new();
+    for (i, node) in pipeline.nodes.iter().enumerate() {
+        let Some(plugin) = registry.get(&node.plugin) else {
+            report.error(
+                &node_pointer(i, "plugin"),
+                format!("unknown plugin '{}'", node.plugin),
+                format!(
+                    "loaded plugins are: {}; check the spelling, or load the component with --plugins DIR",
+                    registry.names().join(", ")
+                ),
+            );
+            continue;
+        };
+        let grants: GrantSet = node.capabilities.iter().copied().collect();
+        for needed in &plugin.info.capabilities {
+            if !grants.allows(*needed) {
+                report.error(
+                    &node_pointer(i, "capabilities"),
+                    format!("plugin '{}' needs {needed}, which node '{}' does not grant", plugin.name(), node.id),
+                    format!("add \"{needed}\" to the node's capabilities"),
+                );
+            }
+        }
+        for interface in plugin.ungranted_imports(grants) {
+            if plugin.info.capabilities.iter().any(|g| g.interface() == interface) {
+                continue; // already reported above, with the exact grant
+            }
+            report.error(
+                &node_pointer(i, "capabilities"),
+                ungranted_import_message(&pipeline.name, &node.id, plugin.name(), interface),
+                format!(
+                    "grant the access the plugin needs ({}), or use a plugin that does not import {interface}",
+                    interface.grants().iter().map(|g| format!("\"{g}\"")).collect::<Vec<_>>().join(" or ")
+                ),
+            );
+        }
+        for problem in plugin.check_config(&node.config) {
+            report.error(
+                &format!("{}{}", node_pointer(i, "config"), problem.pointer),
+                format!("config for plugin '{}': {}", plugin.name(), problem.message),
+                format!("see `handoff plugins --schema {}` for the settings it takes", plugin.name()),
+            );
+        }
+        let timeout = node.timeout.map_or(RunLimits::default().deadline, |t| t.0);
+        if timeout.is_zero() || timeout > MAX_NODE_TIMEOUT {
+            report.error(
+                &node_pointer(i, "timeout"),
+                format!("timeout {} is out of range", node.timeout.map(|t| t.to_string()).unwrap_or_default()),
+                format!("use a timeout above 0 and at most {}s", MAX_NODE_TIMEOUT.as_secs()),
+            );
+        }
+        if node.retry.backoff.initial > node.retry.backoff.max {
+            report.error(
+                &node_pointer(i, "retry/backoff"),
+                format!("backoff initial {} is longer than max {}", node.retry.backoff.initial, node.retry.backoff.max),
+                "make initial at most max".into(),
+            );
+        }
+        let limits = RunLimits {
+            deadline: timeout,
+            memory_bytes: node.memory_mb.map_or(RunLimits::default().memory_bytes, |mb| mb as usize * 1024 * 1024),
+            ..RunLimits::default()
+        };
+        prepared.insert(
+            node.id.clone(),
+            PreparedNode {
+                node: node.clone(),
+                plugin: plugin.clone(),
+                grants,
+                config: Arc::from(node.config.to_string()),
+                limits,
+            },
+        );
+    }
+
+    check_connections(pipeline, &prepared, report);
+    check_graph(pipeline, &index_of, report);
+    prepared
+}
+
+/// The message for a component that imports an interface its node grants
+/// nothing of: the load-time refusal.
+pub fn ungranted_import_message(pipeline: &str, node: &str, plugin: &str, interface: Interface) -> String {
+    format!(
+        "pipeline '{pipeline}', node '{node}': plugin '{plugin}' imports {interface}, but the node grants none of {}",
+        interface.grants().iter().map(|g| g.as_str()).collect::<Vec<_>>().join(", ")
+    )
+}
+
+fn check_trigger(trigger: &Trigger, report: &mut Report) {
+    match trigger {
+        Trigger::Schedule { cron, .. } => {
+            if let Err(problem) = check_cron(cron) {
+                report.error(
+                    "/trigger/cron",
+                    format!("'{cron}' is not a cron expression: {problem}"),
+                    "write five fields: minute hour day-of-month month day-of-week, e.g. \"*/5 * * * *\"".into(),
+                );
+            }
+        }
+        Trigger::Webhook { path, .. } if path.contains("//") => {
+            report.error("/trigger/path", format!("path '{path}' has an empty segment"), "remove the doubled '/'".into());
+        }
+        _ => {}
+    }
+}
+
+/// A syntax check of a five-field cron expression.
+pub fn check_cron(cron: &str) -> Result<(), String> {
+    let fields: Vec<&str> = cron.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!("{} fields, expected 5", fields.len()));
+    }
+    let ranges = [("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7)];
+    for (field, (name, min, max)) in fields.iter().zip(ranges) {
+        for part in field.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((range, step)) => (range, Some(step)),
+                None => (part, None),
+            };
+            if let Some(step) = step
+                && !step.parse::<u32>().is_ok_and(|s| s > 0)
+            {
+                return Err(format!("{name}: step '{step}' is not a positive number"));
+            }
+            if range == "*" {
+                continue;
+            }
+            for bound in range.split('-') {
+                let value: u32 = bound.parse().map_err(|_| format!("{name}: '{bound}' is not a number"))?;
+                if value < min || value > max {
+                    return Err(format!("{name}: {value} is outside {min}-{max}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_connections(pipeline: &Pipeline, prepared: &HashMap<String, PreparedNode>, report: &mut Report) {
+    for (source, ports) in &pipeline.connections {
+        let outputs: Vec<String> = if source == TRIGGER {
+            vec![TRIGGER_PORT.to_string()]
+        } else if let Some(node) = prepared.get(source) {
+            let mut outputs = node.plugin.info.outputs.clone();
+            if node.node.on_error == OnError::ErrorPort {
+                outputs.push(ERROR_PORT.to_string());
+            }
+            outputs
+        } else {
+            if pipeline.node(source).is_none() {
+                report.error(
+                    &connection_pointer(source, None),
+                    format!("connections come from '{source}', which is not a node"),
+                    format!("use 'trigger' or one of the node ids: {}", node_ids(pipeline)),
+                );
+            }
+            continue; // a node whose plugin is unknown was reported already
+        };
+        for (port, targets) in ports {
+            if !outputs.contains(port) {
+                let extra = if port == ERROR_PORT { " (set \"on_error\": \"error-port\" on the node to get an error port)" } else { "" };
+                report.error(
+                    &connection_pointer(source, Some(port)),
+                    format!("'{source}' has no output port '{port}'{extra}"),
+                    format!("its output ports are: {}", outputs.join(", ")),
+                );
+            }
+            for (k, target) in targets.iter().enumerate() {
+                if pipeline.node(target).is_none() {
+                    report.error(
+                        &format!("{}/{k}", connection_pointer(source, Some(port))),
+                        format!("connection to '{target}', which is not a node"),
+                        format!("use one of the node ids: {}", node_ids(pipeline)),
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn node_ids(pipeline: &Pipeline) -> String {
+    pipeline.nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn check_graph(pipeline: &Pipeline, index_of: &HashMap<&str, usize>, report: &mut Report) {
+    let mut edges: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (source, ports) in &pipeline.connections {
+        for targets in ports.values() {
+            for target in targets {
+                if index_of.contains_key(target.as_str()) {
+                    edges.entry(source.as_str()).or_default().insert(target.as_str());
+                }
+            }
+        }
+    }
+
+    // Cycles: depth-first search, reporting each cycle once.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let mut marks: HashMap<&str, Mark> = pipeline.nodes.iter().map(|n| (n.id.as_str(), Mark::New)).collect();
+    fn visit<'a>(
+        node: &'a str,
+        edges: &BTreeMap<&'a str, BTreeSet<&'a str>>,
+        marks: &mut HashMap<&'a str, Mark>,
+        path: &mut Vec<&'a str>,
+        cycles: &mut Vec<Vec<&'a str>>,
+    ) {
+        marks.insert(node, Mark::Open);
+        path.push(node);
+        for next in edges.get(node).into_iter().flatten() {
+            match marks.get(next).copied().unwrap_or(Mark::Done) {
+                Mark::New => visit(next, edges, marks, path, cycles),
+                Mark::Open => {
+                    let start = path.iter().position(|n| n == next).unwrap_or(0);
+                    let mut cycle = path[start..].to_vec();
+                    cycle.push(next);
+                    cycles.push(cycle);
+                }
+                Mark::Done => {}
+            }
+        }
+        path.pop();
+        marks.insert(node, Mark::Done);
+    }
+    let mut cycles = Vec::new();
+    for node in &pipeline.nodes {
+        if marks[node.id.as_str()] == Mark::New {
+            visit(&node.id, &edges, &mut marks, &mut Vec::new(), &mut cycles);
+        }
+    }
+    for cycle in cycles {
+        report.error(
+            &connection_pointer(cycle[0], None),
+            format!("connections form a cycle: {}", cycle.join(" → ")),
+            "pipelines must be acyclic; to come back to a step later, use a durable timer (the `schedule` capability)".into(),
+        );
+    }
+
+    // Reachability from the trigger.
+    let mut reached: BTreeSet<&str> = BTreeSet::new();
+    let mut queue: VecDeque<&str> = VecDeque::from([TRIGGER]);
+    while let Some(node) = queue.pop_front() {
+        for next in edges.get(node).into_iter().flatten() {
+            if reached.insert(next) {
+                queue.push_back(next);
+            }
+        }
+    }
+    let timer_started = matches!(pipeline.trigger, Trigger::Timer {});
+    if pipeline.targets(TRIGGER, TRIGGER_PORT).is_empty() && !timer_started {
+        report.error(
+            "/connections",
+            "nothing is connected to the trigger, so no node would ever run".into(),
+            "add \"trigger\": {\"main\": [\"<first node id>\"]} to connections".into(),
+        );
+        return;
+    }
+    if timer_started {
+        return; // timers start at any node
+    }
+    for (i, node) in pipeline.nodes.iter().enumerate() {
+        if !reached.contains(node.id.as_str()) {
+            report.error(
+                &node_pointer(i, ""),
+                format!("node '{}' is unreachable: no path from the trigger leads to it", node.id),
+                "connect it from the trigger or another node's output, or remove it".into(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_syntax() {
+        for ok in ["*/5 * * * *", "0 9 * * 1-5", "0,30 8-18 1 1,6 0"] {
+            assert!(check_cron(ok).is_ok(), "{ok}");
+        }
+        for bad in ["* * * *", "60 * * * *", "*/0 * * * *", "a * * * *", "0 0 0 * *"] {
+            assert!(check_cron(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn diagnostics_print_file_line_pointer_and_help() {
+        let d = Diagnostic {
+            file: "p.json".into(),
+            pointer: "/nodes/1/plugin".into(),
+            position: Some(Position { line: 9, column: 7 }),
+            message: "unknown plugin 'x'".into(),
+            help: "check the spelling".into(),
+        };
+        assert_eq!(d.to_string(), "p.json:9:7: error at /nodes/1/plugin: unknown plugin 'x'\n  help: check the spelling");
+    }
+}

@@ -1,0 +1,239 @@
+//! Moving items through a prepared pipeline: each item reaching a node is
+//! one node run; each emitted item follows the connections of its port.
+
+use super::model::{ERROR_PORT, OnError, TRIGGER, TRIGGER_PORT};
+use super::PreparedPipeline;
+use crate::capabilities::Capabilities;
+use crate::runtime::{Emitted, Invocation, LogLine, NodeFailure, RunIdentity, Runtime};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Node runs one execution may make before it is stopped (fan-out guard).
+pub const MAX_RUNS_PER_EXECUTION: usize = 10_000;
+
+/// Where an execution starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// At the nodes connected to the trigger.
+    Trigger,
+    /// At one node (a durable timer firing).
+    Node(String),
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionStatus {
+    /// Every branch ended (some may have ended in a recorded failure under
+    /// `"on_error": "continue"`).
+    Completed,
+    /// A node failed under `"on_error": "stop"`, or a guard tripped.
+    Failed,
+}
+
+/// A failed node run, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunError {
+    pub kind: &'static str,
+    pub message: String,
+    pub retryable: bool,
+}
+
+/// One node run: what went in, what came out, how long it took.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRunRecord {
+    /// Order within the execution, from 1.
+    pub seq: usize,
+    pub node: String,
+    pub plugin: String,
+    pub plugin_version: String,
+    pub attempt: u32,
+    pub input: Value,
+    pub outputs: Vec<Emitted>,
+    pub duration_us: u64,
+    pub error: Option<RunError>,
+    pub logs: Vec<LogLine>,
+    /// Grants the plugin tried to use without having them.
+    pub denied: Vec<String>,
+}
+
+/// Where a branch of the execution ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum BranchEnd {
+    /// An item was emitted on a port nothing is connected to.
+    Unconnected { node: String, port: String, item: Value },
+    /// A node failed on an item under `"on_error": "continue"`.
+    Failed { node: String, error: RunError },
+}
+
+/// The full record of one execution.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutionRecord {
+    pub execution_id: String,
+    pub pipeline: String,
+    pub pipeline_version: u32,
+    pub lead_id: Option<String>,
+    pub status: ExecutionStatus,
+    /// Why the execution failed, when it did.
+    pub error: Option<String>,
+    /// Host clock, milliseconds since the Unix epoch.
+    pub started_at_ms: i64,
+    pub duration_us: u64,
+    pub runs: Vec<NodeRunRecord>,
+    pub ends: Vec<BranchEnd>,
+}
+
+/// Runs prepared pipelines on a runtime with a set of capability providers.
+#[derive(Clone)]
+pub struct Executor {
+    runtime: Arc<Runtime>,
+    capabilities: Arc<Capabilities>,
+}
+
+impl Executor {
+    /// An executor over `runtime`, serving plugins `capabilities`.
+    pub fn new(runtime: Arc<Runtime>, capabilities: Arc<Capabilities>) -> Self {
+        Executor { runtime, capabilities }
+    }
+
+    /// The capability providers plugins are served.
+    pub fn capabilities(&self) -> &Arc<Capabilities> {
+        &self.capabilities
+    }
+
+    /// Runs one execution of `prepared` on `input` to its end.
+    pub async fn execute(&self, prepared: &PreparedPipeline, input: Value, start: Start, lead_id: Option<String>) -> ExecutionRecord {
+        let pipeline = &prepared.pipeline;
+        let execution_id = uuid::Uuid::now_v7().to_string();
+        let started = Instant::now();
+        let mut record = ExecutionRecord {
+            execution_id: execution_id.clone(),
+            pipeline: pipeline.name.clone(),
+            pipeline_version: pipeline.version,
+            lead_id: lead_id.clone(),
+            status: ExecutionStatus::Completed,
+            error: None,
+            started_at_ms: self.capabilities.clock.now_ms(),
+            duration_us: 0,
+            runs: Vec::new(),
+            ends: Vec::new(),
+        };
+
+        let mut queue: VecDeque<(String, Value)> = match start {
+            Start::Trigger => pipeline.targets(TRIGGER, TRIGGER_PORT).iter().map(|t| (t.clone(), input.clone())).collect(),
+            Start::Node(node) => VecDeque::from([(node, input)]),
+        };
+
+        'items: while let Some((node_id, item)) = queue.pop_front() {
+            let Some(node) = prepared.node(&node_id) else {
+                record.fail(format!("no node '{node_id}' in pipeline '{}'", pipeline.name));
+                break;
+            };
+            let identity = Arc::new(RunIdentity {
+                pipeline: pipeline.name.clone(),
+                node: node_id.clone(),
+                plugin: node.plugin.name().to_string(),
+                execution_id: execution_id.clone(),
+                lead_id: lead_id.clone(),
+            });
+            let item_json = item.to_string();
+            let mut attempt = 1;
+            let emitted = loop {
+                if record.runs.len() >= MAX_RUNS_PER_EXECUTION {
+                    record.fail(format!("stopped after {MAX_RUNS_PER_EXECUTION} node runs; does a node fan out without bound?"));
+                    break 'items;
+                }
+                let invocation = Invocation {
+                    identity: identity.clone(),
+                    attempt,
+                    config: node.config.clone(),
+                    item: item_json.clone(),
+                    grants: node.grants,
+                    limits: node.limits,
+                };
+                let outcome = self.runtime.run(&node.plugin, &self.capabilities, invocation).await;
+                let error = outcome.result.as_ref().err().map(run_error);
+                record.runs.push(NodeRunRecord {
+                    seq: record.runs.len() + 1,
+                    node: node_id.clone(),
+                    plugin: node.plugin.name().to_string(),
+                    plugin_version: node.plugin.info.version.clone(),
+                    attempt,
+                    input: item.clone(),
+                    outputs: outcome.result.as_ref().map(Clone::clone).unwrap_or_default(),
+                    duration_us: u64::try_from(outcome.duration.as_micros()).unwrap_or(u64::MAX),
+                    error: error.clone(),
+                    logs: outcome.logs,
+                    denied: outcome.denied,
+                });
+                match outcome.result {
+                    Ok(emitted) => break emitted,
+                    Err(failure) if failure.is_retryable() && attempt < node.node.retry.max_attempts => {
+                        tokio::time::sleep(node.node.retry.backoff.delay(attempt)).await;
+                        attempt += 1;
+                    }
+                    Err(failure) => match node.node.on_error {
+                        OnError::Stop => {
+                            record.fail(format!("node '{node_id}' failed after {attempt} attempt(s): {failure}"));
+                            break 'items;
+                        }
+                        OnError::Continue => {
+                            record.ends.push(BranchEnd::Failed { node: node_id.clone(), error: run_error(&failure) });
+                            continue 'items;
+                        }
+                        OnError::ErrorPort => break vec![error_item(&node_id, attempt, &failure, item.clone())],
+                    },
+                }
+            };
+            route(prepared, &node_id, emitted, &mut queue, &mut record.ends);
+        }
+
+        record.duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        record
+    }
+}
+
+impl ExecutionRecord {
+    fn fail(&mut self, error: String) {
+        self.status = ExecutionStatus::Failed;
+        self.error = Some(error);
+    }
+}
+
+fn run_error(failure: &NodeFailure) -> RunError {
+    RunError { kind: failure.kind(), message: failure.to_string(), retryable: failure.is_retryable() }
+}
+
+/// The item a node with `"on_error": "error-port"` emits for a failure.
+fn error_item(node: &str, attempts: u32, failure: &NodeFailure, item: Value) -> Emitted {
+    Emitted {
+        port: ERROR_PORT.to_string(),
+        item: json!({
+            "error": {"node": node, "kind": failure.kind(), "message": failure.to_string(), "attempts": attempts},
+            "item": item,
+        }),
+    }
+}
+
+/// Sends each emitted item to the targets of its port, or records the end
+/// of the branch when the port is unconnected.
+fn route(
+    prepared: &PreparedPipeline,
+    node_id: &str,
+    emitted: Vec<Emitted>,
+    queue: &mut VecDeque<(String, Value)>,
+    ends: &mut Vec<BranchEnd>,
+) {
+    for Emitted { port, item } in emitted {
+        let targets = prepared.pipeline.targets(node_id, &port);
+        match targets {
+            [] => ends.push(BranchEnd::Unconnected { node: node_id.to_string(), port, item }),
+            [only] => queue.push_back((only.clone(), item)),
+            many => queue.extend(many.iter().map(|t| (t.clone(), item.clone()))),
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Pipelines: the file format RevOps edits, the checks that run before
+//! anything executes, and the executor that moves items through nodes.
+
+mod check;
+mod executor;
+mod locate;
+pub mod model;
+
+pub use check::{Diagnostic, MAX_NODE_TIMEOUT, check, check_cron, load_file, ungranted_import_message};
+pub use executor::{BranchEnd, ExecutionRecord, ExecutionStatus, Executor, NodeRunRecord, RunError, Start};
+pub use locate::{Position, SourceMap};
+pub use model::{Node, OnError, Pipeline, Trigger};
+
+use crate::capabilities::GrantSet;
+use crate::runtime::{Plugin, RunLimits};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A pipeline that passed every check, with each node bound to its loaded
+/// plugin. Only a prepared pipeline can be executed.
+#[derive(Debug)]
+pub struct PreparedPipeline {
+    pub pipeline: Pipeline,
+    /// The file it was read from.
+    pub path: PathBuf,
+    nodes: HashMap<String, PreparedNode>,
+}
+
+impl PreparedPipeline {
+    /// The prepared node with this id.
+    pub fn node(&self, id: &str) -> Option<&PreparedNode> {
+        self.nodes.get(id)
+    }
+}
+
+/// A node bound to its plugin, with its grants and limits resolved.
+#[derive(Debug)]
+pub struct PreparedNode {
+    pub node: Node,
+    pub plugin: Arc<Plugin>,
+    pub grants: GrantSet,
+    /// The node's config as JSON text, serialized once.
+    pub config: Arc<str>,
+    pub limits: RunLimits,
+}

@@ -1,0 +1,11 @@
+//! Host-side bindings generated from `wit/` (the `node` world).
+//!
+//! Every import is async, so a capability call can await network I/O
+//! without blocking a thread; exports are async so a run can be cancelled.
+
+wasmtime::component::bindgen!({
+    world: "node",
+    path: "../wit",
+    imports: { default: async },
+    exports: { default: async },
+});

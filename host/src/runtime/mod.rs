@@ -1,0 +1,176 @@
+//! The sandbox plugins run in: one wasmtime `Engine`, a pooling allocator,
+//! per-run limits, a compiled-component cache, and the linker that wires
+//! WASI (cut down) and the capability interfaces into every instance.
+//!
+//! Every node run gets a fresh instance from a pre-instantiated component,
+//! so nothing leaks between leads. A plugin that loops, traps or allocates
+//! without end is stopped and reported as a node error; the host goes on.
+
+pub mod bindings;
+mod cache;
+mod plugin;
+mod registry;
+mod run;
+mod store;
+
+pub use cache::{CacheOutcome, ComponentCache};
+pub use plugin::{Plugin, PluginInfo, PluginSource};
+pub use registry::{LoadProblem, PluginRegistry};
+pub use run::{Emitted, Invocation, NodeFailure, RunLimits, RunOutcome};
+pub use store::{LogLine, LogStream, RunIdentity, RunState};
+
+use anyhow::Result;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+/// How often the epoch advances; deadlines are precise to about this.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Sizing of the sandbox.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached.
+    pub cache_dir: PathBuf,
+    /// Node runs that may be in flight at once (pool slots).
+    pub max_concurrent_runs: u32,
+    /// The largest memory cap any node may ask for, in bytes.
+    pub max_memory_bytes: usize,
+}
+
+impl RuntimeConfig {
+    /// Defaults sized for one host, with the cache under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        RuntimeConfig {
+            cache_dir: data_dir.into().join("cache").join("components"),
+            max_concurrent_runs: 256,
+            max_memory_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// The plugin sandbox. Cheap to share (`Arc`); one per process.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<RunState>,
+    cache: ComponentCache,
+    config: RuntimeConfig,
+    _ticker: EpochTicker,
+    dropper: StoreDropper,
+}
+
+impl Runtime {
+    /// Builds the engine, the linker and the epoch ticker.
+    ///
+    /// # Errors
+    ///
+    /// When the pooling allocator cannot reserve its address space.
+    pub fn new(config: RuntimeConfig) -> Result<Arc<Self>> {
+        let mut pool = PoolingAllocationConfig::new();
+        let runs = config.max_concurrent_runs;
+        pool.total_component_instances(runs)
+            // Components built by componentize-py or componentize-js hold
+            // many core modules, memories and tables; Rust ones hold one.
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(16)
+            .total_core_instances(runs * 8)
+            .total_memories(runs * 2)
+            .total_tables(runs * 4)
+            .total_stacks(runs)
+            .max_memory_size(config.max_memory_bytes)
+            .table_elements(200_000)
+            .max_core_instance_size(8 << 20)
+            .max_component_instance_size(1 << 20);
+
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&wasm).map_err(anyhow::Error::from)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        bindings::Node::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)?;
+
+        let cache = ComponentCache::new(&config.cache_dir, &engine);
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Arc::new(Runtime { engine, linker, cache, config, _ticker: ticker, dropper: StoreDropper::start() }))
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The compiled-component cache.
+    pub fn cache(&self) -> &ComponentCache {
+        &self.cache
+    }
+
+    /// The sizing this runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread, which
+/// is what makes a running plugin's deadline fire.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("handoff-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        EpochTicker { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Drops finished stores on a background thread: returning an instance's
+/// memory to the pool costs more than the run itself, and no lead should
+/// wait for it.
+struct StoreDropper {
+    tx: std::sync::mpsc::SyncSender<Store<RunState>>,
+}
+
+impl StoreDropper {
+    fn start() -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Store<RunState>>(256);
+        std::thread::Builder::new()
+            .name("handoff-store-drop".into())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .expect("spawning the store-drop thread");
+        StoreDropper { tx }
+    }
+
+    /// Hands `store` to the dropping thread, or drops it here when the thread
+    /// is behind (so pool slots are never held hostage by a queue).
+    fn dispose(&self, store: Store<RunState>) {
+        match self.tx.try_send(store) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(store) | std::sync::mpsc::TrySendError::Disconnected(store)) => drop(store),
+        }
+    }
+}
