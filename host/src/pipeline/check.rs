@@ -89,7 +89,7 @@ pub fn check(path: &Path, text: &str, registry: &PluginRegistry) -> Result<Prepa
 
     for error in pipeline_schema().iter_errors(&document) {
         let pointer = error.instance_path().to_string();
-        let (message, help) = explain_schema_error(&error);
+        let (message, help) = explain_schema_error(&error, &pointer);
         report.error(&pointer, message, help);
     }
     if !report.diagnostics.is_empty() {
@@ -133,8 +133,12 @@ fn pipeline_schema() -> &'static jsonschema::Validator {
     VALIDATOR.get_or_init(|| jsonschema::validator_for(&Pipeline::json_schema()).expect("the generated pipeline schema is valid"))
 }
 
-fn explain_schema_error(error: &jsonschema::ValidationError<'_>) -> (String, String) {
+fn explain_schema_error(error: &jsonschema::ValidationError<'_>, pointer: &str) -> (String, String) {
     let message = error.to_string();
+    if pointer.contains("/capabilities/") {
+        let grants: Vec<&str> = crate::capabilities::Grant::ALL.iter().map(|g| g.as_str()).collect();
+        return (format!("{message}: not a capability"), format!("use one of: {}", grants.join(", ")));
+    }
     let help = match error.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             format!("remove {} or fix its spelling; see pipelines/pipeline.schema.json for the fields", quote_all(unexpected))
@@ -144,7 +148,11 @@ fn explain_schema_error(error: &jsonschema::ValidationError<'_>) -> (String, Str
         ValidationErrorKind::Pattern { pattern } => format!("the value must match {pattern}"),
         ValidationErrorKind::Type { .. } => "change the value to the expected type".into(),
         ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::OneOfMultipleValid { .. } | ValidationErrorKind::AnyOf { .. } => {
-            "the value matches none of the allowed shapes; for a trigger, `type` is webhook, schedule, event or timer and each has its own fields".into()
+            if pointer.starts_with("/trigger") {
+                "`type` is webhook (path, signature), schedule (cron, timezone), event (name) or timer, with only those fields".into()
+            } else {
+                "the value matches none of the allowed forms; see pipelines/pipeline.schema.json".into()
+            }
         }
         _ => "see pipelines/pipeline.schema.json".into(),
     };

@@ -172,7 +172,7 @@ mod tests {
         assert_eq!(map.locate("/name"), Some(Position { line: 2, column: 3 }));
         assert_eq!(map.locate("/nodes/0/plugin"), Some(Position { line: 4, column: 17 }));
         assert_eq!(map.locate("/nodes/1/id"), Some(Position { line: 6, column: 7 }));
-        assert_eq!(map.locate("/nodes/1/config/a~1b/1"), Some(Position { line: 7, column: 26 }));
+        assert_eq!(map.locate("/nodes/1/config/a~1b/1"), Some(Position { line: 7, column: 29 }));
     }
 
     #[test]

@@ -275,9 +275,18 @@ impl Pipeline {
 
     /// The generated JSON Schema for pipeline files.
     pub fn json_schema() -> Value {
-        let mut schema = schemars::schema_for!(Pipeline);
+        let generated = schemars::schema_for!(Pipeline).to_value();
+        let Value::Object(mut generated) = generated else { unreachable!("a schema is an object") };
+        // Identification first, so the file reads top-down.
+        let mut schema = serde_json::Map::new();
+        for key in ["$schema", "title", "description"] {
+            if let Some(value) = generated.remove(key) {
+                schema.insert(key.to_string(), value);
+            }
+        }
         schema.insert("$id".into(), "https://handoff.dev/schemas/pipeline.schema.json".into());
-        schema.to_value()
+        schema.extend(generated);
+        Value::Object(schema)
     }
 }
 

@@ -18,7 +18,7 @@ impl Guest for Echo {
             inputs: vec!["main".into()],
             outputs: vec!["main".into(), "other".into()],
             capabilities: vec![],
-            config_schema: r#"{"type":"object","properties":{"port":{"type":"string"},"copies":{"type":"integer","minimum":0},"fail":{"enum":["retryable","fatal","invalid"]},"fail_until_attempt":{"type":"integer"},"print":{"type":"string"}},"additionalProperties":false}"#.into(),
+            config_schema: r#"{"type":"object","properties":{"port":{"type":"string"},"copies":{"type":"integer","minimum":0},"fail":{"enum":["retryable","fatal","invalid"]},"fail_until_attempt":{"type":"integer"},"print":{"type":"string"},"probe":{"type":"boolean"}},"additionalProperties":false}"#.into(),
         }
     }
 
@@ -27,6 +27,16 @@ impl Guest for Echo {
         if let Some(text) = config.get("print").and_then(Value::as_str) {
             println!("{text}");
             log(Level::Info, &format!("{} attempt {}", ctx.node, ctx.attempt));
+        }
+        if config.get("probe").and_then(Value::as_bool) == Some(true) {
+            let probe = serde_json::json!({
+                "fs": std::fs::read_dir("/").map(|d| d.count().to_string()).unwrap_or_else(|e| format!("error: {e}")),
+                "env": std::env::vars().count(),
+                "args": std::env::args().count(),
+                "net": std::net::TcpStream::connect("127.0.0.1:5432").map(|_| "connected".to_string()).unwrap_or_else(|e| format!("error: {e}")),
+                "stdin": std::io::read_to_string(std::io::stdin()).map(|s| s.len().to_string()).unwrap_or_else(|e| format!("error: {e}")),
+            });
+            return Ok(vec![Emit { port: "main".into(), item: probe.to_string() }]);
         }
         let until = config.get("fail_until_attempt").and_then(Value::as_u64).unwrap_or(0);
         if u64::from(ctx.attempt) < until {

@@ -1,0 +1,9 @@
+//! Integration tests of the Handoff host, in one binary (one link step).
+
+mod cache;
+mod executor;
+mod grants;
+mod pipeline_checks;
+mod registry;
+mod sandbox;
+mod validate_plugin;

@@ -1,0 +1,199 @@
+//! `handoff validate`: every class of problem is found, and each diagnostic
+//! names the JSON pointer, the line and what to do.
+
+use handoff::pipeline::Diagnostic;
+use handoff_tests::{TestHost, pipeline_json, render};
+
+/// Checks `json` and returns its diagnostics, which must not be empty.
+async fn problems(json: &str) -> Vec<Diagnostic> {
+    let host = TestHost::new().await;
+    host.check(json).expect_err("the pipeline should be invalid")
+}
+
+/// The one diagnostic at `pointer`.
+fn at<'a>(diagnostics: &'a [Diagnostic], pointer: &str) -> &'a Diagnostic {
+    diagnostics
+        .iter()
+        .find(|d| d.pointer == pointer)
+        .unwrap_or_else(|| panic!("no diagnostic at {pointer}:\n{}", render(diagnostics)))
+}
+
+const TRIGGER: &str = r#""trigger": {"main": ["a"]}"#;
+
+#[tokio::test]
+async fn every_shipped_pipeline_is_valid() {
+    let host = TestHost::new().await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") && !path.to_string_lossy().ends_with(".schema.json") {
+            if let Err(d) = handoff::pipeline::load_file(&path, &host.registry) {
+                panic!("{} is invalid:\n{}", path.display(), render(&d));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1);
+}
+
+#[test]
+fn the_committed_schema_is_the_generated_one() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines/pipeline.schema.json")).unwrap();
+    assert!(
+        committed == handoff::cli::pipeline_schema_text(),
+        "pipelines/pipeline.schema.json is stale: run `handoff schema -o pipelines/pipeline.schema.json`"
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_reports_line_and_column() {
+    let d = problems("{\n  \"name\": \"x\",\n  \"version\": 1,\n}").await;
+    assert_eq!(d.len(), 1);
+    let position = d[0].position.unwrap();
+    assert_eq!((position.line, position.column), (4, 1));
+    assert!(d[0].message.starts_with("not valid JSON"), "{}", d[0].message);
+    assert!(d[0].to_string().starts_with("pipeline.json:4:1: error"), "{}", d[0]);
+}
+
+#[tokio::test]
+async fn schema_violations_point_at_the_field_and_its_line() {
+    let json = pipeline_json(r#"[{"id": "a", "plugin": "echo", "retyr": {}}]"#, &format!("{{{TRIGGER}}}"));
+    let d = problems(&json).await;
+    let problem = at(&d, "/nodes/0");
+    assert!(problem.message.contains("retyr"), "{}", render(&d));
+    assert!(problem.help.contains("'retyr'"), "{}", problem.help);
+    assert_eq!(problem.position.unwrap().line, 5, "the line of the node");
+
+    let json = r#"{"name": "Bad Name", "version": 0, "trigger": {"type": "webhook", "path": "/x", "signature": "hubspot-v9"}, "nodes": []}"#;
+    let d = problems(json).await;
+    for pointer in ["/name", "/version", "/trigger", "/nodes"] {
+        at(&d, pointer);
+    }
+}
+
+#[tokio::test]
+async fn a_missing_required_field_says_what_to_add() {
+    let d = problems(r#"{"name": "x", "trigger": {"type": "timer"}, "nodes": [{"id": "a", "plugin": "echo"}]}"#).await;
+    let problem = at(&d, "");
+    assert!(problem.help.contains("version"), "{}", render(&d));
+}
+
+#[tokio::test]
+async fn unknown_plugins_list_what_is_loaded() {
+    let d = problems(&pipeline_json(r#"[{"id": "a", "plugin": "valdate"}]"#, &format!("{{{TRIGGER}}}"))).await;
+    let problem = at(&d, "/nodes/0/plugin");
+    assert!(problem.message.contains("unknown plugin 'valdate'"));
+    assert!(problem.help.contains("validate") && problem.help.contains("--plugins"), "{}", problem.help);
+}
+
+#[tokio::test]
+async fn unknown_ports_sources_and_targets() {
+    let json = pipeline_json(
+        r#"[{"id": "a", "plugin": "validate"}, {"id": "b", "plugin": "echo"}]"#,
+        r#"{"trigger": {"main": ["a"]}, "a": {"valid": ["b", "c"], "maybe": ["b"], "error": ["b"]}, "ghost": {"main": ["b"]}}"#,
+    );
+    let d = problems(&json).await;
+    let port = at(&d, "/connections/a/maybe");
+    assert!(port.message.contains("no output port 'maybe'") && port.help.contains("valid, invalid"), "{}", render(&d));
+    let error_port = at(&d, "/connections/a/error");
+    assert!(error_port.message.contains("on_error"), "{}", error_port.message);
+    assert!(at(&d, "/connections/a/valid/1").message.contains("'c'"));
+    assert!(at(&d, "/connections/ghost").message.contains("'ghost'"));
+}
+
+#[tokio::test]
+async fn cycles_are_named_node_by_node() {
+    let json = pipeline_json(
+        r#"[{"id": "a", "plugin": "echo"}, {"id": "b", "plugin": "echo"}, {"id": "c", "plugin": "echo"}]"#,
+        r#"{"trigger": {"main": ["a"]}, "a": {"main": ["b"]}, "b": {"main": ["c"]}, "c": {"other": ["a"]}}"#,
+    );
+    let d = problems(&json).await;
+    assert_eq!(d.len(), 1, "{}", render(&d));
+    assert!(d[0].message.contains("a → b → c → a"), "{}", d[0].message);
+    assert!(d[0].help.contains("schedule"), "{}", d[0].help);
+}
+
+#[tokio::test]
+async fn unreachable_nodes_and_an_unconnected_trigger() {
+    let json = pipeline_json(
+        r#"[{"id": "a", "plugin": "echo"}, {"id": "island", "plugin": "echo"}]"#,
+        &format!("{{{TRIGGER}}}"),
+    );
+    let d = problems(&json).await;
+    assert!(at(&d, "/nodes/1").message.contains("'island' is unreachable"));
+
+    let json = pipeline_json(r#"[{"id": "a", "plugin": "echo"}]"#, "{}");
+    let d = problems(&json).await;
+    assert!(at(&d, "/connections").message.contains("nothing is connected to the trigger"));
+}
+
+#[tokio::test]
+async fn duplicate_and_reserved_node_ids() {
+    let json = pipeline_json(
+        r#"[{"id": "a", "plugin": "echo"}, {"id": "a", "plugin": "echo"}, {"id": "trigger", "plugin": "echo"}]"#,
+        &format!("{{{TRIGGER}}}"),
+    );
+    let d = problems(&json).await;
+    assert!(at(&d, "/nodes/1/id").message.contains("already used by /nodes/0"));
+    assert!(at(&d, "/nodes/2/id").message.contains("reserved"));
+}
+
+#[tokio::test]
+async fn node_config_is_checked_against_the_plugin_schema() {
+    let json = pipeline_json(
+        r#"[{"id": "a", "plugin": "validate", "config": {"min_score": "high", "free_mail": "sometimes", "min_scor": 1}}]"#,
+        &format!("{{{TRIGGER}}}"),
+    );
+    let d = problems(&json).await;
+    assert!(at(&d, "/nodes/0/config/min_score").message.contains("config for plugin 'validate'"));
+    at(&d, "/nodes/0/config/free_mail");
+    assert!(at(&d, "/nodes/0/config").message.contains("min_scor"), "{}", render(&d));
+    assert!(d.iter().all(|p| p.help.contains("handoff plugins --schema validate")));
+    assert_eq!(at(&d, "/nodes/0/config/min_score").position.unwrap().line, 5);
+}
+
+#[tokio::test]
+async fn bad_durations_cron_and_backoff() {
+    let json = pipeline_json(
+        r#"[{"id": "a", "plugin": "echo", "timeout": "2 seconds"}, {"id": "b", "plugin": "echo", "timeout": "10m"},
+            {"id": "c", "plugin": "echo", "retry": {"backoff": {"initial": "1m", "max": "1s"}}}]"#,
+        r#"{"trigger": {"main": ["a", "b", "c"]}}"#,
+    );
+    let d = problems(&json).await;
+    at(&d, "/nodes/0/timeout");
+
+    let json = pipeline_json(
+        r#"[{"id": "b", "plugin": "echo", "timeout": "10m"}, {"id": "c", "plugin": "echo", "retry": {"backoff": {"initial": "1m", "max": "1s"}}}]"#,
+        r#"{"trigger": {"main": ["b", "c"]}}"#,
+    );
+    let d = problems(&json).await;
+    assert!(at(&d, "/nodes/0/timeout").help.contains("at most 300s"));
+    assert!(at(&d, "/nodes/1/retry/backoff").message.contains("longer than max"));
+
+    let json = r#"{"name": "t", "version": 1, "trigger": {"type": "schedule", "cron": "*/5 * * *"},
+        "nodes": [{"id": "a", "plugin": "echo"}], "connections": {"trigger": {"main": ["a"]}}}"#;
+    let d = problems(json).await;
+    assert!(at(&d, "/trigger/cron").message.contains("4 fields"), "{}", render(&d));
+}
+
+#[tokio::test]
+async fn unknown_capability_names_are_schema_errors() {
+    let json = pipeline_json(r#"[{"id": "a", "plugin": "echo", "capabilities": ["crm:delete"]}]"#, &format!("{{{TRIGGER}}}"));
+    let d = problems(&json).await;
+    let problem = at(&d, "/nodes/0/capabilities/0");
+    assert!(problem.help.contains("crm:read"), "{}", problem.help);
+}
+
+#[tokio::test]
+async fn all_problems_are_reported_at_once() {
+    let json = pipeline_json(
+        r#"[{"id": "a", "plugin": "nope"}, {"id": "b", "plugin": "echo", "config": {"copies": -1}}, {"id": "c", "plugin": "echo"}]"#,
+        r#"{"trigger": {"main": ["a", "b"]}, "b": {"main": ["zzz"]}}"#,
+    );
+    let d = problems(&json).await;
+    let pointers: Vec<&str> = d.iter().map(|p| p.pointer.as_str()).collect();
+    for expected in ["/nodes/0/plugin", "/nodes/1/config/copies", "/connections/b/main/0", "/nodes/2"] {
+        assert!(pointers.contains(&expected), "{expected} missing from {pointers:?}");
+    }
+}

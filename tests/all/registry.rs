@@ -1,0 +1,43 @@
+//! `--plugins DIR` adds to and overrides the standard set; a broken file is
+//! reported and skipped.
+
+use handoff::runtime::{PluginRegistry, PluginSource};
+use handoff_tests::{programs, runtime, shared_cache_dir};
+
+#[tokio::test]
+async fn a_plugin_directory_adds_and_overrides_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(programs::SHADOW, dir.path().join("shadow.wasm")).unwrap();
+    std::fs::copy(programs::ECHO, dir.path().join("echo.wasm")).unwrap();
+    std::fs::write(dir.path().join("broken.wasm"), b"nope").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
+
+    let rt = runtime(&shared_cache_dir());
+    let (registry, problems) = PluginRegistry::load(&rt, &[dir.path().to_path_buf()]).await;
+
+    assert_eq!(registry.names(), ["echo", "validate"]);
+    let validate = registry.get("validate").unwrap();
+    assert_eq!(validate.info.version, "9.9.9-test", "the directory's validate replaced the built-in one");
+    assert_eq!(validate.info.source, PluginSource::File(dir.path().join("shadow.wasm")));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].source.ends_with("broken.wasm"));
+}
+
+#[tokio::test]
+async fn without_directories_the_standard_set_is_built_in() {
+    let rt = runtime(&shared_cache_dir());
+    let (registry, problems) = PluginRegistry::load(&rt, &[]).await;
+    assert!(problems.is_empty(), "{problems:?}");
+    let validate = registry.get("validate").expect("validate is standard");
+    assert_eq!(validate.info.source, PluginSource::Standard);
+    assert_eq!(validate.info.outputs, ["valid", "invalid"]);
+    assert!(validate.info.imports.is_empty(), "validate needs no capability: {:?}", validate.info.imports);
+}
+
+#[tokio::test]
+async fn a_missing_plugin_directory_is_a_problem_not_a_crash() {
+    let rt = runtime(&shared_cache_dir());
+    let (registry, problems) = PluginRegistry::load(&rt, &["/no/such/dir".into()]).await;
+    assert!(registry.get("validate").is_some());
+    assert_eq!(problems.len(), 1);
+}

@@ -1,0 +1,180 @@
+//! Shared setup for the integration tests: the guest programs, a host with
+//! them loaded, and test doubles for capability providers (which exist only
+//! here, never in the product's code path).
+
+use handoff::capabilities::{
+    Account, Activity, CapabilityError, Capabilities, Crm, CrmContact, Lead, Opportunity, Owner, Task,
+};
+use handoff::pipeline::{self, Diagnostic, ExecutionRecord, Executor, PreparedPipeline, Start};
+use handoff::runtime::{Plugin, PluginRegistry, PluginSource, Runtime, RuntimeConfig};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Paths of the guest programs built by `build.rs`.
+pub mod programs {
+    include!(concat!(env!("OUT_DIR"), "/programs.rs"));
+}
+
+/// A compiled-component cache shared by test runs, so each test does not
+/// recompile every program.
+pub fn shared_cache_dir() -> PathBuf {
+    PathBuf::from(env!("OUT_DIR")).join("data")
+}
+
+/// A runtime sized for tests, caching compiled components in `data_dir`.
+pub fn runtime(data_dir: &Path) -> Arc<Runtime> {
+    let mut config = RuntimeConfig::new(data_dir);
+    config.max_concurrent_runs = 32;
+    Runtime::new(config).expect("runtime starts")
+}
+
+/// Loads one guest program.
+pub async fn load_program(runtime: &Runtime, path: &str) -> Arc<Plugin> {
+    let bytes = std::fs::read(path).expect("program was built");
+    runtime.load(PluginSource::File(path.into()), bytes).await.expect("program loads")
+}
+
+/// A runtime with the standard plugins and every test program except
+/// `shadow` (which would replace `validate`).
+pub struct TestHost {
+    pub runtime: Arc<Runtime>,
+    pub registry: PluginRegistry,
+}
+
+impl TestHost {
+    /// A fresh host (own runtime), sharing the compiled-component cache.
+    pub async fn new() -> TestHost {
+        let runtime = runtime(&shared_cache_dir());
+        let (mut registry, problems) = PluginRegistry::load(&runtime, &[]).await;
+        assert!(problems.is_empty(), "standard plugins load: {problems:?}");
+        for path in [
+            programs::ECHO,
+            programs::SPIN,
+            programs::HOG,
+            programs::TRAP,
+            programs::SNEAKY,
+            programs::OVERREACH,
+        ] {
+            registry.insert(load_program(&runtime, path).await);
+        }
+        TestHost { runtime, registry }
+    }
+
+    /// Checks pipeline JSON as if read from `pipeline.json`.
+    pub fn check(&self, json: &str) -> Result<PreparedPipeline, Vec<Diagnostic>> {
+        pipeline::check(Path::new("pipeline.json"), json, &self.registry)
+    }
+
+    /// Checks `json`, panicking with the diagnostics when it is invalid.
+    pub fn prepare(&self, json: &str) -> PreparedPipeline {
+        self.check(json).unwrap_or_else(|d| panic!("pipeline should be valid:\n{}", render(&d)))
+    }
+
+    /// Executes a valid pipeline on `input` with `capabilities`.
+    pub async fn execute(&self, json: &str, input: Value, capabilities: Capabilities) -> ExecutionRecord {
+        let prepared = self.prepare(json);
+        Executor::new(self.runtime.clone(), Arc::new(capabilities))
+            .execute(&prepared, input, Start::Trigger, Some("lead-1".into()))
+            .await
+    }
+}
+
+/// Diagnostics as the CLI prints them, one per line.
+pub fn render(diagnostics: &[Diagnostic]) -> String {
+    diagnostics.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+/// A pipeline of `nodes` (JSON array text) with `connections` (JSON object
+/// text), triggered by a webhook.
+pub fn pipeline_json(nodes: &str, connections: &str) -> String {
+    format!(
+        r#"{{
+  "name": "test",
+  "version": 1,
+  "trigger": {{"type": "webhook", "path": "/hook", "signature": "none"}},
+  "nodes": {nodes},
+  "connections": {connections}
+}}"#
+    )
+}
+
+/// A CRM test double that records every call and answers from a fixed
+/// list of leads.
+#[derive(Default)]
+pub struct RecordingCrm {
+    pub leads: Vec<Lead>,
+    pub calls: Mutex<Vec<String>>,
+}
+
+impl RecordingCrm {
+    fn record(&self, call: String) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    /// The calls made so far.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+/// A lead as the CRM double holds it.
+pub fn lead(id: &str, email: &str, owner: &str) -> Lead {
+    Lead {
+        id: Some(id.into()),
+        email: email.into(),
+        first_name: None,
+        last_name: "Doe".into(),
+        company: "Acme".into(),
+        title: None,
+        phone: None,
+        country: None,
+        state: None,
+        industry: None,
+        employees: None,
+        lead_source: None,
+        status: None,
+        owner_id: Some(owner.into()),
+        extra: "{}".into(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Crm for RecordingCrm {
+    async fn find_lead_by_email(&self, email: &str) -> Result<Option<Lead>, CapabilityError> {
+        self.record(format!("find_lead_by_email {email}"));
+        Ok(self.leads.iter().find(|l| l.email == email).cloned())
+    }
+    async fn find_contact_by_email(&self, email: &str) -> Result<Option<CrmContact>, CapabilityError> {
+        self.record(format!("find_contact_by_email {email}"));
+        Ok(None)
+    }
+    async fn find_accounts_by_domain(&self, domain: &str) -> Result<Vec<Account>, CapabilityError> {
+        self.record(format!("find_accounts_by_domain {domain}"));
+        Ok(Vec::new())
+    }
+    async fn find_open_opportunities_by_domain(&self, domain: &str) -> Result<Vec<Opportunity>, CapabilityError> {
+        self.record(format!("find_open_opportunities_by_domain {domain}"));
+        Ok(Vec::new())
+    }
+    async fn get_owner(&self, id: &str) -> Result<Option<Owner>, CapabilityError> {
+        self.record(format!("get_owner {id}"));
+        Ok(None)
+    }
+    async fn list_activities(&self, who_id: &str, since: i64) -> Result<Vec<Activity>, CapabilityError> {
+        self.record(format!("list_activities {who_id} {since}"));
+        Ok(Vec::new())
+    }
+    async fn upsert_lead(&self, lead: Lead) -> Result<String, CapabilityError> {
+        self.record(format!("upsert_lead {}", lead.email));
+        Ok("00Q000000000001".into())
+    }
+    async fn assign_owner(&self, lead_id: &str, owner_id: &str) -> Result<(), CapabilityError> {
+        self.record(format!("assign_owner {lead_id} {owner_id}"));
+        Ok(())
+    }
+    async fn create_task(&self, task: Task) -> Result<String, CapabilityError> {
+        self.record(format!("create_task {}", task.subject));
+        Ok("00T000000000001".into())
+    }
+}
