@@ -52,7 +52,8 @@ async fn retryable_failures_are_retried_until_they_succeed() {
     );
     let record = host.execute(&pipeline, json!({"x": 1}), Capabilities::none()).await;
     assert_eq!(record.status, ExecutionStatus::Completed, "{record:?}");
-    let attempts: Vec<(u32, Option<&str>)> = record.runs.iter().map(|r| (r.attempt, r.error.as_ref().map(|e| e.kind))).collect();
+    let attempts: Vec<(u32, Option<&str>)> =
+        record.runs.iter().map(|r| (r.attempt, r.error.as_ref().map(|e| e.kind))).collect();
     assert_eq!(attempts, [(1, Some("retryable")), (2, Some("retryable")), (3, None)]);
 }
 

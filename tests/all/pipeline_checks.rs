@@ -39,7 +39,8 @@ async fn every_shipped_pipeline_is_valid() {
 
 #[test]
 fn the_committed_schema_is_the_generated_one() {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines/pipeline.schema.json")).unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../pipelines/pipeline.schema.json")).unwrap();
     assert!(
         committed == handoff::cli::pipeline_schema_text(),
         "pipelines/pipeline.schema.json is stale: run `handoff schema -o pipelines/pipeline.schema.json`"
@@ -179,7 +180,8 @@ async fn bad_durations_cron_and_backoff() {
 
 #[tokio::test]
 async fn unknown_capability_names_are_schema_errors() {
-    let json = pipeline_json(r#"[{"id": "a", "plugin": "echo", "capabilities": ["crm:delete"]}]"#, &format!("{{{TRIGGER}}}"));
+    let json =
+        pipeline_json(r#"[{"id": "a", "plugin": "echo", "capabilities": ["crm:delete"]}]"#, &format!("{{{TRIGGER}}}"));
     let d = problems(&json).await;
     let problem = at(&d, "/nodes/0/capabilities/0");
     assert!(problem.help.contains("crm:read"), "{}", problem.help);

@@ -87,7 +87,9 @@ async fn a_stuck_plugin_does_not_hold_up_other_runs() {
 #[tokio::test]
 async fn plugin_output_is_captured_and_tagged() {
     let host = TestHost::new().await;
-    let record = host.execute(&single("echo", r#", "config": {"print": "hello from wasm"}"#), json!({}), Capabilities::none()).await;
+    let record = host
+        .execute(&single("echo", r#", "config": {"print": "hello from wasm"}"#), json!({}), Capabilities::none())
+        .await;
     let logs = &record.runs[0].logs;
     let lines: Vec<(String, &str)> = logs.iter().map(|l| (format!("{:?}", l.stream), l.message.as_str())).collect();
     assert!(lines.contains(&("Stdout".into(), "hello from wasm")), "{lines:?}");

@@ -35,7 +35,8 @@ async fn an_unqualified_contact_leaves_on_invalid_with_every_reason() {
     let record = host.execute(&shipped_pipeline(), sample("mql-invalid.json"), Capabilities::none()).await;
     let out = &record.runs[0].outputs[0];
     assert_eq!(out.port, "invalid");
-    let codes: Vec<&str> = out.item["validation"]["reasons"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
+    let codes: Vec<&str> =
+        out.item["validation"]["reasons"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
     assert_eq!(codes, ["not_mql", "missing_field", "missing_field", "free_mail_domain", "score_below_threshold"]);
 }
 

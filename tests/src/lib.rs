@@ -3,7 +3,7 @@
 //! here, never in the product's code path).
 
 use handoff::capabilities::{
-    Account, Activity, CapabilityError, Capabilities, Crm, CrmContact, Lead, Opportunity, Owner, Task,
+    Account, Activity, Capabilities, CapabilityError, Crm, CrmContact, Lead, Opportunity, Owner, Task,
 };
 use handoff::pipeline::{self, Diagnostic, ExecutionRecord, Executor, PreparedPipeline, Start};
 use handoff::runtime::{Plugin, PluginRegistry, PluginSource, Runtime, RuntimeConfig};
@@ -48,14 +48,9 @@ impl TestHost {
         let runtime = runtime(&shared_cache_dir());
         let (mut registry, problems) = PluginRegistry::load(&runtime, &[]).await;
         assert!(problems.is_empty(), "standard plugins load: {problems:?}");
-        for path in [
-            programs::ECHO,
-            programs::SPIN,
-            programs::HOG,
-            programs::TRAP,
-            programs::SNEAKY,
-            programs::OVERREACH,
-        ] {
+        for path in
+            [programs::ECHO, programs::SPIN, programs::HOG, programs::TRAP, programs::SNEAKY, programs::OVERREACH]
+        {
             registry.insert(load_program(&runtime, path).await);
         }
         TestHost { runtime, registry }

@@ -84,10 +84,7 @@ pub fn build(workspace_root: &Path, packages: &[&str], watch: &[PathBuf]) -> Vec
     packages
         .iter()
         .map(|package| {
-            let wasm = target_dir
-                .join(TARGET)
-                .join(PROFILE)
-                .join(format!("{}.wasm", package.replace('-', "_")));
+            let wasm = target_dir.join(TARGET).join(PROFILE).join(format!("{}.wasm", package.replace('-', "_")));
             assert!(wasm.exists(), "cargo built {package} but {} is missing", wasm.display());
             BuiltPlugin { package: package.to_string(), wasm }
         })

@@ -14,17 +14,32 @@ pub trait Chat: Send + Sync {
 }
 
 impl Host for RunState {
-    async fn send_dm(&mut self, email: String, text: String, blocks: Option<String>) -> Result<MessageRef, CapabilityError> {
+    async fn send_dm(
+        &mut self,
+        email: String,
+        text: String,
+        blocks: Option<String>,
+    ) -> Result<MessageRef, CapabilityError> {
         check_blocks(blocks.as_deref())?;
         self.provider(Grant::ChatWrite, |c| &c.chat)?.send_dm(&email, &text, blocks.as_deref()).await
     }
 
-    async fn post(&mut self, channel: String, text: String, blocks: Option<String>) -> Result<MessageRef, CapabilityError> {
+    async fn post(
+        &mut self,
+        channel: String,
+        text: String,
+        blocks: Option<String>,
+    ) -> Result<MessageRef, CapabilityError> {
         check_blocks(blocks.as_deref())?;
         self.provider(Grant::ChatWrite, |c| &c.chat)?.post(&channel, &text, blocks.as_deref()).await
     }
 
-    async fn update(&mut self, message: MessageRef, text: String, blocks: Option<String>) -> Result<(), CapabilityError> {
+    async fn update(
+        &mut self,
+        message: MessageRef,
+        text: String,
+        blocks: Option<String>,
+    ) -> Result<(), CapabilityError> {
         check_blocks(blocks.as_deref())?;
         self.provider(Grant::ChatWrite, |c| &c.chat)?.update(&message, &text, blocks.as_deref()).await
     }

@@ -173,10 +173,7 @@ impl Grant {
 
     /// The interface this grant opens.
     pub fn interface(self) -> Interface {
-        Interface::ALL
-            .into_iter()
-            .find(|i| i.grants().contains(&self))
-            .expect("every grant belongs to an interface")
+        Interface::ALL.into_iter().find(|i| i.grants().contains(&self)).expect("every grant belongs to an interface")
     }
 
     fn bit(self) -> u32 {

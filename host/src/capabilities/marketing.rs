@@ -8,7 +8,11 @@ use crate::runtime::bindings::handoff::plugin::marketing::Host;
 #[async_trait::async_trait]
 pub trait Marketing: Send + Sync {
     async fn get_contact(&self, id: &str, properties: &[String]) -> Result<Contact, CapabilityError>;
-    async fn find_contact_by_email(&self, email: &str, properties: &[String]) -> Result<Option<Contact>, CapabilityError>;
+    async fn find_contact_by_email(
+        &self,
+        email: &str,
+        properties: &[String],
+    ) -> Result<Option<Contact>, CapabilityError>;
     /// `properties` is a JSON object of strings.
     async fn update_contact(&self, id: &str, properties: &str) -> Result<Contact, CapabilityError>;
     async fn add_to_list(&self, list_id: &str, contact_id: &str) -> Result<(), CapabilityError>;
@@ -19,7 +23,11 @@ impl Host for RunState {
         self.provider(Grant::MarketingRead, |c| &c.marketing)?.get_contact(&id, &properties).await
     }
 
-    async fn find_contact_by_email(&mut self, email: String, properties: Vec<String>) -> Result<Option<Contact>, CapabilityError> {
+    async fn find_contact_by_email(
+        &mut self,
+        email: String,
+        properties: Vec<String>,
+    ) -> Result<Option<Contact>, CapabilityError> {
         self.provider(Grant::MarketingRead, |c| &c.marketing)?.find_contact_by_email(&email, &properties).await
     }
 

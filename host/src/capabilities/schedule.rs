@@ -34,7 +34,13 @@ pub trait Scheduler: Send + Sync {
 }
 
 impl Host for RunState {
-    async fn at(&mut self, at: Timestamp, node: String, payload: String, key: Option<String>) -> Result<String, CapabilityError> {
+    async fn at(
+        &mut self,
+        at: Timestamp,
+        node: String,
+        payload: String,
+        key: Option<String>,
+    ) -> Result<String, CapabilityError> {
         super::state::require_json(&payload, "payload")?;
         let scheduler = self.provider(Grant::ScheduleWrite, |c| &c.schedule)?;
         let identity = self.identity();

@@ -32,7 +32,10 @@ impl Host for RunState {
     async fn set(&mut self, key: String, value: String) -> Result<(), CapabilityError> {
         check_key(&key)?;
         if value.len() > MAX_VALUE_BYTES {
-            return Err(CapabilityError::Invalid(format!("value is {} bytes; the limit is {MAX_VALUE_BYTES}", value.len())));
+            return Err(CapabilityError::Invalid(format!(
+                "value is {} bytes; the limit is {MAX_VALUE_BYTES}",
+                value.len()
+            )));
         }
         require_json(&value, "value")?;
         let store = self.provider(Grant::StateWrite, |c| &c.state)?;
@@ -83,10 +86,8 @@ impl FileStateStore {
     }
 
     fn path(&self, scope: &str) -> PathBuf {
-        let safe: String = scope
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-            .collect();
+        let safe: String =
+            scope.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
         self.dir.join(format!("{safe}.json"))
     }
 

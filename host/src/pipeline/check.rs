@@ -98,7 +98,11 @@ pub fn check(path: &Path, text: &str, registry: &PluginRegistry) -> Result<Prepa
     let pipeline: Pipeline = match serde_json::from_value(document) {
         Ok(p) => p,
         Err(e) => {
-            report.error("", format!("does not match the pipeline format: {e}"), "see pipelines/pipeline.schema.json".into());
+            report.error(
+                "",
+                format!("does not match the pipeline format: {e}"),
+                "see pipelines/pipeline.schema.json".into(),
+            );
             return Err(report.diagnostics);
         }
     };
@@ -130,7 +134,9 @@ impl Report {
 
 fn pipeline_schema() -> &'static jsonschema::Validator {
     static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
-    VALIDATOR.get_or_init(|| jsonschema::validator_for(&Pipeline::json_schema()).expect("the generated pipeline schema is valid"))
+    VALIDATOR.get_or_init(|| {
+        jsonschema::validator_for(&Pipeline::json_schema()).expect("the generated pipeline schema is valid")
+    })
 }
 
 fn explain_schema_error(error: &jsonschema::ValidationError<'_>, pointer: &str) -> (String, String) {
@@ -141,13 +147,18 @@ fn explain_schema_error(error: &jsonschema::ValidationError<'_>, pointer: &str) 
     }
     let help = match error.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
-            format!("remove {} or fix its spelling; see pipelines/pipeline.schema.json for the fields", quote_all(unexpected))
+            format!(
+                "remove {} or fix its spelling; see pipelines/pipeline.schema.json for the fields",
+                quote_all(unexpected)
+            )
         }
         ValidationErrorKind::Required { property } => format!("add the required field {property}"),
         ValidationErrorKind::Enum { options } => format!("use one of {options}"),
         ValidationErrorKind::Pattern { pattern } => format!("the value must match {pattern}"),
         ValidationErrorKind::Type { .. } => "change the value to the expected type".into(),
-        ValidationErrorKind::OneOfNotValid { .. } | ValidationErrorKind::OneOfMultipleValid { .. } | ValidationErrorKind::AnyOf { .. } => {
+        ValidationErrorKind::OneOfNotValid { .. }
+        | ValidationErrorKind::OneOfMultipleValid { .. }
+        | ValidationErrorKind::AnyOf { .. } => {
             if pointer.starts_with("/trigger") {
                 "`type` is webhook (path, signature), schedule (cron, timezone), event (name) or timer, with only those fields".into()
             } else {
@@ -174,13 +185,21 @@ fn connection_pointer(source: &str, port: Option<&str>) -> String {
     }
 }
 
-fn check_semantics(pipeline: &Pipeline, registry: &PluginRegistry, report: &mut Report) -> HashMap<String, PreparedNode> {
+fn check_semantics(
+    pipeline: &Pipeline,
+    registry: &PluginRegistry,
+    report: &mut Report,
+) -> HashMap<String, PreparedNode> {
     check_trigger(&pipeline.trigger, report);
 
     let mut index_of: HashMap<&str, usize> = HashMap::new();
     for (i, node) in pipeline.nodes.iter().enumerate() {
         if node.id == TRIGGER {
-            report.error(&node_pointer(i, "id"), "'trigger' is reserved for the pipeline's trigger".into(), "choose another id".into());
+            report.error(
+                &node_pointer(i, "id"),
+                "'trigger' is reserved for the pipeline's trigger".into(),
+                "choose another id".into(),
+            );
         }
         if let Some(first) = index_of.insert(&node.id, i) {
             report.error(
@@ -292,7 +311,11 @@ fn check_trigger(trigger: &Trigger, report: &mut Report) {
             }
         }
         Trigger::Webhook { path, .. } if path.contains("//") => {
-            report.error("/trigger/path", format!("path '{path}' has an empty segment"), "remove the doubled '/'".into());
+            report.error(
+                "/trigger/path",
+                format!("path '{path}' has an empty segment"),
+                "remove the doubled '/'".into(),
+            );
         }
         _ => {}
     }
@@ -352,7 +375,11 @@ fn check_connections(pipeline: &Pipeline, prepared: &HashMap<String, PreparedNod
         };
         for (port, targets) in ports {
             if !outputs.contains(port) {
-                let extra = if port == ERROR_PORT { " (set \"on_error\": \"error-port\" on the node to get an error port)" } else { "" };
+                let extra = if port == ERROR_PORT {
+                    " (set \"on_error\": \"error-port\" on the node to get an error port)"
+                } else {
+                    ""
+                };
                 report.error(
                     &connection_pointer(source, Some(port)),
                     format!("'{source}' has no output port '{port}'{extra}"),
@@ -430,7 +457,8 @@ fn check_graph(pipeline: &Pipeline, index_of: &HashMap<&str, usize>, report: &mu
         report.error(
             &connection_pointer(cycle[0], None),
             format!("connections form a cycle: {}", cycle.join(" → ")),
-            "pipelines must be acyclic; to come back to a step later, use a durable timer (the `schedule` capability)".into(),
+            "pipelines must be acyclic; to come back to a step later, use a durable timer (the `schedule` capability)"
+                .into(),
         );
     }
 
@@ -490,6 +518,9 @@ mod tests {
             message: "unknown plugin 'x'".into(),
             help: "check the spelling".into(),
         };
-        assert_eq!(d.to_string(), "p.json:9:7: error at /nodes/1/plugin: unknown plugin 'x'\n  help: check the spelling");
+        assert_eq!(
+            d.to_string(),
+            "p.json:9:7: error at /nodes/1/plugin: unknown plugin 'x'\n  help: check the spelling"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! Moving items through a prepared pipeline: each item reaching a node is
 //! one node run; each emitted item follows the connections of its port.
 
-use super::model::{ERROR_PORT, OnError, TRIGGER, TRIGGER_PORT};
 use super::PreparedPipeline;
+use super::model::{ERROR_PORT, OnError, TRIGGER, TRIGGER_PORT};
 use crate::capabilities::Capabilities;
 use crate::runtime::{Emitted, Invocation, LogLine, NodeFailure, RunIdentity, Runtime};
 use serde::Serialize;
@@ -106,7 +106,13 @@ impl Executor {
     }
 
     /// Runs one execution of `prepared` on `input` to its end.
-    pub async fn execute(&self, prepared: &PreparedPipeline, input: Value, start: Start, lead_id: Option<String>) -> ExecutionRecord {
+    pub async fn execute(
+        &self,
+        prepared: &PreparedPipeline,
+        input: Value,
+        start: Start,
+        lead_id: Option<String>,
+    ) -> ExecutionRecord {
         let pipeline = &prepared.pipeline;
         let execution_id = uuid::Uuid::now_v7().to_string();
         let started = Instant::now();
@@ -124,7 +130,9 @@ impl Executor {
         };
 
         let mut queue: VecDeque<(String, Value)> = match start {
-            Start::Trigger => pipeline.targets(TRIGGER, TRIGGER_PORT).iter().map(|t| (t.clone(), input.clone())).collect(),
+            Start::Trigger => {
+                pipeline.targets(TRIGGER, TRIGGER_PORT).iter().map(|t| (t.clone(), input.clone())).collect()
+            }
             Start::Node(node) => VecDeque::from([(node, input)]),
         };
 
@@ -144,7 +152,9 @@ impl Executor {
             let mut attempt = 1;
             let emitted = loop {
                 if record.runs.len() >= MAX_RUNS_PER_EXECUTION {
-                    record.fail(format!("stopped after {MAX_RUNS_PER_EXECUTION} node runs; does a node fan out without bound?"));
+                    record.fail(format!(
+                        "stopped after {MAX_RUNS_PER_EXECUTION} node runs; does a node fan out without bound?"
+                    ));
                     break 'items;
                 }
                 let invocation = Invocation {
@@ -164,7 +174,7 @@ impl Executor {
                     plugin_version: node.plugin.info.version.clone(),
                     attempt,
                     input: item.clone(),
-                    outputs: outcome.result.as_ref().map(Clone::clone).unwrap_or_default(),
+                    outputs: outcome.result.clone().unwrap_or_default(),
                     duration_us: u64::try_from(outcome.duration.as_micros()).unwrap_or(u64::MAX),
                     error: error.clone(),
                     logs: outcome.logs,

@@ -225,7 +225,7 @@ impl std::fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = self.0.as_millis();
         let units = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1000, "s")];
-        match units.iter().find(|(size, _)| ms >= *size && ms % size == 0) {
+        match units.iter().find(|(size, _)| ms >= *size && ms.is_multiple_of(*size)) {
             Some((size, unit)) => write!(f, "{}{unit}", ms / size),
             None => write!(f, "{ms}ms"),
         }
@@ -284,7 +284,6 @@ impl Pipeline {
                 schema.insert(key.to_string(), value);
             }
         }
-        schema.insert("$id".into(), "https://handoff.dev/schemas/pipeline.schema.json".into());
         schema.extend(generated);
         Value::Object(schema)
     }

@@ -124,18 +124,14 @@ impl Runtime {
         imports.sort();
         imports.dedup();
 
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| anyhow!("cannot link the component: {e}"))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| anyhow!("cannot link the component: {e}"))?;
         let pre = NodePre::new(pre).map_err(|e| anyhow!("does not implement the handoff:plugin `node` world: {e}"))?;
 
         let descriptor = self.describe(&pre).await?;
         let mut capabilities = Vec::new();
         for name in &descriptor.capabilities {
-            let grant = Grant::parse(name).ok_or_else(|| {
-                anyhow!("describe() names an unknown capability '{name}'; known: {}", known_grants())
-            })?;
+            let grant = Grant::parse(name)
+                .ok_or_else(|| anyhow!("describe() names an unknown capability '{name}'; known: {}", known_grants()))?;
             capabilities.push(grant);
         }
         if !is_plugin_name(&descriptor.name) {

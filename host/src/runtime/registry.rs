@@ -49,7 +49,8 @@ impl PluginRegistry {
                     for path in files {
                         match registry.load_file(runtime, &path).await {
                             Ok(()) => {}
-                            Err(e) => problems.push(LoadProblem { source: path.display().to_string(), message: format!("{e:#}") }),
+                            Err(e) => problems
+                                .push(LoadProblem { source: path.display().to_string(), message: format!("{e:#}") }),
                         }
                     }
                 }

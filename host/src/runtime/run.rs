@@ -1,9 +1,9 @@
 //! One node run: a fresh instance, one call to `run`, a checked result.
 
 use super::bindings::{Context, NodeError};
+use super::store::LogLine;
 use super::{EPOCH_TICK, Plugin, RunIdentity, RunState, Runtime};
 use crate::capabilities::{Capabilities, GrantSet};
-use super::store::LogLine;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -222,7 +222,11 @@ fn backtrace_summary(error: &wasmtime::Error) -> String {
 
 /// Checks the emitted items against the plugin's declared ports, JSON and
 /// the output limit.
-fn check_output(plugin: &Plugin, emits: Vec<super::bindings::Emit>, limits: RunLimits) -> Result<Vec<Emitted>, NodeFailure> {
+fn check_output(
+    plugin: &Plugin,
+    emits: Vec<super::bindings::Emit>,
+    limits: RunLimits,
+) -> Result<Vec<Emitted>, NodeFailure> {
     let size_bytes: usize = emits.iter().map(|e| e.item.len() + e.port.len()).sum();
     if size_bytes > limits.max_output_bytes {
         return Err(NodeFailure::OutputTooLarge { limit_bytes: limits.max_output_bytes, size_bytes });

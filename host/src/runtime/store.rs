@@ -1,7 +1,7 @@
 //! What one node run's `Store` holds: WASI, limits, grants, the capability
 //! providers, and what the run logged.
 
-use crate::capabilities::{CapabilityError, Capabilities, Grant, GrantSet};
+use crate::capabilities::{Capabilities, CapabilityError, Grant, GrantSet};
 use serde::Serialize;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -82,7 +82,12 @@ pub struct RunState {
 }
 
 impl RunState {
-    pub(crate) fn new(identity: Arc<RunIdentity>, grants: GrantSet, capabilities: Arc<Capabilities>, memory_limit: usize) -> Self {
+    pub(crate) fn new(
+        identity: Arc<RunIdentity>,
+        grants: GrantSet,
+        capabilities: Arc<Capabilities>,
+        memory_limit: usize,
+    ) -> Self {
         let stdout = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
         let stderr = MemoryOutputPipe::new(STDIO_CAPTURE_BYTES);
         // WASI cut down to what a plugin needs: no filesystem (no preopens),

@@ -7,6 +7,9 @@
 //! `"validation": {"reasons": [{"code", "field", "message"}]}`.
 //! The criteria live in [`rules`].
 
+// The generated bindings lower WIT records into many flat arguments.
+#![allow(clippy::too_many_arguments)]
+
 pub mod rules;
 
 use serde_json::{Value, json};
@@ -35,8 +38,8 @@ impl Guest for Validate {
     }
 
     fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
-        let config: rules::Config = serde_json::from_str(&ctx.config)
-            .map_err(|e| NodeError::InvalidInput(format!("config: {e}")))?;
+        let config: rules::Config =
+            serde_json::from_str(&ctx.config).map_err(|e| NodeError::InvalidInput(format!("config: {e}")))?;
         let (port, item) = evaluate(&config, &item)?;
         Ok(vec![Emit { port: port.to_string(), item: item.to_string() }])
     }
@@ -44,7 +47,8 @@ impl Guest for Validate {
 
 /// Runs the checks on one item and builds the emitted item.
 fn evaluate(config: &rules::Config, item: &str) -> Result<(&'static str, Value), NodeError> {
-    let mut item: Value = serde_json::from_str(item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+    let mut item: Value =
+        serde_json::from_str(item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
     let Some(properties) = item.get("properties").and_then(Value::as_object) else {
         return Err(NodeError::InvalidInput(
             "item has no `properties` object; expected a HubSpot contact {\"id\", \"properties\"}".to_string(),

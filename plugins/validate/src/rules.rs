@@ -94,10 +94,7 @@ pub fn check(config: &Config, properties: &Map<String, Value>) -> Verdict {
     };
 
     let stage = text("lifecyclestage");
-    if !stage
-        .as_deref()
-        .is_some_and(|s| config.lifecycle_stages.iter().any(|want| want.eq_ignore_ascii_case(s)))
-    {
+    if !stage.as_deref().is_some_and(|s| config.lifecycle_stages.iter().any(|want| want.eq_ignore_ascii_case(s))) {
         reasons.push(Reason {
             code: "not_mql",
             field: "lifecyclestage".to_string(),
@@ -128,14 +125,17 @@ pub fn check(config: &Config, properties: &Map<String, Value>) -> Verdict {
                 message: format!("'{raw}' is not a valid email address: {problem}"),
             }),
             Ok((email, domain)) => {
-                if let Some(listed) = listed_domain(&domain, &config.disposable_domains, config.use_builtin_lists.then_some(DISPOSABLE)) {
+                if let Some(listed) =
+                    listed_domain(&domain, &config.disposable_domains, config.use_builtin_lists.then_some(DISPOSABLE))
+                {
                     reasons.push(Reason {
                         code: "disposable_email_domain",
                         field: "email".to_string(),
                         message: format!("{listed} is a disposable email domain"),
                     });
                 } else if config.free_mail == FreeMailPolicy::Reject
-                    && let Some(listed) = listed_domain(&domain, &config.free_mail_domains, config.use_builtin_lists.then_some(FREE_MAIL))
+                    && let Some(listed) =
+                        listed_domain(&domain, &config.free_mail_domains, config.use_builtin_lists.then_some(FREE_MAIL))
                 {
                     reasons.push(Reason {
                         code: "free_mail_domain",
@@ -234,7 +234,10 @@ pub fn parse_email(raw: &str) -> Result<(String, String), String> {
         if label.is_empty() || label.len() > 63 {
             return Err(format!("domain '{domain}' has an empty or over-long label"));
         }
-        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || label.starts_with('-') || label.ends_with('-') {
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            || label.starts_with('-')
+            || label.ends_with('-')
+        {
             return Err(format!("domain '{domain}' has an invalid label '{label}'"));
         }
     }
@@ -264,25 +267,92 @@ fn listed_domain<'a>(domain: &'a str, configured: &[String], builtin: Option<&[&
 
 /// Throwaway-address providers (built-in list; extend with `disposable_domains`).
 pub const DISPOSABLE: &[&str] = &[
-    "10minutemail.com", "20minutemail.com", "33mail.com", "anonaddy.me", "burnermail.io",
-    "discard.email", "dispostable.com", "emailondeck.com", "fakeinbox.com", "getairmail.com",
-    "getnada.com", "guerrillamail.com", "guerrillamail.net", "guerrillamail.org", "harakirimail.com",
-    "incognitomail.org", "mailcatch.com", "maildrop.cc", "mailinator.com", "mailinator.net",
-    "mailnesia.com", "mintemail.com", "mohmal.com", "mytemp.email", "sharklasers.com",
-    "spamgourmet.com", "temp-mail.org", "tempail.com", "tempmail.com", "tempmail.dev",
-    "tempmailo.com", "tempr.email", "throwawaymail.com", "trashmail.com", "trashmail.de",
-    "yopmail.com", "yopmail.fr", "moakt.com", "spambox.us", "mailpoof.com",
+    "10minutemail.com",
+    "20minutemail.com",
+    "33mail.com",
+    "anonaddy.me",
+    "burnermail.io",
+    "discard.email",
+    "dispostable.com",
+    "emailondeck.com",
+    "fakeinbox.com",
+    "getairmail.com",
+    "getnada.com",
+    "guerrillamail.com",
+    "guerrillamail.net",
+    "guerrillamail.org",
+    "harakirimail.com",
+    "incognitomail.org",
+    "mailcatch.com",
+    "maildrop.cc",
+    "mailinator.com",
+    "mailinator.net",
+    "mailnesia.com",
+    "mintemail.com",
+    "mohmal.com",
+    "mytemp.email",
+    "sharklasers.com",
+    "spamgourmet.com",
+    "temp-mail.org",
+    "tempail.com",
+    "tempmail.com",
+    "tempmail.dev",
+    "tempmailo.com",
+    "tempr.email",
+    "throwawaymail.com",
+    "trashmail.com",
+    "trashmail.de",
+    "yopmail.com",
+    "yopmail.fr",
+    "moakt.com",
+    "spambox.us",
+    "mailpoof.com",
 ];
 
 /// Personal mailbox providers (built-in list; extend with `free_mail_domains`).
 pub const FREE_MAIL: &[&str] = &[
-    "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "yahoo.fr", "ymail.com",
-    "hotmail.com", "hotmail.co.uk", "hotmail.fr", "outlook.com", "live.com", "msn.com",
-    "aol.com", "icloud.com", "me.com", "mac.com", "protonmail.com", "proton.me", "pm.me",
-    "gmx.com", "gmx.de", "gmx.net", "web.de", "mail.com", "yandex.com", "yandex.ru",
-    "mail.ru", "zoho.com", "fastmail.com", "tutanota.com", "qq.com", "163.com", "126.com",
-    "naver.com", "orange.fr", "free.fr", "laposte.net", "libero.it", "btinternet.com",
-    "comcast.net", "verizon.net", "att.net",
+    "gmail.com",
+    "googlemail.com",
+    "yahoo.com",
+    "yahoo.co.uk",
+    "yahoo.fr",
+    "ymail.com",
+    "hotmail.com",
+    "hotmail.co.uk",
+    "hotmail.fr",
+    "outlook.com",
+    "live.com",
+    "msn.com",
+    "aol.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "protonmail.com",
+    "proton.me",
+    "pm.me",
+    "gmx.com",
+    "gmx.de",
+    "gmx.net",
+    "web.de",
+    "mail.com",
+    "yandex.com",
+    "yandex.ru",
+    "mail.ru",
+    "zoho.com",
+    "fastmail.com",
+    "tutanota.com",
+    "qq.com",
+    "163.com",
+    "126.com",
+    "naver.com",
+    "orange.fr",
+    "free.fr",
+    "laposte.net",
+    "libero.it",
+    "btinternet.com",
+    "comcast.net",
+    "verizon.net",
+    "att.net",
 ];
 
 #[cfg(test)]
@@ -407,8 +477,17 @@ mod tests {
             assert!(parse_email(ok).is_ok(), "{ok} should be valid");
         }
         for bad in [
-            "plainaddress", "@example.com", "a@", "a@localhost", "a..b@example.com", ".a@example.com",
-            "a b@example.com", "a@-example.com", "a@example.c0m", "a@example..com", "a@[127.0.0.1]",
+            "plainaddress",
+            "@example.com",
+            "a@",
+            "a@localhost",
+            "a..b@example.com",
+            ".a@example.com",
+            "a b@example.com",
+            "a@-example.com",
+            "a@example.c0m",
+            "a@example..com",
+            "a@[127.0.0.1]",
         ] {
             assert!(parse_email(bad).is_err(), "{bad} should be invalid");
         }

@@ -1,0 +1,125 @@
+//! The `handoff` binary as a person or a script uses it: exit codes, what
+//! it prints, and the compiled-component cache across restarts.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn handoff(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .expect("handoff runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn every_command_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = handoff(dir.path(), &["--help"]);
+    assert!(top.status.success());
+    for command in ["validate", "run", "plugins", "schema"] {
+        assert!(text(&top.stdout).contains(command), "{command} missing from --help");
+        let help = handoff(dir.path(), &[command, "--help"]);
+        assert!(help.status.success(), "{command} --help");
+        assert!(text(&help.stdout).contains("--data-dir"), "{command} --help shows the global options");
+    }
+}
+
+#[test]
+fn validate_accepts_the_shipped_pipeline_and_rejects_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = repo("pipelines/mql-intake.json");
+    let ok = handoff(dir.path(), &["validate", shipped.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).starts_with("ok: "));
+
+    let broken = dir.path().join("broken.json");
+    std::fs::write(
+        &broken,
+        r#"{
+  "name": "broken",
+  "version": 1,
+  "trigger": {"type": "webhook", "path": "/h", "signature": "hubspot-v3"},
+  "nodes": [
+    {"id": "check", "plugin": "validat"}
+  ],
+  "connections": {"trigger": {"main": ["check"]}}
+}"#,
+    )
+    .unwrap();
+    let bad = handoff(dir.path(), &["validate", shipped.to_str().unwrap(), broken.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = text(&bad.stderr);
+    assert!(stderr.contains("broken.json:6:21: error at /nodes/0/plugin: unknown plugin 'validat'"), "{stderr}");
+    assert!(stderr.contains("help: loaded plugins are: validate"), "{stderr}");
+}
+
+#[test]
+fn run_prints_a_trace_and_json_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = repo("pipelines/mql-intake.json");
+    let sample = repo("pipelines/samples/mql-valid.json");
+    let args = ["run", pipeline.to_str().unwrap(), "--input", sample.to_str().unwrap()];
+
+    let trace = handoff(dir.path(), &args);
+    assert!(trace.status.success(), "{}", text(&trace.stderr));
+    let stdout = text(&trace.stdout);
+    assert!(stdout.contains("mql-intake v1 · execution"), "{stdout}");
+    assert!(stdout.contains("✓ #1 validate (validate 0.1.0)  attempt 1"), "{stdout}");
+    assert!(stdout.contains("out   valid"), "{stdout}");
+    assert!(stdout.contains("validate:valid (no connection)"), "{stdout}");
+
+    let json = handoff(dir.path(), &[&args[..], &["--json"]].concat());
+    let record: Value = serde_json::from_slice(&json.stdout).expect("--json prints JSON");
+    assert_eq!(record["execution"]["status"], "completed");
+    assert_eq!(record["execution"]["runs"][0]["outputs"][0]["port"], "valid");
+    assert_eq!(record["execution"]["runs"][0]["input"]["id"], "90210");
+}
+
+#[test]
+fn run_refuses_an_invalid_pipeline_and_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("p.json");
+    std::fs::write(&pipeline, "{ nope").unwrap();
+    let sample = repo("pipelines/samples/mql-valid.json");
+    let out = handoff(dir.path(), &["run", pipeline.to_str().unwrap(), "--input", sample.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not valid JSON"));
+
+    let input = dir.path().join("item.json");
+    std::fs::write(&input, "not json").unwrap();
+    let shipped = repo("pipelines/mql-intake.json");
+    let out = handoff(dir.path(), &["run", shipped.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is not valid JSON"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn plugins_lists_ports_and_a_restart_uses_the_compiled_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let first: Value = serde_json::from_slice(&handoff(dir.path(), &["plugins", "--json"]).stdout).unwrap();
+    let validate = first.as_array().unwrap().iter().find(|p| p["name"] == "validate").unwrap();
+    assert_eq!(validate["outputs"], serde_json::json!(["valid", "invalid"]));
+    assert_eq!(validate["cache"]["outcome"], "compiled");
+
+    let second: Value = serde_json::from_slice(&handoff(dir.path(), &["plugins", "--json"]).stdout).unwrap();
+    assert_eq!(second[0]["cache"]["outcome"], "hit", "a restart loads the compiled component");
+
+    let listing = text(&handoff(dir.path(), &["plugins"]).stdout);
+    assert!(listing.contains("validate 0.1.0  (built-in)"), "{listing}");
+    assert!(listing.contains("outputs: valid, invalid"), "{listing}");
+
+    let schema: Value =
+        serde_json::from_slice(&handoff(dir.path(), &["plugins", "--schema", "validate"]).stdout).unwrap();
+    assert!(schema["properties"]["min_score"].is_object());
+}
