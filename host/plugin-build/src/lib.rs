@@ -43,6 +43,7 @@ pub fn build(workspace_root: &Path, packages: &[&str], watch: &[PathBuf]) -> Vec
     }
     println!("cargo:rerun-if-changed={}", workspace_root.join("Cargo.lock").display());
 
+    ensure_target_installed();
     let target_dir = plugin_target_dir();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut cmd = Command::new(cargo);
@@ -89,6 +90,28 @@ pub fn build(workspace_root: &Path, packages: &[&str], watch: &[PathBuf]) -> Vec
             BuiltPlugin { package: package.to_string(), wasm }
         })
         .collect()
+}
+
+/// Installs the wasm32-wasip2 standard library with rustup when the active
+/// toolchain lacks it, so a fresh clone builds with plain `cargo build`
+/// (rustup does not add a toolchain file's targets to an installed
+/// toolchain by itself).
+fn ensure_target_installed() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output().expect("running rustc --print sysroot");
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if sysroot.join("lib/rustlib").join(TARGET).exists() {
+        return;
+    }
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", TARGET]);
+    if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
+        rustup.args(["--toolchain", &toolchain]);
+    }
+    let status = rustup.status().unwrap_or_else(|e| {
+        panic!("the {TARGET} target is missing and rustup could not be run ({e}); install it with `rustup target add {TARGET}`")
+    });
+    assert!(status.success(), "`rustup target add {TARGET}` failed");
 }
 
 /// `<target dir>/plugins`, next to `debug/` and `release/`, so the guest build
