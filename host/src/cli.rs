@@ -172,7 +172,8 @@ pub fn render_trace(record: &ExecutionRecord, full: bool) -> String {
         );
         let _ = writeln!(out, "    in    {}", shorten(&run.input.to_string(), full));
         for emitted in &run.outputs {
-            let _ = writeln!(out, "    out   {:<8} {}", emitted.port, shorten(&emitted.item.to_string(), full));
+            let _ =
+                writeln!(out, "    out   {:<8} {}", emitted.port, shorten(&changes(&run.input, &emitted.item), full));
         }
         if let Some(error) = &run.error {
             let retry = if error.retryable { " (retryable)" } else { "" };
@@ -250,8 +251,30 @@ pub fn pipeline_schema_text() -> String {
     text
 }
 
+/// An emitted item, shown as what changed when it is the input object with
+/// fields added or replaced (the common case), else whole.
+fn changes(input: &Value, output: &Value) -> String {
+    let (Value::Object(before), Value::Object(after)) = (input, output) else {
+        return output.to_string();
+    };
+    let changed: serde_json::Map<String, Value> = after
+        .iter()
+        .filter(|(key, value)| before.get(*key) != Some(*value))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let kept = after.len() - changed.len();
+    let removed = before.keys().filter(|key| !after.contains_key(*key)).count();
+    if kept == 0 || removed > 0 {
+        return output.to_string();
+    }
+    if changed.is_empty() {
+        return "(the input, unchanged)".to_string();
+    }
+    format!("(input + changes) {}", Value::Object(changed))
+}
+
 fn shorten(text: &str, full: bool) -> String {
-    const WIDTH: usize = 200;
+    const WIDTH: usize = 320;
     if full || text.chars().count() <= WIDTH {
         text.to_string()
     } else {
