@@ -7,5 +7,6 @@
 
 pub mod capabilities;
 pub mod cli;
+pub mod connectors;
 pub mod pipeline;
 pub mod runtime;

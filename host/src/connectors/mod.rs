@@ -1,0 +1,326 @@
+//! Connectors: the real HubSpot, Salesforce, Slack, Anthropic and SMTP
+//! clients behind the capability traits, one shared call policy, and their
+//! configuration. Base URLs and credentials are configuration, which is how
+//! `--sandbox` points every connector at the local emulators.
+
+pub mod anthropic;
+pub mod hubspot;
+pub mod policy;
+pub mod salesforce;
+pub mod secret;
+pub mod slack;
+pub mod smtp;
+pub mod time;
+
+use crate::capabilities::Capabilities;
+use anyhow::{Context, Result, bail};
+pub use policy::{CallPolicy, ErrorClass, ProviderError};
+pub use salesforce::SalesforceAuth;
+pub use secret::Secret;
+use serde::Deserialize;
+pub use smtp::SmtpSecurity;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Connector settings, from the `[connectors]`-level TOML file and the
+/// environment. A provider that is absent is not configured.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorsConfig {
+    pub hubspot: Option<HubSpotConfig>,
+    pub salesforce: Option<SalesforceConfig>,
+    pub slack: Option<SlackConfig>,
+    pub anthropic: Option<AnthropicConfig>,
+    pub smtp: Option<SmtpConfig>,
+    /// Timeouts and retries shared by every connector.
+    #[serde(default)]
+    pub policy: CallPolicy,
+}
+
+/// HubSpot: a private app's token, and the app secret that signs webhooks.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSpotConfig {
+    #[serde(default = "default_hubspot_url")]
+    pub base_url: String,
+    /// Private-app access token (or `HANDOFF_HUBSPOT_TOKEN`).
+    pub token: Option<Secret>,
+    /// App client secret for webhook signatures (or `HANDOFF_HUBSPOT_APP_SECRET`).
+    pub app_secret: Option<Secret>,
+}
+
+/// Salesforce: where to sign in, the API version, and the OAuth flow.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SalesforceConfig {
+    #[serde(default = "default_salesforce_url")]
+    pub login_url: String,
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    pub auth: SalesforceAuth,
+}
+
+/// Slack: the bot token, and the signing secret of interactivity callbacks.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackConfig {
+    #[serde(default = "default_slack_url")]
+    pub base_url: String,
+    /// Bot token `xoxb-...` (or `HANDOFF_SLACK_BOT_TOKEN`).
+    pub bot_token: Option<Secret>,
+    /// Signing secret (or `HANDOFF_SLACK_SIGNING_SECRET`).
+    pub signing_secret: Option<Secret>,
+}
+
+/// Anthropic, for natural-language summaries.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnthropicConfig {
+    #[serde(default = "default_anthropic_url")]
+    pub base_url: String,
+    /// API key (or `HANDOFF_ANTHROPIC_API_KEY`).
+    pub api_key: Option<Secret>,
+    pub model: String,
+}
+
+/// An SMTP relay for email.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    /// Password (or `HANDOFF_SMTP_PASSWORD`).
+    pub password: Option<Secret>,
+    /// The sender address, e.g. `Handoff <handoff@example.com>`.
+    pub from: String,
+}
+
+fn default_hubspot_url() -> String {
+    "https://api.hubapi.com".into()
+}
+fn default_salesforce_url() -> String {
+    "https://login.salesforce.com".into()
+}
+fn default_api_version() -> String {
+    "v59.0".into()
+}
+fn default_slack_url() -> String {
+    "https://slack.com/api".into()
+}
+fn default_anthropic_url() -> String {
+    "https://api.anthropic.com".into()
+}
+
+/// The token the emulators accept and issue.
+pub const SANDBOX_TOKEN: &str = "sandbox";
+/// The webhook and Slack signing secret in sandbox mode.
+pub const SANDBOX_SECRET: &str = "sandbox-secret";
+
+impl ConnectorsConfig {
+    /// Reads a TOML file, then applies secrets from the environment.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read or does not match the format (the
+    /// message names the field).
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut config: ConnectorsConfig = toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        config.apply_env(|name| std::env::var(name).ok());
+        Ok(config)
+    }
+
+    /// Fills secrets the file leaves out from `HANDOFF_*` variables.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
+        let secret = |name: &str| env(name).map(Secret::new);
+        if let Some(h) = &mut self.hubspot {
+            h.token = h.token.take().or_else(|| secret("HANDOFF_HUBSPOT_TOKEN"));
+            h.app_secret = h.app_secret.take().or_else(|| secret("HANDOFF_HUBSPOT_APP_SECRET"));
+        }
+        if let Some(s) = &mut self.salesforce {
+            match &mut s.auth {
+                SalesforceAuth::ClientCredentials { client_secret, .. } if client_secret.expose().is_empty() => {
+                    if let Some(v) = secret("HANDOFF_SALESFORCE_CLIENT_SECRET") {
+                        *client_secret = v;
+                    }
+                }
+                SalesforceAuth::JwtBearer { private_key_pem, .. } if private_key_pem.expose().is_empty() => {
+                    if let Some(v) = secret("HANDOFF_SALESFORCE_PRIVATE_KEY") {
+                        *private_key_pem = v;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = &mut self.slack {
+            s.bot_token = s.bot_token.take().or_else(|| secret("HANDOFF_SLACK_BOT_TOKEN"));
+            s.signing_secret = s.signing_secret.take().or_else(|| secret("HANDOFF_SLACK_SIGNING_SECRET"));
+        }
+        if let Some(a) = &mut self.anthropic {
+            a.api_key = a.api_key.take().or_else(|| secret("HANDOFF_ANTHROPIC_API_KEY"));
+        }
+        if let Some(m) = &mut self.smtp {
+            m.password = m.password.take().or_else(|| secret("HANDOFF_SMTP_PASSWORD"));
+        }
+    }
+
+    /// Every connector pointed at the emulators: HTTP on `http`, SMTP on
+    /// `smtp`, with the sandbox's token and secrets.
+    pub fn sandbox(http: SocketAddr, smtp: SocketAddr) -> Self {
+        let base = format!("http://{http}");
+        ConnectorsConfig {
+            hubspot: Some(HubSpotConfig {
+                base_url: format!("{base}/hubspot"),
+                token: Some(Secret::new(SANDBOX_TOKEN)),
+                app_secret: Some(Secret::new(SANDBOX_SECRET)),
+            }),
+            salesforce: Some(SalesforceConfig {
+                login_url: format!("{base}/salesforce"),
+                api_version: default_api_version(),
+                auth: SalesforceAuth::ClientCredentials {
+                    client_id: "sandbox-client".into(),
+                    client_secret: Secret::new(SANDBOX_SECRET),
+                },
+            }),
+            slack: Some(SlackConfig {
+                base_url: format!("{base}/slack/api"),
+                bot_token: Some(Secret::new(SANDBOX_TOKEN)),
+                signing_secret: Some(Secret::new(SANDBOX_SECRET)),
+            }),
+            anthropic: Some(AnthropicConfig {
+                base_url: format!("{base}/anthropic"),
+                api_key: Some(Secret::new(SANDBOX_TOKEN)),
+                model: "claude-sandbox".into(),
+            }),
+            smtp: Some(SmtpConfig {
+                host: smtp.ip().to_string(),
+                port: smtp.port(),
+                security: SmtpSecurity::None,
+                username: None,
+                password: None,
+                from: "Handoff <handoff@sandbox.test>".into(),
+            }),
+            policy: CallPolicy::default(),
+        }
+    }
+
+    /// Settings that are needed but missing, by name (`slack.bot_token`).
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if let Some(h) = &self.hubspot {
+            if h.token.is_none() {
+                missing.push("hubspot.token (or HANDOFF_HUBSPOT_TOKEN)");
+            }
+        }
+        if let Some(s) = &self.salesforce {
+            match &s.auth {
+                SalesforceAuth::ClientCredentials { client_secret, .. } if client_secret.expose().is_empty() => {
+                    missing.push("salesforce.auth.client_secret (or HANDOFF_SALESFORCE_CLIENT_SECRET)")
+                }
+                SalesforceAuth::JwtBearer { private_key_pem, .. } if private_key_pem.expose().is_empty() => {
+                    missing.push("salesforce.auth.private_key_pem (or HANDOFF_SALESFORCE_PRIVATE_KEY)")
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = &self.slack
+            && s.bot_token.is_none()
+        {
+            missing.push("slack.bot_token (or HANDOFF_SLACK_BOT_TOKEN)");
+        }
+        if let Some(a) = &self.anthropic
+            && a.api_key.is_none()
+        {
+            missing.push("anthropic.api_key (or HANDOFF_ANTHROPIC_API_KEY)");
+        }
+        missing
+    }
+
+    /// Builds the configured connectors into capability providers (state,
+    /// schedule, roster and clock stay as given in `base`).
+    ///
+    /// # Errors
+    ///
+    /// When a configured connector lacks a credential or is malformed.
+    pub fn connect(&self, base: Capabilities) -> Result<Capabilities> {
+        let missing = self.missing();
+        if !missing.is_empty() {
+            bail!("missing settings: {}", missing.join(", "));
+        }
+        let http = policy::http_client();
+        let policy = self.policy.clone();
+        let mut caps = base;
+        if let Some(h) = &self.hubspot {
+            let token = h.token.clone().expect("checked by missing()");
+            caps.marketing = Some(Arc::new(hubspot::HubSpot::new(http.clone(), &h.base_url, token, policy.clone())));
+        }
+        if let Some(s) = &self.salesforce {
+            caps.crm = Some(Arc::new(salesforce::Salesforce::new(
+                http.clone(),
+                &s.login_url,
+                &s.api_version,
+                s.auth.clone(),
+                policy.clone(),
+            )));
+        }
+        if let Some(s) = &self.slack {
+            let token = s.bot_token.clone().expect("checked by missing()");
+            caps.chat = Some(Arc::new(slack::Slack::new(http.clone(), &s.base_url, token, policy.clone())));
+        }
+        if let Some(a) = &self.anthropic {
+            let key = a.api_key.clone().expect("checked by missing()");
+            caps.llm = Some(Arc::new(anthropic::Anthropic::new(http.clone(), &a.base_url, key, &a.model, policy.clone())));
+        }
+        if let Some(m) = &self.smtp {
+            let credentials = match (&m.username, &m.password) {
+                (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+                _ => None,
+            };
+            caps.email = Some(Arc::new(smtp::Smtp::new(&m.host, m.port, m.security, credentials, &m.from, policy.clone())?));
+        }
+        Ok(caps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_reads_toml_and_secrets_from_the_environment() {
+        let text = r#"
+            [hubspot]
+            [salesforce]
+            auth = { flow = "client-credentials", client_id = "abc", client_secret = "" }
+            [slack]
+            bot_token = "xoxb-file"
+            [policy]
+            timeout = 2000
+        "#;
+        let mut config: ConnectorsConfig = toml::from_str(text).unwrap();
+        assert_eq!(config.hubspot.as_ref().unwrap().base_url, "https://api.hubapi.com");
+        assert_eq!(config.policy.timeout, std::time::Duration::from_secs(2));
+        assert_eq!(config.missing().len(), 2, "{:?}", config.missing());
+        config.apply_env(|name| match name {
+            "HANDOFF_HUBSPOT_TOKEN" => Some("pat-env".into()),
+            "HANDOFF_SALESFORCE_CLIENT_SECRET" => Some("sf-env".into()),
+            "HANDOFF_SLACK_BOT_TOKEN" => Some("xoxb-env".into()),
+            _ => None,
+        });
+        assert!(config.missing().is_empty());
+        assert_eq!(config.hubspot.unwrap().token.unwrap().expose(), "pat-env");
+        assert_eq!(config.slack.unwrap().bot_token.unwrap().expose(), "xoxb-file", "the file wins");
+        let debug = format!("{:?}", config.salesforce);
+        assert!(!debug.contains("sf-env"), "secrets are redacted: {debug}");
+    }
+
+    #[test]
+    fn unknown_settings_are_named() {
+        let err = toml::from_str::<ConnectorsConfig>("[slack]\nbot_tokn = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("bot_tokn"), "{err}");
+    }
+}

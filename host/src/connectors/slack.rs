@@ -1,0 +1,191 @@
+//! Slack Web API behind `chat`, and Slack's request signatures for the
+//! interactivity callbacks Slack sends us.
+
+use super::policy::{Attempt, CallPolicy, ErrorClass, ProviderError, retry_after, transport_error};
+use super::secret::Secret;
+use crate::capabilities::{CapabilityError, Chat, MessageRef};
+use hmac::{Hmac, Mac};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+const PROVIDER: &str = "slack";
+
+/// A Slack client (bot token).
+pub struct Slack {
+    http: reqwest::Client,
+    base_url: String,
+    token: Secret,
+    policy: CallPolicy,
+    /// email → user id, from `users.lookupByEmail`.
+    users: Mutex<HashMap<String, String>>,
+    /// user id → DM channel id, from `conversations.open`.
+    dms: Mutex<HashMap<String, String>>,
+}
+
+impl Slack {
+    /// A client for the Web API at `base_url` (`https://slack.com/api`).
+    pub fn new(http: reqwest::Client, base_url: &str, token: Secret, policy: CallPolicy) -> Self {
+        Slack {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            token,
+            policy,
+            users: Mutex::new(HashMap::new()),
+            dms: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Calls a Web API method: GET with query parameters, or POST with a
+    /// JSON body. Returns the body of an `ok: true` answer.
+    ///
+    /// # Errors
+    ///
+    /// Slack's error code (`channel_not_found`, `ratelimited`, ...), classified.
+    pub async fn api(&self, method: &str, query: &[(&str, &str)], body: Option<&Value>) -> Result<Value, ProviderError> {
+        let url = format!("{}/{method}", self.base_url);
+        self.policy
+            .run(PROVIDER, |_| {
+                let request = match body {
+                    Some(body) => self.http.request(Method::POST, &url).json(body),
+                    None => self.http.request(Method::GET, &url).query(query),
+                };
+                let request = request.bearer_auth(self.token.expose());
+                async move {
+                    match request.send().await {
+                        Err(e) => transport_error(PROVIDER, &e),
+                        Ok(response) => classify(response).await,
+                    }
+                }
+            })
+            .await
+    }
+
+    /// The Slack user id for an email address (cached).
+    ///
+    /// # Errors
+    ///
+    /// `users_not_found` and the like, classified.
+    pub async fn user_id(&self, email: &str) -> Result<String, ProviderError> {
+        let key = email.to_ascii_lowercase();
+        if let Some(id) = self.users.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(id.clone());
+        }
+        let body = self.api("users.lookupByEmail", &[("email", email)], None).await?;
+        let id = body["user"]["id"].as_str().unwrap_or_default().to_string();
+        self.users.lock().unwrap_or_else(|p| p.into_inner()).insert(key, id.clone());
+        Ok(id)
+    }
+
+    async fn dm_channel(&self, user: &str) -> Result<String, ProviderError> {
+        if let Some(id) = self.dms.lock().unwrap_or_else(|p| p.into_inner()).get(user) {
+            return Ok(id.clone());
+        }
+        let body = self.api("conversations.open", &[], Some(&json!({ "users": user }))).await?;
+        let id = body["channel"]["id"].as_str().unwrap_or_default().to_string();
+        self.dms.lock().unwrap_or_else(|p| p.into_inner()).insert(user.to_string(), id.clone());
+        Ok(id)
+    }
+
+    async fn post_message(&self, channel: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError> {
+        let mut body = json!({ "channel": channel, "text": text });
+        if let Some(blocks) = blocks {
+            body["blocks"] = serde_json::from_str(blocks).map_err(|e| CapabilityError::Invalid(format!("blocks: {e}")))?;
+        }
+        let answer = self.api("chat.postMessage", &[], Some(&body)).await?;
+        Ok(MessageRef {
+            channel: answer["channel"].as_str().unwrap_or(channel).to_string(),
+            ts: answer["ts"].as_str().unwrap_or_default().to_string(),
+        })
+    }
+}
+
+async fn classify(response: reqwest::Response) -> Attempt<Value> {
+    let status = response.status();
+    let after = retry_after(response.headers());
+    let text = response.text().await.unwrap_or_default();
+    let body: Value = serde_json::from_str(&text).unwrap_or_default();
+    let code = body["error"].as_str().unwrap_or(status.canonical_reason().unwrap_or("error")).to_string();
+    let error = |class| ProviderError::new(PROVIDER, Some(status.as_u16()), code.clone(), String::new(), class);
+    if status.as_u16() == 429 {
+        return Attempt::Retry { error: error(ErrorClass::Transient), after };
+    }
+    if status.is_server_error() {
+        return Attempt::Retry { error: error(ErrorClass::Transient), after };
+    }
+    if status.is_success() && body["ok"] == Value::Bool(true) {
+        return Attempt::Done(body);
+    }
+    // Slack answers most errors with HTTP 200 and `ok: false`.
+    match code.as_str() {
+        "ratelimited" | "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" => {
+            Attempt::Retry { error: error(ErrorClass::Transient), after }
+        }
+        "users_not_found" | "channel_not_found" | "user_not_found" | "message_not_found" => Attempt::Fail(error(ErrorClass::NotFound)),
+        "invalid_auth" | "not_authed" | "account_inactive" | "token_revoked" | "token_expired" | "missing_scope" | "not_allowed_token_type" => {
+            Attempt::Fail(error(ErrorClass::Auth))
+        }
+        _ => Attempt::Fail(error(ErrorClass::Invalid)),
+    }
+}
+
+#[async_trait::async_trait]
+impl Chat for Slack {
+    async fn send_dm(&self, email: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError> {
+        let user = self.user_id(email).await?;
+        let channel = self.dm_channel(&user).await?;
+        self.post_message(&channel, text, blocks).await
+    }
+
+    async fn post(&self, channel: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError> {
+        self.post_message(channel, text, blocks).await
+    }
+
+    async fn update(&self, message: &MessageRef, text: &str, blocks: Option<&str>) -> Result<(), CapabilityError> {
+        let mut body = json!({ "channel": message.channel, "ts": message.ts, "text": text });
+        if let Some(blocks) = blocks {
+            body["blocks"] = serde_json::from_str(blocks).map_err(|e| CapabilityError::Invalid(format!("blocks: {e}")))?;
+        }
+        self.api("chat.update", &[], Some(&body)).await?;
+        Ok(())
+    }
+}
+
+/// Largest accepted clock difference for a signed Slack request, seconds.
+pub const MAX_SIGNATURE_AGE_SECS: i64 = 300;
+
+/// Verifies `X-Slack-Signature` (`v0=` + hex HMAC-SHA256 of
+/// `v0:{timestamp}:{body}`) with `X-Slack-Request-Timestamp` within five
+/// minutes of `now_secs`.
+///
+/// # Errors
+///
+/// Why the request is refused.
+pub fn verify_signature(signing_secret: &str, timestamp: &str, signature: &str, body: &[u8], now_secs: i64) -> Result<(), super::hubspot::SignatureError> {
+    use super::hubspot::SignatureError;
+    let ts: i64 = timestamp.trim().parse().map_err(|_| SignatureError::Missing("X-Slack-Request-Timestamp"))?;
+    if (now_secs - ts).abs() > MAX_SIGNATURE_AGE_SECS {
+        return Err(SignatureError::Expired);
+    }
+    let given = signature
+        .trim()
+        .strip_prefix("v0=")
+        .and_then(|h| hex::decode(h).ok())
+        .ok_or(SignatureError::Missing("X-Slack-Signature"))?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(signing_secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(b"v0:");
+    mac.update(timestamp.trim().as_bytes());
+    mac.update(b":");
+    mac.update(body);
+    mac.verify_slice(&given).map_err(|_| SignatureError::Mismatch)
+}
+
+/// Computes a Slack request signature (for tests and the emulator).
+pub fn sign(signing_secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(signing_secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(format!("v0:{timestamp}:").as_bytes());
+    mac.update(body);
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}

@@ -1,0 +1,103 @@
+//! Outbound email over SMTP (lettre, on tokio) behind `email`.
+
+use super::policy::{Attempt, CallPolicy, ErrorClass, ProviderError};
+use super::secret::Secret;
+use crate::capabilities::{CapabilityError, Email, EmailMessage};
+use lettre::message::{Mailbox, MultiPart, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Deserialize;
+
+const PROVIDER: &str = "smtp";
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain connection (a local relay or the sandbox sink).
+    None,
+    /// STARTTLS upgrade (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the start (port 465).
+    Tls,
+}
+
+/// An SMTP sender.
+pub struct Smtp {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    policy: CallPolicy,
+}
+
+impl Smtp {
+    /// A sender through `host:port` as `from`.
+    ///
+    /// # Errors
+    ///
+    /// When `from` is not an address or the relay cannot be set up.
+    pub fn new(
+        host: &str,
+        port: u16,
+        security: SmtpSecurity,
+        credentials: Option<(String, Secret)>,
+        from: &str,
+        policy: CallPolicy,
+    ) -> anyhow::Result<Self> {
+        let mut builder = match security {
+            SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
+            SmtpSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)?,
+            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)?,
+        }
+        .port(port)
+        .timeout(Some(policy.timeout));
+        if let Some((user, password)) = credentials {
+            builder = builder.credentials(Credentials::new(user, password.expose().to_string()));
+        }
+        let from = from.parse().map_err(|e| anyhow::anyhow!("smtp.from '{from}' is not an address: {e}"))?;
+        Ok(Smtp { transport: builder.build(), from, policy })
+    }
+}
+
+fn mailboxes(list: &[String]) -> Result<Vec<Mailbox>, CapabilityError> {
+    list.iter()
+        .map(|a| a.parse().map_err(|e| CapabilityError::Invalid(format!("'{a}' is not an email address: {e}"))))
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl Email for Smtp {
+    async fn send(&self, message: EmailMessage) -> Result<(), CapabilityError> {
+        let mut builder = Message::builder().from(self.from.clone()).subject(message.subject.clone());
+        for to in mailboxes(&message.to)? {
+            builder = builder.to(to);
+        }
+        for cc in mailboxes(&message.cc)? {
+            builder = builder.cc(cc);
+        }
+        let email = match &message.html {
+            Some(html) => builder.multipart(MultiPart::alternative_plain_html(message.text.clone(), html.clone())),
+            None => builder.header(ContentType::TEXT_PLAIN).body(message.text.clone()),
+        }
+        .map_err(|e| CapabilityError::Invalid(format!("cannot build the email: {e}")))?;
+        self.policy
+            .run(PROVIDER, |_| {
+                let email = email.clone();
+                async move {
+                    match self.transport.send(email).await {
+                        Ok(_) => Attempt::Done(()),
+                        Err(e) => {
+                            let code = e.status().map(|c| c.to_string()).unwrap_or_else(|| "connection".into());
+                            if e.is_permanent() {
+                                Attempt::Fail(ProviderError::new(PROVIDER, None, code, e.to_string(), ErrorClass::Invalid))
+                            } else {
+                                Attempt::Retry { error: ProviderError::new(PROVIDER, None, code, e.to_string(), ErrorClass::Transient), after: None }
+                            }
+                        }
+                    }
+                }
+            })
+            .await?;
+        Ok(())
+    }
+}
