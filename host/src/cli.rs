@@ -2,6 +2,8 @@
 //! parsing lives in `main.rs`; everything here is callable from tests.
 
 use crate::capabilities::{Capabilities, FileStateStore, TimerBook};
+use crate::connectors::ConnectorsConfig;
+use crate::sandbox::{Fixture, Sandbox, SandboxSettings, SandboxState};
 use crate::pipeline::{self, BranchEnd, ExecutionRecord, ExecutionStatus, Executor, Start};
 use crate::runtime::{PluginRegistry, Runtime, RuntimeConfig};
 use anyhow::{Context, Result};
@@ -88,6 +90,10 @@ pub struct RunOptions {
     /// Print items whole instead of shortened.
     pub full: bool,
     pub lead_id: Option<String>,
+    /// Run against in-process emulators of every provider.
+    pub sandbox: bool,
+    /// Connector settings (TOML), when not in the sandbox.
+    pub config: Option<PathBuf>,
 }
 
 /// `handoff run PIPELINE --input ITEM.json`: one execution, then its trace.
@@ -108,7 +114,20 @@ pub async fn run(host: &Host, options: &RunOptions) -> Result<ExitCode> {
     };
     let input = read_input(&options.input)?;
     let timers = Arc::new(TimerBook::default());
-    let executor = Executor::new(host.runtime.clone(), Arc::new(host.local_capabilities(timers.clone())));
+    let local = host.local_capabilities(timers.clone());
+    let mut _sandbox = None;
+    let capabilities = if options.sandbox {
+        let any = "127.0.0.1:0".parse().expect("an address");
+        let sandbox = Sandbox::start(any, any).await?;
+        let capabilities = sandbox.connectors().connect(local)?;
+        _sandbox = Some(sandbox);
+        capabilities
+    } else if let Some(path) = &options.config {
+        ConnectorsConfig::load(path)?.connect(local)?
+    } else {
+        local
+    };
+    let executor = Executor::new(host.runtime.clone(), Arc::new(capabilities));
     let record = executor.execute(&prepared, input, Start::Trigger, options.lead_id.clone()).await;
     let pending = timers.pending();
     if options.json {
@@ -200,6 +219,32 @@ pub fn render_trace(record: &ExecutionRecord, full: bool) -> String {
         }
     }
     out
+}
+
+/// `handoff sandbox`: serves the emulators until interrupted.
+///
+/// # Errors
+///
+/// When a port cannot be bound or the fixture cannot be read.
+pub async fn sandbox(listen: std::net::SocketAddr, smtp: std::net::SocketAddr, fixture: Option<&Path>) -> Result<ExitCode> {
+    let fixture = match fixture {
+        Some(path) => Fixture::load(path)?,
+        None => Fixture::builtin(),
+    };
+    let state = SandboxState::new(fixture, SandboxSettings::default(), Arc::new(crate::capabilities::SystemClock));
+    let sandbox = Sandbox::start_with(listen, smtp, state).await?;
+    let base = format!("http://{}", sandbox.http);
+    println!("Handoff sandbox: emulators of HubSpot, Salesforce, Slack and Anthropic, and an SMTP sink");
+    println!("  HubSpot      {base}/hubspot          (bearer token: sandbox)");
+    println!("  Salesforce   {base}/salesforce       (OAuth: {base}/salesforce/services/oauth2/token)");
+    println!("  Slack        {base}/slack/api");
+    println!("  Anthropic    {base}/anthropic/v1/messages");
+    println!("  SMTP         {}", sandbox.smtp);
+    println!("  Inspect      {base}/_sandbox/stats, /_sandbox/slack/messages, /_sandbox/salesforce/Lead, /_sandbox/emails");
+    println!("  Faults       POST {base}/_sandbox/faults");
+    println!("Ctrl-C stops it.");
+    tokio::signal::ctrl_c().await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `handoff plugins`: what is loaded.

@@ -10,3 +10,4 @@ pub mod cli;
 pub mod connectors;
 pub mod pipeline;
 pub mod runtime;
+pub mod sandbox;

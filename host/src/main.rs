@@ -48,6 +48,27 @@ enum Command {
         /// The lead id to tag the execution with.
         #[arg(long)]
         lead_id: Option<String>,
+        /// Run against in-process emulators of HubSpot, Salesforce, Slack,
+        /// Anthropic and SMTP (seeded with a demo sales org).
+        #[arg(long, conflicts_with = "config")]
+        sandbox: bool,
+        /// Connector settings (TOML): base URLs and credentials.
+        #[arg(long, value_name = "FILE", env = "HANDOFF_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Serve the emulators (HubSpot, Salesforce, Slack, Anthropic, SMTP)
+    /// for connectors, tests or a person to use, until interrupted.
+    Sandbox {
+        /// HTTP address for every provider (path prefixes /hubspot,
+        /// /salesforce, /slack/api, /anthropic) and /_sandbox.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+        /// SMTP sink address.
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        smtp_listen: std::net::SocketAddr,
+        /// Seed data (JSON) instead of the built-in demo org.
+        #[arg(long, value_name = "FILE")]
+        fixture: Option<PathBuf>,
     },
     /// List loaded plugins: version, ports, capabilities.
     Plugins {
@@ -76,6 +97,13 @@ fn main() -> ExitCode {
     if let Command::Schema { output } = &args.command {
         return report(cli::schema(output.as_deref()));
     }
+    if let Command::Sandbox { listen, smtp_listen, fixture } = &args.command {
+        let (listen, smtp_listen, fixture) = (*listen, *smtp_listen, fixture.clone());
+        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => report(rt.block_on(cli::sandbox(listen, smtp_listen, fixture.as_deref()))),
+            Err(e) => report(Err(e.into())),
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -91,11 +119,11 @@ fn main() -> ExitCode {
         };
         match args.command {
             Command::Validate { files } => cli::validate(&host, &files),
-            Command::Run { pipeline, input, json, full, lead_id } => {
-                report(cli::run(&host, &RunOptions { pipeline, input, json, full, lead_id }).await)
+            Command::Run { pipeline, input, json, full, lead_id, sandbox, config } => {
+                report(cli::run(&host, &RunOptions { pipeline, input, json, full, lead_id, sandbox, config }).await)
             }
             Command::Plugins { json, schema } => report(cli::plugins(&host, json, schema.as_deref())),
-            Command::Schema { .. } => unreachable!("handled above"),
+            Command::Schema { .. } | Command::Sandbox { .. } => unreachable!("handled above"),
         }
     })
 }

@@ -1,0 +1,188 @@
+//! The sandbox: loopback emulators of HubSpot, Salesforce, Slack, Anthropic
+//! and an SMTP sink that speak the real wire formats, auth, errors and rate
+//! limits, seeded from a fixture of a sales org. Tests and the demo run
+//! against it; fault injection and inspection live under `/_sandbox`.
+//!
+//! One HTTP port serves every provider under a path prefix: `/hubspot`
+//! (HubSpot's API base), `/salesforce` (login and instance base),
+//! `/slack/api` and `/anthropic`. SMTP listens on a second port.
+
+mod anthropic;
+mod faults;
+mod fixture;
+mod hubspot;
+mod inspect;
+mod salesforce;
+mod slack;
+mod smtp;
+pub mod soql;
+
+pub use faults::{Fault, FaultKind};
+pub use fixture::Fixture;
+pub use smtp::ReceivedEmail;
+
+use crate::capabilities::{Clock, SystemClock};
+use anyhow::{Context, Result};
+use axum::Router;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// How strict the emulators are. Defaults follow the real services.
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    /// The bearer token (and Anthropic API key) the emulators accept.
+    pub token: String,
+    /// The Salesforce connected app's client secret (client credentials).
+    pub client_secret: String,
+    /// Public key (PEM) that verifies JWT-bearer assertions; JWT sign-in is
+    /// refused without one.
+    pub jwt_public_key_pem: Option<String>,
+    /// HubSpot requests per rolling ten seconds (0: no limit).
+    pub hubspot_per_ten_seconds: u32,
+    /// HubSpot search requests per second (0: no limit).
+    pub hubspot_search_per_second: u32,
+    /// Salesforce API requests allowed in all (the org's daily limit).
+    pub salesforce_api_limit: u64,
+    /// Records per SOQL page before `nextRecordsUrl`.
+    pub salesforce_batch_size: usize,
+    /// Slack messages a channel takes in a burst, then one per second.
+    pub slack_channel_burst: u32,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            token: crate::connectors::SANDBOX_TOKEN.into(),
+            client_secret: crate::connectors::SANDBOX_SECRET.into(),
+            jwt_public_key_pem: None,
+            hubspot_per_ten_seconds: 190,
+            hubspot_search_per_second: 5,
+            salesforce_api_limit: 100_000,
+            salesforce_batch_size: 2000,
+            slack_channel_burst: 10,
+        }
+    }
+}
+
+/// Everything the emulators hold.
+#[derive(Debug, Default)]
+pub struct World {
+    pub hubspot: hubspot::Data,
+    pub salesforce: salesforce::Data,
+    pub slack: slack::Data,
+    pub emails: Vec<ReceivedEmail>,
+    pub faults: faults::Faults,
+    pub requests: Vec<RequestRecord>,
+    pub anthropic_calls: u64,
+}
+
+/// One request an emulator answered, for tests to count attempts.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRecord {
+    pub provider: &'static str,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
+/// Shared state of a running sandbox.
+pub struct SandboxState {
+    pub settings: Mutex<SandboxSettings>,
+    world: Mutex<World>,
+    fixture: Fixture,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl SandboxState {
+    /// A sandbox seeded from `fixture`.
+    pub fn new(fixture: Fixture, settings: SandboxSettings, clock: Arc<dyn Clock>) -> Arc<Self> {
+        let world = fixture.world(clock.now_ms());
+        Arc::new(SandboxState { settings: Mutex::new(settings), world: Mutex::new(world), fixture, clock })
+    }
+
+    /// Locks the emulated data.
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> SandboxSettings {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Back to the fixture: data, faults and request log.
+    pub fn reset(&self) {
+        *self.world() = self.fixture.world(self.clock.now_ms());
+    }
+}
+
+/// A running sandbox.
+pub struct Sandbox {
+    pub http: SocketAddr,
+    pub smtp: SocketAddr,
+    pub state: Arc<SandboxState>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Sandbox {
+    /// Starts the emulators on `http` and `smtp` (port 0 picks a free one),
+    /// seeded with the built-in fixture and default settings.
+    ///
+    /// # Errors
+    ///
+    /// When a port cannot be bound.
+    pub async fn start(http: SocketAddr, smtp: SocketAddr) -> Result<Sandbox> {
+        Self::start_with(http, smtp, SandboxState::new(Fixture::builtin(), SandboxSettings::default(), Arc::new(SystemClock))).await
+    }
+
+    /// Starts the emulators over `state`.
+    ///
+    /// # Errors
+    ///
+    /// When a port cannot be bound.
+    pub async fn start_with(http: SocketAddr, smtp: SocketAddr, state: Arc<SandboxState>) -> Result<Sandbox> {
+        let listener = tokio::net::TcpListener::bind(http).await.with_context(|| format!("binding the sandbox to {http}"))?;
+        let http = listener.local_addr()?;
+        let smtp_listener = tokio::net::TcpListener::bind(smtp).await.with_context(|| format!("binding the SMTP sink to {smtp}"))?;
+        let smtp = smtp_listener.local_addr()?;
+        let app = router(state.clone());
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "sandbox HTTP server stopped");
+            }
+        });
+        let sink = tokio::spawn(smtp::serve(smtp_listener, state.clone()));
+        Ok(Sandbox { http, smtp, state, tasks: vec![server, sink] })
+    }
+
+    /// The connector settings that point at this sandbox.
+    pub fn connectors(&self) -> crate::connectors::ConnectorsConfig {
+        crate::connectors::ConnectorsConfig::sandbox(self.http, self.smtp)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The HTTP routes of every emulator, each behind the fault and logging
+/// layer of its provider.
+pub fn router(state: Arc<SandboxState>) -> Router {
+    Router::new()
+        .nest("/hubspot", faults::layered(hubspot::routes(), "hubspot", state.clone()))
+        .nest("/salesforce", faults::layered(salesforce::routes(), "salesforce", state.clone()))
+        .nest("/slack/api", faults::layered(slack::routes(), "slack", state.clone()))
+        .nest("/anthropic", faults::layered(anthropic::routes(), "anthropic", state.clone()))
+        .nest("/_sandbox", inspect::routes())
+        .with_state(state)
+}
+
+/// `Authorization: Bearer <token>`, if present.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}

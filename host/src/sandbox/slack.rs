@@ -1,0 +1,271 @@
+//! The Slack Web API emulator: users.lookupByEmail, conversations.open,
+//! chat.postMessage and chat.update with Block Kit checks, bearer auth,
+//! HTTP 200 `ok: false` errors, and per-channel rate limits (429 with
+//! Retry-After).
+
+use super::fixture::{SeedChannel, SeedSlackUser};
+use super::salesforce::form_decode;
+use super::{SandboxState, bearer};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A Slack user.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlackUser {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+}
+
+/// A channel or DM.
+#[derive(Debug, Clone, Serialize)]
+pub struct Channel {
+    pub id: String,
+    pub name: Option<String>,
+    /// For a DM, the user on the other side.
+    pub user: Option<String>,
+}
+
+/// A posted message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub channel: String,
+    pub ts: String,
+    pub text: String,
+    pub blocks: Option<Value>,
+    /// For a DM, the recipient's email.
+    pub recipient: Option<String>,
+    /// How many times it was updated.
+    pub edits: u32,
+}
+
+/// Slack's data.
+#[derive(Debug, Default)]
+pub struct Data {
+    pub users: Vec<SlackUser>,
+    pub channels: BTreeMap<String, Channel>,
+    pub messages: Vec<Message>,
+    next_ts: u64,
+    buckets: HashMap<String, (f64, Instant)>,
+}
+
+impl Data {
+    /// Data from the fixture.
+    pub fn seed(channels: &[SeedChannel], users: &[SeedSlackUser]) -> Self {
+        let mut data = Data::default();
+        for c in channels {
+            data.channels.insert(c.id.clone(), Channel { id: c.id.clone(), name: Some(c.name.clone()), user: None });
+        }
+        data.users = users.iter().map(|u| SlackUser { id: u.id.clone(), email: u.email.clone(), name: u.name.clone() }).collect();
+        data
+    }
+
+    fn resolve_channel(&self, channel: &str) -> Option<String> {
+        if self.channels.contains_key(channel) {
+            return Some(channel.to_string());
+        }
+        let name = channel.trim_start_matches('#');
+        self.channels.values().find(|c| c.name.as_deref() == Some(name)).map(|c| c.id.clone())
+    }
+
+    fn recipient(&self, channel: &str) -> Option<String> {
+        let user = self.channels.get(channel)?.user.as_ref()?;
+        self.users.iter().find(|u| &u.id == user).map(|u| u.email.clone())
+    }
+
+    /// Token bucket per channel: `burst` messages, refilled at one a second.
+    fn take_token(&mut self, channel: &str, burst: u32) -> bool {
+        if burst == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let (tokens, last) = self.buckets.entry(channel.to_string()).or_insert((f64::from(burst), now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64()).min(f64::from(burst));
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub fn routes() -> Router<Arc<SandboxState>> {
+    Router::new().route("/{method}", any(method))
+}
+
+fn fail(error: &str) -> Response {
+    Json(json!({ "ok": false, "error": error })).into_response()
+}
+
+/// Arguments from the query string, a JSON body or a form body.
+fn arguments(headers: &HeaderMap, query: HashMap<String, String>, body: &Bytes) -> Result<Map<String, Value>, Response> {
+    let mut args: Map<String, Value> = query.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    if body.is_empty() {
+        return Ok(args);
+    }
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if content_type.starts_with("application/json") {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => args.extend(map),
+            _ => return Err(fail("invalid_json")),
+        }
+    } else {
+        for (k, v) in form_decode(body) {
+            let value = if k == "blocks" { serde_json::from_str(&v).unwrap_or(Value::String(v)) } else { Value::String(v) };
+            args.insert(k, value);
+        }
+    }
+    Ok(args)
+}
+
+async fn method(
+    State(state): State<Arc<SandboxState>>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let settings = state.settings();
+    match bearer(&headers) {
+        None => return fail("not_authed"),
+        Some(token) if token != settings.token => return fail("invalid_auth"),
+        Some(_) => {}
+    }
+    let args = match arguments(&headers, query, &body) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let text = |name: &str| args.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
+    let mut world = state.world();
+    let data = &mut world.slack;
+    match method.as_str() {
+        "users.lookupByEmail" => {
+            let email = text("email");
+            match data.users.iter().find(|u| u.email.eq_ignore_ascii_case(&email)) {
+                Some(user) => Json(json!({
+                    "ok": true,
+                    "user": {
+                        "id": user.id, "team_id": "T0HANDOFF", "name": user.email.split('@').next().unwrap_or_default(),
+                        "deleted": false, "real_name": user.name, "tz": "Etc/UTC",
+                        "profile": { "email": user.email, "real_name": user.name, "display_name": user.name },
+                        "is_bot": false,
+                    }
+                }))
+                .into_response(),
+                None => fail("users_not_found"),
+            }
+        }
+        "conversations.open" => {
+            let users = text("users");
+            let user = users.split(',').next().unwrap_or_default().trim().to_string();
+            if !data.users.iter().any(|u| u.id == user) {
+                return fail("user_not_found");
+            }
+            let id = format!("D{}", user.trim_start_matches(['U', 'W']));
+            data.channels.entry(id.clone()).or_insert(Channel { id: id.clone(), name: None, user: Some(user) });
+            Json(json!({ "ok": true, "channel": { "id": id } })).into_response()
+        }
+        "chat.postMessage" => {
+            let Some(channel) = data.resolve_channel(&text("channel")) else {
+                return fail("channel_not_found");
+            };
+            let blocks = args.get("blocks").cloned().filter(|b| !b.is_null());
+            if let Err(e) = check_message(&text("text"), blocks.as_ref()) {
+                return fail(e);
+            }
+            if !data.take_token(&channel, settings.slack_channel_burst) {
+                let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(json!({"ok": false, "error": "ratelimited"}))).into_response();
+                response.headers_mut().insert("retry-after", HeaderValue::from(1));
+                return response;
+            }
+            data.next_ts += 1;
+            let ts = format!("{}.{:06}", state.clock.now_ms() / 1000, data.next_ts % 1_000_000);
+            let recipient = data.recipient(&channel);
+            data.messages.push(Message { channel: channel.clone(), ts: ts.clone(), text: text("text"), blocks: blocks.clone(), recipient, edits: 0 });
+            Json(json!({
+                "ok": true,
+                "channel": channel,
+                "ts": ts,
+                "message": { "type": "message", "text": text("text"), "user": "U0HANDOFFBOT", "bot_id": "B0HANDOFF", "ts": ts, "blocks": blocks },
+            }))
+            .into_response()
+        }
+        "chat.update" => {
+            let Some(channel) = data.resolve_channel(&text("channel")) else {
+                return fail("channel_not_found");
+            };
+            let blocks = args.get("blocks").cloned().filter(|b| !b.is_null());
+            if let Err(e) = check_message(&text("text"), blocks.as_ref()) {
+                return fail(e);
+            }
+            let ts = text("ts");
+            let Some(message) = data.messages.iter_mut().find(|m| m.channel == channel && m.ts == ts) else {
+                return fail("message_not_found");
+            };
+            message.text = text("text");
+            // Text without blocks removes the old blocks, as in Slack.
+            message.blocks = blocks.clone();
+            message.edits += 1;
+            Json(json!({ "ok": true, "channel": channel, "ts": ts, "text": message.text, "message": { "text": message.text, "blocks": blocks } }))
+                .into_response()
+        }
+        _ => fail("unknown_method"),
+    }
+}
+
+/// Slack's message checks: some text or blocks, size limits, Block Kit
+/// shapes.
+fn check_message(text: &str, blocks: Option<&Value>) -> Result<(), &'static str> {
+    if text.len() > 40_000 {
+        return Err("msg_too_long");
+    }
+    let Some(blocks) = blocks else {
+        return if text.is_empty() { Err("no_text") } else { Ok(()) };
+    };
+    let Some(list) = blocks.as_array() else {
+        return Err("invalid_blocks_format");
+    };
+    if list.len() > 50 {
+        return Err("invalid_blocks");
+    }
+    for block in list {
+        let valid = match block["type"].as_str() {
+            Some("section") => {
+                let text_ok = block["text"]["text"].as_str().is_none_or(|t| t.chars().count() <= 3000);
+                let fields_ok = block["fields"].as_array().is_none_or(|f| f.len() <= 10);
+                text_ok && fields_ok && (block.get("text").is_some() || block.get("fields").is_some())
+            }
+            Some("actions") => block["elements"].as_array().is_some_and(|e| !e.is_empty() && e.len() <= 25 && e.iter().all(valid_element)),
+            Some("context") => block["elements"].as_array().is_some_and(|e| !e.is_empty() && e.len() <= 10),
+            Some("header") => block["text"]["type"] == "plain_text" && block["text"]["text"].as_str().is_some_and(|t| t.chars().count() <= 150),
+            Some("divider" | "image" | "input" | "rich_text") => true,
+            _ => false,
+        };
+        if !valid {
+            return Err("invalid_blocks");
+        }
+    }
+    Ok(())
+}
+
+fn valid_element(element: &Value) -> bool {
+    match element["type"].as_str() {
+        Some("button") => element["text"]["type"] == "plain_text" && element["action_id"].is_string(),
+        Some("static_select") => {
+            element["action_id"].is_string() && element["options"].as_array().is_some_and(|o| !o.is_empty() && o.len() <= 100)
+        }
+        Some(_) => true,
+        None => false,
+    }
+}
