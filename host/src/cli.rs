@@ -3,9 +3,9 @@
 
 use crate::capabilities::{Capabilities, FileStateStore, TimerBook};
 use crate::connectors::ConnectorsConfig;
-use crate::sandbox::{Fixture, Sandbox, SandboxSettings, SandboxState};
 use crate::pipeline::{self, BranchEnd, ExecutionRecord, ExecutionStatus, Executor, Start};
 use crate::runtime::{PluginRegistry, Runtime, RuntimeConfig};
+use crate::sandbox::{Fixture, Sandbox, SandboxSettings, SandboxState};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -226,7 +226,11 @@ pub fn render_trace(record: &ExecutionRecord, full: bool) -> String {
 /// # Errors
 ///
 /// When a port cannot be bound or the fixture cannot be read.
-pub async fn sandbox(listen: std::net::SocketAddr, smtp: std::net::SocketAddr, fixture: Option<&Path>) -> Result<ExitCode> {
+pub async fn sandbox(
+    listen: std::net::SocketAddr,
+    smtp: std::net::SocketAddr,
+    fixture: Option<&Path>,
+) -> Result<ExitCode> {
     let fixture = match fixture {
         Some(path) => Fixture::load(path)?,
         None => Fixture::builtin(),
@@ -240,7 +244,9 @@ pub async fn sandbox(listen: std::net::SocketAddr, smtp: std::net::SocketAddr, f
     println!("  Slack        {base}/slack/api");
     println!("  Anthropic    {base}/anthropic/v1/messages");
     println!("  SMTP         {}", sandbox.smtp);
-    println!("  Inspect      {base}/_sandbox/stats, /_sandbox/slack/messages, /_sandbox/salesforce/Lead, /_sandbox/emails");
+    println!(
+        "  Inspect      {base}/_sandbox/stats, /_sandbox/slack/messages, /_sandbox/salesforce/Lead, /_sandbox/emails"
+    );
     println!("  Faults       POST {base}/_sandbox/faults");
     println!("Ctrl-C stops it.");
     tokio::signal::ctrl_c().await?;

@@ -27,7 +27,7 @@ fn every_command_has_help() {
     let dir = tempfile::tempdir().unwrap();
     let top = handoff(dir.path(), &["--help"]);
     assert!(top.status.success());
-    for command in ["validate", "run", "plugins", "schema"] {
+    for command in ["validate", "run", "plugins", "schema", "sandbox"] {
         assert!(text(&top.stdout).contains(command), "{command} missing from --help");
         let help = handoff(dir.path(), &[command, "--help"]);
         assert!(help.status.success(), "{command} --help");
@@ -122,4 +122,42 @@ fn plugins_lists_ports_and_a_restart_uses_the_compiled_cache() {
     let schema: Value =
         serde_json::from_slice(&handoff(dir.path(), &["plugins", "--schema", "validate"]).stdout).unwrap();
     assert!(schema["properties"]["min_score"].is_object());
+}
+
+#[test]
+fn run_with_the_sandbox_serves_plugins_real_connectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = repo("pipelines/mql-intake.json");
+    let sample = repo("pipelines/samples/mql-valid.json");
+    let out =
+        handoff(dir.path(), &["run", pipeline.to_str().unwrap(), "--input", sample.to_str().unwrap(), "--sandbox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("validate:valid"));
+}
+
+#[test]
+fn a_connector_config_with_missing_secrets_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("handoff.toml");
+    std::fs::write(&config, "[slack]\n[hubspot]\n").unwrap();
+    let pipeline = repo("pipelines/mql-intake.json");
+    let sample = repo("pipelines/samples/mql-valid.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "run",
+            pipeline.to_str().unwrap(),
+            "--input",
+            sample.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .env_remove("HANDOFF_SLACK_BOT_TOKEN")
+        .env_remove("HANDOFF_HUBSPOT_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("hubspot.token") && stderr.contains("slack.bot_token"), "{stderr}");
 }

@@ -5,8 +5,10 @@
 use handoff::capabilities::{
     Account, Activity, Capabilities, CapabilityError, Crm, CrmContact, Lead, Opportunity, Owner, Task,
 };
+use handoff::connectors::{CallPolicy, ConnectorsConfig};
 use handoff::pipeline::{self, Diagnostic, ExecutionRecord, Executor, PreparedPipeline, Start};
 use handoff::runtime::{Plugin, PluginRegistry, PluginSource, Runtime, RuntimeConfig};
+use handoff::sandbox::{Fixture, Sandbox, SandboxSettings, SandboxState};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -172,4 +174,36 @@ impl Crm for RecordingCrm {
         self.record(format!("create_task {}", task.subject));
         Ok("00T000000000001".into())
     }
+}
+
+/// A sandbox on free loopback ports with default settings.
+pub async fn sandbox() -> Sandbox {
+    sandbox_with(SandboxSettings::default()).await
+}
+
+/// A sandbox on free loopback ports with `settings`.
+pub async fn sandbox_with(settings: SandboxSettings) -> Sandbox {
+    let any = "127.0.0.1:0".parse().unwrap();
+    let state = SandboxState::new(Fixture::builtin(), settings, Arc::new(handoff::capabilities::SystemClock));
+    Sandbox::start_with(any, any, state).await.expect("sandbox starts")
+}
+
+/// The call policy with short waits, so retry tests run fast.
+pub fn fast_policy() -> CallPolicy {
+    CallPolicy {
+        timeout: std::time::Duration::from_secs(2),
+        base_backoff: std::time::Duration::from_millis(5),
+        rolling_limit_wait: std::time::Duration::from_millis(20),
+        ..CallPolicy::default()
+    }
+}
+
+/// Connector settings for `sandbox` with the fast policy.
+pub fn sandbox_connectors(sandbox: &Sandbox) -> ConnectorsConfig {
+    ConnectorsConfig { policy: fast_policy(), ..sandbox.connectors() }
+}
+
+/// How many requests `provider`'s emulator answered, and with what status.
+pub fn statuses(sandbox: &Sandbox, provider: &str) -> Vec<u16> {
+    sandbox.state.world().requests.iter().filter(|r| r.provider == provider).map(|r| r.status).collect()
 }

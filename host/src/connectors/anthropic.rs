@@ -21,7 +21,13 @@ pub struct Anthropic {
 impl Anthropic {
     /// A client for `base_url` (`https://api.anthropic.com`) using `model`.
     pub fn new(http: reqwest::Client, base_url: &str, api_key: Secret, model: &str, policy: CallPolicy) -> Self {
-        Anthropic { http, base_url: base_url.trim_end_matches('/').to_string(), api_key, model: model.to_string(), policy }
+        Anthropic {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            api_key,
+            model: model.to_string(),
+            policy,
+        }
     }
 }
 
@@ -78,8 +84,13 @@ impl Llm for Anthropic {
                 }
             })
             .await?;
-        let text: Vec<&str> =
-            answer["content"].as_array().into_iter().flatten().filter(|b| b["type"] == "text").filter_map(|b| b["text"].as_str()).collect();
+        let text: Vec<&str> = answer["content"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["type"] == "text")
+            .filter_map(|b| b["text"].as_str())
+            .collect();
         Ok(text.join(""))
     }
 }

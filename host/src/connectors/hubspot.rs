@@ -50,7 +50,13 @@ impl HubSpot {
         HubSpot { http, base_url: base_url.trim_end_matches('/').to_string(), token, policy }
     }
 
-    async fn call(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<&Value>) -> Result<Option<Value>, ProviderError> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, ProviderError> {
         let url = format!("{}{path}", self.base_url);
         self.policy
             .run(PROVIDER, |attempt| {
@@ -76,7 +82,8 @@ impl HubSpot {
     ///
     /// The provider's error, classified.
     pub async fn search_contacts(&self, request: &Value) -> Result<SearchPage, ProviderError> {
-        let body = self.call(Method::POST, "/crm/v3/objects/contacts/search", &[], Some(request)).await?.unwrap_or_default();
+        let body =
+            self.call(Method::POST, "/crm/v3/objects/contacts/search", &[], Some(request)).await?.unwrap_or_default();
         Ok(SearchPage {
             total: body["total"].as_u64().unwrap_or(0),
             results: body["results"].as_array().into_iter().flatten().map(contact).collect(),
@@ -90,7 +97,12 @@ impl HubSpot {
     /// # Errors
     ///
     /// The provider's error, classified.
-    pub async fn batch_read(&self, ids: &[String], id_property: Option<&str>, properties: &[String]) -> Result<Vec<Contact>, ProviderError> {
+    pub async fn batch_read(
+        &self,
+        ids: &[String],
+        id_property: Option<&str>,
+        properties: &[String],
+    ) -> Result<Vec<Contact>, ProviderError> {
         let mut body = json!({
             "properties": properties,
             "inputs": ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
@@ -98,11 +110,17 @@ impl HubSpot {
         if let Some(p) = id_property {
             body["idProperty"] = json!(p);
         }
-        let body = self.call(Method::POST, "/crm/v3/objects/contacts/batch/read", &[], Some(&body)).await?.unwrap_or_default();
+        let body =
+            self.call(Method::POST, "/crm/v3/objects/contacts/batch/read", &[], Some(&body)).await?.unwrap_or_default();
         Ok(body["results"].as_array().into_iter().flatten().map(contact).collect())
     }
 
-    async fn read_contact(&self, id: &str, id_property: Option<&str>, properties: &[String]) -> Result<Option<Contact>, ProviderError> {
+    async fn read_contact(
+        &self,
+        id: &str,
+        id_property: Option<&str>,
+        properties: &[String],
+    ) -> Result<Option<Contact>, ProviderError> {
         let mut query = Vec::new();
         if !properties.is_empty() {
             query.push(("properties", properties.join(",")));
@@ -165,9 +183,14 @@ async fn classify(response: reqwest::Response, attempt: u32, policy: &CallPolicy
             let after = retry_after(&headers).or(Some(policy.rolling_limit_wait * attempt));
             Attempt::Retry { error: error(ErrorClass::Transient), after }
         }
-        423 => Attempt::Retry { error: error(ErrorClass::Transient), after: Some(retry_after(&headers).unwrap_or(Duration::from_secs(2)).max(Duration::from_secs(2))) },
+        423 => Attempt::Retry {
+            error: error(ErrorClass::Transient),
+            after: Some(retry_after(&headers).unwrap_or(Duration::from_secs(2)).max(Duration::from_secs(2))),
+        },
         477 | 500..=599 => Attempt::Retry { error: error(ErrorClass::Transient), after: retry_after(&headers) },
-        _ if status == StatusCode::REQUEST_TIMEOUT => Attempt::Retry { error: error(ErrorClass::Transient), after: None },
+        _ if status == StatusCode::REQUEST_TIMEOUT => {
+            Attempt::Retry { error: error(ErrorClass::Transient), after: None }
+        }
         _ => Attempt::Fail(error(ErrorClass::Invalid)),
     }
 }
@@ -180,7 +203,11 @@ impl Marketing for HubSpot {
             .ok_or_else(|| CapabilityError::NotFound(format!("hubspot contact {id} does not exist")))
     }
 
-    async fn find_contact_by_email(&self, email: &str, properties: &[String]) -> Result<Option<Contact>, CapabilityError> {
+    async fn find_contact_by_email(
+        &self,
+        email: &str,
+        properties: &[String],
+    ) -> Result<Option<Contact>, CapabilityError> {
         Ok(self.read_contact(email, Some("email"), properties).await?)
     }
 
@@ -250,7 +277,15 @@ pub const MAX_SIGNATURE_AGE_MS: i64 = 300_000;
 /// # Errors
 ///
 /// Why the request is refused.
-pub fn verify_v3(secret: &str, method: &str, uri: &str, body: &[u8], timestamp: &str, signature: &str, now_ms: i64) -> Result<(), SignatureError> {
+pub fn verify_v3(
+    secret: &str,
+    method: &str,
+    uri: &str,
+    body: &[u8],
+    timestamp: &str,
+    signature: &str,
+    now_ms: i64,
+) -> Result<(), SignatureError> {
     let ts: i64 = timestamp.trim().parse().map_err(|_| SignatureError::Missing("X-HubSpot-Request-Timestamp"))?;
     if (now_ms - ts).abs() > MAX_SIGNATURE_AGE_MS {
         return Err(SignatureError::Expired);
@@ -269,8 +304,20 @@ pub fn verify_v3(secret: &str, method: &str, uri: &str, body: &[u8], timestamp: 
 /// HubSpot signs v3 requests over the URI with these escapes decoded.
 fn decode_uri_for_v3(uri: &str) -> String {
     const DECODE: [(&str, &str); 14] = [
-        ("%3A", ":"), ("%2F", "/"), ("%3F", "?"), ("%40", "@"), ("%21", "!"), ("%24", "$"), ("%27", "'"),
-        ("%28", "("), ("%29", ")"), ("%2A", "*"), ("%2C", ","), ("%3B", ";"), ("%3a", ":"), ("%2f", "/"),
+        ("%3A", ":"),
+        ("%2F", "/"),
+        ("%3F", "?"),
+        ("%40", "@"),
+        ("%21", "!"),
+        ("%24", "$"),
+        ("%27", "'"),
+        ("%28", "("),
+        ("%29", ")"),
+        ("%2A", "*"),
+        ("%2C", ","),
+        ("%3B", ";"),
+        ("%3a", ":"),
+        ("%2f", "/"),
     ];
     DECODE.iter().fold(uri.to_string(), |acc, (from, to)| acc.replace(from, to))
 }

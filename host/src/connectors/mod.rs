@@ -211,10 +211,10 @@ impl ConnectorsConfig {
     /// Settings that are needed but missing, by name (`slack.bot_token`).
     pub fn missing(&self) -> Vec<&'static str> {
         let mut missing = Vec::new();
-        if let Some(h) = &self.hubspot {
-            if h.token.is_none() {
-                missing.push("hubspot.token (or HANDOFF_HUBSPOT_TOKEN)");
-            }
+        if let Some(h) = &self.hubspot
+            && h.token.is_none()
+        {
+            missing.push("hubspot.token (or HANDOFF_HUBSPOT_TOKEN)");
         }
         if let Some(s) = &self.salesforce {
             match &s.auth {
@@ -273,14 +273,16 @@ impl ConnectorsConfig {
         }
         if let Some(a) = &self.anthropic {
             let key = a.api_key.clone().expect("checked by missing()");
-            caps.llm = Some(Arc::new(anthropic::Anthropic::new(http.clone(), &a.base_url, key, &a.model, policy.clone())));
+            caps.llm =
+                Some(Arc::new(anthropic::Anthropic::new(http.clone(), &a.base_url, key, &a.model, policy.clone())));
         }
         if let Some(m) = &self.smtp {
             let credentials = match (&m.username, &m.password) {
                 (Some(user), Some(password)) => Some((user.clone(), password.clone())),
                 _ => None,
             };
-            caps.email = Some(Arc::new(smtp::Smtp::new(&m.host, m.port, m.security, credentials, &m.from, policy.clone())?));
+            caps.email =
+                Some(Arc::new(smtp::Smtp::new(&m.host, m.port, m.security, credentials, &m.from, policy.clone())?));
         }
         Ok(caps)
     }

@@ -38,7 +38,13 @@ pub struct ProviderError {
 
 impl ProviderError {
     /// An error of `class` with the provider's code and message.
-    pub fn new(provider: &'static str, status: Option<u16>, code: impl Into<String>, message: impl Into<String>, class: ErrorClass) -> Self {
+    pub fn new(
+        provider: &'static str,
+        status: Option<u16>,
+        code: impl Into<String>,
+        message: impl Into<String>,
+        class: ErrorClass,
+    ) -> Self {
         ProviderError { provider, status, code: code.into(), message: message.into(), class }
     }
 }
@@ -200,7 +206,10 @@ pub fn transport_error<T>(provider: &'static str, error: &reqwest::Error) -> Att
     } else {
         "transport"
     };
-    Attempt::Retry { error: ProviderError::new(provider, None, code, error.to_string(), ErrorClass::Transient), after: None }
+    Attempt::Retry {
+        error: ProviderError::new(provider, None, code, error.to_string(), ErrorClass::Transient),
+        after: None,
+    }
 }
 
 /// The shared HTTP client: rustls, connection pooling.
@@ -268,8 +277,9 @@ mod tests {
     #[tokio::test]
     async fn a_wait_longer_than_allowed_returns_instead_of_sleeping() {
         let policy = CallPolicy { max_wait: Duration::from_secs(5), ..fast() };
-        let result: Result<(), _> =
-            policy.run("test", |_| async { Attempt::Retry { error: transient(), after: Some(Duration::from_secs(60)) } }).await;
+        let result: Result<(), _> = policy
+            .run("test", |_| async { Attempt::Retry { error: transient(), after: Some(Duration::from_secs(60)) } })
+            .await;
         assert!(result.unwrap_err().message.contains("asked to wait 60 s"));
     }
 
@@ -309,10 +319,18 @@ mod tests {
 
     #[test]
     fn errors_map_to_capability_errors_with_code_and_message() {
-        let e = ProviderError::new("salesforce", Some(400), "REQUIRED_FIELD_MISSING", "Required fields are missing: [Company]", ErrorClass::Invalid);
+        let e = ProviderError::new(
+            "salesforce",
+            Some(400),
+            "REQUIRED_FIELD_MISSING",
+            "Required fields are missing: [Company]",
+            ErrorClass::Invalid,
+        );
         assert_eq!(
             CapabilityError::from(e),
-            CapabilityError::Invalid("salesforce REQUIRED_FIELD_MISSING (HTTP 400): Required fields are missing: [Company]".into())
+            CapabilityError::Invalid(
+                "salesforce REQUIRED_FIELD_MISSING (HTTP 400): Required fields are missing: [Company]".into()
+            )
         );
         let e = ProviderError::new("slack", Some(200), "invalid_auth", "", ErrorClass::Auth);
         assert!(matches!(CapabilityError::from(e), CapabilityError::Unavailable(m) if m.contains("invalid_auth")));

@@ -54,7 +54,13 @@ pub struct Salesforce {
 impl Salesforce {
     /// A client signing in at `login_url` (`https://login.salesforce.com` or
     /// the My Domain host), using REST API `api_version` (`v59.0`).
-    pub fn new(http: reqwest::Client, login_url: &str, api_version: &str, auth: SalesforceAuth, policy: CallPolicy) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        login_url: &str,
+        api_version: &str,
+        auth: SalesforceAuth,
+        policy: CallPolicy,
+    ) -> Self {
         Salesforce {
             http,
             login_url: login_url.trim_end_matches('/').to_string(),
@@ -110,7 +116,11 @@ impl Salesforce {
                     if status.is_success() {
                         return Attempt::Done(Token {
                             access_token: Secret::new(body["access_token"].as_str().unwrap_or_default()),
-                            instance_url: body["instance_url"].as_str().unwrap_or_default().trim_end_matches('/').to_string(),
+                            instance_url: body["instance_url"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .trim_end_matches('/')
+                                .to_string(),
                         });
                     }
                     let error = ProviderError::new(
@@ -132,7 +142,12 @@ impl Salesforce {
     /// # Errors
     ///
     /// The provider's error, classified.
-    pub async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Option<Value>, ProviderError> {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, ProviderError> {
         let refreshed = AtomicBool::new(false);
         self.policy
             .run(PROVIDER, |_| {
@@ -144,7 +159,10 @@ impl Salesforce {
                         Err(e) if e.class == ErrorClass::Transient => return Attempt::Retry { error: e, after: None },
                         Err(e) => return Attempt::Fail(e),
                     };
-                    let mut request = self.http.request(method, format!("{}{path}", token.instance_url)).bearer_auth(token.access_token.expose());
+                    let mut request = self
+                        .http
+                        .request(method, format!("{}{path}", token.instance_url))
+                        .bearer_auth(token.access_token.expose());
                     if let Some(body) = body {
                         request = request.json(body);
                     }
@@ -153,7 +171,9 @@ impl Salesforce {
                         Ok(r) => r,
                     };
                     match classify(response).await {
-                        Attempt::Fail(error) if error.code == "INVALID_SESSION_ID" && !refreshed.swap(true, Ordering::SeqCst) => {
+                        Attempt::Fail(error)
+                            if error.code == "INVALID_SESSION_ID" && !refreshed.swap(true, Ordering::SeqCst) =>
+                        {
                             self.invalidate().await;
                             Attempt::Retry { error, after: Some(std::time::Duration::ZERO) }
                         }
@@ -364,7 +384,8 @@ impl Crm for Salesforce {
     }
 
     async fn find_contact_by_email(&self, email: &str) -> Result<Option<CrmContact>, CapabilityError> {
-        let soql = format!("SELECT Id, Email, Name, AccountId, OwnerId FROM Contact WHERE Email = {} LIMIT 1", quote(email));
+        let soql =
+            format!("SELECT Id, Email, Name, AccountId, OwnerId FROM Contact WHERE Email = {} LIMIT 1", quote(email));
         Ok(self.query(&soql).await?.first().map(|r| CrmContact {
             id: text(r, "Id"),
             email: text(r, "Email"),
@@ -428,7 +449,12 @@ impl Crm for Salesforce {
         } else {
             (format!("SELECT Id, Name, Email FROM User WHERE Id = {}", quote(id)), OwnerKind::User)
         };
-        Ok(self.query(&soql).await?.first().map(|r| Owner { id: text(r, "Id"), name: text(r, "Name"), email: text(r, "Email"), kind }))
+        Ok(self.query(&soql).await?.first().map(|r| Owner {
+            id: text(r, "Id"),
+            name: text(r, "Name"),
+            email: text(r, "Email"),
+            kind,
+        }))
     }
 
     async fn list_activities(&self, who_id: &str, since: i64) -> Result<Vec<Activity>, CapabilityError> {
@@ -442,7 +468,8 @@ impl Crm for Salesforce {
         let mut fields = lead_fields(&lead)?;
         match &lead.id {
             None => {
-                let created = self.request(Method::POST, &self.data_path("/sobjects/Lead"), Some(&Value::Object(fields))).await?;
+                let created =
+                    self.request(Method::POST, &self.data_path("/sobjects/Lead"), Some(&Value::Object(fields))).await?;
                 Ok(created.as_ref().and_then(|b| b["id"].as_str()).unwrap_or_default().to_string())
             }
             Some(id) => {

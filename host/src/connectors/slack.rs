@@ -44,7 +44,12 @@ impl Slack {
     /// # Errors
     ///
     /// Slack's error code (`channel_not_found`, `ratelimited`, ...), classified.
-    pub async fn api(&self, method: &str, query: &[(&str, &str)], body: Option<&Value>) -> Result<Value, ProviderError> {
+    pub async fn api(
+        &self,
+        method: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Value, ProviderError> {
         let url = format!("{}/{method}", self.base_url);
         self.policy
             .run(PROVIDER, |_| {
@@ -89,10 +94,16 @@ impl Slack {
         Ok(id)
     }
 
-    async fn post_message(&self, channel: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError> {
+    async fn post_message(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: Option<&str>,
+    ) -> Result<MessageRef, CapabilityError> {
         let mut body = json!({ "channel": channel, "text": text });
         if let Some(blocks) = blocks {
-            body["blocks"] = serde_json::from_str(blocks).map_err(|e| CapabilityError::Invalid(format!("blocks: {e}")))?;
+            body["blocks"] =
+                serde_json::from_str(blocks).map_err(|e| CapabilityError::Invalid(format!("blocks: {e}")))?;
         }
         let answer = self.api("chat.postMessage", &[], Some(&body)).await?;
         Ok(MessageRef {
@@ -123,10 +134,16 @@ async fn classify(response: reqwest::Response) -> Attempt<Value> {
         "ratelimited" | "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout" => {
             Attempt::Retry { error: error(ErrorClass::Transient), after }
         }
-        "users_not_found" | "channel_not_found" | "user_not_found" | "message_not_found" => Attempt::Fail(error(ErrorClass::NotFound)),
-        "invalid_auth" | "not_authed" | "account_inactive" | "token_revoked" | "token_expired" | "missing_scope" | "not_allowed_token_type" => {
-            Attempt::Fail(error(ErrorClass::Auth))
+        "users_not_found" | "channel_not_found" | "user_not_found" | "message_not_found" => {
+            Attempt::Fail(error(ErrorClass::NotFound))
         }
+        "invalid_auth"
+        | "not_authed"
+        | "account_inactive"
+        | "token_revoked"
+        | "token_expired"
+        | "missing_scope"
+        | "not_allowed_token_type" => Attempt::Fail(error(ErrorClass::Auth)),
         _ => Attempt::Fail(error(ErrorClass::Invalid)),
     }
 }
@@ -146,7 +163,8 @@ impl Chat for Slack {
     async fn update(&self, message: &MessageRef, text: &str, blocks: Option<&str>) -> Result<(), CapabilityError> {
         let mut body = json!({ "channel": message.channel, "ts": message.ts, "text": text });
         if let Some(blocks) = blocks {
-            body["blocks"] = serde_json::from_str(blocks).map_err(|e| CapabilityError::Invalid(format!("blocks: {e}")))?;
+            body["blocks"] =
+                serde_json::from_str(blocks).map_err(|e| CapabilityError::Invalid(format!("blocks: {e}")))?;
         }
         self.api("chat.update", &[], Some(&body)).await?;
         Ok(())
@@ -163,7 +181,13 @@ pub const MAX_SIGNATURE_AGE_SECS: i64 = 300;
 /// # Errors
 ///
 /// Why the request is refused.
-pub fn verify_signature(signing_secret: &str, timestamp: &str, signature: &str, body: &[u8], now_secs: i64) -> Result<(), super::hubspot::SignatureError> {
+pub fn verify_signature(
+    signing_secret: &str,
+    timestamp: &str,
+    signature: &str,
+    body: &[u8],
+    now_secs: i64,
+) -> Result<(), super::hubspot::SignatureError> {
     use super::hubspot::SignatureError;
     let ts: i64 = timestamp.trim().parse().map_err(|_| SignatureError::Missing("X-Slack-Request-Timestamp"))?;
     if (now_secs - ts).abs() > MAX_SIGNATURE_AGE_SECS {

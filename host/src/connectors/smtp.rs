@@ -89,9 +89,24 @@ impl Email for Smtp {
                         Err(e) => {
                             let code = e.status().map(|c| c.to_string()).unwrap_or_else(|| "connection".into());
                             if e.is_permanent() {
-                                Attempt::Fail(ProviderError::new(PROVIDER, None, code, e.to_string(), ErrorClass::Invalid))
+                                Attempt::Fail(ProviderError::new(
+                                    PROVIDER,
+                                    None,
+                                    code,
+                                    e.to_string(),
+                                    ErrorClass::Invalid,
+                                ))
                             } else {
-                                Attempt::Retry { error: ProviderError::new(PROVIDER, None, code, e.to_string(), ErrorClass::Transient), after: None }
+                                Attempt::Retry {
+                                    error: ProviderError::new(
+                                        PROVIDER,
+                                        None,
+                                        code,
+                                        e.to_string(),
+                                        ErrorClass::Transient,
+                                    ),
+                                    after: None,
+                                }
                             }
                         }
                     }

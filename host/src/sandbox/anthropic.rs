@@ -45,7 +45,11 @@ async fn messages(State(state): State<Arc<SandboxState>>, headers: HeaderMap, bo
         .collect::<Vec<_>>()
         .join("\n");
     if prompt.trim().is_empty() {
-        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "messages: at least one user message is required");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "messages: at least one user message is required",
+        );
     }
     state.world().anthropic_calls += 1;
     let text = reply(&prompt, request["max_tokens"].as_u64().unwrap_or(400));

@@ -112,7 +112,11 @@ struct Layer {
 }
 
 /// `router` with `provider`'s fault injection and request logging.
-pub fn layered(router: Router<Arc<SandboxState>>, provider: &'static str, state: Arc<SandboxState>) -> Router<Arc<SandboxState>> {
+pub fn layered(
+    router: Router<Arc<SandboxState>>,
+    provider: &'static str,
+    state: Arc<SandboxState>,
+) -> Router<Arc<SandboxState>> {
     router.layer(axum::middleware::from_fn_with_state(Layer { state, provider }, apply))
 }
 
@@ -132,7 +136,12 @@ async fn apply(State(layer): State<Layer>, request: Request, next: Next) -> Resp
         Some(FaultKind::Status { status, retry_after }) => error_response(layer.provider, status, retry_after),
         None => next.run(request).await,
     };
-    layer.state.world().requests.push(RequestRecord { provider: layer.provider, method, path, status: response.status().as_u16() });
+    layer.state.world().requests.push(RequestRecord {
+        provider: layer.provider,
+        method,
+        path,
+        status: response.status().as_u16(),
+    });
     response
 }
 
@@ -159,7 +168,10 @@ pub fn error_response(provider: &str, status: u16, retry_after: Option<u64>) -> 
                 403 => ("REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded."),
                 404 => ("NOT_FOUND", "The requested resource does not exist"),
                 503 => ("SERVER_UNAVAILABLE", "Server temporarily unavailable"),
-                _ => ("UNKNOWN_EXCEPTION", "An unexpected error occurred. Please include this ErrorId if you contact support"),
+                _ => (
+                    "UNKNOWN_EXCEPTION",
+                    "An unexpected error occurred. Please include this ErrorId if you contact support",
+                ),
             };
             json!([{ "message": message, "errorCode": error_code }])
         }

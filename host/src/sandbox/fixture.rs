@@ -93,7 +93,9 @@ impl Fixture {
         let salesforce = super::salesforce::Data::seed(&self.salesforce, now_ms);
         let mut slack_users: Vec<SeedSlackUser> = self.slack.users.clone();
         for user in self.salesforce.get("User").into_iter().flatten() {
-            if let (Some(email), Some(name)) = (user.get("Email").and_then(Value::as_str), user.get("Name").and_then(Value::as_str)) {
+            if let (Some(email), Some(name)) =
+                (user.get("Email").and_then(Value::as_str), user.get("Name").and_then(Value::as_str))
+            {
                 let id = format!("U{:08X}", fnv(email));
                 slack_users.push(SeedSlackUser { id, email: email.to_string(), name: name.to_string() });
             }

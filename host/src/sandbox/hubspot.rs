@@ -45,12 +45,10 @@ impl Data {
         let mut data = Data::default();
         for seed in &fixture.contacts {
             let id: u64 = seed.id.parse().unwrap_or(0);
-            let properties = seed
-                .properties
-                .iter()
-                .filter_map(|(k, v)| property_text(v).map(|text| (k.clone(), text)))
-                .collect();
-            data.contacts.insert(id, StoredContact { id: seed.id.clone(), properties, created_at: now_ms, updated_at: now_ms });
+            let properties =
+                seed.properties.iter().filter_map(|(k, v)| property_text(v).map(|text| (k.clone(), text))).collect();
+            data.contacts
+                .insert(id, StoredContact { id: seed.id.clone(), properties, created_at: now_ms, updated_at: now_ms });
             data.next_id = data.next_id.max(id);
         }
         for list in &fixture.lists {
@@ -63,7 +61,8 @@ impl Data {
     pub fn create(&mut self, properties: BTreeMap<String, String>, now_ms: i64) -> String {
         self.next_id += 1;
         let id = self.next_id.to_string();
-        self.contacts.insert(self.next_id, StoredContact { id: id.clone(), properties, created_at: now_ms, updated_at: now_ms });
+        self.contacts
+            .insert(self.next_id, StoredContact { id: id.clone(), properties, created_at: now_ms, updated_at: now_ms });
         id
     }
 
@@ -111,7 +110,13 @@ fn admit(state: &SandboxState, headers: &HeaderMap, search: bool) -> Result<Head
     let settings = state.settings();
     match bearer(headers) {
         Some(token) if token == settings.token => {}
-        Some(_) => return Err(error(StatusCode::UNAUTHORIZED, "INVALID_AUTHENTICATION", "The OAuth token used to make this call expired.")),
+        Some(_) => {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "INVALID_AUTHENTICATION",
+                "The OAuth token used to make this call expired.",
+            ));
+        }
         None => {
             return Err(error(
                 StatusCode::UNAUTHORIZED,
@@ -185,7 +190,8 @@ fn render(contact: &StoredContact, requested: Option<&[String]>) -> Value {
         None => DEFAULT_PROPERTIES.iter().map(|s| s.to_string()).collect(),
     };
     for name in names {
-        properties.insert(name.clone(), contact.properties.get(&name).map_or(Value::Null, |v| Value::String(v.clone())));
+        properties
+            .insert(name.clone(), contact.properties.get(&name).map_or(Value::Null, |v| Value::String(v.clone())));
     }
     properties.insert("hs_object_id".into(), json!(contact.id));
     properties.insert("createdate".into(), json!(time::iso8601(contact.created_at)));
@@ -234,7 +240,8 @@ fn parse_properties(body: &Bytes) -> Result<BTreeMap<String, String>, Response> 
 
 fn invalid_property(name: &str, message: &str, code: &str) -> Response {
     let detail = json!([{ "isValid": false, "message": message, "error": code, "name": name }]).to_string();
-    let mut response = error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &format!("Property values were not valid: {detail}"));
+    let mut response =
+        error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &format!("Property values were not valid: {detail}"));
     if let Ok(body) = serde_json::to_vec(&json!({
         "status": "error",
         "message": format!("Property values were not valid: {detail}"),
@@ -254,7 +261,11 @@ fn check_lifecycle(current: Option<&String>, next: &str) -> Result<(), Response>
     }
     let rank = |s: &str| LIFECYCLE_STAGES.iter().position(|stage| *stage == s);
     let Some(to) = rank(next) else {
-        return Err(invalid_property("lifecyclestage", &format!("{next} was not one of the allowed options"), "INVALID_OPTION"));
+        return Err(invalid_property(
+            "lifecyclestage",
+            &format!("{next} was not one of the allowed options"),
+            "INVALID_OPTION",
+        ));
     };
     if let Some(from) = current.filter(|c| !c.is_empty()).and_then(|c| rank(c))
         && to < from
@@ -296,7 +307,12 @@ async fn create_contact(State(state): State<Arc<SandboxState>>, headers: HeaderM
     with_headers(rate, (StatusCode::CREATED, Json(render(contact, Some(&names)))).into_response())
 }
 
-async fn update_contact(State(state): State<Arc<SandboxState>>, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
+async fn update_contact(
+    State(state): State<Arc<SandboxState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     let rate = match admit(&state, &headers, false) {
         Ok(h) => h,
         Err(r) => return r,
@@ -344,14 +360,20 @@ fn filter_matches(contact: &StoredContact, filter: &Value) -> Result<bool, Strin
         "LTE" => value.is_some_and(|v| cmp(v, &text(&filter["value"])) != Greater),
         "GT" => value.is_some_and(|v| cmp(v, &text(&filter["value"])) == Greater),
         "GTE" => value.is_some_and(|v| cmp(v, &text(&filter["value"])) != Less),
-        "BETWEEN" => value.is_some_and(|v| cmp(v, &text(&filter["value"])) != Less && cmp(v, &text(&filter["highValue"])) != Greater),
+        "BETWEEN" => value
+            .is_some_and(|v| cmp(v, &text(&filter["value"])) != Less && cmp(v, &text(&filter["highValue"])) != Greater),
         "IN" | "NOT_IN" => {
-            let hit = value.is_some_and(|v| filter["values"].as_array().into_iter().flatten().any(|w| cmp(v, &text(w)) == Equal));
+            let hit = value
+                .is_some_and(|v| filter["values"].as_array().into_iter().flatten().any(|w| cmp(v, &text(w)) == Equal));
             hit == (operator == "IN")
         }
         "CONTAINS_TOKEN" | "NOT_CONTAINS_TOKEN" => {
             let token = text(&filter["value"]).to_lowercase().replace('*', "");
-            let hit = value.is_some_and(|v| v.to_lowercase().split(|c: char| !c.is_alphanumeric() && c != '@' && c != '.').any(|t| t == token || v.to_lowercase().contains(&token)));
+            let hit = value.is_some_and(|v| {
+                v.to_lowercase()
+                    .split(|c: char| !c.is_alphanumeric() && c != '@' && c != '.')
+                    .any(|t| t == token || v.to_lowercase().contains(&token))
+            });
             hit == (operator == "CONTAINS_TOKEN")
         }
         other => return Err(format!("Unknown operator {other}")),
@@ -368,7 +390,10 @@ async fn search(State(state): State<Arc<SandboxState>>, headers: HeaderMap, body
     };
     let groups = request["filterGroups"].as_array().cloned().unwrap_or_default();
     let total_filters: usize = groups.iter().map(|g| g["filters"].as_array().map_or(0, Vec::len)).sum();
-    if groups.len() > 5 || groups.iter().any(|g| g["filters"].as_array().is_some_and(|f| f.len() > 6)) || total_filters > 18 {
+    if groups.len() > 5
+        || groups.iter().any(|g| g["filters"].as_array().is_some_and(|f| f.len() > 6))
+        || total_filters > 18
+    {
         return error(
             StatusCode::BAD_REQUEST,
             "VALIDATION_ERROR",
@@ -379,7 +404,11 @@ async fn search(State(state): State<Arc<SandboxState>>, headers: HeaderMap, body
     if limit > 200 {
         return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "limit must be at most 200");
     }
-    let after: usize = request["after"].as_str().and_then(|a| a.parse().ok()).or(request["after"].as_u64().map(|a| a as usize)).unwrap_or(0);
+    let after: usize = request["after"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .or(request["after"].as_u64().map(|a| a as usize))
+        .unwrap_or(0);
     let properties: Option<Vec<String>> =
         request["properties"].as_array().map(|p| p.iter().filter_map(|v| v.as_str().map(String::from)).collect());
     let world = state.world();
@@ -453,7 +482,11 @@ async fn batch_read(State(state): State<Arc<SandboxState>>, headers: HeaderMap, 
     }
     let now = time::iso8601(state.clock.now_ms());
     if missing.is_empty() {
-        return with_headers(rate, Json(json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now})).into_response());
+        return with_headers(
+            rate,
+            Json(json!({"status": "COMPLETE", "results": results, "startedAt": now, "completedAt": now}))
+                .into_response(),
+        );
     }
     let body = json!({
         "status": "COMPLETE",
@@ -471,13 +504,22 @@ async fn batch_read(State(state): State<Arc<SandboxState>>, headers: HeaderMap, 
     with_headers(rate, (StatusCode::MULTI_STATUS, Json(body)).into_response())
 }
 
-async fn add_to_list(State(state): State<Arc<SandboxState>>, headers: HeaderMap, Path(list_id): Path<String>, body: Bytes) -> Response {
+async fn add_to_list(
+    State(state): State<Arc<SandboxState>>,
+    headers: HeaderMap,
+    Path(list_id): Path<String>,
+    body: Bytes,
+) -> Response {
     let rate = match admit(&state, &headers, false) {
         Ok(h) => h,
         Err(r) => return r,
     };
     let Ok(ids) = serde_json::from_slice::<Vec<String>>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "Invalid input JSON: expected an array of record ids");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "Invalid input JSON: expected an array of record ids",
+        );
     };
     let mut world = state.world();
     let known: Vec<bool> = ids.iter().map(|id| world.hubspot.find(id, false).is_some()).collect();
@@ -492,5 +534,8 @@ async fn add_to_list(State(state): State<Arc<SandboxState>>, headers: HeaderMap,
             added.push(id);
         }
     }
-    with_headers(rate, Json(json!({"recordIdsMissing": missing, "recordIdsRemoved": [], "recordsIdsAdded": added})).into_response())
+    with_headers(
+        rate,
+        Json(json!({"recordIdsMissing": missing, "recordIdsRemoved": [], "recordsIdsAdded": added})).into_response(),
+    )
 }

@@ -2,9 +2,9 @@
 //! emulators hold, and acting as a rep would (logging an activity,
 //! changing a lead).
 
+use super::SandboxState;
 use super::faults::Fault;
 use super::salesforce;
-use super::SandboxState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -43,7 +43,8 @@ async fn list_faults(State(state): State<Arc<SandboxState>>) -> Json<Value> {
 
 async fn add_fault(State(state): State<Arc<SandboxState>>, Json(fault): Json<Fault>) -> Response {
     if !["hubspot", "salesforce", "slack", "anthropic", "smtp", "*"].contains(&fault.provider.as_str()) {
-        return (StatusCode::BAD_REQUEST, Json(json!({"error": format!("unknown provider '{}'", fault.provider)}))).into_response();
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": format!("unknown provider '{}'", fault.provider)})))
+            .into_response();
     }
     let id = state.world().faults.add(fault);
     (StatusCode::CREATED, Json(json!({"id": id}))).into_response()
@@ -67,7 +68,8 @@ async fn clear_requests(State(state): State<Arc<SandboxState>>) -> StatusCode {
 
 async fn stats(State(state): State<Arc<SandboxState>>) -> Json<Value> {
     let world = state.world();
-    let counts: Map<String, Value> = world.salesforce.objects.iter().map(|(k, v)| (k.clone(), json!(v.len()))).collect();
+    let counts: Map<String, Value> =
+        world.salesforce.objects.iter().map(|(k, v)| (k.clone(), json!(v.len()))).collect();
     Json(json!({
         "salesforce_api_usage": world.salesforce.api_usage,
         "salesforce_records": counts,
@@ -78,14 +80,19 @@ async fn stats(State(state): State<Arc<SandboxState>>) -> Json<Value> {
     }))
 }
 
-async fn slack_messages(State(state): State<Arc<SandboxState>>, Query(q): Query<HashMap<String, String>>) -> Json<Value> {
+async fn slack_messages(
+    State(state): State<Arc<SandboxState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Json<Value> {
     let world = state.world();
     let list: Vec<_> = world
         .slack
         .messages
         .iter()
         .filter(|m| q.get("channel").is_none_or(|c| c == &m.channel))
-        .filter(|m| q.get("recipient").is_none_or(|r| m.recipient.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(r))))
+        .filter(|m| {
+            q.get("recipient").is_none_or(|r| m.recipient.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(r)))
+        })
         .collect();
     Json(json!(list))
 }
@@ -95,14 +102,19 @@ async fn hubspot_contact(State(state): State<Arc<SandboxState>>, Path(id): Path<
     let Some(contact) = world.hubspot.find(&id, id.contains('@')) else {
         return (StatusCode::NOT_FOUND, Json(json!({"error": "no such contact"}))).into_response();
     };
-    let lists: Vec<&String> = world.hubspot.lists.iter().filter(|(_, (_, m))| m.contains(&contact.id)).map(|(id, _)| id).collect();
+    let lists: Vec<&String> =
+        world.hubspot.lists.iter().filter(|(_, (_, m))| m.contains(&contact.id)).map(|(id, _)| id).collect();
     Json(json!({"id": contact.id, "properties": contact.properties, "lists": lists})).into_response()
 }
 
 async fn hubspot_lists(State(state): State<Arc<SandboxState>>) -> Json<Value> {
     let world = state.world();
-    let lists: Map<String, Value> =
-        world.hubspot.lists.iter().map(|(id, (name, members))| (id.clone(), json!({"name": name, "members": members}))).collect();
+    let lists: Map<String, Value> = world
+        .hubspot
+        .lists
+        .iter()
+        .map(|(id, (name, members))| (id.clone(), json!({"name": name, "members": members})))
+        .collect();
     Json(Value::Object(lists))
 }
 

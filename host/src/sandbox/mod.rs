@@ -7,6 +7,10 @@
 //! (HubSpot's API base), `/salesforce` (login and instance base),
 //! `/slack/api` and `/anthropic`. SMTP listens on a second port.
 
+// Handlers return the provider's error response as `Err`: clearer than
+// boxing, and an emulator is not a hot path.
+#![allow(clippy::result_large_err)]
+
 mod anthropic;
 mod faults;
 mod fixture;
@@ -111,6 +115,12 @@ impl SandboxState {
         self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Forgets every issued Salesforce token: the next call with one gets
+    /// `INVALID_SESSION_ID`, as after a session timeout.
+    pub fn expire_salesforce_tokens(&self) {
+        salesforce::expire_tokens(&mut self.world().salesforce);
+    }
+
     /// Back to the fixture: data, faults and request log.
     pub fn reset(&self) {
         *self.world() = self.fixture.world(self.clock.now_ms());
@@ -133,7 +143,12 @@ impl Sandbox {
     ///
     /// When a port cannot be bound.
     pub async fn start(http: SocketAddr, smtp: SocketAddr) -> Result<Sandbox> {
-        Self::start_with(http, smtp, SandboxState::new(Fixture::builtin(), SandboxSettings::default(), Arc::new(SystemClock))).await
+        Self::start_with(
+            http,
+            smtp,
+            SandboxState::new(Fixture::builtin(), SandboxSettings::default(), Arc::new(SystemClock)),
+        )
+        .await
     }
 
     /// Starts the emulators over `state`.
@@ -142,9 +157,11 @@ impl Sandbox {
     ///
     /// When a port cannot be bound.
     pub async fn start_with(http: SocketAddr, smtp: SocketAddr, state: Arc<SandboxState>) -> Result<Sandbox> {
-        let listener = tokio::net::TcpListener::bind(http).await.with_context(|| format!("binding the sandbox to {http}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(http).await.with_context(|| format!("binding the sandbox to {http}"))?;
         let http = listener.local_addr()?;
-        let smtp_listener = tokio::net::TcpListener::bind(smtp).await.with_context(|| format!("binding the SMTP sink to {smtp}"))?;
+        let smtp_listener =
+            tokio::net::TcpListener::bind(smtp).await.with_context(|| format!("binding the SMTP sink to {smtp}"))?;
         let smtp = smtp_listener.local_addr()?;
         let app = router(state.clone());
         let server = tokio::spawn(async move {

@@ -42,28 +42,105 @@ const OBJECTS: [(&str, &str); 8] = [
 fn known_fields(object: &str) -> &'static [&'static str] {
     match object {
         "Lead" => &[
-            "Id", "Email", "FirstName", "LastName", "Name", "Company", "Title", "Phone", "Country", "State", "Industry",
-            "NumberOfEmployees", "LeadSource", "Status", "OwnerId", "IsConverted", "CreatedDate", "LastModifiedDate",
-            "LastActivityDate", "Description", "Website",
+            "Id",
+            "Email",
+            "FirstName",
+            "LastName",
+            "Name",
+            "Company",
+            "Title",
+            "Phone",
+            "Country",
+            "State",
+            "Industry",
+            "NumberOfEmployees",
+            "LeadSource",
+            "Status",
+            "OwnerId",
+            "IsConverted",
+            "CreatedDate",
+            "LastModifiedDate",
+            "LastActivityDate",
+            "Description",
+            "Website",
         ],
-        "Contact" => &["Id", "Email", "FirstName", "LastName", "Name", "AccountId", "OwnerId", "Title", "Phone", "CreatedDate", "LastModifiedDate"],
+        "Contact" => &[
+            "Id",
+            "Email",
+            "FirstName",
+            "LastName",
+            "Name",
+            "AccountId",
+            "OwnerId",
+            "Title",
+            "Phone",
+            "CreatedDate",
+            "LastModifiedDate",
+        ],
         "Account" => &[
-            "Id", "Name", "Website", "OwnerId", "NumberOfEmployees", "Industry", "BillingCountry", "BillingState", "CreatedDate",
+            "Id",
+            "Name",
+            "Website",
+            "OwnerId",
+            "NumberOfEmployees",
+            "Industry",
+            "BillingCountry",
+            "BillingState",
+            "CreatedDate",
             "LastModifiedDate",
         ],
         "Opportunity" => &[
-            "Id", "Name", "AccountId", "OwnerId", "StageName", "Amount", "CloseDate", "IsClosed", "IsWon", "CreatedDate", "LastModifiedDate",
+            "Id",
+            "Name",
+            "AccountId",
+            "OwnerId",
+            "StageName",
+            "Amount",
+            "CloseDate",
+            "IsClosed",
+            "IsWon",
+            "CreatedDate",
+            "LastModifiedDate",
         ],
         "User" => &[
-            "Id", "Name", "FirstName", "LastName", "Email", "Title", "IsActive", "ManagerId", "Department", "TimeZoneSidKey", "CreatedDate",
+            "Id",
+            "Name",
+            "FirstName",
+            "LastName",
+            "Email",
+            "Title",
+            "IsActive",
+            "ManagerId",
+            "Department",
+            "TimeZoneSidKey",
+            "CreatedDate",
         ],
         "Group" => &["Id", "Name", "Type", "Email", "CreatedDate"],
         "Task" => &[
-            "Id", "WhoId", "WhatId", "OwnerId", "Subject", "Description", "ActivityDate", "Status", "Priority", "IsClosed", "CreatedDate",
+            "Id",
+            "WhoId",
+            "WhatId",
+            "OwnerId",
+            "Subject",
+            "Description",
+            "ActivityDate",
+            "Status",
+            "Priority",
+            "IsClosed",
+            "CreatedDate",
             "LastModifiedDate",
         ],
         "Event" => &[
-            "Id", "WhoId", "WhatId", "OwnerId", "Subject", "Description", "StartDateTime", "EndDateTime", "ActivityDate", "CreatedDate",
+            "Id",
+            "WhoId",
+            "WhatId",
+            "OwnerId",
+            "Subject",
+            "Description",
+            "StartDateTime",
+            "EndDateTime",
+            "ActivityDate",
+            "CreatedDate",
             "LastModifiedDate",
         ],
         _ => &[],
@@ -151,7 +228,7 @@ impl Data {
     ///
     /// Salesforce's error (code, message, fields).
     pub fn update(&mut self, object: &str, id: &str, fields: Map<String, Value>, now_ms: i64) -> Result<(), SfError> {
-        let mut record = self.find_mut(object, id).ok_or_else(|| SfError::not_found())?.clone();
+        let mut record = self.find_mut(object, id).ok_or_else(SfError::not_found)?.clone();
         for (name, value) in fields {
             check_writable(object, &name)?;
             record.insert(name, value);
@@ -165,7 +242,10 @@ impl Data {
     }
 
     fn default_owner(&self) -> Value {
-        self.objects.get("User").and_then(|u| u.iter().find(|r| r["IsActive"] == true)).map_or(Value::Null, |u| u["Id"].clone())
+        self.objects
+            .get("User")
+            .and_then(|u| u.iter().find(|r| r["IsActive"] == true))
+            .map_or(Value::Null, |u| u["Id"].clone())
     }
 
     /// Picklists and references, as a real org enforces them.
@@ -183,10 +263,16 @@ impl Data {
         };
         match object {
             "Task" => {
-                picklist("Status", &["Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred"])?;
+                picklist(
+                    "Status",
+                    &["Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred"],
+                )?;
                 picklist("Priority", &["High", "Normal", "Low"])?;
             }
-            "Lead" => picklist("Status", &["Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"])?,
+            "Lead" => picklist(
+                "Status",
+                &["Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"],
+            )?,
             _ => {}
         }
         if let Some(owner) = record.get("OwnerId").and_then(Value::as_str) {
@@ -195,19 +281,34 @@ impl Data {
                     return Err(SfError::new(
                         400,
                         "INACTIVE_OWNER_OR_USER",
-                        &format!("operation performed with inactive user [{owner}] as owner of {}", object.to_lowercase()),
+                        &format!(
+                            "operation performed with inactive user [{owner}] as owner of {}",
+                            object.to_lowercase()
+                        ),
                         &["OwnerId"],
                     ));
                 }
                 Some(("User" | "Group", _)) => {}
-                _ => return Err(SfError::new(400, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", &["OwnerId"])),
+                _ => {
+                    return Err(SfError::new(
+                        400,
+                        "INVALID_CROSS_REFERENCE_KEY",
+                        "invalid cross reference id",
+                        &["OwnerId"],
+                    ));
+                }
             }
         }
         for reference in ["WhoId", "AccountId", "WhatId"] {
             if let Some(id) = record.get(reference).and_then(Value::as_str)
                 && self.find(id).is_none()
             {
-                return Err(SfError::new(400, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", &[reference]));
+                return Err(SfError::new(
+                    400,
+                    "INVALID_CROSS_REFERENCE_KEY",
+                    "invalid cross reference id",
+                    &[reference],
+                ));
             }
         }
         Ok(())
@@ -246,7 +347,12 @@ impl Data {
 
 fn check_writable(object: &str, field: &str) -> Result<(), SfError> {
     if !is_field(object, field) {
-        return Err(SfError::new(400, "INVALID_FIELD", &format!("No such column '{field}' on sobject of type {object}"), &[]));
+        return Err(SfError::new(
+            400,
+            "INVALID_FIELD",
+            &format!("No such column '{field}' on sobject of type {object}"),
+            &[],
+        ));
     }
     if ["Id", "CreatedDate", "LastModifiedDate"].iter().any(|f| f.eq_ignore_ascii_case(field)) {
         return Err(SfError::new(
@@ -282,12 +388,20 @@ fn check_required(object: &str, record: &Map<String, Value>) -> Result<(), SfErr
         "Opportunity" => &["Name", "StageName", "CloseDate"],
         _ => &[],
     };
-    let missing: Vec<&str> =
-        required.iter().copied().filter(|f| record.get(*f).is_none_or(|v| v.is_null() || v.as_str() == Some(""))).collect();
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|f| record.get(*f).is_none_or(|v| v.is_null() || v.as_str() == Some("")))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    Err(SfError::new(400, "REQUIRED_FIELD_MISSING", &format!("Required fields are missing: [{}]", missing.join(", ")), &missing))
+    Err(SfError::new(
+        400,
+        "REQUIRED_FIELD_MISSING",
+        &format!("Required fields are missing: [{}]", missing.join(", ")),
+        &missing,
+    ))
 }
 
 /// Computed fields.
@@ -314,7 +428,12 @@ pub struct SfError {
 
 impl SfError {
     fn new(status: u16, code: &str, message: &str, fields: &[&str]) -> Self {
-        SfError { status, code: code.into(), message: message.into(), fields: fields.iter().map(|f| f.to_string()).collect() }
+        SfError {
+            status,
+            code: code.into(),
+            message: message.into(),
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+        }
     }
 
     fn not_found() -> Self {
@@ -433,7 +552,12 @@ async fn token(State(state): State<Arc<SandboxState>>, headers: HeaderMap, body:
 }
 
 /// Checks an RS256 JWT-bearer assertion; returns the user it names.
-fn verify_jwt(assertion: &str, public_key: Option<&str>, base: &str, state: &SandboxState) -> Result<Value, &'static str> {
+fn verify_jwt(
+    assertion: &str,
+    public_key: Option<&str>,
+    base: &str,
+    state: &SandboxState,
+) -> Result<Value, &'static str> {
     use rsa::pkcs8::DecodePublicKey;
     use rsa::signature::Verifier;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -441,22 +565,30 @@ fn verify_jwt(assertion: &str, public_key: Option<&str>, base: &str, state: &San
     let [header, claims, signature] = parts[..] else {
         return Err("invalid assertion");
     };
-    let header: Value = b64.decode(header).ok().and_then(|h| serde_json::from_slice(&h).ok()).ok_or("invalid assertion")?;
+    let header: Value =
+        b64.decode(header).ok().and_then(|h| serde_json::from_slice(&h).ok()).ok_or("invalid assertion")?;
     if header["alg"] != "RS256" {
         return Err("invalid assertion");
     }
     let key = public_key.and_then(|pem| rsa::RsaPublicKey::from_public_key_pem(pem).ok()).ok_or("invalid assertion")?;
-    let signature = b64.decode(signature).ok().and_then(|s| rsa::pkcs1v15::Signature::try_from(s.as_slice()).ok()).ok_or("invalid assertion")?;
+    let signature = b64
+        .decode(signature)
+        .ok()
+        .and_then(|s| rsa::pkcs1v15::Signature::try_from(s.as_slice()).ok())
+        .ok_or("invalid assertion")?;
     rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(key)
         .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
         .map_err(|_| "invalid assertion")?;
-    let claims: Value = b64.decode(claims).ok().and_then(|c| serde_json::from_slice(&c).ok()).ok_or("invalid assertion")?;
+    let claims: Value =
+        b64.decode(claims).ok().and_then(|c| serde_json::from_slice(&c).ok()).ok_or("invalid assertion")?;
     let now_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     if claims["exp"].as_u64().or_else(|| claims["exp"].as_str()?.parse().ok()).is_none_or(|exp| exp < now_secs) {
         return Err("expired authorization code");
     }
     let aud = claims["aud"].as_str().unwrap_or_default();
-    if aud.trim_end_matches('/') != base && !["https://login.salesforce.com", "https://test.salesforce.com"].contains(&aud) {
+    if aud.trim_end_matches('/') != base
+        && !["https://login.salesforce.com", "https://test.salesforce.com"].contains(&aud)
+    {
         return Err("Audience validation failed");
     }
     if claims["iss"].as_str().is_none_or(str::is_empty) {
@@ -482,7 +614,8 @@ fn admit(state: &SandboxState, headers: &HeaderMap) -> Result<HeaderValue, Respo
         return Err(SfError::new(401, "INVALID_SESSION_ID", "Session expired or invalid", &[]).into_response());
     }
     if data.api_usage >= settings.salesforce_api_limit {
-        let mut response = SfError::new(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", &[]).into_response();
+        let mut response =
+            SfError::new(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.", &[]).into_response();
         response.headers_mut().insert("sforce-limit-info", limit_info(data.api_usage, settings.salesforce_api_limit));
         return Err(response);
     }
@@ -561,7 +694,11 @@ async fn query(
     respond(limit, Json(body).into_response())
 }
 
-async fn query_more(State(state): State<Arc<SandboxState>>, headers: HeaderMap, Path((version, locator)): Path<(String, String)>) -> Response {
+async fn query_more(
+    State(state): State<Arc<SandboxState>>,
+    headers: HeaderMap,
+    Path((version, locator)): Path<(String, String)>,
+) -> Response {
     let limit = match admit(&state, &headers) {
         Ok(l) => l,
         Err(r) => return r,
@@ -571,7 +708,10 @@ async fn query_more(State(state): State<Arc<SandboxState>>, headers: HeaderMap, 
     let mut world = state.world();
     let data = &mut world.salesforce;
     let Some(mut rows) = data.cursors.remove(&key) else {
-        return respond(limit, SfError::new(400, "INVALID_QUERY_LOCATOR", "invalid query locator", &[]).into_response());
+        return respond(
+            limit,
+            SfError::new(400, "INVALID_QUERY_LOCATOR", "invalid query locator", &[]).into_response(),
+        );
     };
     let rest = if rows.len() > batch { rows.split_off(batch) } else { Vec::new() };
     let offset: usize = locator.split('-').nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -587,17 +727,26 @@ async fn query_more(State(state): State<Arc<SandboxState>>, headers: HeaderMap, 
 fn parse_fields(body: &Bytes) -> Result<Map<String, Value>, Response> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
-        _ => Err(SfError::new(400, "JSON_PARSER_ERROR", "Unexpected character: was expecting a JSON object", &[]).into_response()),
+        _ => Err(SfError::new(400, "JSON_PARSER_ERROR", "Unexpected character: was expecting a JSON object", &[])
+            .into_response()),
     }
 }
 
-async fn create(State(state): State<Arc<SandboxState>>, headers: HeaderMap, Path((_, object)): Path<(String, String)>, body: Bytes) -> Response {
+async fn create(
+    State(state): State<Arc<SandboxState>>,
+    headers: HeaderMap,
+    Path((_, object)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
     let limit = match admit(&state, &headers) {
         Ok(l) => l,
         Err(r) => return r,
     };
     let Some(object) = object_name(&object) else {
-        return respond(limit, SfError::new(404, "NOT_FOUND", "The requested resource does not exist", &[]).into_response());
+        return respond(
+            limit,
+            SfError::new(404, "NOT_FOUND", "The requested resource does not exist", &[]).into_response(),
+        );
     };
     let fields = match parse_fields(&body) {
         Ok(f) => f,
@@ -614,13 +763,19 @@ async fn create(State(state): State<Arc<SandboxState>>, headers: HeaderMap, Path
     )
 }
 
-async fn read(State(state): State<Arc<SandboxState>>, headers: HeaderMap, Path((version, object, id)): Path<(String, String, String)>) -> Response {
+async fn read(
+    State(state): State<Arc<SandboxState>>,
+    headers: HeaderMap,
+    Path((version, object, id)): Path<(String, String, String)>,
+) -> Response {
     let limit = match admit(&state, &headers) {
         Ok(l) => l,
         Err(r) => return r,
     };
     let world = state.world();
-    let found = object_name(&object).and_then(|o| world.salesforce.objects.get(o).and_then(|r| r.iter().find(|r| r["Id"] == id.as_str())).map(|r| (o, r)));
+    let found = object_name(&object).and_then(|o| {
+        world.salesforce.objects.get(o).and_then(|r| r.iter().find(|r| r["Id"] == id.as_str())).map(|r| (o, r))
+    });
     respond(
         limit,
         match found {

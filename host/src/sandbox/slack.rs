@@ -65,7 +65,10 @@ impl Data {
         for c in channels {
             data.channels.insert(c.id.clone(), Channel { id: c.id.clone(), name: Some(c.name.clone()), user: None });
         }
-        data.users = users.iter().map(|u| SlackUser { id: u.id.clone(), email: u.email.clone(), name: u.name.clone() }).collect();
+        data.users = users
+            .iter()
+            .map(|u| SlackUser { id: u.id.clone(), email: u.email.clone(), name: u.name.clone() })
+            .collect();
         data
     }
 
@@ -109,7 +112,11 @@ fn fail(error: &str) -> Response {
 }
 
 /// Arguments from the query string, a JSON body or a form body.
-fn arguments(headers: &HeaderMap, query: HashMap<String, String>, body: &Bytes) -> Result<Map<String, Value>, Response> {
+fn arguments(
+    headers: &HeaderMap,
+    query: HashMap<String, String>,
+    body: &Bytes,
+) -> Result<Map<String, Value>, Response> {
     let mut args: Map<String, Value> = query.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
     if body.is_empty() {
         return Ok(args);
@@ -122,7 +129,8 @@ fn arguments(headers: &HeaderMap, query: HashMap<String, String>, body: &Bytes) 
         }
     } else {
         for (k, v) in form_decode(body) {
-            let value = if k == "blocks" { serde_json::from_str(&v).unwrap_or(Value::String(v)) } else { Value::String(v) };
+            let value =
+                if k == "blocks" { serde_json::from_str(&v).unwrap_or(Value::String(v)) } else { Value::String(v) };
             args.insert(k, value);
         }
     }
@@ -185,14 +193,22 @@ async fn method(
                 return fail(e);
             }
             if !data.take_token(&channel, settings.slack_channel_burst) {
-                let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(json!({"ok": false, "error": "ratelimited"}))).into_response();
+                let mut response =
+                    (StatusCode::TOO_MANY_REQUESTS, Json(json!({"ok": false, "error": "ratelimited"}))).into_response();
                 response.headers_mut().insert("retry-after", HeaderValue::from(1));
                 return response;
             }
             data.next_ts += 1;
             let ts = format!("{}.{:06}", state.clock.now_ms() / 1000, data.next_ts % 1_000_000);
             let recipient = data.recipient(&channel);
-            data.messages.push(Message { channel: channel.clone(), ts: ts.clone(), text: text("text"), blocks: blocks.clone(), recipient, edits: 0 });
+            data.messages.push(Message {
+                channel: channel.clone(),
+                ts: ts.clone(),
+                text: text("text"),
+                blocks: blocks.clone(),
+                recipient,
+                edits: 0,
+            });
             Json(json!({
                 "ok": true,
                 "channel": channel,
@@ -246,9 +262,14 @@ fn check_message(text: &str, blocks: Option<&Value>) -> Result<(), &'static str>
                 let fields_ok = block["fields"].as_array().is_none_or(|f| f.len() <= 10);
                 text_ok && fields_ok && (block.get("text").is_some() || block.get("fields").is_some())
             }
-            Some("actions") => block["elements"].as_array().is_some_and(|e| !e.is_empty() && e.len() <= 25 && e.iter().all(valid_element)),
+            Some("actions") => block["elements"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty() && e.len() <= 25 && e.iter().all(valid_element)),
             Some("context") => block["elements"].as_array().is_some_and(|e| !e.is_empty() && e.len() <= 10),
-            Some("header") => block["text"]["type"] == "plain_text" && block["text"]["text"].as_str().is_some_and(|t| t.chars().count() <= 150),
+            Some("header") => {
+                block["text"]["type"] == "plain_text"
+                    && block["text"]["text"].as_str().is_some_and(|t| t.chars().count() <= 150)
+            }
             Some("divider" | "image" | "input" | "rich_text") => true,
             _ => false,
         };
@@ -263,7 +284,8 @@ fn valid_element(element: &Value) -> bool {
     match element["type"].as_str() {
         Some("button") => element["text"]["type"] == "plain_text" && element["action_id"].is_string(),
         Some("static_select") => {
-            element["action_id"].is_string() && element["options"].as_array().is_some_and(|o| !o.is_empty() && o.len() <= 100)
+            element["action_id"].is_string()
+                && element["options"].as_array().is_some_and(|o| !o.is_empty() && o.len() <= 100)
         }
         Some(_) => true,
         None => false,

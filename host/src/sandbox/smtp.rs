@@ -90,12 +90,13 @@ async fn session(stream: TcpStream, state: Arc<SandboxState>) -> std::io::Result
                     }
                     data.push_str(line.strip_prefix('.').filter(|_| line.starts_with("..")).unwrap_or(&line));
                 }
-                let subject = data
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Subject: "))
-                    .unwrap_or_default()
-                    .to_string();
-                state.world().emails.push(ReceivedEmail { from: from.clone(), to: std::mem::take(&mut to), subject, data });
+                let subject = data.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap_or_default().to_string();
+                state.world().emails.push(ReceivedEmail {
+                    from: from.clone(),
+                    to: std::mem::take(&mut to),
+                    subject,
+                    data,
+                });
                 record(&state, "DATA", 250);
                 "250 2.0.0 OK queued\r\n".into()
             }

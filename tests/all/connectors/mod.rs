@@ -1,0 +1,11 @@
+//! Contract tests: every connector call against the emulators, each error
+//! class and the retry behaviour, and the signature schemes against their
+//! published vectors.
+
+mod anthropic;
+mod hubspot;
+mod salesforce;
+mod sandbox_api;
+mod signatures;
+mod slack;
+mod smtp;

@@ -1,0 +1,97 @@
+use handoff::capabilities::{CapabilityError, Chat};
+use handoff::connectors::Secret;
+use handoff::connectors::policy::http_client;
+use handoff::connectors::slack::Slack;
+use handoff::sandbox::{Fault, FaultKind, Sandbox};
+use handoff_tests::{fast_policy, sandbox, statuses};
+use serde_json::json;
+
+fn client(sandbox: &Sandbox, token: &str) -> Slack {
+    Slack::new(http_client(), &format!("http://{}/slack/api", sandbox.http), Secret::new(token), fast_policy())
+}
+
+#[tokio::test]
+async fn a_dm_reaches_the_person_with_that_email() {
+    let sb = sandbox().await;
+    let slack = client(&sb, "sandbox");
+    let blocks = json!([{"type": "section", "text": {"type": "mrkdwn", "text": "*New MQL*"}},
+        {"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Accept"}, "action_id": "accept", "value": "1", "style": "primary"}]}]);
+    let sent =
+        slack.send_dm("lena.fischer@handoff-demo.com", "New MQL: Greta Holm", Some(&blocks.to_string())).await.unwrap();
+    assert!(sent.channel.starts_with('D'));
+    let again = slack.send_dm("LENA.FISCHER@handoff-demo.com", "Second", None).await.unwrap();
+    assert_eq!(again.channel, sent.channel, "the same DM channel");
+
+    let world = sb.state.world();
+    let message = &world.slack.messages[0];
+    assert_eq!(message.recipient.as_deref(), Some("lena.fischer@handoff-demo.com"));
+    assert_eq!(message.blocks.as_ref(), Some(&blocks));
+    let lookups = world.requests.iter().filter(|r| r.path.contains("lookupByEmail")).count();
+    assert_eq!(lookups, 1, "the user id is cached");
+}
+
+#[tokio::test]
+async fn posts_to_a_channel_and_updates_the_message() {
+    let sb = sandbox().await;
+    let slack = client(&sb, "sandbox");
+    let posted = slack.post("#sales-priority", "Enterprise MQL", None).await.unwrap();
+    assert_eq!(posted.channel, "C0PRIORITY1");
+    slack.update(&posted, "Enterprise MQL (accepted by Lena)", None).await.unwrap();
+    let world = sb.state.world();
+    assert_eq!(world.slack.messages[0].text, "Enterprise MQL (accepted by Lena)");
+    assert_eq!(world.slack.messages[0].edits, 1);
+}
+
+#[tokio::test]
+async fn slack_errors_arrive_as_http_200_ok_false_and_are_classified() {
+    let sb = sandbox().await;
+    let slack = client(&sb, "sandbox");
+    let error = slack.send_dm("nobody@nowhere.com", "x", None).await.unwrap_err();
+    assert!(matches!(&error, CapabilityError::NotFound(m) if m.contains("users_not_found")), "{error:?}");
+    let error = slack.post("#no-such-channel", "x", None).await.unwrap_err();
+    assert!(matches!(&error, CapabilityError::NotFound(m) if m.contains("channel_not_found")));
+    let error = slack.post("#sales-priority", "x", Some(r#"[{"type": "section"}]"#)).await.unwrap_err();
+    assert!(matches!(&error, CapabilityError::Invalid(m) if m.contains("invalid_blocks")), "{error:?}");
+    let error = client(&sb, "xoxb-wrong").post("#sales-priority", "x", None).await.unwrap_err();
+    assert!(matches!(&error, CapabilityError::Unavailable(m) if m.contains("invalid_auth")), "{error:?}");
+    assert!(statuses(&sb, "slack").iter().all(|s| *s == 200), "none of these are HTTP errors");
+    assert_eq!(statuses(&sb, "slack").len(), 4, "and none was retried");
+}
+
+#[tokio::test]
+async fn a_rate_limit_waits_for_retry_after() {
+    let sb = sandbox().await;
+    let slack = client(&sb, "sandbox");
+    sb.state.world().faults.add(Fault {
+        id: 0,
+        provider: "slack".into(),
+        endpoint: Some("chat.postMessage".into()),
+        method: None,
+        kind: FaultKind::Status { status: 429, retry_after: Some(1) },
+        rate: 1.0,
+        times: Some(1),
+    });
+    let started = std::time::Instant::now();
+    slack.post("#sales-priority", "after the limit", None).await.unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1), "Retry-After: 1 was honoured");
+    assert_eq!(statuses(&sb, "slack"), [429, 200]);
+}
+
+#[tokio::test]
+async fn the_emulator_limits_each_channel() {
+    let settings = handoff::sandbox::SandboxSettings { slack_channel_burst: 2, ..Default::default() };
+    let sb = handoff_tests::sandbox_with(settings).await;
+    let http = reqwest::Client::new();
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let r = http
+            .post(format!("http://{}/slack/api/chat.postMessage", sb.http))
+            .bearer_auth("sandbox")
+            .json(&json!({"channel": "C0PRIORITY1", "text": "x"}))
+            .send()
+            .await
+            .unwrap();
+        codes.push((r.status().as_u16(), r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string())));
+    }
+    assert_eq!(codes, [(200, None), (200, None), (429, Some("1".into()))]);
+}

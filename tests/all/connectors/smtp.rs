@@ -1,0 +1,68 @@
+use handoff::capabilities::{CapabilityError, Email, EmailMessage};
+use handoff::connectors::smtp::{Smtp, SmtpSecurity};
+use handoff::sandbox::{Fault, FaultKind, Sandbox};
+use handoff_tests::{fast_policy, sandbox};
+
+fn mailer(sandbox: &Sandbox) -> Smtp {
+    Smtp::new(
+        "127.0.0.1",
+        sandbox.smtp.port(),
+        SmtpSecurity::None,
+        None,
+        "Handoff <handoff@sandbox.test>",
+        fast_policy(),
+    )
+    .unwrap()
+}
+
+fn message(subject: &str) -> EmailMessage {
+    EmailMessage {
+        to: vec!["lena.fischer@handoff-demo.com".into()],
+        cc: vec!["marco.rossi@handoff-demo.com".into()],
+        subject: subject.into(),
+        text: "Greta Holm (Umbrella Health) is yours.".into(),
+        html: Some("<p>Greta Holm (Umbrella Health) is yours.</p>".into()),
+    }
+}
+
+#[tokio::test]
+async fn delivers_text_and_html_to_every_recipient() {
+    let sb = sandbox().await;
+    mailer(&sb).send(message("New MQL: Greta Holm")).await.unwrap();
+    let world = sb.state.world();
+    let email = &world.emails[0];
+    assert_eq!(email.from, "handoff@sandbox.test");
+    assert_eq!(email.to, ["lena.fischer@handoff-demo.com", "marco.rossi@handoff-demo.com"]);
+    assert_eq!(email.subject, "New MQL: Greta Holm");
+    assert!(email.data.contains("text/html") && email.data.contains("text/plain"));
+}
+
+#[tokio::test]
+async fn transient_smtp_failures_are_retried_and_permanent_ones_are_not() {
+    let sb = sandbox().await;
+    let fault = |status| Fault {
+        id: 0,
+        provider: "smtp".into(),
+        endpoint: None,
+        method: None,
+        kind: FaultKind::Status { status, retry_after: None },
+        rate: 1.0,
+        times: Some(1),
+    };
+    sb.state.world().faults.add(fault(451));
+    mailer(&sb).send(message("after a 451")).await.unwrap();
+    assert_eq!(sb.state.world().emails.len(), 1);
+
+    sb.state.world().faults.add(fault(550));
+    let error = mailer(&sb).send(message("refused")).await.unwrap_err();
+    assert!(matches!(error, CapabilityError::Invalid(_)), "{error:?}");
+    assert_eq!(sb.state.world().emails.len(), 1);
+}
+
+#[tokio::test]
+async fn a_bad_address_is_invalid() {
+    let sb = sandbox().await;
+    let mut bad = message("x");
+    bad.to = vec!["not an address".into()];
+    assert!(matches!(mailer(&sb).send(bad).await, Err(CapabilityError::Invalid(_))));
+}
