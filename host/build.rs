@@ -4,7 +4,15 @@
 use std::path::PathBuf;
 
 /// Standard plugins: (name pipelines use, Cargo package).
-const STANDARD: &[(&str, &str)] = &[("validate", "handoff-plugin-validate")];
+const STANDARD: &[(&str, &str)] = &[
+    ("validate", "handoff-plugin-validate"),
+    ("fetch-contact", "handoff-plugin-fetch-contact"),
+    ("dedupe", "handoff-plugin-dedupe"),
+    ("route", "handoff-plugin-route"),
+    ("assign", "handoff-plugin-assign"),
+    ("summarize", "handoff-plugin-summarize"),
+    ("notify", "handoff-plugin-notify"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

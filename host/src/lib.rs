@@ -9,5 +9,6 @@ pub mod capabilities;
 pub mod cli;
 pub mod connectors;
 pub mod pipeline;
+pub mod roster;
 pub mod runtime;
 pub mod sandbox;

@@ -4,6 +4,9 @@
 use handoff::runtime::{PluginRegistry, PluginSource};
 use handoff_tests::{programs, runtime, shared_cache_dir};
 
+/// validate, fetch-contact, dedupe, route, assign, summarize, notify.
+const STANDARD_COUNT: usize = 7;
+
 #[tokio::test]
 async fn a_plugin_directory_adds_and_overrides_by_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -15,7 +18,9 @@ async fn a_plugin_directory_adds_and_overrides_by_name() {
     let rt = runtime(&shared_cache_dir());
     let (registry, problems) = PluginRegistry::load(&rt, &[dir.path().to_path_buf()]).await;
 
-    assert_eq!(registry.names(), ["echo", "validate"]);
+    let names = registry.names();
+    assert!(names.contains(&"echo") && names.contains(&"validate"), "{names:?}");
+    assert_eq!(names.len(), STANDARD_COUNT + 1, "echo added, validate replaced: {names:?}");
     let validate = registry.get("validate").unwrap();
     assert_eq!(validate.info.version, "9.9.9-test", "the directory's validate replaced the built-in one");
     assert_eq!(validate.info.source, PluginSource::File(dir.path().join("shadow.wasm")));
@@ -28,6 +33,7 @@ async fn without_directories_the_standard_set_is_built_in() {
     let rt = runtime(&shared_cache_dir());
     let (registry, problems) = PluginRegistry::load(&rt, &[]).await;
     assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(registry.names(), ["assign", "dedupe", "fetch-contact", "notify", "route", "summarize", "validate"]);
     let validate = registry.get("validate").expect("validate is standard");
     assert_eq!(validate.info.source, PluginSource::Standard);
     assert_eq!(validate.info.outputs, ["valid", "invalid"]);

@@ -61,7 +61,7 @@ fn validate_accepts_the_shipped_pipeline_and_rejects_a_broken_one() {
     assert_eq!(bad.status.code(), Some(1));
     let stderr = text(&bad.stderr);
     assert!(stderr.contains("broken.json:6:21: error at /nodes/0/plugin: unknown plugin 'validat'"), "{stderr}");
-    assert!(stderr.contains("help: loaded plugins are: validate"), "{stderr}");
+    assert!(stderr.contains("help: loaded plugins are: assign, dedupe, fetch-contact, notify, route, summarize, validate;"), "{stderr}");
 }
 
 #[test]

@@ -1,0 +1,347 @@
+//! The sales roster RevOps edits (a JSON file), served to plugins through
+//! the `roster` capability: reps, teams, managers, working hours in each
+//! rep's time zone, out-of-office dates, capacity and weights. An edit takes
+//! effect on the next call, without a restart; a broken edit is logged and
+//! the last good roster stays in force. Reps Salesforce marks inactive are
+//! unavailable whatever the file says.
+
+use crate::capabilities::{Availability, CapabilityError, Rep, Roster, Team};
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// The roster file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosterFile {
+    #[serde(default, rename = "$comment")]
+    pub comment: Option<String>,
+    pub teams: Vec<TeamSpec>,
+    pub reps: Vec<RepSpec>,
+}
+
+/// A team and what it covers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamSpec {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub manager_id: Option<String>,
+    /// Who gets a lead when nobody on the team is available (a queue).
+    #[serde(default)]
+    pub fallback_owner_id: Option<String>,
+    /// Territories, size bands, verticals: free JSON for routing rules.
+    #[serde(default)]
+    pub coverage: Value,
+    /// Rep ids in round-robin order.
+    pub members: Vec<String>,
+}
+
+/// A rep.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepSpec {
+    /// Salesforce user id.
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub team: String,
+    #[serde(default)]
+    pub manager_id: Option<String>,
+    /// IANA time zone.
+    pub time_zone: String,
+    #[serde(default)]
+    pub working_hours: WorkingHours,
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Most new leads a day; 0 for no limit.
+    #[serde(default)]
+    pub daily_capacity: u32,
+    #[serde(default)]
+    pub out_of_office: Vec<Absence>,
+    #[serde(default = "yes")]
+    pub active: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+/// Working days and hours, local to the rep.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkingHours {
+    /// `Mon` .. `Sun`.
+    pub days: Vec<String>,
+    /// `HH:MM`.
+    pub start: String,
+    /// `HH:MM`, exclusive.
+    pub end: String,
+}
+
+impl Default for WorkingHours {
+    fn default() -> Self {
+        WorkingHours { days: ["Mon", "Tue", "Wed", "Thu", "Fri"].map(String::from).to_vec(), start: "08:00".into(), end: "18:00".into() }
+    }
+}
+
+impl std::fmt::Display for WorkingHours {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}-{}", self.days.join(","), self.start, self.end)
+    }
+}
+
+/// An absence, inclusive dates `YYYY-MM-DD` in the rep's time zone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Absence {
+    pub from: String,
+    pub to: String,
+}
+
+const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+fn minutes(hhmm: &str) -> Option<u32> {
+    let (h, m) = hhmm.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 24 && m < 60).then_some(h * 60 + m)
+}
+
+impl RosterFile {
+    /// Parses and checks a roster: time zones, hours, team membership.
+    ///
+    /// # Errors
+    ///
+    /// Every problem, naming the rep or team.
+    pub fn parse(text: &str) -> Result<Self> {
+        let roster: RosterFile = serde_json::from_str(text)?;
+        let mut problems = Vec::new();
+        for rep in &roster.reps {
+            if jiff::tz::TimeZone::get(&rep.time_zone).is_err() {
+                problems.push(format!("rep {} ({}): unknown time zone '{}'", rep.id, rep.name, rep.time_zone));
+            }
+            let hours = &rep.working_hours;
+            if minutes(&hours.start).zip(minutes(&hours.end)).is_none_or(|(s, e)| s >= e) {
+                problems.push(format!("rep {}: working hours {}-{} are not HH:MM with start before end", rep.id, hours.start, hours.end));
+            }
+            if let Some(day) = hours.days.iter().find(|d| !DAYS.contains(&d.as_str())) {
+                problems.push(format!("rep {}: '{day}' is not one of {}", rep.id, DAYS.join(", ")));
+            }
+            if !roster.teams.iter().any(|t| t.id == rep.team) {
+                problems.push(format!("rep {}: team '{}' is not defined", rep.id, rep.team));
+            }
+            for absence in &rep.out_of_office {
+                if jiff::civil::Date::strptime("%Y-%m-%d", &absence.from).is_err() || jiff::civil::Date::strptime("%Y-%m-%d", &absence.to).is_err() {
+                    problems.push(format!("rep {}: out_of_office dates must be YYYY-MM-DD", rep.id));
+                }
+            }
+        }
+        for team in &roster.teams {
+            for member in &team.members {
+                if !roster.reps.iter().any(|r| &r.id == member) {
+                    problems.push(format!("team {}: member {member} is not a rep", team.id));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            bail!("{}", problems.join("; "));
+        }
+        Ok(roster)
+    }
+}
+
+/// The roster served from a file, reloaded when it changes.
+pub struct FileRoster {
+    path: PathBuf,
+    current: Mutex<(RosterFile, Option<SystemTime>)>,
+    inactive_in_crm: Mutex<HashSet<String>>,
+}
+
+impl FileRoster {
+    /// Loads `path`.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read or is not a valid roster.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading the roster {}", path.display()))?;
+        let roster = RosterFile::parse(&text).with_context(|| format!("in the roster {}", path.display()))?;
+        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        Ok(FileRoster { path: path.to_path_buf(), current: Mutex::new((roster, mtime)), inactive_in_crm: Mutex::new(HashSet::new()) })
+    }
+
+    /// Marks the users Salesforce reports inactive.
+    pub fn set_inactive_in_crm(&self, ids: impl IntoIterator<Item = String>) {
+        *self.inactive_in_crm.lock().unwrap_or_else(|p| p.into_inner()) = ids.into_iter().collect();
+    }
+
+    /// The roster in force, reloading the file if it changed.
+    pub fn current(&self) -> RosterFile {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        if mtime != current.1 {
+            match std::fs::read_to_string(&self.path).map_err(anyhow::Error::from).and_then(|t| RosterFile::parse(&t)) {
+                Ok(roster) => {
+                    tracing::info!(path = %self.path.display(), "roster reloaded");
+                    *current = (roster, mtime);
+                }
+                Err(e) => {
+                    tracing::error!(path = %self.path.display(), error = %e, "roster edit rejected; the previous roster stays in force");
+                    current.1 = mtime;
+                }
+            }
+        }
+        current.0.clone()
+    }
+
+    fn rep(spec: &RepSpec, inactive: &HashSet<String>) -> Rep {
+        Rep {
+            id: spec.id.clone(),
+            name: spec.name.clone(),
+            email: spec.email.clone(),
+            team: spec.team.clone(),
+            manager_id: spec.manager_id.clone(),
+            time_zone: spec.time_zone.clone(),
+            weight: spec.weight,
+            daily_capacity: spec.daily_capacity,
+            working_hours: spec.working_hours.to_string(),
+            active: spec.active && !inactive.contains(&spec.id),
+        }
+    }
+}
+
+/// Whether `spec` can take a lead at `at_ms`, and its local date then.
+pub fn availability(spec: &RepSpec, active_in_crm: bool, at_ms: i64) -> Availability {
+    let zone = jiff::tz::TimeZone::get(&spec.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let local = jiff::Timestamp::from_millisecond(at_ms).unwrap_or_default().to_zoned(zone);
+    let date = local.date().to_string();
+    let unavailable = |reason: String| Availability { available: false, reason: Some(reason), local_date: date.clone() };
+    if !spec.active {
+        return unavailable("marked inactive in the roster".into());
+    }
+    if !active_in_crm {
+        return unavailable("inactive in Salesforce".into());
+    }
+    if let Some(absence) = spec.out_of_office.iter().find(|a| a.from.as_str() <= date.as_str() && date.as_str() <= a.to.as_str()) {
+        return unavailable(format!("out of office until {}", absence.to));
+    }
+    let day = DAYS[local.weekday().to_monday_zero_offset() as usize];
+    let now = u32::from(local.hour().unsigned_abs()) * 60 + u32::from(local.minute().unsigned_abs());
+    let hours = &spec.working_hours;
+    let within = hours.days.iter().any(|d| d == day)
+        && minutes(&hours.start).zip(minutes(&hours.end)).is_some_and(|(s, e)| s <= now && now < e);
+    if !within {
+        return unavailable(format!("outside working hours ({day} {:02}:{:02} {}; works {hours})", now / 60, now % 60, spec.time_zone));
+    }
+    Availability { available: true, reason: None, local_date: date }
+}
+
+#[async_trait::async_trait]
+impl Roster for FileRoster {
+    async fn teams(&self) -> Result<Vec<Team>, CapabilityError> {
+        Ok(self
+            .current()
+            .teams
+            .into_iter()
+            .map(|t| Team {
+                id: t.id,
+                name: t.name,
+                members: t.members,
+                manager_id: t.manager_id,
+                fallback_owner_id: t.fallback_owner_id,
+                coverage: t.coverage.to_string(),
+            })
+            .collect())
+    }
+
+    async fn get_rep(&self, id: &str) -> Result<Option<Rep>, CapabilityError> {
+        let inactive = self.inactive_in_crm.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(self.current().reps.iter().find(|r| r.id == id).map(|r| Self::rep(r, &inactive)))
+    }
+
+    async fn availability_at(&self, rep_id: &str, at: i64) -> Result<Availability, CapabilityError> {
+        let roster = self.current();
+        let spec = roster.reps.iter().find(|r| r.id == rep_id).ok_or_else(|| CapabilityError::NotFound(format!("no rep {rep_id} in the roster")))?;
+        let active_in_crm = !self.inactive_in_crm.lock().unwrap_or_else(|p| p.into_inner()).contains(rep_id);
+        Ok(availability(spec, active_in_crm, at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rep() -> RepSpec {
+        serde_json::from_value(serde_json::json!({
+            "id": "005A", "name": "Lena", "email": "lena@x.com", "team": "emea", "time_zone": "Europe/Berlin",
+            "working_hours": {"days": ["Mon", "Tue", "Wed", "Thu", "Fri"], "start": "08:00", "end": "18:00"},
+            "out_of_office": [{"from": "2026-12-24", "to": "2026-12-31"}]
+        }))
+        .unwrap()
+    }
+
+    fn at(iso: &str) -> i64 {
+        iso.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+    }
+
+    #[test]
+    fn working_hours_are_read_in_the_reps_time_zone() {
+        // 07:30 UTC on a Wednesday is 08:30 in Berlin (winter time).
+        let open = availability(&rep(), true, at("2026-11-25T07:30:00Z"));
+        assert!(open.available, "{open:?}");
+        assert_eq!(open.local_date, "2026-11-25");
+        // 17:30 UTC is 18:30 in Berlin: closed.
+        let closed = availability(&rep(), true, at("2026-11-25T17:30:00Z"));
+        assert!(closed.reason.unwrap().contains("outside working hours (Wed 18:30 Europe/Berlin"));
+        // Saturday.
+        assert!(!availability(&rep(), true, at("2026-11-28T10:00:00Z")).available);
+    }
+
+    #[test]
+    fn out_of_office_and_inactive_reps_are_unavailable() {
+        let away = availability(&rep(), true, at("2026-12-28T10:00:00Z"));
+        assert_eq!(away.reason.as_deref(), Some("out of office until 2026-12-31"));
+        let gone = availability(&rep(), false, at("2026-11-25T10:00:00Z"));
+        assert_eq!(gone.reason.as_deref(), Some("inactive in Salesforce"));
+    }
+
+    #[test]
+    fn a_roster_with_mistakes_names_them() {
+        let text = r#"{"teams": [{"id": "emea", "name": "EMEA", "members": ["005A", "005Z"]}],
+            "reps": [{"id": "005A", "name": "Lena", "email": "l@x.com", "team": "emea", "time_zone": "Europe/Berlln"}]}"#;
+        let err = RosterFile::parse(text).unwrap_err().to_string();
+        assert!(err.contains("unknown time zone 'Europe/Berlln'") && err.contains("member 005Z is not a rep"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_edit_takes_effect_without_a_restart_and_a_bad_edit_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roster.json");
+        let write = |weight: u32| {
+            let text = format!(
+                r#"{{"teams": [{{"id": "t", "name": "T", "members": ["005A"]}}],
+                "reps": [{{"id": "005A", "name": "A", "email": "a@x.com", "team": "t", "time_zone": "UTC", "weight": {weight}}}]}}"#
+            );
+            std::fs::write(&path, text).unwrap();
+        };
+        write(1);
+        let roster = FileRoster::load(&path).unwrap();
+        assert_eq!(roster.get_rep("005A").await.unwrap().unwrap().weight, 1);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write(3);
+        let file = std::fs::File::options().append(true).open(&path).unwrap();
+        file.set_modified(SystemTime::now() + std::time::Duration::from_secs(1)).unwrap();
+        assert_eq!(roster.get_rep("005A").await.unwrap().unwrap().weight, 3);
+        std::fs::write(&path, "{ broken").unwrap();
+        file.set_modified(SystemTime::now() + std::time::Duration::from_secs(2)).unwrap();
+        assert_eq!(roster.get_rep("005A").await.unwrap().unwrap().weight, 3, "the last good roster stays");
+    }
+}

@@ -1,0 +1,103 @@
+//! `assign`: creates the Salesforce lead (or updates the existing one) with
+//! the routed owner.
+//!
+//! Output on `assigned`: the item plus `"salesforce": {"lead_id", "url",
+//! "created"}`.
+
+use handoff_plugin_support::{prop, prop_number};
+use serde_json::{Value, json};
+
+wit_bindgen::generate!({ world: "node", path: "../../wit" });
+use handoff::plugin::crm;
+use handoff::plugin::types::{CapabilityError, Lead};
+
+struct Assign;
+
+fn fail(e: CapabilityError) -> NodeError {
+    match e {
+        CapabilityError::Unavailable(m) => NodeError::Retryable(m),
+        CapabilityError::Invalid(m) => NodeError::InvalidInput(m),
+        CapabilityError::NotFound(m) | CapabilityError::Denied(m) => NodeError::Fatal(m),
+    }
+}
+
+/// The Salesforce lead for an item: HubSpot properties mapped to Lead
+/// fields, the routed owner, and the existing lead's id when there is one.
+pub fn lead_for(item: &Value, lead_source: &str) -> Result<Lead, String> {
+    let email = item["validation"]["email"].as_str().or_else(|| prop(item, "email")).ok_or("the item has no email")?;
+    let owner = item["routing"]["owner_id"].as_str().ok_or("the item has no routing.owner_id; run `route` first")?;
+    let text = |name: &str| prop(item, name).map(String::from);
+    Ok(Lead {
+        id: item["dedupe"]["lead"]["id"].as_str().map(String::from),
+        email: email.to_string(),
+        first_name: text("firstname"),
+        last_name: text("lastname").unwrap_or_else(|| "[not provided]".into()),
+        company: text("company").unwrap_or_else(|| "[not provided]".into()),
+        title: text("jobtitle"),
+        phone: text("phone"),
+        country: text("country"),
+        state: text("state"),
+        industry: text("industry"),
+        employees: prop_number(item, "numemployees").map(|n| n as u32),
+        lead_source: Some(lead_source.to_string()),
+        status: None,
+        owner_id: Some(owner.to_string()),
+        extra: json!({}).to_string(),
+    })
+}
+
+impl Guest for Assign {
+    fn describe() -> Descriptor {
+        Descriptor {
+            name: "assign".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Creates or updates the Salesforce lead and assigns the routed owner".into(),
+            inputs: vec!["main".into()],
+            outputs: vec!["assigned".into()],
+            capabilities: vec!["crm:write".into()],
+            config_schema: r#"{"type": "object", "additionalProperties": false, "properties": {
+                "lead_source": {"type": "string", "default": "Marketing - HubSpot MQL"},
+                "record_url_base": {"type": "string", "description": "Salesforce Lightning base URL for record links, e.g. https://acme.lightning.force.com"}
+            }}"#
+            .into(),
+        }
+    }
+
+    fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
+        let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
+        let source = config["lead_source"].as_str().unwrap_or("Marketing - HubSpot MQL");
+        let base = config["record_url_base"].as_str().unwrap_or("https://login.salesforce.com").trim_end_matches('/');
+        let mut item: Value = serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+        let lead = lead_for(&item, source).map_err(NodeError::InvalidInput)?;
+        let created = lead.id.is_none();
+        let lead_id = crm::upsert_lead(&lead).map_err(fail)?;
+        item["salesforce"] = json!({
+            "lead_id": lead_id,
+            "url": format!("{base}/lightning/r/Lead/{lead_id}/view"),
+            "created": created,
+        });
+        Ok(vec![Emit { port: "assigned".into(), item: item.to_string() }])
+    }
+}
+
+export!(Assign);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_hubspot_properties_to_a_lead_with_the_routed_owner() {
+        let item = json!({
+            "properties": {"firstname": "Greta", "lastname": "Holm", "company": "Umbrella Health", "jobtitle": "CFO", "numemployees": "12000", "country": "Germany"},
+            "validation": {"email": "greta.holm@umbrellahealth.de"},
+            "routing": {"owner_id": "005L"},
+            "dedupe": {"match": "existing-lead", "lead": {"id": "00Q1"}}
+        });
+        let lead = lead_for(&item, "Web").unwrap();
+        assert_eq!(lead.id.as_deref(), Some("00Q1"));
+        assert_eq!((lead.last_name.as_str(), lead.company.as_str(), lead.employees), ("Holm", "Umbrella Health", Some(12000)));
+        assert_eq!(lead.owner_id.as_deref(), Some("005L"));
+        assert!(lead_for(&json!({"validation": {"email": "a@b.co"}}), "Web").is_err(), "no routing, no lead");
+    }
+}

@@ -1,0 +1,112 @@
+//! `dedupe`: is this MQL new to sales? Checks Salesforce by email and by
+//! company domain, and makes sure the same MQL event never routes twice.
+//!
+//! Ports: `new`; `existing-lead` (an unconverted lead has the email: update
+//! it, keep its owner if active); `existing-account` (a contact or account
+//! matches: route to the account owner); `open-opportunity` (the company
+//! has an open deal: tell its owner, create no lead); `duplicate` (this MQL
+//! was already handed off). Adds `"dedupe": {"match", ...}` to the item.
+
+use handoff_plugin_support::utc_date;
+use serde_json::{Value, json};
+
+wit_bindgen::generate!({ world: "node", path: "../../wit" });
+use handoff::plugin::types::CapabilityError;
+use handoff::plugin::{clock, crm, state};
+
+struct Dedupe;
+
+fn fail(e: CapabilityError) -> NodeError {
+    match e {
+        CapabilityError::Unavailable(m) => NodeError::Retryable(m),
+        CapabilityError::NotFound(m) | CapabilityError::Invalid(m) | CapabilityError::Denied(m) => NodeError::Fatal(m),
+    }
+}
+
+/// The idempotency keys of an MQL: the HubSpot event, and the contact on
+/// the day it became an MQL (catches a second event for the same MQL).
+pub fn keys(item: &Value, now_ms: i64) -> Vec<String> {
+    let mut keys = Vec::new();
+    if let Some(event) = item.get("event").and_then(|e| e.get("eventId")).filter(|v| !v.is_null()) {
+        keys.push(format!("event:{}", event.as_str().map(String::from).unwrap_or_else(|| event.to_string())));
+    }
+    let occurred = item.get("event").and_then(|e| e.get("occurredAt")).and_then(Value::as_i64).unwrap_or(now_ms);
+    if let Some(id) = item.get("id").and_then(Value::as_str) {
+        keys.push(format!("mql:{id}:{}", utc_date(occurred)));
+    }
+    keys
+}
+
+impl Guest for Dedupe {
+    fn describe() -> Descriptor {
+        Descriptor {
+            name: "dedupe".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Matches an MQL against Salesforce leads, contacts, accounts and open opportunities; drops repeats".into(),
+            inputs: vec!["main".into()],
+            outputs: ["new", "existing-lead", "existing-account", "open-opportunity", "duplicate"].map(String::from).to_vec(),
+            capabilities: ["crm:read", "state:read", "state:write"].map(String::from).to_vec(),
+            config_schema: r#"{"type": "object", "additionalProperties": false, "properties": {
+                "match_accounts_by_domain": {"type": "boolean", "default": true, "description": "Also match accounts and open opportunities by the email's company domain."}
+            }}"#
+            .into(),
+        }
+    }
+
+    fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
+        let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
+        let by_domain = config.get("match_accounts_by_domain").and_then(Value::as_bool).unwrap_or(true);
+        let mut item: Value = serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+        let email = item["validation"]["email"].as_str().map(String::from).ok_or_else(|| {
+            NodeError::InvalidInput("item has no validation.email; run `validate` before `dedupe`".into())
+        })?;
+        let domain = item["validation"]["email_domain"].as_str().unwrap_or_default().to_string();
+
+        // Idempotency: a key holds the execution that claimed it, so a retry
+        // of that same execution is not mistaken for a repeat.
+        for key in keys(&item, clock::now()) {
+            match state::get(&key).map_err(fail)? {
+                Some(owner) if owner != json!(ctx.execution_id).to_string() => {
+                    item["dedupe"] = json!({"match": "duplicate", "key": key});
+                    return Ok(vec![Emit { port: "duplicate".into(), item: item.to_string() }]);
+                }
+                _ => state::set(&key, &json!(ctx.execution_id).to_string()).map_err(fail)?,
+            }
+        }
+
+        let (port, found) = if let Some(opportunity) =
+            if by_domain { crm::find_open_opportunities_by_domain(&domain).map_err(fail)?.into_iter().next() } else { None }
+        {
+            ("open-opportunity", json!({"opportunity": {
+                "id": opportunity.id, "name": opportunity.name, "account_id": opportunity.account_id,
+                "owner_id": opportunity.owner_id, "stage": opportunity.stage, "amount": opportunity.amount,
+            }}))
+        } else if let Some(lead) = crm::find_lead_by_email(&email).map_err(fail)? {
+            ("existing-lead", json!({"lead": {"id": lead.id, "owner_id": lead.owner_id, "status": lead.status, "company": lead.company}}))
+        } else if let Some(contact) = crm::find_contact_by_email(&email).map_err(fail)? {
+            ("existing-account", json!({"contact": {"id": contact.id, "name": contact.name}, "account": {"id": contact.account_id, "owner_id": contact.owner_id}}))
+        } else if let Some(account) = if by_domain { crm::find_accounts_by_domain(&domain).map_err(fail)?.into_iter().next() } else { None } {
+            ("existing-account", json!({"account": {"id": account.id, "name": account.name, "owner_id": account.owner_id}}))
+        } else {
+            ("new", json!({}))
+        };
+        let mut dedupe = found;
+        dedupe["match"] = json!(port);
+        item["dedupe"] = dedupe;
+        Ok(vec![Emit { port: port.into(), item: item.to_string() }])
+    }
+}
+
+export!(Dedupe);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_cover_the_event_and_the_contact_per_day() {
+        let item = json!({"id": "1001", "event": {"eventId": 3029365631u64, "occurredAt": 1_715_203_101_896i64}});
+        assert_eq!(keys(&item, 0), ["event:3029365631", "mql:1001:2024-05-08"]);
+        assert_eq!(keys(&json!({"id": "7"}), 1_715_203_101_896), ["mql:7:2024-05-08"], "without an event, today's date");
+    }
+}

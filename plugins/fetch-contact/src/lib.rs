@@ -1,0 +1,81 @@
+//! `fetch-contact`: turns a HubSpot webhook event into the contact it is
+//! about, reading the properties the rest of the pipeline needs.
+//!
+//! Input: `{"event": {"objectId": 123, ...}}` (or `{"contact_id": "123"}`).
+//! Output on `main`: `{"event", "id", "properties"}`.
+
+use serde_json::{Value, json};
+
+wit_bindgen::generate!({ world: "node", path: "../../wit" });
+use handoff::plugin::marketing;
+use handoff::plugin::types::CapabilityError;
+
+/// Properties read when the config names none: identity, firmographics,
+/// lifecycle, score and engagement.
+pub const DEFAULT_PROPERTIES: &[&str] = &[
+    "email", "firstname", "lastname", "company", "jobtitle", "phone", "country", "state", "numemployees", "industry",
+    "lifecyclestage", "hubspotscore", "hs_lead_status", "hs_analytics_num_page_views", "hs_analytics_num_visits",
+    "pricing_page_views", "content_downloads", "hs_email_open", "num_conversion_events", "recent_conversion_event_name",
+    "icp_fit", "website",
+];
+
+struct FetchContact;
+
+/// The contact id an item refers to.
+pub fn contact_id(item: &Value) -> Option<String> {
+    let id = item.get("contact_id").or_else(|| item.get("event")?.get("objectId"))?;
+    match id {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+impl Guest for FetchContact {
+    fn describe() -> Descriptor {
+        Descriptor {
+            name: "fetch-contact".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Reads the HubSpot contact a webhook event is about".into(),
+            inputs: vec!["main".into()],
+            outputs: vec!["main".into()],
+            capabilities: vec!["marketing:read".into()],
+            config_schema: r#"{"type": "object", "additionalProperties": false, "properties": {
+                "properties": {"type": "array", "items": {"type": "string"}, "description": "Contact properties to read; a default set covering identity, firmographics, score and engagement when unset."}
+            }}"#
+            .into(),
+        }
+    }
+
+    fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
+        let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
+        let item: Value = serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+        let id = contact_id(&item).ok_or_else(|| NodeError::InvalidInput("item has no event.objectId or contact_id".into()))?;
+        let properties: Vec<String> = match config.get("properties").and_then(Value::as_array) {
+            Some(list) => list.iter().filter_map(|p| p.as_str().map(String::from)).collect(),
+            None => DEFAULT_PROPERTIES.iter().map(|p| p.to_string()).collect(),
+        };
+        let contact = marketing::get_contact(&id, &properties).map_err(|e| match e {
+            CapabilityError::NotFound(m) => NodeError::InvalidInput(format!("contact {id} does not exist in HubSpot: {m}")),
+            CapabilityError::Unavailable(m) => NodeError::Retryable(m),
+            CapabilityError::Denied(m) | CapabilityError::Invalid(m) => NodeError::Fatal(m),
+        })?;
+        let properties: Value = serde_json::from_str(&contact.properties).unwrap_or_else(|_| json!({}));
+        let out = json!({ "event": item.get("event").cloned().unwrap_or(Value::Null), "id": contact.id, "properties": properties });
+        Ok(vec![Emit { port: "main".into(), item: out.to_string() }])
+    }
+}
+
+export!(FetchContact);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contact_id_comes_from_the_event_or_the_item() {
+        assert_eq!(contact_id(&json!({"event": {"objectId": 847297356}})), Some("847297356".into()));
+        assert_eq!(contact_id(&json!({"contact_id": "12"})), Some("12".into()));
+        assert_eq!(contact_id(&json!({"event": {}})), None);
+    }
+}

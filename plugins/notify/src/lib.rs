@@ -1,0 +1,224 @@
+//! `notify`: tells the owner. A Slack DM with the lead, the company, the
+//! summary, why they got it, a link to the Salesforce record, and Accept /
+//! Reject (with a reason) buttons; an email backup; a Salesforce task due
+//! at the SLA deadline; and for high-priority leads (enterprise size or
+//! high intent) a post in the priority channel too. Leads on a queue go to
+//! the queue's channel. When the company has an open opportunity, only its
+//! owner is told (no buttons, no task).
+//!
+//! Output on `notified`: the item plus `"notification": {...}`.
+
+use handoff_plugin_support::{duration_ms, full_name, prop, prop_number, utc_date};
+use serde_json::{Value, json};
+
+wit_bindgen::generate!({ world: "node", path: "../../wit" });
+use handoff::plugin::types::{CapabilityError, Task};
+use handoff::plugin::{chat, clock, crm, email};
+
+struct Notify;
+
+fn fail(e: CapabilityError) -> NodeError {
+    match e {
+        CapabilityError::Unavailable(m) => NodeError::Retryable(m),
+        CapabilityError::Invalid(m) => NodeError::InvalidInput(m),
+        CapabilityError::NotFound(m) | CapabilityError::Denied(m) => NodeError::Fatal(m),
+    }
+}
+
+/// Rejection reasons offered in the DM (the standard picklist).
+pub const REJECT_REASONS: [(&str, &str); 6] = [
+    ("timing", "Bad timing"),
+    ("budget", "No budget"),
+    ("not-a-fit", "Not a fit"),
+    ("wrong-contact", "Wrong contact"),
+    ("duplicate", "Duplicate"),
+    ("unresponsive", "Unresponsive"),
+];
+
+/// Whether a lead takes the priority path, and why.
+pub fn priority(item: &Value, config: &Value) -> Option<String> {
+    let p = &config["priority"];
+    let employees = prop_number(item, "numemployees").unwrap_or(0.0);
+    let score = prop_number(item, "hubspotscore").unwrap_or(0.0);
+    let pricing = prop_number(item, "pricing_page_views").unwrap_or(0.0);
+    let min = |k: &str, default: f64| p[k].as_f64().unwrap_or(default);
+    if employees >= min("min_employees", 1000.0) {
+        Some(format!("enterprise account ({} employees)", employees as u64))
+    } else if score >= min("min_score", 85.0) {
+        Some(format!("high score ({})", score as u64))
+    } else if pricing >= min("min_pricing_page_views", 3.0) {
+        Some(format!("high intent ({} pricing page views)", pricing as u64))
+    } else {
+        None
+    }
+}
+
+fn field(label: &str, value: Option<&str>) -> Option<Value> {
+    value.map(|v| json!({"type": "mrkdwn", "text": format!("*{label}*\n{v}")}))
+}
+
+/// The Block Kit message for the rep.
+pub fn blocks(item: &Value, lead_id: &str, url: &str, accept_within: &str, due: &str, why_priority: Option<&str>) -> Value {
+    let name = full_name(item);
+    let header = match why_priority {
+        Some(_) => format!(":rotating_light: Priority MQL: {name}"),
+        None => format!("New MQL: {name}"),
+    };
+    let fields: Vec<Value> = [
+        field("Company", prop(item, "company")),
+        field("Title", prop(item, "jobtitle")),
+        field("Employees", prop(item, "numemployees")),
+        field("Country", prop(item, "country")),
+        field("Score", prop(item, "hubspotscore")),
+        field("Email", item["validation"]["email"].as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let summary = item["summary"]["text"].as_str().unwrap_or("No engagement summary.");
+    let why = item["routing"]["explanation"].as_str().unwrap_or_default();
+    let options: Vec<Value> = REJECT_REASONS
+        .iter()
+        .map(|(value, text)| json!({"text": {"type": "plain_text", "text": text}, "value": format!("{lead_id}:{value}")}))
+        .collect();
+    let mut list = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": header.chars().take(150).collect::<String>()}}),
+        json!({"type": "section", "fields": fields}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": summary.chars().take(3000).collect::<String>()}}),
+    ];
+    if let Some(reason) = why_priority {
+        list.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("Priority: {reason}")}]}));
+    }
+    list.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("Why you: {why}").chars().take(3000).collect::<String>()}]}));
+    list.push(json!({"type": "actions", "block_id": format!("lead:{lead_id}"), "elements": [
+        {"type": "button", "text": {"type": "plain_text", "text": "Open in Salesforce"}, "action_id": "open_salesforce", "url": url},
+        {"type": "button", "text": {"type": "plain_text", "text": "Accept"}, "style": "primary", "action_id": "accept_lead", "value": lead_id},
+        {"type": "static_select", "action_id": "reject_lead", "placeholder": {"type": "plain_text", "text": "Reject with a reason"}, "options": options}
+    ]}));
+    list.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("Accept within {accept_within}. Follow-up task due {due}.")}]}));
+    Value::Array(list)
+}
+
+impl Guest for Notify {
+    fn describe() -> Descriptor {
+        Descriptor {
+            name: "notify".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Slack DM with Accept/Reject, email backup, Salesforce task due at the SLA deadline, priority channel post".into(),
+            inputs: vec!["main".into()],
+            outputs: vec!["notified".into()],
+            capabilities: ["chat:write", "email:send", "crm:read", "crm:write"].map(String::from).to_vec(),
+            config_schema: include_str!("config.schema.json").into(),
+        }
+    }
+
+    fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
+        let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
+        let mut item: Value = serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+        let name = full_name(&item);
+        let company = prop(&item, "company").unwrap_or("(no company)").to_string();
+        let summary = item["summary"]["text"].as_str().unwrap_or_default().to_string();
+
+        if item["dedupe"]["match"] == "open-opportunity" {
+            let opp = &item["dedupe"]["opportunity"];
+            let owner_id = opp["owner_id"].as_str().unwrap_or_default();
+            let owner = crm::get_owner(owner_id).map_err(fail)?.ok_or_else(|| NodeError::Fatal(format!("opportunity owner {owner_id} not found")))?;
+            let text = format!(
+                "Heads-up: {name} from {company} just became an MQL. {company} has an open opportunity, {} ({}), so no new lead was created. {summary}",
+                opp["name"].as_str().unwrap_or_default(),
+                opp["stage"].as_str().unwrap_or_default()
+            );
+            let dm = chat::send_dm(&owner.email, &text, None).map_err(fail)?;
+            item["notification"] = json!({"kind": "opportunity-owner", "to": owner.email, "dm": {"channel": dm.channel, "ts": dm.ts}});
+            return Ok(vec![Emit { port: "notified".into(), item: item.to_string() }]);
+        }
+
+        let lead_id = item["salesforce"]["lead_id"].as_str().ok_or_else(|| NodeError::InvalidInput("no salesforce.lead_id; run `assign` first".into()))?.to_string();
+        let url = item["salesforce"]["url"].as_str().unwrap_or_default().to_string();
+        let owner_id = item["routing"]["owner_id"].as_str().unwrap_or_default().to_string();
+        let owner_email = item["routing"]["owner_email"].as_str().unwrap_or_default().to_string();
+        let accept_within = config["accept_within"].as_str().unwrap_or("30m").to_string();
+        let sla = config["sla"].as_str().and_then(duration_ms).unwrap_or(4 * 3_600_000);
+        let due = utc_date(clock::now() + sla);
+        let why_priority = priority(&item, &config);
+        let blocks = blocks(&item, &lead_id, &url, &accept_within, &due, why_priority.as_deref()).to_string();
+        let text = format!("New MQL: {name} ({company}). {summary}");
+
+        let mut notification = json!({"kind": "owner", "priority": why_priority, "task_due": due});
+        if item["routing"]["owner_kind"] == "queue" || owner_email.is_empty() {
+            let channel = config["queue_channel"].as_str().unwrap_or("#revops-alerts");
+            let posted = chat::post(channel, &format!("Unassigned MQL for {}: {text}", item["routing"]["owner_name"].as_str().unwrap_or("the queue")), Some(&blocks)).map_err(fail)?;
+            notification["queue_post"] = json!({"channel": posted.channel, "ts": posted.ts});
+        } else {
+            let dm = chat::send_dm(&owner_email, &text, Some(&blocks)).map_err(fail)?;
+            notification["dm"] = json!({"channel": dm.channel, "ts": dm.ts});
+            notification["to"] = json!(owner_email);
+            if config["email_backup"].as_bool().unwrap_or(true) {
+                let html = format!(
+                    "<p><strong>New MQL: {name}</strong> ({company})</p><p>{summary}</p><p>Why you: {}</p><p><a href=\"{url}\">Open in Salesforce</a>. Accept within {accept_within}.</p>",
+                    item["routing"]["explanation"].as_str().unwrap_or_default()
+                );
+                let message = email::Message {
+                    to: vec![owner_email.clone()],
+                    cc: vec![],
+                    subject: format!("New MQL: {name} ({company})"),
+                    text: format!("{text}\n\nOpen in Salesforce: {url}\nAccept within {accept_within} in Slack."),
+                    html: Some(html),
+                };
+                // The DM is the primary channel: a failed backup email is
+                // recorded, not fatal.
+                notification["email_sent"] = json!(email::send(&message).is_ok());
+            }
+        }
+        let task = Task {
+            who_id: lead_id.clone(),
+            owner_id: owner_id.clone(),
+            subject: format!("Follow up on new MQL: {name}"),
+            description: Some(format!("{summary}\n\nRouted: {}", item["routing"]["explanation"].as_str().unwrap_or_default())),
+            due_date: due,
+            priority: if why_priority.is_some() { "High".into() } else { "Normal".into() },
+        };
+        notification["task_id"] = json!(crm::create_task(&task).map_err(fail)?);
+        if let Some(reason) = &why_priority {
+            let channel = config["priority"]["channel"].as_str().unwrap_or("#sales-priority");
+            let owner_name = item["routing"]["owner_name"].as_str().unwrap_or("the owner");
+            let posted = chat::post(channel, &format!(":rotating_light: Priority MQL ({reason}): {name} at {company}, assigned to *{owner_name}*. <{url}|Open in Salesforce>"), None).map_err(fail)?;
+            notification["priority_post"] = json!({"channel": posted.channel, "ts": posted.ts});
+        }
+        item["notification"] = notification;
+        Ok(vec![Emit { port: "notified".into(), item: item.to_string() }])
+    }
+}
+
+export!(Notify);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lead(employees: &str, score: &str, pricing: &str) -> Value {
+        json!({"properties": {"firstname": "Ann", "lastname": "Lee", "company": "Acme", "numemployees": employees, "hubspotscore": score, "pricing_page_views": pricing},
+               "validation": {"email": "ann@acme.com"}, "summary": {"text": "Ann viewed pricing."}, "routing": {"explanation": "matched emea; chose Lena"}})
+    }
+
+    #[test]
+    fn priority_is_enterprise_size_or_high_intent() {
+        let config = json!({});
+        assert_eq!(priority(&lead("5000", "50", "0"), &config).as_deref(), Some("enterprise account (5000 employees)"));
+        assert_eq!(priority(&lead("50", "90", "0"), &config).as_deref(), Some("high score (90)"));
+        assert_eq!(priority(&lead("50", "60", "4"), &config).as_deref(), Some("high intent (4 pricing page views)"));
+        assert_eq!(priority(&lead("50", "60", "1"), &config), None);
+        assert_eq!(priority(&lead("5000", "50", "0"), &json!({"priority": {"min_employees": 10000}})), None);
+    }
+
+    #[test]
+    fn the_dm_has_the_lead_the_reasons_and_the_buttons() {
+        let b = blocks(&lead("50", "60", "1"), "00Q1", "https://sf/00Q1", "30m", "2026-11-25", None);
+        let text = b.to_string();
+        assert!(text.contains("New MQL: Ann Lee") && text.contains("Ann viewed pricing.") && text.contains("Why you: matched emea"));
+        let actions = b.as_array().unwrap().iter().find(|x| x["type"] == "actions").unwrap();
+        let ids: Vec<&str> = actions["elements"].as_array().unwrap().iter().map(|e| e["action_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["open_salesforce", "accept_lead", "reject_lead"]);
+        assert_eq!(actions["elements"][2]["options"].as_array().unwrap().len(), REJECT_REASONS.len());
+    }
+}

@@ -1,0 +1,146 @@
+//! `summarize`: one to three sentences on why this lead matters, from its
+//! engagement data. Uses the language model when it answers within the
+//! time budget; otherwise (not configured, slow, failing) a deterministic
+//! template. Never fails the item.
+//!
+//! Output on `main`: the item plus `"summary": {"text", "source"}`.
+
+use handoff_plugin_support::{full_name, prop, prop_number};
+use serde_json::{Value, json};
+
+wit_bindgen::generate!({ world: "node", path: "../../wit" });
+use handoff::plugin::llm;
+use handoff::plugin::log::{Level, log};
+
+struct Summarize;
+
+/// The facts the summary is made of, as `key: value` lines (also the LLM
+/// prompt's body).
+pub fn facts(item: &Value) -> Vec<(String, String)> {
+    let mut facts = Vec::new();
+    let mut add = |k: &str, v: Option<String>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            facts.push((k.to_string(), v));
+        }
+    };
+    add("name", Some(full_name(item)));
+    add("title", prop(item, "jobtitle").map(String::from));
+    add("company", prop(item, "company").map(String::from));
+    add("employees", prop(item, "numemployees").map(String::from));
+    add("industry", prop(item, "industry").map(String::from));
+    add("country", prop(item, "country").map(String::from));
+    add("page views", prop(item, "hs_analytics_num_page_views").map(String::from));
+    add("visits", prop(item, "hs_analytics_num_visits").map(String::from));
+    add("pricing page views", prop(item, "pricing_page_views").map(String::from));
+    add("downloads", prop(item, "content_downloads").map(String::from));
+    add("email opens", prop(item, "hs_email_open").map(String::from));
+    add("form submissions", prop(item, "num_conversion_events").map(String::from));
+    add("latest conversion", prop(item, "recent_conversion_event_name").map(String::from));
+    add("ICP fit", prop(item, "icp_fit").map(String::from));
+    add("lead score", prop(item, "hubspotscore").map(String::from));
+    facts
+}
+
+/// The template summary: who, what they did, how well they fit.
+pub fn template(item: &Value) -> String {
+    let name = full_name(item);
+    let who = match (prop(item, "jobtitle"), prop(item, "company")) {
+        (Some(t), Some(c)) => format!("{name} ({t}, {c})"),
+        (None, Some(c)) => format!("{name} ({c})"),
+        _ => name,
+    };
+    let count = |k: &str| prop_number(item, k).unwrap_or(0.0) as u64;
+    let mut first = format!("{who} viewed {} pages across {} visits", count("hs_analytics_num_page_views"), count("hs_analytics_num_visits"));
+    let pricing = count("pricing_page_views");
+    if pricing > 0 {
+        first.push_str(&format!(", including the pricing page {} time{}", pricing, if pricing == 1 { "" } else { "s" }));
+    }
+    let downloads = count("content_downloads");
+    if downloads > 0 {
+        first.push_str(&format!(", and downloaded {downloads} asset{}", if downloads == 1 { "" } else { "s" }));
+    }
+    first.push('.');
+    let mut sentences = vec![first];
+    if let Some(latest) = prop(item, "recent_conversion_event_name") {
+        sentences.push(format!("Latest action: {latest}."));
+    }
+    let fit = prop(item, "icp_fit").map(|f| format!("ICP fit {f}"));
+    let score = prop(item, "hubspotscore").map(|s| format!("score {s}"));
+    let tail: Vec<String> = [fit, score].into_iter().flatten().collect();
+    if !tail.is_empty() {
+        sentences.push(format!("{}.", capitalize(&tail.join(", "))));
+    }
+    sentences.join(" ")
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+}
+
+impl Guest for Summarize {
+    fn describe() -> Descriptor {
+        Descriptor {
+            name: "summarize".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Writes a short engagement summary: language model within a time budget, template otherwise".into(),
+            inputs: vec!["main".into()],
+            outputs: vec!["main".into()],
+            capabilities: vec!["llm:complete".into()],
+            config_schema: r#"{"type": "object", "additionalProperties": false, "properties": {
+                "use_llm": {"type": "boolean", "default": true},
+                "budget_ms": {"type": "integer", "minimum": 100, "maximum": 10000, "default": 1500, "description": "Hard time budget for the model; the template answers when it runs out."},
+                "max_tokens": {"type": "integer", "minimum": 16, "maximum": 1024, "default": 200}
+            }}"#
+            .into(),
+        }
+    }
+
+    fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
+        let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
+        let mut item: Value = serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+        let mut summary = json!({"text": template(&item), "source": "template"});
+        if config["use_llm"].as_bool().unwrap_or(true) {
+            let prompt = facts(&item).iter().map(|(k, v)| format!("- {k}: {v}")).collect::<Vec<_>>().join("\n");
+            let request = llm::CompletionRequest {
+                system: Some("You brief B2B sales reps. In one to three plain sentences, say who this lead is, what they did and why it matters. No greetings, no lists.".into()),
+                prompt: format!("Summarize this marketing-qualified lead for the rep who now owns it:\n{prompt}"),
+                max_tokens: config["max_tokens"].as_u64().unwrap_or(200) as u32,
+                timeout_ms: config["budget_ms"].as_u64().unwrap_or(1500) as u32,
+            };
+            match llm::complete(&request) {
+                Ok(text) if !text.trim().is_empty() => summary = json!({"text": text.trim(), "source": "llm"}),
+                Ok(_) => log(Level::Warn, "the model returned nothing; using the template"),
+                Err(e) => log(Level::Info, &format!("using the template: {e:?}")),
+            }
+        }
+        item["summary"] = summary;
+        Ok(vec![Emit { port: "main".into(), item: item.to_string() }])
+    }
+}
+
+export!(Summarize);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_reads_naturally() {
+        let item = json!({"properties": {
+            "firstname": "Greta", "lastname": "Holm", "jobtitle": "CFO", "company": "Umbrella Health",
+            "hs_analytics_num_page_views": "40", "hs_analytics_num_visits": "12", "pricing_page_views": "1",
+            "content_downloads": "2", "recent_conversion_event_name": "Pricing page chat", "icp_fit": "A", "hubspotscore": "88"
+        }});
+        assert_eq!(
+            template(&item),
+            "Greta Holm (CFO, Umbrella Health) viewed 40 pages across 12 visits, including the pricing page 1 time, and downloaded 2 assets. Latest action: Pricing page chat. ICP fit A, score 88."
+        );
+    }
+
+    #[test]
+    fn sparse_data_still_makes_a_sentence() {
+        let item = json!({"properties": {"email": "x@y.com"}});
+        assert_eq!(template(&item), "x@y.com viewed 0 pages across 0 visits.");
+    }
+}
