@@ -253,6 +253,64 @@ pub async fn sandbox(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Options of `handoff serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    pub plugin_dirs: Vec<PathBuf>,
+    pub listen: std::net::SocketAddr,
+    /// Emulator HTTP and SMTP addresses, in sandbox mode.
+    pub sandbox: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    pub config: Option<PathBuf>,
+    pub pipelines: Vec<PathBuf>,
+    pub roster: PathBuf,
+    pub public_url: Option<String>,
+}
+
+/// `handoff serve`: webhooks in, handoffs out, until interrupted.
+///
+/// # Errors
+///
+/// Missing credentials (named), invalid pipelines or roster, ports in use.
+pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
+    let mut _sandbox = None;
+    let connectors = match options.sandbox {
+        Some((http, smtp)) => {
+            let sandbox = Sandbox::start(http, smtp).await?;
+            let connectors = sandbox.connectors();
+            println!("sandbox: emulators on http://{} (SMTP {}); inspect at /_sandbox/stats", sandbox.http, sandbox.smtp);
+            _sandbox = Some(sandbox);
+            connectors
+        }
+        None => {
+            let mut connectors = match &options.config {
+                Some(path) => ConnectorsConfig::load(path)?,
+                None => ConnectorsConfig::default(),
+            };
+            connectors.apply_env(|name| std::env::var(name).ok());
+            crate::app::require_for_serve(&connectors)?;
+            connectors
+        }
+    };
+    let app = crate::app::App::launch(crate::app::AppOptions {
+        data_dir: options.data_dir,
+        state_dir: None,
+        plugin_dirs: options.plugin_dirs,
+        pipelines: options.pipelines,
+        roster: options.roster,
+        connectors,
+        listen: options.listen,
+        public_url: options.public_url,
+        clock: Arc::new(crate::capabilities::SystemClock),
+    })
+    .await?;
+    println!("handoff: listening on http://{} (POST /webhooks/hubspot, GET /healthz, /readyz, /api/executions)", app.server.addr);
+    tokio::signal::ctrl_c().await?;
+    println!("handoff: stopping; {} execution(s) in flight", app.server.in_flight());
+    app.server.settle(std::time::Duration::from_secs(30)).await;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `handoff plugins`: what is loaded.
 pub fn plugins(host: &Host, json: bool, schema_of: Option<&str>) -> Result<ExitCode> {
     if let Some(name) = schema_of {

@@ -5,10 +5,13 @@
 //! them as pipeline JSON says (`pipeline`). `ARCHITECTURE.md` at the
 //! repository root is the map.
 
+pub mod app;
 pub mod capabilities;
 pub mod cli;
 pub mod connectors;
+pub mod demo;
 pub mod pipeline;
 pub mod roster;
 pub mod runtime;
 pub mod sandbox;
+pub mod server;

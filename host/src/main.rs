@@ -70,6 +70,41 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         fixture: Option<PathBuf>,
     },
+    /// Serve the webhook triggers of pipelines over HTTP.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Run against the emulators (served on --sandbox-listen so a person
+        /// or a test can inspect them); secrets default to sandbox-secret.
+        #[arg(long, conflicts_with = "config")]
+        sandbox: bool,
+        /// Where the emulators listen in --sandbox mode.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        sandbox_listen: std::net::SocketAddr,
+        /// Where the SMTP sink listens in --sandbox mode.
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        sandbox_smtp_listen: std::net::SocketAddr,
+        /// Connector settings (TOML): base URLs and credentials.
+        #[arg(long, value_name = "FILE", env = "HANDOFF_CONFIG")]
+        config: Option<PathBuf>,
+        /// Pipeline files to serve (repeatable).
+        #[arg(long = "pipeline", value_name = "FILE", default_value = "pipelines/mql-handoff.json")]
+        pipelines: Vec<PathBuf>,
+        /// The roster file.
+        #[arg(long, value_name = "FILE", default_value = "pipelines/roster.json")]
+        roster: PathBuf,
+        /// The URL HubSpot calls (for request signatures), e.g. https://handoff.acme.com.
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// Run the end-to-end demo: sandbox org, server, ~50 signed MQL webhooks,
+    /// and a table of what happened to each lead.
+    Demo {
+        /// Where mql-handoff.json and roster.json are.
+        #[arg(long, default_value = "pipelines")]
+        pipelines_dir: PathBuf,
+    },
     /// List loaded plugins: version, ports, capabilities.
     Plugins {
         /// Print as JSON.
@@ -97,6 +132,37 @@ fn main() -> ExitCode {
     if let Command::Schema { output } = &args.command {
         return report(cli::schema(output.as_deref()));
     }
+    if let Command::Demo { pipelines_dir } = &args.command {
+        let options = handoff::demo::DemoOptions {
+            data_dir: args.data_dir.clone(),
+            plugin_dirs: args.plugin_dirs.clone(),
+            pipelines_dir: pipelines_dir.clone(),
+        };
+        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => report(rt.block_on(async move {
+                let text = handoff::demo::run(options).await?;
+                print!("{text}");
+                Ok(ExitCode::SUCCESS)
+            })),
+            Err(e) => report(Err(e.into())),
+        };
+    }
+    if let Command::Serve { listen, sandbox, sandbox_listen, sandbox_smtp_listen, config, pipelines, roster, public_url } = &args.command {
+        let options = cli::ServeOptions {
+            data_dir: args.data_dir.clone(),
+            plugin_dirs: args.plugin_dirs.clone(),
+            listen: *listen,
+            sandbox: sandbox.then_some((*sandbox_listen, *sandbox_smtp_listen)),
+            config: config.clone(),
+            pipelines: pipelines.clone(),
+            roster: roster.clone(),
+            public_url: public_url.clone(),
+        };
+        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => report(rt.block_on(cli::serve(options))),
+            Err(e) => report(Err(e.into())),
+        };
+    }
     if let Command::Sandbox { listen, smtp_listen, fixture } = &args.command {
         let (listen, smtp_listen, fixture) = (*listen, *smtp_listen, fixture.clone());
         return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -123,7 +189,9 @@ fn main() -> ExitCode {
                 report(cli::run(&host, &RunOptions { pipeline, input, json, full, lead_id, sandbox, config }).await)
             }
             Command::Plugins { json, schema } => report(cli::plugins(&host, json, schema.as_deref())),
-            Command::Schema { .. } | Command::Sandbox { .. } => unreachable!("handled above"),
+            Command::Schema { .. } | Command::Sandbox { .. } | Command::Serve { .. } | Command::Demo { .. } => {
+                unreachable!("handled above")
+            }
         }
     })
 }

@@ -54,6 +54,8 @@ pub struct NodeRunRecord {
     pub input: Value,
     pub outputs: Vec<Emitted>,
     pub duration_us: u64,
+    /// When the run ended, in microseconds since the execution started.
+    pub finished_at_us: u64,
     pub error: Option<RunError>,
     pub logs: Vec<LogLine>,
     /// Grants the plugin tried to use without having them.
@@ -176,6 +178,7 @@ impl Executor {
                     input: item.clone(),
                     outputs: outcome.result.clone().unwrap_or_default(),
                     duration_us: u64::try_from(outcome.duration.as_micros()).unwrap_or(u64::MAX),
+                    finished_at_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                     error: error.clone(),
                     logs: outcome.logs,
                     denied: outcome.denied,

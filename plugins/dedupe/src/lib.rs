@@ -62,15 +62,17 @@ impl Guest for Dedupe {
         })?;
         let domain = item["validation"]["email_domain"].as_str().unwrap_or_default().to_string();
 
-        // Idempotency: a key holds the execution that claimed it, so a retry
-        // of that same execution is not mistaken for a repeat.
+        // Idempotency: the first execution to claim a key owns it (the
+        // increment is atomic, so concurrent deliveries cannot both win); a
+        // retry of the owning execution is not mistaken for a repeat.
+        let me = json!(ctx.execution_id).to_string();
         for key in keys(&item, clock::now()) {
-            match state::get(&key).map_err(fail)? {
-                Some(owner) if owner != json!(ctx.execution_id).to_string() => {
-                    item["dedupe"] = json!({"match": "duplicate", "key": key});
-                    return Ok(vec![Emit { port: "duplicate".into(), item: item.to_string() }]);
-                }
-                _ => state::set(&key, &json!(ctx.execution_id).to_string()).map_err(fail)?,
+            let claims = state::increment(&format!("claims:{key}"), 1).map_err(fail)?;
+            if claims == 1 {
+                state::set(&key, &me).map_err(fail)?;
+            } else if state::get(&key).map_err(fail)?.as_deref() != Some(me.as_str()) {
+                item["dedupe"] = json!({"match": "duplicate", "key": key});
+                return Ok(vec![Emit { port: "duplicate".into(), item: item.to_string() }]);
             }
         }
 

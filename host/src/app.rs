@@ -1,0 +1,142 @@
+//! A running Handoff: the plugin runtime, the pipelines, the roster, the
+//! connectors and the HTTP server, wired together. `handoff serve`,
+//! `handoff demo` and the end-to-end tests all start one here.
+
+use crate::capabilities::{Capabilities, Clock, FileStateStore, TimerBook};
+use crate::cli::{Host, HostOptions};
+use crate::connectors::ConnectorsConfig;
+use crate::pipeline::{self, Executor, Trigger};
+use crate::roster::FileRoster;
+use crate::server::{Server, ServerConfig};
+use anyhow::{Context, Result, bail};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How to start.
+pub struct AppOptions {
+    /// Compiled-component cache and, unless `state_dir` says otherwise,
+    /// plugin state.
+    pub data_dir: PathBuf,
+    pub state_dir: Option<PathBuf>,
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Pipeline files to serve.
+    pub pipelines: Vec<PathBuf>,
+    /// The roster file.
+    pub roster: PathBuf,
+    pub connectors: ConnectorsConfig,
+    pub listen: SocketAddr,
+    pub public_url: Option<String>,
+    /// "Now" for plugins.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A running Handoff.
+pub struct App {
+    pub server: Server,
+    pub roster: Arc<FileRoster>,
+    pub timers: Arc<TimerBook>,
+}
+
+impl App {
+    /// Loads and checks everything, then starts the server.
+    ///
+    /// # Errors
+    ///
+    /// Every pipeline problem (file, pointer, line), a bad roster, missing
+    /// connector settings, or a port in use.
+    pub async fn launch(options: AppOptions) -> Result<App> {
+        let host = Host::start(HostOptions { data_dir: options.data_dir.clone(), plugin_dirs: options.plugin_dirs.clone() }).await?;
+        let mut pipelines = Vec::new();
+        let mut problems = Vec::new();
+        for path in &options.pipelines {
+            match pipeline::load_file(path, &host.registry) {
+                Ok(p) => pipelines.push(p),
+                Err(diagnostics) => problems.extend(diagnostics.iter().map(ToString::to_string)),
+            }
+        }
+        if !problems.is_empty() {
+            bail!("invalid pipelines:\n{}", problems.join("\n"));
+        }
+        let mut paths = std::collections::HashSet::new();
+        for p in &pipelines {
+            if let Trigger::Webhook { path, .. } = &p.pipeline.trigger
+                && !paths.insert(path.clone())
+            {
+                bail!("two pipelines listen at {path}; give each webhook trigger its own path");
+            }
+        }
+
+        let roster = Arc::new(FileRoster::load(&options.roster)?);
+        let timers = Arc::new(TimerBook::default());
+        let state_dir = options.state_dir.clone().unwrap_or_else(|| options.data_dir.join("state"));
+        let local = Capabilities {
+            state: Some(Arc::new(FileStateStore::new(state_dir))),
+            schedule: Some(timers.clone()),
+            roster: Some(roster.clone()),
+            clock: options.clock.clone(),
+            ..Capabilities::none()
+        };
+        let capabilities = options.connectors.connect(local).context("configuring connectors")?;
+        sync_roster(&options.connectors, &roster).await;
+
+        let executor = Executor::new(host.runtime.clone(), Arc::new(capabilities));
+        let hubspot_app_secret = options.connectors.hubspot.as_ref().and_then(|h| h.app_secret.clone());
+        let slack_signing_secret = options.connectors.slack.as_ref().and_then(|s| s.signing_secret.clone());
+        let server = Server::start(ServerConfig {
+            listen: options.listen,
+            pipelines,
+            executor,
+            hubspot_app_secret,
+            slack_signing_secret,
+            public_url: options.public_url,
+        })
+        .await?;
+        Ok(App { server, roster, timers })
+    }
+}
+
+/// Marks reps Salesforce reports inactive. A failure is logged: routing
+/// then trusts the roster file alone until the next sync.
+async fn sync_roster(connectors: &ConnectorsConfig, roster: &FileRoster) {
+    let Some(sf) = &connectors.salesforce else { return };
+    let client = crate::connectors::salesforce::Salesforce::new(
+        crate::connectors::policy::http_client(),
+        &sf.login_url,
+        &sf.api_version,
+        sf.auth.clone(),
+        connectors.policy.clone(),
+    );
+    match client.users().await {
+        Ok(users) => roster.set_inactive_in_crm(users.into_iter().filter(|(_, _, _, active)| !active).map(|(id, ..)| id)),
+        Err(e) => tracing::warn!(error = %e, "could not read Salesforce users; the roster's active flags stand alone"),
+    }
+}
+
+/// What `handoff serve` requires of the connector settings.
+///
+/// # Errors
+///
+/// Names every missing provider or credential.
+pub fn require_for_serve(connectors: &ConnectorsConfig) -> Result<()> {
+    let mut missing: Vec<String> = Vec::new();
+    if connectors.hubspot.is_none() {
+        missing.push("[hubspot] (token, app_secret)".into());
+    } else if connectors.hubspot.as_ref().is_some_and(|h| h.app_secret.is_none()) {
+        missing.push("hubspot.app_secret (or HANDOFF_HUBSPOT_APP_SECRET)".into());
+    }
+    if connectors.salesforce.is_none() {
+        missing.push("[salesforce] (login_url, auth)".into());
+    }
+    if connectors.slack.is_none() {
+        missing.push("[slack] (bot_token)".into());
+    }
+    missing.extend(connectors.missing().into_iter().map(String::from));
+    if !missing.is_empty() {
+        bail!(
+            "cannot serve without credentials; missing settings: {}. Pass --config FILE (see README), set the HANDOFF_* variables, or use --sandbox.",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! `handoff demo`: the whole handoff on the embedded default, end to end.
+//! Starts the sandbox (a demo sales org) and the server in-process, creates
+//! HubSpot contacts, sends ~50 signed MQL webhooks (valid, invalid,
+//! duplicate deliveries, existing accounts, open opportunities, enterprise
+//! and high-intent leads, a rep out of office, leads outside every team's
+//! hours) and prints what happened to each lead.
+
+use crate::app::{App, AppOptions};
+use crate::capabilities::{Clock, ManualClock};
+use crate::connectors::hubspot::sign_v3;
+use crate::sandbox::{Fixture, Sandbox, SandboxSettings, SandboxState};
+use crate::server::Finished;
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the demo finds the pipeline and roster.
+pub struct DemoOptions {
+    pub data_dir: PathBuf,
+    pub plugin_dirs: Vec<PathBuf>,
+    pub pipelines_dir: PathBuf,
+}
+
+/// The demo's fixed "now": Wednesday 2026-11-25, 15:00 UTC (afternoon in
+/// Europe, morning in the Americas, night in APAC).
+pub const DEMO_NOW: &str = "2026-11-25T15:00:00Z";
+
+/// One lead the demo sends.
+struct Lead {
+    label: &'static str,
+    contact_id: String,
+    event_id: u64,
+}
+
+/// Generated MQLs: (first, last, company, domain, title, country, state, employees, score, pricing views).
+const NEW_MQLS: &[(&str, &str, &str, &str, &str, &str, &str, u32, u32, u32)] = &[
+    ("Jonas", "Weber", "Kraftwerk Analytics", "kraftwerk-analytics.de", "Head of Data", "Germany", "", 450, 72, 1),
+    ("Elise", "Laurent", "Maison Digitale", "maison-digitale.fr", "CMO", "France", "", 180, 66, 0),
+    ("Oscar", "Bennett", "Thames Freight", "thamesfreight.co.uk", "Ops Director", "United Kingdom", "", 620, 70, 2),
+    ("Sanne", "de Vries", "Polder Systems", "poldersystems.nl", "CTO", "Netherlands", "", 140, 61, 1),
+    ("Matteo", "Conti", "Conti Robotics", "contirobotics.it", "VP Engineering", "Italy", "", 2400, 77, 2),
+    ("Ingrid", "Larsen", "Fjord Energy", "fjordenergy.no", "Procurement", "Norway", "", 3100, 68, 0),
+    ("Lucas", "Moreau", "Atelier Cloud", "ateliercloud.fr", "IT Manager", "France", "", 95, 58, 0),
+    ("Hannah", "Schulz", "Bergmann Pharma", "bergmann-pharma.de", "Head of IT", "Germany", "", 8800, 81, 3),
+    ("Emily", "Carter", "Redwood Labs", "redwoodlabs.io", "Founder", "United States", "CA", 40, 74, 4),
+    ("Noah", "Brooks", "Hudson Health", "hudsonhealth.com", "CIO", "United States", "NY", 1900, 79, 1),
+    ("Ava", "Nguyen", "Lone Star Logistics", "lonestarlogistics.com", "COO", "United States", "TX", 760, 63, 0),
+    ("Liam", "Walsh", "Maple Fintech", "maplefintech.ca", "VP Product", "Canada", "ON", 210, 69, 2),
+    ("Mia", "Rossi", "Great Lakes Foods", "greatlakesfoods.com", "Director IT", "United States", "IL", 1300, 71, 0),
+    ("Ethan", "Price", "Cascade Software", "cascadesoftware.com", "Eng Manager", "United States", "WA", 85, 57, 1),
+    ("Olivia", "Hughes", "Peachtree Insurance", "peachtreeins.com", "CFO", "United States", "GA", 4200, 92, 5),
+    ("James", "Foster", "Mile High Media", "milehighmedia.com", "Marketing Lead", "United States", "CO", 60, 55, 0),
+    ("Sophia", "Reed", "Beacon Retail", "beaconretail.com", "Head of Ecommerce", "United States", "MA", 520, 65, 3),
+    ("Benjamin", "Kim", "Harbor AI", "harborai.com", "CTO", "United States", "CA", 120, 88, 2),
+    ("Yui", "Sato", "Sakura Mobility", "sakuramobility.jp", "Manager", "Japan", "", 700, 67, 1),
+    ("Chen", "Wei", "Pearl River Tech", "pearlrivertech.cn", "Director", "China", "", 3500, 73, 0),
+    ("Olivia", "Brown", "Koala Cloud", "koalacloud.com.au", "CEO", "Australia", "", 45, 62, 1),
+    ("Rafael", "Souza", "Amazonia Agro", "amazoniaagro.com.br", "CIO", "Brazil", "", 900, 70, 0),
+    ("Freya", "Nilsson", "Nordic Grid", "nordicgrid.se", "Head of Ops", "Sweden", "", 330, 64, 1),
+    ("Aidan", "Murphy", "Liffey Data", "liffeydata.ie", "Analytics Lead", "Ireland", "", 75, 59, 0),
+    ("Zara", "Ahmed", "Crescent Health", "crescenthealth.ae", "CIO", "United Arab Emirates", "", 1500, 76, 2),
+    ("Pierre", "Girard", "Lumiere Optics", "lumiereoptics.fr", "R&D Director", "France", "", 260, 71, 1),
+    ("Grace", "Lee", "Golden Gate Bio", "goldengatebio.com", "VP Research", "United States", "CA", 310, 66, 0),
+    ("Daniel", "Ortiz", "Alamo Builders", "alamobuilders.com", "Owner", "United States", "TX", 55, 60, 0),
+    ("Clara", "Hoffmann", "Rhein Chemie Digital", "rheinchemie-digital.de", "CDO", "Germany", "", 5600, 84, 2),
+    ("Marco", "Bianchi", "Milano Moda", "milanomoda.it", "E-commerce Lead", "Italy", "", 410, 63, 1),
+];
+
+fn props(row: &(&str, &str, &str, &str, &str, &str, &str, u32, u32, u32)) -> Value {
+    let (first, last, company, domain, title, country, state, employees, score, pricing) = *row;
+    json!({
+        "email": format!("{}.{}@{domain}", first.to_lowercase(), last.to_lowercase().replace(' ', "")),
+        "firstname": first, "lastname": last, "company": company, "jobtitle": title, "country": country, "state": state,
+        "numemployees": employees.to_string(), "industry": "Technology", "lifecyclestage": "marketingqualifiedlead",
+        "hubspotscore": score.to_string(), "hs_analytics_num_page_views": (score / 3).to_string(), "hs_analytics_num_visits": (score / 10).to_string(),
+        "pricing_page_views": pricing.to_string(), "content_downloads": (pricing % 3).to_string(), "hs_email_open": (score / 8).to_string(),
+        "num_conversion_events": "1", "recent_conversion_event_name": if pricing > 2 { "Pricing demo request" } else { "Whitepaper download" },
+        "icp_fit": if employees >= 1000 { "A" } else if employees >= 200 { "B" } else { "C" },
+    })
+}
+
+/// Runs the demo and returns the report.
+///
+/// # Errors
+///
+/// When the sandbox or the server cannot start.
+pub async fn run(options: DemoOptions) -> Result<String> {
+    let now = DEMO_NOW.parse::<jiff::Timestamp>().expect("a timestamp").as_millisecond();
+    let clock = Arc::new(ManualClock::new(now));
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    let sandbox_state = SandboxState::new(Fixture::builtin(), SandboxSettings::default(), clock.clone());
+    let sandbox = Sandbox::start_with(any, any, sandbox_state).await?;
+    let state_dir = tempfile_dir(&options.data_dir)?;
+    let app = App::launch(AppOptions {
+        data_dir: options.data_dir.clone(),
+        state_dir: Some(state_dir.clone()),
+        plugin_dirs: options.plugin_dirs.clone(),
+        pipelines: vec![options.pipelines_dir.join("mql-handoff.json")],
+        roster: options.pipelines_dir.join("roster.json"),
+        connectors: sandbox.connectors(),
+        listen: any,
+        public_url: None,
+        clock: clock.clone(),
+    })
+    .await?;
+
+    let http = reqwest::Client::new();
+    let hubspot = format!("http://{}/hubspot/crm/v3/objects/contacts", sandbox.http);
+    let mut leads: Vec<Lead> = Vec::new();
+    let mut next_event = 9_100_000_000u64;
+    let mut event = |label: &'static str, contact_id: &str| {
+        next_event += 1;
+        Lead { label, contact_id: contact_id.to_string(), event_id: next_event }
+    };
+
+    // The demo org's own HubSpot contacts: known accounts, opportunities,
+    // an existing lead whose owner left, and invalid MQLs.
+    let seeded = [
+        ("EMEA enterprise", "1001"),
+        ("new, North America", "1002"),
+        ("EMEA enterprise", "1003"),
+        ("company has an open deal", "1004"),
+        ("enterprise, open deal", "1005"),
+        ("existing account", "1006"),
+        ("free-mail address", "1007"),
+        ("not an MQL yet", "1008"),
+        ("existing lead, owner left", "1009"),
+        ("disposable address", "1010"),
+    ];
+    for (label, id) in seeded {
+        leads.push(event(label, id));
+    }
+    for row in NEW_MQLS {
+        let created: Value = http
+            .post(&hubspot)
+            .bearer_auth(crate::connectors::SANDBOX_TOKEN)
+            .json(&json!({ "properties": props(row) }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = created["id"].as_str().context("the HubSpot emulator returned no id")?.to_string();
+        let label = match (row.5, row.7) {
+            ("France", _) => "new, France (rep away)",
+            ("Japan" | "China" | "Australia", _) => "new, APAC (after hours)",
+            ("Brazil", _) => "new, no territory",
+            (_, e) if e >= 1000 => "new, enterprise",
+            _ => "new",
+        };
+        leads.push(event(label, &id));
+    }
+    for (label, mut p) in [
+        ("score too low", props(&NEW_MQLS[0])),
+        ("missing company", props(&NEW_MQLS[1])),
+        ("not an MQL yet", props(&NEW_MQLS[2])),
+    ] {
+        p["email"] = json!(format!("invalid.{}", p["email"].as_str().unwrap_or_default()));
+        match label {
+            "score too low" => p["hubspotscore"] = json!("22"),
+            "missing company" => p["company"] = json!(""),
+            _ => p["lifecyclestage"] = json!("lead"),
+        }
+        let created: Value = http.post(&hubspot).bearer_auth(crate::connectors::SANDBOX_TOKEN).json(&json!({ "properties": p })).send().await?.json().await?;
+        leads.push(event(label, created["id"].as_str().unwrap_or_default()));
+    }
+
+    // Send: HubSpot batches events, so some requests carry several.
+    let url = format!("http://{}/webhooks/hubspot", app.server.addr);
+    let body_of = |lead: &Lead| {
+        json!({"eventId": lead.event_id, "subscriptionId": 686627, "portalId": 891472211, "appId": 7906213,
+               "occurredAt": now, "subscriptionType": "contact.propertyChange", "attemptNumber": 0,
+               "objectId": lead.contact_id.parse::<u64>().unwrap_or(0), "propertyName": "lifecyclestage",
+               "propertyValue": "marketingqualifiedlead", "changeSource": "CRM_UI", "sourceId": "userId:882761034"})
+    };
+    let secret = crate::connectors::SANDBOX_SECRET;
+    let send = |events: Vec<Value>| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let body = Value::Array(events).to_string();
+            let ts = crate::capabilities::SystemClock.now_ms();
+            let signature = sign_v3(secret, "POST", &url, body.as_bytes(), ts);
+            http.post(&url)
+                .header("content-type", "application/json")
+                .header("x-hubspot-request-timestamp", ts.to_string())
+                .header("x-hubspot-signature-v3", signature)
+                .body(body)
+                .send()
+                .await
+        }
+    };
+    for chunk in leads.chunks(3) {
+        let response = send(chunk.iter().map(body_of).collect()).await?;
+        anyhow::ensure!(response.status().is_success(), "webhook refused: {}", response.text().await.unwrap_or_default());
+    }
+    app.server.settle(Duration::from_secs(120)).await;
+    // HubSpot retries deliveries, and an MQL can fire twice: neither may route twice.
+    for lead in leads.iter().skip(10).take(3) {
+        send(vec![body_of(lead)]).await?;
+    }
+    let mut repeat = event("duplicate", &leads[11].contact_id);
+    repeat.label = "second event, same MQL";
+    send(vec![body_of(&repeat)]).await?;
+    let resent = leads.iter().skip(10).take(3).map(|l| Lead { label: "redelivered webhook", contact_id: l.contact_id.clone(), event_id: l.event_id }).collect::<Vec<_>>();
+    leads.extend(resent);
+    leads.push(repeat);
+
+    app.server.settle(Duration::from_secs(120)).await;
+    let finished = app.server.finished();
+    let report = render(&leads, &finished, &sandbox);
+    let _ = std::fs::remove_dir_all(&state_dir);
+    Ok(report)
+}
+
+fn tempfile_dir(data_dir: &std::path::Path) -> Result<PathBuf> {
+    let dir = data_dir.join(format!("demo-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// What happened to one execution, in words: (outcome, owner, why).
+pub fn outcome(finished: &Finished) -> (String, String, String) {
+    let record = &finished.record;
+    if let Some(error) = &record.error {
+        return ("FAILED".into(), String::new(), error.clone());
+    }
+    for end in &record.ends {
+        if let crate::pipeline::BranchEnd::Unconnected { node, port, item } = end {
+            match (node.as_str(), port.as_str()) {
+                ("validate", "invalid") => {
+                    let reasons: Vec<&str> = item["validation"]["reasons"].as_array().into_iter().flatten().filter_map(|r| r["message"].as_str()).collect();
+                    return ("invalid".into(), String::new(), reasons.join("; "));
+                }
+                ("dedupe", "duplicate") => return ("duplicate".into(), String::new(), format!("already handed off ({})", item["dedupe"]["key"].as_str().unwrap_or_default())),
+                ("notify", "notified") => {
+                    let n = &item["notification"];
+                    if n["kind"] == "opportunity-owner" {
+                        let opp = &item["dedupe"]["opportunity"];
+                        return ("opp owner told".into(), n["to"].as_str().unwrap_or_default().into(), format!("open deal: {}", opp["name"].as_str().unwrap_or_default()));
+                    }
+                    let routing = &item["routing"];
+                    let kind = if routing["fallback"] == true { "to queue" } else if n["priority"].is_string() { "routed, priority" } else { "routed" };
+                    return (kind.into(), routing["owner_name"].as_str().unwrap_or_default().into(), routing["explanation"].as_str().unwrap_or_default().into());
+                }
+                _ => {}
+            }
+        }
+    }
+    ("ended".into(), String::new(), String::new())
+}
+
+fn render(leads: &[Lead], finished: &[Finished], sandbox: &Sandbox) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Handoff demo: {} MQL webhooks into the sandbox org (now = {DEMO_NOW})\n", leads.len());
+    let _ = writeln!(out, "{:>3}  {:<26} {:<24} {:<17} {:<18} {:>8}  why", "#", "lead", "scenario", "outcome", "owner", "to DM");
+    let mut dm_times = Vec::new();
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut used = vec![false; finished.len()];
+    for (i, lead) in leads.iter().enumerate() {
+        let index = finished.iter().enumerate().position(|(k, f)| !used[k] && f.event_id == lead.event_id.to_string());
+        let (outcome, owner, why, dm) = match index {
+            Some(k) => {
+                used[k] = true;
+                let (o, w, y) = outcome(&finished[k]);
+                (o, w, y, finished[k].notified_us)
+            }
+            None => ("not started".into(), String::new(), "the event id was already accepted in this delivery".into(), None),
+        };
+        *counts.entry(outcome.clone()).or_default() += 1;
+        let contact = sandbox.state.world().hubspot.find(&lead.contact_id, false).map(|c| {
+            format!("{} {}", c.properties.get("firstname").cloned().unwrap_or_default(), c.properties.get("lastname").cloned().unwrap_or_default())
+        });
+        let dm_text = dm.map(|us| {
+            dm_times.push(us);
+            format!("{:.1} ms", us as f64 / 1000.0)
+        });
+        let _ = writeln!(
+            out,
+            "{:>3}  {:<26} {:<24} {:<17} {:<18} {:>8}  {}",
+            i + 1,
+            clip(&contact.unwrap_or_default(), 26),
+            clip(lead.label, 24),
+            clip(&outcome, 17),
+            clip(&owner, 18),
+            dm_text.unwrap_or_else(|| "-".into()),
+            clip(&why, 110)
+        );
+    }
+    dm_times.sort_unstable();
+    let world = sandbox.state.world();
+    let _ = writeln!(out, "\nOutcomes: {}", counts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(
+        out,
+        "Sandbox: {} Slack messages ({} DMs), {} Salesforce leads, {} tasks, {} backup emails",
+        world.slack.messages.len(),
+        world.slack.messages.iter().filter(|m| m.recipient.is_some()).count(),
+        world.salesforce.objects["Lead"].len(),
+        world.salesforce.objects["Task"].len(),
+        world.emails.len()
+    );
+    if !dm_times.is_empty() {
+        let pct = |p: f64| dm_times[((dm_times.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0;
+        let _ = writeln!(out, "Webhook to DM: p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms (debug builds are slower; see BENCHMARKS.md)", pct(0.5), pct(0.9), pct(1.0));
+    }
+    out
+}
+
+fn clip(text: &str, width: usize) -> String {
+    if text.chars().count() <= width { text.to_string() } else { format!("{}…", text.chars().take(width - 1).collect::<String>()) }
+}
