@@ -46,7 +46,9 @@ impl App {
     /// Every pipeline problem (file, pointer, line), a bad roster, missing
     /// connector settings, or a port in use.
     pub async fn launch(options: AppOptions) -> Result<App> {
-        let host = Host::start(HostOptions { data_dir: options.data_dir.clone(), plugin_dirs: options.plugin_dirs.clone() }).await?;
+        let host =
+            Host::start(HostOptions { data_dir: options.data_dir.clone(), plugin_dirs: options.plugin_dirs.clone() })
+                .await?;
         let mut pipelines = Vec::new();
         let mut problems = Vec::new();
         for path in &options.pipelines {
@@ -108,7 +110,9 @@ async fn sync_roster(connectors: &ConnectorsConfig, roster: &FileRoster) {
         connectors.policy.clone(),
     );
     match client.users().await {
-        Ok(users) => roster.set_inactive_in_crm(users.into_iter().filter(|(_, _, _, active)| !active).map(|(id, ..)| id)),
+        Ok(users) => {
+            roster.set_inactive_in_crm(users.into_iter().filter(|(_, _, _, active)| !active).map(|(id, ..)| id))
+        }
         Err(e) => tracing::warn!(error = %e, "could not read Salesforce users; the roster's active flags stand alone"),
     }
 }

@@ -278,7 +278,10 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
         Some((http, smtp)) => {
             let sandbox = Sandbox::start(http, smtp).await?;
             let connectors = sandbox.connectors();
-            println!("sandbox: emulators on http://{} (SMTP {}); inspect at /_sandbox/stats", sandbox.http, sandbox.smtp);
+            println!(
+                "sandbox: emulators on http://{} (SMTP {}); inspect at /_sandbox/stats",
+                sandbox.http, sandbox.smtp
+            );
             _sandbox = Some(sandbox);
             connectors
         }
@@ -304,7 +307,10 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
         clock: Arc::new(crate::capabilities::SystemClock),
     })
     .await?;
-    println!("handoff: listening on http://{} (POST /webhooks/hubspot, GET /healthz, /readyz, /api/executions)", app.server.addr);
+    println!(
+        "handoff: listening on http://{} (POST /webhooks/hubspot, GET /healthz, /readyz, /api/executions)",
+        app.server.addr
+    );
     tokio::signal::ctrl_c().await?;
     println!("handoff: stopping; {} execution(s) in flight", app.server.in_flight());
     app.server.settle(std::time::Duration::from_secs(30)).await;

@@ -35,8 +35,11 @@ struct Lead {
     event_id: u64,
 }
 
-/// Generated MQLs: (first, last, company, domain, title, country, state, employees, score, pricing views).
-const NEW_MQLS: &[(&str, &str, &str, &str, &str, &str, &str, u32, u32, u32)] = &[
+/// A generated MQL: first, last, company, domain, title, country, state,
+/// employees, score, pricing-page views.
+type Mql = (&'static str, &'static str, &'static str, &'static str, &'static str, &'static str, &'static str, u32, u32, u32);
+
+const NEW_MQLS: &[Mql] = &[
     ("Jonas", "Weber", "Kraftwerk Analytics", "kraftwerk-analytics.de", "Head of Data", "Germany", "", 450, 72, 1),
     ("Elise", "Laurent", "Maison Digitale", "maison-digitale.fr", "CMO", "France", "", 180, 66, 0),
     ("Oscar", "Bennett", "Thames Freight", "thamesfreight.co.uk", "Ops Director", "United Kingdom", "", 620, 70, 2),
@@ -69,7 +72,7 @@ const NEW_MQLS: &[(&str, &str, &str, &str, &str, &str, &str, u32, u32, u32)] = &
     ("Marco", "Bianchi", "Milano Moda", "milanomoda.it", "E-commerce Lead", "Italy", "", 410, 63, 1),
 ];
 
-fn props(row: &(&str, &str, &str, &str, &str, &str, &str, u32, u32, u32)) -> Value {
+fn props(row: &Mql) -> Value {
     let (first, last, company, domain, title, country, state, employees, score, pricing) = *row;
     json!({
         "email": format!("{}.{}@{domain}", first.to_lowercase(), last.to_lowercase().replace(' ', "")),
@@ -163,7 +166,14 @@ pub async fn run(options: DemoOptions) -> Result<String> {
             "missing company" => p["company"] = json!(""),
             _ => p["lifecyclestage"] = json!("lead"),
         }
-        let created: Value = http.post(&hubspot).bearer_auth(crate::connectors::SANDBOX_TOKEN).json(&json!({ "properties": p })).send().await?.json().await?;
+        let created: Value = http
+            .post(&hubspot)
+            .bearer_auth(crate::connectors::SANDBOX_TOKEN)
+            .json(&json!({ "properties": p }))
+            .send()
+            .await?
+            .json()
+            .await?;
         leads.push(event(label, created["id"].as_str().unwrap_or_default()));
     }
 
@@ -194,7 +204,11 @@ pub async fn run(options: DemoOptions) -> Result<String> {
     };
     for chunk in leads.chunks(3) {
         let response = send(chunk.iter().map(body_of).collect()).await?;
-        anyhow::ensure!(response.status().is_success(), "webhook refused: {}", response.text().await.unwrap_or_default());
+        anyhow::ensure!(
+            response.status().is_success(),
+            "webhook refused: {}",
+            response.text().await.unwrap_or_default()
+        );
     }
     app.server.settle(Duration::from_secs(120)).await;
     // HubSpot retries deliveries, and an MQL can fire twice: neither may route twice.
@@ -204,7 +218,12 @@ pub async fn run(options: DemoOptions) -> Result<String> {
     let mut repeat = event("duplicate", &leads[11].contact_id);
     repeat.label = "second event, same MQL";
     send(vec![body_of(&repeat)]).await?;
-    let resent = leads.iter().skip(10).take(3).map(|l| Lead { label: "redelivered webhook", contact_id: l.contact_id.clone(), event_id: l.event_id }).collect::<Vec<_>>();
+    let resent = leads
+        .iter()
+        .skip(10)
+        .take(3)
+        .map(|l| Lead { label: "redelivered webhook", contact_id: l.contact_id.clone(), event_id: l.event_id })
+        .collect::<Vec<_>>();
     leads.extend(resent);
     leads.push(repeat);
 
@@ -232,19 +251,44 @@ pub fn outcome(finished: &Finished) -> (String, String, String) {
         if let crate::pipeline::BranchEnd::Unconnected { node, port, item } = end {
             match (node.as_str(), port.as_str()) {
                 ("validate", "invalid") => {
-                    let reasons: Vec<&str> = item["validation"]["reasons"].as_array().into_iter().flatten().filter_map(|r| r["message"].as_str()).collect();
+                    let reasons: Vec<&str> = item["validation"]["reasons"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r["message"].as_str())
+                        .collect();
                     return ("invalid".into(), String::new(), reasons.join("; "));
                 }
-                ("dedupe", "duplicate") => return ("duplicate".into(), String::new(), format!("already handed off ({})", item["dedupe"]["key"].as_str().unwrap_or_default())),
+                ("dedupe", "duplicate") => {
+                    return (
+                        "duplicate".into(),
+                        String::new(),
+                        format!("already handed off ({})", item["dedupe"]["key"].as_str().unwrap_or_default()),
+                    );
+                }
                 ("notify", "notified") => {
                     let n = &item["notification"];
                     if n["kind"] == "opportunity-owner" {
                         let opp = &item["dedupe"]["opportunity"];
-                        return ("opp owner told".into(), n["to"].as_str().unwrap_or_default().into(), format!("open deal: {}", opp["name"].as_str().unwrap_or_default()));
+                        return (
+                            "opp owner told".into(),
+                            n["to"].as_str().unwrap_or_default().into(),
+                            format!("open deal: {}", opp["name"].as_str().unwrap_or_default()),
+                        );
                     }
                     let routing = &item["routing"];
-                    let kind = if routing["fallback"] == true { "to queue" } else if n["priority"].is_string() { "routed, priority" } else { "routed" };
-                    return (kind.into(), routing["owner_name"].as_str().unwrap_or_default().into(), routing["explanation"].as_str().unwrap_or_default().into());
+                    let kind = if routing["fallback"] == true {
+                        "to queue"
+                    } else if n["priority"].is_string() {
+                        "routed, priority"
+                    } else {
+                        "routed"
+                    };
+                    return (
+                        kind.into(),
+                        routing["owner_name"].as_str().unwrap_or_default().into(),
+                        routing["explanation"].as_str().unwrap_or_default().into(),
+                    );
                 }
                 _ => {}
             }
@@ -256,7 +300,11 @@ pub fn outcome(finished: &Finished) -> (String, String, String) {
 fn render(leads: &[Lead], finished: &[Finished], sandbox: &Sandbox) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Handoff demo: {} MQL webhooks into the sandbox org (now = {DEMO_NOW})\n", leads.len());
-    let _ = writeln!(out, "{:>3}  {:<26} {:<24} {:<17} {:<18} {:>8}  why", "#", "lead", "scenario", "outcome", "owner", "to DM");
+    let _ = writeln!(
+        out,
+        "{:>3}  {:<26} {:<24} {:<17} {:<18} {:>8}  why",
+        "#", "lead", "scenario", "outcome", "owner", "to DM"
+    );
     let mut dm_times = Vec::new();
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
     let mut used = vec![false; finished.len()];
@@ -268,11 +316,17 @@ fn render(leads: &[Lead], finished: &[Finished], sandbox: &Sandbox) -> String {
                 let (o, w, y) = outcome(&finished[k]);
                 (o, w, y, finished[k].notified_us)
             }
-            None => ("not started".into(), String::new(), "the event id was already accepted in this delivery".into(), None),
+            None => {
+                ("not started".into(), String::new(), "the event id was already accepted in this delivery".into(), None)
+            }
         };
         *counts.entry(outcome.clone()).or_default() += 1;
         let contact = sandbox.state.world().hubspot.find(&lead.contact_id, false).map(|c| {
-            format!("{} {}", c.properties.get("firstname").cloned().unwrap_or_default(), c.properties.get("lastname").cloned().unwrap_or_default())
+            format!(
+                "{} {}",
+                c.properties.get("firstname").cloned().unwrap_or_default(),
+                c.properties.get("lastname").cloned().unwrap_or_default()
+            )
         });
         let dm_text = dm.map(|us| {
             dm_times.push(us);
@@ -292,7 +346,8 @@ fn render(leads: &[Lead], finished: &[Finished], sandbox: &Sandbox) -> String {
     }
     dm_times.sort_unstable();
     let world = sandbox.state.world();
-    let _ = writeln!(out, "\nOutcomes: {}", counts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+    let _ =
+        writeln!(out, "\nOutcomes: {}", counts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
     let _ = writeln!(
         out,
         "Sandbox: {} Slack messages ({} DMs), {} Salesforce leads, {} tasks, {} backup emails",
@@ -304,11 +359,21 @@ fn render(leads: &[Lead], finished: &[Finished], sandbox: &Sandbox) -> String {
     );
     if !dm_times.is_empty() {
         let pct = |p: f64| dm_times[((dm_times.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0;
-        let _ = writeln!(out, "Webhook to DM: p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms (debug builds are slower; see BENCHMARKS.md)", pct(0.5), pct(0.9), pct(1.0));
+        let _ = writeln!(
+            out,
+            "Webhook to DM: p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms (debug builds are slower; see BENCHMARKS.md)",
+            pct(0.5),
+            pct(0.9),
+            pct(1.0)
+        );
     }
     out
 }
 
 fn clip(text: &str, width: usize) -> String {
-    if text.chars().count() <= width { text.to_string() } else { format!("{}…", text.chars().take(width - 1).collect::<String>()) }
+    if text.chars().count() <= width {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(width - 1).collect::<String>())
+    }
 }

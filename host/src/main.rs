@@ -147,7 +147,17 @@ fn main() -> ExitCode {
             Err(e) => report(Err(e.into())),
         };
     }
-    if let Command::Serve { listen, sandbox, sandbox_listen, sandbox_smtp_listen, config, pipelines, roster, public_url } = &args.command {
+    if let Command::Serve {
+        listen,
+        sandbox,
+        sandbox_listen,
+        sandbox_smtp_listen,
+        config,
+        pipelines,
+        roster,
+        public_url,
+    } = &args.command
+    {
         let options = cli::ServeOptions {
             data_dir: args.data_dir.clone(),
             plugin_dirs: args.plugin_dirs.clone(),

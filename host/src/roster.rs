@@ -89,7 +89,11 @@ pub struct WorkingHours {
 
 impl Default for WorkingHours {
     fn default() -> Self {
-        WorkingHours { days: ["Mon", "Tue", "Wed", "Thu", "Fri"].map(String::from).to_vec(), start: "08:00".into(), end: "18:00".into() }
+        WorkingHours {
+            days: ["Mon", "Tue", "Wed", "Thu", "Fri"].map(String::from).to_vec(),
+            start: "08:00".into(),
+            end: "18:00".into(),
+        }
     }
 }
 
@@ -130,7 +134,10 @@ impl RosterFile {
             }
             let hours = &rep.working_hours;
             if minutes(&hours.start).zip(minutes(&hours.end)).is_none_or(|(s, e)| s >= e) {
-                problems.push(format!("rep {}: working hours {}-{} are not HH:MM with start before end", rep.id, hours.start, hours.end));
+                problems.push(format!(
+                    "rep {}: working hours {}-{} are not HH:MM with start before end",
+                    rep.id, hours.start, hours.end
+                ));
             }
             if let Some(day) = hours.days.iter().find(|d| !DAYS.contains(&d.as_str())) {
                 problems.push(format!("rep {}: '{day}' is not one of {}", rep.id, DAYS.join(", ")));
@@ -139,7 +146,9 @@ impl RosterFile {
                 problems.push(format!("rep {}: team '{}' is not defined", rep.id, rep.team));
             }
             for absence in &rep.out_of_office {
-                if jiff::civil::Date::strptime("%Y-%m-%d", &absence.from).is_err() || jiff::civil::Date::strptime("%Y-%m-%d", &absence.to).is_err() {
+                if jiff::civil::Date::strptime("%Y-%m-%d", &absence.from).is_err()
+                    || jiff::civil::Date::strptime("%Y-%m-%d", &absence.to).is_err()
+                {
                     problems.push(format!("rep {}: out_of_office dates must be YYYY-MM-DD", rep.id));
                 }
             }
@@ -175,7 +184,11 @@ impl FileRoster {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading the roster {}", path.display()))?;
         let roster = RosterFile::parse(&text).with_context(|| format!("in the roster {}", path.display()))?;
         let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        Ok(FileRoster { path: path.to_path_buf(), current: Mutex::new((roster, mtime)), inactive_in_crm: Mutex::new(HashSet::new()) })
+        Ok(FileRoster {
+            path: path.to_path_buf(),
+            current: Mutex::new((roster, mtime)),
+            inactive_in_crm: Mutex::new(HashSet::new()),
+        })
     }
 
     /// Marks the users Salesforce reports inactive.
@@ -223,14 +236,17 @@ pub fn availability(spec: &RepSpec, active_in_crm: bool, at_ms: i64) -> Availabi
     let zone = jiff::tz::TimeZone::get(&spec.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
     let local = jiff::Timestamp::from_millisecond(at_ms).unwrap_or_default().to_zoned(zone);
     let date = local.date().to_string();
-    let unavailable = |reason: String| Availability { available: false, reason: Some(reason), local_date: date.clone() };
+    let unavailable =
+        |reason: String| Availability { available: false, reason: Some(reason), local_date: date.clone() };
     if !spec.active {
         return unavailable("marked inactive in the roster".into());
     }
     if !active_in_crm {
         return unavailable("inactive in Salesforce".into());
     }
-    if let Some(absence) = spec.out_of_office.iter().find(|a| a.from.as_str() <= date.as_str() && date.as_str() <= a.to.as_str()) {
+    if let Some(absence) =
+        spec.out_of_office.iter().find(|a| a.from.as_str() <= date.as_str() && date.as_str() <= a.to.as_str())
+    {
         return unavailable(format!("out of office until {}", absence.to));
     }
     let day = DAYS[local.weekday().to_monday_zero_offset() as usize];
@@ -239,7 +255,12 @@ pub fn availability(spec: &RepSpec, active_in_crm: bool, at_ms: i64) -> Availabi
     let within = hours.days.iter().any(|d| d == day)
         && minutes(&hours.start).zip(minutes(&hours.end)).is_some_and(|(s, e)| s <= now && now < e);
     if !within {
-        return unavailable(format!("outside working hours ({day} {:02}:{:02} {}; works {hours})", now / 60, now % 60, spec.time_zone));
+        return unavailable(format!(
+            "outside working hours ({day} {:02}:{:02} {}; works {hours})",
+            now / 60,
+            now % 60,
+            spec.time_zone
+        ));
     }
     Availability { available: true, reason: None, local_date: date }
 }
@@ -269,7 +290,11 @@ impl Roster for FileRoster {
 
     async fn availability_at(&self, rep_id: &str, at: i64) -> Result<Availability, CapabilityError> {
         let roster = self.current();
-        let spec = roster.reps.iter().find(|r| r.id == rep_id).ok_or_else(|| CapabilityError::NotFound(format!("no rep {rep_id} in the roster")))?;
+        let spec = roster
+            .reps
+            .iter()
+            .find(|r| r.id == rep_id)
+            .ok_or_else(|| CapabilityError::NotFound(format!("no rep {rep_id} in the roster")))?;
         let active_in_crm = !self.inactive_in_crm.lock().unwrap_or_else(|p| p.into_inner()).contains(rep_id);
         Ok(availability(spec, active_in_crm, at))
     }

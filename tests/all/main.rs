@@ -4,6 +4,7 @@ mod cache;
 mod connectors;
 mod executor;
 mod grants;
+mod handoff;
 mod pipeline_checks;
 mod registry;
 mod sandbox;

@@ -61,7 +61,10 @@ fn validate_accepts_the_shipped_pipeline_and_rejects_a_broken_one() {
     assert_eq!(bad.status.code(), Some(1));
     let stderr = text(&bad.stderr);
     assert!(stderr.contains("broken.json:6:21: error at /nodes/0/plugin: unknown plugin 'validat'"), "{stderr}");
-    assert!(stderr.contains("help: loaded plugins are: assign, dedupe, fetch-contact, notify, route, summarize, validate;"), "{stderr}");
+    assert!(
+        stderr.contains("help: loaded plugins are: assign, dedupe, fetch-contact, notify, route, summarize, validate;"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -160,4 +163,51 @@ fn a_connector_config_with_missing_secrets_is_refused_by_name() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("hubspot.token") && stderr.contains("slack.bot_token"), "{stderr}");
+}
+
+#[test]
+fn serve_refuses_to_start_without_credentials_and_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .current_dir(repo(""))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("HANDOFF_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("[hubspot]")
+            && stderr.contains("[salesforce]")
+            && stderr.contains("[slack]")
+            && stderr.contains("--sandbox"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_demo_hands_off_every_kind_of_lead() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .current_dir(repo(""))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("demo")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    for needle in [
+        "opp owner told 2",
+        "duplicate 4",
+        "invalid 6",
+        "to queue 4",
+        "routed, priority",
+        "Tom Dubois skipped: out of office",
+    ] {
+        assert!(report.contains(needle), "{needle:?} missing from:\n{report}");
+    }
+    assert!(!report.contains("FAILED"), "{report}");
 }

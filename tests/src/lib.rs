@@ -207,3 +207,63 @@ pub fn sandbox_connectors(sandbox: &Sandbox) -> ConnectorsConfig {
 pub fn statuses(sandbox: &Sandbox, provider: &str) -> Vec<u16> {
     sandbox.state.world().requests.iter().filter(|r| r.provider == provider).map(|r| r.status).collect()
 }
+
+/// A running Handoff on the sandbox, on virtual time ([`handoff::demo::DEMO_NOW`]).
+pub struct Running {
+    pub sandbox: Sandbox,
+    pub app: handoff::app::App,
+    pub clock: Arc<handoff::capabilities::ManualClock>,
+    pub state_dir: tempfile::TempDir,
+}
+
+/// Starts the sandbox and the server with the shipped pipeline and roster.
+pub async fn start_handoff() -> Running {
+    let now = handoff::demo::DEMO_NOW.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+    let clock = Arc::new(handoff::capabilities::ManualClock::new(now));
+    let any = "127.0.0.1:0".parse().unwrap();
+    let state = SandboxState::new(Fixture::builtin(), SandboxSettings::default(), clock.clone());
+    let sandbox = Sandbox::start_with(any, any, state).await.unwrap();
+    let state_dir = tempfile::tempdir().unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let app = handoff::app::App::launch(handoff::app::AppOptions {
+        data_dir: shared_cache_dir(),
+        state_dir: Some(state_dir.path().to_path_buf()),
+        plugin_dirs: vec![],
+        pipelines: vec![repo.join("pipelines/mql-handoff.json")],
+        roster: repo.join("pipelines/roster.json"),
+        connectors: sandbox_connectors(&sandbox),
+        listen: any,
+        public_url: None,
+        clock: clock.clone(),
+    })
+    .await
+    .expect("handoff starts");
+    Running { sandbox, app, clock, state_dir }
+}
+
+/// A HubSpot `contact.propertyChange` event making `contact_id` an MQL.
+pub fn mql_event(event_id: u64, contact_id: u64) -> Value {
+    serde_json::json!({
+        "eventId": event_id, "subscriptionId": 686627, "portalId": 891472211, "appId": 7906213,
+        "occurredAt": 1_795_000_000_000i64, "subscriptionType": "contact.propertyChange", "attemptNumber": 0,
+        "objectId": contact_id, "propertyName": "lifecyclestage", "propertyValue": "marketingqualifiedlead",
+        "changeSource": "CRM_UI", "sourceId": "userId:882761034"
+    })
+}
+
+/// POSTs `events` to the webhook, signed (v3) with `secret`.
+pub async fn post_webhook(running: &Running, events: &Value, secret: &str) -> reqwest::Response {
+    let url = format!("http://{}/webhooks/hubspot", running.app.server.addr);
+    let body = events.to_string();
+    let ts = handoff::capabilities::Clock::now_ms(&handoff::capabilities::SystemClock);
+    let signature = handoff::connectors::hubspot::sign_v3(secret, "POST", &url, body.as_bytes(), ts);
+    reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("x-hubspot-request-timestamp", ts.to_string())
+        .header("x-hubspot-signature-v3", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}

@@ -99,7 +99,8 @@ impl Server {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             clock,
         });
-        let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let listener =
+            tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
         let app = router(state.clone());
         let task = tokio::spawn(async move {

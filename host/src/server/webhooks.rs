@@ -5,11 +5,11 @@ use super::{AppState, Finished};
 use crate::connectors::hubspot;
 use crate::pipeline::model::SignatureScheme;
 use crate::pipeline::{PreparedPipeline, Start, Trigger};
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,7 +32,14 @@ fn called_uri(state: &AppState, headers: &HeaderMap, uri: &axum::http::Uri) -> S
     }
 }
 
-fn verify(state: &AppState, scheme: SignatureScheme, method: &Method, uri: String, headers: &HeaderMap, body: &[u8]) -> Result<(), String> {
+fn verify(
+    state: &AppState,
+    scheme: SignatureScheme,
+    method: &Method,
+    uri: String,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), String> {
     if scheme == SignatureScheme::None {
         return Ok(());
     }
@@ -48,11 +55,21 @@ fn verify(state: &AppState, scheme: SignatureScheme, method: &Method, uri: Strin
             header(headers, "x-hubspot-signature-v3").ok_or("missing X-HubSpot-Signature-v3 header")?,
             now_ms,
         ),
-        SignatureScheme::HubspotV2 => {
-            hubspot::verify_v2(&secret, method.as_str(), &uri, body, header(headers, "x-hubspot-signature").ok_or("missing X-HubSpot-Signature header")?)
+        SignatureScheme::HubspotV2 => hubspot::verify_v2(
+            &secret,
+            method.as_str(),
+            &uri,
+            body,
+            header(headers, "x-hubspot-signature").ok_or("missing X-HubSpot-Signature header")?,
+        ),
+        SignatureScheme::HubspotV1 => hubspot::verify_v1(
+            &secret,
+            body,
+            header(headers, "x-hubspot-signature").ok_or("missing X-HubSpot-Signature header")?,
+        ),
+        SignatureScheme::Slack | SignatureScheme::None => {
+            return Err("this trigger's signature scheme is not for HubSpot webhooks".into());
         }
-        SignatureScheme::HubspotV1 => hubspot::verify_v1(&secret, body, header(headers, "x-hubspot-signature").ok_or("missing X-HubSpot-Signature header")?),
-        SignatureScheme::Slack | SignatureScheme::None => return Err("this trigger's signature scheme is not for HubSpot webhooks".into()),
     };
     result.map_err(|e| e.to_string())
 }
@@ -100,7 +117,9 @@ pub fn mql_events(body: &Value, now_ms: i64) -> Result<(Vec<Value>, usize), Stri
             let id = id.as_str().map(String::from).unwrap_or_else(|| id.to_string());
             let day = crate::connectors::time::date(now_ms);
             Ok((
-                vec![json!({"eventId": format!("workflow:{id}:{day}"), "subscriptionType": "workflow", "objectId": id, "occurredAt": now_ms})],
+                vec![
+                    json!({"eventId": format!("workflow:{id}:{day}"), "subscriptionType": "workflow", "objectId": id, "occurredAt": now_ms}),
+                ],
                 0,
             ))
         }
@@ -154,7 +173,8 @@ fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event: Value, re
     state.in_flight.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(async move {
         let id = event_id(&event);
-        let lead = event["objectId"].as_str().map(String::from).or_else(|| event["objectId"].as_u64().map(|n| n.to_string()));
+        let lead =
+            event["objectId"].as_str().map(String::from).or_else(|| event["objectId"].as_u64().map(|n| n.to_string()));
         let record = state.executor.execute(&prepared, json!({ "event": event }), Start::Trigger, lead).await;
         let total_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
         let notified_us = record
@@ -189,10 +209,17 @@ mod tests {
 
     #[test]
     fn a_workflow_body_is_one_event_and_malformed_ones_say_why() {
-        let (events, _) = mql_events(&json!({"id": "33451", "properties": {"email": "x@y.com"}}), 1_715_203_101_896).unwrap();
+        let (events, _) =
+            mql_events(&json!({"id": "33451", "properties": {"email": "x@y.com"}}), 1_715_203_101_896).unwrap();
         assert_eq!(events[0]["eventId"], "workflow:33451:2024-05-08");
-        assert_eq!(mql_events(&json!([{"eventId": 1, "objectId": 2}]), 0).unwrap_err(), "event 0 has no subscriptionType");
-        assert_eq!(mql_events(&json!([{"eventId": 1, "subscriptionType": "contact.creation"}]), 0).unwrap_err(), "event 0 has no objectId");
+        assert_eq!(
+            mql_events(&json!([{"eventId": 1, "objectId": 2}]), 0).unwrap_err(),
+            "event 0 has no subscriptionType"
+        );
+        assert_eq!(
+            mql_events(&json!([{"eventId": 1, "subscriptionType": "contact.creation"}]), 0).unwrap_err(),
+            "event 0 has no objectId"
+        );
         assert!(mql_events(&json!("nope"), 0).is_err());
     }
 }

@@ -67,7 +67,8 @@ impl Guest for Assign {
         let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
         let source = config["lead_source"].as_str().unwrap_or("Marketing - HubSpot MQL");
         let base = config["record_url_base"].as_str().unwrap_or("https://login.salesforce.com").trim_end_matches('/');
-        let mut item: Value = serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+        let mut item: Value =
+            serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
         let lead = lead_for(&item, source).map_err(NodeError::InvalidInput)?;
         let created = lead.id.is_none();
         let lead_id = crm::upsert_lead(&lead).map_err(fail)?;
@@ -96,7 +97,10 @@ mod tests {
         });
         let lead = lead_for(&item, "Web").unwrap();
         assert_eq!(lead.id.as_deref(), Some("00Q1"));
-        assert_eq!((lead.last_name.as_str(), lead.company.as_str(), lead.employees), ("Holm", "Umbrella Health", Some(12000)));
+        assert_eq!(
+            (lead.last_name.as_str(), lead.company.as_str(), lead.employees),
+            ("Holm", "Umbrella Health", Some(12000))
+        );
         assert_eq!(lead.owner_id.as_deref(), Some("005L"));
         assert!(lead_for(&json!({"validation": {"email": "a@b.co"}}), "Web").is_err(), "no routing, no lead");
     }

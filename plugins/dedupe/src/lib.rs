@@ -56,7 +56,8 @@ impl Guest for Dedupe {
     fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
         let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
         let by_domain = config.get("match_accounts_by_domain").and_then(Value::as_bool).unwrap_or(true);
-        let mut item: Value = serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+        let mut item: Value =
+            serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
         let email = item["validation"]["email"].as_str().map(String::from).ok_or_else(|| {
             NodeError::InvalidInput("item has no validation.email; run `validate` before `dedupe`".into())
         })?;
@@ -76,19 +77,35 @@ impl Guest for Dedupe {
             }
         }
 
-        let (port, found) = if let Some(opportunity) =
-            if by_domain { crm::find_open_opportunities_by_domain(&domain).map_err(fail)?.into_iter().next() } else { None }
-        {
-            ("open-opportunity", json!({"opportunity": {
-                "id": opportunity.id, "name": opportunity.name, "account_id": opportunity.account_id,
-                "owner_id": opportunity.owner_id, "stage": opportunity.stage, "amount": opportunity.amount,
-            }}))
+        let (port, found) = if let Some(opportunity) = if by_domain {
+            crm::find_open_opportunities_by_domain(&domain).map_err(fail)?.into_iter().next()
+        } else {
+            None
+        } {
+            (
+                "open-opportunity",
+                json!({"opportunity": {
+                    "id": opportunity.id, "name": opportunity.name, "account_id": opportunity.account_id,
+                    "owner_id": opportunity.owner_id, "stage": opportunity.stage, "amount": opportunity.amount,
+                }}),
+            )
         } else if let Some(lead) = crm::find_lead_by_email(&email).map_err(fail)? {
-            ("existing-lead", json!({"lead": {"id": lead.id, "owner_id": lead.owner_id, "status": lead.status, "company": lead.company}}))
+            (
+                "existing-lead",
+                json!({"lead": {"id": lead.id, "owner_id": lead.owner_id, "status": lead.status, "company": lead.company}}),
+            )
         } else if let Some(contact) = crm::find_contact_by_email(&email).map_err(fail)? {
-            ("existing-account", json!({"contact": {"id": contact.id, "name": contact.name}, "account": {"id": contact.account_id, "owner_id": contact.owner_id}}))
-        } else if let Some(account) = if by_domain { crm::find_accounts_by_domain(&domain).map_err(fail)?.into_iter().next() } else { None } {
-            ("existing-account", json!({"account": {"id": account.id, "name": account.name, "owner_id": account.owner_id}}))
+            (
+                "existing-account",
+                json!({"contact": {"id": contact.id, "name": contact.name}, "account": {"id": contact.account_id, "owner_id": contact.owner_id}}),
+            )
+        } else if let Some(account) =
+            if by_domain { crm::find_accounts_by_domain(&domain).map_err(fail)?.into_iter().next() } else { None }
+        {
+            (
+                "existing-account",
+                json!({"account": {"id": account.id, "name": account.name, "owner_id": account.owner_id}}),
+            )
         } else {
             ("new", json!({}))
         };
@@ -109,6 +126,10 @@ mod tests {
     fn keys_cover_the_event_and_the_contact_per_day() {
         let item = json!({"id": "1001", "event": {"eventId": 3029365631u64, "occurredAt": 1_715_203_101_896i64}});
         assert_eq!(keys(&item, 0), ["event:3029365631", "mql:1001:2024-05-08"]);
-        assert_eq!(keys(&json!({"id": "7"}), 1_715_203_101_896), ["mql:7:2024-05-08"], "without an event, today's date");
+        assert_eq!(
+            keys(&json!({"id": "7"}), 1_715_203_101_896),
+            ["mql:7:2024-05-08"],
+            "without an event, today's date"
+        );
     }
 }

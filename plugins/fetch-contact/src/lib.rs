@@ -13,10 +13,28 @@ use handoff::plugin::types::CapabilityError;
 /// Properties read when the config names none: identity, firmographics,
 /// lifecycle, score and engagement.
 pub const DEFAULT_PROPERTIES: &[&str] = &[
-    "email", "firstname", "lastname", "company", "jobtitle", "phone", "country", "state", "numemployees", "industry",
-    "lifecyclestage", "hubspotscore", "hs_lead_status", "hs_analytics_num_page_views", "hs_analytics_num_visits",
-    "pricing_page_views", "content_downloads", "hs_email_open", "num_conversion_events", "recent_conversion_event_name",
-    "icp_fit", "website",
+    "email",
+    "firstname",
+    "lastname",
+    "company",
+    "jobtitle",
+    "phone",
+    "country",
+    "state",
+    "numemployees",
+    "industry",
+    "lifecyclestage",
+    "hubspotscore",
+    "hs_lead_status",
+    "hs_analytics_num_page_views",
+    "hs_analytics_num_visits",
+    "pricing_page_views",
+    "content_downloads",
+    "hs_email_open",
+    "num_conversion_events",
+    "recent_conversion_event_name",
+    "icp_fit",
+    "website",
 ];
 
 struct FetchContact;
@@ -49,14 +67,18 @@ impl Guest for FetchContact {
 
     fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
         let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
-        let item: Value = serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
-        let id = contact_id(&item).ok_or_else(|| NodeError::InvalidInput("item has no event.objectId or contact_id".into()))?;
+        let item: Value =
+            serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+        let id = contact_id(&item)
+            .ok_or_else(|| NodeError::InvalidInput("item has no event.objectId or contact_id".into()))?;
         let properties: Vec<String> = match config.get("properties").and_then(Value::as_array) {
             Some(list) => list.iter().filter_map(|p| p.as_str().map(String::from)).collect(),
             None => DEFAULT_PROPERTIES.iter().map(|p| p.to_string()).collect(),
         };
         let contact = marketing::get_contact(&id, &properties).map_err(|e| match e {
-            CapabilityError::NotFound(m) => NodeError::InvalidInput(format!("contact {id} does not exist in HubSpot: {m}")),
+            CapabilityError::NotFound(m) => {
+                NodeError::InvalidInput(format!("contact {id} does not exist in HubSpot: {m}"))
+            }
             CapabilityError::Unavailable(m) => NodeError::Retryable(m),
             CapabilityError::Denied(m) | CapabilityError::Invalid(m) => NodeError::Fatal(m),
         })?;

@@ -58,7 +58,14 @@ fn field(label: &str, value: Option<&str>) -> Option<Value> {
 }
 
 /// The Block Kit message for the rep.
-pub fn blocks(item: &Value, lead_id: &str, url: &str, accept_within: &str, due: &str, why_priority: Option<&str>) -> Value {
+pub fn blocks(
+    item: &Value,
+    lead_id: &str,
+    url: &str,
+    accept_within: &str,
+    due: &str,
+    why_priority: Option<&str>,
+) -> Value {
     let name = full_name(item);
     let header = match why_priority {
         Some(_) => format!(":rotating_light: Priority MQL: {name}"),
@@ -125,7 +132,8 @@ impl Guest for Notify {
 
     fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
         let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
-        let mut item: Value = serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+        let mut item: Value =
+            serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
         let name = full_name(&item);
         let company = prop(&item, "company").unwrap_or("(no company)").to_string();
         let summary = item["summary"]["text"].as_str().unwrap_or_default().to_string();
@@ -133,13 +141,19 @@ impl Guest for Notify {
         if item["dedupe"]["match"] == "open-opportunity" {
             let opp = &item["dedupe"]["opportunity"];
             let owner_id = opp["owner_id"].as_str().unwrap_or_default();
-            let owner = crm::get_owner(owner_id).map_err(fail)?.ok_or_else(|| NodeError::Fatal(format!("opportunity owner {owner_id} not found")))?;
+            let owner = crm::get_owner(owner_id)
+                .map_err(fail)?
+                .ok_or_else(|| NodeError::Fatal(format!("opportunity owner {owner_id} not found")))?;
             let text = format!(
                 "Heads-up: {name} from {company} just became an MQL. {company} has an open opportunity, {} ({}), so no new lead was created. {summary}",
                 opp["name"].as_str().unwrap_or_default(),
                 opp["stage"].as_str().unwrap_or_default()
             );
-            let key = format!("sent:{}:opportunity:{}", item["id"].as_str().unwrap_or_default(), opp["id"].as_str().unwrap_or_default());
+            let key = format!(
+                "sent:{}:opportunity:{}",
+                item["id"].as_str().unwrap_or_default(),
+                opp["id"].as_str().unwrap_or_default()
+            );
             let dm = once(&key, || {
                 let dm = chat::send_dm(&owner.email, &text, None).map_err(fail)?;
                 Ok(json!({"channel": dm.channel, "ts": dm.ts}))
@@ -148,7 +162,10 @@ impl Guest for Notify {
             return Ok(vec![Emit { port: "notified".into(), item: item.to_string() }]);
         }
 
-        let lead_id = item["salesforce"]["lead_id"].as_str().ok_or_else(|| NodeError::InvalidInput("no salesforce.lead_id; run `assign` first".into()))?.to_string();
+        let lead_id = item["salesforce"]["lead_id"]
+            .as_str()
+            .ok_or_else(|| NodeError::InvalidInput("no salesforce.lead_id; run `assign` first".into()))?
+            .to_string();
         let url = item["salesforce"]["url"].as_str().unwrap_or_default().to_string();
         let owner_id = item["routing"]["owner_id"].as_str().unwrap_or_default().to_string();
         let owner_email = item["routing"]["owner_email"].as_str().unwrap_or_default().to_string();
@@ -162,7 +179,8 @@ impl Guest for Notify {
         let mut notification = json!({"kind": "owner", "priority": why_priority, "task_due": due});
         if item["routing"]["owner_kind"] == "queue" || owner_email.is_empty() {
             let channel = config["queue_channel"].as_str().unwrap_or("#revops-alerts");
-            let queue_text = format!("Unassigned MQL for {}: {text}", item["routing"]["owner_name"].as_str().unwrap_or("the queue"));
+            let queue_text =
+                format!("Unassigned MQL for {}: {text}", item["routing"]["owner_name"].as_str().unwrap_or("the queue"));
             notification["queue_post"] = once(&format!("sent:{lead_id}:queue"), || {
                 let posted = chat::post(channel, &queue_text, Some(&blocks)).map_err(fail)?;
                 Ok(json!({"channel": posted.channel, "ts": posted.ts}))
@@ -187,22 +205,29 @@ impl Guest for Notify {
                 };
                 // The DM is the primary channel: a failed backup email is
                 // recorded, not fatal.
-                notification["email_sent"] = once(&format!("sent:{lead_id}:email:{owner_id}"), || Ok(json!(email::send(&message).is_ok())))?;
+                notification["email_sent"] =
+                    once(&format!("sent:{lead_id}:email:{owner_id}"), || Ok(json!(email::send(&message).is_ok())))?;
             }
         }
         let task = Task {
             who_id: lead_id.clone(),
             owner_id: owner_id.clone(),
             subject: format!("Follow up on new MQL: {name}"),
-            description: Some(format!("{summary}\n\nRouted: {}", item["routing"]["explanation"].as_str().unwrap_or_default())),
+            description: Some(format!(
+                "{summary}\n\nRouted: {}",
+                item["routing"]["explanation"].as_str().unwrap_or_default()
+            )),
             due_date: due,
             priority: if why_priority.is_some() { "High".into() } else { "Normal".into() },
         };
-        notification["task_id"] = once(&format!("sent:{lead_id}:task:{owner_id}"), || Ok(json!(crm::create_task(&task).map_err(fail)?)))?;
+        notification["task_id"] =
+            once(&format!("sent:{lead_id}:task:{owner_id}"), || Ok(json!(crm::create_task(&task).map_err(fail)?)))?;
         if let Some(reason) = &why_priority {
             let channel = config["priority"]["channel"].as_str().unwrap_or("#sales-priority");
             let owner_name = item["routing"]["owner_name"].as_str().unwrap_or("the owner");
-            let alert = format!(":rotating_light: Priority MQL ({reason}): {name} at {company}, assigned to *{owner_name}*. <{url}|Open in Salesforce>");
+            let alert = format!(
+                ":rotating_light: Priority MQL ({reason}): {name} at {company}, assigned to *{owner_name}*. <{url}|Open in Salesforce>"
+            );
             notification["priority_post"] = once(&format!("sent:{lead_id}:priority"), || {
                 let posted = chat::post(channel, &alert, None).map_err(fail)?;
                 Ok(json!({"channel": posted.channel, "ts": posted.ts}))
@@ -238,9 +263,14 @@ mod tests {
     fn the_dm_has_the_lead_the_reasons_and_the_buttons() {
         let b = blocks(&lead("50", "60", "1"), "00Q1", "https://sf/00Q1", "30m", "2026-11-25", None);
         let text = b.to_string();
-        assert!(text.contains("New MQL: Ann Lee") && text.contains("Ann viewed pricing.") && text.contains("Why you: matched emea"));
+        assert!(
+            text.contains("New MQL: Ann Lee")
+                && text.contains("Ann viewed pricing.")
+                && text.contains("Why you: matched emea")
+        );
         let actions = b.as_array().unwrap().iter().find(|x| x["type"] == "actions").unwrap();
-        let ids: Vec<&str> = actions["elements"].as_array().unwrap().iter().map(|e| e["action_id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> =
+            actions["elements"].as_array().unwrap().iter().map(|e| e["action_id"].as_str().unwrap()).collect();
         assert_eq!(ids, ["open_salesforce", "accept_lead", "reject_lead"]);
         assert_eq!(actions["elements"][2]["options"].as_array().unwrap().len(), REJECT_REASONS.len());
     }

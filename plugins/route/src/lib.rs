@@ -107,8 +107,10 @@ impl Guest for Route {
     }
 
     fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
-        let config: Config = serde_json::from_str(&ctx.config).map_err(|e| NodeError::InvalidInput(format!("config: {e}")))?;
-        let mut item: Value = serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+        let config: Config =
+            serde_json::from_str(&ctx.config).map_err(|e| NodeError::InvalidInput(format!("config: {e}")))?;
+        let mut item: Value =
+            serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
         let now = clock::now();
         let mut trail = Vec::new();
         let mut rule_name = Value::Null;
@@ -141,7 +143,12 @@ impl Guest for Route {
         let fallback = owner.is_none();
         let owner = owner.unwrap_or_else(|| {
             trail.push(format!("fell back to {}", config.fallback_owner_name));
-            Owner { id: config.fallback_owner_id.clone(), name: config.fallback_owner_name.clone(), email: String::new(), kind: "queue" }
+            Owner {
+                id: config.fallback_owner_id.clone(),
+                name: config.fallback_owner_name.clone(),
+                email: String::new(),
+                kind: "queue",
+            }
         });
         item["routing"] = json!({
             "owner_id": owner.id,

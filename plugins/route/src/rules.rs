@@ -123,9 +123,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        let lead = |country: &str, employees: &str, domain: &str, state: &str| {
-            json!({"properties": {"country": country, "numemployees": employees, "state": state}, "validation": {"email_domain": domain}})
-        };
+        let lead = |country: &str, employees: &str, domain: &str, state: &str| json!({"properties": {"country": country, "numemployees": employees, "state": state}, "validation": {"email_domain": domain}});
         assert_eq!(first_match(&config, &lead("Germany", "50", "umbrellahealth.de", "")).unwrap().name, "named");
         assert_eq!(first_match(&config, &lead("Germany", "1200", "x.de", "")).unwrap().name, "emea-enterprise");
         assert_eq!(first_match(&config, &lead("France", "200", "x.fr", "")).unwrap().name, "emea");
@@ -137,7 +135,8 @@ mod tests {
     fn weighted_round_robin_shares_by_weight_and_is_deterministic() {
         let reps = vec![("a".to_string(), 2), ("b".to_string(), 1), ("c".to_string(), 1)];
         let mut state = Map::new();
-        let picks: Vec<&str> = (0..8).map(|_| reps[weighted_round_robin(&reps, &mut state).unwrap()].0.as_str()).collect();
+        let picks: Vec<&str> =
+            (0..8).map(|_| reps[weighted_round_robin(&reps, &mut state).unwrap()].0.as_str()).collect();
         assert_eq!(picks, ["a", "b", "c", "a", "a", "b", "c", "a"]);
         assert_eq!(picks.iter().filter(|p| **p == "a").count(), 4, "a has half the weight");
     }

@@ -50,10 +50,18 @@ pub fn template(item: &Value) -> String {
         _ => name,
     };
     let count = |k: &str| prop_number(item, k).unwrap_or(0.0) as u64;
-    let mut first = format!("{who} viewed {} pages across {} visits", count("hs_analytics_num_page_views"), count("hs_analytics_num_visits"));
+    let mut first = format!(
+        "{who} viewed {} pages across {} visits",
+        count("hs_analytics_num_page_views"),
+        count("hs_analytics_num_visits")
+    );
     let pricing = count("pricing_page_views");
     if pricing > 0 {
-        first.push_str(&format!(", including the pricing page {} time{}", pricing, if pricing == 1 { "" } else { "s" }));
+        first.push_str(&format!(
+            ", including the pricing page {} time{}",
+            pricing,
+            if pricing == 1 { "" } else { "s" }
+        ));
     }
     let downloads = count("content_downloads");
     if downloads > 0 {
@@ -98,7 +106,8 @@ impl Guest for Summarize {
 
     fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
         let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
-        let mut item: Value = serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+        let mut item: Value =
+            serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
         let mut summary = json!({"text": template(&item), "source": "template"});
         if config["use_llm"].as_bool().unwrap_or(true) {
             let prompt = facts(&item).iter().map(|(k, v)| format!("- {k}: {v}")).collect::<Vec<_>>().join("\n");

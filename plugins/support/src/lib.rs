@@ -57,15 +57,55 @@ pub fn region(country: &str) -> Option<&'static str> {
     const NA: &[&str] = &["united states", "usa", "us", "canada"];
     const LATAM: &[&str] = &["mexico", "brazil", "argentina", "chile", "colombia", "peru"];
     const APAC: &[&str] = &[
-        "japan", "china", "india", "singapore", "australia", "new zealand", "south korea", "korea", "hong kong", "taiwan",
-        "indonesia", "malaysia", "philippines", "thailand", "vietnam",
+        "japan",
+        "china",
+        "india",
+        "singapore",
+        "australia",
+        "new zealand",
+        "south korea",
+        "korea",
+        "hong kong",
+        "taiwan",
+        "indonesia",
+        "malaysia",
+        "philippines",
+        "thailand",
+        "vietnam",
     ];
     const EMEA: &[&str] = &[
-        "united kingdom", "uk", "ireland", "germany", "france", "spain", "italy", "netherlands", "belgium", "luxembourg",
-        "switzerland", "austria", "sweden", "norway", "denmark", "finland", "poland", "portugal", "czech republic",
-        "israel", "united arab emirates", "saudi arabia", "south africa", "nigeria", "kenya", "egypt", "turkey",
+        "united kingdom",
+        "uk",
+        "ireland",
+        "germany",
+        "france",
+        "spain",
+        "italy",
+        "netherlands",
+        "belgium",
+        "luxembourg",
+        "switzerland",
+        "austria",
+        "sweden",
+        "norway",
+        "denmark",
+        "finland",
+        "poland",
+        "portugal",
+        "czech republic",
+        "israel",
+        "united arab emirates",
+        "saudi arabia",
+        "south africa",
+        "nigeria",
+        "kenya",
+        "egypt",
+        "turkey",
     ];
-    [(NA, "NA"), (LATAM, "LATAM"), (APAC, "APAC"), (EMEA, "EMEA")].into_iter().find(|(list, _)| list.contains(&c.as_str())).map(|(_, r)| r)
+    [(NA, "NA"), (LATAM, "LATAM"), (APAC, "APAC"), (EMEA, "EMEA")]
+        .into_iter()
+        .find(|(list, _)| list.contains(&c.as_str()))
+        .map(|(_, r)| r)
 }
 
 #[cfg(test)]
@@ -75,7 +115,8 @@ mod tests {
 
     #[test]
     fn reads_properties() {
-        let item = json!({"properties": {"firstname": " Ann ", "lastname": "Lee", "numemployees": "1200", "company": ""}});
+        let item =
+            json!({"properties": {"firstname": " Ann ", "lastname": "Lee", "numemployees": "1200", "company": ""}});
         assert_eq!(prop(&item, "firstname"), Some("Ann"));
         assert_eq!(prop(&item, "company"), None);
         assert_eq!(prop_number(&item, "numemployees"), Some(1200.0));

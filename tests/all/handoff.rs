@@ -1,0 +1,166 @@
+//! End to end: signed HubSpot webhooks into `handoff serve` on the sandbox,
+//! checked where a rep and RevOps would look (Slack, Salesforce).
+
+use handoff_tests::{Running, mql_event, post_webhook, start_handoff};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const SECRET: &str = "sandbox-secret";
+
+async fn deliver(running: &Running, events: Value) {
+    let response = post_webhook(running, &events, SECRET).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert!(running.app.server.settle(Duration::from_secs(60)).await, "executions finish");
+}
+
+fn dms_to(running: &Running, email: &str) -> Vec<Value> {
+    let world = running.sandbox.state.world();
+    world
+        .slack
+        .messages
+        .iter()
+        .filter(|m| m.recipient.as_deref() == Some(email))
+        .map(|m| json!({"text": m.text, "blocks": m.blocks}))
+        .collect()
+}
+
+fn leads(running: &Running) -> Vec<serde_json::Map<String, Value>> {
+    running.sandbox.state.world().salesforce.objects["Lead"].clone()
+}
+
+#[tokio::test]
+async fn a_signed_mql_reaches_the_right_rep_with_a_lead_and_a_task() {
+    let running = start_handoff().await;
+    // Marcus Webb: US (CA), 320 employees. Jake (Los Angeles) is outside his
+    // hours at 07:00; weighted round-robin picks Carlos (weight 2) first.
+    deliver(&running, json!([mql_event(1, 1002)])).await;
+    let dms = dms_to(&running, "carlos.ruiz@handoff-demo.com");
+    assert_eq!(dms.len(), 1, "one DM to the routed rep");
+    let blocks = dms[0]["blocks"].to_string();
+    assert!(
+        blocks.contains("New MQL: Marcus Webb") && blocks.contains("accept_lead") && blocks.contains("reject_lead")
+    );
+    assert!(blocks.contains("Jake Miller skipped: outside working hours"), "the DM explains the routing");
+
+    let lead = leads(&running)
+        .into_iter()
+        .find(|l| l["Email"] == "marcus.webb@brightline-analytics.com")
+        .expect("a Salesforce lead");
+    assert_eq!(lead["OwnerId"], "005000000000010AAA");
+    assert_eq!(lead["Company"], "Brightline Analytics");
+    let tasks = running.sandbox.state.world().salesforce.objects["Task"].clone();
+    let task = tasks.iter().find(|t| t["WhoId"] == lead["Id"]).expect("a follow-up task");
+    assert_eq!(task["OwnerId"], "005000000000010AAA");
+    assert_eq!(task["ActivityDate"], "2026-11-25", "due at the SLA deadline: 15:00 + 4h, same day");
+    let emails = running.sandbox.state.world().emails.clone();
+    assert!(emails.iter().any(|e| e.to == ["carlos.ruiz@handoff-demo.com"]), "the email backup went out");
+}
+
+#[tokio::test]
+async fn an_invalid_lead_is_not_routed_and_the_reason_is_recorded() {
+    let running = start_handoff().await;
+    let before = leads(&running).len();
+    deliver(&running, json!([mql_event(2, 1007)])).await; // Chloe Martin, gmail.com
+    let finished = running.app.server.finished();
+    assert_eq!(finished.len(), 1);
+    let end = serde_json::to_value(&finished[0].record.ends[0]).unwrap();
+    assert_eq!((end["node"].as_str(), end["port"].as_str()), (Some("validate"), Some("invalid")));
+    assert_eq!(end["item"]["validation"]["reasons"][0]["code"], "free_mail_domain");
+    assert!(running.sandbox.state.world().slack.messages.is_empty());
+    assert_eq!(leads(&running).len(), before);
+}
+
+#[tokio::test]
+async fn the_same_delivery_twice_sends_one_dm() {
+    let running = start_handoff().await;
+    let events = json!([mql_event(3, 1001)]);
+    deliver(&running, events.clone()).await;
+    deliver(&running, events).await;
+    assert_eq!(dms_to(&running, "lena.fischer@handoff-demo.com").len(), 1);
+    let count = leads(&running).iter().filter(|l| l["Email"] == "priya.raman@northwind-logistics.com").count();
+    assert_eq!(count, 1, "one Salesforce lead");
+    let finished = running.app.server.finished();
+    let second = serde_json::to_value(&finished[1].record.ends[0]).unwrap();
+    assert_eq!(second["port"], "duplicate");
+}
+
+#[tokio::test]
+async fn an_open_opportunity_tells_its_owner_and_creates_no_lead() {
+    let running = start_handoff().await;
+    let before = leads(&running).len();
+    deliver(&running, json!([mql_event(4, 1004)])).await; // Dev Anand at Initech
+    let dms = dms_to(&running, "priya.shah@handoff-demo.com");
+    assert_eq!(dms.len(), 1);
+    assert!(dms[0]["text"].as_str().unwrap().contains("Initech - Platform Expansion"));
+    assert_eq!(leads(&running).len(), before, "no new lead");
+}
+
+#[tokio::test]
+async fn when_every_rep_is_unavailable_the_lead_goes_to_the_fallback_queue() {
+    let running = start_handoff().await;
+    // A new APAC MQL at 23:00 in Shanghai and 02:00 in Sydney.
+    let created: Value = reqwest::Client::new()
+        .post(format!("http://{}/hubspot/crm/v3/objects/contacts", running.sandbox.http))
+        .bearer_auth("sandbox")
+        .json(&json!({"properties": {"email": "kai.tan@lionbridge-logistics.sg", "firstname": "Kai", "lastname": "Tan",
+            "company": "Lionbridge Logistics", "country": "Singapore", "numemployees": "400", "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id: u64 = created["id"].as_str().unwrap().parse().unwrap();
+    deliver(&running, json!([mql_event(5, id)])).await;
+    let lead = leads(&running).into_iter().find(|l| l["Email"] == "kai.tan@lionbridge-logistics.sg").expect("a lead");
+    assert_eq!(lead["OwnerId"], "00G000000000001AAA", "the fallback queue owns it");
+    let world = running.sandbox.state.world();
+    let posted = world.slack.messages.iter().find(|m| m.channel == "C0REVOPS01").expect("posted to the queue channel");
+    assert!(posted.text.contains("Kai Tan"));
+}
+
+#[tokio::test]
+async fn a_bad_signature_is_refused_and_nothing_is_stored() {
+    let running = start_handoff().await;
+    let response = post_webhook(&running, &json!([mql_event(6, 1001)]), "not-the-secret").await;
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_signature");
+
+    let url = format!("http://{}/webhooks/hubspot", running.app.server.addr);
+    let unsigned = reqwest::Client::new().post(&url).body("[]").send().await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let stale_ts = handoff::capabilities::Clock::now_ms(&handoff::capabilities::SystemClock) - 301_000;
+    let body = json!([mql_event(7, 1001)]).to_string();
+    let stale = reqwest::Client::new()
+        .post(&url)
+        .header("x-hubspot-request-timestamp", stale_ts.to_string())
+        .header(
+            "x-hubspot-signature-v3",
+            handoff::connectors::hubspot::sign_v3(SECRET, "POST", &url, body.as_bytes(), stale_ts),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 401, "a timestamp older than five minutes");
+
+    assert!(running.app.server.finished().is_empty() && running.app.server.in_flight() == 0);
+    assert!(running.sandbox.state.world().slack.messages.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_naming_the_problem() {
+    let running = start_handoff().await;
+    for (body, needle) in
+        [(json!([{"eventId": 1, "objectId": 2}]), "no subscriptionType"), (json!("text"), "JSON array")]
+    {
+        let response = post_webhook(&running, &body, SECRET).await;
+        assert_eq!(response.status(), 400);
+        let error: Value = response.json().await.unwrap();
+        assert!(error["detail"].as_str().unwrap().contains(needle), "{error}");
+    }
+    let health: Value =
+        reqwest::get(format!("http://{}/healthz", running.app.server.addr)).await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+}
