@@ -37,7 +37,8 @@ struct Lead {
 
 /// A generated MQL: first, last, company, domain, title, country, state,
 /// employees, score, pricing-page views.
-type Mql = (&'static str, &'static str, &'static str, &'static str, &'static str, &'static str, &'static str, u32, u32, u32);
+type Mql =
+    (&'static str, &'static str, &'static str, &'static str, &'static str, &'static str, &'static str, u32, u32, u32);
 
 const NEW_MQLS: &[Mql] = &[
     ("Jonas", "Weber", "Kraftwerk Analytics", "kraftwerk-analytics.de", "Head of Data", "Germany", "", 450, 72, 1),

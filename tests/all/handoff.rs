@@ -164,3 +164,79 @@ async fn malformed_bodies_are_400_naming_the_problem() {
         reqwest::get(format!("http://{}/healthz", running.app.server.addr)).await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
 }
+
+async fn create_contact(running: &Running, email: &str, country: &str, state: &str) -> u64 {
+    let created: Value = reqwest::Client::new()
+        .post(format!("http://{}/hubspot/crm/v3/objects/contacts", running.sandbox.http))
+        .bearer_auth("sandbox")
+        .json(&json!({"properties": {"email": email, "firstname": "Test", "lastname": email, "company": format!("Co {email}"),
+            "country": country, "state": state, "numemployees": "300", "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["id"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_rep_at_daily_capacity_is_skipped() {
+    let running = start_handoff().await;
+    // North America: Jake is outside his hours; Priya (capacity 3) and
+    // Carlos (weight 2) share. Twelve leads would give Priya four by
+    // weight; her capacity stops her at three.
+    let mut events = Vec::new();
+    for i in 0..12 {
+        let id = create_contact(&running, &format!("na{i}@capacity-test{i}.com"), "United States", "NY").await;
+        events.push(mql_event(100 + i, id));
+    }
+    for event in events {
+        deliver(&running, json!([event])).await;
+    }
+    let owners: Vec<String> = leads(&running)
+        .iter()
+        .filter(|l| l["Email"].as_str().unwrap_or_default().contains("capacity-test"))
+        .map(|l| l["OwnerId"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(owners.len(), 12);
+    let priya = owners.iter().filter(|o| o.as_str() == "005000000000009AAA").count();
+    assert_eq!(priya, 3, "{owners:?}");
+    let trails =
+        serde_json::to_string(&running.app.server.finished().iter().map(|f| &f.record).collect::<Vec<_>>()).unwrap();
+    assert!(trails.contains("Priya Shah skipped: at daily capacity (3/3)"), "the trail says why");
+}
+
+#[tokio::test]
+async fn a_slow_language_model_never_holds_up_the_notification() {
+    let running = start_handoff().await;
+    running.sandbox.state.world().faults.add(handoff::sandbox::Fault {
+        id: 0,
+        provider: "anthropic".into(),
+        endpoint: None,
+        method: None,
+        kind: handoff::sandbox::FaultKind::Hang,
+        rate: 1.0,
+        times: None,
+    });
+    let started = std::time::Instant::now();
+    deliver(&running, json!([mql_event(200, 1002)])).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let dms = dms_to(&running, "carlos.ruiz@handoff-demo.com");
+    assert_eq!(dms.len(), 1, "the DM went out");
+    assert!(
+        dms[0]["text"].as_str().unwrap().contains("Marcus Webb (Head of Data, Brightline Analytics) viewed"),
+        "with the template summary"
+    );
+    let record = serde_json::to_value(&running.app.server.finished()[0].record).unwrap();
+    let summarize = record["runs"].as_array().unwrap().iter().find(|r| r["node"] == "summarize").unwrap();
+    assert_eq!(summarize["outputs"][0]["item"]["summary"]["source"], "template");
+}
+
+#[tokio::test]
+async fn the_language_model_writes_the_summary_when_it_answers() {
+    let running = start_handoff().await;
+    deliver(&running, json!([mql_event(201, 1002)])).await;
+    let dms = dms_to(&running, "carlos.ruiz@handoff-demo.com");
+    assert!(dms[0]["text"].as_str().unwrap().contains("Sandbox summary: name Marcus Webb"), "{}", dms[0]["text"]);
+}

@@ -1,0 +1,109 @@
+//! Webhook receipt to Slack DM, through the whole `mql-handoff` pipeline on
+//! the sandbox (loopback), one lead at a time. Prints p50/p90/p99 of
+//! receipt → notify finished, and leads per second.
+//!
+//! `cargo bench -p handoff --bench webhook_to_dm` (`LEADS=N` to change the
+//! count). The emulators' rate limits are off here: Slack's one message
+//! per second per channel would measure Slack, not us.
+
+use handoff::app::{App, AppOptions};
+use handoff::capabilities::{Clock, ManualClock, SystemClock};
+use handoff::sandbox::{Fixture, Sandbox, SandboxSettings, SandboxState};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let leads: usize = std::env::var("LEADS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(run(leads));
+}
+
+async fn run(leads: usize) {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let now = handoff::demo::DEMO_NOW.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+    let clock = Arc::new(ManualClock::new(now));
+    let settings = SandboxSettings {
+        hubspot_per_ten_seconds: 0,
+        hubspot_search_per_second: 0,
+        slack_channel_burst: 0,
+        ..Default::default()
+    };
+    let any = "127.0.0.1:0".parse().unwrap();
+    let sandbox =
+        Sandbox::start_with(any, any, SandboxState::new(Fixture::builtin(), settings, clock.clone())).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let app = App::launch(AppOptions {
+        data_dir: data.path().to_path_buf(),
+        state_dir: None,
+        plugin_dirs: vec![],
+        pipelines: vec![repo.join("pipelines/mql-handoff.json")],
+        roster: repo.join("pipelines/roster.json"),
+        connectors: sandbox.connectors(),
+        listen: any,
+        public_url: None,
+        clock,
+    })
+    .await
+    .unwrap();
+
+    let http = reqwest::Client::new();
+    let countries = ["Germany", "United Kingdom", "United States", "Netherlands", "Canada"];
+    let mut ids = Vec::new();
+    for i in 0..leads {
+        let body = json!({"properties": {
+            "email": format!("bench.lead{i}@company{i}.com"), "firstname": "Bench", "lastname": format!("Lead {i}"),
+            "company": format!("Company {i}"), "country": countries[i % countries.len()], "state": "NY",
+            "numemployees": (100 + i * 37 % 3000).to_string(), "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70",
+            "hs_analytics_num_page_views": "12", "hs_analytics_num_visits": "4", "pricing_page_views": "1"}});
+        let created: Value = http
+            .post(format!("http://{}/hubspot/crm/v3/objects/contacts", sandbox.http))
+            .bearer_auth("sandbox")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(created["id"].as_str().unwrap().parse::<u64>().unwrap());
+    }
+
+    let url = format!("http://{}/webhooks/hubspot", app.server.addr);
+    let started = Instant::now();
+    for (n, id) in ids.iter().enumerate() {
+        let body = json!([{"eventId": 7_000_000 + n, "subscriptionType": "contact.propertyChange", "objectId": id,
+            "propertyName": "lifecyclestage", "propertyValue": "marketingqualifiedlead", "occurredAt": now}])
+        .to_string();
+        let ts = SystemClock.now_ms();
+        let signature = handoff::connectors::hubspot::sign_v3("sandbox-secret", "POST", &url, body.as_bytes(), ts);
+        let response = http
+            .post(&url)
+            .header("x-hubspot-request-timestamp", ts.to_string())
+            .header("x-hubspot-signature-v3", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        while app.server.finished().len() <= n {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    let elapsed = started.elapsed();
+    let finished = app.server.finished();
+    let failed = finished.iter().filter(|f| f.record.error.is_some()).count();
+    let mut notified: Vec<u64> = finished.iter().filter_map(|f| f.notified_us).collect();
+    notified.sort_unstable();
+    let pct = |p: f64| notified[((notified.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0;
+    println!("webhook_to_dm: {} leads, {} notified, {} failed", leads, notified.len(), failed);
+    println!(
+        "  receipt -> notification: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(1.0)
+    );
+    println!("  sequential throughput: {:.0} leads/s", leads as f64 / elapsed.as_secs_f64());
+}
