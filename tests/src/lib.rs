@@ -13,6 +13,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub mod toolchains;
+
 /// Paths of the guest programs built by `build.rs`.
 pub mod programs {
     include!(concat!(env!("OUT_DIR"), "/programs.rs"));
