@@ -14,4 +14,5 @@ pub mod pipeline;
 pub mod roster;
 pub mod runtime;
 pub mod sandbox;
+pub mod scaffold;
 pub mod server;

@@ -105,6 +105,11 @@ enum Command {
         #[arg(long, default_value = "pipelines")]
         pipelines_dir: PathBuf,
     },
+    /// Work on plugins of your own.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginCommand,
+    },
     /// List loaded plugins: version, ports, capabilities.
     Plugins {
         /// Print as JSON.
@@ -122,6 +127,21 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Create a buildable starter plugin (with the Handoff WIT vendored).
+    New {
+        /// The plugin's name (lower-case letters, digits, '-').
+        name: String,
+        /// The language to write it in.
+        #[arg(long, value_enum)]
+        lang: handoff::scaffold::Lang,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -129,6 +149,21 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
+    if let Command::Plugin { action: PluginCommand::New { name, lang, dir } } = &args.command {
+        let dir = dir.clone().unwrap_or_else(|| PathBuf::from(name));
+        return match handoff::scaffold::create(name, *lang, &dir) {
+            Ok(files) => {
+                println!(
+                    "created {} ({} files); see {}/README.md to build it",
+                    dir.display(),
+                    files.len(),
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => report(Err(e)),
+        };
+    }
     if let Command::Schema { output } = &args.command {
         return report(cli::schema(output.as_deref()));
     }
@@ -199,7 +234,11 @@ fn main() -> ExitCode {
                 report(cli::run(&host, &RunOptions { pipeline, input, json, full, lead_id, sandbox, config }).await)
             }
             Command::Plugins { json, schema } => report(cli::plugins(&host, json, schema.as_deref())),
-            Command::Schema { .. } | Command::Sandbox { .. } | Command::Serve { .. } | Command::Demo { .. } => {
+            Command::Schema { .. }
+            | Command::Sandbox { .. }
+            | Command::Serve { .. }
+            | Command::Demo { .. }
+            | Command::Plugin { .. } => {
                 unreachable!("handled above")
             }
         }

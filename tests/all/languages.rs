@@ -42,7 +42,8 @@ async fn route_one_lead(component: &str, router: &str) {
     registry.insert(load_program(&host.runtime, component).await);
     let sb = sandbox().await;
     let now = handoff::demo::DEMO_NOW.parse::<jiff::Timestamp>().unwrap().as_millisecond();
-    let roster = FileRoster::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/roster.json")).unwrap();
+    let roster =
+        FileRoster::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/roster.json")).unwrap();
     let state = tempfile::tempdir().unwrap();
     let local = Capabilities {
         roster: Some(Arc::new(roster)),
@@ -56,7 +57,12 @@ async fn route_one_lead(component: &str, router: &str) {
     let executor = Executor::new(host.runtime.clone(), Arc::new(capabilities));
     // Priya Raman: Germany, 1200 employees, score 78: the EMEA enterprise team.
     let record = executor.execute(&prepared, json!({"event": {"objectId": 1001}}), Start::Trigger, None).await;
-    assert_eq!(record.status, ExecutionStatus::Completed, "{:#?}", record.runs.iter().map(|r| (&r.node, &r.error, &r.logs)).collect::<Vec<_>>());
+    assert_eq!(
+        record.status,
+        ExecutionStatus::Completed,
+        "{:#?}",
+        record.runs.iter().map(|r| (&r.node, &r.error, &r.logs)).collect::<Vec<_>>()
+    );
     let routed = record.runs.iter().find(|r| r.node == "route").unwrap();
     let routing = &routed.outputs[0].item["routing"];
     assert!(routing["explanation"].as_str().unwrap().contains("enterprise tier"), "{routing}");

@@ -9,4 +9,5 @@ mod languages;
 mod pipeline_checks;
 mod registry;
 mod sandbox;
+mod scaffold;
 mod validate_plugin;

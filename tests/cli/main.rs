@@ -27,7 +27,7 @@ fn every_command_has_help() {
     let dir = tempfile::tempdir().unwrap();
     let top = handoff(dir.path(), &["--help"]);
     assert!(top.status.success());
-    for command in ["validate", "run", "plugins", "schema", "sandbox"] {
+    for command in ["validate", "run", "plugins", "schema", "sandbox", "serve", "demo", "plugin"] {
         assert!(text(&top.stdout).contains(command), "{command} missing from --help");
         let help = handoff(dir.path(), &[command, "--help"]);
         assert!(help.status.success(), "{command} --help");
@@ -210,4 +210,37 @@ fn the_demo_hands_off_every_kind_of_lead() {
         assert!(report.contains(needle), "{needle:?} missing from:\n{report}");
     }
     assert!(!report.contains("FAILED"), "{report}");
+}
+
+#[test]
+fn plugin_new_scaffolds_a_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = handoff(
+        dir.path(),
+        &[
+            "plugin",
+            "new",
+            "lead-tagger",
+            "--lang",
+            "python",
+            "--dir",
+            dir.path().join("lead-tagger").to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.path().join("lead-tagger/app.py").exists());
+    assert!(dir.path().join("lead-tagger/wit/deps/handoff-plugin/types.wit").exists());
+    let again = handoff(
+        dir.path(),
+        &[
+            "plugin",
+            "new",
+            "lead-tagger",
+            "--lang",
+            "python",
+            "--dir",
+            dir.path().join("lead-tagger").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(again.status.code(), Some(1), "an existing project is never overwritten");
 }

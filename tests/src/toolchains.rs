@@ -37,7 +37,9 @@ pub fn componentize_py() -> (PathBuf, PathBuf) {
     let bin = dir.join("bin").join("componentize-py");
     if !bin.exists() {
         let mut pip = Command::new("python3");
-        pip.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"]).arg(&dir).arg(COMPONENTIZE_PY);
+        pip.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+            .arg(&dir)
+            .arg(COMPONENTIZE_PY);
         run(pip, "pip install componentize-py");
     }
     (bin, dir)
@@ -95,7 +97,11 @@ pub fn build_python(dir: &Path, world: &str, module: &str) -> PathBuf {
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let (bin, site) = componentize_py();
     let mut build = Command::new(bin);
-    build.current_dir(dir).env("PYTHONPATH", site).args(["-d", "wit", "-w", world, "componentize", module, "-o"]).arg(&out);
+    build
+        .current_dir(dir)
+        .env("PYTHONPATH", site)
+        .args(["-d", "wit", "-w", world, "componentize", module, "-o"])
+        .arg(&out);
     run(build, "componentize-py");
     out
 }

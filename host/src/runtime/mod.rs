@@ -14,7 +14,7 @@ mod run;
 mod store;
 
 pub use cache::{CacheOutcome, ComponentCache};
-pub use plugin::{Plugin, PluginInfo, PluginSource};
+pub use plugin::{Plugin, PluginInfo, PluginSource, is_plugin_name};
 pub use registry::{LoadProblem, PluginRegistry};
 pub use run::{Emitted, Invocation, NodeFailure, RunLimits, RunOutcome};
 pub use store::{LogLine, LogStream, RunIdentity, RunState};
