@@ -43,6 +43,7 @@ async fn run(leads: usize) {
         connectors: sandbox.connectors(),
         listen: any,
         public_url: None,
+        store_path: None,
         clock,
     })
     .await

@@ -27,6 +27,8 @@ pub struct AppOptions {
     pub connectors: ConnectorsConfig,
     pub listen: SocketAddr,
     pub public_url: Option<String>,
+    /// The ledger database; `<data_dir>/handoff.db` when unset.
+    pub store_path: Option<PathBuf>,
     /// "Now" for plugins.
     pub clock: Arc<dyn Clock>,
 }
@@ -83,12 +85,15 @@ impl App {
         sync_roster(&options.connectors, &roster).await;
 
         let executor = Executor::new(host.runtime.clone(), Arc::new(capabilities));
+        let store_path = options.store_path.clone().unwrap_or_else(|| options.data_dir.join("handoff.db"));
+        let store = Arc::new(crate::store::SqliteStore::open(&store_path)?);
         let hubspot_app_secret = options.connectors.hubspot.as_ref().and_then(|h| h.app_secret.clone());
         let slack_signing_secret = options.connectors.slack.as_ref().and_then(|s| s.signing_secret.clone());
         let server = Server::start(ServerConfig {
             listen: options.listen,
             pipelines,
             executor,
+            store,
             hubspot_app_secret,
             slack_signing_secret,
             public_url: options.public_url,

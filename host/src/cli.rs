@@ -304,6 +304,7 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
         connectors,
         listen: options.listen,
         public_url: options.public_url,
+        store_path: None,
         clock: Arc::new(crate::capabilities::SystemClock),
     })
     .await?;
@@ -312,8 +313,88 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
         app.server.addr
     );
     tokio::signal::ctrl_c().await?;
-    println!("handoff: stopping; {} execution(s) in flight", app.server.in_flight());
-    app.server.settle(std::time::Duration::from_secs(30)).await;
+    let mut app = app;
+    app.server.stop_accepting();
+    println!("handoff: stopped accepting; finishing {} execution(s) in flight", app.server.in_flight());
+    if !app.server.settle(std::time::Duration::from_secs(30)).await {
+        println!(
+            "handoff: {} execution(s) still running; their events stay in the ledger and resume at the next start",
+            app.server.in_flight()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_store(data_dir: &Path) -> Result<crate::store::SqliteStore> {
+    let path = data_dir.join("handoff.db");
+    anyhow::ensure!(path.exists(), "no ledger at {}; `handoff serve` creates it (or pass --data-dir)", path.display());
+    crate::store::SqliteStore::open(&path)
+}
+
+fn when(ms: i64) -> String {
+    let iso = crate::connectors::time::iso8601(ms);
+    format!("{} {}", &iso[..10], &iso[11..19])
+}
+
+/// `handoff leads`: the ledger's leads.
+///
+/// # Errors
+///
+/// When the ledger cannot be read.
+pub async fn leads(
+    data_dir: &Path,
+    state: Option<crate::store::LeadState>,
+    limit: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    use crate::store::Store;
+    let leads = open_store(data_dir)?.leads(state, limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&leads)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<12} {:<10} {:<24} {:<26} {:<20} updated", "lead", "state", "name", "company", "owner");
+    for lead in &leads {
+        println!(
+            "{:<12} {:<10} {:<24} {:<26} {:<20} {}",
+            lead.id,
+            lead.state.as_str(),
+            lead.name.as_deref().unwrap_or("-"),
+            lead.company.as_deref().unwrap_or("-"),
+            lead.owner.as_deref().unwrap_or("-"),
+            when(lead.updated_at)
+        );
+    }
+    println!("{} lead(s)", leads.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `handoff lead ID`: one lead's timeline.
+///
+/// # Errors
+///
+/// When the ledger cannot be read.
+pub async fn lead(data_dir: &Path, id: &str, json: bool) -> Result<ExitCode> {
+    use crate::store::Store;
+    let Some(lead) = open_store(data_dir)?.lead(id).await? else {
+        eprintln!("no lead {id} in the ledger");
+        return Ok(ExitCode::FAILURE);
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&lead)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("lead {} · {} · {}", lead.id, lead.name.as_deref().unwrap_or("-"), lead.company.as_deref().unwrap_or("-"));
+    println!(
+        "email {} · owner {} · salesforce {}",
+        lead.email.as_deref().unwrap_or("-"),
+        lead.owner.as_deref().unwrap_or("-"),
+        lead.salesforce_id.as_deref().unwrap_or("-")
+    );
+    println!("state {}\n", lead.state.as_str());
+    for step in &lead.timeline {
+        println!("  {}  {:<10} {}", when(step.at), step.state.as_str(), step.detail);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

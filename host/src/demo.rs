@@ -107,6 +107,7 @@ pub async fn run(options: DemoOptions) -> Result<String> {
         connectors: sandbox.connectors(),
         listen: any,
         public_url: None,
+        store_path: Some(state_dir.join("handoff.db")),
         clock: clock.clone(),
     })
     .await?;
@@ -317,9 +318,12 @@ fn render(leads: &[Lead], finished: &[Finished], sandbox: &Sandbox) -> String {
                 let (o, w, y) = outcome(&finished[k]);
                 (o, w, y, finished[k].notified_us)
             }
-            None => {
-                ("not started".into(), String::new(), "the event id was already accepted in this delivery".into(), None)
-            }
+            None => (
+                "duplicate".into(),
+                String::new(),
+                "redelivered event already in the ledger; not run again".into(),
+                None,
+            ),
         };
         *counts.entry(outcome.clone()).or_default() += 1;
         let contact = sandbox.state.world().hubspot.find(&lead.contact_id, false).map(|c| {

@@ -16,3 +16,4 @@ pub mod runtime;
 pub mod sandbox;
 pub mod scaffold;
 pub mod server;
+pub mod store;

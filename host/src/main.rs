@@ -105,6 +105,25 @@ enum Command {
         #[arg(long, default_value = "pipelines")]
         pipelines_dir: PathBuf,
     },
+    /// List leads from the ledger, most recently updated first.
+    Leads {
+        /// Only leads in this state.
+        #[arg(long, value_enum)]
+        state: Option<handoff::store::LeadState>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one lead's timeline (HubSpot contact id).
+    Lead {
+        id: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Work on plugins of your own.
     Plugin {
         #[command(subcommand)]
@@ -162,6 +181,20 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => report(Err(e)),
+        };
+    }
+    if let Command::Leads { state, limit, json } = &args.command {
+        let (data_dir, state, limit, json) = (args.data_dir.clone(), *state, *limit, *json);
+        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => report(rt.block_on(cli::leads(&data_dir, state, limit, json))),
+            Err(e) => report(Err(e.into())),
+        };
+    }
+    if let Command::Lead { id, json } = &args.command {
+        let (data_dir, id, json) = (args.data_dir.clone(), id.clone(), *json);
+        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => report(rt.block_on(cli::lead(&data_dir, &id, json))),
+            Err(e) => report(Err(e.into())),
         };
     }
     if let Command::Schema { output } = &args.command {
@@ -238,7 +271,9 @@ fn main() -> ExitCode {
             | Command::Sandbox { .. }
             | Command::Serve { .. }
             | Command::Demo { .. }
-            | Command::Plugin { .. } => {
+            | Command::Plugin { .. }
+            | Command::Leads { .. }
+            | Command::Lead { .. } => {
                 unreachable!("handled above")
             }
         }

@@ -1,7 +1,8 @@
 //! End to end: signed HubSpot webhooks into `handoff serve` on the sandbox,
 //! checked where a rep and RevOps would look (Slack, Salesforce).
 
-use handoff_tests::{Running, mql_event, post_webhook, start_handoff};
+use handoff::store::{SqliteStore, Store};
+use handoff_tests::{Running, mql_event, post_webhook, start_handoff, start_handoff_in};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -75,13 +76,24 @@ async fn the_same_delivery_twice_sends_one_dm() {
     let running = start_handoff().await;
     let events = json!([mql_event(3, 1001)]);
     deliver(&running, events.clone()).await;
-    deliver(&running, events).await;
+    let again: Value = post_webhook(&running, &events, SECRET).await.json().await.unwrap();
+    assert_eq!(
+        (again["accepted"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(1)),
+        "recognised at the door"
+    );
+    running.app.server.settle(Duration::from_secs(30)).await;
     assert_eq!(dms_to(&running, "lena.fischer@handoff-demo.com").len(), 1);
     let count = leads(&running).iter().filter(|l| l["Email"] == "priya.raman@northwind-logistics.com").count();
     assert_eq!(count, 1, "one Salesforce lead");
+    assert_eq!(running.app.server.finished().len(), 1, "the redelivery did not run");
+
+    // A second event for the same MQL (a new event id) is caught by dedupe.
+    deliver(&running, json!([mql_event(33, 1001)])).await;
     let finished = running.app.server.finished();
     let second = serde_json::to_value(&finished[1].record.ends[0]).unwrap();
     assert_eq!(second["port"], "duplicate");
+    assert_eq!(dms_to(&running, "lena.fischer@handoff-demo.com").len(), 1);
 }
 
 #[tokio::test]
@@ -147,6 +159,10 @@ async fn a_bad_signature_is_refused_and_nothing_is_stored() {
 
     assert!(running.app.server.finished().is_empty() && running.app.server.in_flight() == 0);
     assert!(running.sandbox.state.world().slack.messages.is_empty());
+    let ledger = SqliteStore::open(&running.state_dir.path().join("handoff.db")).unwrap();
+    for id in ["6", "7"] {
+        assert!(ledger.event("hubspot", id).await.unwrap().is_none(), "a refused event is not stored");
+    }
 }
 
 #[tokio::test]
@@ -239,4 +255,105 @@ async fn the_language_model_writes_the_summary_when_it_answers() {
     deliver(&running, json!([mql_event(201, 1002)])).await;
     let dms = dms_to(&running, "carlos.ruiz@handoff-demo.com");
     assert!(dms[0]["text"].as_str().unwrap().contains("Sandbox summary: name Marcus Webb"), "{}", dms[0]["text"]);
+}
+
+#[tokio::test]
+async fn the_webhook_answers_only_after_the_event_is_on_disk() {
+    let running = start_handoff().await;
+    let response = post_webhook(&running, &json!([mql_event(300, 1002)]), SECRET).await;
+    assert_eq!(response.status(), 200);
+    // A second connection, as another process would see the file.
+    let ledger = SqliteStore::open(&running.state_dir.path().join("handoff.db")).unwrap();
+    let (event, _) = ledger.event("hubspot", "300").await.unwrap().expect("stored before the 200");
+    assert_eq!(event.lead_id.as_deref(), Some("1002"));
+    running.app.server.settle(Duration::from_secs(30)).await;
+    assert!(ledger.event("hubspot", "300").await.unwrap().unwrap().1, "finished after the run");
+}
+
+#[tokio::test]
+async fn the_ledger_shows_each_lead_and_its_timeline() {
+    let running = start_handoff().await;
+    deliver(&running, json!([mql_event(301, 1002), mql_event(302, 1007)])).await;
+    let base = format!("http://{}", running.app.server.addr);
+    let lead: Value = reqwest::get(format!("{base}/api/leads/1002")).await.unwrap().json().await.unwrap();
+    assert_eq!(lead["state"], "notified");
+    assert_eq!(lead["owner"], "Carlos Ruiz");
+    let states: Vec<&str> = lead["timeline"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["received", "validated", "deduped", "routed", "assigned", "notified"]);
+    let invalid: Value = reqwest::get(format!("{base}/api/leads?state=invalid")).await.unwrap().json().await.unwrap();
+    assert_eq!(invalid[0]["id"], "1007");
+    assert_eq!(reqwest::get(format!("{base}/api/leads/424242")).await.unwrap().status(), 404);
+    assert_eq!(reqwest::get(format!("{base}/api/leads?state=bogus")).await.unwrap().status(), 400);
+}
+
+#[tokio::test]
+async fn events_received_before_a_crash_run_after_the_restart() {
+    // An event was stored and acknowledged, then the process died before
+    // running it: the next start runs it.
+    let state_dir = tempfile::tempdir().unwrap();
+    let ledger = SqliteStore::open(&state_dir.path().join("handoff.db")).unwrap();
+    let event = handoff::store::InboundEvent {
+        source: "hubspot".into(),
+        event_id: "400".into(),
+        pipeline: "mql-handoff".into(),
+        lead_id: Some("1002".into()),
+        payload: mql_event(400, 1002),
+        received_at: 1,
+    };
+    assert!(ledger.record_event(&event).await.unwrap());
+    let running = start_handoff_in(state_dir).await;
+    assert!(running.app.server.settle(Duration::from_secs(60)).await);
+    assert_eq!(dms_to(&running, "carlos.ruiz@handoff-demo.com").len(), 1, "the resumed lead reached its rep");
+    assert!(ledger.event("hubspot", "400").await.unwrap().unwrap().1);
+    assert!(ledger.unfinished_events().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_rerun_after_a_crash_sends_no_second_dm_and_creates_no_second_lead() {
+    let running = start_handoff().await;
+    deliver(&running, json!([mql_event(500, 1002)])).await;
+    assert_eq!(dms_to(&running, "carlos.ruiz@handoff-demo.com").len(), 1);
+
+    // The process "died" after every side effect but before the event was
+    // marked finished: the ledger still has it as unfinished.
+    let db = running.state_dir.path().join("handoff.db");
+    rusqlite::Connection::open(&db).unwrap().execute("UPDATE events SET finished_at = NULL", []).unwrap();
+
+    // A new instance on the same ledger and plugin state resumes it.
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let restarted = handoff::app::App::launch(handoff::app::AppOptions {
+        data_dir: handoff_tests::shared_cache_dir(),
+        state_dir: Some(running.state_dir.path().to_path_buf()),
+        plugin_dirs: vec![],
+        pipelines: vec![repo.join("pipelines/mql-handoff.json")],
+        roster: repo.join("pipelines/roster.json"),
+        connectors: handoff_tests::sandbox_connectors(&running.sandbox),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: None,
+        store_path: Some(db.clone()),
+        clock: running.clock.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(restarted.server.settle(Duration::from_secs(60)).await);
+    let rerun = &restarted.server.finished()[0].record;
+    assert_eq!(rerun.execution_id, running.app.server.finished()[0].record.execution_id, "the same execution id");
+    assert_eq!(dms_to(&running, "carlos.ruiz@handoff-demo.com").len(), 1, "no second DM");
+    let count = leads(&running).iter().filter(|l| l["Email"] == "marcus.webb@brightline-analytics.com").count();
+    assert_eq!(count, 1, "no second Salesforce lead");
+    let tasks = running.sandbox.state.world().salesforce.objects["Task"].len();
+    assert_eq!(tasks, 1, "no second task");
+}
+
+#[tokio::test]
+async fn a_stopping_server_refuses_new_webhooks_and_finishes_what_it_took() {
+    let mut running = start_handoff().await;
+    let accepted = post_webhook(&running, &json!([mql_event(600, 1002)]), SECRET).await;
+    assert_eq!(accepted.status(), 200);
+    running.app.server.stop_accepting();
+    assert!(running.app.server.settle(Duration::from_secs(60)).await, "in-flight work finishes");
+    assert_eq!(dms_to(&running, "carlos.ruiz@handoff-demo.com").len(), 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let url = format!("http://{}/webhooks/hubspot", running.app.server.addr);
+    assert!(reqwest::Client::new().post(&url).body("[]").send().await.is_err(), "no longer accepting");
 }

@@ -27,7 +27,7 @@ fn every_command_has_help() {
     let dir = tempfile::tempdir().unwrap();
     let top = handoff(dir.path(), &["--help"]);
     assert!(top.status.success());
-    for command in ["validate", "run", "plugins", "schema", "sandbox", "serve", "demo", "plugin"] {
+    for command in ["validate", "run", "plugins", "schema", "sandbox", "serve", "demo", "plugin", "leads", "lead"] {
         assert!(text(&top.stdout).contains(command), "{command} missing from --help");
         let help = handoff(dir.path(), &[command, "--help"]);
         assert!(help.status.success(), "{command} --help");
@@ -243,4 +243,38 @@ fn plugin_new_scaffolds_a_project() {
         ],
     );
     assert_eq!(again.status.code(), Some(1), "an existing project is never overwritten");
+}
+
+#[test]
+fn leads_and_lead_read_the_ledger() {
+    use handoff::store::{LeadFacts, LeadState, SqliteStore, Step, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let missing = handoff(dir.path(), &["leads"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("no ledger"), "{}", text(&missing.stderr));
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open(&dir.path().join("handoff.db")).unwrap();
+        let facts = LeadFacts {
+            name: Some("Greta Holm".into()),
+            company: Some("Umbrella Health".into()),
+            owner: Some("Lena Fischer".into()),
+            ..Default::default()
+        };
+        let steps = [
+            Step { at: 1_795_000_000_000, state: LeadState::Validated, detail: "meets the MQL criteria".into() },
+            Step {
+                at: 1_795_000_000_020,
+                state: LeadState::Notified,
+                detail: "told lena.fischer@handoff-demo.com".into(),
+            },
+        ];
+        store.record_steps("1005", &facts, &steps).await.unwrap();
+    });
+    let list = text(&handoff(dir.path(), &["leads", "--state", "notified"]).stdout);
+    assert!(list.contains("1005") && list.contains("Greta Holm") && list.contains("Lena Fischer"), "{list}");
+    let timeline = text(&handoff(dir.path(), &["lead", "1005"]).stdout);
+    assert!(timeline.contains("validated") && timeline.contains("told lena.fischer@handoff-demo.com"), "{timeline}");
+    assert_eq!(handoff(dir.path(), &["lead", "999"]).status.code(), Some(1));
 }

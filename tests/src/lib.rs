@@ -220,12 +220,16 @@ pub struct Running {
 
 /// Starts the sandbox and the server with the shipped pipeline and roster.
 pub async fn start_handoff() -> Running {
+    start_handoff_in(tempfile::tempdir().unwrap()).await
+}
+
+/// [`start_handoff`] with its state and ledger (`handoff.db`) in `state_dir`.
+pub async fn start_handoff_in(state_dir: tempfile::TempDir) -> Running {
     let now = handoff::demo::DEMO_NOW.parse::<jiff::Timestamp>().unwrap().as_millisecond();
     let clock = Arc::new(handoff::capabilities::ManualClock::new(now));
     let any = "127.0.0.1:0".parse().unwrap();
     let state = SandboxState::new(Fixture::builtin(), SandboxSettings::default(), clock.clone());
     let sandbox = Sandbox::start_with(any, any, state).await.unwrap();
-    let state_dir = tempfile::tempdir().unwrap();
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let app = handoff::app::App::launch(handoff::app::AppOptions {
         data_dir: shared_cache_dir(),
@@ -236,6 +240,7 @@ pub async fn start_handoff() -> Running {
         connectors: sandbox_connectors(&sandbox),
         listen: any,
         public_url: None,
+        store_path: Some(state_dir.path().join("handoff.db")),
         clock: clock.clone(),
     })
     .await

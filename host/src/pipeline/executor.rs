@@ -107,7 +107,8 @@ impl Executor {
         &self.capabilities
     }
 
-    /// Runs one execution of `prepared` on `input` to its end.
+    /// Runs one execution of `prepared` on `input` to its end, under a new
+    /// execution id.
     pub async fn execute(
         &self,
         prepared: &PreparedPipeline,
@@ -115,8 +116,22 @@ impl Executor {
         start: Start,
         lead_id: Option<String>,
     ) -> ExecutionRecord {
+        self.execute_as(prepared, input, start, lead_id, uuid::Uuid::now_v7().to_string()).await
+    }
+
+    /// Runs one execution under `execution_id`. Running the same work again
+    /// under the same id (after a crash) lets plugins recognise their own
+    /// earlier claims and recorded side effects instead of taking the rerun
+    /// for a second lead.
+    pub async fn execute_as(
+        &self,
+        prepared: &PreparedPipeline,
+        input: Value,
+        start: Start,
+        lead_id: Option<String>,
+        execution_id: String,
+    ) -> ExecutionRecord {
         let pipeline = &prepared.pipeline;
-        let execution_id = uuid::Uuid::now_v7().to_string();
         let started = Instant::now();
         let mut record = ExecutionRecord {
             execution_id: execution_id.clone(),

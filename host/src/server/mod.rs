@@ -8,6 +8,7 @@ mod webhooks;
 use crate::capabilities::Clock;
 use crate::connectors::Secret;
 use crate::pipeline::{ExecutionRecord, Executor, PreparedPipeline};
+use crate::store::{LeadState, Store};
 use anyhow::{Context, Result};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
@@ -29,6 +30,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub pipelines: Vec<PreparedPipeline>,
     pub executor: Executor,
+    /// The ledger: events are stored here before they are acknowledged.
+    pub store: Arc<dyn Store>,
     /// HubSpot app secret: verifies webhook signatures.
     pub hubspot_app_secret: Option<Secret>,
     /// Slack signing secret: verifies interactivity callbacks.
@@ -55,6 +58,7 @@ pub struct Finished {
 pub struct AppState {
     pipelines: Vec<Arc<PreparedPipeline>>,
     executor: Executor,
+    store: Arc<dyn Store>,
     hubspot_app_secret: Option<Secret>,
     #[allow(dead_code)]
     slack_signing_secret: Option<Secret>,
@@ -79,6 +83,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
     task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Server {
@@ -92,6 +97,7 @@ impl Server {
         let state = Arc::new(AppState {
             pipelines: config.pipelines.into_iter().map(Arc::new).collect(),
             executor: config.executor,
+            store: config.store,
             hubspot_app_secret: config.hubspot_app_secret,
             slack_signing_secret: config.slack_signing_secret,
             public_url: config.public_url,
@@ -103,12 +109,38 @@ impl Server {
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
         let app = router(state.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
                 tracing::error!(error = %e, "server stopped");
             }
         });
-        Ok(Server { addr, state, task })
+        // Events stored before a crash or restart but never finished run now.
+        let unfinished = state.store.unfinished_events().await.context("reading unfinished events")?;
+        if !unfinished.is_empty() {
+            tracing::info!(count = unfinished.len(), "resuming events received before the last stop");
+        }
+        for event in unfinished {
+            match state.pipelines.iter().find(|p| p.pipeline.name == event.pipeline).cloned() {
+                Some(pipeline) => webhooks::start(state.clone(), pipeline, event, Instant::now()),
+                None => {
+                    tracing::error!(pipeline = %event.pipeline, event = %event.event_id, "an unfinished event's pipeline is no longer served")
+                }
+            }
+        }
+        Ok(Server { addr, state, task, stop: Some(stop) })
+    }
+
+    /// Stops accepting requests (requests being answered finish). Running
+    /// executions go on; events not yet finished stay in the ledger and run
+    /// at the next start.
+    pub fn stop_accepting(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 
     /// Executions finished so far (most recent last).
@@ -144,7 +176,9 @@ fn router(state: Arc<AppState>) -> Router {
     let mut app = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
-        .route("/api/executions", get(executions));
+        .route("/api/executions", get(executions))
+        .route("/api/leads", get(leads))
+        .route("/api/leads/{id}", get(lead));
     for pipeline in &state.pipelines {
         if let crate::pipeline::Trigger::Webhook { path, .. } = &pipeline.pipeline.trigger {
             app = app.route(path, post(webhooks::receive));
@@ -156,6 +190,57 @@ fn router(state: Arc<AppState>) -> Router {
 async fn ready(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let names: Vec<&str> = state.pipelines.iter().map(|p| p.pipeline.name.as_str()).collect();
     Json(json!({"status": "ready", "pipelines": names}))
+}
+
+#[derive(serde::Deserialize)]
+struct LeadQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn leads(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Query(query): axum::extract::Query<LeadQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let filter = match query.state.as_deref().map(|s| (s, LeadState::parse(s))) {
+        None => None,
+        Some((_, Some(s))) => Some(s),
+        Some((text, None)) => {
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                Json(json!({"error": "unknown_state", "detail": format!("'{text}' is not a lead state")})),
+            )
+                .into_response();
+        }
+    };
+    match state.store.leads(filter, query.limit.unwrap_or(100)).await {
+        Ok(list) => Json(json!(list)).into_response(),
+        Err(e) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "store_unavailable", "detail": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+async fn lead(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.store.lead(&id).await {
+        Ok(Some(lead)) => Json(json!(lead)).into_response(),
+        Ok(None) => {
+            (axum::http::StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "detail": format!("no lead {id}")})))
+                .into_response()
+        }
+        Err(e) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "store_unavailable", "detail": e.to_string()})),
+        )
+            .into_response(),
+    }
 }
 
 async fn executions(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {

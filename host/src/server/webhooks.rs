@@ -5,6 +5,7 @@ use super::{AppState, Finished};
 use crate::connectors::hubspot;
 use crate::pipeline::model::SignatureScheme;
 use crate::pipeline::{PreparedPipeline, Start, Trigger};
+use crate::store::InboundEvent;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
@@ -157,25 +158,76 @@ pub async fn receive(
         Ok(found) => found,
         Err(detail) => return refuse(StatusCode::BAD_REQUEST, "malformed_body", detail),
     };
-    let ids: Vec<String> = events.iter().map(event_id).collect();
-    for event in events {
+    // Durable before acknowledged: every event is in the ledger (and a
+    // redelivery recognised) before HubSpot hears 200.
+    let mut fresh = Vec::new();
+    let mut duplicates = 0;
+    for payload in events {
+        let event = InboundEvent {
+            source: "hubspot".into(),
+            event_id: event_id(&payload),
+            pipeline: prepared.pipeline.name.clone(),
+            lead_id: payload["objectId"]
+                .as_str()
+                .map(String::from)
+                .or_else(|| payload["objectId"].as_u64().map(|n| n.to_string())),
+            payload,
+            received_at: state.clock.now_ms(),
+        };
+        match state.store.record_event(&event).await {
+            Ok(true) => fresh.push(event),
+            Ok(false) => duplicates += 1,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store a webhook event; HubSpot will retry");
+                return refuse(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
+            }
+        }
+    }
+    let ids: Vec<String> = fresh.iter().map(|e| e.event_id.clone()).collect();
+    for event in fresh {
         start(state.clone(), prepared.clone(), event, received);
     }
-    (StatusCode::OK, Json(json!({"accepted": ids.len(), "ignored": ignored, "events": ids}))).into_response()
+    (StatusCode::OK, Json(json!({"accepted": ids.len(), "duplicates": duplicates, "ignored": ignored, "events": ids})))
+        .into_response()
 }
 
 fn event_id(event: &Value) -> String {
     event["eventId"].as_str().map(String::from).unwrap_or_else(|| event["eventId"].to_string())
 }
 
-/// Runs one execution in the background and records it when it ends.
-fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event: Value, received: Instant) {
+/// The execution id of an event: the same on every run of that event, so a
+/// run resumed after a crash is recognised by the plugins' idempotency keys.
+fn execution_id(event: &InboundEvent) -> String {
+    format!("{}:{}:{}", event.pipeline, event.source, event.event_id)
+}
+
+/// Runs one stored event's execution in the background, then records the
+/// lead's steps and marks the event finished.
+pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event: InboundEvent, received: Instant) {
     state.in_flight.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(async move {
-        let id = event_id(&event);
-        let lead =
-            event["objectId"].as_str().map(String::from).or_else(|| event["objectId"].as_u64().map(|n| n.to_string()));
-        let record = state.executor.execute(&prepared, json!({ "event": event }), Start::Trigger, lead).await;
+        let id = event.event_id.clone();
+        let lead = event.lead_id.clone();
+        let record = state
+            .executor
+            .execute_as(
+                &prepared,
+                json!({ "event": event.payload }),
+                Start::Trigger,
+                lead.clone(),
+                execution_id(&event),
+            )
+            .await;
+        if let Some(lead) = &lead {
+            let (facts, steps) = crate::store::steps_of(&record);
+            if let Err(e) = state.store.record_steps(lead, &facts, &steps).await {
+                tracing::error!(error = %e, lead = %lead, "cannot record the lead's steps");
+            }
+        }
+        let failed = record.status == crate::pipeline::ExecutionStatus::Failed;
+        if let Err(e) = state.store.finish_event(&event.source, &event.event_id, &record.execution_id, failed).await {
+            tracing::error!(error = %e, event = %event.event_id, "cannot mark the event finished; it will run again after a restart");
+        }
         let total_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
         let notified_us = record
             .runs
