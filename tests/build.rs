@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-const PROGRAMS: &[&str] = &["echo", "spin", "hog", "trap", "sneaky", "overreach", "shadow"];
+const PROGRAMS: &[&str] = &["echo", "spin", "hog", "trap", "sneaky", "overreach", "shadow", "blurt"];
 
 fn main() {
     let here = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

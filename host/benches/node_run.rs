@@ -42,6 +42,7 @@ fn benches(c: &mut Criterion) {
             plugin: "validate".into(),
             execution_id: "bench".into(),
             lead_id: None,
+            effect_scope: "bench/validate/1".into(),
         }),
         attempt: 1,
         config: Arc::from("{}"),

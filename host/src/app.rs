@@ -74,7 +74,10 @@ impl App {
         let roster = Arc::new(FileRoster::load(&options.roster)?);
         let timers = Arc::new(TimerBook::default());
         let state_dir = options.state_dir.clone().unwrap_or_else(|| options.data_dir.join("state"));
+        let store_path = options.store_path.clone().unwrap_or_else(|| options.data_dir.join("handoff.db"));
+        let store = Arc::new(crate::store::SqliteStore::open(&store_path)?);
         let local = Capabilities {
+            journal: Some(store.clone()),
             state: Some(Arc::new(FileStateStore::new(state_dir))),
             schedule: Some(timers.clone()),
             roster: Some(roster.clone()),
@@ -85,8 +88,6 @@ impl App {
         sync_roster(&options.connectors, &roster).await;
 
         let executor = Executor::new(host.runtime.clone(), Arc::new(capabilities));
-        let store_path = options.store_path.clone().unwrap_or_else(|| options.data_dir.join("handoff.db"));
-        let store = Arc::new(crate::store::SqliteStore::open(&store_path)?);
         let hubspot_app_secret = options.connectors.hubspot.as_ref().and_then(|h| h.app_secret.clone());
         let slack_signing_secret = options.connectors.slack.as_ref().and_then(|s| s.signing_secret.clone());
         let server = Server::start(ServerConfig {

@@ -5,6 +5,7 @@ mod connectors;
 mod executor;
 mod grants;
 mod handoff;
+mod journal;
 mod languages;
 mod pipeline_checks;
 mod registry;

@@ -21,7 +21,8 @@ impl Host for RunState {
         blocks: Option<String>,
     ) -> Result<MessageRef, CapabilityError> {
         check_blocks(blocks.as_deref())?;
-        self.provider(Grant::ChatWrite, |c| &c.chat)?.send_dm(&email, &text, blocks.as_deref()).await
+        let chat = self.provider(Grant::ChatWrite, |c| &c.chat)?;
+        self.effect("chat.send-dm", || async move { chat.send_dm(&email, &text, blocks.as_deref()).await }).await
     }
 
     async fn post(
@@ -31,7 +32,8 @@ impl Host for RunState {
         blocks: Option<String>,
     ) -> Result<MessageRef, CapabilityError> {
         check_blocks(blocks.as_deref())?;
-        self.provider(Grant::ChatWrite, |c| &c.chat)?.post(&channel, &text, blocks.as_deref()).await
+        let chat = self.provider(Grant::ChatWrite, |c| &c.chat)?;
+        self.effect("chat.post", || async move { chat.post(&channel, &text, blocks.as_deref()).await }).await
     }
 
     async fn update(
@@ -41,7 +43,8 @@ impl Host for RunState {
         blocks: Option<String>,
     ) -> Result<(), CapabilityError> {
         check_blocks(blocks.as_deref())?;
-        self.provider(Grant::ChatWrite, |c| &c.chat)?.update(&message, &text, blocks.as_deref()).await
+        let chat = self.provider(Grant::ChatWrite, |c| &c.chat)?;
+        self.effect("chat.update", || async move { chat.update(&message, &text, blocks.as_deref()).await }).await
     }
 }
 

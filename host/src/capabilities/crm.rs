@@ -46,14 +46,17 @@ impl Host for RunState {
     }
 
     async fn upsert_lead(&mut self, lead: Lead) -> Result<String, CapabilityError> {
-        self.provider(Grant::CrmWrite, |c| &c.crm)?.upsert_lead(lead).await
+        let crm = self.provider(Grant::CrmWrite, |c| &c.crm)?;
+        self.effect("crm.upsert-lead", || async move { crm.upsert_lead(lead).await }).await
     }
 
     async fn assign_owner(&mut self, lead_id: String, owner_id: String) -> Result<(), CapabilityError> {
-        self.provider(Grant::CrmWrite, |c| &c.crm)?.assign_owner(&lead_id, &owner_id).await
+        let crm = self.provider(Grant::CrmWrite, |c| &c.crm)?;
+        self.effect("crm.assign-owner", || async move { crm.assign_owner(&lead_id, &owner_id).await }).await
     }
 
     async fn create_task(&mut self, task: Task) -> Result<String, CapabilityError> {
-        self.provider(Grant::CrmWrite, |c| &c.crm)?.create_task(task).await
+        let crm = self.provider(Grant::CrmWrite, |c| &c.crm)?;
+        self.effect("crm.create-task", || async move { crm.create_task(task).await }).await
     }
 }

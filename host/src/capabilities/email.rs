@@ -15,6 +15,7 @@ impl Host for RunState {
         if message.to.is_empty() {
             return Err(CapabilityError::Invalid("an email needs at least one recipient".into()));
         }
-        self.provider(Grant::EmailSend, |c| &c.email)?.send(message).await
+        let email = self.provider(Grant::EmailSend, |c| &c.email)?;
+        self.effect("email.send", || async move { email.send(message).await }).await
     }
 }

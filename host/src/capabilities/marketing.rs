@@ -33,10 +33,13 @@ impl Host for RunState {
 
     async fn update_contact(&mut self, id: String, properties: String) -> Result<Contact, CapabilityError> {
         super::state::require_json(&properties, "properties")?;
-        self.provider(Grant::MarketingWrite, |c| &c.marketing)?.update_contact(&id, &properties).await
+        let marketing = self.provider(Grant::MarketingWrite, |c| &c.marketing)?;
+        self.effect("marketing.update-contact", || async move { marketing.update_contact(&id, &properties).await })
+            .await
     }
 
     async fn add_to_list(&mut self, list_id: String, contact_id: String) -> Result<(), CapabilityError> {
-        self.provider(Grant::MarketingWrite, |c| &c.marketing)?.add_to_list(&list_id, &contact_id).await
+        let marketing = self.provider(Grant::MarketingWrite, |c| &c.marketing)?;
+        self.effect("marketing.add-to-list", || async move { marketing.add_to_list(&list_id, &contact_id).await }).await
     }
 }

@@ -14,6 +14,7 @@ mod clock;
 mod crm;
 mod email;
 pub mod grant;
+mod journal;
 mod llm;
 mod log;
 mod marketing;
@@ -35,6 +36,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use crm::Crm;
 pub use email::Email;
 pub use grant::{Grant, GrantSet, Interface};
+pub use journal::EffectJournal;
 pub use llm::Llm;
 pub use marketing::Marketing;
 pub use roster::Roster;
@@ -56,6 +58,9 @@ pub struct Capabilities {
     pub schedule: Option<Arc<dyn Scheduler>>,
     /// "Now" for plugins; always present (system time unless virtual).
     pub clock: Arc<dyn Clock>,
+    /// Where side effects are recorded for exactly-once replay; none for a
+    /// one-shot run.
+    pub journal: Option<Arc<dyn EffectJournal>>,
 }
 
 impl Capabilities {
@@ -71,6 +76,7 @@ impl Capabilities {
             state: None,
             schedule: None,
             clock: Arc::new(SystemClock),
+            journal: None,
         }
     }
 }

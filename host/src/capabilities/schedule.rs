@@ -53,13 +53,13 @@ impl Host for RunState {
             key,
             execution_id: identity.execution_id.clone(),
         };
-        scheduler.schedule(timer).await
+        self.effect("schedule.at", || async move { scheduler.schedule(timer).await }).await
     }
 
     async fn cancel(&mut self, timer_id: String) -> Result<(), CapabilityError> {
         let scheduler = self.provider(Grant::ScheduleWrite, |c| &c.schedule)?;
         let pipeline = self.identity().pipeline.clone();
-        scheduler.cancel(&pipeline, &timer_id).await
+        self.effect("schedule.cancel", || async move { scheduler.cancel(&pipeline, &timer_id).await }).await
     }
 }
 

@@ -51,7 +51,9 @@ impl Host for RunState {
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, CapabilityError> {
         check_key(&key)?;
         let store = self.provider(Grant::StateWrite, |c| &c.state)?;
-        store.increment(&self.identity().plugin, &key, delta).await
+        let scope = self.identity().plugin.clone();
+        // Not idempotent: a replay must return the first result, not add again.
+        self.effect("state.increment", || async move { store.increment(&scope, &key, delta).await }).await
     }
 }
 

@@ -153,17 +153,23 @@ impl Executor {
             Start::Node(node) => VecDeque::from([(node, input)]),
         };
 
+        let mut node_runs: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         'items: while let Some((node_id, item)) = queue.pop_front() {
             let Some(node) = prepared.node(&node_id) else {
                 record.fail(format!("no node '{node_id}' in pipeline '{}'", pipeline.name));
                 break;
             };
+            // Items reach nodes in the same order on every run of an
+            // execution, so the n-th run of a node is the same work again.
+            let nth = node_runs.entry(node_id.clone()).or_default();
+            *nth += 1;
             let identity = Arc::new(RunIdentity {
                 pipeline: pipeline.name.clone(),
                 node: node_id.clone(),
                 plugin: node.plugin.name().to_string(),
                 execution_id: execution_id.clone(),
                 lead_id: lead_id.clone(),
+                effect_scope: format!("{execution_id}/{node_id}/{nth}"),
             });
             let item_json = item.to_string();
             let mut attempt = 1;

@@ -21,6 +21,9 @@ pub struct RunIdentity {
     pub plugin: String,
     pub execution_id: String,
     pub lead_id: Option<String>,
+    /// Which run of which node this is within the execution
+    /// (`<execution>/<node>/<n>`): the prefix of its effect keys.
+    pub effect_scope: String,
 }
 
 /// Where a plugin log line came from.
@@ -79,6 +82,7 @@ pub struct RunState {
     pub(crate) logs: Vec<LogLine>,
     pub(crate) dropped_log_lines: usize,
     pub(crate) denied: Vec<String>,
+    effect_seq: u32,
 }
 
 impl RunState {
@@ -113,7 +117,14 @@ impl RunState {
             logs: Vec::new(),
             dropped_log_lines: 0,
             denied: Vec::new(),
+            effect_seq: 0,
         }
+    }
+
+    /// The key of the next side effect of this run.
+    pub(crate) fn next_effect_key(&mut self, what: &str) -> String {
+        self.effect_seq += 1;
+        format!("{}/{}:{what}", self.identity.effect_scope, self.effect_seq)
     }
 
     /// Who is running.

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// Schema changes in order; the database remembers how many it has.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE events (
         source TEXT NOT NULL,
         event_id TEXT NOT NULL,
@@ -41,7 +42,15 @@ const MIGRATIONS: &[&str] = &[r#"
         detail TEXT NOT NULL
     );
     CREATE INDEX lead_steps_lead ON lead_steps (lead_id, seq);
-"#];
+"#,
+    r#"
+    CREATE TABLE effects (
+        key TEXT PRIMARY KEY,
+        result TEXT NOT NULL,
+        recorded_at INTEGER NOT NULL
+    );
+"#,
+];
 
 /// The SQLite ledger. Cheap to clone.
 #[derive(Clone)]
@@ -270,6 +279,32 @@ impl Store for SqliteStore {
     async fn lead(&self, id: &str) -> Result<Option<LeadRecord>> {
         let id = id.to_string();
         self.with(move |c| load_lead(c, &id)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::capabilities::EffectJournal for SqliteStore {
+    async fn recorded(&self, key: &str) -> Result<Option<serde_json::Value>> {
+        let key = key.to_string();
+        self.with(move |c| {
+            let text: Option<String> =
+                c.query_row("SELECT result FROM effects WHERE key = ?1", params![key], |r| r.get(0)).optional()?;
+            Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+        })
+        .await
+    }
+
+    async fn record(&self, key: &str, result: &serde_json::Value) -> Result<()> {
+        let (key, result) = (key.to_string(), result.to_string());
+        self.with(move |c| {
+            let now = crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock);
+            c.execute(
+                "INSERT OR IGNORE INTO effects (key, result, recorded_at) VALUES (?1, ?2, ?3)",
+                params![key, result, now],
+            )?;
+            Ok(())
+        })
+        .await
     }
 }
 
