@@ -44,6 +44,7 @@ async fn run(leads: usize) {
         listen: any,
         public_url: None,
         store_path: None,
+        ops_channel: Some("#revops-alerts".into()),
         clock,
     })
     .await

@@ -29,6 +29,8 @@ pub struct AppOptions {
     pub public_url: Option<String>,
     /// The ledger database; `<data_dir>/handoff.db` when unset.
     pub store_path: Option<PathBuf>,
+    /// Slack channel for failed-lead alerts (`#revops-alerts`).
+    pub ops_channel: Option<String>,
     /// "Now" for plugins.
     pub clock: Arc<dyn Clock>,
 }
@@ -98,6 +100,7 @@ impl App {
             hubspot_app_secret,
             slack_signing_secret,
             public_url: options.public_url,
+            ops_channel: options.ops_channel,
         })
         .await?;
         Ok(App { server, roster, timers })

@@ -265,6 +265,7 @@ pub struct ServeOptions {
     pub pipelines: Vec<PathBuf>,
     pub roster: PathBuf,
     pub public_url: Option<String>,
+    pub ops_channel: String,
 }
 
 /// `handoff serve`: webhooks in, handoffs out, until interrupted.
@@ -305,6 +306,7 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
         listen: options.listen,
         public_url: options.public_url,
         store_path: None,
+        ops_channel: Some(options.ops_channel),
         clock: Arc::new(crate::capabilities::SystemClock),
     })
     .await?;
@@ -395,6 +397,29 @@ pub async fn lead(data_dir: &Path, id: &str, json: bool) -> Result<ExitCode> {
     for step in &lead.timeline {
         println!("  {}  {:<10} {}", when(step.at), step.state.as_str(), step.detail);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `handoff retry`: asks a running server to run failed leads again.
+///
+/// # Errors
+///
+/// When the server cannot be reached or refuses.
+pub async fn retry(server: &str, lead: Option<&str>) -> Result<ExitCode> {
+    let url = match lead {
+        Some(id) => format!("{}/api/leads/{id}/retry", server.trim_end_matches('/')),
+        None => format!("{}/api/retry-failed", server.trim_end_matches('/')),
+    };
+    let response = reqwest::Client::new()
+        .post(&url)
+        .send()
+        .await
+        .with_context(|| format!("reaching {server}; is `handoff serve` running?"))?;
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "the server answered {status}: {body}");
+    let retried = body["retried"].as_array().map_or(0, Vec::len);
+    println!("retrying {retried} failed event(s){}", lead.map(|l| format!(" of lead {l}")).unwrap_or_default());
     Ok(ExitCode::SUCCESS)
 }
 

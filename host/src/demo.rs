@@ -108,6 +108,7 @@ pub async fn run(options: DemoOptions) -> Result<String> {
         listen: any,
         public_url: None,
         store_path: Some(state_dir.join("handoff.db")),
+        ops_channel: Some("#revops-alerts".into()),
         clock: clock.clone(),
     })
     .await?;

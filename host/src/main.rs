@@ -97,6 +97,22 @@ enum Command {
         /// The URL HubSpot calls (for request signatures), e.g. https://handoff.acme.com.
         #[arg(long)]
         public_url: Option<String>,
+        /// Slack channel told when a lead fails after its retries.
+        #[arg(long, default_value = "#revops-alerts")]
+        ops_channel: String,
+    },
+    /// Run failed leads again on a running server (effects that already
+    /// happened are replayed, not repeated).
+    Retry {
+        /// The lead (HubSpot contact id) to retry.
+        #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
+        lead: Option<String>,
+        /// Retry every failed lead.
+        #[arg(long)]
+        all_failed: bool,
+        /// The server's address.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
     },
     /// Run the end-to-end demo: sandbox org, server, ~50 signed MQL webhooks,
     /// and a table of what happened to each lead.
@@ -215,6 +231,13 @@ fn main() -> ExitCode {
             Err(e) => report(Err(e.into())),
         };
     }
+    if let Command::Retry { lead, all_failed: _, server } = &args.command {
+        let (lead, server) = (lead.clone(), server.clone());
+        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => report(rt.block_on(cli::retry(&server, lead.as_deref()))),
+            Err(e) => report(Err(e.into())),
+        };
+    }
     if let Command::Serve {
         listen,
         sandbox,
@@ -224,6 +247,7 @@ fn main() -> ExitCode {
         pipelines,
         roster,
         public_url,
+        ops_channel,
     } = &args.command
     {
         let options = cli::ServeOptions {
@@ -235,6 +259,7 @@ fn main() -> ExitCode {
             pipelines: pipelines.clone(),
             roster: roster.clone(),
             public_url: public_url.clone(),
+            ops_channel: ops_channel.clone(),
         };
         return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => report(rt.block_on(cli::serve(options))),
@@ -273,6 +298,7 @@ fn main() -> ExitCode {
             | Command::Demo { .. }
             | Command::Plugin { .. }
             | Command::Leads { .. }
+            | Command::Retry { .. }
             | Command::Lead { .. } => {
                 unreachable!("handled above")
             }

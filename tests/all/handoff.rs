@@ -331,6 +331,7 @@ async fn a_rerun_after_a_crash_sends_no_second_dm_and_creates_no_second_lead() {
         listen: "127.0.0.1:0".parse().unwrap(),
         public_url: None,
         store_path: Some(db.clone()),
+        ops_channel: Some("#revops-alerts".into()),
         clock: running.clock.clone(),
     })
     .await
@@ -356,4 +357,42 @@ async fn a_stopping_server_refuses_new_webhooks_and_finishes_what_it_took() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let url = format!("http://{}/webhooks/hubspot", running.app.server.addr);
     assert!(reqwest::Client::new().post(&url).body("[]").send().await.is_err(), "no longer accepting");
+}
+
+#[tokio::test]
+async fn a_failed_lead_alerts_ops_and_a_retry_finishes_it() {
+    let running = start_handoff().await;
+    // Salesforce refuses lead creation: a permanent error, so the lead fails.
+    let fault = running.sandbox.state.world().faults.add(handoff::sandbox::Fault {
+        id: 0,
+        provider: "salesforce".into(),
+        endpoint: Some("/sobjects/Lead".into()),
+        method: Some("POST".into()),
+        kind: handoff::sandbox::FaultKind::Status { status: 400, retry_after: None },
+        rate: 1.0,
+        times: None,
+    });
+    assert!(fault > 0);
+    deliver(&running, json!([mql_event(700, 1002)])).await;
+    let base = format!("http://{}", running.app.server.addr);
+    let lead: Value = reqwest::get(format!("{base}/api/leads/1002")).await.unwrap().json().await.unwrap();
+    assert_eq!(lead["state"], "failed");
+    {
+        let world = running.sandbox.state.world();
+        let alert = world.slack.messages.iter().find(|m| m.channel == "C0REVOPS01").expect("ops were told");
+        assert!(alert.text.contains("Lead 1002 failed") && alert.text.contains("handoff retry 1002"), "{}", alert.text);
+        assert!(world.slack.messages.iter().all(|m| m.recipient.is_none()), "no DM for a failed lead");
+    }
+
+    running.sandbox.state.world().faults.clear();
+    let retried: Value =
+        reqwest::Client::new().post(format!("{base}/api/leads/1002/retry")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(retried["retried"], json!(["700"]));
+    assert!(running.app.server.settle(Duration::from_secs(60)).await);
+    let lead: Value = reqwest::get(format!("{base}/api/leads/1002")).await.unwrap().json().await.unwrap();
+    assert_eq!(lead["state"], "notified");
+    assert_eq!(dms_to(&running, "carlos.ruiz@handoff-demo.com").len(), 1);
+    let nothing: Value =
+        reqwest::Client::new().post(format!("{base}/api/retry-failed")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(nothing["retried"], json!([]), "nothing left to retry");
 }

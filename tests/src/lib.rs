@@ -241,6 +241,7 @@ pub async fn start_handoff_in(state_dir: tempfile::TempDir) -> Running {
         listen: any,
         public_url: None,
         store_path: Some(state_dir.path().join("handoff.db")),
+        ops_channel: Some("#revops-alerts".into()),
         clock: clock.clone(),
     })
     .await

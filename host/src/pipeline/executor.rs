@@ -60,6 +60,9 @@ pub struct NodeRunRecord {
     pub logs: Vec<LogLine>,
     /// Grants the plugin tried to use without having them.
     pub denied: Vec<String>,
+    /// The run completed in an earlier run of this execution; its recorded
+    /// outputs were used instead of running it again.
+    pub replayed: bool,
 }
 
 /// Where a branch of the execution ended.
@@ -172,6 +175,33 @@ impl Executor {
                 effect_scope: format!("{execution_id}/{node_id}/{nth}"),
             });
             let item_json = item.to_string();
+            // A node run that completed in an earlier run of this execution
+            // (before a crash, or before a later node failed) is not run
+            // again: its recorded outputs are reused, so the rerun makes the
+            // same decisions and resumes after the last completed node.
+            let outputs_key = format!("{}:outputs", identity.effect_scope);
+            if let Some(journal) = &self.capabilities.journal
+                && let Ok(Some(recorded)) = journal.recorded(&outputs_key).await
+                && let Ok(emitted) = serde_json::from_value::<Vec<Emitted>>(recorded)
+            {
+                record.runs.push(NodeRunRecord {
+                    seq: record.runs.len() + 1,
+                    node: node_id.clone(),
+                    plugin: node.plugin.name().to_string(),
+                    plugin_version: node.plugin.info.version.clone(),
+                    attempt: 0,
+                    input: item.clone(),
+                    outputs: emitted.clone(),
+                    duration_us: 0,
+                    finished_at_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    error: None,
+                    logs: Vec::new(),
+                    denied: Vec::new(),
+                    replayed: true,
+                });
+                route(prepared, &node_id, emitted, &mut queue, &mut record.ends);
+                continue 'items;
+            }
             let mut attempt = 1;
             let emitted = loop {
                 if record.runs.len() >= MAX_RUNS_PER_EXECUTION {
@@ -203,9 +233,17 @@ impl Executor {
                     error: error.clone(),
                     logs: outcome.logs,
                     denied: outcome.denied,
+                    replayed: false,
                 });
                 match outcome.result {
-                    Ok(emitted) => break emitted,
+                    Ok(emitted) => {
+                        if let Some(journal) = &self.capabilities.journal
+                            && let Err(e) = journal.record(&outputs_key, &serde_json::json!(emitted)).await
+                        {
+                            tracing::error!(error = %e, node = %node_id, "cannot journal a node's outputs");
+                        }
+                        break emitted;
+                    }
                     Err(failure) if failure.is_retryable() && attempt < node.node.retry.max_attempts => {
                         tokio::time::sleep(node.node.retry.backoff.delay(attempt)).await;
                         attempt += 1;

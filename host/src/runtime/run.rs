@@ -49,7 +49,7 @@ pub struct Invocation {
 }
 
 /// One item a run emitted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Emitted {
     pub port: String,
     pub item: Value,

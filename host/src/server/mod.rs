@@ -39,6 +39,8 @@ pub struct ServerConfig {
     /// The URL HubSpot calls us at (`https://handoff.acme.com`), for v2/v3
     /// signatures; the request's Host header when unset.
     pub public_url: Option<String>,
+    /// Slack channel told when a lead fails after its retries.
+    pub ops_channel: Option<String>,
 }
 
 /// One finished execution, as `GET /api/executions` lists it.
@@ -63,6 +65,7 @@ pub struct AppState {
     #[allow(dead_code)]
     slack_signing_secret: Option<Secret>,
     public_url: Option<String>,
+    ops_channel: Option<String>,
     finished: Mutex<VecDeque<Finished>>,
     in_flight: std::sync::atomic::AtomicUsize,
     clock: Arc<dyn Clock>,
@@ -101,6 +104,7 @@ impl Server {
             hubspot_app_secret: config.hubspot_app_secret,
             slack_signing_secret: config.slack_signing_secret,
             public_url: config.public_url,
+            ops_channel: config.ops_channel,
             finished: Mutex::new(VecDeque::new()),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             clock,
@@ -178,7 +182,9 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(ready))
         .route("/api/executions", get(executions))
         .route("/api/leads", get(leads))
-        .route("/api/leads/{id}", get(lead));
+        .route("/api/leads/{id}", get(lead))
+        .route("/api/leads/{id}/retry", post(retry_lead))
+        .route("/api/retry-failed", post(retry_failed));
     for pipeline in &state.pipelines {
         if let crate::pipeline::Trigger::Webhook { path, .. } = &pipeline.pipeline.trigger {
             app = app.route(path, post(webhooks::receive));
@@ -241,6 +247,41 @@ async fn lead(
         )
             .into_response(),
     }
+}
+
+/// Runs a lead's failed events again, under their execution ids: effects
+/// that succeeded before are replayed, the rest done now.
+async fn retry(state: &Arc<AppState>, lead: Option<&str>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let events = match state.store.failed_events(lead).await {
+        Ok(events) => events,
+        Err(e) => {
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "store_unavailable", "detail": e.to_string()})),
+            )
+                .into_response();
+        }
+    };
+    let mut started = Vec::new();
+    for event in events {
+        if let Some(pipeline) = state.pipelines.iter().find(|p| p.pipeline.name == event.pipeline).cloned() {
+            started.push(event.event_id.clone());
+            webhooks::start(state.clone(), pipeline, event, Instant::now());
+        }
+    }
+    Json(json!({"retried": started})).into_response()
+}
+
+async fn retry_lead(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> axum::response::Response {
+    retry(&state, Some(&id)).await
+}
+
+async fn retry_failed(State(state): State<Arc<AppState>>) -> axum::response::Response {
+    retry(&state, None).await
 }
 
 async fn executions(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {

@@ -195,6 +195,25 @@ fn event_id(event: &Value) -> String {
     event["eventId"].as_str().map(String::from).unwrap_or_else(|| event["eventId"].to_string())
 }
 
+/// Tells the ops channel that a lead failed after its retries, and how to
+/// drive it again. A failure to alert is logged; the lead is `failed` in the
+/// ledger either way.
+async fn alert_ops(state: &AppState, event: &InboundEvent, record: &crate::pipeline::ExecutionRecord) {
+    let (Some(channel), Some(chat)) = (&state.ops_channel, state.executor.capabilities().chat.clone()) else {
+        return;
+    };
+    let lead = event.lead_id.as_deref().unwrap_or("?");
+    let text = format!(
+        ":warning: Lead {lead} failed in {} (event {}): {}. Fix the cause, then `handoff retry {lead}`.",
+        event.pipeline,
+        event.event_id,
+        record.error.as_deref().unwrap_or("a step failed")
+    );
+    if let Err(e) = chat.post(channel, &text, None).await {
+        tracing::error!(error = %e, lead, "cannot alert the ops channel");
+    }
+}
+
 /// The execution id of an event: the same on every run of that event, so a
 /// run resumed after a crash is recognised by the plugins' idempotency keys.
 fn execution_id(event: &InboundEvent) -> String {
@@ -225,6 +244,9 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
             }
         }
         let failed = record.status == crate::pipeline::ExecutionStatus::Failed;
+        if failed {
+            alert_ops(&state, &event, &record).await;
+        }
         if let Err(e) = state.store.finish_event(&event.source, &event.event_id, &record.execution_id, failed).await {
             tracing::error!(error = %e, event = %event.event_id, "cannot mark the event finished; it will run again after a restart");
         }

@@ -113,6 +113,10 @@ pub trait Store: Send + Sync {
     async fn unfinished_events(&self) -> Result<Vec<InboundEvent>>;
     /// One stored event, and whether its execution finished.
     async fn event(&self, source: &str, event_id: &str) -> Result<Option<(InboundEvent, bool)>>;
+    /// Events whose execution failed, for one lead or all.
+    async fn failed_events(&self, lead_id: Option<&str>) -> Result<Vec<InboundEvent>>;
+    /// Whether any event about this lead was received at or after `since`.
+    async fn has_event_since(&self, lead_id: &str, since: i64) -> Result<bool>;
     /// Marks an event's execution finished.
     async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<()>;
     /// Applies the steps of a finished execution to its lead.

@@ -193,6 +193,30 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn failed_events(&self, lead_id: Option<&str>) -> Result<Vec<InboundEvent>> {
+        let lead_id = lead_id.map(str::to_string);
+        self.with(move |c| {
+            let mut statement = c.prepare(
+                "SELECT source, event_id, pipeline, lead_id, payload, received_at FROM events
+                 WHERE failed = 1 AND (?1 IS NULL OR lead_id = ?1) ORDER BY received_at",
+            )?;
+            Ok(statement.query_map(params![lead_id], event_from_row)?.collect::<rusqlite::Result<_>>()?)
+        })
+        .await
+    }
+
+    async fn has_event_since(&self, lead_id: &str, since: i64) -> Result<bool> {
+        let lead_id = lead_id.to_string();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE lead_id = ?1 AND received_at >= ?2)",
+                params![lead_id, since],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
     async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<()> {
         let (source, event_id, execution_id) = (source.to_string(), event_id.to_string(), execution_id.to_string());
         self.with(move |c| {
