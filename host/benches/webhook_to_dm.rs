@@ -45,6 +45,7 @@ async fn run(leads: usize) {
         public_url: None,
         store_path: None,
         ops_channel: Some("#revops-alerts".into()),
+        sweep_every: None,
         clock,
     })
     .await

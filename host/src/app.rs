@@ -31,6 +31,8 @@ pub struct AppOptions {
     pub store_path: Option<PathBuf>,
     /// Slack channel for failed-lead alerts (`#revops-alerts`).
     pub ops_channel: Option<String>,
+    /// How often the reconciliation sweep runs (default 5 minutes).
+    pub sweep_every: Option<std::time::Duration>,
     /// "Now" for plugins.
     pub clock: Arc<dyn Clock>,
 }
@@ -101,6 +103,16 @@ impl App {
             slack_signing_secret,
             public_url: options.public_url,
             ops_channel: options.ops_channel,
+            sweep: options.connectors.hubspot.as_ref().and_then(|h| {
+                let token = h.token.clone()?;
+                let client = crate::connectors::hubspot::HubSpot::new(
+                    crate::connectors::policy::http_client(),
+                    &h.base_url,
+                    token,
+                    options.connectors.policy.clone(),
+                );
+                Some((client, options.sweep_every.unwrap_or(std::time::Duration::from_secs(300))))
+            }),
         })
         .await?;
         Ok(App { server, roster, timers })

@@ -307,6 +307,7 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
         public_url: options.public_url,
         store_path: None,
         ops_channel: Some(options.ops_channel),
+        sweep_every: None,
         clock: Arc::new(crate::capabilities::SystemClock),
     })
     .await?;

@@ -109,6 +109,7 @@ pub async fn run(options: DemoOptions) -> Result<String> {
         public_url: None,
         store_path: Some(state_dir.join("handoff.db")),
         ops_channel: Some("#revops-alerts".into()),
+        sweep_every: None,
         clock: clock.clone(),
     })
     .await?;

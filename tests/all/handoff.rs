@@ -332,6 +332,7 @@ async fn a_rerun_after_a_crash_sends_no_second_dm_and_creates_no_second_lead() {
         public_url: None,
         store_path: Some(db.clone()),
         ops_channel: Some("#revops-alerts".into()),
+        sweep_every: None,
         clock: running.clock.clone(),
     })
     .await
@@ -395,4 +396,23 @@ async fn a_failed_lead_alerts_ops_and_a_retry_finishes_it() {
     let nothing: Value =
         reqwest::Client::new().post(format!("{base}/api/retry-failed")).send().await.unwrap().json().await.unwrap();
     assert_eq!(nothing["retried"], json!([]), "nothing left to retry");
+}
+
+#[tokio::test]
+async fn the_sweep_finds_mqls_no_webhook_delivered() {
+    let running = start_handoff().await;
+    deliver(&running, json!([mql_event(800, 1002)])).await;
+    let base = format!("http://{}", running.app.server.addr);
+    let swept: Value =
+        reqwest::Client::new().post(format!("{base}/api/sweep")).send().await.unwrap().json().await.unwrap();
+    let started: Vec<&str> = swept["started"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    // The seed org's other MQL contacts (1008 is only a lead).
+    assert_eq!(started.len(), 8, "{started:?}");
+    assert!(started.iter().all(|e| e.starts_with("sweep:") && !e.contains(":1002:")), "{started:?}");
+    assert!(running.app.server.settle(Duration::from_secs(60)).await);
+    let lead: Value = reqwest::get(format!("{base}/api/leads/1001")).await.unwrap().json().await.unwrap();
+    assert_eq!(lead["state"], "notified", "a missed MQL was handed off");
+    let again: Value =
+        reqwest::Client::new().post(format!("{base}/api/sweep")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(again["started"], json!([]), "nothing new since the last sweep");
 }

@@ -242,6 +242,7 @@ pub async fn start_handoff_in(state_dir: tempfile::TempDir) -> Running {
         public_url: None,
         store_path: Some(state_dir.path().join("handoff.db")),
         ops_channel: Some("#revops-alerts".into()),
+        sweep_every: None,
         clock: clock.clone(),
     })
     .await

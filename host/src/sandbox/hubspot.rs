@@ -341,7 +341,13 @@ async fn update_contact(
 fn filter_matches(contact: &StoredContact, filter: &Value) -> Result<bool, String> {
     let name = filter["propertyName"].as_str().ok_or("filter without propertyName")?;
     let operator = filter["operator"].as_str().unwrap_or("EQ");
-    let value = contact.properties.get(name).filter(|v| !v.is_empty());
+    // Record timestamps are searchable like properties (milliseconds).
+    let stamp = match name {
+        "createdate" => Some(contact.created_at.to_string()),
+        "lastmodifieddate" => Some(contact.updated_at.to_string()),
+        _ => None,
+    };
+    let value = stamp.as_ref().or_else(|| contact.properties.get(name)).filter(|v| !v.is_empty());
     let text = |v: &Value| property_text(v).unwrap_or_default();
     let cmp = |actual: &str, wanted: &str| -> std::cmp::Ordering {
         let number = |s: &str| s.parse::<f64>().ok().or_else(|| time::parse(s).map(|ms| ms as f64));

@@ -3,10 +3,14 @@
 //! probes, and a read-only view of recent executions. Handlers parse,
 //! authenticate and hand over; limits are layers.
 
+mod sweep;
 mod webhooks;
+
+pub use sweep::FIRST_LOOKBACK_MS;
 
 use crate::capabilities::Clock;
 use crate::connectors::Secret;
+use crate::connectors::hubspot::HubSpot;
 use crate::pipeline::{ExecutionRecord, Executor, PreparedPipeline};
 use crate::store::{LeadState, Store};
 use anyhow::{Context, Result};
@@ -41,6 +45,8 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Slack channel told when a lead fails after its retries.
     pub ops_channel: Option<String>,
+    /// HubSpot client for the reconciliation sweep, and how often it runs.
+    pub sweep: Option<(HubSpot, std::time::Duration)>,
 }
 
 /// One finished execution, as `GET /api/executions` lists it.
@@ -66,6 +72,7 @@ pub struct AppState {
     slack_signing_secret: Option<Secret>,
     public_url: Option<String>,
     ops_channel: Option<String>,
+    sweep: Option<HubSpot>,
     finished: Mutex<VecDeque<Finished>>,
     in_flight: std::sync::atomic::AtomicUsize,
     clock: Arc<dyn Clock>,
@@ -105,6 +112,7 @@ impl Server {
             slack_signing_secret: config.slack_signing_secret,
             public_url: config.public_url,
             ops_channel: config.ops_channel,
+            sweep: config.sweep.as_ref().map(|(h, _)| h.clone()),
             finished: Mutex::new(VecDeque::new()),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             clock,
@@ -134,6 +142,17 @@ impl Server {
                     tracing::error!(pipeline = %event.pipeline, event = %event.event_id, "an unfinished event's pipeline is no longer served")
                 }
             }
+        }
+        if let Some((hubspot, every)) = config.sweep {
+            let state = state.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(e) = sweep::sweep_once(&state, &hubspot).await {
+                        tracing::warn!(error = %e, "reconciliation sweep failed; the next one covers the gap");
+                    }
+                }
+            });
         }
         Ok(Server { addr, state, task, stop: Some(stop) })
     }
@@ -184,7 +203,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/leads", get(leads))
         .route("/api/leads/{id}", get(lead))
         .route("/api/leads/{id}/retry", post(retry_lead))
-        .route("/api/retry-failed", post(retry_failed));
+        .route("/api/retry-failed", post(retry_failed))
+        .route("/api/sweep", post(sweep_now));
     for pipeline in &state.pipelines {
         if let crate::pipeline::Trigger::Webhook { path, .. } = &pipeline.pipeline.trigger {
             app = app.route(path, post(webhooks::receive));
@@ -282,6 +302,24 @@ async fn retry_lead(
 
 async fn retry_failed(State(state): State<Arc<AppState>>) -> axum::response::Response {
     retry(&state, None).await
+}
+
+async fn sweep_now(State(state): State<Arc<AppState>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(hubspot) = state.sweep.clone() else {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            Json(json!({"error": "no_sweep", "detail": "HubSpot is not configured"})),
+        )
+            .into_response();
+    };
+    match sweep::sweep_once(&state, &hubspot).await {
+        Ok(started) => Json(json!({"started": started})).into_response(),
+        Err(e) => {
+            (axum::http::StatusCode::BAD_GATEWAY, Json(json!({"error": "sweep_failed", "detail": e.to_string()})))
+                .into_response()
+        }
+    }
 }
 
 async fn executions(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {

@@ -117,6 +117,10 @@ pub trait Store: Send + Sync {
     async fn failed_events(&self, lead_id: Option<&str>) -> Result<Vec<InboundEvent>>;
     /// Whether any event about this lead was received at or after `since`.
     async fn has_event_since(&self, lead_id: &str, since: i64) -> Result<bool>;
+    /// A small named value kept with the ledger (e.g. the last sweep time).
+    async fn setting(&self, name: &str) -> Result<Option<String>>;
+    /// Sets a named value.
+    async fn set_setting(&self, name: &str, value: &str) -> Result<()>;
     /// Marks an event's execution finished.
     async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<()>;
     /// Applies the steps of a finished execution to its lead.

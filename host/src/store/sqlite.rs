@@ -217,6 +217,23 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn setting(&self, name: &str) -> Result<Option<String>> {
+        let key = format!("setting:{name}");
+        self.with(move |c| {
+            Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0)).optional()?)
+        })
+        .await
+    }
+
+    async fn set_setting(&self, name: &str, value: &str) -> Result<()> {
+        let (key, value) = (format!("setting:{name}"), value.to_string());
+        self.with(move |c| {
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<()> {
         let (source, event_id, execution_id) = (source.to_string(), event_id.to_string(), execution_id.to_string());
         self.with(move |c| {

@@ -1,0 +1,78 @@
+//! The reconciliation sweep: asks HubSpot for contacts that became MQLs
+//! since the last sweep and starts the ones the ledger never saw (a webhook
+//! lost, or sent while Handoff was down). Runs on a schedule and on demand.
+
+use super::{AppState, webhooks};
+use crate::connectors::hubspot::HubSpot;
+use crate::store::InboundEvent;
+use anyhow::Result;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How far back the first sweep looks when the ledger has no watermark.
+pub const FIRST_LOOKBACK_MS: i64 = 24 * 3_600_000;
+/// Pages of 100 read per sweep at most (HubSpot caps a search at 10,000).
+const MAX_PAGES: usize = 100;
+
+/// Runs one sweep; returns the event ids it started.
+///
+/// # Errors
+///
+/// When HubSpot or the ledger cannot be read.
+pub async fn sweep_once(state: &Arc<AppState>, hubspot: &HubSpot) -> Result<Vec<String>> {
+    let Some(pipeline) =
+        state.pipelines.iter().find(|p| p.pipeline.name == "mql-handoff").or_else(|| state.pipelines.first()).cloned()
+    else {
+        return Ok(Vec::new());
+    };
+    let now = state.clock.now_ms();
+    let since = match state.store.setting("last_sweep_at").await? {
+        Some(value) => value.parse().unwrap_or(now - FIRST_LOOKBACK_MS),
+        None => now - FIRST_LOOKBACK_MS,
+    };
+    let mut started = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let mut request = json!({
+            "filterGroups": [{"filters": [
+                {"propertyName": "lifecyclestage", "operator": "EQ", "value": "marketingqualifiedlead"},
+                {"propertyName": "lastmodifieddate", "operator": "GTE", "value": since.to_string()}
+            ]}],
+            "properties": ["email", "lifecyclestage"],
+            "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
+            "limit": 100,
+        });
+        if let Some(cursor) = &after {
+            request["after"] = json!(cursor);
+        }
+        let page = hubspot.search_contacts(&request).await?;
+        for contact in &page.results {
+            if state.store.has_event_since(&contact.id, since).await? {
+                continue;
+            }
+            let day = crate::connectors::time::date(now);
+            let event = InboundEvent {
+                source: "hubspot-sweep".into(),
+                event_id: format!("sweep:{}:{day}", contact.id),
+                pipeline: pipeline.pipeline.name.clone(),
+                lead_id: Some(contact.id.clone()),
+                payload: json!({"eventId": format!("sweep:{}:{day}", contact.id), "subscriptionType": "reconciliation", "objectId": contact.id, "occurredAt": now}),
+                received_at: now,
+            };
+            if state.store.record_event(&event).await? {
+                started.push(event.event_id.clone());
+                webhooks::start(state.clone(), pipeline.clone(), event, Instant::now());
+            }
+        }
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    state.store.set_setting("last_sweep_at", &now.to_string()).await?;
+    if !started.is_empty() {
+        tracing::warn!(count = started.len(), "reconciliation sweep found MQLs no webhook delivered");
+    }
+    Ok(started)
+}
