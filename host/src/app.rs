@@ -90,6 +90,16 @@ impl App {
         };
         let capabilities = options.connectors.connect(local).context("configuring connectors")?;
         sync_roster(&options.connectors, &roster).await;
+        if options.connectors.salesforce.is_some() {
+            // Reps deactivated in Salesforce stop getting leads within minutes.
+            let (connectors, roster) = (options.connectors.clone(), roster.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+                    sync_roster(&connectors, &roster).await;
+                }
+            });
+        }
 
         let executor = Executor::new(host.runtime.clone(), Arc::new(capabilities));
         let hubspot_app_secret = options.connectors.hubspot.as_ref().and_then(|h| h.app_secret.clone());

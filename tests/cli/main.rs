@@ -278,3 +278,73 @@ fn leads_and_lead_read_the_ledger() {
     assert!(timeline.contains("validated") && timeline.contains("told lena.fischer@handoff-demo.com"), "{timeline}");
     assert_eq!(handoff(dir.path(), &["lead", "999"]).status.code(), Some(1));
 }
+
+#[test]
+fn serve_with_the_sandbox_takes_a_signed_webhook_to_a_notified_lead() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .current_dir(repo(""))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "serve",
+            "--sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--sandbox-listen",
+            "127.0.0.1:0",
+            "--sandbox-smtp-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve prints its address").unwrap();
+        if let Some(rest) = line.strip_prefix("handoff: listening on http://") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let url = format!("http://{addr}/webhooks/hubspot");
+    let body = r#"[{"eventId":42,"subscriptionType":"contact.propertyChange","objectId":1002,"propertyName":"lifecyclestage","propertyValue":"marketingqualifiedlead","occurredAt":1795000000000}]"#;
+    let ts = handoff::capabilities::Clock::now_ms(&handoff::capabilities::SystemClock);
+    let signature = handoff::connectors::hubspot::sign_v3("sandbox-secret", "POST", &url, body.as_bytes(), ts);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let state = rt.block_on(async {
+        let http = reqwest::Client::new();
+        let response = http
+            .post(&url)
+            .header("x-hubspot-request-timestamp", ts.to_string())
+            .header("x-hubspot-signature-v3", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        for _ in 0..200 {
+            let lead: Value = http
+                .get(format!("http://{addr}/api/leads/1002"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap_or_default();
+            if lead["state"] == "notified" {
+                return lead;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the lead was never notified");
+    });
+    child.kill().unwrap();
+    let _ = child.wait();
+    let timeline: Vec<&str> =
+        state["timeline"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
+    assert_eq!(timeline, ["received", "validated", "deduped", "routed", "assigned", "notified"]);
+    assert!(dir.path().join("handoff.db").exists(), "the ledger is in the data dir");
+}
