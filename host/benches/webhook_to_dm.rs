@@ -46,6 +46,7 @@ async fn run(leads: usize) {
         store_path: None,
         ops_channel: Some("#revops-alerts".into()),
         sweep_every: None,
+        api_token: None,
         clock,
     })
     .await

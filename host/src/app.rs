@@ -33,6 +33,8 @@ pub struct AppOptions {
     pub ops_channel: Option<String>,
     /// How often the reconciliation sweep runs (default 5 minutes).
     pub sweep_every: Option<std::time::Duration>,
+    /// Bearer token for `/api/*` (required when not listening on loopback).
+    pub api_token: Option<crate::connectors::Secret>,
     /// "Now" for plugins.
     pub clock: Arc<dyn Clock>,
 }
@@ -113,6 +115,7 @@ impl App {
             slack_signing_secret,
             public_url: options.public_url,
             ops_channel: options.ops_channel,
+            api_token: options.api_token.clone(),
             sweep: options.connectors.hubspot.as_ref().and_then(|h| {
                 let token = h.token.clone()?;
                 let client = crate::connectors::hubspot::HubSpot::new(

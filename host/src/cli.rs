@@ -308,6 +308,10 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
         store_path: None,
         ops_channel: Some(options.ops_channel),
         sweep_every: None,
+        api_token: std::env::var("HANDOFF_API_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(crate::connectors::Secret::new),
         clock: Arc::new(crate::capabilities::SystemClock),
     })
     .await?;
@@ -411,11 +415,11 @@ pub async fn retry(server: &str, lead: Option<&str>) -> Result<ExitCode> {
         Some(id) => format!("{}/api/leads/{id}/retry", server.trim_end_matches('/')),
         None => format!("{}/api/retry-failed", server.trim_end_matches('/')),
     };
-    let response = reqwest::Client::new()
-        .post(&url)
-        .send()
-        .await
-        .with_context(|| format!("reaching {server}; is `handoff serve` running?"))?;
+    let mut request = reqwest::Client::new().post(&url);
+    if let Ok(token) = std::env::var("HANDOFF_API_TOKEN") {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.with_context(|| format!("reaching {server}; is `handoff serve` running?"))?;
     let status = response.status();
     let body: Value = response.json().await.unwrap_or_default();
     anyhow::ensure!(status.is_success(), "the server answered {status}: {body}");

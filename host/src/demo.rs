@@ -110,6 +110,7 @@ pub async fn run(options: DemoOptions) -> Result<String> {
         store_path: Some(state_dir.join("handoff.db")),
         ops_channel: Some("#revops-alerts".into()),
         sweep_every: None,
+        api_token: None,
         clock: clock.clone(),
     })
     .await?;

@@ -100,9 +100,12 @@ enum Command {
         /// Slack channel told when a lead fails after its retries.
         #[arg(long, default_value = "#revops-alerts")]
         ops_channel: String,
+        // The /api bearer token comes from HANDOFF_API_TOKEN (never a flag,
+        // so it stays out of process listings); it is required when
+        // listening beyond loopback.
     },
     /// Run failed leads again on a running server (effects that already
-    /// happened are replayed, not repeated).
+    /// happened are replayed, not repeated). Sends HANDOFF_API_TOKEN when set.
     Retry {
         /// The lead (HubSpot contact id) to retry.
         #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]

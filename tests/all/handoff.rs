@@ -333,6 +333,7 @@ async fn a_rerun_after_a_crash_sends_no_second_dm_and_creates_no_second_lead() {
         store_path: Some(db.clone()),
         ops_channel: Some("#revops-alerts".into()),
         sweep_every: None,
+        api_token: None,
         clock: running.clock.clone(),
     })
     .await
@@ -386,9 +387,16 @@ async fn a_failed_lead_alerts_ops_and_a_retry_finishes_it() {
     }
 
     running.sandbox.state.world().faults.clear();
-    let retried: Value =
-        reqwest::Client::new().post(format!("{base}/api/leads/1002/retry")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(retried["retried"], json!(["700"]));
+    // Two retries at once: exactly one runs.
+    let http = reqwest::Client::new();
+    let (a, b) = tokio::join!(
+        http.post(format!("{base}/api/leads/1002/retry")).send(),
+        http.post(format!("{base}/api/retry-failed")).send()
+    );
+    let a: Value = a.unwrap().json().await.unwrap();
+    let b: Value = b.unwrap().json().await.unwrap();
+    let started = a["retried"].as_array().unwrap().len() + b["retried"].as_array().unwrap().len();
+    assert_eq!(started, 1, "{a} {b}");
     assert!(running.app.server.settle(Duration::from_secs(60)).await);
     let lead: Value = reqwest::get(format!("{base}/api/leads/1002")).await.unwrap().json().await.unwrap();
     assert_eq!(lead["state"], "notified");
@@ -415,4 +423,37 @@ async fn the_sweep_finds_mqls_no_webhook_delivered() {
     let again: Value =
         reqwest::Client::new().post(format!("{base}/api/sweep")).send().await.unwrap().json().await.unwrap();
     assert_eq!(again["started"], json!([]), "nothing new since the last sweep");
+}
+
+#[tokio::test]
+async fn the_api_requires_its_token_and_is_never_exposed_without_one() {
+    let running = start_handoff().await;
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let options = |listen: &str, token: Option<&str>, dir: &std::path::Path| handoff::app::AppOptions {
+        data_dir: handoff_tests::shared_cache_dir(),
+        state_dir: Some(dir.to_path_buf()),
+        plugin_dirs: vec![],
+        pipelines: vec![repo.join("pipelines/mql-handoff.json")],
+        roster: repo.join("pipelines/roster.json"),
+        connectors: handoff_tests::sandbox_connectors(&running.sandbox),
+        listen: listen.parse().unwrap(),
+        public_url: None,
+        store_path: Some(dir.join("handoff.db")),
+        ops_channel: None,
+        sweep_every: None,
+        api_token: token.map(handoff::connectors::Secret::new),
+        clock: running.clock.clone(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exposed = handoff::app::App::launch(options("0.0.0.0:0", None, dir.path())).await;
+    assert!(exposed.err().unwrap().to_string().contains("HANDOFF_API_TOKEN"), "no public /api without a token");
+
+    let guarded = handoff::app::App::launch(options("127.0.0.1:0", Some("s3cret"), dir.path())).await.unwrap();
+    let url = format!("http://{}/api/leads", guarded.server.addr);
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    assert_eq!(http.get(&url).bearer_auth("wrong!").send().await.unwrap().status(), 401);
+    assert_eq!(http.get(&url).bearer_auth("s3cret").send().await.unwrap().status(), 200);
+    let health = http.get(format!("http://{}/healthz", guarded.server.addr)).send().await.unwrap();
+    assert_eq!(health.status(), 200, "probes stay open");
 }

@@ -243,6 +243,7 @@ pub async fn start_handoff_in(state_dir: tempfile::TempDir) -> Running {
         store_path: Some(state_dir.path().join("handoff.db")),
         ops_channel: Some("#revops-alerts".into()),
         sweep_every: None,
+        api_token: None,
         clock: clock.clone(),
     })
     .await

@@ -191,10 +191,12 @@ impl CallPolicy {
 /// `Retry-After` (seconds).
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    // Duration::try_from_secs_f64 refuses NaN, infinity and overflow, which
+    // a misbehaving server could send.
     if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+        return Duration::try_from_secs_f64(ms.max(0.0) / 1000.0).ok();
     }
-    text("retry-after").and_then(|v| v.parse::<f64>().ok()).map(|s| Duration::from_secs_f64(s.max(0.0)))
+    text("retry-after").and_then(|v| v.parse::<f64>().ok()).and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok())
 }
 
 /// The attempt outcome for a request that got no response.
@@ -304,6 +306,8 @@ mod tests {
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
         headers.insert("retry-after-ms", "1500".parse().unwrap());
         assert_eq!(retry_after(&headers), Some(Duration::from_millis(1500)), "the precise header wins");
+        headers.insert("retry-after-ms", "inf".parse().unwrap());
+        assert_eq!(retry_after(&headers), None, "nonsense is ignored, not a panic");
     }
 
     #[test]

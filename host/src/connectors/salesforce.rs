@@ -137,6 +137,8 @@ impl Salesforce {
     }
 
     /// One REST call, with a single token refresh on `INVALID_SESSION_ID`.
+    /// A create (`POST`) is not retried after a timeout or a 5xx: Salesforce
+    /// may have committed it, and a retry would make a second record.
     /// `path` is relative to the instance (`/services/data/...`).
     ///
     /// # Errors
@@ -149,6 +151,7 @@ impl Salesforce {
         body: Option<&Value>,
     ) -> Result<Option<Value>, ProviderError> {
         let refreshed = AtomicBool::new(false);
+        let creating = method == Method::POST;
         self.policy
             .run(PROVIDER, |_| {
                 let method = method.clone();
@@ -167,6 +170,16 @@ impl Salesforce {
                         request = request.json(body);
                     }
                     let response = match request.send().await {
+                        // A create that may have reached Salesforce is not resent.
+                        Err(e) if creating && !e.is_connect() => {
+                            return Attempt::Fail(ProviderError::new(
+                                PROVIDER,
+                                None,
+                                "transport",
+                                e.to_string(),
+                                ErrorClass::Transient,
+                            ));
+                        }
                         Err(e) => return transport_error(PROVIDER, &e),
                         Ok(r) => r,
                     };
@@ -176,6 +189,11 @@ impl Salesforce {
                         {
                             self.invalidate().await;
                             Attempt::Retry { error, after: Some(std::time::Duration::ZERO) }
+                        }
+                        Attempt::Retry { error, .. }
+                            if creating && error.code != "REQUEST_LIMIT_EXCEEDED" && error.status != Some(429) =>
+                        {
+                            Attempt::Fail(error)
                         }
                         other => other,
                     }
@@ -274,6 +292,16 @@ async fn classify(response: reqwest::Response) -> Attempt<Option<Value>> {
         (404, _) => Attempt::Fail(error(ErrorClass::NotFound)),
         (408 | 429 | 500..=599, _) => Attempt::Retry { error: error(ErrorClass::Transient), after },
         _ => Attempt::Fail(error(ErrorClass::Invalid)),
+    }
+}
+
+/// Checks a record id before it goes into a URL path (15 or 18
+/// alphanumerics), so a plugin cannot reach another object through it.
+fn record_id(id: &str) -> Result<&str, CapabilityError> {
+    if matches!(id.len(), 15 | 18) && id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        Ok(id)
+    } else {
+        Err(CapabilityError::Invalid(format!("'{id}' is not a Salesforce record id")))
     }
 }
 
@@ -474,7 +502,7 @@ impl Crm for Salesforce {
             }
             Some(id) => {
                 fields.remove("Id");
-                let path = self.data_path(&format!("/sobjects/Lead/{id}"));
+                let path = self.data_path(&format!("/sobjects/Lead/{}", record_id(id)?));
                 self.request(Method::PATCH, &path, Some(&Value::Object(fields))).await?;
                 Ok(id.clone())
             }
@@ -482,7 +510,7 @@ impl Crm for Salesforce {
     }
 
     async fn assign_owner(&self, lead_id: &str, owner_id: &str) -> Result<(), CapabilityError> {
-        let path = self.data_path(&format!("/sobjects/Lead/{lead_id}"));
+        let path = self.data_path(&format!("/sobjects/Lead/{}", record_id(lead_id)?));
         self.request(Method::PATCH, &path, Some(&json!({ "OwnerId": owner_id }))).await?;
         Ok(())
     }

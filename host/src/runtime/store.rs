@@ -12,6 +12,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 pub const STDIO_CAPTURE_BYTES: usize = 256 * 1024;
 /// Log lines kept per run from the `log` interface; later ones are counted.
 pub const MAX_LOG_LINES: usize = 1000;
+/// Longest log line kept, in bytes; longer ones are cut.
+pub const MAX_LOG_LINE_BYTES: usize = 8 * 1024;
 
 /// Who is running: the tags every log line and error carries.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -169,7 +171,15 @@ impl RunState {
     }
 
     /// Records a log line from the plugin and emits it into the host's log.
-    pub(crate) fn log_line(&mut self, stream: LogStream, message: String) {
+    pub(crate) fn log_line(&mut self, stream: LogStream, mut message: String) {
+        if message.len() > MAX_LOG_LINE_BYTES {
+            let mut cut = MAX_LOG_LINE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("… (cut)");
+        }
         let id = &self.identity;
         macro_rules! emit {
             ($level:ident) => {

@@ -45,8 +45,9 @@ impl Data {
         let mut data = Data::default();
         for seed in &fixture.contacts {
             let id: u64 = seed.id.parse().unwrap_or(0);
-            let properties =
+            let mut properties: BTreeMap<String, String> =
                 seed.properties.iter().filter_map(|(k, v)| property_text(v).map(|text| (k.clone(), text))).collect();
+            stamp_mql_date(&mut properties, now_ms);
             data.contacts
                 .insert(id, StoredContact { id: seed.id.clone(), properties, created_at: now_ms, updated_at: now_ms });
             data.next_id = data.next_id.max(id);
@@ -77,6 +78,18 @@ impl Data {
 
     fn find_mut(&mut self, key: &str) -> Option<&mut StoredContact> {
         key.parse().ok().and_then(|id| self.contacts.get_mut(&id))
+    }
+}
+
+/// The property HubSpot sets when a contact becomes an MQL.
+pub const MQL_DATE: &str = "hs_lifecyclestage_marketingqualifiedlead_date";
+
+/// Sets the MQL date the way HubSpot does when the stage becomes MQL.
+fn stamp_mql_date(properties: &mut BTreeMap<String, String>, now_ms: i64) {
+    if properties.get("lifecyclestage").map(String::as_str) == Some("marketingqualifiedlead")
+        && !properties.contains_key(MQL_DATE)
+    {
+        properties.insert(MQL_DATE.into(), now_ms.to_string());
     }
 }
 
@@ -301,6 +314,8 @@ async fn create_contact(State(state): State<Arc<SandboxState>>, headers: HeaderM
         let message = format!("Contact already exists. Existing ID: {}", existing.id);
         return error(StatusCode::CONFLICT, "CONFLICT", &message);
     }
+    let mut properties = properties;
+    stamp_mql_date(&mut properties, now);
     let id = world.hubspot.create(properties, now);
     let contact = world.hubspot.find(&id, false).expect("just created");
     let names: Vec<String> = contact.properties.keys().cloned().collect();
@@ -332,7 +347,12 @@ async fn update_contact(
         return r;
     }
     let names: Vec<String> = properties.keys().cloned().collect();
+    let becomes_mql = properties.get("lifecyclestage").map(String::as_str) == Some("marketingqualifiedlead")
+        && contact.properties.get("lifecyclestage").map(String::as_str) != Some("marketingqualifiedlead");
     contact.properties.extend(properties);
+    if becomes_mql {
+        contact.properties.insert(MQL_DATE.into(), now.to_string());
+    }
     contact.updated_at = now;
     with_headers(rate, Json(render(contact, Some(&names))).into_response())
 }

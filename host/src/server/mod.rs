@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub ops_channel: Option<String>,
     /// HubSpot client for the reconciliation sweep, and how often it runs.
     pub sweep: Option<(HubSpot, std::time::Duration)>,
+    /// Bearer token `/api/*` requires; without one, `/api` is for a
+    /// loopback listener only.
+    pub api_token: Option<Secret>,
 }
 
 /// One finished execution, as `GET /api/executions` lists it.
@@ -73,8 +76,11 @@ pub struct AppState {
     public_url: Option<String>,
     ops_channel: Option<String>,
     sweep: Option<HubSpot>,
+    api_token: Option<Secret>,
     finished: Mutex<VecDeque<Finished>>,
     in_flight: std::sync::atomic::AtomicUsize,
+    /// Execution ids running now: an execution never runs twice at once.
+    running: Mutex<std::collections::HashSet<String>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -103,6 +109,11 @@ impl Server {
     ///
     /// When the address cannot be bound.
     pub async fn start(config: ServerConfig) -> Result<Server> {
+        anyhow::ensure!(
+            config.api_token.is_some() || config.listen.ip().is_loopback(),
+            "listening on {} would expose /api (lead data, retries) without a token; set HANDOFF_API_TOKEN",
+            config.listen
+        );
         let clock = config.executor.capabilities().clock.clone();
         let state = Arc::new(AppState {
             pipelines: config.pipelines.into_iter().map(Arc::new).collect(),
@@ -113,8 +124,10 @@ impl Server {
             public_url: config.public_url,
             ops_channel: config.ops_channel,
             sweep: config.sweep.as_ref().map(|(h, _)| h.clone()),
+            api_token: config.api_token.clone(),
             finished: Mutex::new(VecDeque::new()),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            running: Mutex::new(std::collections::HashSet::new()),
             clock,
         });
         let listener =
@@ -196,21 +209,52 @@ impl Drop for Server {
 }
 
 fn router(state: Arc<AppState>) -> Router {
-    let mut app = Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(ready))
+    let api = Router::new()
         .route("/api/executions", get(executions))
         .route("/api/leads", get(leads))
         .route("/api/leads/{id}", get(lead))
         .route("/api/leads/{id}/retry", post(retry_lead))
         .route("/api/retry-failed", post(retry_failed))
-        .route("/api/sweep", post(sweep_now));
+        .route("/api/sweep", post(sweep_now))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+    let mut app = Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .merge(api);
     for pipeline in &state.pipelines {
         if let crate::pipeline::Trigger::Webhook { path, .. } = &pipeline.pipeline.trigger {
             app = app.route(path, post(webhooks::receive));
         }
     }
     app.layer(DefaultBodyLimit::max(BODY_LIMIT)).with_state(state)
+}
+
+/// `/api/*` requires the configured bearer token, compared in constant time.
+async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(token) = &state.api_token {
+        let given = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let expected = token.expose().as_bytes();
+        let ok = given.is_some_and(|g| {
+            g.len() == expected.len() && g.bytes().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        });
+        if !ok {
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "unauthorized", "detail": "send Authorization: Bearer <api token>"})),
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
@@ -285,9 +329,17 @@ async fn retry(state: &Arc<AppState>, lead: Option<&str>) -> axum::response::Res
     };
     let mut started = Vec::new();
     for event in events {
-        if let Some(pipeline) = state.pipelines.iter().find(|p| p.pipeline.name == event.pipeline).cloned() {
-            started.push(event.event_id.clone());
-            webhooks::start(state.clone(), pipeline, event, Instant::now());
+        let Some(pipeline) = state.pipelines.iter().find(|p| p.pipeline.name == event.pipeline).cloned() else {
+            continue;
+        };
+        // Only one retry of an event runs, however often retry is asked for.
+        match state.store.claim_failed(&event.source, &event.event_id).await {
+            Ok(true) => {
+                started.push(event.event_id.clone());
+                webhooks::start(state.clone(), pipeline, event, Instant::now());
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, event = %event.event_id, "cannot claim a failed event for retry"),
         }
     }
     Json(json!({"retried": started})).into_response()

@@ -14,6 +14,9 @@ use std::time::Instant;
 pub const FIRST_LOOKBACK_MS: i64 = 24 * 3_600_000;
 /// Pages of 100 read per sweep at most (HubSpot caps a search at 10,000).
 const MAX_PAGES: usize = 100;
+/// Each sweep looks this far behind the last one, for contacts HubSpot's
+/// search index had not caught up with; event-id dedup makes it safe.
+const OVERLAP_MS: i64 = 5 * 60_000;
 
 /// Runs one sweep; returns the event ids it started.
 ///
@@ -28,19 +31,21 @@ pub async fn sweep_once(state: &Arc<AppState>, hubspot: &HubSpot) -> Result<Vec<
     };
     let now = state.clock.now_ms();
     let since = match state.store.setting("last_sweep_at").await? {
-        Some(value) => value.parse().unwrap_or(now - FIRST_LOOKBACK_MS),
+        Some(value) => value.parse::<i64>().map(|t| t - OVERLAP_MS).unwrap_or(now - FIRST_LOOKBACK_MS),
         None => now - FIRST_LOOKBACK_MS,
     };
+    let mut newest = since;
+    let mut truncated = true;
     let mut started = Vec::new();
     let mut after: Option<String> = None;
     for _ in 0..MAX_PAGES {
         let mut request = json!({
             "filterGroups": [{"filters": [
                 {"propertyName": "lifecyclestage", "operator": "EQ", "value": "marketingqualifiedlead"},
-                {"propertyName": "lastmodifieddate", "operator": "GTE", "value": since.to_string()}
+                {"propertyName": "hs_lifecyclestage_marketingqualifiedlead_date", "operator": "GTE", "value": since.to_string()}
             ]}],
-            "properties": ["email", "lifecyclestage"],
-            "sorts": [{"propertyName": "lastmodifieddate", "direction": "ASCENDING"}],
+            "properties": ["email", "lifecyclestage", "hs_lifecyclestage_marketingqualifiedlead_date"],
+            "sorts": [{"propertyName": "hs_lifecyclestage_marketingqualifiedlead_date", "direction": "ASCENDING"}],
             "limit": 100,
         });
         if let Some(cursor) = &after {
@@ -48,7 +53,14 @@ pub async fn sweep_once(state: &Arc<AppState>, hubspot: &HubSpot) -> Result<Vec<
         }
         let page = hubspot.search_contacts(&request).await?;
         for contact in &page.results {
-            if state.store.has_event_since(&contact.id, since).await? {
+            let mql_at = serde_json::from_str::<serde_json::Value>(&contact.properties).ok().and_then(|p| {
+                let date = p["hs_lifecyclestage_marketingqualifiedlead_date"].as_str()?.to_string();
+                date.parse::<i64>().ok().or_else(|| crate::connectors::time::parse(&date))
+            });
+            let became_mql = mql_at.unwrap_or(since);
+            newest = newest.max(became_mql);
+            // Seen by the ledger since it became an MQL: handled already.
+            if state.store.has_event_since(&contact.id, became_mql).await? {
                 continue;
             }
             let day = crate::connectors::time::date(now);
@@ -67,10 +79,16 @@ pub async fn sweep_once(state: &Arc<AppState>, hubspot: &HubSpot) -> Result<Vec<
         }
         match page.next_after {
             Some(next) => after = Some(next),
-            None => break,
+            None => {
+                truncated = false;
+                break;
+            }
         }
     }
-    state.store.set_setting("last_sweep_at", &now.to_string()).await?;
+    // When the search was cut off, the next sweep starts from the newest
+    // MQL date seen, not from now, so nothing past the cut is skipped.
+    let watermark = if truncated { newest } else { now };
+    state.store.set_setting("last_sweep_at", &watermark.to_string()).await?;
     if !started.is_empty() {
         tracing::warn!(count = started.len(), "reconciliation sweep found MQLs no webhook delivered");
     }

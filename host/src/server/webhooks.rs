@@ -178,6 +178,11 @@ pub async fn receive(
             Ok(true) => fresh.push(event),
             Ok(false) => duplicates += 1,
             Err(e) => {
+                // The events stored so far run; the redelivery will find
+                // them stored and store the rest.
+                for event in fresh {
+                    start(state.clone(), prepared.clone(), event, received);
+                }
                 tracing::error!(error = %e, "cannot store a webhook event; HubSpot will retry");
                 return refuse(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
             }
@@ -223,19 +228,21 @@ fn execution_id(event: &InboundEvent) -> String {
 /// Runs one stored event's execution in the background, then records the
 /// lead's steps and marks the event finished.
 pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event: InboundEvent, received: Instant) {
+    let execution = execution_id(&event);
+    if !state.running.lock().unwrap_or_else(|p| p.into_inner()).insert(execution.clone()) {
+        tracing::info!(execution = %execution, "already running; not starting it twice");
+        return;
+    }
     state.in_flight.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(async move {
+        // Counts the execution down and releases its id however the task
+        // ends, a panic included.
+        let _running = Running { state: state.clone(), execution: execution.clone() };
         let id = event.event_id.clone();
         let lead = event.lead_id.clone();
         let record = state
             .executor
-            .execute_as(
-                &prepared,
-                json!({ "event": event.payload }),
-                Start::Trigger,
-                lead.clone(),
-                execution_id(&event),
-            )
+            .execute_as(&prepared, json!({ "event": event.payload }), Start::Trigger, lead.clone(), execution)
             .await;
         if let Some(lead) = &lead {
             let (facts, steps) = crate::store::steps_of(&record);
@@ -258,8 +265,20 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
             .find(|r| r.plugin == "notify" && r.error.is_none())
             .map(|r| total_us.saturating_sub(record.duration_us.saturating_sub(r.finished_at_us)));
         state.record(Finished { event_id: id, total_us, notified_us, record });
-        state.in_flight.fetch_sub(1, Ordering::SeqCst);
     });
+}
+
+/// Marks an execution no longer running when dropped.
+struct Running {
+    state: Arc<AppState>,
+    execution: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.state.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.execution);
+        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[cfg(test)]

@@ -115,6 +115,8 @@ pub trait Store: Send + Sync {
     async fn event(&self, source: &str, event_id: &str) -> Result<Option<(InboundEvent, bool)>>;
     /// Events whose execution failed, for one lead or all.
     async fn failed_events(&self, lead_id: Option<&str>) -> Result<Vec<InboundEvent>>;
+    /// Claims a failed event for a retry: true for exactly one caller.
+    async fn claim_failed(&self, source: &str, event_id: &str) -> Result<bool>;
     /// Whether any event about this lead was received at or after `since`.
     async fn has_event_since(&self, lead_id: &str, since: i64) -> Result<bool>;
     /// A small named value kept with the ledger (e.g. the last sweep time).

@@ -50,6 +50,9 @@ const MIGRATIONS: &[&str] = &[
         recorded_at INTEGER NOT NULL
     );
 "#,
+    r#"
+    CREATE INDEX events_lead ON events (lead_id, received_at);
+"#,
 ];
 
 /// The SQLite ledger. Cheap to clone.
@@ -205,6 +208,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn claim_failed(&self, source: &str, event_id: &str) -> Result<bool> {
+        let (source, event_id) = (source.to_string(), event_id.to_string());
+        self.with(move |c| {
+            let changed = c.execute(
+                "UPDATE events SET failed = 0, finished_at = NULL WHERE source = ?1 AND event_id = ?2 AND failed = 1",
+                params![source, event_id],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
     async fn has_event_since(&self, lead_id: &str, since: i64) -> Result<bool> {
         let lead_id = lead_id.to_string();
         self.with(move |c| {
@@ -254,9 +269,12 @@ impl Store for SqliteStore {
             let tx = c.transaction()?;
             let existing: Option<String> =
                 tx.query_row("SELECT state FROM leads WHERE id = ?1", params![lead_id], |r| r.get(0)).optional()?;
-            // A repeated MQL does not undo what the first one achieved.
+            // A repeated MQL, or a later event that fails, does not undo
+            // what an earlier one achieved.
+            let settled = |s: &str| matches!(s, "notified" | "accepted" | "rejected" | "recycled");
             let state = match (&existing, last.state) {
                 (Some(current), LeadState::Duplicate) => current.clone(),
+                (Some(current), LeadState::Failed) if settled(current) => current.clone(),
                 _ => last.state.as_str().to_string(),
             };
             tx.execute(
@@ -282,6 +300,15 @@ impl Store for SqliteStore {
                 ],
             )?;
             for step in &steps {
+                // A rerun replays steps the lead already shows.
+                let known: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM lead_steps WHERE lead_id = ?1 AND state = ?2 AND detail = ?3)",
+                    params![lead_id, step.state.as_str(), step.detail],
+                    |r| r.get(0),
+                )?;
+                if known {
+                    continue;
+                }
                 tx.execute(
                     "INSERT INTO lead_steps (lead_id, at, state, detail) VALUES (?1, ?2, ?3, ?4)",
                     params![lead_id, step.at, step.state.as_str(), step.detail],
