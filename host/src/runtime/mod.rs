@@ -66,6 +66,9 @@ pub struct Runtime {
     config: RuntimeConfig,
     _ticker: EpochTicker,
     dropper: StoreDropper,
+    /// One permit per pool slot for runs: a burst of work waits for a slot
+    /// instead of failing on a full pool.
+    pub(crate) slots: tokio::sync::Semaphore,
 }
 
 impl Runtime {
@@ -114,7 +117,8 @@ impl Runtime {
 
         let cache = ComponentCache::new(&config.cache_dir, &engine);
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Arc::new(Runtime { engine, linker, cache, config, _ticker: ticker, dropper: StoreDropper::start() }))
+        let slots = tokio::sync::Semaphore::new(config.max_concurrent_runs as usize);
+        Ok(Arc::new(Runtime { engine, linker, cache, config, _ticker: ticker, dropper: StoreDropper::start(), slots }))
     }
 
     /// The wasmtime engine.

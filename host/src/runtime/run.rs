@@ -140,6 +140,9 @@ impl Runtime {
     /// plugin misbehaviour: every failure comes back as a [`NodeFailure`].
     pub async fn run(&self, plugin: &Plugin, capabilities: &Arc<Capabilities>, invocation: Invocation) -> RunOutcome {
         let started = Instant::now();
+        // Wait for a pool slot rather than fail on a full pool; the
+        // deadline starts once the run has its slot.
+        let _slot = self.slots.acquire().await.expect("the run semaphore is never closed");
         let Invocation { identity, attempt, config, item, grants, limits } = invocation;
         let state = RunState::new(identity.clone(), grants, capabilities.clone(), limits.memory_bytes);
         let mut store = wasmtime::Store::new(&self.engine, state);
