@@ -7,7 +7,7 @@
 //! `LEADS=2000 CONCURRENCY=32 cargo bench -p handoff --bench load`
 
 use handoff::app::{App, AppOptions};
-use handoff::capabilities::{Clock, ManualClock, SystemClock};
+use handoff::capabilities::ManualClock;
 use handoff::sandbox::{Fixture, Sandbox, SandboxSettings, SandboxState};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -92,17 +92,8 @@ async fn run(leads: usize, concurrency: usize) {
             "email": format!("load.lead{i}@company{i}.com"), "firstname": "Load", "lastname": format!("Lead {i}"),
             "company": format!("Company {i}"), "country": countries[i % countries.len()], "state": "NY",
             "numemployees": (100 + i * 37 % 3000).to_string(), "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"}});
-        let created: Value = http
-            .post(format!("http://{}/hubspot/crm/v3/objects/contacts", sandbox.http))
-            .bearer_auth("sandbox")
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.push(created["id"].as_str().unwrap().parse::<u64>().unwrap());
+        let id = handoff::demo::create_contact(&http, sandbox.http, &body["properties"]).await.unwrap();
+        ids.push(id.parse::<u64>().unwrap());
     }
 
     let url = format!("http://{}/webhooks/hubspot", app.server.addr);
@@ -119,18 +110,8 @@ async fn run(leads: usize, concurrency: usize) {
                     json!([{"eventId": 8_000_000 + n, "subscriptionType": "contact.propertyChange", "objectId": id,
                     "propertyName": "lifecyclestage", "propertyValue": "marketingqualifiedlead", "occurredAt": now}])
                     .to_string();
-                let ts = SystemClock.now_ms();
-                let signature =
-                    handoff::connectors::hubspot::sign_v3("sandbox-secret", "POST", &url, body.as_bytes(), ts);
                 let sent = Instant::now();
-                let response = http
-                    .post(&url)
-                    .header("x-hubspot-request-timestamp", ts.to_string())
-                    .header("x-hubspot-signature-v3", signature)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
+                let response = handoff::demo::send_signed(&http, &url, "sandbox-secret", body).await.unwrap();
                 assert!(response.status().is_success());
                 acks.push(u64::try_from(sent.elapsed().as_micros()).unwrap());
             }

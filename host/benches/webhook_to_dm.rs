@@ -7,9 +7,9 @@
 //! per second per channel would measure Slack, not us.
 
 use handoff::app::{App, AppOptions};
-use handoff::capabilities::{Clock, ManualClock, SystemClock};
+use handoff::capabilities::ManualClock;
 use handoff::sandbox::{Fixture, Sandbox, SandboxSettings, SandboxState};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,17 +61,8 @@ async fn run(leads: usize) {
             "company": format!("Company {i}"), "country": countries[i % countries.len()], "state": "NY",
             "numemployees": (100 + i * 37 % 3000).to_string(), "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70",
             "hs_analytics_num_page_views": "12", "hs_analytics_num_visits": "4", "pricing_page_views": "1"}});
-        let created: Value = http
-            .post(format!("http://{}/hubspot/crm/v3/objects/contacts", sandbox.http))
-            .bearer_auth("sandbox")
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.push(created["id"].as_str().unwrap().parse::<u64>().unwrap());
+        let id = handoff::demo::create_contact(&http, sandbox.http, &body["properties"]).await.unwrap();
+        ids.push(id.parse::<u64>().unwrap());
     }
 
     let url = format!("http://{}/webhooks/hubspot", app.server.addr);
@@ -80,16 +71,7 @@ async fn run(leads: usize) {
         let body = json!([{"eventId": 7_000_000 + n, "subscriptionType": "contact.propertyChange", "objectId": id,
             "propertyName": "lifecyclestage", "propertyValue": "marketingqualifiedlead", "occurredAt": now}])
         .to_string();
-        let ts = SystemClock.now_ms();
-        let signature = handoff::connectors::hubspot::sign_v3("sandbox-secret", "POST", &url, body.as_bytes(), ts);
-        let response = http
-            .post(&url)
-            .header("x-hubspot-request-timestamp", ts.to_string())
-            .header("x-hubspot-signature-v3", signature)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = handoff::demo::send_signed(&http, &url, "sandbox-secret", body).await.unwrap();
         assert!(response.status().is_success());
         while app.server.finished().len() <= n {
             tokio::time::sleep(Duration::from_micros(200)).await;

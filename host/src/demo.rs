@@ -86,6 +86,49 @@ fn props(row: &Mql) -> Value {
     })
 }
 
+/// Creates a HubSpot contact in the sandbox through its API; returns its id.
+///
+/// # Errors
+///
+/// When the emulator cannot be reached or answers without an id.
+pub async fn create_contact(
+    http: &reqwest::Client,
+    sandbox: std::net::SocketAddr,
+    properties: &Value,
+) -> Result<String> {
+    let created: Value = http
+        .post(format!("http://{sandbox}/hubspot/crm/v3/objects/contacts"))
+        .bearer_auth(crate::connectors::SANDBOX_TOKEN)
+        .json(&json!({ "properties": properties }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(created["id"].as_str().context("the HubSpot emulator returned no id")?.to_string())
+}
+
+/// POSTs a webhook body to `url` signed as HubSpot does (v3, now).
+///
+/// # Errors
+///
+/// When the request cannot be sent.
+pub async fn send_signed(
+    http: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    body: String,
+) -> reqwest::Result<reqwest::Response> {
+    let ts = crate::capabilities::SystemClock.now_ms();
+    let signature = sign_v3(secret, "POST", url, body.as_bytes(), ts);
+    http.post(url)
+        .header("content-type", "application/json")
+        .header("x-hubspot-request-timestamp", ts.to_string())
+        .header("x-hubspot-signature-v3", signature)
+        .body(body)
+        .send()
+        .await
+}
+
 /// Runs the demo and returns the report.
 ///
 /// # Errors
@@ -116,7 +159,6 @@ pub async fn run(options: DemoOptions) -> Result<String> {
     .await?;
 
     let http = reqwest::Client::new();
-    let hubspot = format!("http://{}/hubspot/crm/v3/objects/contacts", sandbox.http);
     let mut leads: Vec<Lead> = Vec::new();
     let mut next_event = 9_100_000_000u64;
     let mut event = |label: &'static str, contact_id: &str| {
@@ -142,15 +184,7 @@ pub async fn run(options: DemoOptions) -> Result<String> {
         leads.push(event(label, id));
     }
     for row in NEW_MQLS {
-        let created: Value = http
-            .post(&hubspot)
-            .bearer_auth(crate::connectors::SANDBOX_TOKEN)
-            .json(&json!({ "properties": props(row) }))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let id = created["id"].as_str().context("the HubSpot emulator returned no id")?.to_string();
+        let id = create_contact(&http, sandbox.http, &props(row)).await?;
         let label = match (row.5, row.7) {
             ("France", _) => "new, France (rep away)",
             ("Japan" | "China" | "Australia", _) => "new, APAC (after hours)",
@@ -171,15 +205,8 @@ pub async fn run(options: DemoOptions) -> Result<String> {
             "missing company" => p["company"] = json!(""),
             _ => p["lifecyclestage"] = json!("lead"),
         }
-        let created: Value = http
-            .post(&hubspot)
-            .bearer_auth(crate::connectors::SANDBOX_TOKEN)
-            .json(&json!({ "properties": p }))
-            .send()
-            .await?
-            .json()
-            .await?;
-        leads.push(event(label, created["id"].as_str().unwrap_or_default()));
+        let id = create_contact(&http, sandbox.http, &p).await?;
+        leads.push(event(label, &id));
     }
 
     // Send: HubSpot batches events, so some requests carry several.
@@ -194,18 +221,7 @@ pub async fn run(options: DemoOptions) -> Result<String> {
     let send = |events: Vec<Value>| {
         let http = http.clone();
         let url = url.clone();
-        async move {
-            let body = Value::Array(events).to_string();
-            let ts = crate::capabilities::SystemClock.now_ms();
-            let signature = sign_v3(secret, "POST", &url, body.as_bytes(), ts);
-            http.post(&url)
-                .header("content-type", "application/json")
-                .header("x-hubspot-request-timestamp", ts.to_string())
-                .header("x-hubspot-signature-v3", signature)
-                .body(body)
-                .send()
-                .await
-        }
+        async move { send_signed(&http, &url, secret, Value::Array(events).to_string()).await }
     };
     for chunk in leads.chunks(3) {
         let response = send(chunk.iter().map(body_of).collect()).await?;
