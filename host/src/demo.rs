@@ -272,13 +272,7 @@ pub fn outcome(finished: &Finished) -> (String, String, String) {
         if let crate::pipeline::BranchEnd::Unconnected { node, port, item } = end {
             match (node.as_str(), port.as_str()) {
                 ("validate", "invalid") => {
-                    let reasons: Vec<&str> = item["validation"]["reasons"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|r| r["message"].as_str())
-                        .collect();
-                    return ("invalid".into(), String::new(), reasons.join("; "));
+                    return ("invalid".into(), String::new(), crate::store::invalid_reasons(item));
                 }
                 ("dedupe", "duplicate") => {
                     return (

@@ -743,10 +743,7 @@ async fn create(
         Err(r) => return r,
     };
     let Some(object) = object_name(&object) else {
-        return respond(
-            limit,
-            SfError::new(404, "NOT_FOUND", "The requested resource does not exist", &[]).into_response(),
-        );
+        return respond(limit, SfError::not_found().into_response());
     };
     let fields = match parse_fields(&body) {
         Ok(f) => f,

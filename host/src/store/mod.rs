@@ -143,6 +143,13 @@ pub struct LeadFacts {
     pub salesforce_id: Option<String>,
 }
 
+/// Why `validate` found an item invalid, its reasons' messages joined.
+pub fn invalid_reasons(item: &Value) -> String {
+    let reasons: Vec<&str> =
+        item["validation"]["reasons"].as_array().into_iter().flatten().filter_map(|r| r["message"].as_str()).collect();
+    reasons.join("; ")
+}
+
 /// The lead steps and facts an execution record shows, in order. Each
 /// successful node run is a step (`validate` → validated, `dedupe` →
 /// deduped, ...); where the execution ended decides the final one.
@@ -167,15 +174,7 @@ pub fn steps_of(record: &ExecutionRecord) -> (LeadFacts, Vec<Step>) {
         let state = match (run.plugin.as_str(), out.port.as_str()) {
             ("fetch-contact", _) => Some((LeadState::Received, "contact read from HubSpot".to_string())),
             ("validate", "valid") => Some((LeadState::Validated, "meets the MQL criteria".into())),
-            ("validate", "invalid") => {
-                let reasons: Vec<&str> = item["validation"]["reasons"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|r| r["message"].as_str())
-                    .collect();
-                Some((LeadState::Invalid, reasons.join("; ")))
-            }
+            ("validate", "invalid") => Some((LeadState::Invalid, invalid_reasons(item))),
             ("dedupe", "duplicate") => Some((
                 LeadState::Duplicate,
                 format!("already handed off ({})", item["dedupe"]["key"].as_str().unwrap_or_default()),
