@@ -7,8 +7,8 @@
 //! `LEADS=2000 CONCURRENCY=32 cargo bench -p handoff --bench load`
 
 use handoff::app::{App, AppOptions};
-use handoff::capabilities::ManualClock;
-use handoff::sandbox::{Fixture, Sandbox, SandboxSettings, SandboxState};
+use handoff::capabilities::Clock;
+use handoff::sandbox::{Sandbox, SandboxSettings};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,8 +43,8 @@ fn main() {
 
 async fn run(leads: usize, concurrency: usize) {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let now = handoff::demo::DEMO_NOW.parse::<jiff::Timestamp>().unwrap().as_millisecond();
-    let clock = Arc::new(ManualClock::new(now));
+    let clock = handoff::demo::demo_clock();
+    let now = clock.now_ms();
     let settings = SandboxSettings {
         hubspot_per_ten_seconds: 0,
         hubspot_search_per_second: 0,
@@ -52,9 +52,7 @@ async fn run(leads: usize, concurrency: usize) {
         salesforce_api_limit: u64::MAX,
         ..Default::default()
     };
-    let any = "127.0.0.1:0".parse().unwrap();
-    let sandbox =
-        Sandbox::start_with(any, any, SandboxState::new(Fixture::builtin(), settings, clock.clone())).await.unwrap();
+    let sandbox = Sandbox::start_loopback(settings, clock.clone()).await.unwrap();
     // The roster's daily capacities would send most of a big run to the
     // queue; for load, reps take everything.
     let roster_dir = tempfile::tempdir().unwrap();
@@ -67,19 +65,9 @@ async fn run(leads: usize, concurrency: usize) {
     std::fs::write(&roster_path, roster.to_string()).unwrap();
     let data = tempfile::tempdir().unwrap();
     let app = App::launch(AppOptions {
-        data_dir: data.path().to_path_buf(),
-        state_dir: None,
-        plugin_dirs: vec![],
-        pipelines: vec![repo.join("pipelines/mql-handoff.json")],
         roster: roster_path,
-        connectors: sandbox.connectors(),
-        listen: any,
-        public_url: None,
-        store_path: None,
         ops_channel: None,
-        sweep_every: None,
-        api_token: None,
-        clock,
+        ..AppOptions::mql_handoff(&repo.join("pipelines"), data.path().to_path_buf(), sandbox.connectors(), clock)
     })
     .await
     .unwrap();

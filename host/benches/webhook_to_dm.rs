@@ -7,11 +7,10 @@
 //! per second per channel would measure Slack, not us.
 
 use handoff::app::{App, AppOptions};
-use handoff::capabilities::ManualClock;
-use handoff::sandbox::{Fixture, Sandbox, SandboxSettings, SandboxState};
+use handoff::capabilities::Clock;
+use handoff::sandbox::{Sandbox, SandboxSettings};
 use serde_json::json;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -22,33 +21,22 @@ fn main() {
 
 async fn run(leads: usize) {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let now = handoff::demo::DEMO_NOW.parse::<jiff::Timestamp>().unwrap().as_millisecond();
-    let clock = Arc::new(ManualClock::new(now));
+    let clock = handoff::demo::demo_clock();
+    let now = clock.now_ms();
     let settings = SandboxSettings {
         hubspot_per_ten_seconds: 0,
         hubspot_search_per_second: 0,
         slack_channel_burst: 0,
         ..Default::default()
     };
-    let any = "127.0.0.1:0".parse().unwrap();
-    let sandbox =
-        Sandbox::start_with(any, any, SandboxState::new(Fixture::builtin(), settings, clock.clone())).await.unwrap();
+    let sandbox = Sandbox::start_loopback(settings, clock.clone()).await.unwrap();
     let data = tempfile::tempdir().unwrap();
-    let app = App::launch(AppOptions {
-        data_dir: data.path().to_path_buf(),
-        state_dir: None,
-        plugin_dirs: vec![],
-        pipelines: vec![repo.join("pipelines/mql-handoff.json")],
-        roster: repo.join("pipelines/roster.json"),
-        connectors: sandbox.connectors(),
-        listen: any,
-        public_url: None,
-        store_path: None,
-        ops_channel: Some("#revops-alerts".into()),
-        sweep_every: None,
-        api_token: None,
+    let app = App::launch(AppOptions::mql_handoff(
+        &repo.join("pipelines"),
+        data.path().to_path_buf(),
+        sandbox.connectors(),
         clock,
-    })
+    ))
     .await
     .unwrap();
 

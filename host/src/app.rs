@@ -39,6 +39,34 @@ pub struct AppOptions {
     pub clock: Arc<dyn Clock>,
 }
 
+impl AppOptions {
+    /// The shipped MQL handoff (`mql-handoff.json` and `roster.json` from
+    /// `pipelines_dir`) on `connectors`, on a free loopback port, with its
+    /// ledger and state under `data_dir`; callers adjust the rest.
+    pub fn mql_handoff(
+        pipelines_dir: &std::path::Path,
+        data_dir: PathBuf,
+        connectors: ConnectorsConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        AppOptions {
+            data_dir,
+            state_dir: None,
+            plugin_dirs: Vec::new(),
+            pipelines: vec![pipelines_dir.join("mql-handoff.json")],
+            roster: pipelines_dir.join("roster.json"),
+            connectors,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            public_url: None,
+            store_path: None,
+            ops_channel: Some("#revops-alerts".into()),
+            sweep_every: None,
+            api_token: None,
+            clock,
+        }
+    }
+}
+
 /// A running Handoff.
 pub struct App {
     pub server: Server,

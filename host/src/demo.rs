@@ -8,7 +8,7 @@
 use crate::app::{App, AppOptions};
 use crate::capabilities::{Clock, ManualClock};
 use crate::connectors::hubspot::sign_v3;
-use crate::sandbox::{Fixture, Sandbox, SandboxSettings, SandboxState};
+use crate::sandbox::{Sandbox, SandboxSettings};
 use crate::server::Finished;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
@@ -27,6 +27,11 @@ pub struct DemoOptions {
 /// The demo's fixed "now": Wednesday 2026-11-25, 15:00 UTC (afternoon in
 /// Europe, morning in the Americas, night in APAC).
 pub const DEMO_NOW: &str = "2026-11-25T15:00:00Z";
+
+/// A clock standing at [`DEMO_NOW`].
+pub fn demo_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(DEMO_NOW.parse::<jiff::Timestamp>().expect("DEMO_NOW is a timestamp").as_millisecond()))
+}
 
 /// One lead the demo sends.
 struct Lead {
@@ -135,26 +140,15 @@ pub async fn send_signed(
 ///
 /// When the sandbox or the server cannot start.
 pub async fn run(options: DemoOptions) -> Result<String> {
-    let now = DEMO_NOW.parse::<jiff::Timestamp>().expect("a timestamp").as_millisecond();
-    let clock = Arc::new(ManualClock::new(now));
-    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("an address");
-    let sandbox_state = SandboxState::new(Fixture::builtin(), SandboxSettings::default(), clock.clone());
-    let sandbox = Sandbox::start_with(any, any, sandbox_state).await?;
+    let clock = demo_clock();
+    let now = clock.now_ms();
+    let sandbox = Sandbox::start_loopback(SandboxSettings::default(), clock.clone()).await?;
     let state_dir = tempfile_dir(&options.data_dir)?;
     let app = App::launch(AppOptions {
-        data_dir: options.data_dir.clone(),
         state_dir: Some(state_dir.clone()),
         plugin_dirs: options.plugin_dirs.clone(),
-        pipelines: vec![options.pipelines_dir.join("mql-handoff.json")],
-        roster: options.pipelines_dir.join("roster.json"),
-        connectors: sandbox.connectors(),
-        listen: any,
-        public_url: None,
         store_path: Some(state_dir.join("handoff.db")),
-        ops_channel: Some("#revops-alerts".into()),
-        sweep_every: None,
-        api_token: None,
-        clock: clock.clone(),
+        ..AppOptions::mql_handoff(&options.pipelines_dir, options.data_dir.clone(), sandbox.connectors(), clock.clone())
     })
     .await?;
 

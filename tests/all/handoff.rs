@@ -2,7 +2,7 @@
 //! checked where a rep and RevOps would look (Slack, Salesforce).
 
 use handoff::store::{SqliteStore, Store};
-use handoff_tests::{Running, mql_event, post_webhook, start_handoff, start_handoff_in};
+use handoff_tests::{Running, handoff_options, mql_event, post_webhook, start_handoff, start_handoff_in};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -320,24 +320,10 @@ async fn a_rerun_after_a_crash_sends_no_second_dm_and_creates_no_second_lead() {
     rusqlite::Connection::open(&db).unwrap().execute("UPDATE events SET finished_at = NULL", []).unwrap();
 
     // A new instance on the same ledger and plugin state resumes it.
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let restarted = handoff::app::App::launch(handoff::app::AppOptions {
-        data_dir: handoff_tests::shared_cache_dir(),
-        state_dir: Some(running.state_dir.path().to_path_buf()),
-        plugin_dirs: vec![],
-        pipelines: vec![repo.join("pipelines/mql-handoff.json")],
-        roster: repo.join("pipelines/roster.json"),
-        connectors: handoff_tests::sandbox_connectors(&running.sandbox),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        public_url: None,
-        store_path: Some(db.clone()),
-        ops_channel: Some("#revops-alerts".into()),
-        sweep_every: None,
-        api_token: None,
-        clock: running.clock.clone(),
-    })
-    .await
-    .unwrap();
+    let restarted =
+        handoff::app::App::launch(handoff_options(&running.sandbox, running.clock.clone(), running.state_dir.path()))
+            .await
+            .unwrap();
     assert!(restarted.server.settle(Duration::from_secs(60)).await);
     let rerun = &restarted.server.finished()[0].record;
     assert_eq!(rerun.execution_id, running.app.server.finished()[0].record.execution_id, "the same execution id");
@@ -428,21 +414,11 @@ async fn the_sweep_finds_mqls_no_webhook_delivered() {
 #[tokio::test]
 async fn the_api_requires_its_token_and_is_never_exposed_without_one() {
     let running = start_handoff().await;
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let options = |listen: &str, token: Option<&str>, dir: &std::path::Path| handoff::app::AppOptions {
-        data_dir: handoff_tests::shared_cache_dir(),
-        state_dir: Some(dir.to_path_buf()),
-        plugin_dirs: vec![],
-        pipelines: vec![repo.join("pipelines/mql-handoff.json")],
-        roster: repo.join("pipelines/roster.json"),
-        connectors: handoff_tests::sandbox_connectors(&running.sandbox),
         listen: listen.parse().unwrap(),
-        public_url: None,
-        store_path: Some(dir.join("handoff.db")),
         ops_channel: None,
-        sweep_every: None,
         api_token: token.map(handoff::connectors::Secret::new),
-        clock: running.clock.clone(),
+        ..handoff_options(&running.sandbox, running.clock.clone(), dir)
     };
     let dir = tempfile::tempdir().unwrap();
     let exposed = handoff::app::App::launch(options("0.0.0.0:0", None, dir.path())).await;

@@ -1,7 +1,7 @@
 //! Plugins in Python and JavaScript, built with the real toolchains, routing
 //! leads in a pipeline beside the Rust plugins, against the sandbox.
 
-use handoff::capabilities::{Capabilities, ManualClock};
+use handoff::capabilities::Capabilities;
 use handoff::pipeline::{ExecutionStatus, Executor, Start};
 use handoff::roster::FileRoster;
 use handoff::runtime::{CacheOutcome, PluginSource};
@@ -41,14 +41,13 @@ async fn route_one_lead(component: &str, router: &str) {
     let mut registry = host.registry.clone();
     registry.insert(load_program(&host.runtime, component).await);
     let sb = sandbox().await;
-    let now = handoff::demo::DEMO_NOW.parse::<jiff::Timestamp>().unwrap().as_millisecond();
     let roster =
         FileRoster::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/roster.json")).unwrap();
     let state = tempfile::tempdir().unwrap();
     let local = Capabilities {
         roster: Some(Arc::new(roster)),
         state: Some(Arc::new(handoff::capabilities::FileStateStore::new(state.path()))),
-        clock: Arc::new(ManualClock::new(now)),
+        clock: handoff::demo::demo_clock(),
         ..Capabilities::none()
     };
     let capabilities = sandbox_connectors(&sb).connect(local).unwrap();

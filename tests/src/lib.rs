@@ -8,7 +8,7 @@ use handoff::capabilities::{
 use handoff::connectors::{CallPolicy, ConnectorsConfig};
 use handoff::pipeline::{self, Diagnostic, ExecutionRecord, Executor, PreparedPipeline, Start};
 use handoff::runtime::{Plugin, PluginRegistry, PluginSource, Runtime, RuntimeConfig};
-use handoff::sandbox::{Fixture, Sandbox, SandboxSettings, SandboxState};
+use handoff::sandbox::{Sandbox, SandboxSettings};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -185,9 +185,7 @@ pub async fn sandbox() -> Sandbox {
 
 /// A sandbox on free loopback ports with `settings`.
 pub async fn sandbox_with(settings: SandboxSettings) -> Sandbox {
-    let any = "127.0.0.1:0".parse().unwrap();
-    let state = SandboxState::new(Fixture::builtin(), settings, Arc::new(handoff::capabilities::SystemClock));
-    Sandbox::start_with(any, any, state).await.expect("sandbox starts")
+    Sandbox::start_loopback(settings, Arc::new(handoff::capabilities::SystemClock)).await.expect("sandbox starts")
 }
 
 /// The call policy with short waits, so retry tests run fast.
@@ -225,30 +223,27 @@ pub async fn start_handoff() -> Running {
 
 /// [`start_handoff`] with its state and ledger (`handoff.db`) in `state_dir`.
 pub async fn start_handoff_in(state_dir: tempfile::TempDir) -> Running {
-    let now = handoff::demo::DEMO_NOW.parse::<jiff::Timestamp>().unwrap().as_millisecond();
-    let clock = Arc::new(handoff::capabilities::ManualClock::new(now));
-    let any = "127.0.0.1:0".parse().unwrap();
-    let state = SandboxState::new(Fixture::builtin(), SandboxSettings::default(), clock.clone());
-    let sandbox = Sandbox::start_with(any, any, state).await.unwrap();
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let app = handoff::app::App::launch(handoff::app::AppOptions {
-        data_dir: shared_cache_dir(),
-        state_dir: Some(state_dir.path().to_path_buf()),
-        plugin_dirs: vec![],
-        pipelines: vec![repo.join("pipelines/mql-handoff.json")],
-        roster: repo.join("pipelines/roster.json"),
-        connectors: sandbox_connectors(&sandbox),
-        listen: any,
-        public_url: None,
-        store_path: Some(state_dir.path().join("handoff.db")),
-        ops_channel: Some("#revops-alerts".into()),
-        sweep_every: None,
-        api_token: None,
-        clock: clock.clone(),
-    })
-    .await
-    .expect("handoff starts");
+    let clock = handoff::demo::demo_clock();
+    let sandbox = Sandbox::start_loopback(SandboxSettings::default(), clock.clone()).await.unwrap();
+    let app = handoff::app::App::launch(handoff_options(&sandbox, clock.clone(), state_dir.path()))
+        .await
+        .expect("handoff starts");
     Running { sandbox, app, clock, state_dir }
+}
+
+/// The shipped pipeline and roster on `sandbox` (with fast retries), on
+/// `clock`, with plugin state and the ledger (`handoff.db`) in `state_dir`.
+pub fn handoff_options(
+    sandbox: &Sandbox,
+    clock: Arc<handoff::capabilities::ManualClock>,
+    state_dir: &Path,
+) -> handoff::app::AppOptions {
+    let pipelines = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    handoff::app::AppOptions {
+        state_dir: Some(state_dir.to_path_buf()),
+        store_path: Some(state_dir.join("handoff.db")),
+        ..handoff::app::AppOptions::mql_handoff(&pipelines, shared_cache_dir(), sandbox_connectors(sandbox), clock)
+    }
 }
 
 /// A HubSpot `contact.propertyChange` event making `contact_id` an MQL.

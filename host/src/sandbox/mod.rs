@@ -151,6 +151,17 @@ impl Sandbox {
         .await
     }
 
+    /// Starts the emulators on free loopback ports, seeded with the built-in
+    /// fixture, with `settings` and `clock`.
+    ///
+    /// # Errors
+    ///
+    /// When no port can be bound.
+    pub async fn start_loopback(settings: SandboxSettings, clock: Arc<dyn Clock>) -> Result<Sandbox> {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+        Self::start_with(any, any, SandboxState::new(Fixture::builtin(), settings, clock)).await
+    }
+
     /// Starts the emulators over `state`.
     ///
     /// # Errors
