@@ -25,6 +25,14 @@ fn dms_to(running: &Running, email: &str) -> Vec<Value> {
         .collect()
 }
 
+async fn get_json(url: String) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+async fn post_json(url: String) -> Value {
+    reqwest::Client::new().post(url).send().await.unwrap().json().await.unwrap()
+}
+
 fn leads(running: &Running) -> Vec<serde_json::Map<String, Value>> {
     running.sandbox.state.world().salesforce.objects["Lead"].clone()
 }
@@ -111,18 +119,13 @@ async fn an_open_opportunity_tells_its_owner_and_creates_no_lead() {
 async fn when_every_rep_is_unavailable_the_lead_goes_to_the_fallback_queue() {
     let running = start_handoff().await;
     // A new APAC MQL at 23:00 in Shanghai and 02:00 in Sydney.
-    let created: Value = reqwest::Client::new()
-        .post(format!("http://{}/hubspot/crm/v3/objects/contacts", running.sandbox.http))
-        .bearer_auth("sandbox")
-        .json(&json!({"properties": {"email": "kai.tan@lionbridge-logistics.sg", "firstname": "Kai", "lastname": "Tan",
-            "company": "Lionbridge Logistics", "country": "Singapore", "numemployees": "400", "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"}}))
-        .send()
+    let properties = json!({"email": "kai.tan@lionbridge-logistics.sg", "firstname": "Kai", "lastname": "Tan",
+        "company": "Lionbridge Logistics", "country": "Singapore", "numemployees": "400", "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"});
+    let id: u64 = handoff::demo::create_contact(&reqwest::Client::new(), running.sandbox.http, &properties)
         .await
         .unwrap()
-        .json()
-        .await
+        .parse()
         .unwrap();
-    let id: u64 = created["id"].as_str().unwrap().parse().unwrap();
     deliver(&running, json!([mql_event(5, id)])).await;
     let lead = leads(&running).into_iter().find(|l| l["Email"] == "kai.tan@lionbridge-logistics.sg").expect("a lead");
     assert_eq!(lead["OwnerId"], "00G000000000001AAA", "the fallback queue owns it");
@@ -176,24 +179,18 @@ async fn malformed_bodies_are_400_naming_the_problem() {
         let error: Value = response.json().await.unwrap();
         assert!(error["detail"].as_str().unwrap().contains(needle), "{error}");
     }
-    let health: Value =
-        reqwest::get(format!("http://{}/healthz", running.app.server.addr)).await.unwrap().json().await.unwrap();
+    let health: Value = get_json(format!("http://{}/healthz", running.app.server.addr)).await;
     assert_eq!(health["status"], "ok");
 }
 
 async fn create_contact(running: &Running, email: &str, country: &str, state: &str) -> u64 {
-    let created: Value = reqwest::Client::new()
-        .post(format!("http://{}/hubspot/crm/v3/objects/contacts", running.sandbox.http))
-        .bearer_auth("sandbox")
-        .json(&json!({"properties": {"email": email, "firstname": "Test", "lastname": email, "company": format!("Co {email}"),
-            "country": country, "state": state, "numemployees": "300", "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"}}))
-        .send()
+    let properties = json!({"email": email, "firstname": "Test", "lastname": email, "company": format!("Co {email}"),
+        "country": country, "state": state, "numemployees": "300", "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"});
+    handoff::demo::create_contact(&reqwest::Client::new(), running.sandbox.http, &properties)
         .await
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["id"].as_str().unwrap().parse().unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -275,12 +272,12 @@ async fn the_ledger_shows_each_lead_and_its_timeline() {
     let running = start_handoff().await;
     deliver(&running, json!([mql_event(301, 1002), mql_event(302, 1007)])).await;
     let base = format!("http://{}", running.app.server.addr);
-    let lead: Value = reqwest::get(format!("{base}/api/leads/1002")).await.unwrap().json().await.unwrap();
+    let lead: Value = get_json(format!("{base}/api/leads/1002")).await;
     assert_eq!(lead["state"], "notified");
     assert_eq!(lead["owner"], "Carlos Ruiz");
     let states: Vec<&str> = lead["timeline"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["received", "validated", "deduped", "routed", "assigned", "notified"]);
-    let invalid: Value = reqwest::get(format!("{base}/api/leads?state=invalid")).await.unwrap().json().await.unwrap();
+    let invalid: Value = get_json(format!("{base}/api/leads?state=invalid")).await;
     assert_eq!(invalid[0]["id"], "1007");
     assert_eq!(reqwest::get(format!("{base}/api/leads/424242")).await.unwrap().status(), 404);
     assert_eq!(reqwest::get(format!("{base}/api/leads?state=bogus")).await.unwrap().status(), 400);
@@ -363,7 +360,7 @@ async fn a_failed_lead_alerts_ops_and_a_retry_finishes_it() {
     assert!(fault > 0);
     deliver(&running, json!([mql_event(700, 1002)])).await;
     let base = format!("http://{}", running.app.server.addr);
-    let lead: Value = reqwest::get(format!("{base}/api/leads/1002")).await.unwrap().json().await.unwrap();
+    let lead: Value = get_json(format!("{base}/api/leads/1002")).await;
     assert_eq!(lead["state"], "failed");
     {
         let world = running.sandbox.state.world();
@@ -384,11 +381,10 @@ async fn a_failed_lead_alerts_ops_and_a_retry_finishes_it() {
     let started = a["retried"].as_array().unwrap().len() + b["retried"].as_array().unwrap().len();
     assert_eq!(started, 1, "{a} {b}");
     assert!(running.app.server.settle(Duration::from_secs(60)).await);
-    let lead: Value = reqwest::get(format!("{base}/api/leads/1002")).await.unwrap().json().await.unwrap();
+    let lead: Value = get_json(format!("{base}/api/leads/1002")).await;
     assert_eq!(lead["state"], "notified");
     assert_eq!(dms_to(&running, "carlos.ruiz@handoff-demo.com").len(), 1);
-    let nothing: Value =
-        reqwest::Client::new().post(format!("{base}/api/retry-failed")).send().await.unwrap().json().await.unwrap();
+    let nothing: Value = post_json(format!("{base}/api/retry-failed")).await;
     assert_eq!(nothing["retried"], json!([]), "nothing left to retry");
 }
 
@@ -397,17 +393,15 @@ async fn the_sweep_finds_mqls_no_webhook_delivered() {
     let running = start_handoff().await;
     deliver(&running, json!([mql_event(800, 1002)])).await;
     let base = format!("http://{}", running.app.server.addr);
-    let swept: Value =
-        reqwest::Client::new().post(format!("{base}/api/sweep")).send().await.unwrap().json().await.unwrap();
+    let swept: Value = post_json(format!("{base}/api/sweep")).await;
     let started: Vec<&str> = swept["started"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     // The seed org's other MQL contacts (1008 is only a lead).
     assert_eq!(started.len(), 8, "{started:?}");
     assert!(started.iter().all(|e| e.starts_with("sweep:") && !e.contains(":1002:")), "{started:?}");
     assert!(running.app.server.settle(Duration::from_secs(60)).await);
-    let lead: Value = reqwest::get(format!("{base}/api/leads/1001")).await.unwrap().json().await.unwrap();
+    let lead: Value = get_json(format!("{base}/api/leads/1001")).await;
     assert_eq!(lead["state"], "notified", "a missed MQL was handed off");
-    let again: Value =
-        reqwest::Client::new().post(format!("{base}/api/sweep")).send().await.unwrap().json().await.unwrap();
+    let again: Value = post_json(format!("{base}/api/sweep")).await;
     assert_eq!(again["started"], json!([]), "nothing new since the last sweep");
 }
 

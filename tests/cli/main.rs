@@ -215,33 +215,13 @@ fn the_demo_hands_off_every_kind_of_lead() {
 #[test]
 fn plugin_new_scaffolds_a_project() {
     let dir = tempfile::tempdir().unwrap();
-    let out = handoff(
-        dir.path(),
-        &[
-            "plugin",
-            "new",
-            "lead-tagger",
-            "--lang",
-            "python",
-            "--dir",
-            dir.path().join("lead-tagger").to_str().unwrap(),
-        ],
-    );
+    let project = dir.path().join("lead-tagger");
+    let args = ["plugin", "new", "lead-tagger", "--lang", "python", "--dir", project.to_str().unwrap()];
+    let out = handoff(dir.path(), &args);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(dir.path().join("lead-tagger/app.py").exists());
-    assert!(dir.path().join("lead-tagger/wit/deps/handoff-plugin/types.wit").exists());
-    let again = handoff(
-        dir.path(),
-        &[
-            "plugin",
-            "new",
-            "lead-tagger",
-            "--lang",
-            "python",
-            "--dir",
-            dir.path().join("lead-tagger").to_str().unwrap(),
-        ],
-    );
+    assert!(project.join("app.py").exists());
+    assert!(project.join("wit/deps/handoff-plugin/types.wit").exists());
+    let again = handoff(dir.path(), &args);
     assert_eq!(again.status.code(), Some(1), "an existing project is never overwritten");
 }
 
