@@ -119,14 +119,15 @@ impl App {
             ..Capabilities::none()
         };
         let capabilities = options.connectors.connect(local).context("configuring connectors")?;
-        sync_roster(&options.connectors, &roster).await;
-        if options.connectors.salesforce.is_some() {
-            // Reps deactivated in Salesforce stop getting leads within minutes.
-            let (connectors, roster) = (options.connectors.clone(), roster.clone());
+        if let Some(salesforce) = options.connectors.salesforce_client(&crate::connectors::policy::http_client()) {
+            sync_roster(&salesforce, &roster).await;
+            // Reps deactivated in Salesforce stop getting leads within
+            // minutes; one client, so one sign-in, serves every sync.
+            let roster = roster.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(std::time::Duration::from_secs(300)).await;
-                    sync_roster(&connectors, &roster).await;
+                    sync_roster(&salesforce, &roster).await;
                 }
             });
         }
@@ -144,16 +145,10 @@ impl App {
             public_url: options.public_url,
             ops_channel: options.ops_channel,
             api_token: options.api_token.clone(),
-            sweep: options.connectors.hubspot.as_ref().and_then(|h| {
-                let token = h.token.clone()?;
-                let client = crate::connectors::hubspot::HubSpot::new(
-                    crate::connectors::policy::http_client(),
-                    &h.base_url,
-                    token,
-                    options.connectors.policy.clone(),
-                );
-                Some((client, options.sweep_every.unwrap_or(std::time::Duration::from_secs(300))))
-            }),
+            sweep: options
+                .connectors
+                .hubspot_client(&crate::connectors::policy::http_client())
+                .map(|client| (client, options.sweep_every.unwrap_or(std::time::Duration::from_secs(300)))),
         })
         .await?;
         Ok(App { server, roster, timers })
@@ -162,16 +157,8 @@ impl App {
 
 /// Marks reps Salesforce reports inactive. A failure is logged: routing
 /// then trusts the roster file alone until the next sync.
-async fn sync_roster(connectors: &ConnectorsConfig, roster: &FileRoster) {
-    let Some(sf) = &connectors.salesforce else { return };
-    let client = crate::connectors::salesforce::Salesforce::new(
-        crate::connectors::policy::http_client(),
-        &sf.login_url,
-        &sf.api_version,
-        sf.auth.clone(),
-        connectors.policy.clone(),
-    );
-    match client.users().await {
+async fn sync_roster(salesforce: &crate::connectors::salesforce::Salesforce, roster: &FileRoster) {
+    match salesforce.users().await {
         Ok(users) => {
             roster.set_inactive_in_crm(users.into_iter().filter(|(_, _, _, active)| !active).map(|(id, ..)| id))
         }

@@ -240,6 +240,24 @@ impl ConnectorsConfig {
         missing
     }
 
+    /// The HubSpot client, when HubSpot is configured with a token.
+    pub fn hubspot_client(&self, http: &reqwest::Client) -> Option<hubspot::HubSpot> {
+        let h = self.hubspot.as_ref()?;
+        Some(hubspot::HubSpot::new(http.clone(), &h.base_url, h.token.clone()?, self.policy.clone()))
+    }
+
+    /// The Salesforce client, when Salesforce is configured.
+    pub fn salesforce_client(&self, http: &reqwest::Client) -> Option<salesforce::Salesforce> {
+        let s = self.salesforce.as_ref()?;
+        Some(salesforce::Salesforce::new(
+            http.clone(),
+            &s.login_url,
+            &s.api_version,
+            s.auth.clone(),
+            self.policy.clone(),
+        ))
+    }
+
     /// Builds the configured connectors into capability providers (state,
     /// schedule, roster and clock stay as given in `base`).
     ///
@@ -254,18 +272,11 @@ impl ConnectorsConfig {
         let http = policy::http_client();
         let policy = self.policy.clone();
         let mut caps = base;
-        if let Some(h) = &self.hubspot {
-            let token = h.token.clone().expect("checked by missing()");
-            caps.marketing = Some(Arc::new(hubspot::HubSpot::new(http.clone(), &h.base_url, token, policy.clone())));
+        if let Some(client) = self.hubspot_client(&http) {
+            caps.marketing = Some(Arc::new(client));
         }
-        if let Some(s) = &self.salesforce {
-            caps.crm = Some(Arc::new(salesforce::Salesforce::new(
-                http.clone(),
-                &s.login_url,
-                &s.api_version,
-                s.auth.clone(),
-                policy.clone(),
-            )));
+        if let Some(client) = self.salesforce_client(&http) {
+            caps.crm = Some(Arc::new(client));
         }
         if let Some(s) = &self.slack {
             let token = s.bot_token.clone().expect("checked by missing()");
