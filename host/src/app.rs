@@ -2,7 +2,7 @@
 //! connectors and the HTTP server, wired together. `handoff serve`,
 //! `handoff demo` and the end-to-end tests all start one here.
 
-use crate::capabilities::{Capabilities, Clock, FileStateStore, TimerBook};
+use crate::capabilities::{Capabilities, Clock, TimerBook};
 use crate::cli::{Host, HostOptions};
 use crate::connectors::ConnectorsConfig;
 use crate::pipeline::{self, Executor, Trigger};
@@ -15,10 +15,9 @@ use std::sync::Arc;
 
 /// How to start.
 pub struct AppOptions {
-    /// Compiled-component cache and, unless `state_dir` says otherwise,
-    /// plugin state.
+    /// Compiled-component cache and, unless `store_path` says otherwise,
+    /// the ledger.
     pub data_dir: PathBuf,
-    pub state_dir: Option<PathBuf>,
     pub plugin_dirs: Vec<PathBuf>,
     /// Pipeline files to serve.
     pub pipelines: Vec<PathBuf>,
@@ -37,6 +36,8 @@ pub struct AppOptions {
     pub api_token: Option<crate::connectors::Secret>,
     /// "Now" for plugins.
     pub clock: Arc<dyn Clock>,
+    /// How leads wait while a provider is down.
+    pub waiting: crate::store::WaitPolicy,
 }
 
 impl AppOptions {
@@ -51,7 +52,6 @@ impl AppOptions {
     ) -> Self {
         AppOptions {
             data_dir,
-            state_dir: None,
             plugin_dirs: Vec::new(),
             pipelines: vec![pipelines_dir.join("mql-handoff.json")],
             roster: pipelines_dir.join("roster.json"),
@@ -63,6 +63,7 @@ impl AppOptions {
             sweep_every: None,
             api_token: None,
             clock,
+            waiting: crate::store::WaitPolicy::default(),
         }
     }
 }
@@ -107,12 +108,11 @@ impl App {
 
         let roster = Arc::new(FileRoster::load(&options.roster)?);
         let timers = Arc::new(TimerBook::default());
-        let state_dir = options.state_dir.clone().unwrap_or_else(|| options.data_dir.join("state"));
         let store_path = options.store_path.clone().unwrap_or_else(|| options.data_dir.join("handoff.db"));
         let store = Arc::new(crate::store::SqliteStore::open(&store_path)?);
         let local = Capabilities {
             journal: Some(store.clone()),
-            state: Some(Arc::new(FileStateStore::new(state_dir))),
+            state: Some(store.clone()),
             schedule: Some(timers.clone()),
             roster: Some(roster.clone()),
             clock: options.clock.clone(),
@@ -145,6 +145,7 @@ impl App {
             public_url: options.public_url,
             ops_channel: options.ops_channel,
             api_token: options.api_token.clone(),
+            waiting: options.waiting,
             sweep: options
                 .connectors
                 .hubspot_client(&crate::connectors::policy::http_client())

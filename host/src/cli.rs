@@ -298,7 +298,6 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
     };
     let app = crate::app::App::launch(crate::app::AppOptions {
         data_dir: options.data_dir,
-        state_dir: None,
         plugin_dirs: options.plugin_dirs,
         pipelines: options.pipelines,
         roster: options.roster,
@@ -313,6 +312,7 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
             .filter(|t| !t.is_empty())
             .map(crate::connectors::Secret::new),
         clock: Arc::new(crate::capabilities::SystemClock),
+        waiting: crate::store::WaitPolicy::from_env(|name| std::env::var(name).ok())?,
     })
     .await?;
     println!(

@@ -145,7 +145,6 @@ pub async fn run(options: DemoOptions) -> Result<String> {
     let sandbox = Sandbox::start_loopback(SandboxSettings::default(), clock.clone()).await?;
     let state_dir = tempfile_dir(&options.data_dir)?;
     let app = App::launch(AppOptions {
-        state_dir: Some(state_dir.clone()),
         plugin_dirs: options.plugin_dirs.clone(),
         store_path: Some(state_dir.join("handoff.db")),
         ..AppOptions::mql_handoff(&options.pipelines_dir, options.data_dir.clone(), sandbox.connectors(), clock.clone())

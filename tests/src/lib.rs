@@ -240,7 +240,6 @@ pub fn handoff_options(
 ) -> handoff::app::AppOptions {
     let pipelines = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
     handoff::app::AppOptions {
-        state_dir: Some(state_dir.to_path_buf()),
         store_path: Some(state_dir.join("handoff.db")),
         ..handoff::app::AppOptions::mql_handoff(&pipelines, shared_cache_dir(), sandbox_connectors(sandbox), clock)
     }

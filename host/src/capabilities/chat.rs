@@ -1,5 +1,6 @@
 //! `handoff:plugin/chat`: team chat (Slack).
 
+use super::journal::Guard;
 use super::{CapabilityError, Grant, MessageRef};
 use crate::runtime::RunState;
 use crate::runtime::bindings::handoff::plugin::chat::Host;
@@ -11,6 +12,28 @@ pub trait Chat: Send + Sync {
     async fn send_dm(&self, email: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError>;
     async fn post(&self, channel: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError>;
     async fn update(&self, message: &MessageRef, text: &str, blocks: Option<&str>) -> Result<(), CapabilityError>;
+    /// A message with exactly this text sent since `since_ms` to `to` (an
+    /// email address for a DM, or a channel id): how a rerun after a crash
+    /// learns that its first attempt was delivered. `None` when there is
+    /// none, or when the service cannot tell (a channel given by name).
+    async fn find_sent(&self, to: &str, text: &str, since_ms: i64) -> Result<Option<MessageRef>, CapabilityError>;
+}
+
+/// Sends unless an earlier attempt whose outcome is unknown already did.
+async fn send_once<F: std::future::Future<Output = Result<MessageRef, CapabilityError>>>(
+    chat: &dyn Chat,
+    to: &str,
+    text: &str,
+    earlier: Option<i64>,
+    send: F,
+) -> Result<MessageRef, CapabilityError> {
+    if let Some(since) = earlier
+        && let Some(sent) = chat.find_sent(to, text, since).await?
+    {
+        tracing::info!(to, ts = %sent.ts, "the earlier attempt was delivered; not sending again");
+        return Ok(sent);
+    }
+    send.await
 }
 
 impl Host for RunState {
@@ -22,7 +45,10 @@ impl Host for RunState {
     ) -> Result<MessageRef, CapabilityError> {
         check_blocks(blocks.as_deref())?;
         let chat = self.provider(Grant::ChatWrite, |c| &c.chat)?;
-        self.effect("chat.send-dm", || async move { chat.send_dm(&email, &text, blocks.as_deref()).await }).await
+        self.effect("chat.send-dm", Guard::Intent, |attempt| async move {
+            send_once(&*chat, &email, &text, attempt.earlier, chat.send_dm(&email, &text, blocks.as_deref())).await
+        })
+        .await
     }
 
     async fn post(
@@ -33,7 +59,10 @@ impl Host for RunState {
     ) -> Result<MessageRef, CapabilityError> {
         check_blocks(blocks.as_deref())?;
         let chat = self.provider(Grant::ChatWrite, |c| &c.chat)?;
-        self.effect("chat.post", || async move { chat.post(&channel, &text, blocks.as_deref()).await }).await
+        self.effect("chat.post", Guard::Intent, |attempt| async move {
+            send_once(&*chat, &channel, &text, attempt.earlier, chat.post(&channel, &text, blocks.as_deref())).await
+        })
+        .await
     }
 
     async fn update(
@@ -44,7 +73,10 @@ impl Host for RunState {
     ) -> Result<(), CapabilityError> {
         check_blocks(blocks.as_deref())?;
         let chat = self.provider(Grant::ChatWrite, |c| &c.chat)?;
-        self.effect("chat.update", || async move { chat.update(&message, &text, blocks.as_deref()).await }).await
+        self.effect("chat.update", Guard::Idempotent, |_| async move {
+            chat.update(&message, &text, blocks.as_deref()).await
+        })
+        .await
     }
 }
 

@@ -1,5 +1,6 @@
 //! `handoff:plugin/crm`: the sales side (Salesforce).
 
+use super::journal::Guard;
 use super::{Account, Activity, CapabilityError, CrmContact, Grant, Lead, Opportunity, Owner, Task};
 use crate::runtime::RunState;
 use crate::runtime::bindings::handoff::plugin::crm::Host;
@@ -47,16 +48,46 @@ impl Host for RunState {
 
     async fn upsert_lead(&mut self, lead: Lead) -> Result<String, CapabilityError> {
         let crm = self.provider(Grant::CrmWrite, |c| &c.crm)?;
-        self.effect("crm.upsert-lead", || async move { crm.upsert_lead(lead).await }).await
+        self.effect("crm.upsert-lead", Guard::Intent, |attempt| async move {
+            let mut lead = lead;
+            // A create whose outcome is unknown may have made the lead:
+            // dedupe found none with this email before, so an unconverted
+            // one now is ours (or a rep's, which is better updated than
+            // doubled).
+            if lead.id.is_none()
+                && attempt.earlier.is_some()
+                && let Some(existing) = crm.find_lead_by_email(&lead.email).await?
+            {
+                tracing::info!(lead = ?existing.id, "the earlier create went through; updating it instead");
+                lead.id = existing.id;
+            }
+            crm.upsert_lead(lead).await
+        })
+        .await
     }
 
     async fn assign_owner(&mut self, lead_id: String, owner_id: String) -> Result<(), CapabilityError> {
         let crm = self.provider(Grant::CrmWrite, |c| &c.crm)?;
-        self.effect("crm.assign-owner", || async move { crm.assign_owner(&lead_id, &owner_id).await }).await
+        self.effect(
+            "crm.assign-owner",
+            Guard::Idempotent,
+            |_| async move { crm.assign_owner(&lead_id, &owner_id).await },
+        )
+        .await
     }
 
     async fn create_task(&mut self, task: Task) -> Result<String, CapabilityError> {
         let crm = self.provider(Grant::CrmWrite, |c| &c.crm)?;
-        self.effect("crm.create-task", || async move { crm.create_task(task).await }).await
+        self.effect("crm.create-task", Guard::Intent, |attempt| async move {
+            if let Some(since) = attempt.earlier {
+                let done = crm.list_activities(&task.who_id, since.saturating_sub(60_000)).await?;
+                if let Some(found) = done.into_iter().find(|a| a.subject == task.subject) {
+                    tracing::info!(task = %found.id, "the earlier create went through; not creating it again");
+                    return Ok(found.id);
+                }
+            }
+            crm.create_task(task).await
+        })
+        .await
     }
 }

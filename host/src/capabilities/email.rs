@@ -1,5 +1,6 @@
 //! `handoff:plugin/email`: outbound email.
 
+use super::journal::Guard;
 use super::{CapabilityError, EmailMessage, Grant};
 use crate::runtime::RunState;
 use crate::runtime::bindings::handoff::plugin::email::Host;
@@ -16,6 +17,9 @@ impl Host for RunState {
             return Err(CapabilityError::Invalid("an email needs at least one recipient".into()));
         }
         let email = self.provider(Grant::EmailSend, |c| &c.email)?;
-        self.effect("email.send", || async move { email.send(message).await }).await
+        // SMTP has no way to ask whether a message went out: a crash between
+        // the server's 250 and the journal's commit sends it again. Email is
+        // the backup channel, so at-least-once there is the right side to err.
+        self.effect("email.send", Guard::Idempotent, |_| async move { email.send(message).await }).await
     }
 }

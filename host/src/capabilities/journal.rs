@@ -4,19 +4,69 @@
 //! execution, node run and call sequence; its result is recorded when it
 //! succeeds, and a rerun of the same execution gets the recorded result
 //! instead of doing it again (the way Temporal, Restate and Golem replay).
+//!
+//! A crash can fall between a provider's answer and the journal's commit.
+//! For effects that are not idempotent, an intent is made durable before
+//! the call; a rerun that finds an intent but no result knows the first
+//! attempt may have happened, and looks for its trace at the provider (the
+//! Salesforce lead with that email, the DM with that text) before doing it
+//! again.
 
 use super::{CapabilityError, Contact, MessageRef};
 use crate::runtime::RunState;
 use serde_json::{Value, json};
 use std::future::Future;
 
+/// What the journal holds for one effect key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    /// The effect happened; this is its result.
+    Done(Value),
+    /// An attempt started at this time (host clock, ms) and its result was
+    /// never recorded: it may or may not have happened.
+    Started { at_ms: i64 },
+}
+
 /// Where recorded effects are kept.
 #[async_trait::async_trait]
 pub trait EffectJournal: Send + Sync {
-    /// The recorded result of the effect with this key.
-    async fn recorded(&self, key: &str) -> anyhow::Result<Option<Value>>;
+    /// What is recorded under this key.
+    async fn entry(&self, key: &str) -> anyhow::Result<Option<Entry>>;
+    /// Records, durably, that an attempt of the effect starts now.
+    async fn start(&self, key: &str, at_ms: i64) -> anyhow::Result<()>;
     /// Records an effect's result.
     async fn record(&self, key: &str, result: &Value) -> anyhow::Result<()>;
+
+    /// The recorded result under this key, if the effect is done.
+    async fn recorded(&self, key: &str) -> anyhow::Result<Option<Value>> {
+        Ok(match self.entry(key).await? {
+            Some(Entry::Done(value)) => Some(value),
+            _ => None,
+        })
+    }
+}
+
+/// How a side effect is protected against being repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Guard {
+    /// Doing it again changes nothing (setting fields, replacing a
+    /// message, adding to a list): record the result, no intent.
+    Idempotent,
+    /// Doing it again would repeat it (a new lead, a DM): make an intent
+    /// durable first, so a rerun after a crash knows to look before it acts.
+    Intent,
+    /// The provider records the result under the key in the same
+    /// transaction as the effect (plugin state in the ledger).
+    Atomic,
+}
+
+/// One attempt of an effect, as the call sees it.
+pub(crate) struct Attempt {
+    /// The effect's journal key (none without a journal).
+    pub key: Option<String>,
+    /// When an earlier attempt whose outcome is unknown started (host
+    /// clock, ms): look for what it did before acting.
+    pub earlier: Option<i64>,
 }
 
 /// How an effect's result is written to and read from the journal.
@@ -78,24 +128,35 @@ impl RunState {
     pub(crate) async fn effect<T: Recorded, F: Future<Output = Result<T, CapabilityError>>>(
         &mut self,
         what: &str,
-        call: impl FnOnce() -> F,
+        guard: Guard,
+        call: impl FnOnce(Attempt) -> F,
     ) -> Result<T, CapabilityError> {
         let Some(journal) = self.capabilities().journal.clone() else {
-            return call().await;
+            return call(Attempt { key: None, earlier: None }).await;
         };
         let key = self.next_effect_key(what);
-        match journal.recorded(&key).await {
-            Ok(Some(value)) => {
+        let unavailable = |e: anyhow::Error| CapabilityError::Unavailable(format!("effect journal: {e}"));
+        let earlier = match journal.entry(&key).await.map_err(unavailable)? {
+            Some(Entry::Done(value)) => {
                 if let Some(result) = T::decode(&value) {
                     tracing::debug!(%key, "replayed a recorded effect");
                     return Ok(result);
                 }
+                None
             }
-            Ok(None) => {}
-            Err(e) => return Err(CapabilityError::Unavailable(format!("effect journal: {e}"))),
+            Some(Entry::Started { at_ms }) => {
+                tracing::info!(%key, "an earlier attempt may have done this; checking before acting");
+                Some(at_ms)
+            }
+            None => None,
+        };
+        if guard == Guard::Intent && earlier.is_none() {
+            journal.start(&key, self.capabilities().clock.now_ms()).await.map_err(unavailable)?;
         }
-        let result = call().await?;
-        if let Err(e) = journal.record(&key, &result.encode()).await {
+        let result = call(Attempt { key: Some(key.clone()), earlier }).await?;
+        if guard != Guard::Atomic
+            && let Err(e) = journal.record(&key, &result.encode()).await
+        {
             // The effect happened; failing now would repeat it on retry.
             tracing::error!(%key, error = %e, "effect done but not journaled");
         }

@@ -1,5 +1,6 @@
 //! `handoff:plugin/marketing`: the marketing side (HubSpot contacts).
 
+use super::journal::Guard;
 use super::{CapabilityError, Contact, Grant};
 use crate::runtime::RunState;
 use crate::runtime::bindings::handoff::plugin::marketing::Host;
@@ -34,12 +35,17 @@ impl Host for RunState {
     async fn update_contact(&mut self, id: String, properties: String) -> Result<Contact, CapabilityError> {
         super::state::require_json(&properties, "properties")?;
         let marketing = self.provider(Grant::MarketingWrite, |c| &c.marketing)?;
-        self.effect("marketing.update-contact", || async move { marketing.update_contact(&id, &properties).await })
-            .await
+        self.effect("marketing.update-contact", Guard::Idempotent, |_| async move {
+            marketing.update_contact(&id, &properties).await
+        })
+        .await
     }
 
     async fn add_to_list(&mut self, list_id: String, contact_id: String) -> Result<(), CapabilityError> {
         let marketing = self.provider(Grant::MarketingWrite, |c| &c.marketing)?;
-        self.effect("marketing.add-to-list", || async move { marketing.add_to_list(&list_id, &contact_id).await }).await
+        self.effect("marketing.add-to-list", Guard::Idempotent, |_| async move {
+            marketing.add_to_list(&list_id, &contact_id).await
+        })
+        .await
     }
 }

@@ -36,7 +36,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use crm::Crm;
 pub use email::Email;
 pub use grant::{Grant, GrantSet, Interface};
-pub use journal::EffectJournal;
+pub use journal::{EffectJournal, Entry};
 pub use llm::Llm;
 pub use marketing::Marketing;
 pub use roster::Roster;

@@ -1,5 +1,6 @@
 //! `handoff:plugin/schedule`: durable timers that run a pipeline node later.
 
+use super::journal::Guard;
 use super::{CapabilityError, Grant};
 use crate::runtime::RunState;
 use crate::runtime::bindings::handoff::plugin::schedule::Host;
@@ -53,13 +54,18 @@ impl Host for RunState {
             key,
             execution_id: identity.execution_id.clone(),
         };
-        self.effect("schedule.at", || async move { scheduler.schedule(timer).await }).await
+        self.effect("schedule.at", Guard::Idempotent, |_| async move { scheduler.schedule(timer).await }).await
     }
 
     async fn cancel(&mut self, timer_id: String) -> Result<(), CapabilityError> {
         let scheduler = self.provider(Grant::ScheduleWrite, |c| &c.schedule)?;
         let pipeline = self.identity().pipeline.clone();
-        self.effect("schedule.cancel", || async move { scheduler.cancel(&pipeline, &timer_id).await }).await
+        self.effect(
+            "schedule.cancel",
+            Guard::Idempotent,
+            |_| async move { scheduler.cancel(&pipeline, &timer_id).await },
+        )
+        .await
     }
 }
 

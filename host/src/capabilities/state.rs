@@ -1,5 +1,6 @@
 //! `handoff:plugin/state`: durable key-value storage private to each plugin.
 
+use super::journal::Guard;
 use super::{CapabilityError, Grant};
 use crate::runtime::RunState;
 use crate::runtime::bindings::handoff::plugin::state::Host;
@@ -19,7 +20,12 @@ pub trait StateStore: Send + Sync {
     async fn get(&self, scope: &str, key: &str) -> Result<Option<String>, CapabilityError>;
     async fn set(&self, scope: &str, key: &str, value: &str) -> Result<(), CapabilityError>;
     async fn delete(&self, scope: &str, key: &str) -> Result<(), CapabilityError>;
-    async fn increment(&self, scope: &str, key: &str, delta: i64) -> Result<i64, CapabilityError>;
+    /// Adds `delta`. With `effect` (the effect journal's key for this
+    /// call), a store that keeps the journal records the result under it in
+    /// the same transaction, so a crash can neither lose nor repeat the
+    /// increment; other stores ignore it.
+    async fn increment(&self, scope: &str, key: &str, delta: i64, effect: Option<&str>)
+    -> Result<i64, CapabilityError>;
 }
 
 impl Host for RunState {
@@ -53,7 +59,10 @@ impl Host for RunState {
         let store = self.provider(Grant::StateWrite, |c| &c.state)?;
         let scope = self.identity().plugin.clone();
         // Not idempotent: a replay must return the first result, not add again.
-        self.effect("state.increment", || async move { store.increment(&scope, &key, delta).await }).await
+        self.effect("state.increment", Guard::Atomic, |attempt| async move {
+            store.increment(&scope, &key, delta, attempt.key.as_deref()).await
+        })
+        .await
     }
 }
 
@@ -74,8 +83,9 @@ pub(super) fn require_json(text: &str, what: &str) -> Result<(), CapabilityError
 /// Plugin state in one JSON file per plugin under a directory, written
 /// atomically (temporary file, fsync, rename) on every change.
 ///
-/// Suits one host process; the shared store for several instances replaces
-/// it behind the same trait.
+/// For one-shot runs (`handoff run`); a server keeps plugin state in the
+/// ledger (`SqliteStore`), where an increment and its journal record commit
+/// together.
 pub struct FileStateStore {
     dir: PathBuf,
     scopes: Mutex<HashMap<String, BTreeMap<String, String>>>,
@@ -145,7 +155,7 @@ impl StateStore for FileStateStore {
         self.with_scope(scope, |map| Ok(((), map.remove(key).is_some())))
     }
 
-    async fn increment(&self, scope: &str, key: &str, delta: i64) -> Result<i64, CapabilityError> {
+    async fn increment(&self, scope: &str, key: &str, delta: i64, _: Option<&str>) -> Result<i64, CapabilityError> {
         self.with_scope(scope, |map| {
             let current = match map.get(key) {
                 None => 0,
@@ -171,7 +181,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStateStore::new(dir.path());
         store.set("route", "cursor", "3").await.unwrap();
-        assert_eq!(store.increment("route", "cursor", 2).await.unwrap(), 5);
+        assert_eq!(store.increment("route", "cursor", 2, None).await.unwrap(), 5);
         store.set("other", "cursor", "\"x\"").await.unwrap();
 
         let reopened = FileStateStore::new(dir.path());
@@ -186,6 +196,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStateStore::new(dir.path());
         store.set("p", "k", "\"text\"").await.unwrap();
-        assert!(matches!(store.increment("p", "k", 1).await, Err(CapabilityError::Invalid(_))));
+        assert!(matches!(store.increment("p", "k", 1, None).await, Err(CapabilityError::Invalid(_))));
     }
 }

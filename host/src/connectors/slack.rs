@@ -156,6 +156,30 @@ impl Chat for Slack {
         self.post_message(&channel, text, blocks).await
     }
 
+    async fn find_sent(&self, to: &str, text: &str, since_ms: i64) -> Result<Option<MessageRef>, CapabilityError> {
+        let channel = if to.contains('@') {
+            let user = self.user_id(to).await?;
+            self.dm_channel(&user).await?
+        } else if to.starts_with(['C', 'G', 'D']) && !to.starts_with('#') {
+            to.to_string()
+        } else {
+            // conversations.history takes ids only; a name cannot be checked.
+            return Ok(None);
+        };
+        // A minute of slack for clocks that disagree.
+        let oldest = format!("{}.000000", (since_ms / 1000).saturating_sub(60));
+        let body = self
+            .api("conversations.history", &[("channel", &channel), ("oldest", &oldest), ("limit", "200")], None)
+            .await?;
+        let found = body["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["text"].as_str() == Some(text) && !m["bot_id"].is_null())
+            .and_then(|m| m["ts"].as_str());
+        Ok(found.map(|ts| MessageRef { channel: channel.clone(), ts: ts.to_string() }))
+    }
+
     async fn post(&self, channel: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError> {
         self.post_message(channel, text, blocks).await
     }

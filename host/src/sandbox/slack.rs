@@ -217,6 +217,24 @@ async fn method(
             }))
             .into_response()
         }
+        "conversations.history" => {
+            // Ids only, as in Slack; newest first; `oldest` is exclusive.
+            let channel = text("channel");
+            if !data.channels.contains_key(&channel) {
+                return fail("channel_not_found");
+            }
+            let oldest = text("oldest").parse::<f64>().unwrap_or(0.0);
+            let limit = text("limit").parse::<usize>().unwrap_or(100).clamp(1, 999);
+            let messages: Vec<Value> = data
+                .messages
+                .iter()
+                .rev()
+                .filter(|m| m.channel == channel && m.ts.parse::<f64>().unwrap_or(0.0) > oldest)
+                .take(limit)
+                .map(|m| json!({"type": "message", "user": "U0HANDOFFBOT", "bot_id": "B0HANDOFF", "text": m.text, "ts": m.ts, "blocks": m.blocks}))
+                .collect();
+            Json(json!({ "ok": true, "messages": messages, "has_more": false, "pin_count": 0 })).into_response()
+        }
         "chat.update" => {
             let Some(channel) = data.resolve_channel(&text("channel")) else {
                 return fail("channel_not_found");

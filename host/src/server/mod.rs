@@ -12,7 +12,7 @@ use crate::capabilities::Clock;
 use crate::connectors::Secret;
 use crate::connectors::hubspot::HubSpot;
 use crate::pipeline::{ExecutionRecord, Executor, PreparedPipeline};
-use crate::store::{LeadState, Store};
+use crate::store::{LeadState, Store, WaitPolicy};
 use anyhow::{Context, Result};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
@@ -50,7 +50,14 @@ pub struct ServerConfig {
     /// Bearer token `/api/*` requires; without one, `/api` is for a
     /// loopback listener only.
     pub api_token: Option<Secret>,
+    /// How leads wait while a provider is down.
+    pub waiting: WaitPolicy,
 }
+
+/// How often the server looks for due work: events to resume after a
+/// crash, waiting events whose time has come, events whose owner's lease
+/// expired.
+pub const CLAIM_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One finished execution, as `GET /api/executions` lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -79,9 +86,14 @@ pub struct AppState {
     api_token: Option<Secret>,
     finished: Mutex<VecDeque<Finished>>,
     in_flight: std::sync::atomic::AtomicUsize,
-    /// Execution ids running now: an execution never runs twice at once.
-    running: Mutex<std::collections::HashSet<String>>,
+    /// Execution ids running now, with their events (source, event id):
+    /// an execution never runs twice at once, and these are the claims
+    /// whose leases are renewed.
+    running: Mutex<std::collections::HashMap<String, (String, String)>>,
     clock: Arc<dyn Clock>,
+    waiting: WaitPolicy,
+    /// Set when the server stops accepting: no new work is claimed.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -127,8 +139,10 @@ impl Server {
             api_token: config.api_token.clone(),
             finished: Mutex::new(VecDeque::new()),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
-            running: Mutex::new(std::collections::HashSet::new()),
+            running: Mutex::new(std::collections::HashMap::new()),
             clock,
+            waiting: config.waiting,
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -143,19 +157,14 @@ impl Server {
                 tracing::error!(error = %e, "server stopped");
             }
         });
-        // Events stored before a crash or restart but never finished run now.
-        let unfinished = state.store.unfinished_events().await.context("reading unfinished events")?;
-        if !unfinished.is_empty() {
-            tracing::info!(count = unfinished.len(), "resuming events received before the last stop");
+        // Events stored before a crash or restart but never finished run
+        // now; waiting events when their time comes; another instance's
+        // events when its lease expires.
+        let resumed = claim_and_start(&state).await.context("claiming unfinished events")?;
+        if resumed > 0 {
+            tracing::info!(count = resumed, "resuming events received before the last stop");
         }
-        for event in unfinished {
-            match state.pipelines.iter().find(|p| p.pipeline.name == event.pipeline).cloned() {
-                Some(pipeline) => webhooks::start(state.clone(), pipeline, event, Instant::now()),
-                None => {
-                    tracing::error!(pipeline = %event.pipeline, event = %event.event_id, "an unfinished event's pipeline is no longer served")
-                }
-            }
-        }
+        tokio::spawn(own_work(state.clone()));
         if let Some((hubspot, every)) = config.sweep {
             let state = state.clone();
             tokio::spawn(async move {
@@ -174,6 +183,7 @@ impl Server {
     /// executions go on; events not yet finished stay in the ledger and run
     /// at the next start.
     pub fn stop_accepting(&mut self) {
+        self.state.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -200,6 +210,49 @@ impl Server {
         }
         true
     }
+}
+
+/// Keeps this instance's claims alive and claims the work that is due,
+/// until the server stops accepting.
+async fn own_work(state: Arc<AppState>) {
+    use std::sync::atomic::Ordering;
+    let renew_every = state.store.instance().lease / 3;
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(CLAIM_EVERY).await;
+        if state.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if renewed.elapsed() >= renew_every {
+            let running: Vec<(String, String)> =
+                state.running.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+            match state.store.renew_leases(&running).await {
+                Ok(()) => renewed = Instant::now(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot renew leases; other instances may take this one's work over")
+                }
+            }
+        }
+        if let Err(e) = claim_and_start(&state).await {
+            tracing::warn!(error = %e, "cannot claim due work; trying again");
+        }
+    }
+}
+
+/// Claims the work that is due and starts it; returns how many started.
+async fn claim_and_start(state: &Arc<AppState>) -> Result<usize> {
+    let events = state.store.claim_due(256).await?;
+    let count = events.len();
+    for event in events {
+        match state.pipelines.iter().find(|p| p.pipeline.name == event.pipeline).cloned() {
+            Some(pipeline) => webhooks::start(state.clone(), pipeline, event, Instant::now()),
+            None => {
+                tracing::error!(pipeline = %event.pipeline, event = %event.event_id, "an unfinished event's pipeline is no longer served; marking it failed");
+                state.store.finish_event(&event.source, &event.event_id, "", true).await?;
+            }
+        }
+    }
+    Ok(count)
 }
 
 impl Drop for Server {

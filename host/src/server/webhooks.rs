@@ -4,8 +4,9 @@
 use super::{AppState, Finished};
 use crate::connectors::hubspot;
 use crate::pipeline::model::SignatureScheme;
+use crate::pipeline::{ExecutionRecord, ExecutionStatus};
 use crate::pipeline::{PreparedPipeline, Start, Trigger};
-use crate::store::InboundEvent;
+use crate::store::{InboundEvent, LeadState};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
@@ -203,7 +204,7 @@ fn event_id(event: &Value) -> String {
 /// Tells the ops channel that a lead failed after its retries, and how to
 /// drive it again. A failure to alert is logged; the lead is `failed` in the
 /// ledger either way.
-async fn alert_ops(state: &AppState, event: &InboundEvent, record: &crate::pipeline::ExecutionRecord) {
+async fn alert_ops(state: &AppState, event: &InboundEvent, record: &ExecutionRecord) {
     let (Some(channel), Some(chat)) = (&state.ops_channel, state.executor.capabilities().chat.clone()) else {
         return;
     };
@@ -229,7 +230,8 @@ fn execution_id(event: &InboundEvent) -> String {
 /// lead's steps and marks the event finished.
 pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event: InboundEvent, received: Instant) {
     let execution = execution_id(&event);
-    if !state.running.lock().unwrap_or_else(|p| p.into_inner()).insert(execution.clone()) {
+    let claim = (event.source.clone(), event.event_id.clone());
+    if state.running.lock().unwrap_or_else(|p| p.into_inner()).insert(execution.clone(), claim).is_some() {
         tracing::info!(execution = %execution, "already running; not starting it twice");
         return;
     }
@@ -244,19 +246,7 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
             .executor
             .execute_as(&prepared, json!({ "event": event.payload }), Start::Trigger, lead.clone(), execution)
             .await;
-        if let Some(lead) = &lead {
-            let (facts, steps) = crate::store::steps_of(&record);
-            if let Err(e) = state.store.record_steps(lead, &facts, &steps).await {
-                tracing::error!(error = %e, lead = %lead, "cannot record the lead's steps");
-            }
-        }
-        let failed = record.status == crate::pipeline::ExecutionStatus::Failed;
-        if failed {
-            alert_ops(&state, &event, &record).await;
-        }
-        if let Err(e) = state.store.finish_event(&event.source, &event.event_id, &record.execution_id, failed).await {
-            tracing::error!(error = %e, event = %event.event_id, "cannot mark the event finished; it will run again after a restart");
-        }
+        settle(&state, &event, &record).await;
         let total_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
         let notified_us = record
             .runs
@@ -266,6 +256,61 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
             .map(|r| total_us.saturating_sub(record.duration_us.saturating_sub(r.finished_at_us)));
         state.record(Finished { event_id: id, total_us, notified_us, record });
     });
+}
+
+/// Records how an execution ended: the lead's steps, then the event
+/// finished, or waiting for another attempt when a provider was down.
+async fn settle(state: &AppState, event: &InboundEvent, record: &ExecutionRecord) {
+    let (facts, mut steps) = crate::store::steps_of(record);
+    let failed = record.status == ExecutionStatus::Failed;
+    // A provider outage or rate limit outlasted the node's retries: the
+    // lead waits and runs again later (the journal keeps what is done).
+    let transient = failed && record.runs.last().and_then(|r| r.error.as_ref()).is_some_and(|e| e.retryable);
+    if transient {
+        match state.store.defer_event(&event.source, &event.event_id, state.waiting).await {
+            Ok(Some(deferred)) => {
+                let wait_s = (deferred.next_attempt_ms - state.clock.now_ms()).max(0) / 1000;
+                if let Some(last) = steps.last_mut() {
+                    last.state = LeadState::Waiting;
+                    last.detail = format!(
+                        "{}; attempt {} failed, next in {wait_s} s",
+                        record.error.as_deref().unwrap_or("a provider is unavailable"),
+                        deferred.attempts
+                    );
+                }
+                if let Some(lead) = &event.lead_id
+                    && let Err(e) = state.store.record_steps(lead, &facts, &steps).await
+                {
+                    tracing::error!(error = %e, lead = %lead, "cannot record the lead's steps");
+                }
+                tracing::info!(event = %event.event_id, attempts = deferred.attempts, "waiting for a provider");
+                return;
+            }
+            Ok(None) => tracing::warn!(event = %event.event_id, "waited too long for a provider; failing the lead"),
+            Err(e) => {
+                // The claim stays ours and is not renewed past this boot;
+                // the event runs again after a restart or lease expiry.
+                tracing::error!(error = %e, event = %event.event_id, "cannot defer the event");
+                return;
+            }
+        }
+    }
+    if let Some(lead) = &event.lead_id
+        && let Err(e) = state.store.record_steps(lead, &facts, &steps).await
+    {
+        tracing::error!(error = %e, lead = %lead, "cannot record the lead's steps");
+    }
+    match state.store.finish_event(&event.source, &event.event_id, &record.execution_id, failed).await {
+        Ok(true) => {
+            if failed {
+                alert_ops(state, event, record).await;
+            }
+        }
+        Ok(false) => tracing::warn!(event = %event.event_id, "another instance took this event over"),
+        Err(e) => {
+            tracing::error!(error = %e, event = %event.event_id, "cannot mark the event finished; it will run again");
+        }
+    }
 }
 
 /// Marks an execution no longer running when dropped.

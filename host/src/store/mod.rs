@@ -25,6 +25,9 @@ pub enum LeadState {
     Accepted,
     Rejected,
     Recycled,
+    /// A provider was unavailable after the node's retries; the lead waits
+    /// for its next attempt (still in flight).
+    Waiting,
     Invalid,
     Duplicate,
     Failed,
@@ -43,6 +46,7 @@ impl LeadState {
             LeadState::Accepted => "accepted",
             LeadState::Rejected => "rejected",
             LeadState::Recycled => "recycled",
+            LeadState::Waiting => "waiting",
             LeadState::Invalid => "invalid",
             LeadState::Duplicate => "duplicate",
             LeadState::Failed => "failed",
@@ -60,7 +64,12 @@ impl LeadState {
     pub fn is_final(self) -> bool {
         !matches!(
             self,
-            LeadState::Received | LeadState::Validated | LeadState::Deduped | LeadState::Routed | LeadState::Assigned
+            LeadState::Received
+                | LeadState::Validated
+                | LeadState::Deduped
+                | LeadState::Routed
+                | LeadState::Assigned
+                | LeadState::Waiting
         )
     }
 }
@@ -102,14 +111,140 @@ pub struct LeadRecord {
     pub timeline: Vec<Step>,
 }
 
+/// Who owns work in the ledger: one running `handoff serve`. An instance
+/// claims each event it runs and renews the claim's lease while it runs;
+/// when a lease expires (the instance died or lost the database), any
+/// instance may take the event over. A restart of the same instance (same
+/// id, new boot) takes its own claims back at once.
+#[derive(Debug, Clone)]
+pub struct Instance {
+    /// Stable across restarts: `HANDOFF_INSTANCE_ID`, else the host name.
+    pub id: String,
+    /// Unique to this process start.
+    pub boot: String,
+    /// How long a claim lasts without renewal.
+    pub lease: std::time::Duration,
+}
+
+/// Lease length when not configured.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Instance {
+    /// This process, named from the environment.
+    pub fn from_env() -> Self {
+        let id = std::env::var("HANDOFF_INSTANCE_ID")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "handoff".into());
+        let mut instance = Instance::named(&id);
+        if let Some(secs) = std::env::var("HANDOFF_LEASE_SECS").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+            instance.lease = std::time::Duration::from_secs(secs.max(1));
+        }
+        instance
+    }
+
+    /// An instance with this id and a fresh boot.
+    pub fn named(id: &str) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static STARTS: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let boot = format!("{}-{nanos:x}-{}", std::process::id(), STARTS.fetch_add(1, Ordering::Relaxed));
+        Instance { id: id.to_string(), boot, lease: DEFAULT_LEASE }
+    }
+}
+
+/// How long an event waits between attempts while a provider is down, and
+/// when it stops waiting and fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitPolicy {
+    /// Wait after the first failed attempt; each next wait doubles.
+    pub first: std::time::Duration,
+    /// Longest wait between attempts.
+    pub max: std::time::Duration,
+    /// Measured from the first wait: after this, the event fails (and the
+    /// ops channel hears of it).
+    pub give_up_after: std::time::Duration,
+}
+
+impl Default for WaitPolicy {
+    fn default() -> Self {
+        WaitPolicy {
+            first: std::time::Duration::from_secs(5),
+            max: std::time::Duration::from_secs(120),
+            give_up_after: std::time::Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl WaitPolicy {
+    /// The default, changed by `HANDOFF_WAIT_FIRST_MS`, `HANDOFF_WAIT_MAX_MS`
+    /// and `HANDOFF_GIVE_UP_AFTER_S` where `var` has them.
+    ///
+    /// # Errors
+    ///
+    /// When one of them is not a whole number, naming it.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let number = |name: &str| -> Result<Option<u64>> {
+            var(name)
+                .map(|v| {
+                    v.trim().parse::<u64>().map_err(|_| anyhow::anyhow!("{name} must be a whole number, not '{v}'"))
+                })
+                .transpose()
+        };
+        let mut policy = WaitPolicy::default();
+        if let Some(ms) = number("HANDOFF_WAIT_FIRST_MS")? {
+            policy.first = std::time::Duration::from_millis(ms);
+        }
+        if let Some(ms) = number("HANDOFF_WAIT_MAX_MS")? {
+            policy.max = std::time::Duration::from_millis(ms);
+        }
+        if let Some(s) = number("HANDOFF_GIVE_UP_AFTER_S")? {
+            policy.give_up_after = std::time::Duration::from_secs(s);
+        }
+        Ok(policy)
+    }
+
+    /// The wait before attempt `attempts + 1`, in milliseconds.
+    pub fn delay_ms(&self, attempts: u32) -> i64 {
+        let first = i64::try_from(self.first.as_millis()).unwrap_or(i64::MAX);
+        let max = i64::try_from(self.max.as_millis()).unwrap_or(i64::MAX);
+        first.saturating_mul(1_i64 << attempts.min(30)).min(max)
+    }
+}
+
+/// An event put back to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deferred {
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+    /// When it runs again (system time, ms).
+    pub next_attempt_ms: i64,
+}
+
 /// The durable ledger.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
-    /// Stores an event; `false` when one with the same source and id is
-    /// already stored (a redelivery). Returns only once it is durable.
+    /// Who this store claims work as.
+    fn instance(&self) -> &Instance;
+    /// Stores an event, claimed by this instance; `false` when one with the
+    /// same source and id is already stored (a redelivery). Returns only
+    /// once it is durable.
     async fn record_event(&self, event: &InboundEvent) -> Result<bool>;
-    /// Events stored but whose execution never finished (a crash or a
-    /// restart in between): the work to resume.
+    /// Claims up to `limit` unfinished events that are due and that nobody
+    /// holds (never claimed, lease expired, deferred, or claimed by an
+    /// earlier boot of this instance): the work to start or take over.
+    async fn claim_due(&self, limit: usize) -> Result<Vec<InboundEvent>>;
+    /// Extends this boot's lease on these events (source, event id): the
+    /// ones it is running. Claims it holds but no longer runs lapse.
+    async fn renew_leases(&self, events: &[(String, String)]) -> Result<()>;
+    /// Puts an event back to wait for its next attempt under `policy` and
+    /// releases the claim; `None` (and nothing changed) when it has waited
+    /// longer than the policy allows.
+    async fn defer_event(&self, source: &str, event_id: &str, policy: WaitPolicy) -> Result<Option<Deferred>>;
+    /// Events stored but whose execution has not finished (running,
+    /// waiting, or left by a crash).
     async fn unfinished_events(&self) -> Result<Vec<InboundEvent>>;
     /// One stored event, and whether its execution finished.
     async fn event(&self, source: &str, event_id: &str) -> Result<Option<(InboundEvent, bool)>>;
@@ -123,8 +258,9 @@ pub trait Store: Send + Sync {
     async fn setting(&self, name: &str) -> Result<Option<String>>;
     /// Sets a named value.
     async fn set_setting(&self, name: &str, value: &str) -> Result<()>;
-    /// Marks an event's execution finished.
-    async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<()>;
+    /// Marks an event's execution finished; `false` when this instance no
+    /// longer held the event (another took it over), and nothing changed.
+    async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<bool>;
     /// Applies the steps of a finished execution to its lead.
     async fn record_steps(&self, lead_id: &str, facts: &LeadFacts, steps: &[Step]) -> Result<()>;
     /// Leads, most recently updated first, optionally in one state.

@@ -1,10 +1,12 @@
 //! The ledger in SQLite: WAL journal, `synchronous=FULL` (a commit is on
 //! disk before the webhook is answered), numbered migrations.
 
-use super::{InboundEvent, LeadFacts, LeadRecord, LeadState, Step, Store};
+use super::{Deferred, InboundEvent, Instance, LeadFacts, LeadRecord, LeadState, Step, Store, WaitPolicy};
+use crate::capabilities::Entry;
+use crate::capabilities::{CapabilityError, StateStore};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Schema changes in order; the database remembers how many it has.
@@ -53,43 +55,189 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX events_lead ON events (lead_id, received_at);
 "#,
+    r#"
+    ALTER TABLE events ADD COLUMN claimed_by TEXT;
+    ALTER TABLE events ADD COLUMN claim_boot TEXT;
+    ALTER TABLE events ADD COLUMN lease_until INTEGER;
+    ALTER TABLE events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE events ADD COLUMN next_attempt_at INTEGER;
+    ALTER TABLE events ADD COLUMN waiting_since INTEGER;
+    CREATE TABLE effect_intents (
+        key TEXT PRIMARY KEY,
+        started_at INTEGER NOT NULL
+    );
+    CREATE TABLE plugin_state (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+"#,
 ];
 
+/// Most writes committed together in one transaction.
+const MAX_GROUP: usize = 512;
+
 /// The SQLite ledger. Cheap to clone.
+///
+/// Writes go to one writer thread that commits whatever is queued as one
+/// transaction (group commit: one fsync for many callers, each caller's
+/// work in its own savepoint so one failure does not undo the others);
+/// reads use their own connections and see only committed data.
 #[derive(Clone)]
 pub struct SqliteStore {
-    connection: Arc<Mutex<Connection>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<std::sync::mpsc::Sender<Job>>,
+    readers: Mutex<Vec<Connection>>,
+    instance: Instance,
+}
+
+/// A write: runs inside the group's transaction (or, given no connection,
+/// does not run) and returns what to do once the group's commit is known.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Box<dyn FnOnce(Result<(), String>) + Send> + Send>;
+
+fn connect(path: &Path) -> Result<Connection> {
+    let connection = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(connection)
 }
 
 impl SqliteStore {
-    /// Opens (creating and migrating) the database at `path`.
+    /// Opens (creating and migrating) the database at `path`, as the
+    /// instance the environment names.
     ///
     /// # Errors
     ///
     /// When the file cannot be opened or a migration fails.
     pub fn open(path: &Path) -> Result<Self> {
+        SqliteStore::open_as(path, Instance::from_env())
+    }
+
+    /// Opens the database at `path` as `instance`.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be opened or a migration fails.
+    pub fn open_as(path: &Path, instance: Instance) -> Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let connection = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        connection.pragma_update(None, "synchronous", "FULL")?;
-        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        let connection = connect(path)?;
         migrate(&connection).with_context(|| format!("migrating {}", path.display()))?;
-        Ok(SqliteStore { connection: Arc::new(Mutex::new(connection)) })
+        let (writer, jobs) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("handoff-ledger".into())
+            .spawn(move || write_groups(&connection, &jobs))
+            .context("starting the ledger's writer")?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                instance,
+            }),
+        })
     }
 
-    async fn with<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let connection = self.connection.clone();
+    /// Reads on a connection of their own.
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = connection.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut guard)
+            let pooled = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let connection = match pooled {
+                Some(c) => c,
+                None => connect(&inner.path)?,
+            };
+            let result = f(&connection);
+            inner.readers.lock().unwrap_or_else(|p| p.into_inner()).push(connection);
+            result
         })
         .await
-        .context("the store's worker stopped")?
+        .context("the store's reader stopped")?
+    }
+
+    /// Writes through the writer thread; returns once committed.
+    async fn write<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |connection: Option<&Connection>| {
+            let outcome = match connection {
+                Some(c) => in_savepoint(c, f),
+                None => Err(anyhow::anyhow!("not run")),
+            };
+            Box::new(move |commit: Result<(), String>| {
+                let _ = done.send(match commit {
+                    Ok(()) => outcome,
+                    Err(e) => Err(anyhow::anyhow!("the ledger could not commit: {e}")),
+                });
+            })
+        });
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("the ledger's writer stopped"))?;
+        result.await.context("the ledger's writer stopped")?
+    }
+
+    fn now() -> i64 {
+        crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock)
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.inner.instance.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Runs `f` in a savepoint: its writes stay only if it succeeds.
+fn in_savepoint<T>(connection: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    connection.execute_batch("SAVEPOINT job")?;
+    match f(connection) {
+        Ok(value) => {
+            connection.execute_batch("RELEASE job")?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = connection.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(e)
+        }
+    }
+}
+
+/// The writer thread: takes every queued write, runs them in one
+/// transaction, commits once, then answers them all.
+fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = connection.execute_batch("BEGIN IMMEDIATE") {
+            let error = e.to_string();
+            for job in group {
+                // Nothing runs: each caller hears why.
+                let answer = job(None);
+                answer(Err(error.clone()));
+            }
+            continue;
+        }
+        let answers: Vec<_> = group.into_iter().map(|job| job(Some(connection))).collect();
+        let commit = connection.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if commit.is_err() {
+            let _ = connection.execute_batch("ROLLBACK");
+        }
+        for answer in answers {
+            answer(commit.clone());
+        }
     }
 }
 
@@ -159,25 +307,112 @@ fn load_lead(connection: &Connection, id: &str) -> Result<Option<LeadRecord>> {
     Ok(Some(lead))
 }
 
+const EVENT_COLUMNS: &str = "source, event_id, pipeline, lead_id, payload, received_at";
+
 #[async_trait::async_trait]
 impl Store for SqliteStore {
+    fn instance(&self) -> &Instance {
+        &self.inner.instance
+    }
+
     async fn record_event(&self, event: &InboundEvent) -> Result<bool> {
         let event = event.clone();
-        self.with(move |c| {
+        let instance = self.inner.instance.clone();
+        let lease_until = Self::now() + self.lease_ms();
+        self.write(move |c| {
             let inserted = c.execute(
-                "INSERT OR IGNORE INTO events (source, event_id, pipeline, lead_id, payload, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![event.source, event.event_id, event.pipeline, event.lead_id, event.payload.to_string(), event.received_at],
+                "INSERT OR IGNORE INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    event.source,
+                    event.event_id,
+                    event.pipeline,
+                    event.lead_id,
+                    event.payload.to_string(),
+                    event.received_at,
+                    instance.id,
+                    instance.boot,
+                    lease_until
+                ],
             )?;
             Ok(inserted == 1)
         })
         .await
     }
 
-    async fn unfinished_events(&self) -> Result<Vec<InboundEvent>> {
-        self.with(|c| {
+    async fn claim_due(&self, limit: usize) -> Result<Vec<InboundEvent>> {
+        let instance = self.inner.instance.clone();
+        let now = Self::now();
+        let lease_until = now + self.lease_ms();
+        self.write(move |c| {
+            let mut statement = c.prepare(&format!(
+                "UPDATE events SET claimed_by = ?1, claim_boot = ?2, lease_until = ?3
+                 WHERE rowid IN (
+                    SELECT rowid FROM events
+                    WHERE finished_at IS NULL
+                      AND (next_attempt_at IS NULL OR next_attempt_at <= ?4)
+                      AND (claimed_by IS NULL OR lease_until < ?4 OR (claimed_by = ?1 AND claim_boot != ?2))
+                    ORDER BY received_at LIMIT ?5)
+                 RETURNING {EVENT_COLUMNS}"
+            ))?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut claimed: Vec<InboundEvent> = statement
+                .query_map(params![instance.id, instance.boot, lease_until, now, limit], event_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            claimed.sort_by_key(|e| e.received_at);
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn renew_leases(&self, events: &[(String, String)]) -> Result<()> {
+        let instance = self.inner.instance.clone();
+        let lease_until = Self::now() + self.lease_ms();
+        let events = events.to_vec();
+        self.write(move |c| {
             let mut statement = c.prepare(
-                "SELECT source, event_id, pipeline, lead_id, payload, received_at FROM events WHERE finished_at IS NULL ORDER BY received_at",
+                "UPDATE events SET lease_until = ?5
+                 WHERE source = ?1 AND event_id = ?2 AND claimed_by = ?3 AND claim_boot = ?4 AND finished_at IS NULL",
             )?;
+            for (source, event_id) in &events {
+                statement.execute(params![source, event_id, instance.id, instance.boot, lease_until])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn defer_event(&self, source: &str, event_id: &str, policy: WaitPolicy) -> Result<Option<Deferred>> {
+        let (source, event_id) = (source.to_string(), event_id.to_string());
+        let now = Self::now();
+        self.write(move |c| {
+            let (attempts, since): (i64, Option<i64>) = c.query_row(
+                "SELECT attempts, waiting_since FROM events WHERE source = ?1 AND event_id = ?2",
+                params![source, event_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let give_up_ms = i64::try_from(policy.give_up_after.as_millis()).unwrap_or(i64::MAX);
+            if since.is_some_and(|since| now - since >= give_up_ms) {
+                return Ok(None);
+            }
+            let attempts = u32::try_from(attempts + 1).unwrap_or(u32::MAX);
+            let next_attempt_ms = now + policy.delay_ms(attempts - 1);
+            c.execute(
+                "UPDATE events SET attempts = ?3, next_attempt_at = ?4, waiting_since = COALESCE(waiting_since, ?5),
+                    claimed_by = NULL, claim_boot = NULL, lease_until = NULL
+                 WHERE source = ?1 AND event_id = ?2",
+                params![source, event_id, attempts, next_attempt_ms, now],
+            )?;
+            Ok(Some(Deferred { attempts, next_attempt_ms }))
+        })
+        .await
+    }
+
+    async fn unfinished_events(&self) -> Result<Vec<InboundEvent>> {
+        self.read(|c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE finished_at IS NULL ORDER BY received_at"
+            ))?;
             Ok(statement.query_map([], event_from_row)?.collect::<rusqlite::Result<_>>()?)
         })
         .await
@@ -185,9 +420,11 @@ impl Store for SqliteStore {
 
     async fn event(&self, source: &str, event_id: &str) -> Result<Option<(InboundEvent, bool)>> {
         let (source, event_id) = (source.to_string(), event_id.to_string());
-        self.with(move |c| {
+        self.read(move |c| {
             Ok(c.query_row(
-                "SELECT source, event_id, pipeline, lead_id, payload, received_at, finished_at IS NOT NULL FROM events WHERE source = ?1 AND event_id = ?2",
+                &format!(
+                    "SELECT {EVENT_COLUMNS}, finished_at IS NOT NULL FROM events WHERE source = ?1 AND event_id = ?2"
+                ),
                 params![source, event_id],
                 |r| Ok((event_from_row(r)?, r.get::<_, bool>(6)?)),
             )
@@ -198,11 +435,11 @@ impl Store for SqliteStore {
 
     async fn failed_events(&self, lead_id: Option<&str>) -> Result<Vec<InboundEvent>> {
         let lead_id = lead_id.map(str::to_string);
-        self.with(move |c| {
-            let mut statement = c.prepare(
-                "SELECT source, event_id, pipeline, lead_id, payload, received_at FROM events
-                 WHERE failed = 1 AND (?1 IS NULL OR lead_id = ?1) ORDER BY received_at",
-            )?;
+        self.read(move |c| {
+            let mut statement = c.prepare(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events
+                 WHERE failed = 1 AND (?1 IS NULL OR lead_id = ?1) ORDER BY received_at"
+            ))?;
             Ok(statement.query_map(params![lead_id], event_from_row)?.collect::<rusqlite::Result<_>>()?)
         })
         .await
@@ -210,10 +447,14 @@ impl Store for SqliteStore {
 
     async fn claim_failed(&self, source: &str, event_id: &str) -> Result<bool> {
         let (source, event_id) = (source.to_string(), event_id.to_string());
-        self.with(move |c| {
+        let instance = self.inner.instance.clone();
+        let lease_until = Self::now() + self.lease_ms();
+        self.write(move |c| {
             let changed = c.execute(
-                "UPDATE events SET failed = 0, finished_at = NULL WHERE source = ?1 AND event_id = ?2 AND failed = 1",
-                params![source, event_id],
+                "UPDATE events SET failed = 0, finished_at = NULL, attempts = 0, next_attempt_at = NULL, waiting_since = NULL,
+                    claimed_by = ?3, claim_boot = ?4, lease_until = ?5
+                 WHERE source = ?1 AND event_id = ?2 AND failed = 1",
+                params![source, event_id, instance.id, instance.boot, lease_until],
             )?;
             Ok(changed == 1)
         })
@@ -222,7 +463,7 @@ impl Store for SqliteStore {
 
     async fn has_event_since(&self, lead_id: &str, since: i64) -> Result<bool> {
         let lead_id = lead_id.to_string();
-        self.with(move |c| {
+        self.read(move |c| {
             Ok(c.query_row(
                 "SELECT EXISTS (SELECT 1 FROM events WHERE lead_id = ?1 AND received_at >= ?2)",
                 params![lead_id, since],
@@ -234,7 +475,7 @@ impl Store for SqliteStore {
 
     async fn setting(&self, name: &str) -> Result<Option<String>> {
         let key = format!("setting:{name}");
-        self.with(move |c| {
+        self.read(move |c| {
             Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0)).optional()?)
         })
         .await
@@ -242,39 +483,41 @@ impl Store for SqliteStore {
 
     async fn set_setting(&self, name: &str, value: &str) -> Result<()> {
         let (key, value) = (format!("setting:{name}"), value.to_string());
-        self.with(move |c| {
+        self.write(move |c| {
             c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])?;
             Ok(())
         })
         .await
     }
 
-    async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<()> {
+    async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<bool> {
         let (source, event_id, execution_id) = (source.to_string(), event_id.to_string(), execution_id.to_string());
-        self.with(move |c| {
-            let now = crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock);
-            c.execute(
-                "UPDATE events SET execution_id = ?3, finished_at = ?4, failed = ?5 WHERE source = ?1 AND event_id = ?2",
-                params![source, event_id, execution_id, now, failed],
+        let instance = self.inner.instance.clone();
+        let now = Self::now();
+        self.write(move |c| {
+            let changed = c.execute(
+                "UPDATE events SET execution_id = ?3, finished_at = ?4, failed = ?5, next_attempt_at = NULL,
+                    claimed_by = NULL, claim_boot = NULL, lease_until = NULL
+                 WHERE source = ?1 AND event_id = ?2 AND finished_at IS NULL AND claimed_by = ?6 AND claim_boot = ?7",
+                params![source, event_id, execution_id, now, failed, instance.id, instance.boot],
             )?;
-            Ok(())
+            Ok(changed == 1)
         })
         .await
     }
 
     async fn record_steps(&self, lead_id: &str, facts: &LeadFacts, steps: &[Step]) -> Result<()> {
         let (lead_id, facts, steps) = (lead_id.to_string(), facts.clone(), steps.to_vec());
-        self.with(move |c| {
+        self.write(move |tx| {
             let Some(last) = steps.last() else { return Ok(()) };
-            let tx = c.transaction()?;
             let existing: Option<String> =
                 tx.query_row("SELECT state FROM leads WHERE id = ?1", params![lead_id], |r| r.get(0)).optional()?;
-            // A repeated MQL, or a later event that fails, does not undo
-            // what an earlier one achieved.
+            // A repeated MQL, or a later event that fails or waits, does not
+            // undo what an earlier one achieved.
             let settled = |s: &str| matches!(s, "notified" | "accepted" | "rejected" | "recycled");
             let state = match (&existing, last.state) {
                 (Some(current), LeadState::Duplicate) => current.clone(),
-                (Some(current), LeadState::Failed) if settled(current) => current.clone(),
+                (Some(current), LeadState::Failed | LeadState::Waiting) if settled(current) => current.clone(),
                 _ => last.state.as_str().to_string(),
             };
             tx.execute(
@@ -314,14 +557,13 @@ impl Store for SqliteStore {
                     params![lead_id, step.at, step.state.as_str(), step.detail],
                 )?;
             }
-            tx.commit()?;
             Ok(())
         })
         .await
     }
 
     async fn leads(&self, state: Option<LeadState>, limit: usize) -> Result<Vec<LeadRecord>> {
-        self.with(move |c| {
+        self.read(move |c| {
             let ids: Vec<String> = {
                 let mut statement = c.prepare(
                     "SELECT id FROM leads WHERE (?1 IS NULL OR state = ?1) ORDER BY updated_at DESC, id LIMIT ?2",
@@ -346,34 +588,137 @@ impl Store for SqliteStore {
 
     async fn lead(&self, id: &str) -> Result<Option<LeadRecord>> {
         let id = id.to_string();
-        self.with(move |c| load_lead(c, &id)).await
+        self.read(move |c| load_lead(c, &id)).await
     }
 }
 
 #[async_trait::async_trait]
 impl crate::capabilities::EffectJournal for SqliteStore {
-    async fn recorded(&self, key: &str) -> Result<Option<serde_json::Value>> {
+    async fn entry(&self, key: &str) -> Result<Option<Entry>> {
         let key = key.to_string();
-        self.with(move |c| {
-            let text: Option<String> =
+        self.read(move |c| {
+            let done: Option<String> =
                 c.query_row("SELECT result FROM effects WHERE key = ?1", params![key], |r| r.get(0)).optional()?;
-            Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+            if let Some(text) = done {
+                return Ok(Some(Entry::Done(serde_json::from_str(&text).unwrap_or_default())));
+            }
+            let started: Option<i64> = c
+                .query_row("SELECT started_at FROM effect_intents WHERE key = ?1", params![key], |r| r.get(0))
+                .optional()?;
+            Ok(started.map(|at_ms| Entry::Started { at_ms }))
+        })
+        .await
+    }
+
+    async fn start(&self, key: &str, at_ms: i64) -> Result<()> {
+        let key = key.to_string();
+        self.write(move |c| {
+            c.execute("INSERT OR IGNORE INTO effect_intents (key, started_at) VALUES (?1, ?2)", params![key, at_ms])?;
+            Ok(())
         })
         .await
     }
 
     async fn record(&self, key: &str, result: &serde_json::Value) -> Result<()> {
         let (key, result) = (key.to_string(), result.to_string());
-        self.with(move |c| {
-            let now = crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock);
+        self.write(move |c| record_effect(c, &key, &result)).await
+    }
+}
+
+fn record_effect(c: &Connection, key: &str, result: &str) -> Result<()> {
+    c.execute(
+        "INSERT OR IGNORE INTO effects (key, result, recorded_at) VALUES (?1, ?2, ?3)",
+        params![key, result, SqliteStore::now()],
+    )?;
+    c.execute("DELETE FROM effect_intents WHERE key = ?1", params![key])?;
+    Ok(())
+}
+
+/// Plugin state lives in the ledger: one commit path, group-committed, and
+/// an increment commits together with its effect-journal record.
+#[async_trait::async_trait]
+impl StateStore for SqliteStore {
+    async fn get(&self, scope: &str, key: &str) -> Result<Option<String>, CapabilityError> {
+        let (scope, key) = (scope.to_string(), key.to_string());
+        self.read(move |c| {
+            Ok(c.query_row("SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2", params![scope, key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+        })
+        .await
+        .map_err(unavailable)
+    }
+
+    async fn set(&self, scope: &str, key: &str, value: &str) -> Result<(), CapabilityError> {
+        let (scope, key, value) = (scope.to_string(), key.to_string(), value.to_string());
+        self.write(move |c| {
             c.execute(
-                "INSERT OR IGNORE INTO effects (key, result, recorded_at) VALUES (?1, ?2, ?3)",
-                params![key, result, now],
+                "INSERT INTO plugin_state (scope, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+                params![scope, key, value],
             )?;
             Ok(())
         })
         .await
+        .map_err(unavailable)
     }
+
+    async fn delete(&self, scope: &str, key: &str) -> Result<(), CapabilityError> {
+        let (scope, key) = (scope.to_string(), key.to_string());
+        self.write(move |c| {
+            c.execute("DELETE FROM plugin_state WHERE scope = ?1 AND key = ?2", params![scope, key])?;
+            Ok(())
+        })
+        .await
+        .map_err(unavailable)
+    }
+
+    async fn increment(
+        &self,
+        scope: &str,
+        key: &str,
+        delta: i64,
+        effect: Option<&str>,
+    ) -> Result<i64, CapabilityError> {
+        let (scope, key, effect) = (scope.to_string(), key.to_string(), effect.map(str::to_string));
+        let outcome = self
+            .write(move |c| {
+                let current: Option<String> = c
+                    .query_row(
+                        "SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2",
+                        params![scope, key],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let current = match current {
+                    None => 0,
+                    Some(text) => match text.parse::<i64>() {
+                        Ok(n) => n,
+                        Err(_) => return Ok(Err(format!("'{key}' holds {text}, not an integer"))),
+                    },
+                };
+                let Some(next) = current.checked_add(delta) else {
+                    return Ok(Err(format!("'{key}' would overflow")));
+                };
+                c.execute(
+                    "INSERT INTO plugin_state (scope, key, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+                    params![scope, key, next.to_string()],
+                )?;
+                if let Some(effect) = &effect {
+                    record_effect(c, effect, &next.to_string())?;
+                }
+                Ok(Ok(next))
+            })
+            .await
+            .map_err(unavailable)?;
+        outcome.map_err(CapabilityError::Invalid)
+    }
+}
+
+fn unavailable(e: anyhow::Error) -> CapabilityError {
+    CapabilityError::Unavailable(format!("the ledger: {e}"))
 }
 
 #[cfg(test)]
