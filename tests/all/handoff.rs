@@ -332,6 +332,43 @@ async fn a_rerun_after_a_crash_sends_no_second_dm_and_creates_no_second_lead() {
 }
 
 #[tokio::test]
+async fn a_crash_between_each_effect_and_its_record_repeats_none_of_them() {
+    let running = start_handoff().await;
+    deliver(&running, json!([mql_event(510, 1002)])).await;
+    assert_eq!(dms_to(&running, "carlos.ruiz@handoff-demo.com").len(), 1);
+
+    // The worst crash: every effect reached its provider, but no result
+    // (and no node's outputs) reached the journal; only the intents did.
+    // Plugin-state increments commit with their record, so they stay.
+    let db = running.state_dir.path().join("handoff.db");
+    let ledger = rusqlite::Connection::open(&db).unwrap();
+    let moved = ledger
+        .execute(
+            "INSERT INTO effect_intents (key, started_at)
+             SELECT key, recorded_at FROM effects WHERE key NOT LIKE '%:outputs' AND key NOT LIKE '%state.increment'",
+            [],
+        )
+        .unwrap();
+    assert!(moved >= 3, "the DM, the Salesforce lead and the task at least ({moved})");
+    ledger.execute("DELETE FROM effects WHERE key NOT LIKE '%state.increment'", []).unwrap();
+    ledger.execute("UPDATE events SET finished_at = NULL", []).unwrap();
+
+    let restarted =
+        handoff::app::App::launch(handoff_options(&running.sandbox, running.clock.clone(), running.state_dir.path()))
+            .await
+            .unwrap();
+    assert!(restarted.server.settle(Duration::from_secs(60)).await);
+    let rerun = &restarted.server.finished()[0].record;
+    assert!(rerun.runs.iter().all(|r| !r.replayed && r.error.is_none()), "every node ran again, and succeeded");
+    assert_eq!(dms_to(&running, "carlos.ruiz@handoff-demo.com").len(), 1, "the DM was found at Slack, not resent");
+    let count = leads(&running).iter().filter(|l| l["Email"] == "marcus.webb@brightline-analytics.com").count();
+    assert_eq!(count, 1, "the Salesforce lead was found, not created again");
+    assert_eq!(running.sandbox.state.world().salesforce.objects["Task"].len(), 1, "the task was found");
+    let lead = SqliteStore::open(&db).unwrap().lead("1002").await.unwrap().unwrap();
+    assert_eq!(lead.state, handoff::store::LeadState::Notified);
+}
+
+#[tokio::test]
 async fn a_stopping_server_refuses_new_webhooks_and_finishes_what_it_took() {
     let mut running = start_handoff().await;
     let accepted = post_webhook(&running, &json!([mql_event(600, 1002)]), SECRET).await;

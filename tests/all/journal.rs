@@ -13,7 +13,23 @@ const PIPELINE: &str = r#"{"name": "blurt", "version": 1, "trigger": {"type": "e
                "retry": {"max_attempts": 3, "backoff": {"initial": "1ms", "max": "5ms"}}}],
     "connections": {"trigger": {"main": ["dm"]}}}"#;
 
+/// How the journal is left between runs of the execution.
+#[derive(Clone, Copy, PartialEq)]
+enum Between {
+    /// As the run left it.
+    Intact,
+    /// As after a crash between Slack's answer and the journal's commit:
+    /// the DM's intent is there, its result and the node's outputs are not.
+    CrashAfterSend,
+    /// As if no intent had been written either.
+    NoTrace,
+}
+
 async fn dms_after_a_retry(journal: bool, runs: usize) -> usize {
+    dms_after(journal, runs, Between::Intact).await
+}
+
+async fn dms_after(journal: bool, runs: usize, between: Between) -> usize {
     let host = TestHost::new().await;
     let mut registry = host.registry.clone();
     registry.insert(load_program(&host.runtime, programs::BLURT).await);
@@ -37,6 +53,16 @@ async fn dms_after_a_retry(journal: bool, runs: usize) -> usize {
             )
             .await;
         assert_eq!(record.status, ExecutionStatus::Completed);
+        if between != Between::Intact {
+            let ledger = rusqlite::Connection::open(dir.path().join("handoff.db")).unwrap();
+            if between == Between::CrashAfterSend {
+                ledger
+                    .execute("INSERT INTO effect_intents (key, started_at) SELECT key, recorded_at FROM effects", [])
+                    .unwrap();
+            }
+            ledger.execute("DELETE FROM effects", []).unwrap();
+            continue;
+        }
         if run == 0 {
             assert_eq!(record.runs.len(), 2, "failed once, then succeeded");
         } else {
@@ -61,4 +87,14 @@ async fn without_a_journal_the_retry_sends_again() {
     // The contrast that shows what the journal does (a one-shot `handoff
     // run` has no journal).
     assert_eq!(dms_after_a_retry(false, 1).await, 2);
+}
+
+#[tokio::test]
+async fn a_dm_sent_just_before_a_crash_is_found_not_resent() {
+    // Slack answered, the process died before the journal recorded it: the
+    // intent tells the rerun to look, and the DM is there.
+    assert_eq!(dms_after(true, 2, Between::CrashAfterSend).await, 1);
+    // Without the intent the rerun could not know, and sends again: the
+    // contrast that shows what the intent does.
+    assert_eq!(dms_after(true, 2, Between::NoTrace).await, 2);
 }

@@ -778,4 +778,110 @@ mod tests {
         assert_eq!(store.leads(Some(LeadState::Notified), 10).await.unwrap().len(), 1);
         assert!(store.leads(Some(LeadState::Failed), 10).await.unwrap().is_empty());
     }
+
+    fn instance(id: &str, lease_ms: u64) -> Instance {
+        Instance { lease: std::time::Duration::from_millis(lease_ms), ..Instance::named(id) }
+    }
+
+    fn ids(events: &[InboundEvent]) -> Vec<&str> {
+        events.iter().map(|e| e.event_id.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_claim_is_taken_over_when_its_lease_expires_and_at_once_by_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("handoff.db");
+        let a = SqliteStore::open_as(&path, instance("a", 400)).unwrap();
+        let b = SqliteStore::open_as(&path, instance("b", 400)).unwrap();
+        assert!(a.record_event(&event("1")).await.unwrap(), "stored, and claimed by a");
+        assert!(b.claim_due(10).await.unwrap().is_empty(), "a's lease holds");
+        assert!(a.claim_due(10).await.unwrap().is_empty(), "a runs it already");
+
+        // a restarts: same id, new boot; it takes its own work back at once.
+        let a2 = SqliteStore::open_as(&path, instance("a", 400)).unwrap();
+        assert_eq!(ids(&a2.claim_due(10).await.unwrap()), ["1"]);
+        assert!(b.claim_due(10).await.unwrap().is_empty());
+
+        // a2 dies without renewing: b takes over after the lease.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(ids(&b.claim_due(10).await.unwrap()), ["1"]);
+        assert!(!a2.finish_event("hubspot", "1", "x", false).await.unwrap(), "a2 lost it");
+        assert!(b.finish_event("hubspot", "1", "x", false).await.unwrap());
+        assert!(b.unfinished_events().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn renewing_a_lease_keeps_the_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("handoff.db");
+        let a = SqliteStore::open_as(&path, instance("a", 1000)).unwrap();
+        let b = SqliteStore::open_as(&path, instance("b", 1000)).unwrap();
+        a.record_event(&event("1")).await.unwrap();
+        a.record_event(&event("2")).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        // a still runs event 1, and no longer runs event 2.
+        a.renew_leases(&[("hubspot".into(), "1".into())]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        assert_eq!(ids(&b.claim_due(10).await.unwrap()), ["2"], "1 is renewed; 2 lapsed");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_event_comes_due_backs_off_and_gives_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_as(&dir.path().join("handoff.db"), instance("a", 30_000)).unwrap();
+        let policy = WaitPolicy {
+            first: std::time::Duration::from_millis(200),
+            max: std::time::Duration::from_millis(300),
+            give_up_after: std::time::Duration::from_millis(700),
+        };
+        store.record_event(&event("1")).await.unwrap();
+        let first = store.defer_event("hubspot", "1", policy).await.unwrap().unwrap();
+        assert_eq!(first.attempts, 1);
+        assert!(store.claim_due(10).await.unwrap().is_empty(), "not due yet");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        assert_eq!(ids(&store.claim_due(10).await.unwrap()), ["1"], "due after the first wait");
+        let second = store.defer_event("hubspot", "1", policy).await.unwrap().unwrap();
+        assert_eq!(second.attempts, 2);
+        assert!(second.next_attempt_ms - SqliteStore::now() > 200, "the second wait is longer");
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        assert_eq!(store.defer_event("hubspot", "1", policy).await.unwrap(), None, "waited too long");
+        assert_eq!(policy.delay_ms(0), 200);
+        assert_eq!(policy.delay_ms(5), 300, "capped");
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_are_all_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("handoff.db");
+        let store = SqliteStore::open(&path).unwrap();
+        let writes: Vec<_> = (0..300)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.record_event(&event(&i.to_string())).await.unwrap() })
+            })
+            .collect();
+        for write in writes {
+            assert!(write.await.unwrap());
+        }
+        drop(store);
+        assert_eq!(SqliteStore::open(&path).unwrap().unfinished_events().await.unwrap().len(), 300);
+    }
+
+    #[tokio::test]
+    async fn an_increment_commits_with_its_journal_record() {
+        use crate::capabilities::EffectJournal;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("handoff.db")).unwrap();
+        assert_eq!(store.increment("route", "n", 2, Some("e/1")).await.unwrap(), 2);
+        assert_eq!(store.entry("e/1").await.unwrap(), Some(Entry::Done(json!(2))));
+        assert_eq!(store.increment("route", "n", 1, None).await.unwrap(), 3);
+        store.set("route", "s", "\"x\"").await.unwrap();
+        assert!(matches!(store.increment("route", "s", 1, Some("e/2")).await, Err(CapabilityError::Invalid(_))));
+        assert_eq!(store.entry("e/2").await.unwrap(), None, "a refused increment records nothing");
+        assert_eq!(store.get("other", "n").await.unwrap(), None, "scopes are separate");
+        store.start("e/3", 5).await.unwrap();
+        assert_eq!(store.entry("e/3").await.unwrap(), Some(Entry::Started { at_ms: 5 }));
+        store.record("e/3", &json!("done")).await.unwrap();
+        assert_eq!(store.entry("e/3").await.unwrap(), Some(Entry::Done(json!("done"))));
+    }
 }
