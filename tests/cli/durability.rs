@@ -1,0 +1,303 @@
+//! Durability against a real process: `handoff serve` is killed with
+//! SIGKILL while leads flow and providers fail, or runs while every
+//! provider is down for a minute. The emulators live in the test process,
+//! so they outlive every server; the ledger is on disk, as in production.
+
+use handoff::capabilities::{Clock, SystemClock};
+use handoff::sandbox::{Sandbox, SandboxSettings};
+use handoff::store::{LeadState, SqliteStore, Store};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A sandbox org with `leads` new MQL contacts, a roster on which every rep
+/// is always available, and a connector config pointing at the sandbox.
+struct World {
+    sandbox: Sandbox,
+    dir: tempfile::TempDir,
+    contacts: Vec<u64>,
+    listen: SocketAddr,
+}
+
+/// The unique name each lead carries, so its DM and Salesforce lead can be
+/// counted.
+fn tag(i: usize) -> String {
+    format!("Durable{i:04}")
+}
+
+async fn world(leads: usize) -> World {
+    let settings = SandboxSettings {
+        hubspot_per_ten_seconds: 0,
+        hubspot_search_per_second: 0,
+        slack_channel_burst: 0,
+        salesforce_api_limit: u64::MAX,
+        ..Default::default()
+    };
+    let sandbox = Sandbox::start_loopback(settings, Arc::new(SystemClock)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut roster: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo.join("pipelines/roster.json")).unwrap()).unwrap();
+    for rep in roster["reps"].as_array_mut().unwrap() {
+        rep["daily_capacity"] = json!(0);
+        rep["out_of_office"] = json!([]);
+        rep["working_hours"] =
+            json!({"days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "start": "00:00", "end": "24:00"});
+    }
+    std::fs::write(dir.path().join("roster.json"), roster.to_string()).unwrap();
+    let config = format!(
+        r#"[hubspot]
+base_url = "http://{http}/hubspot"
+token = "sandbox"
+app_secret = "sandbox-secret"
+
+[salesforce]
+login_url = "http://{http}/salesforce"
+auth = {{ flow = "client-credentials", client_id = "sandbox-client", client_secret = "sandbox-secret" }}
+
+[slack]
+base_url = "http://{http}/slack/api"
+bot_token = "sandbox"
+signing_secret = "sandbox-secret"
+
+[smtp]
+host = "{smtp_host}"
+port = {smtp_port}
+security = "none"
+from = "Handoff <handoff@sandbox.test>"
+"#,
+        http = sandbox.http,
+        smtp_host = sandbox.smtp.ip(),
+        smtp_port = sandbox.smtp.port()
+    );
+    std::fs::write(dir.path().join("handoff.toml"), config).unwrap();
+
+    let http = reqwest::Client::new();
+    let countries = ["Germany", "United Kingdom", "United States", "Netherlands", "Canada"];
+    let mut contacts = Vec::with_capacity(leads);
+    for i in 0..leads {
+        let properties = json!({
+            "email": format!("{}@company{i}.com", tag(i).to_lowercase()), "firstname": "Dee",
+            "lastname": tag(i), "company": format!("Company {i}"), "country": countries[i % countries.len()],
+            "state": "NY", "numemployees": (100 + i * 37 % 3000).to_string(),
+            "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"});
+        let id = handoff::demo::create_contact(&http, sandbox.http, &properties).await.unwrap();
+        contacts.push(id.parse().unwrap());
+    }
+    let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    World { sandbox, dir, contacts, listen }
+}
+
+impl World {
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts `handoff serve` on the world's port; returns once it answers.
+    async fn serve(&self) -> Child {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+            .current_dir(&repo)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["serve", "--listen", &self.listen.to_string(), "--config"])
+            .arg(self.dir.path().join("handoff.toml"))
+            .arg("--roster")
+            .arg(self.dir.path().join("roster.json"))
+            .env("HANDOFF_INSTANCE_ID", "durability-test")
+            .env("HANDOFF_WAIT_FIRST_MS", "250")
+            .env("HANDOFF_WAIT_MAX_MS", "2000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let health = format!("http://{}/healthz", self.listen);
+        for _ in 0..600 {
+            if reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
+                return child;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("handoff serve did not come up");
+    }
+
+    /// Sends every lead's MQL webhook from `senders` concurrent senders,
+    /// each retrying (as HubSpot does) until it hears 200.
+    async fn send_all(&self, senders: usize) {
+        let url = format!("http://{}/webhooks/hubspot", self.listen);
+        let now = SystemClock.now_ms();
+        let queue = Arc::new(std::sync::Mutex::new(self.contacts.iter().copied().enumerate().collect::<Vec<_>>()));
+        let mut tasks = Vec::new();
+        for _ in 0..senders {
+            let (queue, url) = (queue.clone(), url.clone());
+            tasks.push(tokio::spawn(async move {
+                let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+                loop {
+                    let Some((n, id)) = queue.lock().unwrap().pop() else { break };
+                    let body = json!([{"eventId": 9_000_000 + n, "subscriptionType": "contact.propertyChange",
+                        "objectId": id, "propertyName": "lifecyclestage", "propertyValue": "marketingqualifiedlead",
+                        "occurredAt": now}])
+                    .to_string();
+                    loop {
+                        match handoff::demo::send_signed(&http, &url, "sandbox-secret", body.clone()).await {
+                            Ok(r) if r.status().is_success() => break,
+                            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                        }
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+
+    /// Waits until every lead is in a final state in the ledger; returns
+    /// the leads.
+    async fn settled(&self, within: Duration) -> Vec<handoff::store::LeadRecord> {
+        let ledger = SqliteStore::open(&self.data_dir().join("handoff.db")).unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            let leads = ledger.leads(None, 10_000).await.unwrap();
+            if leads.len() == self.contacts.len() && leads.iter().all(|l| l.state.is_final()) {
+                return leads;
+            }
+            let waiting = leads.iter().filter(|l| !l.state.is_final()).count();
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} leads recorded, {waiting} not final",
+                leads.len(),
+                self.contacts.len()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Every lead notified, with exactly one DM and one Salesforce lead.
+    fn assert_each_handed_off_once(&self, leads: &[handoff::store::LeadRecord]) {
+        let failed: Vec<_> = leads.iter().filter(|l| l.state != LeadState::Notified).collect();
+        assert!(failed.is_empty(), "not notified: {failed:?}");
+        let world = self.sandbox.state.world();
+        let dms: Vec<&str> =
+            world.slack.messages.iter().filter(|m| m.recipient.is_some()).map(|m| m.text.as_str()).collect();
+        let sf_leads: Vec<&str> = world.salesforce.objects["Lead"]
+            .iter()
+            .filter_map(|l| l.get("LastName").and_then(Value::as_str))
+            .filter(|name| name.starts_with("Durable"))
+            .collect();
+        for i in 0..self.contacts.len() {
+            let tag = tag(i);
+            let dm_count = dms.iter().filter(|text| text.contains(&tag)).count();
+            assert_eq!(dm_count, 1, "{tag}: {dm_count} DMs");
+            let lead_count = sf_leads.iter().filter(|name| **name == tag).count();
+            assert_eq!(lead_count, 1, "{tag}: {lead_count} Salesforce leads");
+        }
+    }
+
+    async fn fault(&self, fault: Value) {
+        let url = format!("http://{}/_sandbox/faults", self.sandbox.http);
+        let response = reqwest::Client::new().post(url).json(&fault).send().await.unwrap();
+        assert!(response.status().is_success(), "{fault}");
+    }
+
+    async fn clear_faults(&self) {
+        let url = format!("http://{}/_sandbox/faults", self.sandbox.http);
+        reqwest::Client::new().delete(url).send().await.unwrap();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[test]
+fn killing_the_server_while_providers_fail_loses_and_doubles_no_lead() {
+    runtime().block_on(async {
+        let world = world(500).await;
+        // Providers fail now and then, as they do: 5xx and rate limits.
+        world.fault(json!({"provider": "salesforce", "kind": {"type": "status", "status": 503}, "rate": 0.05})).await;
+        world.fault(json!({"provider": "hubspot", "kind": {"type": "status", "status": 502}, "rate": 0.05})).await;
+        world
+            .fault(json!({"provider": "slack", "endpoint": "chat.postMessage",
+            "kind": {"type": "status", "status": 429, "retry_after": 1}, "rate": 0.05}))
+            .await;
+        world.fault(json!({"provider": "hubspot", "kind": {"type": "status", "status": 429}, "rate": 0.03})).await;
+
+        let server = Arc::new(tokio::sync::Mutex::new(Some(world.serve().await)));
+        let sending = world.send_all(8);
+        let ledger = SqliteStore::open(&world.data_dir().join("handoff.db")).unwrap();
+        let killing = async {
+            // SIGKILL at varied moments while webhooks arrive and leads run;
+            // counts the kills that hit unfinished work.
+            let mut mid_flight = 0;
+            for pause in [700_u64, 1300, 400, 2100, 900, 1600] {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                let mut guard = server.lock().await;
+                let mut child = guard.take().unwrap();
+                let unfinished = ledger.unfinished_events().await.unwrap().len();
+                child.kill().unwrap();
+                child.wait().unwrap();
+                mid_flight += usize::from(unfinished > 0);
+                *guard = Some(world.serve().await);
+            }
+            mid_flight
+        };
+        let ((), mid_flight) = tokio::join!(sending, killing);
+        assert!(mid_flight >= 3, "only {mid_flight} of 6 kills found work in flight");
+        // One more, after the last webhook was acknowledged, while its lead
+        // may still run.
+        {
+            let mut guard = server.lock().await;
+            let mut child = guard.take().unwrap();
+            child.kill().unwrap();
+            child.wait().unwrap();
+            *guard = Some(world.serve().await);
+        }
+
+        let leads = world.settled(Duration::from_secs(300)).await;
+        world.assert_each_handed_off_once(&leads);
+        let mut guard = server.lock().await;
+        let mut child = guard.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    });
+}
+
+#[test]
+fn leads_wait_while_every_provider_is_down_for_a_minute_then_complete() {
+    runtime().block_on(async {
+        let world = world(40).await;
+        let mut child = world.serve().await;
+        for provider in ["hubspot", "salesforce", "slack", "anthropic"] {
+            world.fault(json!({"provider": provider, "kind": {"type": "status", "status": 503}})).await;
+        }
+        let down = Instant::now();
+        // Webhooks are still taken: the ledger needs no provider.
+        world.send_all(4).await;
+
+        let ledger = SqliteStore::open(&world.data_dir().join("handoff.db")).unwrap();
+        let mut saw_waiting = false;
+        while down.elapsed() < Duration::from_secs(60) {
+            let leads = ledger.leads(None, 1000).await.unwrap();
+            assert!(leads.iter().all(|l| !l.state.is_final() || l.state == LeadState::Waiting), "none fails");
+            saw_waiting |= leads.iter().any(|l| l.state == LeadState::Waiting);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(saw_waiting, "leads showed as waiting during the outage");
+        let waiting = ledger.leads(Some(LeadState::Waiting), 1000).await.unwrap();
+        assert!(!waiting.is_empty());
+        assert!(waiting[0].timeline.is_empty() || waiting[0].timeline.iter().any(|s| s.state == LeadState::Waiting));
+        let lead = ledger.lead(&waiting[0].id).await.unwrap().unwrap();
+        let step = lead.timeline.iter().rev().find(|s| s.state == LeadState::Waiting).unwrap();
+        assert!(step.detail.contains("next in"), "the timeline says when it runs again: {}", step.detail);
+
+        world.clear_faults().await;
+        let leads = world.settled(Duration::from_secs(120)).await;
+        world.assert_each_handed_off_once(&leads);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    });
+}
