@@ -1,16 +1,22 @@
-//! Load: sends N signed MQL webhooks at a chosen concurrency to a server on
-//! the sandbox (in-process, loopback, durable ledger on disk) and reports
-//! webhook acknowledgement latency, webhook → notification latency,
-//! sustained leads per second and the process's peak RSS (host and
-//! emulators together).
+//! Load: signed MQL webhooks to `handoff serve --sandbox` (the release
+//! binary in its own process, its ledger on disk with full sync, the
+//! emulators in that process with their rate limits lifted).
 //!
-//! `LEADS=2000 CONCURRENCY=32 cargo bench -p handoff --bench load`
+//! Two phases:
+//! - throughput: `LEADS` webhooks from `CONCURRENCY` senders as fast as the
+//!   server acknowledges them; reports acknowledgement latency and how many
+//!   leads per second the server takes and finishes;
+//! - latency: `PACED_LEADS` webhooks sent at `RATE` per second (open loop);
+//!   reports acknowledgement and webhook → DM latency at that rate.
+//!
+//! Peak RSS is the server process's (host and emulators together).
+//!
+//! `LEADS=2000 CONCURRENCY=32 PACED_LEADS=1000 RATE=100 cargo bench -p handoff --bench load`
 
-use handoff::app::{App, AppOptions};
-use handoff::capabilities::Clock;
-use handoff::sandbox::{Sandbox, SandboxSettings};
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,13 +24,8 @@ fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 fn pct(sorted: &[u64], p: f64) -> f64 {
@@ -34,74 +35,140 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64 / 1000.0
 }
 
-fn main() {
-    let leads = env("LEADS", 1000);
-    let concurrency = env("CONCURRENCY", 32);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    rt.block_on(run(leads, concurrency));
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
-async fn run(leads: usize, concurrency: usize) {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let clock = handoff::demo::demo_clock();
-    let now = clock.now_ms();
-    let settings = SandboxSettings {
-        hubspot_per_ten_seconds: 0,
-        hubspot_search_per_second: 0,
-        slack_channel_burst: 0,
-        salesforce_api_limit: u64::MAX,
-        ..Default::default()
-    };
-    let sandbox = Sandbox::start_loopback(settings, clock.clone()).await.unwrap();
-    // The roster's daily capacities would send most of a big run to the
-    // queue; for load, reps take everything.
-    let roster_dir = tempfile::tempdir().unwrap();
+struct Server {
+    child: Child,
+    api: String,
+    sandbox: SocketAddr,
+    db: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `handoff serve --sandbox` with every rep always available and no
+/// daily capacity, so every lead reaches a rep's DMs.
+async fn serve(dir: &Path) -> Server {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut roster: Value =
         serde_json::from_str(&std::fs::read_to_string(repo.join("pipelines/roster.json")).unwrap()).unwrap();
     for rep in roster["reps"].as_array_mut().unwrap() {
         rep["daily_capacity"] = json!(0);
+        rep["out_of_office"] = json!([]);
+        rep["working_hours"] =
+            json!({"days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "start": "00:00", "end": "24:00"});
     }
-    let roster_path = roster_dir.path().join("roster.json");
-    std::fs::write(&roster_path, roster.to_string()).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let app = App::launch(AppOptions {
-        roster: roster_path,
-        ops_channel: None,
-        ..AppOptions::mql_handoff(&repo.join("pipelines"), data.path().to_path_buf(), sandbox.connectors(), clock)
-    })
-    .await
-    .unwrap();
+    std::fs::write(dir.join("roster.json"), roster.to_string()).unwrap();
+    let (listen, sandbox, smtp) = (free_port(), free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .current_dir(&repo)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["serve", "--sandbox", "--listen", &listen.to_string()])
+        .args(["--sandbox-listen", &sandbox.to_string(), "--sandbox-smtp-listen", &smtp.to_string()])
+        .arg("--roster")
+        .arg(dir.join("roster.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server { child, api: format!("http://{listen}"), sandbox, db: dir.join("data/handoff.db") };
+    for _ in 0..1200 {
+        if reqwest::get(format!("{}/healthz", server.api)).await.is_ok_and(|r| r.status().is_success()) {
+            let limits = json!({"hubspot_per_ten_seconds": 0, "hubspot_search_per_second": 0,
+                "salesforce_api_limit": u64::MAX, "slack_channel_burst": 0});
+            let url = format!("http://{sandbox}/_sandbox/limits");
+            reqwest::Client::new().patch(url).json(&limits).send().await.unwrap().error_for_status().unwrap();
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("handoff serve did not come up");
+}
 
+async fn contacts(server: &Server, from: usize, count: usize) -> Vec<u64> {
     let http = reqwest::Client::new();
     let countries = ["Germany", "United Kingdom", "United States", "Netherlands", "Canada"];
-    let mut ids = Vec::with_capacity(leads);
-    for i in 0..leads {
-        let body = json!({"properties": {
+    let mut ids = Vec::with_capacity(count);
+    for i in from..from + count {
+        let properties = json!({
             "email": format!("load.lead{i}@company{i}.com"), "firstname": "Load", "lastname": format!("Lead {i}"),
             "company": format!("Company {i}"), "country": countries[i % countries.len()], "state": "NY",
-            "numemployees": (100 + i * 37 % 3000).to_string(), "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"}});
-        let id = handoff::demo::create_contact(&http, sandbox.http, &body["properties"]).await.unwrap();
-        ids.push(id.parse::<u64>().unwrap());
+            "numemployees": (100 + i * 37 % 3000).to_string(), "lifecyclestage": "marketingqualifiedlead",
+            "hubspotscore": "70"});
+        let id = handoff::demo::create_contact(&http, server.sandbox, &properties).await.unwrap();
+        ids.push(id.parse().unwrap());
     }
+    ids
+}
 
-    let url = format!("http://{}/webhooks/hubspot", app.server.addr);
+fn webhook(n: usize, contact: u64) -> String {
+    json!([{"eventId": 8_000_000 + n, "subscriptionType": "contact.propertyChange", "objectId": contact,
+        "propertyName": "lifecyclestage", "propertyValue": "marketingqualifiedlead", "occurredAt": 1_795_000_000_000_i64}])
+    .to_string()
+}
+
+/// Sends one webhook; returns its acknowledgement latency in µs.
+async fn send(http: &reqwest::Client, url: &str, n: usize, contact: u64) -> u64 {
+    let sent = Instant::now();
+    let response = handoff::demo::send_signed(http, url, "sandbox-secret", webhook(n, contact)).await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    u64::try_from(sent.elapsed().as_micros()).unwrap()
+}
+
+/// Waits until `count` events are finished in the ledger.
+async fn finished(server: &Server, count: usize) {
+    let ledger = rusqlite::Connection::open(&server.db).unwrap();
+    loop {
+        let done: usize =
+            ledger.query_row("SELECT COUNT(*) FROM events WHERE finished_at IS NOT NULL", [], |r| r.get(0)).unwrap();
+        if done >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn main() {
+    let leads = env("LEADS", 2000);
+    let concurrency = env("CONCURRENCY", 32);
+    let paced = env("PACED_LEADS", 1000);
+    let rate = env("RATE", 100);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    rt.block_on(run(leads, concurrency, paced, rate));
+}
+
+async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path()).await;
+    let ids = contacts(&server, 0, leads + paced).await;
+    let url = format!("{}/webhooks/hubspot", server.api);
+    let http = reqwest::Client::new();
+
+    // Throughput.
     let started = Instant::now();
-    let queue = Arc::new(std::sync::Mutex::new(ids.into_iter().enumerate().collect::<Vec<_>>()));
+    let queue = Arc::new(std::sync::Mutex::new(ids[..leads].iter().copied().enumerate().collect::<Vec<_>>()));
     let mut senders = Vec::new();
     for _ in 0..concurrency {
         let (queue, http, url) = (queue.clone(), http.clone(), url.clone());
         senders.push(tokio::spawn(async move {
             let mut acks = Vec::new();
             loop {
-                let Some((n, id)) = queue.lock().unwrap().pop() else { break };
-                let body =
-                    json!([{"eventId": 8_000_000 + n, "subscriptionType": "contact.propertyChange", "objectId": id,
-                    "propertyName": "lifecyclestage", "propertyValue": "marketingqualifiedlead", "occurredAt": now}])
-                    .to_string();
-                let sent = Instant::now();
-                let response = handoff::demo::send_signed(&http, &url, "sandbox-secret", body).await.unwrap();
-                assert!(response.status().is_success());
-                acks.push(u64::try_from(sent.elapsed().as_micros()).unwrap());
+                let next = queue.lock().unwrap().pop();
+                let Some((n, id)) = next else { break };
+                acks.push(send(&http, &url, n, id).await);
             }
             acks
         }));
@@ -111,32 +178,64 @@ async fn run(leads: usize, concurrency: usize) {
         acks.extend(sender.await.unwrap());
     }
     let acked = started.elapsed();
-    assert!(app.server.settle(Duration::from_secs(600)).await, "every lead finishes");
-    let elapsed = started.elapsed();
-    let finished = app.server.finished();
-    let failed = finished.iter().filter(|f| f.record.error.is_some()).count();
-    let mut notified: Vec<u64> = finished.iter().filter_map(|f| f.notified_us).collect();
+    finished(&server, leads).await;
+    let done = started.elapsed();
     acks.sort_unstable();
-    notified.sort_unstable();
-    println!("load: {leads} leads at concurrency {concurrency}: {} notified, {failed} failed", notified.len());
+
+    // Latency at a steady rate.
+    let gap = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut ticker = tokio::time::interval(gap);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sends = Vec::new();
+    let paced_started = Instant::now();
+    for (i, id) in ids[leads..].iter().copied().enumerate() {
+        ticker.tick().await;
+        let (http, url) = (http.clone(), url.clone());
+        sends.push(tokio::spawn(async move { send(&http, &url, leads + i, id).await }));
+    }
+    let mut paced_acks = Vec::new();
+    for s in sends {
+        paced_acks.push(s.await.unwrap());
+    }
+    let paced_sent = paced_started.elapsed();
+    finished(&server, leads + paced).await;
+    paced_acks.sort_unstable();
+
+    let timings: Vec<Value> =
+        http.get(format!("{}/api/executions/timings", server.api)).send().await.unwrap().json().await.unwrap();
+    let paced_ids: std::collections::HashSet<String> =
+        (leads..leads + paced).map(|n| (8_000_000 + n).to_string()).collect();
+    let failed = timings.iter().filter(|t| t["failed"] == true).count();
+    let mut to_dm: Vec<u64> = timings
+        .iter()
+        .filter(|t| paced_ids.contains(t["event_id"].as_str().unwrap_or_default()))
+        .filter_map(|t| t["notified_us"].as_u64())
+        .collect();
+    to_dm.sort_unstable();
+    let mut notified_all: Vec<u64> = timings.iter().filter_map(|t| t["notified_us"].as_u64()).collect();
+    notified_all.sort_unstable();
+
+    println!("load: handoff serve --sandbox (release), ledger on disk, full sync");
+    println!("throughput: {leads} leads from {concurrency} senders");
     println!(
-        "  webhook ack: p50 {:.2} ms, p99 {:.2} ms ({:.0} acks/s)",
+        "  webhook ack: p50 {:.2} ms, p99 {:.2} ms; {:.0} webhooks/s acknowledged",
         pct(&acks, 0.5),
         pct(&acks, 0.99),
         leads as f64 / acked.as_secs_f64()
     );
-    println!("  webhook -> notification: p50 {:.1} ms, p99 {:.1} ms", pct(&notified, 0.5), pct(&notified, 0.99));
     println!(
-        "  sustained: {:.0} leads/s end to end ({:.1} s)",
-        leads as f64 / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64()
+        "  finished: {:.0} leads/s end to end ({:.1} s for all {leads})",
+        leads as f64 / done.as_secs_f64(),
+        done.as_secs_f64()
     );
-    println!("  peak RSS (host and emulators): {:.0} MiB", peak_rss_mib());
-    let mut causes: std::collections::BTreeMap<String, usize> = Default::default();
-    for f in finished.iter().filter_map(|f| f.record.error.as_ref()) {
-        *causes.entry(f.chars().take(140).collect()).or_default() += 1;
-    }
-    for (cause, n) in causes {
-        println!("  failed x{n}: {cause}");
-    }
+    println!("latency: {paced} leads at {rate}/s (sent at {:.0}/s)", paced as f64 / paced_sent.as_secs_f64());
+    println!("  webhook ack: p50 {:.2} ms, p99 {:.2} ms", pct(&paced_acks, 0.5), pct(&paced_acks, 0.99));
+    println!(
+        "  webhook -> DM: p50 {:.1} ms, p99 {:.1} ms ({} notified)",
+        pct(&to_dm, 0.5),
+        pct(&to_dm, 0.99),
+        to_dm.len()
+    );
+    println!("all: {} notified, {failed} failed", notified_all.len());
+    println!("peak RSS of the server process: {:.0} MiB", peak_rss_mib(server.child.id()));
 }

@@ -26,8 +26,12 @@ pub struct AppOptions {
     pub connectors: ConnectorsConfig,
     pub listen: SocketAddr,
     pub public_url: Option<String>,
-    /// The ledger database; `<data_dir>/handoff.db` when unset.
+    /// The SQLite ledger's file; `database` when unset.
     pub store_path: Option<PathBuf>,
+    /// Where the ledger lives; SQLite at `<data_dir>/handoff.db` when unset.
+    pub database: Option<crate::store::Database>,
+    /// Who this server is when claiming work in the ledger.
+    pub instance: crate::store::Instance,
     /// Slack channel for failed-lead alerts (`#revops-alerts`).
     pub ops_channel: Option<String>,
     /// How often the reconciliation sweep runs (default 5 minutes).
@@ -59,6 +63,8 @@ impl AppOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_url: None,
             store_path: None,
+            database: None,
+            instance: crate::store::Instance::from_env(),
             ops_channel: Some("#revops-alerts".into()),
             sweep_every: None,
             api_token: None,
@@ -108,11 +114,17 @@ impl App {
 
         let roster = Arc::new(FileRoster::load(&options.roster)?);
         let timers = Arc::new(TimerBook::default());
-        let store_path = options.store_path.clone().unwrap_or_else(|| options.data_dir.join("handoff.db"));
-        let store = Arc::new(crate::store::SqliteStore::open(&store_path)?);
+        let database = match &options.store_path {
+            Some(path) => crate::store::Database::Sqlite(path.clone()),
+            None => options
+                .database
+                .clone()
+                .unwrap_or_else(|| crate::store::Database::Sqlite(options.data_dir.join("handoff.db"))),
+        };
+        let ledger = crate::store::Ledger::open(&database, options.instance.clone()).await?;
         let local = Capabilities {
-            journal: Some(store.clone()),
-            state: Some(store.clone()),
+            journal: Some(ledger.journal.clone()),
+            state: Some(ledger.state.clone()),
             schedule: Some(timers.clone()),
             roster: Some(roster.clone()),
             clock: options.clock.clone(),
@@ -139,7 +151,7 @@ impl App {
             listen: options.listen,
             pipelines,
             executor,
-            store,
+            store: ledger.store.clone(),
             hubspot_app_secret,
             slack_signing_secret,
             public_url: options.public_url,

@@ -297,6 +297,8 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
         }
     };
     let app = crate::app::App::launch(crate::app::AppOptions {
+        database: Some(crate::store::Database::from_env(&options.data_dir)),
+        instance: crate::store::Instance::from_env(),
         data_dir: options.data_dir,
         plugin_dirs: options.plugin_dirs,
         pipelines: options.pipelines,
@@ -332,10 +334,17 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_store(data_dir: &Path) -> Result<crate::store::SqliteStore> {
-    let path = data_dir.join("handoff.db");
-    anyhow::ensure!(path.exists(), "no ledger at {}; `handoff serve` creates it (or pass --data-dir)", path.display());
-    crate::store::SqliteStore::open(&path)
+/// The ledger `handoff serve` uses with these settings.
+async fn open_store(data_dir: &Path) -> Result<Arc<dyn crate::store::Store>> {
+    let database = crate::store::Database::from_env(data_dir);
+    if let crate::store::Database::Sqlite(path) = &database {
+        anyhow::ensure!(
+            path.exists(),
+            "no ledger at {}; `handoff serve` creates it (or pass --data-dir, or set HANDOFF_DATABASE_URL)",
+            path.display()
+        );
+    }
+    Ok(crate::store::Ledger::open(&database, crate::store::Instance::from_env()).await?.store)
 }
 
 fn when(ms: i64) -> String {
@@ -354,8 +363,7 @@ pub async fn leads(
     limit: usize,
     json: bool,
 ) -> Result<ExitCode> {
-    use crate::store::Store;
-    let leads = open_store(data_dir)?.leads(state, limit).await?;
+    let leads = open_store(data_dir).await?.leads(state, limit).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&leads)?);
         return Ok(ExitCode::SUCCESS);
@@ -382,8 +390,7 @@ pub async fn leads(
 ///
 /// When the ledger cannot be read.
 pub async fn lead(data_dir: &Path, id: &str, json: bool) -> Result<ExitCode> {
-    use crate::store::Store;
-    let Some(lead) = open_store(data_dir)?.lead(id).await? else {
+    let Some(lead) = open_store(data_dir).await?.lead(id).await? else {
         eprintln!("no lead {id} in the ledger");
         return Ok(ExitCode::FAILURE);
     };

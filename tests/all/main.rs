@@ -7,6 +7,7 @@ mod grants;
 mod handoff;
 mod journal;
 mod languages;
+mod ledger;
 mod pipeline_checks;
 mod registry;
 mod sandbox;

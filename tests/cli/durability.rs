@@ -5,13 +5,31 @@
 
 use handoff::capabilities::{Clock, SystemClock};
 use handoff::sandbox::{Sandbox, SandboxSettings};
-use handoff::store::{LeadState, SqliteStore, Store};
+use handoff::store::{Database, Instance, LeadState, Ledger};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// A running `handoff serve`, killed with SIGKILL when dropped (a failing
+/// test leaves no server behind).
+struct Served(Child);
+
+impl Served {
+    fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// A sandbox org with `leads` new MQL contacts, a roster on which every rep
 /// is always available, and a connector config pointing at the sandbox.
@@ -20,6 +38,8 @@ struct World {
     dir: tempfile::TempDir,
     contacts: Vec<u64>,
     listen: SocketAddr,
+    /// The ledger every server of this world uses.
+    database: Database,
 }
 
 /// The unique name each lead carries, so its DM and Salesforce lead can be
@@ -29,6 +49,20 @@ fn tag(i: usize) -> String {
 }
 
 async fn world(leads: usize) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let database = Database::Sqlite(dir.path().join("data/handoff.db"));
+    world_on(leads, dir, database).await
+}
+
+/// A world whose servers share a PostgreSQL ledger (a fresh schema).
+async fn world_on_postgres(leads: usize) -> World {
+    let url =
+        std::env::var("HANDOFF_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("handoff_test_{}", std::process::id()) + &format!("_{}", SystemClock.now_ms());
+    world_on(leads, tempfile::tempdir().unwrap(), Database::Postgres { url, schema }).await
+}
+
+async fn world_on(leads: usize, dir: tempfile::TempDir, database: Database) -> World {
     let settings = SandboxSettings {
         hubspot_per_ten_seconds: 0,
         hubspot_search_per_second: 0,
@@ -37,7 +71,6 @@ async fn world(leads: usize) -> World {
         ..Default::default()
     };
     let sandbox = Sandbox::start_loopback(settings, Arc::new(SystemClock)).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut roster: Value =
         serde_json::from_str(&std::fs::read_to_string(repo.join("pipelines/roster.json")).unwrap()).unwrap();
@@ -88,36 +121,52 @@ from = "Handoff <handoff@sandbox.test>"
         contacts.push(id.parse().unwrap());
     }
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    World { sandbox, dir, contacts, listen }
+    World { sandbox, dir, contacts, listen, database }
 }
 
 impl World {
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+    async fn ledger(&self) -> Ledger {
+        Ledger::open(&self.database, Instance::named("observer")).await.unwrap()
     }
 
     /// Starts `handoff serve` on the world's port; returns once it answers.
-    async fn serve(&self) -> Child {
+    async fn serve(&self) -> Served {
+        self.serve_as("durability-test", self.listen).await
+    }
+
+    /// Starts `handoff serve` as instance `id` on `listen`.
+    async fn serve_as(&self, id: &str, listen: SocketAddr) -> Served {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        // On SQLite the data dir holds the ledger; on PostgreSQL each
+        // instance has its own (compiled plugins only).
+        let data_dir = match &self.database {
+            Database::Sqlite(path) => path.parent().unwrap().to_path_buf(),
+            Database::Postgres { .. } => self.dir.path().join(format!("data-{id}")),
+        };
+        let mut command = Command::new(env!("CARGO_BIN_EXE_handoff"));
+        command
             .current_dir(&repo)
             .arg("--data-dir")
-            .arg(self.data_dir())
-            .args(["serve", "--listen", &self.listen.to_string(), "--config"])
+            .arg(data_dir)
+            .args(["serve", "--listen", &listen.to_string(), "--config"])
             .arg(self.dir.path().join("handoff.toml"))
             .arg("--roster")
             .arg(self.dir.path().join("roster.json"))
-            .env("HANDOFF_INSTANCE_ID", "durability-test")
+            .env("HANDOFF_INSTANCE_ID", id)
             .env("HANDOFF_WAIT_FIRST_MS", "250")
             .env("HANDOFF_WAIT_MAX_MS", "2000")
+            .env("HANDOFF_LEASE_SECS", "2")
+            .env_remove("HANDOFF_DATABASE_URL")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let health = format!("http://{}/healthz", self.listen);
+            .stderr(Stdio::null());
+        if let Database::Postgres { url, schema } = &self.database {
+            command.env("HANDOFF_DATABASE_URL", url).env("HANDOFF_DATABASE_SCHEMA", schema);
+        }
+        let child = command.spawn().unwrap();
+        let health = format!("http://{listen}/healthz");
         for _ in 0..600 {
             if reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
-                return child;
+                return Served(child);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -127,12 +176,19 @@ impl World {
     /// Sends every lead's MQL webhook from `senders` concurrent senders,
     /// each retrying (as HubSpot does) until it hears 200.
     async fn send_all(&self, senders: usize) {
-        let url = format!("http://{}/webhooks/hubspot", self.listen);
+        self.send_to(&[self.listen], senders).await;
+    }
+
+    /// Sends every lead's webhook to the servers at `servers` in turn,
+    /// moving on to the next server when one does not answer (as a load
+    /// balancer would).
+    async fn send_to(&self, servers: &[SocketAddr], senders: usize) {
+        let urls: Vec<String> = servers.iter().map(|s| format!("http://{s}/webhooks/hubspot")).collect();
         let now = SystemClock.now_ms();
         let queue = Arc::new(std::sync::Mutex::new(self.contacts.iter().copied().enumerate().collect::<Vec<_>>()));
         let mut tasks = Vec::new();
         for _ in 0..senders {
-            let (queue, url) = (queue.clone(), url.clone());
+            let (queue, urls) = (queue.clone(), urls.clone());
             tasks.push(tokio::spawn(async move {
                 let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
                 loop {
@@ -141,8 +197,9 @@ impl World {
                         "objectId": id, "propertyName": "lifecyclestage", "propertyValue": "marketingqualifiedlead",
                         "occurredAt": now}])
                     .to_string();
-                    loop {
-                        match handoff::demo::send_signed(&http, &url, "sandbox-secret", body.clone()).await {
+                    for attempt in n.. {
+                        let url = &urls[attempt % urls.len()];
+                        match handoff::demo::send_signed(&http, url, "sandbox-secret", body.clone()).await {
                             Ok(r) if r.status().is_success() => break,
                             _ => tokio::time::sleep(Duration::from_millis(100)).await,
                         }
@@ -158,7 +215,7 @@ impl World {
     /// Waits until every lead is in a final state in the ledger; returns
     /// the leads.
     async fn settled(&self, within: Duration) -> Vec<handoff::store::LeadRecord> {
-        let ledger = SqliteStore::open(&self.data_dir().join("handoff.db")).unwrap();
+        let ledger = self.ledger().await.store;
         let deadline = Instant::now() + within;
         loop {
             let leads = ledger.leads(None, 10_000).await.unwrap();
@@ -228,7 +285,7 @@ fn killing_the_server_while_providers_fail_loses_and_doubles_no_lead() {
 
         let server = Arc::new(tokio::sync::Mutex::new(Some(world.serve().await)));
         let sending = world.send_all(8);
-        let ledger = SqliteStore::open(&world.data_dir().join("handoff.db")).unwrap();
+        let ledger = world.ledger().await.store;
         let killing = async {
             // SIGKILL at varied moments while webhooks arrive and leads run;
             // counts the kills that hit unfinished work.
@@ -238,8 +295,7 @@ fn killing_the_server_while_providers_fail_loses_and_doubles_no_lead() {
                 let mut guard = server.lock().await;
                 let mut child = guard.take().unwrap();
                 let unfinished = ledger.unfinished_events().await.unwrap().len();
-                child.kill().unwrap();
-                child.wait().unwrap();
+                child.kill();
                 mid_flight += usize::from(unfinished > 0);
                 *guard = Some(world.serve().await);
             }
@@ -251,18 +307,12 @@ fn killing_the_server_while_providers_fail_loses_and_doubles_no_lead() {
         // may still run.
         {
             let mut guard = server.lock().await;
-            let mut child = guard.take().unwrap();
-            child.kill().unwrap();
-            child.wait().unwrap();
+            guard.take().unwrap().kill();
             *guard = Some(world.serve().await);
         }
 
         let leads = world.settled(Duration::from_secs(300)).await;
         world.assert_each_handed_off_once(&leads);
-        let mut guard = server.lock().await;
-        let mut child = guard.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
     });
 }
 
@@ -270,7 +320,7 @@ fn killing_the_server_while_providers_fail_loses_and_doubles_no_lead() {
 fn leads_wait_while_every_provider_is_down_for_a_minute_then_complete() {
     runtime().block_on(async {
         let world = world(40).await;
-        let mut child = world.serve().await;
+        let child = world.serve().await;
         for provider in ["hubspot", "salesforce", "slack", "anthropic"] {
             world.fault(json!({"provider": provider, "kind": {"type": "status", "status": 503}})).await;
         }
@@ -278,7 +328,7 @@ fn leads_wait_while_every_provider_is_down_for_a_minute_then_complete() {
         // Webhooks are still taken: the ledger needs no provider.
         world.send_all(4).await;
 
-        let ledger = SqliteStore::open(&world.data_dir().join("handoff.db")).unwrap();
+        let ledger = world.ledger().await.store;
         let mut saw_waiting = false;
         while down.elapsed() < Duration::from_secs(60) {
             let leads = ledger.leads(None, 1000).await.unwrap();
@@ -297,7 +347,41 @@ fn leads_wait_while_every_provider_is_down_for_a_minute_then_complete() {
         world.clear_faults().await;
         let leads = world.settled(Duration::from_secs(120)).await;
         world.assert_each_handed_off_once(&leads);
-        child.kill().unwrap();
-        child.wait().unwrap();
+        drop(child);
+    });
+}
+
+#[test]
+fn when_one_of_two_instances_sharing_postgres_dies_the_other_takes_its_leads_over() {
+    runtime().block_on(async {
+        let world = world_on_postgres(200).await;
+        // Slower Salesforce keeps leads in flight long enough to be caught.
+        world.fault(json!({"provider": "salesforce", "kind": {"type": "latency", "ms": 20}})).await;
+        let b_listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut a = world.serve_as("instance-a", world.listen).await;
+        let _b = world.serve_as("instance-b", b_listen).await;
+
+        let servers = [world.listen, b_listen];
+        let sending = world.send_to(&servers, 8);
+        let Database::Postgres { url, schema } = world.database.clone() else { unreachable!() };
+        let killing = async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            let query =
+                format!("SELECT COUNT(*) FROM {schema}.events WHERE finished_at IS NULL AND claimed_by = 'instance-a'");
+            let held: i64 = client.query_one(&query, &[]).await.unwrap().get(0);
+            a.kill();
+            held
+        };
+        let ((), held_by_a) = tokio::join!(sending, killing);
+        assert!(held_by_a > 0, "instance a held unfinished leads when it died");
+
+        let leads = world.settled(Duration::from_secs(180)).await;
+        world.assert_each_handed_off_once(&leads);
+
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
     });
 }

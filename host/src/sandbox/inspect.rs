@@ -20,6 +20,7 @@ pub fn routes() -> Router<Arc<SandboxState>> {
         .route("/health", get(|| async { Json(json!({"ok": true})) }))
         .route("/reset", post(reset))
         .route("/faults", get(list_faults).post(add_fault).delete(clear_faults))
+        .route("/limits", get(limits).patch(set_limits))
         .route("/requests", get(requests).delete(clear_requests))
         .route("/stats", get(stats))
         .route("/slack/messages", get(slack_messages))
@@ -35,6 +36,38 @@ pub fn routes() -> Router<Arc<SandboxState>> {
 async fn reset(State(state): State<Arc<SandboxState>>) -> Json<Value> {
     state.reset();
     Json(json!({"ok": true}))
+}
+
+/// The emulated rate limits; `PATCH` changes the ones named (a load test
+/// lifts them, a test of backoff tightens them).
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+struct Limits {
+    hubspot_per_ten_seconds: Option<u32>,
+    hubspot_search_per_second: Option<u32>,
+    salesforce_api_limit: Option<u64>,
+    slack_channel_burst: Option<u32>,
+}
+
+async fn limits(State(state): State<Arc<SandboxState>>) -> Json<Value> {
+    let s = state.settings();
+    Json(json!(Limits {
+        hubspot_per_ten_seconds: Some(s.hubspot_per_ten_seconds),
+        hubspot_search_per_second: Some(s.hubspot_search_per_second),
+        salesforce_api_limit: Some(s.salesforce_api_limit),
+        slack_channel_burst: Some(s.slack_channel_burst),
+    }))
+}
+
+async fn set_limits(State(state): State<Arc<SandboxState>>, Json(patch): Json<Limits>) -> Json<Value> {
+    {
+        let mut s = state.settings.lock().unwrap_or_else(|p| p.into_inner());
+        s.hubspot_per_ten_seconds = patch.hubspot_per_ten_seconds.unwrap_or(s.hubspot_per_ten_seconds);
+        s.hubspot_search_per_second = patch.hubspot_search_per_second.unwrap_or(s.hubspot_search_per_second);
+        s.salesforce_api_limit = patch.salesforce_api_limit.unwrap_or(s.salesforce_api_limit);
+        s.slack_channel_burst = patch.slack_channel_burst.unwrap_or(s.slack_channel_burst);
+    }
+    limits(State(state)).await
 }
 
 async fn list_faults(State(state): State<Arc<SandboxState>>) -> Json<Value> {

@@ -264,6 +264,7 @@ impl Drop for Server {
 fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/api/executions", get(executions))
+        .route("/api/executions/timings", get(timings))
         .route("/api/leads", get(leads))
         .route("/api/leads/{id}", get(lead))
         .route("/api/leads/{id}/retry", post(retry_lead))
@@ -425,6 +426,17 @@ async fn sweep_now(State(state): State<Arc<AppState>>) -> axum::response::Respon
                 .into_response()
         }
     }
+}
+
+/// Recent executions' timings only (`event_id`, `failed`, `total_us`,
+/// `notified_us`): what a load test reads.
+async fn timings(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let list = state.finished.lock().unwrap_or_else(|p| p.into_inner());
+    Json(json!(
+        list.iter()
+            .map(|f| json!({"event_id": f.event_id, "failed": f.record.error.is_some(), "total_us": f.total_us, "notified_us": f.notified_us}))
+            .collect::<Vec<_>>()
+    ))
 }
 
 async fn executions(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {

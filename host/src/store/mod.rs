@@ -3,9 +3,14 @@
 //! default; the [`Store`] trait is what a PostgreSQL backend implements for
 //! several instances sharing one database.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+use crate::capabilities::{EffectJournal, StateStore};
+use std::sync::Arc;
 
 use crate::pipeline::{BranchEnd, ExecutionRecord, ExecutionStatus};
 use anyhow::Result;
@@ -109,6 +114,63 @@ pub struct LeadRecord {
     pub salesforce_id: Option<String>,
     pub updated_at: i64,
     pub timeline: Vec<Step>,
+}
+
+/// Where the ledger lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// Embedded SQLite in this file (one instance).
+    Sqlite(std::path::PathBuf),
+    /// PostgreSQL at this URL, in this schema (instances share it).
+    Postgres { url: String, schema: String },
+}
+
+impl Database {
+    /// `HANDOFF_DATABASE_URL` (and `HANDOFF_DATABASE_SCHEMA`, default
+    /// `handoff`) when set; otherwise SQLite at `<data_dir>/handoff.db`.
+    pub fn from_env(data_dir: &std::path::Path) -> Self {
+        match std::env::var("HANDOFF_DATABASE_URL").ok().filter(|u| !u.trim().is_empty()) {
+            Some(url) => Database::Postgres {
+                url,
+                schema: std::env::var("HANDOFF_DATABASE_SCHEMA")
+                    .ok()
+                    .filter(|s| !s.trim().is_empty())
+                    .unwrap_or_else(|| "handoff".into()),
+            },
+            None => Database::Sqlite(data_dir.join("handoff.db")),
+        }
+    }
+}
+
+/// One ledger in its three roles: events and leads, the effect journal,
+/// and plugin state.
+#[derive(Clone)]
+pub struct Ledger {
+    pub store: Arc<dyn Store>,
+    pub journal: Arc<dyn EffectJournal>,
+    pub state: Arc<dyn StateStore>,
+}
+
+impl Ledger {
+    /// Opens (creating and migrating) the ledger as `instance`.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be opened or reached, or a migration fails.
+    pub async fn open(database: &Database, instance: Instance) -> Result<Ledger> {
+        Ok(match database {
+            Database::Sqlite(path) => Ledger::from(Arc::new(SqliteStore::open_as(path, instance)?)),
+            Database::Postgres { url, schema } => {
+                Ledger::from(Arc::new(PostgresStore::connect(url, schema, instance).await?))
+            }
+        })
+    }
+}
+
+impl<T: Store + EffectJournal + StateStore + 'static> From<Arc<T>> for Ledger {
+    fn from(ledger: Arc<T>) -> Self {
+        Ledger { store: ledger.clone(), journal: ledger.clone(), state: ledger }
+    }
 }
 
 /// Who owns work in the ledger: one running `handoff serve`. An instance

@@ -1,0 +1,673 @@
+//! The ledger in PostgreSQL, for several `handoff serve` instances sharing
+//! one database. The same tables as SQLite, in a schema of their own
+//! (`handoff` unless told otherwise); claims use `FOR UPDATE SKIP LOCKED`
+//! so instances never wait on each other's work.
+
+use super::{Deferred, InboundEvent, Instance, LeadFacts, LeadRecord, LeadState, Step, Store, WaitPolicy};
+use crate::capabilities::{CapabilityError, EffectJournal, Entry, StateStore};
+use anyhow::{Context, Result};
+use std::sync::{Arc, Mutex};
+use tokio_postgres::{Client, NoTls, Row};
+
+/// Schema changes in order; the schema's `meta` table remembers how many
+/// it has.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE events (
+        source TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        pipeline TEXT NOT NULL,
+        lead_id TEXT,
+        payload TEXT NOT NULL,
+        received_at BIGINT NOT NULL,
+        execution_id TEXT,
+        finished_at BIGINT,
+        failed BOOLEAN NOT NULL DEFAULT FALSE,
+        claimed_by TEXT,
+        claim_boot TEXT,
+        lease_until BIGINT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT,
+        waiting_since BIGINT,
+        PRIMARY KEY (source, event_id)
+    );
+    CREATE INDEX events_unfinished ON events (received_at) WHERE finished_at IS NULL;
+    CREATE INDEX events_lead ON events (lead_id, received_at);
+    CREATE TABLE leads (
+        id TEXT PRIMARY KEY,
+        email TEXT,
+        name TEXT,
+        company TEXT,
+        state TEXT NOT NULL,
+        owner TEXT,
+        salesforce_id TEXT,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE INDEX leads_state ON leads (state, updated_at);
+    CREATE TABLE lead_steps (
+        seq BIGSERIAL PRIMARY KEY,
+        lead_id TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        state TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX lead_steps_lead ON lead_steps (lead_id, seq);
+    CREATE TABLE effects (
+        key TEXT PRIMARY KEY,
+        result TEXT NOT NULL,
+        recorded_at BIGINT NOT NULL
+    );
+    CREATE TABLE effect_intents (
+        key TEXT PRIMARY KEY,
+        started_at BIGINT NOT NULL
+    );
+    CREATE TABLE plugin_state (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE TABLE settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+"#];
+
+/// Most connections one instance opens.
+const MAX_CONNECTIONS: usize = 16;
+
+/// The PostgreSQL ledger. Cheap to clone.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    url: String,
+    schema: String,
+    idle: Mutex<Vec<Client>>,
+    permits: tokio::sync::Semaphore,
+    instance: Instance,
+}
+
+/// A pooled connection, returned to the pool when dropped (unless broken).
+struct Pooled<'a> {
+    inner: &'a Inner,
+    client: Option<Client>,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.client.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.client.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take()
+            && !client.is_closed()
+        {
+            self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(client);
+        }
+    }
+}
+
+fn valid_schema(schema: &str) -> bool {
+    !schema.is_empty()
+        && schema.len() <= 63
+        && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !schema.starts_with(|c: char| c.is_ascii_digit())
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host/db`), creating and
+    /// migrating `schema`, as `instance`.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached, the schema name is not a plain
+    /// lower-case identifier, or a migration fails.
+    pub async fn connect(url: &str, schema: &str, instance: Instance) -> Result<Self> {
+        anyhow::ensure!(valid_schema(schema), "schema '{schema}' must be a lower-case identifier (letters, digits, _)");
+        let store = PostgresStore {
+            inner: Arc::new(Inner {
+                url: url.to_string(),
+                schema: schema.to_string(),
+                idle: Mutex::new(Vec::new()),
+                permits: tokio::sync::Semaphore::new(MAX_CONNECTIONS),
+                instance,
+            }),
+        };
+        {
+            let mut client = store.client().await?;
+            migrate(&mut client, schema).await.with_context(|| format!("migrating schema {schema}"))?;
+        }
+        Ok(store)
+    }
+
+    async fn open(&self) -> Result<Client> {
+        let (client, connection) = tokio_postgres::connect(&self.inner.url, NoTls)
+            .await
+            .with_context(|| format!("connecting to PostgreSQL at {}", redact(&self.inner.url)))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "a PostgreSQL connection closed");
+            }
+        });
+        let schema = &self.inner.schema;
+        client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}")).await?;
+        Ok(client)
+    }
+
+    async fn client(&self) -> Result<Pooled<'_>> {
+        let permit = self.inner.permits.acquire().await.context("the connection pool closed")?;
+        let idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let client = match idle {
+            Some(client) => client,
+            None => self.open().await?,
+        };
+        Ok(Pooled { inner: &self.inner, client: Some(client), _permit: permit })
+    }
+
+    fn now() -> i64 {
+        crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock)
+    }
+
+    fn lease_until(&self) -> i64 {
+        Self::now() + i64::try_from(self.inner.instance.lease.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:[redacted]{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn migrate(client: &mut Client, schema: &str) -> Result<()> {
+    let tx = client.transaction().await?;
+    // One migrator at a time across instances.
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&format!("handoff-migrate:{schema}")]).await?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)").await?;
+    let applied: usize = tx
+        .query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])
+        .await?
+        .and_then(|r| r.get::<_, String>(0).parse().ok())
+        .unwrap_or(0);
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.batch_execute(migration).await.with_context(|| format!("migration {}", i + 1))?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&(i + 1).to_string()],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+const EVENT_COLUMNS: &str = "source, event_id, pipeline, lead_id, payload, received_at";
+
+fn event_from_row(row: &Row) -> InboundEvent {
+    InboundEvent {
+        source: row.get(0),
+        event_id: row.get(1),
+        pipeline: row.get(2),
+        lead_id: row.get(3),
+        payload: serde_json::from_str(row.get::<_, &str>(4)).unwrap_or_default(),
+        received_at: row.get(5),
+    }
+}
+
+fn step_state(text: &str) -> LeadState {
+    LeadState::parse(text).unwrap_or(LeadState::Received)
+}
+
+async fn load_lead(client: &Client, id: &str, timeline: bool) -> Result<Option<LeadRecord>> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT id, email, name, company, state, owner, salesforce_id, updated_at FROM leads WHERE id = $1",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut lead = LeadRecord {
+        id: row.get(0),
+        email: row.get(1),
+        name: row.get(2),
+        company: row.get(3),
+        state: step_state(row.get(4)),
+        owner: row.get(5),
+        salesforce_id: row.get(6),
+        updated_at: row.get(7),
+        timeline: Vec::new(),
+    };
+    if timeline {
+        lead.timeline = client
+            .query("SELECT at, state, detail FROM lead_steps WHERE lead_id = $1 ORDER BY seq", &[&id])
+            .await?
+            .iter()
+            .map(|r| Step { at: r.get(0), state: step_state(r.get(1)), detail: r.get(2) })
+            .collect();
+    }
+    Ok(Some(lead))
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    fn instance(&self) -> &Instance {
+        &self.inner.instance
+    }
+
+    async fn record_event(&self, event: &InboundEvent) -> Result<bool> {
+        let client = self.client().await?;
+        let me = &self.inner.instance;
+        let inserted = client
+            .execute(
+                "INSERT INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                &[
+                    &event.source,
+                    &event.event_id,
+                    &event.pipeline,
+                    &event.lead_id,
+                    &event.payload.to_string(),
+                    &event.received_at,
+                    &me.id,
+                    &me.boot,
+                    &self.lease_until(),
+                ],
+            )
+            .await?;
+        Ok(inserted == 1)
+    }
+
+    async fn claim_due(&self, limit: usize) -> Result<Vec<InboundEvent>> {
+        let client = self.client().await?;
+        let me = &self.inner.instance;
+        let now = Self::now();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                &format!(
+                    "UPDATE events SET claimed_by = $1, claim_boot = $2, lease_until = $3
+                     WHERE (source, event_id) IN (
+                        SELECT source, event_id FROM events
+                        WHERE finished_at IS NULL
+                          AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
+                          AND (claimed_by IS NULL OR lease_until < $4 OR (claimed_by = $1 AND claim_boot <> $2))
+                        ORDER BY received_at LIMIT $5
+                        FOR UPDATE SKIP LOCKED)
+                     RETURNING {EVENT_COLUMNS}"
+                ),
+                &[&me.id, &me.boot, &self.lease_until(), &now, &limit],
+            )
+            .await?;
+        let mut claimed: Vec<InboundEvent> = rows.iter().map(event_from_row).collect();
+        claimed.sort_by_key(|e| e.received_at);
+        Ok(claimed)
+    }
+
+    async fn renew_leases(&self, events: &[(String, String)]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let me = &self.inner.instance;
+        let (sources, ids): (Vec<&str>, Vec<&str>) = events.iter().map(|(s, e)| (s.as_str(), e.as_str())).unzip();
+        client
+            .execute(
+                "UPDATE events SET lease_until = $3
+                 WHERE claimed_by = $1 AND claim_boot = $2 AND finished_at IS NULL
+                   AND (source, event_id) IN (SELECT * FROM unnest($4::text[], $5::text[]))",
+                &[&me.id, &me.boot, &self.lease_until(), &sources, &ids],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn defer_event(&self, source: &str, event_id: &str, policy: WaitPolicy) -> Result<Option<Deferred>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let now = Self::now();
+        let row = tx
+            .query_one(
+                "SELECT attempts, waiting_since FROM events WHERE source = $1 AND event_id = $2 FOR UPDATE",
+                &[&source, &event_id],
+            )
+            .await?;
+        let (attempts, since): (i32, Option<i64>) = (row.get(0), row.get(1));
+        let give_up_ms = i64::try_from(policy.give_up_after.as_millis()).unwrap_or(i64::MAX);
+        if since.is_some_and(|since| now - since >= give_up_ms) {
+            return Ok(None);
+        }
+        let attempts = u32::try_from(attempts).unwrap_or(0).saturating_add(1);
+        let next_attempt_ms = now + policy.delay_ms(attempts - 1);
+        tx.execute(
+            "UPDATE events SET attempts = $3, next_attempt_at = $4, waiting_since = COALESCE(waiting_since, $5),
+                claimed_by = NULL, claim_boot = NULL, lease_until = NULL
+             WHERE source = $1 AND event_id = $2",
+            &[&source, &event_id, &i32::try_from(attempts).unwrap_or(i32::MAX), &next_attempt_ms, &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Deferred { attempts, next_attempt_ms }))
+    }
+
+    async fn unfinished_events(&self) -> Result<Vec<InboundEvent>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE finished_at IS NULL ORDER BY received_at"), &[])
+            .await?;
+        Ok(rows.iter().map(event_from_row).collect())
+    }
+
+    async fn event(&self, source: &str, event_id: &str) -> Result<Option<(InboundEvent, bool)>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {EVENT_COLUMNS}, finished_at IS NOT NULL FROM events WHERE source = $1 AND event_id = $2"
+                ),
+                &[&source, &event_id],
+            )
+            .await?;
+        Ok(row.map(|r| (event_from_row(&r), r.get(6))))
+    }
+
+    async fn failed_events(&self, lead_id: Option<&str>) -> Result<Vec<InboundEvent>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events
+                     WHERE failed AND ($1::text IS NULL OR lead_id = $1) ORDER BY received_at"
+                ),
+                &[&lead_id],
+            )
+            .await?;
+        Ok(rows.iter().map(event_from_row).collect())
+    }
+
+    async fn claim_failed(&self, source: &str, event_id: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let me = &self.inner.instance;
+        let changed = client
+            .execute(
+                "UPDATE events SET failed = FALSE, finished_at = NULL, attempts = 0, next_attempt_at = NULL,
+                    waiting_since = NULL, claimed_by = $3, claim_boot = $4, lease_until = $5
+                 WHERE source = $1 AND event_id = $2 AND failed",
+                &[&source, &event_id, &me.id, &me.boot, &self.lease_until()],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn has_event_since(&self, lead_id: &str, since: i64) -> Result<bool> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE lead_id = $1 AND received_at >= $2)",
+                &[&lead_id, &since],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    async fn setting(&self, name: &str) -> Result<Option<String>> {
+        let client = self.client().await?;
+        Ok(client.query_opt("SELECT value FROM settings WHERE name = $1", &[&name]).await?.map(|r| r.get(0)))
+    }
+
+    async fn set_setting(&self, name: &str, value: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                &[&name, &value],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<bool> {
+        let client = self.client().await?;
+        let me = &self.inner.instance;
+        let changed = client
+            .execute(
+                "UPDATE events SET execution_id = $3, finished_at = $4, failed = $5, next_attempt_at = NULL,
+                    claimed_by = NULL, claim_boot = NULL, lease_until = NULL
+                 WHERE source = $1 AND event_id = $2 AND finished_at IS NULL AND claimed_by = $6 AND claim_boot = $7",
+                &[&source, &event_id, &execution_id, &Self::now(), &failed, &me.id, &me.boot],
+            )
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn record_steps(&self, lead_id: &str, facts: &LeadFacts, steps: &[Step]) -> Result<()> {
+        let Some(last) = steps.last() else { return Ok(()) };
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let existing: Option<String> =
+            tx.query_opt("SELECT state FROM leads WHERE id = $1 FOR UPDATE", &[&lead_id]).await?.map(|r| r.get(0));
+        let settled = |s: &str| matches!(s, "notified" | "accepted" | "rejected" | "recycled");
+        let state = match (&existing, last.state) {
+            (Some(current), LeadState::Duplicate) => current.clone(),
+            (Some(current), LeadState::Failed | LeadState::Waiting) if settled(current) => current.clone(),
+            _ => last.state.as_str().to_string(),
+        };
+        tx.execute(
+            "INSERT INTO leads (id, email, name, company, state, owner, salesforce_id, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (id) DO UPDATE SET
+                email = COALESCE(excluded.email, leads.email),
+                name = COALESCE(excluded.name, leads.name),
+                company = COALESCE(excluded.company, leads.company),
+                state = excluded.state,
+                owner = COALESCE(excluded.owner, leads.owner),
+                salesforce_id = COALESCE(excluded.salesforce_id, leads.salesforce_id),
+                updated_at = excluded.updated_at",
+            &[
+                &lead_id,
+                &facts.email,
+                &facts.name,
+                &facts.company,
+                &state,
+                &facts.owner,
+                &facts.salesforce_id,
+                &last.at,
+            ],
+        )
+        .await?;
+        for step in steps {
+            tx.execute(
+                "INSERT INTO lead_steps (lead_id, at, state, detail)
+                 SELECT $1, $2, $3, $4
+                 WHERE NOT EXISTS (SELECT 1 FROM lead_steps WHERE lead_id = $1 AND state = $3 AND detail = $4)",
+                &[&lead_id, &step.at, &step.state.as_str(), &step.detail],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn leads(&self, state: Option<LeadState>, limit: usize) -> Result<Vec<LeadRecord>> {
+        let client = self.client().await?;
+        let ids: Vec<String> = client
+            .query(
+                "SELECT id FROM leads WHERE ($1::text IS NULL OR state = $1) ORDER BY updated_at DESC, id LIMIT $2",
+                &[&state.map(LeadState::as_str), &i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut leads = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(lead) = load_lead(&client, &id, false).await? {
+                leads.push(lead);
+            }
+        }
+        Ok(leads)
+    }
+
+    async fn lead(&self, id: &str) -> Result<Option<LeadRecord>> {
+        let client = self.client().await?;
+        load_lead(&client, id, true).await
+    }
+}
+
+#[async_trait::async_trait]
+impl EffectJournal for PostgresStore {
+    async fn entry(&self, key: &str) -> Result<Option<Entry>> {
+        let client = self.client().await?;
+        if let Some(row) = client.query_opt("SELECT result FROM effects WHERE key = $1", &[&key]).await? {
+            return Ok(Some(Entry::Done(serde_json::from_str(row.get::<_, &str>(0)).unwrap_or_default())));
+        }
+        let started = client.query_opt("SELECT started_at FROM effect_intents WHERE key = $1", &[&key]).await?;
+        Ok(started.map(|r| Entry::Started { at_ms: r.get(0) }))
+    }
+
+    async fn start(&self, key: &str, at_ms: i64) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO effect_intents (key, started_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&key, &at_ms],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn record(&self, key: &str, result: &serde_json::Value) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        record_effect(&tx, key, &result.to_string()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn record_effect(tx: &tokio_postgres::Transaction<'_>, key: &str, result: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO effects (key, result, recorded_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        &[&key, &result, &PostgresStore::now()],
+    )
+    .await?;
+    tx.execute("DELETE FROM effect_intents WHERE key = $1", &[&key]).await?;
+    Ok(())
+}
+
+fn unavailable(e: impl Into<anyhow::Error>) -> CapabilityError {
+    CapabilityError::Unavailable(format!("the ledger: {:#}", e.into()))
+}
+
+#[async_trait::async_trait]
+impl StateStore for PostgresStore {
+    async fn get(&self, scope: &str, key: &str) -> Result<Option<String>, CapabilityError> {
+        let client = self.client().await.map_err(unavailable)?;
+        let row = client
+            .query_opt("SELECT value FROM plugin_state WHERE scope = $1 AND key = $2", &[&scope, &key])
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn set(&self, scope: &str, key: &str, value: &str) -> Result<(), CapabilityError> {
+        let client = self.client().await.map_err(unavailable)?;
+        client
+            .execute(
+                "INSERT INTO plugin_state (scope, key, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+                &[&scope, &key, &value],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn delete(&self, scope: &str, key: &str) -> Result<(), CapabilityError> {
+        let client = self.client().await.map_err(unavailable)?;
+        client
+            .execute("DELETE FROM plugin_state WHERE scope = $1 AND key = $2", &[&scope, &key])
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn increment(
+        &self,
+        scope: &str,
+        key: &str,
+        delta: i64,
+        effect: Option<&str>,
+    ) -> Result<i64, CapabilityError> {
+        let mut client = self.client().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        // Lock the row, or the key's absence, for this transaction.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&format!("handoff-state:{}:{scope}:{key}", scope.len())],
+        )
+        .await
+        .map_err(unavailable)?;
+        let current = tx
+            .query_opt("SELECT value FROM plugin_state WHERE scope = $1 AND key = $2", &[&scope, &key])
+            .await
+            .map_err(unavailable)?;
+        let current = match current {
+            None => 0,
+            Some(row) => {
+                let text: String = row.get(0);
+                text.parse::<i64>()
+                    .map_err(|_| CapabilityError::Invalid(format!("'{key}' holds {text}, not an integer")))?
+            }
+        };
+        let next =
+            current.checked_add(delta).ok_or_else(|| CapabilityError::Invalid(format!("'{key}' would overflow")))?;
+        tx.execute(
+            "INSERT INTO plugin_state (scope, key, value) VALUES ($1, $2, $3)
+             ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+            &[&scope, &key, &next.to_string()],
+        )
+        .await
+        .map_err(unavailable)?;
+        if let Some(effect) = effect {
+            record_effect(&tx, effect, &next.to_string()).await.map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_messages_and_schemas_are_identifiers() {
+        assert_eq!(redact("postgres://app:s3cret@db:5432/x"), "postgres://app:[redacted]@db:5432/x");
+        assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
+        assert!(valid_schema("handoff_test_1"));
+        assert!(!valid_schema("Handoff") && !valid_schema("a;drop") && !valid_schema("1a") && !valid_schema(""));
+    }
+}

@@ -1,0 +1,256 @@
+//! The ledger's contract, run on both backends: embedded SQLite and the
+//! PostgreSQL that several instances share (at `HANDOFF_TEST_DATABASE_URL`,
+//! default the machine's `test` database; each test in a schema of its own).
+
+use handoff::capabilities::{CapabilityError, Entry};
+use handoff::store::{Database, InboundEvent, Instance, LeadFacts, LeadState, Ledger, Step, WaitPolicy};
+use serde_json::json;
+use std::time::Duration;
+
+/// Where one test's ledger lives.
+struct Backend {
+    database: Database,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Backend { database: Database::Sqlite(dir.path().join("handoff.db")), _dir: Some(dir) }
+    }
+
+    fn postgres() -> Self {
+        let url = std::env::var("HANDOFF_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let schema = format!("handoff_test_{}", uuid::Uuid::now_v7().simple());
+        Backend { database: Database::Postgres { url, schema }, _dir: None }
+    }
+
+    /// The ledger as instance `id` (a new boot each call).
+    async fn open(&self, id: &str, lease_ms: u64) -> Ledger {
+        let instance = Instance { lease: Duration::from_millis(lease_ms), ..Instance::named(id) };
+        Ledger::open(&self.database, instance).await.unwrap()
+    }
+
+    async fn drop_schema(&self) {
+        if let Database::Postgres { url, schema } = &self.database {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+        }
+    }
+}
+
+/// One test per backend for each scenario.
+macro_rules! on_both {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test]
+            async fn sqlite() {
+                let backend = super::Backend::sqlite();
+                super::$scenario(&backend).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let backend = super::Backend::postgres();
+                super::$scenario(&backend).await;
+                backend.drop_schema().await;
+            }
+        }
+    };
+}
+
+fn event(id: &str) -> InboundEvent {
+    InboundEvent {
+        source: "hubspot".into(),
+        event_id: id.into(),
+        pipeline: "p".into(),
+        lead_id: Some("1001".into()),
+        payload: json!({"objectId": 1001}),
+        received_at: id.parse().unwrap_or(1),
+    }
+}
+
+fn ids(events: &[InboundEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.event_id.as_str()).collect()
+}
+
+on_both!(events_are_deduplicated_and_survive_a_reopen);
+async fn events_are_deduplicated_and_survive_a_reopen(backend: &Backend) {
+    let ledger = backend.open("a", 30_000).await;
+    assert!(ledger.store.record_event(&event("1")).await.unwrap());
+    assert!(!ledger.store.record_event(&event("1")).await.unwrap(), "a redelivery");
+    assert!(ledger.store.record_event(&event("2")).await.unwrap());
+    assert!(ledger.store.finish_event("hubspot", "1", "exec-1", false).await.unwrap());
+    drop(ledger);
+    let reopened = backend.open("a", 30_000).await;
+    let unfinished = reopened.store.unfinished_events().await.unwrap();
+    assert_eq!(ids(&unfinished), ["2"]);
+    assert_eq!(unfinished[0].payload, json!({"objectId": 1001}));
+    assert!(reopened.store.event("hubspot", "1").await.unwrap().unwrap().1, "1 is finished");
+}
+
+on_both!(a_claim_is_taken_over_when_its_lease_expires_and_at_once_by_a_restart);
+async fn a_claim_is_taken_over_when_its_lease_expires_and_at_once_by_a_restart(backend: &Backend) {
+    let a = backend.open("a", 400).await;
+    let b = backend.open("b", 400).await;
+    assert!(a.store.record_event(&event("1")).await.unwrap(), "stored, and claimed by a");
+    assert!(b.store.claim_due(10).await.unwrap().is_empty(), "a's lease holds");
+    assert!(a.store.claim_due(10).await.unwrap().is_empty(), "a runs it already");
+
+    // a restarts: same id, new boot; it takes its own work back at once.
+    let a2 = backend.open("a", 400).await;
+    assert_eq!(ids(&a2.store.claim_due(10).await.unwrap()), ["1"]);
+    assert!(b.store.claim_due(10).await.unwrap().is_empty());
+
+    // a2 dies without renewing: b takes over after the lease.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ids(&b.store.claim_due(10).await.unwrap()), ["1"]);
+    assert!(!a2.store.finish_event("hubspot", "1", "x", false).await.unwrap(), "a2 lost it");
+    assert!(b.store.finish_event("hubspot", "1", "x", false).await.unwrap());
+    assert!(b.store.unfinished_events().await.unwrap().is_empty());
+}
+
+on_both!(renewing_a_lease_keeps_the_work);
+async fn renewing_a_lease_keeps_the_work(backend: &Backend) {
+    let a = backend.open("a", 1000).await;
+    let b = backend.open("b", 1000).await;
+    a.store.record_event(&event("1")).await.unwrap();
+    a.store.record_event(&event("2")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // a still runs event 1, and no longer runs event 2.
+    a.store.renew_leases(&[("hubspot".into(), "1".into())]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(ids(&b.store.claim_due(10).await.unwrap()), ["2"], "1 is renewed; 2 lapsed");
+}
+
+on_both!(concurrent_claims_never_hand_out_an_event_twice);
+async fn concurrent_claims_never_hand_out_an_event_twice(backend: &Backend) {
+    let a = backend.open("a", 300).await;
+    for i in 0..200 {
+        a.store.record_event(&event(&i.to_string())).await.unwrap();
+    }
+    // a died; once its leases lapse, four instances race for its work.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut racers = Vec::new();
+    for n in 0..4 {
+        racers.push(backend.open(&format!("r{n}"), 60_000).await);
+    }
+    let claims: Vec<_> = racers
+        .iter()
+        .map(|r| {
+            let store = r.store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let batch = store.claim_due(7).await.unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch.into_iter().map(|e| e.event_id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for claim in claims {
+        all.extend(claim.await.unwrap());
+    }
+    assert_eq!(all.len(), 200, "each event handed out once");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 200);
+}
+
+on_both!(a_waiting_event_comes_due_backs_off_and_gives_up);
+async fn a_waiting_event_comes_due_backs_off_and_gives_up(backend: &Backend) {
+    let ledger = backend.open("a", 30_000).await;
+    let policy = WaitPolicy {
+        first: Duration::from_millis(200),
+        max: Duration::from_millis(300),
+        give_up_after: Duration::from_millis(700),
+    };
+    ledger.store.record_event(&event("1")).await.unwrap();
+    let first = ledger.store.defer_event("hubspot", "1", policy).await.unwrap().unwrap();
+    assert_eq!(first.attempts, 1);
+    assert!(ledger.store.claim_due(10).await.unwrap().is_empty(), "not due yet");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(ids(&ledger.store.claim_due(10).await.unwrap()), ["1"], "due after the first wait");
+    let second = ledger.store.defer_event("hubspot", "1", policy).await.unwrap().unwrap();
+    assert_eq!(second.attempts, 2);
+    assert!(second.next_attempt_ms - first.next_attempt_ms > 250, "the second wait is longer");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(ledger.store.defer_event("hubspot", "1", policy).await.unwrap(), None, "waited too long");
+    assert_eq!(policy.delay_ms(0), 200);
+    assert_eq!(policy.delay_ms(5), 300, "capped");
+}
+
+on_both!(concurrent_writes_are_all_committed);
+async fn concurrent_writes_are_all_committed(backend: &Backend) {
+    let ledger = backend.open("a", 30_000).await;
+    let writes: Vec<_> = (0..300)
+        .map(|i| {
+            let store = ledger.store.clone();
+            tokio::spawn(async move { store.record_event(&event(&i.to_string())).await.unwrap() })
+        })
+        .collect();
+    for write in writes {
+        assert!(write.await.unwrap());
+    }
+    drop(ledger);
+    assert_eq!(backend.open("a", 30_000).await.store.unfinished_events().await.unwrap().len(), 300);
+}
+
+on_both!(an_increment_commits_with_its_journal_record);
+async fn an_increment_commits_with_its_journal_record(backend: &Backend) {
+    let ledger = backend.open("a", 30_000).await;
+    let (state, journal) = (&ledger.state, &ledger.journal);
+    assert_eq!(state.increment("route", "n", 2, Some("e/1")).await.unwrap(), 2);
+    assert_eq!(journal.entry("e/1").await.unwrap(), Some(Entry::Done(json!(2))));
+    assert_eq!(state.increment("route", "n", 1, None).await.unwrap(), 3);
+    state.set("route", "s", "\"x\"").await.unwrap();
+    assert!(matches!(state.increment("route", "s", 1, Some("e/2")).await, Err(CapabilityError::Invalid(_))));
+    assert_eq!(journal.entry("e/2").await.unwrap(), None, "a refused increment records nothing");
+    assert_eq!(state.get("other", "n").await.unwrap(), None, "scopes are separate");
+    state.delete("route", "n").await.unwrap();
+    assert_eq!(state.get("route", "n").await.unwrap(), None);
+    journal.start("e/3", 5).await.unwrap();
+    assert_eq!(journal.entry("e/3").await.unwrap(), Some(Entry::Started { at_ms: 5 }));
+    journal.record("e/3", &json!("done")).await.unwrap();
+    assert_eq!(journal.entry("e/3").await.unwrap(), Some(Entry::Done(json!("done"))));
+
+    // Concurrent increments lose nothing.
+    let adds: Vec<_> = (0..50)
+        .map(|i| {
+            let state = ledger.state.clone();
+            tokio::spawn(async move { state.increment("route", "c", 1, Some(&format!("c/{i}"))).await.unwrap() })
+        })
+        .collect();
+    for add in adds {
+        add.await.unwrap();
+    }
+    assert_eq!(state.get("route", "c").await.unwrap().as_deref(), Some("50"));
+}
+
+on_both!(a_later_duplicate_or_wait_does_not_undo_a_notified_lead);
+async fn a_later_duplicate_or_wait_does_not_undo_a_notified_lead(backend: &Backend) {
+    let ledger = backend.open("a", 30_000).await;
+    let facts = LeadFacts { email: Some("a@b.co".into()), ..Default::default() };
+    let steps = [
+        Step { at: 1, state: LeadState::Validated, detail: String::new() },
+        Step { at: 2, state: LeadState::Notified, detail: "told x".into() },
+    ];
+    ledger.store.record_steps("1001", &facts, &steps).await.unwrap();
+    ledger.store.record_steps("1001", &facts, &steps).await.unwrap();
+    for later in [LeadState::Duplicate, LeadState::Waiting] {
+        let step = Step { at: 3, state: later, detail: format!("later {later:?}") };
+        ledger.store.record_steps("1001", &LeadFacts::default(), &[step]).await.unwrap();
+    }
+    let lead = ledger.store.lead("1001").await.unwrap().unwrap();
+    assert_eq!(lead.state, LeadState::Notified);
+    assert_eq!(lead.email.as_deref(), Some("a@b.co"));
+    assert_eq!(lead.timeline.len(), 4, "a replayed step is not written twice");
+    assert_eq!(ledger.store.leads(Some(LeadState::Notified), 10).await.unwrap().len(), 1);
+    assert!(ledger.store.leads(Some(LeadState::Failed), 10).await.unwrap().is_empty());
+}
