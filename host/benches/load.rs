@@ -236,6 +236,17 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
         pct(&to_dm, 0.99),
         to_dm.len()
     );
+    let mut per_node: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for t in timings.iter().filter(|t| paced_ids.contains(t["event_id"].as_str().unwrap_or_default())) {
+        for run in t["nodes"].as_array().into_iter().flatten() {
+            let entry = per_node.entry(run[0].as_str().unwrap_or_default().to_string()).or_default();
+            entry.0 += run[1].as_u64().unwrap_or(0);
+            entry.1 += 1;
+        }
+    }
+    let breakdown: Vec<String> =
+        per_node.iter().map(|(node, (us, n))| format!("{node} {:.1} ms", *us as f64 / *n as f64 / 1000.0)).collect();
+    println!("  mean node run (calls to providers included): {}", breakdown.join(", "));
     println!("all: {} notified, {failed} failed", notified_all.len());
     println!("peak RSS of the server process: {:.0} MiB", peak_rss_mib(server.child.id()));
 }

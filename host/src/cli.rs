@@ -331,6 +331,9 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
             app.server.in_flight()
         );
     }
+    if let Err(e) = app.server.flush().await {
+        eprintln!("handoff: the ledger could not commit its last writes: {e:#}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

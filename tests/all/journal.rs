@@ -3,7 +3,7 @@
 
 use handoff::capabilities::Capabilities;
 use handoff::pipeline::{ExecutionStatus, Executor, Start};
-use handoff::store::SqliteStore;
+use handoff::store::{SqliteStore, Store};
 use handoff_tests::{TestHost, load_program, programs, sandbox, sandbox_connectors};
 use serde_json::json;
 use std::sync::Arc;
@@ -35,14 +35,13 @@ async fn dms_after(journal: bool, runs: usize, between: Between) -> usize {
     registry.insert(load_program(&host.runtime, programs::BLURT).await);
     let sb = sandbox().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut local = Capabilities::none();
-    if journal {
-        local.journal = Some(Arc::new(SqliteStore::open(&dir.path().join("handoff.db")).unwrap()));
-    }
-    let capabilities = sandbox_connectors(&sb).connect(local).unwrap();
     let prepared = handoff::pipeline::check(std::path::Path::new("blurt.json"), PIPELINE, &registry).unwrap();
-    let executor = Executor::new(host.runtime.clone(), Arc::new(capabilities));
     for run in 0..runs {
+        // Each run is a new process on the same ledger.
+        let ledger = journal.then(|| Arc::new(SqliteStore::open(&dir.path().join("handoff.db")).unwrap()));
+        let local = Capabilities { journal: ledger.clone().map(|l| l as _), ..Capabilities::none() };
+        let capabilities = sandbox_connectors(&sb).connect(local).unwrap();
+        let executor = Executor::new(host.runtime.clone(), Arc::new(capabilities));
         let record = executor
             .execute_as(
                 &prepared,
@@ -53,6 +52,9 @@ async fn dms_after(journal: bool, runs: usize, between: Between) -> usize {
             )
             .await;
         assert_eq!(record.status, ExecutionStatus::Completed);
+        if let Some(ledger) = ledger {
+            ledger.flush().await.unwrap();
+        }
         if between != Between::Intact {
             let ledger = rusqlite::Connection::open(dir.path().join("handoff.db")).unwrap();
             if between == Between::CrashAfterSend {

@@ -34,7 +34,10 @@ pub trait EffectJournal: Send + Sync {
     async fn entry(&self, key: &str) -> anyhow::Result<Option<Entry>>;
     /// Records, durably, that an attempt of the effect starts now.
     async fn start(&self, key: &str, at_ms: i64) -> anyhow::Result<()>;
-    /// Records an effect's result.
+    /// Records an effect's result. May return before the record is durable:
+    /// a record lost to a crash is covered by the effect's intent (looked
+    /// for at the provider) or by the effect being idempotent, so callers
+    /// need not wait for the disk.
     async fn record(&self, key: &str, result: &Value) -> anyhow::Result<()>;
 
     /// The recorded result under this key, if the effect is done.

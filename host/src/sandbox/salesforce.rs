@@ -188,14 +188,18 @@ impl Data {
     }
 
     /// The record of any type with this id.
+    /// Looks only among the objects the id's key prefix names, as ids say
+    /// their type; newest first, as recent records are the ones asked for.
     pub fn find(&self, id: &str) -> Option<(&str, &Map<String, Value>)> {
+        let by_prefix = OBJECTS.iter().find(|(_, prefix)| id.starts_with(prefix)).map(|(o, _)| *o);
         self.objects
             .iter()
-            .find_map(|(object, records)| records.iter().find(|r| r["Id"] == id).map(|r| (object.as_str(), r)))
+            .filter(|(object, _)| by_prefix.is_none_or(|o| o == object.as_str()))
+            .find_map(|(object, records)| records.iter().rev().find(|r| r["Id"] == id).map(|r| (object.as_str(), r)))
     }
 
     fn find_mut(&mut self, object: &str, id: &str) -> Option<&mut Map<String, Value>> {
-        self.objects.get_mut(object)?.iter_mut().find(|r| r["Id"] == id)
+        self.objects.get_mut(object)?.iter_mut().rev().find(|r| r["Id"] == id)
     }
 
     /// Creates a record after Salesforce's checks; returns its id.
@@ -771,7 +775,7 @@ async fn read(
     };
     let world = state.world();
     let found = object_name(&object).and_then(|o| {
-        world.salesforce.objects.get(o).and_then(|r| r.iter().find(|r| r["Id"] == id.as_str())).map(|r| (o, r))
+        world.salesforce.objects.get(o).and_then(|r| r.iter().rev().find(|r| r["Id"] == id.as_str())).map(|r| (o, r))
     });
     respond(
         limit,

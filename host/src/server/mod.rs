@@ -189,6 +189,16 @@ impl Server {
         }
     }
 
+    /// Waits until every ledger write handed over so far is committed (at
+    /// shutdown, after `settle`).
+    ///
+    /// # Errors
+    ///
+    /// When the ledger cannot commit.
+    pub async fn flush(&self) -> Result<()> {
+        self.state.store.flush().await
+    }
+
     /// Executions finished so far (most recent last).
     pub fn finished(&self) -> Vec<Finished> {
         self.state.finished.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
@@ -429,12 +439,17 @@ async fn sweep_now(State(state): State<Arc<AppState>>) -> axum::response::Respon
 }
 
 /// Recent executions' timings only (`event_id`, `failed`, `total_us`,
-/// `notified_us`): what a load test reads.
+/// `notified_us`, and each node run's `[node, duration_us]`): what a load
+/// test reads.
 async fn timings(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let list = state.finished.lock().unwrap_or_else(|p| p.into_inner());
     Json(json!(
         list.iter()
-            .map(|f| json!({"event_id": f.event_id, "failed": f.record.error.is_some(), "total_us": f.total_us, "notified_us": f.notified_us}))
+            .map(|f| json!({
+                "event_id": f.event_id, "failed": f.record.error.is_some(), "total_us": f.total_us,
+                "notified_us": f.notified_us,
+                "nodes": f.record.runs.iter().map(|r| json!([r.node, r.duration_us])).collect::<Vec<_>>(),
+            }))
             .collect::<Vec<_>>()
     ))
 }

@@ -116,6 +116,29 @@ pub struct LeadRecord {
     pub timeline: Vec<Step>,
 }
 
+/// Effect records handed to the database but perhaps not committed yet:
+/// this process reads its own records at once, while the disk catches up.
+#[derive(Default)]
+pub(crate) struct PendingRecords(std::sync::Mutex<std::collections::HashMap<String, Value>>);
+
+impl PendingRecords {
+    fn insert(&self, key: &str, result: &Value) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), result.clone());
+    }
+
+    fn get(&self, key: &str) -> Option<Value> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+
+    fn remove(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
 /// Where the ledger lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
@@ -290,6 +313,9 @@ pub struct Deferred {
 pub trait Store: Send + Sync {
     /// Who this store claims work as.
     fn instance(&self) -> &Instance;
+    /// Waits until every write handed over so far (effect records
+    /// included) is committed.
+    async fn flush(&self) -> Result<()>;
     /// Stores an event, claimed by this instance; `false` when one with the
     /// same source and id is already stored (a redelivery). Returns only
     /// once it is durable.

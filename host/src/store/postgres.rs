@@ -87,6 +87,7 @@ struct Inner {
     idle: Mutex<Vec<Client>>,
     permits: tokio::sync::Semaphore,
     instance: Instance,
+    pending: super::PendingRecords,
 }
 
 /// A pooled connection, returned to the pool when dropped (unless broken).
@@ -143,6 +144,7 @@ impl PostgresStore {
                 idle: Mutex::new(Vec::new()),
                 permits: tokio::sync::Semaphore::new(MAX_CONNECTIONS),
                 instance,
+                pending: super::PendingRecords::default(),
             }),
         };
         {
@@ -275,6 +277,16 @@ async fn load_lead(client: &Client, id: &str, timeline: bool) -> Result<Option<L
 impl Store for PostgresStore {
     fn instance(&self) -> &Instance {
         &self.inner.instance
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // Records commit on tasks of their own; wait for them to land.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !self.inner.pending.is_empty() {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "effect records are still not committed");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 
     async fn record_event(&self, event: &InboundEvent) -> Result<bool> {
@@ -539,6 +551,9 @@ impl Store for PostgresStore {
 #[async_trait::async_trait]
 impl EffectJournal for PostgresStore {
     async fn entry(&self, key: &str) -> Result<Option<Entry>> {
+        if let Some(result) = self.inner.pending.get(key) {
+            return Ok(Some(Entry::Done(result)));
+        }
         let client = self.client().await?;
         if let Some(row) = client.query_opt("SELECT result FROM effects WHERE key = $1", &[&key]).await? {
             return Ok(Some(Entry::Done(serde_json::from_str(row.get::<_, &str>(0)).unwrap_or_default())));
@@ -559,10 +574,22 @@ impl EffectJournal for PostgresStore {
     }
 
     async fn record(&self, key: &str, result: &serde_json::Value) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        record_effect(&tx, key, &result.to_string()).await?;
-        tx.commit().await?;
+        // Not waited for (see the trait), but readable here at once.
+        self.inner.pending.insert(key, result);
+        let (store, key, result) = (self.clone(), key.to_string(), result.to_string());
+        tokio::spawn(async move {
+            let commit = async {
+                let mut client = store.client().await?;
+                let tx = client.transaction().await?;
+                record_effect(&tx, &key, &result).await?;
+                tx.commit().await?;
+                anyhow::Ok(())
+            };
+            if let Err(e) = commit.await {
+                tracing::warn!(error = %e, "an effect's record was not committed; its intent covers it");
+            }
+            store.inner.pending.remove(&key);
+        });
         Ok(())
     }
 }

@@ -94,6 +94,7 @@ struct Inner {
     writer: Mutex<std::sync::mpsc::Sender<Job>>,
     readers: Mutex<Vec<Connection>>,
     instance: Instance,
+    pending: super::PendingRecords,
 }
 
 /// A write: runs inside the group's transaction (or, given no connection,
@@ -141,6 +142,7 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 instance,
+                pending: super::PendingRecords::default(),
             }),
         })
     }
@@ -162,8 +164,12 @@ impl SqliteStore {
         .context("the store's reader stopped")?
     }
 
-    /// Writes through the writer thread; returns once committed.
-    async fn write<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    /// Writes through the writer thread; the write is queued at once, and
+    /// the future resolves once it is committed.
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static {
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |connection: Option<&Connection>| {
             let outcome = match connection {
@@ -177,13 +183,17 @@ impl SqliteStore {
                 });
             })
         });
-        self.inner
+        let queued = self
+            .inner
             .writer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .send(job)
-            .map_err(|_| anyhow::anyhow!("the ledger's writer stopped"))?;
-        result.await.context("the ledger's writer stopped")?
+            .map_err(|_| anyhow::anyhow!("the ledger's writer stopped"));
+        async move {
+            queued?;
+            result.await.context("the ledger's writer stopped")?
+        }
     }
 
     fn now() -> i64 {
@@ -313,6 +323,11 @@ const EVENT_COLUMNS: &str = "source, event_id, pipeline, lead_id, payload, recei
 impl Store for SqliteStore {
     fn instance(&self) -> &Instance {
         &self.inner.instance
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // The writer commits in order: when this commits, so has all before.
+        self.write(|_| Ok(())).await
     }
 
     async fn record_event(&self, event: &InboundEvent) -> Result<bool> {
@@ -595,6 +610,9 @@ impl Store for SqliteStore {
 #[async_trait::async_trait]
 impl crate::capabilities::EffectJournal for SqliteStore {
     async fn entry(&self, key: &str) -> Result<Option<Entry>> {
+        if let Some(result) = self.inner.pending.get(key) {
+            return Ok(Some(Entry::Done(result)));
+        }
         let key = key.to_string();
         self.read(move |c| {
             let done: Option<String> =
@@ -620,8 +638,19 @@ impl crate::capabilities::EffectJournal for SqliteStore {
     }
 
     async fn record(&self, key: &str, result: &serde_json::Value) -> Result<()> {
-        let (key, result) = (key.to_string(), result.to_string());
-        self.write(move |c| record_effect(c, &key, &result)).await
+        // Queued behind earlier writes, committed with the next group; not
+        // waited for (see the trait), but readable here at once.
+        self.inner.pending.insert(key, result);
+        let (owned_key, text) = (key.to_string(), result.to_string());
+        let committing = self.write(move |c| record_effect(c, &owned_key, &text));
+        let (inner, key) = (self.inner.clone(), key.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = committing.await {
+                tracing::warn!(error = %e, "an effect's record was not committed; its intent covers it");
+            }
+            inner.pending.remove(&key);
+        });
+        Ok(())
     }
 }
 
