@@ -208,6 +208,7 @@ async fn an_increment_commits_with_its_journal_record(backend: &Backend) {
     let (state, journal) = (&ledger.state, &ledger.journal);
     assert_eq!(state.increment("route", "n", 2, Some("e/1")).await.unwrap(), 2);
     assert_eq!(journal.entry("e/1").await.unwrap(), Some(Entry::Done(json!(2))));
+    assert_eq!(state.increment("route", "n", 2, Some("e/1")).await.unwrap(), 2, "a repeat returns the record");
     assert_eq!(state.increment("route", "n", 1, None).await.unwrap(), 3);
     state.set("route", "s", "\"x\"").await.unwrap();
     assert!(matches!(state.increment("route", "s", 1, Some("e/2")).await, Err(CapabilityError::Invalid(_))));

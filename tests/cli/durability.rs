@@ -155,7 +155,7 @@ impl World {
             .env("HANDOFF_INSTANCE_ID", id)
             .env("HANDOFF_WAIT_FIRST_MS", "250")
             .env("HANDOFF_WAIT_MAX_MS", "2000")
-            .env("HANDOFF_LEASE_SECS", "2")
+            .env("HANDOFF_LEASE_SECS", "5")
             .env_remove("HANDOFF_DATABASE_URL")
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -332,7 +332,10 @@ pub fn parse(soql: &str) -> Result<Query, String> {
 
 /// A field's value in a record; field names match case-insensitively.
 pub fn field<'a>(record: &'a Map<String, Value>, name: &str) -> &'a Value {
-    record.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map_or(&Value::Null, |(_, v)| v)
+    match record.get(name) {
+        Some(value) => value,
+        None => record.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map_or(&Value::Null, |(_, v)| v),
+    }
 }
 
 fn compare(value: &Value, literal: &Literal) -> Option<Ordering> {

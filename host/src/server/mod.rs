@@ -26,8 +26,10 @@ use std::time::Instant;
 
 /// Largest webhook body accepted (HubSpot sends at most 100 events).
 pub const BODY_LIMIT: usize = 1024 * 1024;
-/// Executions kept in memory for `GET /api/executions`.
-pub const RECENT_EXECUTIONS: usize = 10_000;
+/// Executions kept in memory, in full, for `GET /api/executions`.
+pub const RECENT_EXECUTIONS: usize = 1_000;
+/// Executions whose timings are kept for `GET /api/executions/timings`.
+pub const RECENT_TIMINGS: usize = 100_000;
 
 /// What the server needs.
 pub struct ServerConfig {
@@ -85,6 +87,7 @@ pub struct AppState {
     sweep: Option<HubSpot>,
     api_token: Option<Secret>,
     finished: Mutex<VecDeque<Finished>>,
+    timings: Mutex<VecDeque<serde_json::Value>>,
     in_flight: std::sync::atomic::AtomicUsize,
     /// Execution ids running now, with their events (source, event id):
     /// an execution never runs twice at once, and these are the claims
@@ -98,6 +101,17 @@ pub struct AppState {
 
 impl AppState {
     fn record(&self, finished: Finished) {
+        {
+            let mut timings = self.timings.lock().unwrap_or_else(|p| p.into_inner());
+            if timings.len() >= RECENT_TIMINGS {
+                timings.pop_front();
+            }
+            timings.push_back(json!({
+                "event_id": finished.event_id, "failed": finished.record.error.is_some(),
+                "total_us": finished.total_us, "notified_us": finished.notified_us,
+                "nodes": finished.record.runs.iter().map(|r| json!([r.node, r.duration_us])).collect::<Vec<_>>(),
+            }));
+        }
         let mut list = self.finished.lock().unwrap_or_else(|p| p.into_inner());
         if list.len() >= RECENT_EXECUTIONS {
             list.pop_front();
@@ -138,6 +152,7 @@ impl Server {
             sweep: config.sweep.as_ref().map(|(h, _)| h.clone()),
             api_token: config.api_token.clone(),
             finished: Mutex::new(VecDeque::new()),
+            timings: Mutex::new(VecDeque::new()),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             running: Mutex::new(std::collections::HashMap::new()),
             clock,
@@ -442,16 +457,8 @@ async fn sweep_now(State(state): State<Arc<AppState>>) -> axum::response::Respon
 /// `notified_us`, and each node run's `[node, duration_us]`): what a load
 /// test reads.
 async fn timings(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let list = state.finished.lock().unwrap_or_else(|p| p.into_inner());
-    Json(json!(
-        list.iter()
-            .map(|f| json!({
-                "event_id": f.event_id, "failed": f.record.error.is_some(), "total_us": f.total_us,
-                "notified_us": f.notified_us,
-                "nodes": f.record.runs.iter().map(|r| json!([r.node, r.duration_us])).collect::<Vec<_>>(),
-            }))
-            .collect::<Vec<_>>()
-    ))
+    let list = state.timings.lock().unwrap_or_else(|p| p.into_inner());
+    Json(json!(list.iter().collect::<Vec<_>>()))
 }
 
 async fn executions(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {

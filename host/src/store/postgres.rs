@@ -657,6 +657,18 @@ impl StateStore for PostgresStore {
         )
         .await
         .map_err(unavailable)?;
+        // Done already (by a run of this execution elsewhere): the recorded
+        // result, not a second increment.
+        if let Some(effect) = effect {
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&format!("handoff-effect:{effect}")])
+                .await
+                .map_err(unavailable)?;
+            let done =
+                tx.query_opt("SELECT result FROM effects WHERE key = $1", &[&effect]).await.map_err(unavailable)?;
+            if let Some(n) = done.and_then(|r| r.get::<_, String>(0).parse::<i64>().ok()) {
+                return Ok(n);
+            }
+        }
         let current = tx
             .query_opt("SELECT value FROM plugin_state WHERE scope = $1 AND key = $2", &[&scope, &key])
             .await

@@ -713,6 +713,18 @@ impl StateStore for SqliteStore {
         let (scope, key, effect) = (scope.to_string(), key.to_string(), effect.map(str::to_string));
         let outcome = self
             .write(move |c| {
+                // Done already (by a run of this execution elsewhere): the
+                // recorded result, not a second increment.
+                if let Some(effect) = &effect
+                    && let Some(done) = c
+                        .query_row("SELECT result FROM effects WHERE key = ?1", params![effect], |r| {
+                            r.get::<_, String>(0)
+                        })
+                        .optional()?
+                    && let Ok(n) = done.parse::<i64>()
+                {
+                    return Ok(Ok(n));
+                }
                 let current: Option<String> = c
                     .query_row(
                         "SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2",

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 wit_bindgen::generate!({ world: "node", path: "../../wit" });
 use handoff::plugin::types::{CapabilityError, Task};
-use handoff::plugin::{chat, clock, crm, email, state};
+use handoff::plugin::{chat, clock, crm, email};
 
 struct Notify;
 
@@ -106,17 +106,6 @@ pub fn blocks(
     Value::Array(list)
 }
 
-/// Runs a side effect once per lead: a retry of the node (after a later
-/// step failed) finds the recorded result instead of sending again.
-fn once(key: &str, effect: impl FnOnce() -> Result<Value, NodeError>) -> Result<Value, NodeError> {
-    if let Some(done) = state::get(key).map_err(fail)? {
-        return Ok(serde_json::from_str(&done).unwrap_or(Value::Null));
-    }
-    let result = effect()?;
-    state::set(key, &result.to_string()).map_err(fail)?;
-    Ok(result)
-}
-
 impl Guest for Notify {
     fn describe() -> Descriptor {
         Descriptor {
@@ -125,7 +114,7 @@ impl Guest for Notify {
             description: "Slack DM with Accept/Reject, email backup, Salesforce task due at the SLA deadline, priority channel post".into(),
             inputs: vec!["main".into()],
             outputs: vec!["notified".into()],
-            capabilities: ["chat:write", "email:send", "crm:read", "crm:write", "state:read", "state:write"].map(String::from).to_vec(),
+            capabilities: ["chat:write", "email:send", "crm:read", "crm:write"].map(String::from).to_vec(),
             config_schema: include_str!("config.schema.json").into(),
         }
     }
@@ -149,15 +138,10 @@ impl Guest for Notify {
                 opp["name"].as_str().unwrap_or_default(),
                 opp["stage"].as_str().unwrap_or_default()
             );
-            let key = format!(
-                "sent:{}:opportunity:{}",
-                item["id"].as_str().unwrap_or_default(),
-                opp["id"].as_str().unwrap_or_default()
-            );
-            let dm = once(&key, || {
-                let dm = chat::send_dm(&owner.email, &text, None).map_err(fail)?;
-                Ok(json!({"channel": dm.channel, "ts": dm.ts}))
-            })?;
+            // Each effect below happens once per execution: the host's
+            // effect journal replays it on a retry or a rerun.
+            let dm = chat::send_dm(&owner.email, &text, None).map_err(fail)?;
+            let dm = json!({"channel": dm.channel, "ts": dm.ts});
             item["notification"] = json!({"kind": "opportunity-owner", "to": owner.email, "dm": dm});
             return Ok(vec![Emit { port: "notified".into(), item: item.to_string() }]);
         }
@@ -181,15 +165,11 @@ impl Guest for Notify {
             let channel = config["queue_channel"].as_str().unwrap_or("#revops-alerts");
             let queue_text =
                 format!("Unassigned MQL for {}: {text}", item["routing"]["owner_name"].as_str().unwrap_or("the queue"));
-            notification["queue_post"] = once(&format!("sent:{lead_id}:queue"), || {
-                let posted = chat::post(channel, &queue_text, Some(&blocks)).map_err(fail)?;
-                Ok(json!({"channel": posted.channel, "ts": posted.ts}))
-            })?;
+            let posted = chat::post(channel, &queue_text, Some(&blocks)).map_err(fail)?;
+            notification["queue_post"] = json!({"channel": posted.channel, "ts": posted.ts});
         } else {
-            notification["dm"] = once(&format!("sent:{lead_id}:dm:{owner_id}"), || {
-                let dm = chat::send_dm(&owner_email, &text, Some(&blocks)).map_err(fail)?;
-                Ok(json!({"channel": dm.channel, "ts": dm.ts}))
-            })?;
+            let dm = chat::send_dm(&owner_email, &text, Some(&blocks)).map_err(fail)?;
+            notification["dm"] = json!({"channel": dm.channel, "ts": dm.ts});
             notification["to"] = json!(owner_email);
             if config["email_backup"].as_bool().unwrap_or(true) {
                 let html = format!(
@@ -205,8 +185,7 @@ impl Guest for Notify {
                 };
                 // The DM is the primary channel: a failed backup email is
                 // recorded, not fatal.
-                notification["email_sent"] =
-                    once(&format!("sent:{lead_id}:email:{owner_id}"), || Ok(json!(email::send(&message).is_ok())))?;
+                notification["email_sent"] = json!(email::send(&message).is_ok());
             }
         }
         let task = Task {
@@ -220,18 +199,15 @@ impl Guest for Notify {
             due_date: due,
             priority: if why_priority.is_some() { "High".into() } else { "Normal".into() },
         };
-        notification["task_id"] =
-            once(&format!("sent:{lead_id}:task:{owner_id}"), || Ok(json!(crm::create_task(&task).map_err(fail)?)))?;
+        notification["task_id"] = json!(crm::create_task(&task).map_err(fail)?);
         if let Some(reason) = &why_priority {
             let channel = config["priority"]["channel"].as_str().unwrap_or("#sales-priority");
             let owner_name = item["routing"]["owner_name"].as_str().unwrap_or("the owner");
             let alert = format!(
                 ":rotating_light: Priority MQL ({reason}): {name} at {company}, assigned to *{owner_name}*. <{url}|Open in Salesforce>"
             );
-            notification["priority_post"] = once(&format!("sent:{lead_id}:priority"), || {
-                let posted = chat::post(channel, &alert, None).map_err(fail)?;
-                Ok(json!({"channel": posted.channel, "ts": posted.ts}))
-            })?;
+            let posted = chat::post(channel, &alert, None).map_err(fail)?;
+            notification["priority_post"] = json!({"channel": posted.channel, "ts": posted.ts});
         }
         item["notification"] = notification;
         Ok(vec![Emit { port: "notified".into(), item: item.to_string() }])
