@@ -120,6 +120,11 @@ fn webhook(n: usize, contact: u64) -> String {
     .to_string()
 }
 
+fn wall_us() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    i64::try_from(now.as_micros()).unwrap()
+}
+
 /// Sends one webhook; returns its acknowledgement latency in µs.
 async fn send(http: &reqwest::Client, url: &str, n: usize, contact: u64) -> u64 {
     let sent = Instant::now();
@@ -187,10 +192,12 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let mut ticker = tokio::time::interval(gap);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut sends = Vec::new();
+    let mut sent_at = Vec::new();
     let paced_started = Instant::now();
     for (i, id) in ids[leads..].iter().copied().enumerate() {
         ticker.tick().await;
         let (http, url) = (http.clone(), url.clone());
+        sent_at.push(wall_us());
         sends.push(tokio::spawn(async move { send(&http, &url, leads + i, id).await }));
     }
     let mut paced_acks = Vec::new();
@@ -206,10 +213,36 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let paced_ids: std::collections::HashSet<String> =
         (leads..leads + paced).map(|n| (8_000_000 + n).to_string()).collect();
     let failed = timings.iter().filter(|t| t["failed"] == true).count();
-    let mut to_dm: Vec<u64> = timings
+    let mut to_notified: Vec<u64> = timings
         .iter()
         .filter(|t| paced_ids.contains(t["event_id"].as_str().unwrap_or_default()))
         .filter_map(|t| t["notified_us"].as_u64())
+        .collect();
+    to_notified.sort_unstable();
+    // The DM as Slack took it: its receipt time in the emulator against the
+    // moment the webhook was sent (one machine, one wall clock).
+    let messages: Vec<Value> = http
+        .get(format!("http://{}/_sandbox/slack/messages", server.sandbox))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let dm_at: std::collections::HashMap<String, i64> = messages
+        .iter()
+        .filter(|m| !m["recipient"].is_null())
+        .filter_map(|m| {
+            let text = m["text"].as_str()?;
+            let company = text.split(" (").nth(1)?.split(')').next()?;
+            Some((company.to_string(), m["received_at_us"].as_i64()?))
+        })
+        .collect();
+    let mut to_dm: Vec<u64> = (0..paced)
+        .filter_map(|i| {
+            let at = dm_at.get(&format!("Company {}", leads + i))?;
+            u64::try_from(at - sent_at[i]).ok()
+        })
         .collect();
     to_dm.sort_unstable();
     let mut notified_all: Vec<u64> = timings.iter().filter_map(|t| t["notified_us"].as_u64()).collect();
@@ -231,10 +264,15 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     println!("latency: {paced} leads at {rate}/s (sent at {:.0}/s)", paced as f64 / paced_sent.as_secs_f64());
     println!("  webhook ack: p50 {:.2} ms, p99 {:.2} ms", pct(&paced_acks, 0.5), pct(&paced_acks, 0.99));
     println!(
-        "  webhook -> DM: p50 {:.1} ms, p99 {:.1} ms ({} notified)",
+        "  webhook sent -> DM at Slack: p50 {:.1} ms, p99 {:.1} ms ({} DMs)",
         pct(&to_dm, 0.5),
         pct(&to_dm, 0.99),
         to_dm.len()
+    );
+    println!(
+        "  webhook received -> notify done (DM, task, email): p50 {:.1} ms, p99 {:.1} ms",
+        pct(&to_notified, 0.5),
+        pct(&to_notified, 0.99)
     );
     let mut per_node: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     for t in timings.iter().filter(|t| paced_ids.contains(t["event_id"].as_str().unwrap_or_default())) {

@@ -46,6 +46,9 @@ pub struct Message {
     pub recipient: Option<String>,
     /// How many times it was updated.
     pub edits: u32,
+    /// When the emulator took it, in microseconds of the machine's wall
+    /// clock (not the sandbox clock): for measuring latency end to end.
+    pub received_at_us: i64,
 }
 
 /// Slack's data.
@@ -208,6 +211,9 @@ async fn method(
                 blocks: blocks.clone(),
                 recipient,
                 edits: 0,
+                received_at_us: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
             });
             Json(json!({
                 "ok": true,

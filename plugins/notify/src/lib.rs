@@ -171,22 +171,6 @@ impl Guest for Notify {
             let dm = chat::send_dm(&owner_email, &text, Some(&blocks)).map_err(fail)?;
             notification["dm"] = json!({"channel": dm.channel, "ts": dm.ts});
             notification["to"] = json!(owner_email);
-            if config["email_backup"].as_bool().unwrap_or(true) {
-                let html = format!(
-                    "<p><strong>New MQL: {name}</strong> ({company})</p><p>{summary}</p><p>Why you: {}</p><p><a href=\"{url}\">Open in Salesforce</a>. Accept within {accept_within}.</p>",
-                    item["routing"]["explanation"].as_str().unwrap_or_default()
-                );
-                let message = email::Message {
-                    to: vec![owner_email.clone()],
-                    cc: vec![],
-                    subject: format!("New MQL: {name} ({company})"),
-                    text: format!("{text}\n\nOpen in Salesforce: {url}\nAccept within {accept_within} in Slack."),
-                    html: Some(html),
-                };
-                // The DM is the primary channel: a failed backup email is
-                // recorded, not fatal.
-                notification["email_sent"] = json!(email::send(&message).is_ok());
-            }
         }
         let task = Task {
             who_id: lead_id.clone(),
@@ -208,6 +192,24 @@ impl Guest for Notify {
             );
             let posted = chat::post(channel, &alert, None).map_err(fail)?;
             notification["priority_post"] = json!({"channel": posted.channel, "ts": posted.ts});
+        }
+        // The backup email goes last: the DM, the task and the priority
+        // post do not wait on the mail server.
+        if notification.get("dm").is_some() && config["email_backup"].as_bool().unwrap_or(true) {
+            let html = format!(
+                "<p><strong>New MQL: {name}</strong> ({company})</p><p>{summary}</p><p>Why you: {}</p><p><a href=\"{url}\">Open in Salesforce</a>. Accept within {accept_within}.</p>",
+                item["routing"]["explanation"].as_str().unwrap_or_default()
+            );
+            let message = email::Message {
+                to: vec![owner_email.clone()],
+                cc: vec![],
+                subject: format!("New MQL: {name} ({company})"),
+                text: format!("{text}\n\nOpen in Salesforce: {url}\nAccept within {accept_within} in Slack."),
+                html: Some(html),
+            };
+            // The DM is the primary channel: a failed backup email is
+            // recorded, not fatal.
+            notification["email_sent"] = json!(email::send(&message).is_ok());
         }
         item["notification"] = notification;
         Ok(vec![Emit { port: "notified".into(), item: item.to_string() }])
