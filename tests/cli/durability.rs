@@ -162,11 +162,12 @@ impl World {
         if let Database::Postgres { url, schema } = &self.database {
             command.env("HANDOFF_DATABASE_URL", url).env("HANDOFF_DATABASE_SCHEMA", schema);
         }
-        let child = command.spawn().unwrap();
+        // Wrapped at once, so a server that never answers is still killed.
+        let served = Served(command.spawn().unwrap());
         let health = format!("http://{listen}/healthz");
         for _ in 0..600 {
             if reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
-                return Served(child);
+                return served;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
