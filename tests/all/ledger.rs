@@ -180,7 +180,9 @@ async fn a_waiting_event_comes_due_backs_off_and_gives_up(backend: &Backend) {
     let second = ledger.store.defer_event("hubspot", "1", policy).await.unwrap().unwrap();
     assert_eq!(second.attempts, 2);
     assert!(second.next_attempt_ms - first.next_attempt_ms > 250, "the second wait is longer");
+    assert!(ledger.store.defer_event("hubspot", "1", policy).await.is_err(), "released: no longer this instance's");
     tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(ids(&ledger.store.claim_due(10).await.unwrap()), ["1"]);
     assert_eq!(ledger.store.defer_event("hubspot", "1", policy).await.unwrap(), None, "waited too long");
     assert_eq!(policy.delay_ms(0), 200);
     assert_eq!(policy.delay_ms(5), 300, "capped");

@@ -141,11 +141,13 @@ impl RunState {
         let unavailable = |e: anyhow::Error| CapabilityError::Unavailable(format!("effect journal: {e}"));
         let earlier = match journal.entry(&key).await.map_err(unavailable)? {
             Some(Entry::Done(value)) => {
-                if let Some(result) = T::decode(&value) {
-                    tracing::debug!(%key, "replayed a recorded effect");
-                    return Ok(result);
-                }
-                None
+                // The effect happened; an unreadable record must not make
+                // it happen again.
+                let result = T::decode(&value).ok_or_else(|| {
+                    CapabilityError::Unavailable(format!("effect journal: the record of {key} is unreadable: {value}"))
+                })?;
+                tracing::debug!(%key, "replayed a recorded effect");
+                return Ok(result);
             }
             Some(Entry::Started { at_ms }) => {
                 tracing::info!(%key, "an earlier attempt may have done this; checking before acting");

@@ -168,14 +168,26 @@ impl Chat for Slack {
         };
         // A minute of slack for clocks that disagree.
         let oldest = format!("{}.000000", (since_ms / 1000).saturating_sub(60));
-        let body = self
+        let body = match self
             .api("conversations.history", &[("channel", &channel), ("oldest", &oldest), ("limit", "200")], None)
-            .await?;
+            .await
+        {
+            Ok(body) => body,
+            // Without the history scope (or the channel) we cannot tell:
+            // sending again is better than a lead that never gets its DM.
+            Err(e) if matches!(e.class, ErrorClass::Auth | ErrorClass::NotFound | ErrorClass::Invalid) => {
+                tracing::warn!(error = %e, "cannot check whether a message was sent; sending it");
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Slack returns text with &, < and > escaped.
+        let unescape = |t: &str| t.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&");
         let found = body["messages"]
             .as_array()
             .into_iter()
             .flatten()
-            .find(|m| m["text"].as_str() == Some(text) && !m["bot_id"].is_null())
+            .find(|m| m["text"].as_str().is_some_and(|t| t == text || unescape(t) == text) && !m["bot_id"].is_null())
             .and_then(|m| m["ts"].as_str());
         Ok(found.map(|ts| MessageRef { channel: channel.clone(), ts: ts.to_string() }))
     }

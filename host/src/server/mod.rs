@@ -237,15 +237,17 @@ impl Server {
     }
 }
 
-/// Keeps this instance's claims alive and claims the work that is due,
-/// until the server stops accepting.
+/// Keeps this instance's claims alive and claims the work that is due.
+/// Once the server stops accepting it claims nothing new, but renews what
+/// still runs until the last execution ends.
 async fn own_work(state: Arc<AppState>) {
     use std::sync::atomic::Ordering;
     let renew_every = state.store.instance().lease / 3;
     let mut renewed = Instant::now();
     loop {
         tokio::time::sleep(CLAIM_EVERY).await;
-        if state.stopping.load(Ordering::SeqCst) {
+        let stopping = state.stopping.load(Ordering::SeqCst);
+        if stopping && state.in_flight.load(Ordering::SeqCst) == 0 {
             return;
         }
         if renewed.elapsed() >= renew_every {
@@ -258,7 +260,7 @@ async fn own_work(state: Arc<AppState>) {
                 }
             }
         }
-        if let Err(e) = claim_and_start(&state).await {
+        if !stopping && let Err(e) = claim_and_start(&state).await {
             tracing::warn!(error = %e, "cannot claim due work; trying again");
         }
     }
@@ -273,7 +275,9 @@ async fn claim_and_start(state: &Arc<AppState>) -> Result<usize> {
             Some(pipeline) => webhooks::start(state.clone(), pipeline, event, Instant::now()),
             None => {
                 tracing::error!(pipeline = %event.pipeline, event = %event.event_id, "an unfinished event's pipeline is no longer served; marking it failed");
-                state.store.finish_event(&event.source, &event.event_id, "", true).await?;
+                if let Err(e) = state.store.finish_event(&event.source, &event.event_id, "", true).await {
+                    tracing::error!(error = %e, event = %event.event_id, "cannot mark the event failed");
+                }
             }
         }
     }

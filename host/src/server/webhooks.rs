@@ -237,16 +237,23 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
     }
     state.in_flight.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(async move {
-        // Counts the execution down and releases its id however the task
+        // Count the execution down and release its id however the task
         // ends, a panic included.
-        let _running = Running { state: state.clone(), execution: execution.clone() };
+        let in_flight = InFlight(state.clone());
+        let running = Running { state: state.clone(), execution: execution.clone() };
         let id = event.event_id.clone();
         let lead = event.lead_id.clone();
         let record = state
             .executor
             .execute_as(&prepared, json!({ "event": event.payload }), Start::Trigger, lead.clone(), execution)
             .await;
-        settle(&state, &event, &record).await;
+        let failed = settle(&state, &event, &record).await;
+        // No longer running: a retry asked for while ops is being told
+        // starts at once.
+        drop(running);
+        if failed {
+            alert_ops(&state, &event, &record).await;
+        }
         let total_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
         let notified_us = record
             .runs
@@ -255,12 +262,14 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
             .find(|r| r.plugin == "notify" && r.error.is_none())
             .map(|r| total_us.saturating_sub(record.duration_us.saturating_sub(r.finished_at_us)));
         state.record(Finished { event_id: id, total_us, notified_us, record });
+        drop(in_flight);
     });
 }
 
 /// Records how an execution ended: the lead's steps, then the event
 /// finished, or waiting for another attempt when a provider was down.
-async fn settle(state: &AppState, event: &InboundEvent, record: &ExecutionRecord) {
+/// Returns whether the lead failed for good (and ops should hear of it).
+async fn settle(state: &AppState, event: &InboundEvent, record: &ExecutionRecord) -> bool {
     let (facts, mut steps) = crate::store::steps_of(record);
     let failed = record.status == ExecutionStatus::Failed;
     // A provider outage or rate limit outlasted the node's retries: the
@@ -269,7 +278,10 @@ async fn settle(state: &AppState, event: &InboundEvent, record: &ExecutionRecord
     if transient {
         match state.store.defer_event(&event.source, &event.event_id, state.waiting).await {
             Ok(Some(deferred)) => {
-                let wait_s = (deferred.next_attempt_ms - state.clock.now_ms()).max(0) / 1000;
+                // Attempt times are the ledger's (system) clock, whatever
+                // clock the plugins see.
+                let now = crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock);
+                let wait_s = ((deferred.next_attempt_ms - now).max(0) + 999) / 1000;
                 if let Some(last) = steps.last_mut() {
                     last.state = LeadState::Waiting;
                     last.detail = format!(
@@ -284,14 +296,15 @@ async fn settle(state: &AppState, event: &InboundEvent, record: &ExecutionRecord
                     tracing::error!(error = %e, lead = %lead, "cannot record the lead's steps");
                 }
                 tracing::info!(event = %event.event_id, attempts = deferred.attempts, "waiting for a provider");
-                return;
+                return false;
             }
             Ok(None) => tracing::warn!(event = %event.event_id, "waited too long for a provider; failing the lead"),
             Err(e) => {
-                // The claim stays ours and is not renewed past this boot;
-                // the event runs again after a restart or lease expiry.
+                // Lost to another instance, or the ledger failed: either way
+                // the claim is not renewed once this run ends, and whoever
+                // holds or next claims the event runs it.
                 tracing::error!(error = %e, event = %event.event_id, "cannot defer the event");
-                return;
+                return false;
             }
         }
     }
@@ -301,14 +314,14 @@ async fn settle(state: &AppState, event: &InboundEvent, record: &ExecutionRecord
         tracing::error!(error = %e, lead = %lead, "cannot record the lead's steps");
     }
     match state.store.finish_event(&event.source, &event.event_id, &record.execution_id, failed).await {
-        Ok(true) => {
-            if failed {
-                alert_ops(state, event, record).await;
-            }
+        Ok(true) => failed,
+        Ok(false) => {
+            tracing::warn!(event = %event.event_id, "another instance took this event over");
+            false
         }
-        Ok(false) => tracing::warn!(event = %event.event_id, "another instance took this event over"),
         Err(e) => {
             tracing::error!(error = %e, event = %event.event_id, "cannot mark the event finished; it will run again");
+            false
         }
     }
 }
@@ -322,7 +335,15 @@ struct Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.state.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.execution);
-        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts an execution as in flight until dropped.
+struct InFlight(Arc<AppState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

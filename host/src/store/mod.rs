@@ -327,9 +327,10 @@ pub trait Store: Send + Sync {
     /// Extends this boot's lease on these events (source, event id): the
     /// ones it is running. Claims it holds but no longer runs lapse.
     async fn renew_leases(&self, events: &[(String, String)]) -> Result<()>;
-    /// Puts an event back to wait for its next attempt under `policy` and
-    /// releases the claim; `None` (and nothing changed) when it has waited
-    /// longer than the policy allows.
+    /// Puts an event this instance holds back to wait for its next attempt
+    /// under `policy` and releases the claim; `None` (and nothing changed)
+    /// when it has waited longer than the policy allows. An error when this
+    /// instance no longer holds the event (another took it over).
     async fn defer_event(&self, source: &str, event_id: &str, policy: WaitPolicy) -> Result<Option<Deferred>>;
     /// Events stored but whose execution has not finished (running,
     /// waiting, or left by a crash).

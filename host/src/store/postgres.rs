@@ -163,8 +163,7 @@ impl PostgresStore {
                 tracing::warn!(error = %e, "a PostgreSQL connection closed");
             }
         });
-        let schema = &self.inner.schema;
-        client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema}")).await?;
+        client.batch_execute(&format!("SET search_path TO {}", self.inner.schema)).await?;
         Ok(client)
     }
 
@@ -183,7 +182,7 @@ impl PostgresStore {
     }
 
     fn lease_until(&self) -> i64 {
-        Self::now() + i64::try_from(self.inner.instance.lease.as_millis()).unwrap_or(i64::MAX / 2)
+        Self::now().saturating_add(i64::try_from(self.inner.instance.lease.as_millis()).unwrap_or(i64::MAX))
     }
 }
 
@@ -205,6 +204,11 @@ async fn migrate(client: &mut Client, schema: &str) -> Result<()> {
     let tx = client.transaction().await?;
     // One migrator at a time across instances.
     tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&format!("handoff-migrate:{schema}")]).await?;
+    let exists: bool =
+        tx.query_one("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", &[&schema]).await?.get(0);
+    if !exists {
+        tx.batch_execute(&format!("CREATE SCHEMA {schema}")).await?;
+    }
     tx.batch_execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)").await?;
     let applied: usize = tx
         .query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])
@@ -360,19 +364,25 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let now = Self::now();
-        let row = tx
-            .query_one(
-                "SELECT attempts, waiting_since FROM events WHERE source = $1 AND event_id = $2 FOR UPDATE",
-                &[&source, &event_id],
+        let me = &self.inner.instance;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT attempts, waiting_since FROM events
+                 WHERE source = $1 AND event_id = $2 AND finished_at IS NULL AND claimed_by = $3 AND claim_boot = $4
+                 FOR UPDATE",
+                &[&source, &event_id, &me.id, &me.boot],
             )
-            .await?;
+            .await?
+        else {
+            anyhow::bail!("this instance no longer holds event {event_id}");
+        };
         let (attempts, since): (i32, Option<i64>) = (row.get(0), row.get(1));
         let give_up_ms = i64::try_from(policy.give_up_after.as_millis()).unwrap_or(i64::MAX);
         if since.is_some_and(|since| now - since >= give_up_ms) {
             return Ok(None);
         }
         let attempts = u32::try_from(attempts).unwrap_or(0).saturating_add(1);
-        let next_attempt_ms = now + policy.delay_ms(attempts - 1);
+        let next_attempt_ms = now.saturating_add(policy.delay_ms(attempts - 1));
         tx.execute(
             "UPDATE events SET attempts = $3, next_attempt_at = $4, waiting_since = COALESCE(waiting_since, $5),
                 claimed_by = NULL, claim_boot = NULL, lease_until = NULL
@@ -555,11 +565,19 @@ impl EffectJournal for PostgresStore {
             return Ok(Some(Entry::Done(result)));
         }
         let client = self.client().await?;
-        if let Some(row) = client.query_opt("SELECT result FROM effects WHERE key = $1", &[&key]).await? {
-            return Ok(Some(Entry::Done(serde_json::from_str(row.get::<_, &str>(0)).unwrap_or_default())));
-        }
-        let started = client.query_opt("SELECT started_at FROM effect_intents WHERE key = $1", &[&key]).await?;
-        Ok(started.map(|r| Entry::Started { at_ms: r.get(0) }))
+        // One statement, one snapshot: a record committing in between
+        // cannot make both look absent.
+        let row = client
+            .query_opt(
+                "SELECT (SELECT result FROM effects WHERE key = $1), (SELECT started_at FROM effect_intents WHERE key = $1)",
+                &[&key],
+            )
+            .await?;
+        Ok(row.and_then(|r| match (r.get::<_, Option<String>>(0), r.get::<_, Option<i64>>(1)) {
+            (Some(done), _) => Some(Entry::Done(serde_json::from_str(&done).unwrap_or_default())),
+            (None, Some(at_ms)) => Some(Entry::Started { at_ms }),
+            (None, None) => None,
+        }))
     }
 
     async fn start(&self, key: &str, at_ms: i64) -> Result<()> {

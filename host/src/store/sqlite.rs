@@ -174,7 +174,7 @@ impl SqliteStore {
         let job: Job = Box::new(move |connection: Option<&Connection>| {
             let outcome = match connection {
                 Some(c) => in_savepoint(c, f),
-                None => Err(anyhow::anyhow!("not run")),
+                None => Err(anyhow::anyhow!("not run: the group's transaction was rolled back")),
             };
             Box::new(move |commit: Result<(), String>| {
                 let _ = done.send(match commit {
@@ -240,7 +240,14 @@ fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>) 
             }
             continue;
         }
-        let answers: Vec<_> = group.into_iter().map(|job| job(Some(connection))).collect();
+        // A job that hits a disk error can make SQLite roll the whole
+        // transaction back; the jobs after it must not then run (and
+        // commit) on their own.
+        let mut answers = Vec::with_capacity(group.len());
+        for job in group {
+            let live = !connection.is_autocommit();
+            answers.push(job(live.then_some(connection)));
+        }
         let commit = connection.execute_batch("COMMIT").map_err(|e| e.to_string());
         if commit.is_err() {
             let _ = connection.execute_batch("ROLLBACK");
@@ -333,7 +340,7 @@ impl Store for SqliteStore {
     async fn record_event(&self, event: &InboundEvent) -> Result<bool> {
         let event = event.clone();
         let instance = self.inner.instance.clone();
-        let lease_until = Self::now() + self.lease_ms();
+        let lease_until = Self::now().saturating_add(self.lease_ms());
         self.write(move |c| {
             let inserted = c.execute(
                 "INSERT OR IGNORE INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until)
@@ -358,7 +365,7 @@ impl Store for SqliteStore {
     async fn claim_due(&self, limit: usize) -> Result<Vec<InboundEvent>> {
         let instance = self.inner.instance.clone();
         let now = Self::now();
-        let lease_until = now + self.lease_ms();
+        let lease_until = now.saturating_add(self.lease_ms());
         self.write(move |c| {
             let mut statement = c.prepare(&format!(
                 "UPDATE events SET claimed_by = ?1, claim_boot = ?2, lease_until = ?3
@@ -382,7 +389,7 @@ impl Store for SqliteStore {
 
     async fn renew_leases(&self, events: &[(String, String)]) -> Result<()> {
         let instance = self.inner.instance.clone();
-        let lease_until = Self::now() + self.lease_ms();
+        let lease_until = Self::now().saturating_add(self.lease_ms());
         let events = events.to_vec();
         self.write(move |c| {
             let mut statement = c.prepare(
@@ -400,18 +407,25 @@ impl Store for SqliteStore {
     async fn defer_event(&self, source: &str, event_id: &str, policy: WaitPolicy) -> Result<Option<Deferred>> {
         let (source, event_id) = (source.to_string(), event_id.to_string());
         let now = Self::now();
+        let instance = self.inner.instance.clone();
         self.write(move |c| {
-            let (attempts, since): (i64, Option<i64>) = c.query_row(
-                "SELECT attempts, waiting_since FROM events WHERE source = ?1 AND event_id = ?2",
-                params![source, event_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let held: Option<(i64, Option<i64>)> = c
+                .query_row(
+                    "SELECT attempts, waiting_since FROM events
+                     WHERE source = ?1 AND event_id = ?2 AND finished_at IS NULL AND claimed_by = ?3 AND claim_boot = ?4",
+                    params![source, event_id, instance.id, instance.boot],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((attempts, since)) = held else {
+                anyhow::bail!("this instance no longer holds event {event_id}");
+            };
             let give_up_ms = i64::try_from(policy.give_up_after.as_millis()).unwrap_or(i64::MAX);
             if since.is_some_and(|since| now - since >= give_up_ms) {
                 return Ok(None);
             }
             let attempts = u32::try_from(attempts + 1).unwrap_or(u32::MAX);
-            let next_attempt_ms = now + policy.delay_ms(attempts - 1);
+            let next_attempt_ms = now.saturating_add(policy.delay_ms(attempts - 1));
             c.execute(
                 "UPDATE events SET attempts = ?3, next_attempt_at = ?4, waiting_since = COALESCE(waiting_since, ?5),
                     claimed_by = NULL, claim_boot = NULL, lease_until = NULL
@@ -463,7 +477,7 @@ impl Store for SqliteStore {
     async fn claim_failed(&self, source: &str, event_id: &str) -> Result<bool> {
         let (source, event_id) = (source.to_string(), event_id.to_string());
         let instance = self.inner.instance.clone();
-        let lease_until = Self::now() + self.lease_ms();
+        let lease_until = Self::now().saturating_add(self.lease_ms());
         self.write(move |c| {
             let changed = c.execute(
                 "UPDATE events SET failed = 0, finished_at = NULL, attempts = 0, next_attempt_at = NULL, waiting_since = NULL,
