@@ -23,6 +23,8 @@ pub struct Slack {
     users: Mutex<HashMap<String, String>>,
     /// user id → DM channel id, from `conversations.open`.
     dms: Mutex<HashMap<String, String>>,
+    /// channel name → id, from `conversations.list`.
+    channels: Mutex<HashMap<String, String>>,
 }
 
 impl Slack {
@@ -35,6 +37,7 @@ impl Slack {
             policy,
             users: Mutex::new(HashMap::new()),
             dms: Mutex::new(HashMap::new()),
+            channels: Mutex::new(HashMap::new()),
         }
     }
 
@@ -82,6 +85,33 @@ impl Slack {
         let id = body["user"]["id"].as_str().unwrap_or_default().to_string();
         self.users.lock().unwrap_or_else(|p| p.into_inner()).insert(key, id.clone());
         Ok(id)
+    }
+
+    /// The id of a channel given by name (`#sales-priority`), from
+    /// `conversations.list` (cached); `None` when no channel has that name.
+    async fn channel_id(&self, name: &str) -> Result<Option<String>, ProviderError> {
+        let name = name.trim_start_matches('#');
+        if let Some(id) = self.channels.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+            return Ok(Some(id.clone()));
+        }
+        let mut cursor = String::new();
+        loop {
+            let query = [("types", "public_channel,private_channel"), ("limit", "1000"), ("cursor", cursor.as_str())];
+            let body = self.api("conversations.list", &query, None).await?;
+            let mut known = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+            for channel in body["channels"].as_array().into_iter().flatten() {
+                if let (Some(n), Some(id)) = (channel["name"].as_str(), channel["id"].as_str()) {
+                    known.insert(n.to_string(), id.to_string());
+                }
+            }
+            if let Some(id) = known.get(name) {
+                return Ok(Some(id.clone()));
+            }
+            cursor = body["response_metadata"]["next_cursor"].as_str().unwrap_or_default().to_string();
+            if cursor.is_empty() {
+                return Ok(None);
+            }
+        }
     }
 
     async fn dm_channel(&self, user: &str) -> Result<String, ProviderError> {
@@ -160,11 +190,19 @@ impl Chat for Slack {
         let channel = if to.contains('@') {
             let user = self.user_id(to).await?;
             self.dm_channel(&user).await?
-        } else if to.starts_with(['C', 'G', 'D']) && !to.starts_with('#') {
+        } else if to.starts_with(['C', 'G', 'D']) {
             to.to_string()
         } else {
-            // conversations.history takes ids only; a name cannot be checked.
-            return Ok(None);
+            // conversations.history takes ids only.
+            match self.channel_id(to).await {
+                Ok(Some(id)) => id,
+                Ok(None) => return Ok(None),
+                Err(e) if matches!(e.class, ErrorClass::Auth | ErrorClass::NotFound | ErrorClass::Invalid) => {
+                    tracing::warn!(error = %e, "cannot resolve the channel to check for a sent message; sending it");
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
         // A minute of slack for clocks that disagree.
         let oldest = format!("{}.000000", (since_ms / 1000).saturating_sub(60));

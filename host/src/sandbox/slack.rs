@@ -223,6 +223,21 @@ async fn method(
             }))
             .into_response()
         }
+        "conversations.list" => {
+            // Public and private channels (no DMs), one page; a cursor is
+            // the index to start from.
+            let start = text("cursor").parse::<usize>().unwrap_or(0);
+            let limit = text("limit").parse::<usize>().unwrap_or(100).clamp(1, 1000);
+            let named: Vec<&Channel> = data.channels.values().filter(|c| c.name.is_some()).collect();
+            let page: Vec<Value> = named
+                .iter()
+                .skip(start)
+                .take(limit)
+                .map(|c| json!({"id": c.id, "name": c.name, "is_channel": true, "is_archived": false}))
+                .collect();
+            let next = if start + limit < named.len() { (start + limit).to_string() } else { String::new() };
+            Json(json!({ "ok": true, "channels": page, "response_metadata": { "next_cursor": next } })).into_response()
+        }
         "conversations.history" => {
             // Ids only, as in Slack; newest first; `oldest` is exclusive.
             let channel = text("channel");

@@ -95,3 +95,22 @@ async fn the_emulator_limits_each_channel() {
     }
     assert_eq!(codes, [(200, None), (200, None), (429, Some("1".into()))]);
 }
+
+#[tokio::test]
+async fn a_sent_message_is_found_by_its_text_for_a_dm_or_a_channel_by_name() {
+    // How a rerun after a crash learns that its first attempt was delivered.
+    let sb = sandbox().await;
+    let slack = client(&sb, "sandbox");
+    let since = handoff::capabilities::Clock::now_ms(&*sb.state.clock);
+    let dm = slack.send_dm("lena.fischer@handoff-demo.com", "New MQL: Greta & co <3", None).await.unwrap();
+    let post = slack.post("#sales-priority", "Priority MQL: Greta Holm", None).await.unwrap();
+
+    let found = slack.find_sent("lena.fischer@handoff-demo.com", "New MQL: Greta & co <3", since).await.unwrap();
+    assert_eq!(found.map(|m| m.ts), Some(dm.ts));
+    let found = slack.find_sent("#sales-priority", "Priority MQL: Greta Holm", since).await.unwrap();
+    assert_eq!(found.map(|m| (m.channel, m.ts)), Some((post.channel.clone(), post.ts)));
+    assert!(slack.find_sent("#sales-priority", "never sent", since).await.unwrap().is_none());
+    assert!(slack.find_sent("#no-such-channel", "Priority MQL: Greta Holm", since).await.unwrap().is_none());
+    let later = since + 3_600_000;
+    assert!(slack.find_sent("#sales-priority", "Priority MQL: Greta Holm", later).await.unwrap().is_none(), "too old");
+}
