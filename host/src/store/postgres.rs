@@ -181,10 +181,14 @@ impl PostgresStore {
         crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock)
     }
 
-    fn lease_until(&self) -> i64 {
-        Self::now().saturating_add(i64::try_from(self.inner.instance.lease.as_millis()).unwrap_or(i64::MAX))
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.inner.instance.lease.as_millis()).unwrap_or(i64::MAX / 4).min(i64::MAX / 4)
     }
 }
+
+/// The database's clock in milliseconds: leases and attempt times are
+/// compared on one clock, however the instances' clocks drift.
+const DB_NOW: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
 /// The URL without its password, for messages.
 fn redact(url: &str) -> String {
@@ -298,8 +302,10 @@ impl Store for PostgresStore {
         let me = &self.inner.instance;
         let inserted = client
             .execute(
-                "INSERT INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                &format!(
+                    "INSERT INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {DB_NOW} + $9) ON CONFLICT DO NOTHING"
+                ),
                 &[
                     &event.source,
                     &event.event_id,
@@ -309,7 +315,7 @@ impl Store for PostgresStore {
                     &event.received_at,
                     &me.id,
                     &me.boot,
-                    &self.lease_until(),
+                    &self.lease_ms(),
                 ],
             )
             .await?;
@@ -319,22 +325,21 @@ impl Store for PostgresStore {
     async fn claim_due(&self, limit: usize) -> Result<Vec<InboundEvent>> {
         let client = self.client().await?;
         let me = &self.inner.instance;
-        let now = Self::now();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
             .query(
                 &format!(
-                    "UPDATE events SET claimed_by = $1, claim_boot = $2, lease_until = $3
+                    "UPDATE events SET claimed_by = $1, claim_boot = $2, lease_until = {DB_NOW} + $3
                      WHERE (source, event_id) IN (
                         SELECT source, event_id FROM events
                         WHERE finished_at IS NULL
-                          AND (next_attempt_at IS NULL OR next_attempt_at <= $4)
-                          AND (claimed_by IS NULL OR lease_until < $4 OR (claimed_by = $1 AND claim_boot <> $2))
-                        ORDER BY received_at LIMIT $5
+                          AND (next_attempt_at IS NULL OR next_attempt_at <= {DB_NOW})
+                          AND (claimed_by IS NULL OR lease_until < {DB_NOW} OR (claimed_by = $1 AND claim_boot <> $2))
+                        ORDER BY received_at LIMIT $4
                         FOR UPDATE SKIP LOCKED)
                      RETURNING {EVENT_COLUMNS}"
                 ),
-                &[&me.id, &me.boot, &self.lease_until(), &now, &limit],
+                &[&me.id, &me.boot, &self.lease_ms(), &limit],
             )
             .await?;
         let mut claimed: Vec<InboundEvent> = rows.iter().map(event_from_row).collect();
@@ -351,10 +356,12 @@ impl Store for PostgresStore {
         let (sources, ids): (Vec<&str>, Vec<&str>) = events.iter().map(|(s, e)| (s.as_str(), e.as_str())).unzip();
         client
             .execute(
-                "UPDATE events SET lease_until = $3
-                 WHERE claimed_by = $1 AND claim_boot = $2 AND finished_at IS NULL
-                   AND (source, event_id) IN (SELECT * FROM unnest($4::text[], $5::text[]))",
-                &[&me.id, &me.boot, &self.lease_until(), &sources, &ids],
+                &format!(
+                    "UPDATE events SET lease_until = {DB_NOW} + $3
+                     WHERE claimed_by = $1 AND claim_boot = $2 AND finished_at IS NULL
+                       AND (source, event_id) IN (SELECT * FROM unnest($4::text[], $5::text[]))"
+                ),
+                &[&me.id, &me.boot, &self.lease_ms(), &sources, &ids],
             )
             .await?;
         Ok(())
@@ -363,20 +370,21 @@ impl Store for PostgresStore {
     async fn defer_event(&self, source: &str, event_id: &str, policy: WaitPolicy) -> Result<Option<Deferred>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let now = Self::now();
         let me = &self.inner.instance;
         let Some(row) = tx
             .query_opt(
-                "SELECT attempts, waiting_since FROM events
-                 WHERE source = $1 AND event_id = $2 AND finished_at IS NULL AND claimed_by = $3 AND claim_boot = $4
-                 FOR UPDATE",
+                &format!(
+                    "SELECT attempts, waiting_since, {DB_NOW} FROM events
+                     WHERE source = $1 AND event_id = $2 AND finished_at IS NULL AND claimed_by = $3 AND claim_boot = $4
+                     FOR UPDATE"
+                ),
                 &[&source, &event_id, &me.id, &me.boot],
             )
             .await?
         else {
             anyhow::bail!("this instance no longer holds event {event_id}");
         };
-        let (attempts, since): (i32, Option<i64>) = (row.get(0), row.get(1));
+        let (attempts, since, now): (i32, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
         let give_up_ms = i64::try_from(policy.give_up_after.as_millis()).unwrap_or(i64::MAX);
         if since.is_some_and(|since| now - since >= give_up_ms) {
             return Ok(None);
@@ -434,10 +442,12 @@ impl Store for PostgresStore {
         let me = &self.inner.instance;
         let changed = client
             .execute(
-                "UPDATE events SET failed = FALSE, finished_at = NULL, attempts = 0, next_attempt_at = NULL,
-                    waiting_since = NULL, claimed_by = $3, claim_boot = $4, lease_until = $5
-                 WHERE source = $1 AND event_id = $2 AND failed",
-                &[&source, &event_id, &me.id, &me.boot, &self.lease_until()],
+                &format!(
+                    "UPDATE events SET failed = FALSE, finished_at = NULL, attempts = 0, next_attempt_at = NULL,
+                        waiting_since = NULL, claimed_by = $3, claim_boot = $4, lease_until = {DB_NOW} + $5
+                     WHERE source = $1 AND event_id = $2 AND failed"
+                ),
+                &[&source, &event_id, &me.id, &me.boot, &self.lease_ms()],
             )
             .await?;
         Ok(changed == 1)
