@@ -120,9 +120,12 @@ async fn renewing_a_lease_keeps_the_work(backend: &Backend) {
     a.store.record_event(&event("2")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     // a still runs event 1, and no longer runs event 2.
-    a.store.renew_leases(&[("hubspot".into(), "1".into())]).await.unwrap();
+    assert!(a.store.renew_leases(&[("hubspot".into(), "1".into())]).await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(ids(&b.store.claim_due(10).await.unwrap()), ["2"], "1 is renewed; 2 lapsed");
+    // Had a still been running 2, renewing tells it that 2 is b's now.
+    let both = [("hubspot".to_string(), "1".to_string()), ("hubspot".to_string(), "2".to_string())];
+    assert_eq!(a.store.renew_leases(&both).await.unwrap(), [("hubspot".to_string(), "2".to_string())]);
 }
 
 on_both!(concurrent_claims_never_hand_out_an_event_twice);

@@ -61,6 +61,13 @@ pub struct ServerConfig {
 /// expired.
 pub const CLAIM_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// A running execution.
+struct Run {
+    /// (source, event id).
+    event: (String, String),
+    stop: Option<tokio::task::AbortHandle>,
+}
+
 /// One finished execution, as `GET /api/executions` lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finished {
@@ -89,10 +96,11 @@ pub struct AppState {
     finished: Mutex<VecDeque<Finished>>,
     timings: Mutex<VecDeque<serde_json::Value>>,
     in_flight: std::sync::atomic::AtomicUsize,
-    /// Execution ids running now, with their events (source, event id):
-    /// an execution never runs twice at once, and these are the claims
-    /// whose leases are renewed.
-    running: Mutex<std::collections::HashMap<String, (String, String)>>,
+    /// Execution ids running now, with their events (source, event id) and
+    /// a handle to stop them: an execution never runs twice at once, these
+    /// are the claims whose leases are renewed, and a run whose claim was
+    /// lost is stopped.
+    running: Mutex<std::collections::HashMap<String, Run>>,
     clock: Arc<dyn Clock>,
     waiting: WaitPolicy,
     /// Set when the server stops accepting: no new work is claimed.
@@ -252,9 +260,12 @@ async fn own_work(state: Arc<AppState>) {
         }
         if renewed.elapsed() >= renew_every {
             let running: Vec<(String, String)> =
-                state.running.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+                state.running.lock().unwrap_or_else(|p| p.into_inner()).values().map(|r| r.event.clone()).collect();
             match state.store.renew_leases(&running).await {
-                Ok(()) => renewed = Instant::now(),
+                Ok(lost) => {
+                    renewed = Instant::now();
+                    stop_lost(&state, &lost);
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot renew leases; other instances may take this one's work over")
                 }
@@ -262,6 +273,22 @@ async fn own_work(state: Arc<AppState>) {
         }
         if !stopping && let Err(e) = claim_and_start(&state).await {
             tracing::warn!(error = %e, "cannot claim due work; trying again");
+        }
+    }
+}
+
+/// Stops the runs of events another instance took over (this one stalled
+/// past its lease): the new owner runs them, and the journal's intents
+/// cover whatever this run was in the middle of.
+fn stop_lost(state: &AppState, lost: &[(String, String)]) {
+    if lost.is_empty() {
+        return;
+    }
+    let running = state.running.lock().unwrap_or_else(|p| p.into_inner());
+    for run in running.values().filter(|r| lost.contains(&r.event)) {
+        tracing::warn!(event = %run.event.1, "another instance took this event over; stopping its run here");
+        if let Some(stop) = &run.stop {
+            stop.abort();
         }
     }
 }

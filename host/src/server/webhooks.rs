@@ -230,17 +230,24 @@ fn execution_id(event: &InboundEvent) -> String {
 /// lead's steps and marks the event finished.
 pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event: InboundEvent, received: Instant) {
     let execution = execution_id(&event);
-    let claim = (event.source.clone(), event.event_id.clone());
-    if state.running.lock().unwrap_or_else(|p| p.into_inner()).insert(execution.clone(), claim).is_some() {
-        tracing::info!(execution = %execution, "already running; not starting it twice");
-        return;
+    {
+        let mut running = state.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.contains_key(&execution) {
+            tracing::info!(execution = %execution, "already running; not starting it twice");
+            return;
+        }
+        let run = super::Run { event: (event.source.clone(), event.event_id.clone()), stop: None };
+        running.insert(execution.clone(), run);
     }
     state.in_flight.fetch_add(1, Ordering::SeqCst);
-    tokio::spawn(async move {
-        // Count the execution down and release its id however the task
-        // ends, a panic included.
-        let in_flight = InFlight(state.clone());
-        let running = Running { state: state.clone(), execution: execution.clone() };
+    // Count the execution down and release its id however the task ends: a
+    // panic, or being stopped (even before it first runs).
+    let in_flight = InFlight(state.clone());
+    let running = Running { state: state.clone(), execution: execution.clone() };
+    let task_state = state.clone();
+    let task_execution = execution.clone();
+    let task = tokio::spawn(async move {
+        let (state, execution) = (task_state, task_execution);
         let id = event.event_id.clone();
         let lead = event.lead_id.clone();
         let record = state
@@ -264,6 +271,9 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
         state.record(Finished { event_id: id, total_us, notified_us, record });
         drop(in_flight);
     });
+    if let Some(run) = state.running.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&execution) {
+        run.stop = Some(task.abort_handle());
+    }
 }
 
 /// Records how an execution ended: the lead's steps, then the event

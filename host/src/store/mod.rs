@@ -326,7 +326,9 @@ pub trait Store: Send + Sync {
     async fn claim_due(&self, limit: usize) -> Result<Vec<InboundEvent>>;
     /// Extends this boot's lease on these events (source, event id): the
     /// ones it is running. Claims it holds but no longer runs lapse.
-    async fn renew_leases(&self, events: &[(String, String)]) -> Result<()>;
+    /// Returns the events whose claim this boot no longer holds (another
+    /// instance took them over): their runs must stop.
+    async fn renew_leases(&self, events: &[(String, String)]) -> Result<Vec<(String, String)>>;
     /// Puts an event this instance holds back to wait for its next attempt
     /// under `policy` and releases the claim; `None` (and nothing changed)
     /// when it has waited longer than the policy allows. An error when this

@@ -347,24 +347,28 @@ impl Store for PostgresStore {
         Ok(claimed)
     }
 
-    async fn renew_leases(&self, events: &[(String, String)]) -> Result<()> {
+    async fn renew_leases(&self, events: &[(String, String)]) -> Result<Vec<(String, String)>> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let client = self.client().await?;
         let me = &self.inner.instance;
         let (sources, ids): (Vec<&str>, Vec<&str>) = events.iter().map(|(s, e)| (s.as_str(), e.as_str())).unzip();
-        client
-            .execute(
+        let renewed: std::collections::HashSet<(String, String)> = client
+            .query(
                 &format!(
                     "UPDATE events SET lease_until = {DB_NOW} + $3
                      WHERE claimed_by = $1 AND claim_boot = $2 AND finished_at IS NULL
-                       AND (source, event_id) IN (SELECT * FROM unnest($4::text[], $5::text[]))"
+                       AND (source, event_id) IN (SELECT * FROM unnest($4::text[], $5::text[]))
+                     RETURNING source, event_id"
                 ),
                 &[&me.id, &me.boot, &self.lease_ms(), &sources, &ids],
             )
-            .await?;
-        Ok(())
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok(events.iter().filter(|e| !renewed.contains(*e)).cloned().collect())
     }
 
     async fn defer_event(&self, source: &str, event_id: &str, policy: WaitPolicy) -> Result<Option<Deferred>> {

@@ -387,7 +387,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn renew_leases(&self, events: &[(String, String)]) -> Result<()> {
+    async fn renew_leases(&self, events: &[(String, String)]) -> Result<Vec<(String, String)>> {
         let instance = self.inner.instance.clone();
         let lease_until = Self::now().saturating_add(self.lease_ms());
         let events = events.to_vec();
@@ -396,10 +396,13 @@ impl Store for SqliteStore {
                 "UPDATE events SET lease_until = ?5
                  WHERE source = ?1 AND event_id = ?2 AND claimed_by = ?3 AND claim_boot = ?4 AND finished_at IS NULL",
             )?;
-            for (source, event_id) in &events {
-                statement.execute(params![source, event_id, instance.id, instance.boot, lease_until])?;
+            let mut lost = Vec::new();
+            for (source, event_id) in events {
+                if statement.execute(params![source, event_id, instance.id, instance.boot, lease_until])? == 0 {
+                    lost.push((source, event_id));
+                }
             }
-            Ok(())
+            Ok(lost)
         })
         .await
     }
