@@ -43,6 +43,7 @@ fn benches(c: &mut Criterion) {
             execution_id: "bench".into(),
             lead_id: None,
             effect_scope: "bench/validate/1".into(),
+            journal_empty: true,
         }),
         attempt: 1,
         config: Arc::from("{}"),

@@ -34,6 +34,10 @@ pub trait EffectJournal: Send + Sync {
     async fn entry(&self, key: &str) -> anyhow::Result<Option<Entry>>;
     /// Records, durably, that an attempt of the effect starts now.
     async fn start(&self, key: &str, at_ms: i64) -> anyhow::Result<()>;
+    /// Whether anything (a result or an intent) is recorded under a key
+    /// starting with `prefix`: an execution with nothing under
+    /// `<execution>/` is on its first run and has nothing to replay.
+    async fn any_under(&self, prefix: &str) -> anyhow::Result<bool>;
     /// Records an effect's result. May return before the record is durable:
     /// a record lost to a crash is covered by the effect's intent (looked
     /// for at the provider) or by the effect being idempotent, so callers
@@ -139,7 +143,9 @@ impl RunState {
         };
         let key = self.next_effect_key(what);
         let unavailable = |e: anyhow::Error| CapabilityError::Unavailable(format!("effect journal: {e}"));
-        let earlier = match journal.entry(&key).await.map_err(unavailable)? {
+        let entry =
+            if self.identity().journal_empty { None } else { journal.entry(&key).await.map_err(unavailable)? };
+        let earlier = match entry {
             Some(Entry::Done(value)) => {
                 // The effect happened; an unreadable record must not make
                 // it happen again.

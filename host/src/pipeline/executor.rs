@@ -156,6 +156,11 @@ impl Executor {
             Start::Node(node) => VecDeque::from([(node, input)]),
         };
 
+        // A first run has nothing to replay: skip the journal reads.
+        let first_run = match &self.capabilities.journal {
+            Some(journal) => matches!(journal.any_under(&format!("{execution_id}/")).await, Ok(false)),
+            None => false,
+        };
         let mut node_runs: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         'items: while let Some((node_id, item)) = queue.pop_front() {
             let Some(node) = prepared.node(&node_id) else {
@@ -173,6 +178,7 @@ impl Executor {
                 execution_id: execution_id.clone(),
                 lead_id: lead_id.clone(),
                 effect_scope: format!("{execution_id}/{node_id}/{nth}"),
+                journal_empty: first_run,
             });
             let item_json = item.to_string();
             // A node run that completed in an earlier run of this execution
@@ -180,7 +186,8 @@ impl Executor {
             // again: its recorded outputs are reused, so the rerun makes the
             // same decisions and resumes after the last completed node.
             let outputs_key = format!("{}:outputs", identity.effect_scope);
-            if let Some(journal) = &self.capabilities.journal
+            if !first_run
+                && let Some(journal) = &self.capabilities.journal
                 && let Ok(Some(recorded)) = journal.recorded(&outputs_key).await
                 && let Ok(emitted) = serde_json::from_value::<Vec<Emitted>>(recorded)
             {
@@ -210,8 +217,14 @@ impl Executor {
                     ));
                     break 'items;
                 }
+                // A retry replays what the failed attempt did.
+                let identity = if attempt > 1 && identity.journal_empty {
+                    Arc::new(RunIdentity { journal_empty: false, ..(*identity).clone() })
+                } else {
+                    identity.clone()
+                };
                 let invocation = Invocation {
-                    identity: identity.clone(),
+                    identity,
                     attempt,
                     config: node.config.clone(),
                     item: item_json.clone(),

@@ -26,6 +26,10 @@ pub struct RunIdentity {
     /// Which run of which node this is within the execution
     /// (`<execution>/<node>/<n>`): the prefix of its effect keys.
     pub effect_scope: String,
+    /// Nothing can be in the effect journal for this attempt yet (the
+    /// execution's first run, the node's first attempt): replay lookups
+    /// are skipped.
+    pub journal_empty: bool,
 }
 
 /// Where a plugin log line came from.

@@ -130,12 +130,30 @@ impl PendingRecords {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
     }
 
+    fn any_under(&self, prefix: &str) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).keys().any(|k| k.starts_with(prefix))
+    }
+
     fn is_empty(&self) -> bool {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
     }
 
     fn remove(&self, key: &str) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+}
+
+/// The keys starting with `prefix`, as a range `[low, high)` an index can
+/// use: `high` is `prefix` with its last character raised by one.
+pub(crate) fn key_range(prefix: &str) -> (String, String) {
+    let mut high: Vec<char> = prefix.chars().collect();
+    match high.pop() {
+        Some(last) => {
+            let next = char::from_u32(u32::from(last) + 1).unwrap_or(char::MAX);
+            high.push(next);
+            (prefix.to_string(), high.into_iter().collect())
+        }
+        None => (String::new(), char::MAX.to_string()),
     }
 }
 

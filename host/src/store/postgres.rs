@@ -594,6 +594,22 @@ impl EffectJournal for PostgresStore {
         }))
     }
 
+    async fn any_under(&self, prefix: &str) -> Result<bool> {
+        if self.inner.pending.any_under(prefix) {
+            return Ok(true);
+        }
+        let (low, high) = super::key_range(prefix);
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM effects WHERE key >= $1 AND key < $2)
+                     OR EXISTS (SELECT 1 FROM effect_intents WHERE key >= $1 AND key < $2)",
+                &[&low, &high],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
     async fn start(&self, key: &str, at_ms: i64) -> Result<()> {
         let client = self.client().await?;
         client

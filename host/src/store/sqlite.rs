@@ -1,7 +1,7 @@
 //! The ledger in SQLite: WAL journal, `synchronous=FULL` (a commit is on
 //! disk before the webhook is answered), numbered migrations.
 
-use super::{Deferred, InboundEvent, Instance, LeadFacts, LeadRecord, LeadState, Step, Store, WaitPolicy};
+use super::{Deferred, InboundEvent, Instance, LeadFacts, LeadRecord, LeadState, Step, Store, WaitPolicy, key_range};
 use crate::capabilities::Entry;
 use crate::capabilities::{CapabilityError, StateStore};
 use anyhow::{Context, Result};
@@ -641,6 +641,22 @@ impl crate::capabilities::EffectJournal for SqliteStore {
                 .query_row("SELECT started_at FROM effect_intents WHERE key = ?1", params![key], |r| r.get(0))
                 .optional()?;
             Ok(started.map(|at_ms| Entry::Started { at_ms }))
+        })
+        .await
+    }
+
+    async fn any_under(&self, prefix: &str) -> Result<bool> {
+        if self.inner.pending.any_under(prefix) {
+            return Ok(true);
+        }
+        let (low, high) = key_range(prefix);
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM effects WHERE key >= ?1 AND key < ?2)
+                     OR EXISTS (SELECT 1 FROM effect_intents WHERE key >= ?1 AND key < ?2)",
+                params![low, high],
+                |r| r.get(0),
+            )?)
         })
         .await
     }
