@@ -62,15 +62,7 @@ impl Drop for Server {
 /// daily capacity, so every lead reaches a rep's DMs.
 async fn serve(dir: &Path) -> Server {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut roster: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo.join("pipelines/roster.json")).unwrap()).unwrap();
-    for rep in roster["reps"].as_array_mut().unwrap() {
-        rep["daily_capacity"] = json!(0);
-        rep["out_of_office"] = json!([]);
-        rep["working_hours"] =
-            json!({"days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "start": "00:00", "end": "24:00"});
-    }
-    std::fs::write(dir.join("roster.json"), roster.to_string()).unwrap();
+    handoff::demo::write_open_roster(&repo.join("pipelines"), &dir.join("roster.json")).unwrap();
     let (listen, sandbox, smtp) = (free_port(), free_port(), free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_handoff"))
         .current_dir(&repo)

@@ -28,6 +28,25 @@ pub struct DemoOptions {
 /// Europe, morning in the Americas, night in APAC).
 pub const DEMO_NOW: &str = "2026-11-25T15:00:00Z";
 
+/// The shipped roster with every rep always available and no daily cap,
+/// written to `path`: for load and durability runs, where every lead must
+/// reach a rep's DMs whatever the time of day.
+///
+/// # Errors
+///
+/// When the shipped roster cannot be read or `path` written.
+pub fn write_open_roster(pipelines_dir: &std::path::Path, path: &std::path::Path) -> Result<()> {
+    let mut roster: Value = serde_json::from_str(&std::fs::read_to_string(pipelines_dir.join("roster.json"))?)?;
+    for rep in roster["reps"].as_array_mut().into_iter().flatten() {
+        rep["daily_capacity"] = json!(0);
+        rep["out_of_office"] = json!([]);
+        rep["working_hours"] =
+            json!({"days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "start": "00:00", "end": "24:00"});
+    }
+    std::fs::write(path, roster.to_string())?;
+    Ok(())
+}
+
 /// A clock standing at [`DEMO_NOW`].
 pub fn demo_clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(DEMO_NOW.parse::<jiff::Timestamp>().expect("DEMO_NOW is a timestamp").as_millisecond()))

@@ -72,15 +72,7 @@ async fn world_on(leads: usize, dir: tempfile::TempDir, database: Database) -> W
     };
     let sandbox = Sandbox::start_loopback(settings, Arc::new(SystemClock)).await.unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut roster: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo.join("pipelines/roster.json")).unwrap()).unwrap();
-    for rep in roster["reps"].as_array_mut().unwrap() {
-        rep["daily_capacity"] = json!(0);
-        rep["out_of_office"] = json!([]);
-        rep["working_hours"] =
-            json!({"days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"], "start": "00:00", "end": "24:00"});
-    }
-    std::fs::write(dir.path().join("roster.json"), roster.to_string()).unwrap();
+    handoff::demo::write_open_roster(&repo.join("pipelines"), &dir.path().join("roster.json")).unwrap();
     let config = format!(
         r#"[hubspot]
 base_url = "http://{http}/hubspot"

@@ -388,6 +388,18 @@ pub struct LeadFacts {
     pub salesforce_id: Option<String>,
 }
 
+/// The state a lead shows after an execution that ended in `last`, given
+/// the state it showed before: a repeated MQL, or a later event that fails
+/// or waits, does not undo what an earlier one achieved.
+pub(crate) fn next_state(current: Option<&str>, last: LeadState) -> String {
+    let settled = |s: &str| matches!(s, "notified" | "accepted" | "rejected" | "recycled");
+    match (current, last) {
+        (Some(current), LeadState::Duplicate) => current.to_string(),
+        (Some(current), LeadState::Failed | LeadState::Waiting) if settled(current) => current.to_string(),
+        _ => last.as_str().to_string(),
+    }
+}
+
 /// Why `validate` found an item invalid, its reasons' messages joined.
 pub fn invalid_reasons(item: &Value) -> String {
     let reasons: Vec<&str> =

@@ -504,12 +504,7 @@ impl Store for PostgresStore {
         let tx = client.transaction().await?;
         let existing: Option<String> =
             tx.query_opt("SELECT state FROM leads WHERE id = $1 FOR UPDATE", &[&lead_id]).await?.map(|r| r.get(0));
-        let settled = |s: &str| matches!(s, "notified" | "accepted" | "rejected" | "recycled");
-        let state = match (&existing, last.state) {
-            (Some(current), LeadState::Duplicate) => current.clone(),
-            (Some(current), LeadState::Failed | LeadState::Waiting) if settled(current) => current.clone(),
-            _ => last.state.as_str().to_string(),
-        };
+        let state = super::next_state(existing.as_deref(), last.state);
         tx.execute(
             "INSERT INTO leads (id, email, name, company, state, owner, salesforce_id, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)

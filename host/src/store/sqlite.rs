@@ -544,14 +544,7 @@ impl Store for SqliteStore {
             let Some(last) = steps.last() else { return Ok(()) };
             let existing: Option<String> =
                 tx.query_row("SELECT state FROM leads WHERE id = ?1", params![lead_id], |r| r.get(0)).optional()?;
-            // A repeated MQL, or a later event that fails or waits, does not
-            // undo what an earlier one achieved.
-            let settled = |s: &str| matches!(s, "notified" | "accepted" | "rejected" | "recycled");
-            let state = match (&existing, last.state) {
-                (Some(current), LeadState::Duplicate) => current.clone(),
-                (Some(current), LeadState::Failed | LeadState::Waiting) if settled(current) => current.clone(),
-                _ => last.state.as_str().to_string(),
-            };
+            let state = super::next_state(existing.as_deref(), last.state);
             tx.execute(
                 "INSERT INTO leads (id, email, name, company, state, owner, salesforce_id, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
