@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 /// How to start.
 pub struct AppOptions {
-    /// Compiled-component cache and, unless `store_path` says otherwise,
+    /// Compiled-component cache and, unless `database` says otherwise,
     /// the ledger.
     pub data_dir: PathBuf,
     pub plugin_dirs: Vec<PathBuf>,
@@ -26,8 +26,6 @@ pub struct AppOptions {
     pub connectors: ConnectorsConfig,
     pub listen: SocketAddr,
     pub public_url: Option<String>,
-    /// The SQLite ledger's file; `database` when unset.
-    pub store_path: Option<PathBuf>,
     /// Where the ledger lives; SQLite at `<data_dir>/handoff.db` when unset.
     pub database: Option<crate::store::Database>,
     /// Who this server is when claiming work in the ledger.
@@ -62,7 +60,6 @@ impl AppOptions {
             connectors,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_url: None,
-            store_path: None,
             database: None,
             instance: crate::store::Instance::from_env(),
             ops_channel: Some("#revops-alerts".into()),
@@ -114,13 +111,10 @@ impl App {
 
         let roster = Arc::new(FileRoster::load(&options.roster)?);
         let timers = Arc::new(TimerBook::default());
-        let database = match &options.store_path {
-            Some(path) => crate::store::Database::Sqlite(path.clone()),
-            None => options
-                .database
-                .clone()
-                .unwrap_or_else(|| crate::store::Database::Sqlite(options.data_dir.join("handoff.db"))),
-        };
+        let database = options
+            .database
+            .clone()
+            .unwrap_or_else(|| crate::store::Database::Sqlite(options.data_dir.join("handoff.db")));
         let ledger = crate::store::Ledger::open(&database, options.instance.clone()).await?;
         let local = Capabilities {
             journal: Some(ledger.journal.clone()),

@@ -306,7 +306,6 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
         connectors,
         listen: options.listen,
         public_url: options.public_url,
-        store_path: None,
         ops_channel: Some(options.ops_channel),
         sweep_every: None,
         api_token: std::env::var("HANDOFF_API_TOKEN")

@@ -165,7 +165,7 @@ pub async fn run(options: DemoOptions) -> Result<String> {
     let state_dir = tempfile_dir(&options.data_dir)?;
     let app = App::launch(AppOptions {
         plugin_dirs: options.plugin_dirs.clone(),
-        store_path: Some(state_dir.join("handoff.db")),
+        database: Some(crate::store::Database::Sqlite(state_dir.join("handoff.db"))),
         ..AppOptions::mql_handoff(&options.pipelines_dir, options.data_dir.clone(), sandbox.connectors(), clock.clone())
     })
     .await?;

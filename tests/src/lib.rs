@@ -240,7 +240,7 @@ pub fn handoff_options(
 ) -> handoff::app::AppOptions {
     let pipelines = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
     handoff::app::AppOptions {
-        store_path: Some(state_dir.join("handoff.db")),
+        database: Some(handoff::store::Database::Sqlite(state_dir.join("handoff.db"))),
         ..handoff::app::AppOptions::mql_handoff(&pipelines, shared_cache_dir(), sandbox_connectors(sandbox), clock)
     }
 }
@@ -258,16 +258,5 @@ pub fn mql_event(event_id: u64, contact_id: u64) -> Value {
 /// POSTs `events` to the webhook, signed (v3) with `secret`.
 pub async fn post_webhook(running: &Running, events: &Value, secret: &str) -> reqwest::Response {
     let url = format!("http://{}/webhooks/hubspot", running.app.server.addr);
-    let body = events.to_string();
-    let ts = handoff::capabilities::Clock::now_ms(&handoff::capabilities::SystemClock);
-    let signature = handoff::connectors::hubspot::sign_v3(secret, "POST", &url, body.as_bytes(), ts);
-    reqwest::Client::new()
-        .post(&url)
-        .header("content-type", "application/json")
-        .header("x-hubspot-request-timestamp", ts.to_string())
-        .header("x-hubspot-signature-v3", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+    handoff::demo::send_signed(&reqwest::Client::new(), &url, secret, events.to_string()).await.unwrap()
 }

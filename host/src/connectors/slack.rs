@@ -143,6 +143,18 @@ impl Slack {
     }
 }
 
+/// A lookup for a sent message that Slack refused: without the scope (or
+/// the channel) we cannot tell, and sending again is better than a lead
+/// that never gets its DM. Transient failures stay errors (the node retries).
+fn cannot_tell(e: ProviderError) -> Result<Option<MessageRef>, CapabilityError> {
+    if matches!(e.class, ErrorClass::Auth | ErrorClass::NotFound | ErrorClass::Invalid) {
+        tracing::warn!(error = %e, "cannot check whether a message was sent; sending it");
+        Ok(None)
+    } else {
+        Err(e.into())
+    }
+}
+
 async fn classify(response: reqwest::Response) -> Attempt<Value> {
     let status = response.status();
     let after = retry_after(response.headers());
@@ -197,11 +209,7 @@ impl Chat for Slack {
             match self.channel_id(to).await {
                 Ok(Some(id)) => id,
                 Ok(None) => return Ok(None),
-                Err(e) if matches!(e.class, ErrorClass::Auth | ErrorClass::NotFound | ErrorClass::Invalid) => {
-                    tracing::warn!(error = %e, "cannot resolve the channel to check for a sent message; sending it");
-                    return Ok(None);
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => return cannot_tell(e),
             }
         };
         // A minute of slack for clocks that disagree.
@@ -211,13 +219,7 @@ impl Chat for Slack {
             .await
         {
             Ok(body) => body,
-            // Without the history scope (or the channel) we cannot tell:
-            // sending again is better than a lead that never gets its DM.
-            Err(e) if matches!(e.class, ErrorClass::Auth | ErrorClass::NotFound | ErrorClass::Invalid) => {
-                tracing::warn!(error = %e, "cannot check whether a message was sent; sending it");
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => return cannot_tell(e),
         };
         // Slack returns text with &, < and > escaped.
         let unescape = |t: &str| t.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&");

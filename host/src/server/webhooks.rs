@@ -6,7 +6,7 @@ use crate::connectors::hubspot;
 use crate::pipeline::model::SignatureScheme;
 use crate::pipeline::{ExecutionRecord, ExecutionStatus};
 use crate::pipeline::{PreparedPipeline, Start, Trigger};
-use crate::store::{InboundEvent, LeadState};
+use crate::store::{InboundEvent, LeadState, Step};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
@@ -276,6 +276,16 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
     }
 }
 
+/// Applies an execution's steps to the event's lead, if it names one; a
+/// failure is logged (the event's own state in the ledger is what reruns).
+async fn record_lead(state: &AppState, event: &InboundEvent, facts: &crate::store::LeadFacts, steps: &[Step]) {
+    if let Some(lead) = &event.lead_id
+        && let Err(e) = state.store.record_steps(lead, facts, steps).await
+    {
+        tracing::error!(error = %e, lead = %lead, "cannot record the lead's steps");
+    }
+}
+
 /// Records how an execution ended: the lead's steps, then the event
 /// finished, or waiting for another attempt when a provider was down.
 /// Returns whether the lead failed for good (and ops should hear of it).
@@ -300,11 +310,7 @@ async fn settle(state: &AppState, event: &InboundEvent, record: &ExecutionRecord
                         deferred.attempts
                     );
                 }
-                if let Some(lead) = &event.lead_id
-                    && let Err(e) = state.store.record_steps(lead, &facts, &steps).await
-                {
-                    tracing::error!(error = %e, lead = %lead, "cannot record the lead's steps");
-                }
+                record_lead(state, event, &facts, &steps).await;
                 tracing::info!(event = %event.event_id, attempts = deferred.attempts, "waiting for a provider");
                 return false;
             }
@@ -318,11 +324,7 @@ async fn settle(state: &AppState, event: &InboundEvent, record: &ExecutionRecord
             }
         }
     }
-    if let Some(lead) = &event.lead_id
-        && let Err(e) = state.store.record_steps(lead, &facts, &steps).await
-    {
-        tracing::error!(error = %e, lead = %lead, "cannot record the lead's steps");
-    }
+    record_lead(state, event, &facts, &steps).await;
     match state.store.finish_event(&event.source, &event.event_id, &record.execution_id, failed).await {
         Ok(true) => failed,
         Ok(false) => {
