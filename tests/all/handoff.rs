@@ -305,6 +305,20 @@ async fn events_received_before_a_crash_run_after_the_restart() {
     assert!(ledger.unfinished_events().await.unwrap().is_empty());
 }
 
+/// A new instance on the same ledger and sandbox, once it has finished
+/// what it resumed.
+async fn restart(running: &Running) -> handoff::app::App {
+    let options = handoff_options(&running.sandbox, running.clock.clone(), running.state_dir.path());
+    let restarted = handoff::app::App::launch(options).await.unwrap();
+    assert!(restarted.server.settle(Duration::from_secs(60)).await);
+    restarted
+}
+
+/// Salesforce leads with Marcus Webb's email (the lead of contact 1002).
+fn marcus_leads(running: &Running) -> usize {
+    leads(running).iter().filter(|l| l["Email"] == "marcus.webb@brightline-analytics.com").count()
+}
+
 #[tokio::test]
 async fn a_rerun_after_a_crash_sends_no_second_dm_and_creates_no_second_lead() {
     let running = start_handoff().await;
@@ -317,16 +331,11 @@ async fn a_rerun_after_a_crash_sends_no_second_dm_and_creates_no_second_lead() {
     rusqlite::Connection::open(&db).unwrap().execute("UPDATE events SET finished_at = NULL", []).unwrap();
 
     // A new instance on the same ledger and plugin state resumes it.
-    let restarted =
-        handoff::app::App::launch(handoff_options(&running.sandbox, running.clock.clone(), running.state_dir.path()))
-            .await
-            .unwrap();
-    assert!(restarted.server.settle(Duration::from_secs(60)).await);
+    let restarted = restart(&running).await;
     let rerun = &restarted.server.finished()[0].record;
     assert_eq!(rerun.execution_id, running.app.server.finished()[0].record.execution_id, "the same execution id");
     assert_eq!(dms_to(&running, "carlos.ruiz@handoff-demo.com").len(), 1, "no second DM");
-    let count = leads(&running).iter().filter(|l| l["Email"] == "marcus.webb@brightline-analytics.com").count();
-    assert_eq!(count, 1, "no second Salesforce lead");
+    assert_eq!(marcus_leads(&running), 1, "no second Salesforce lead");
     let tasks = running.sandbox.state.world().salesforce.objects["Task"].len();
     assert_eq!(tasks, 1, "no second task");
 }
@@ -353,16 +362,11 @@ async fn a_crash_between_each_effect_and_its_record_repeats_none_of_them() {
     ledger.execute("DELETE FROM effects WHERE key NOT LIKE '%state.increment'", []).unwrap();
     ledger.execute("UPDATE events SET finished_at = NULL", []).unwrap();
 
-    let restarted =
-        handoff::app::App::launch(handoff_options(&running.sandbox, running.clock.clone(), running.state_dir.path()))
-            .await
-            .unwrap();
-    assert!(restarted.server.settle(Duration::from_secs(60)).await);
+    let restarted = restart(&running).await;
     let rerun = &restarted.server.finished()[0].record;
     assert!(rerun.runs.iter().all(|r| !r.replayed && r.error.is_none()), "every node ran again, and succeeded");
     assert_eq!(dms_to(&running, "carlos.ruiz@handoff-demo.com").len(), 1, "the DM was found at Slack, not resent");
-    let count = leads(&running).iter().filter(|l| l["Email"] == "marcus.webb@brightline-analytics.com").count();
-    assert_eq!(count, 1, "the Salesforce lead was found, not created again");
+    assert_eq!(marcus_leads(&running), 1, "the Salesforce lead was found, not created again");
     assert_eq!(running.sandbox.state.world().salesforce.objects["Task"].len(), 1, "the task was found");
     let lead = SqliteStore::open(&db).unwrap().lead("1002").await.unwrap().unwrap();
     assert_eq!(lead.state, handoff::store::LeadState::Notified);
