@@ -115,7 +115,7 @@ impl App {
             .database
             .clone()
             .unwrap_or_else(|| crate::store::Database::Sqlite(options.data_dir.join("handoff.db")));
-        let ledger = crate::store::Ledger::open(&database, options.instance.clone()).await?;
+        let ledger = crate::store::Ledger::open(&database, options.instance.clone(), options.clock.clone()).await?;
         let local = Capabilities {
             journal: Some(ledger.journal.clone()),
             state: Some(ledger.state.clone()),

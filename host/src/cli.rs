@@ -346,7 +346,8 @@ async fn open_store(data_dir: &Path) -> Result<Arc<dyn crate::store::Store>> {
             path.display()
         );
     }
-    Ok(crate::store::Ledger::open(&database, crate::store::Instance::from_env()).await?.store)
+    let clock = Arc::new(crate::capabilities::SystemClock);
+    Ok(crate::store::Ledger::open(&database, crate::store::Instance::from_env(), clock).await?.store)
 }
 
 fn when(ms: i64) -> String {

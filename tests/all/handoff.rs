@@ -1,9 +1,13 @@
 //! End to end: signed HubSpot webhooks into `handoff serve` on the sandbox,
 //! checked where a rep and RevOps would look (Slack, Salesforce).
 
+use handoff::capabilities::Clock;
 use handoff::store::{SqliteStore, Store};
-use handoff_tests::{Running, handoff_options, mql_event, post_webhook, start_handoff, start_handoff_in};
+use handoff_tests::{
+    Running, handoff_options, mql_event, post_webhook, start_handoff, start_handoff_in, start_handoff_with,
+};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::Duration;
 
 const SECRET: &str = "sandbox-secret";
@@ -60,7 +64,8 @@ async fn a_signed_mql_reaches_the_right_rep_with_a_lead_and_a_task() {
     let tasks = running.sandbox.state.world().salesforce.objects["Task"].clone();
     let task = tasks.iter().find(|t| t["WhoId"] == lead["Id"]).expect("a follow-up task");
     assert_eq!(task["OwnerId"], "005000000000010AAA");
-    assert_eq!(task["ActivityDate"], "2026-11-25", "due at the SLA deadline: 15:00 + 4h, same day");
+    let due = handoff::connectors::time::date(running.clock.now_ms() + 4 * 3_600_000);
+    assert_eq!(task["ActivityDate"], due.as_str(), "due at the SLA deadline: 15:00 + 4h, same day");
     let emails = running.sandbox.state.world().emails.clone();
     assert!(emails.iter().any(|e| e.to == ["carlos.ruiz@handoff-demo.com"]), "the email backup went out");
 }
@@ -308,7 +313,15 @@ async fn events_received_before_a_crash_run_after_the_restart() {
 /// A new instance on the same ledger and sandbox, once it has finished
 /// what it resumed.
 async fn restart(running: &Running) -> handoff::app::App {
-    let options = handoff_options(&running.sandbox, running.clock.clone(), running.state_dir.path());
+    restart_with(running, |options| options).await
+}
+
+/// [`restart`] with the options changed by `adjust`.
+async fn restart_with(
+    running: &Running,
+    adjust: impl FnOnce(handoff::app::AppOptions) -> handoff::app::AppOptions,
+) -> handoff::app::App {
+    let options = adjust(handoff_options(&running.sandbox, running.clock.clone(), running.state_dir.path()));
     let restarted = handoff::app::App::launch(options).await.unwrap();
     assert!(restarted.server.settle(Duration::from_secs(60)).await);
     restarted
@@ -340,14 +353,19 @@ async fn a_rerun_after_a_crash_sends_no_second_dm_and_creates_no_second_lead() {
     assert_eq!(tasks, 1, "no second task");
 }
 
-#[tokio::test]
-async fn a_crash_between_each_effect_and_its_record_repeats_none_of_them() {
-    let running = start_handoff().await;
+/// The worst crash: every effect of lead 1002's execution reached its
+/// provider, but no result (and no node's outputs) reached the journal;
+/// only the intents did. The rerun must find each effect at its provider.
+/// Run with the host clock at `now_ms`, wherever the wall clock is.
+async fn crash_between_each_effect_and_its_record(now_ms: i64) {
+    let roster_dir = tempfile::tempdir().unwrap();
+    let roster = handoff_tests::open_roster(roster_dir.path());
+    let open = |options: handoff::app::AppOptions| handoff::app::AppOptions { roster: roster.clone(), ..options };
+    let clock = Arc::new(handoff::capabilities::ManualClock::new(now_ms));
+    let running = start_handoff_with(tempfile::tempdir().unwrap(), clock, open).await;
     deliver(&running, json!([mql_event(510, 1002)])).await;
-    assert_eq!(dms_to(&running, "carlos.ruiz@handoff-demo.com").len(), 1);
+    assert_eq!(dms(&running).len(), 1, "one DM for the lead");
 
-    // The worst crash: every effect reached its provider, but no result
-    // (and no node's outputs) reached the journal; only the intents did.
     // Plugin-state increments commit with their record, so they stay.
     let db = running.state_dir.path().join("handoff.db");
     let ledger = rusqlite::Connection::open(&db).unwrap();
@@ -362,14 +380,36 @@ async fn a_crash_between_each_effect_and_its_record_repeats_none_of_them() {
     ledger.execute("DELETE FROM effects WHERE key NOT LIKE '%state.increment'", []).unwrap();
     ledger.execute("UPDATE events SET finished_at = NULL", []).unwrap();
 
-    let restarted = restart(&running).await;
+    let restarted = restart_with(&running, open).await;
     let rerun = &restarted.server.finished()[0].record;
     assert!(rerun.runs.iter().all(|r| !r.replayed && r.error.is_none()), "every node ran again, and succeeded");
-    assert_eq!(dms_to(&running, "carlos.ruiz@handoff-demo.com").len(), 1, "the DM was found at Slack, not resent");
+    assert_eq!(dms(&running).len(), 1, "the DM was found at Slack, not resent");
     assert_eq!(marcus_leads(&running), 1, "the Salesforce lead was found, not created again");
     assert_eq!(running.sandbox.state.world().salesforce.objects["Task"].len(), 1, "the task was found");
     let lead = SqliteStore::open(&db).unwrap().lead("1002").await.unwrap().unwrap();
     assert_eq!(lead.state, handoff::store::LeadState::Notified);
+}
+
+/// Every DM the sandbox's Slack took.
+fn dms(running: &Running) -> Vec<String> {
+    running.sandbox.state.world().slack.messages.iter().filter(|m| m.recipient.is_some()).map(|m| m.text.clone()).collect()
+}
+
+const WEEK_MS: i64 = 7 * 86_400_000;
+
+#[tokio::test]
+async fn a_crash_between_each_effect_and_its_record_repeats_none_of_them() {
+    crash_between_each_effect_and_its_record(handoff_tests::test_now_ms()).await;
+}
+
+#[tokio::test]
+async fn a_crash_between_each_effect_and_its_record_repeats_none_with_the_host_clock_a_week_ahead() {
+    crash_between_each_effect_and_its_record(handoff::capabilities::SystemClock.now_ms() + WEEK_MS).await;
+}
+
+#[tokio::test]
+async fn a_crash_between_each_effect_and_its_record_repeats_none_with_the_host_clock_a_week_behind() {
+    crash_between_each_effect_and_its_record(handoff::capabilities::SystemClock.now_ms() - WEEK_MS).await;
 }
 
 #[tokio::test]

@@ -2,9 +2,10 @@
 //! PostgreSQL that several instances share (at `HANDOFF_TEST_DATABASE_URL`,
 //! default the machine's `test` database; each test in a schema of its own).
 
-use handoff::capabilities::{CapabilityError, Entry};
+use handoff::capabilities::{CapabilityError, Entry, SystemClock};
 use handoff::store::{Database, InboundEvent, Instance, LeadFacts, LeadState, Ledger, Step, WaitPolicy};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where one test's ledger lives.
@@ -29,7 +30,7 @@ impl Backend {
     /// The ledger as instance `id` (a new boot each call).
     async fn open(&self, id: &str, lease_ms: u64) -> Ledger {
         let instance = Instance { lease: Duration::from_millis(lease_ms), ..Instance::named(id) };
-        Ledger::open(&self.database, instance).await.unwrap()
+        Ledger::open(&self.database, instance, Arc::new(SystemClock)).await.unwrap()
     }
 
     async fn drop_schema(&self) {

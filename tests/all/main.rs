@@ -1,6 +1,7 @@
 //! Integration tests of the Handoff host, in one binary (one link step).
 
 mod cache;
+mod clock;
 mod connectors;
 mod executor;
 mod grants;

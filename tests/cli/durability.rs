@@ -118,7 +118,7 @@ from = "Handoff <handoff@sandbox.test>"
 
 impl World {
     async fn ledger(&self) -> Ledger {
-        Ledger::open(&self.database, Instance::named("observer")).await.unwrap()
+        Ledger::open(&self.database, Instance::named("observer"), Arc::new(SystemClock)).await.unwrap()
     }
 
     /// Starts `handoff serve` on the world's port; returns once it answers.

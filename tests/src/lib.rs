@@ -216,6 +216,24 @@ pub struct Running {
     pub state_dir: tempfile::TempDir,
 }
 
+/// Shifts the tests' virtual time by this many days (default 0), so the
+/// suite can be run far from the wall clock: a multiple of 7 keeps the
+/// weekday, and so the roster's working hours, as they are at
+/// [`handoff::demo::DEMO_NOW`].
+pub const SHIFT_DAYS_VAR: &str = "HANDOFF_TEST_SHIFT_DAYS";
+
+/// The virtual time end-to-end tests start at: [`handoff::demo::DEMO_NOW`],
+/// moved by [`SHIFT_DAYS_VAR`] days when set.
+pub fn test_now_ms() -> i64 {
+    let days: i64 = std::env::var(SHIFT_DAYS_VAR).ok().and_then(|d| d.trim().parse().ok()).unwrap_or(0);
+    handoff::capabilities::Clock::now_ms(&*handoff::demo::demo_clock()) + days * 86_400_000
+}
+
+/// A manual clock at [`test_now_ms`].
+pub fn test_clock() -> Arc<handoff::capabilities::ManualClock> {
+    Arc::new(handoff::capabilities::ManualClock::new(test_now_ms()))
+}
+
 /// Starts the sandbox and the server with the shipped pipeline and roster.
 pub async fn start_handoff() -> Running {
     start_handoff_in(tempfile::tempdir().unwrap()).await
@@ -223,12 +241,29 @@ pub async fn start_handoff() -> Running {
 
 /// [`start_handoff`] with its state and ledger (`handoff.db`) in `state_dir`.
 pub async fn start_handoff_in(state_dir: tempfile::TempDir) -> Running {
-    let clock = handoff::demo::demo_clock();
+    start_handoff_with(state_dir, test_clock(), |options| options).await
+}
+
+/// Starts the sandbox and the server on `clock`, with the shipped pipeline
+/// and roster, the options changed by `adjust`.
+pub async fn start_handoff_with(
+    state_dir: tempfile::TempDir,
+    clock: Arc<handoff::capabilities::ManualClock>,
+    adjust: impl FnOnce(handoff::app::AppOptions) -> handoff::app::AppOptions,
+) -> Running {
     let sandbox = Sandbox::start_loopback(SandboxSettings::default(), clock.clone()).await.unwrap();
-    let app = handoff::app::App::launch(handoff_options(&sandbox, clock.clone(), state_dir.path()))
-        .await
-        .expect("handoff starts");
+    let options = adjust(handoff_options(&sandbox, clock.clone(), state_dir.path()));
+    let app = handoff::app::App::launch(options).await.expect("handoff starts");
     Running { sandbox, app, clock, state_dir }
+}
+
+/// The shipped roster with every rep always available and no daily cap,
+/// written into `dir`: for tests whose virtual time may fall at any hour.
+pub fn open_roster(dir: &Path) -> PathBuf {
+    let path = dir.join("open-roster.json");
+    let pipelines = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    handoff::demo::write_open_roster(&pipelines, &path).expect("the open roster is written");
+    path
 }
 
 /// The shipped pipeline and roster on `sandbox` (with fast retries), on

@@ -9,7 +9,7 @@ mod sqlite;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-use crate::capabilities::{EffectJournal, StateStore};
+use crate::capabilities::{Clock, EffectJournal, StateStore};
 use std::sync::Arc;
 
 use crate::pipeline::{BranchEnd, ExecutionRecord, ExecutionStatus};
@@ -193,16 +193,19 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Opens (creating and migrating) the ledger as `instance`.
+    /// Opens (creating and migrating) the ledger as `instance`. Business
+    /// times it writes come from `clock`, the host's clock, so that they
+    /// compare with what plugins and runs see; liveness times (leases,
+    /// waits) are real time.
     ///
     /// # Errors
     ///
     /// When the database cannot be opened or reached, or a migration fails.
-    pub async fn open(database: &Database, instance: Instance) -> Result<Ledger> {
+    pub async fn open(database: &Database, instance: Instance, clock: Arc<dyn Clock>) -> Result<Ledger> {
         Ok(match database {
-            Database::Sqlite(path) => Ledger::from(Arc::new(SqliteStore::open_as(path, instance)?)),
+            Database::Sqlite(path) => Ledger::from(Arc::new(SqliteStore::open_as(path, instance, clock)?)),
             Database::Postgres { url, schema } => {
-                Ledger::from(Arc::new(PostgresStore::connect(url, schema, instance).await?))
+                Ledger::from(Arc::new(PostgresStore::connect(url, schema, instance, clock).await?))
             }
         })
     }

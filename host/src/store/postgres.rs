@@ -4,7 +4,7 @@
 //! so instances never wait on each other's work.
 
 use super::{Deferred, InboundEvent, Instance, LeadFacts, LeadRecord, LeadState, Step, Store, WaitPolicy};
-use crate::capabilities::{CapabilityError, EffectJournal, Entry, StateStore};
+use crate::capabilities::{CapabilityError, Clock, EffectJournal, Entry, StateStore};
 use anyhow::{Context, Result};
 use std::sync::{Arc, Mutex};
 use tokio_postgres::{Client, NoTls, Row};
@@ -87,6 +87,8 @@ struct Inner {
     idle: Mutex<Vec<Client>>,
     permits: tokio::sync::Semaphore,
     instance: Instance,
+    /// The host's clock, for business times (see `SqliteStore`).
+    clock: Arc<dyn Clock>,
     pending: super::PendingRecords,
 }
 
@@ -135,7 +137,7 @@ impl PostgresStore {
     ///
     /// When the database cannot be reached, the schema name is not a plain
     /// lower-case identifier, or a migration fails.
-    pub async fn connect(url: &str, schema: &str, instance: Instance) -> Result<Self> {
+    pub async fn connect(url: &str, schema: &str, instance: Instance, clock: Arc<dyn Clock>) -> Result<Self> {
         anyhow::ensure!(valid_schema(schema), "schema '{schema}' must be a lower-case identifier (letters, digits, _)");
         let store = PostgresStore {
             inner: Arc::new(Inner {
@@ -144,6 +146,7 @@ impl PostgresStore {
                 idle: Mutex::new(Vec::new()),
                 permits: tokio::sync::Semaphore::new(MAX_CONNECTIONS),
                 instance,
+                clock,
                 pending: super::PendingRecords::default(),
             }),
         };
@@ -177,8 +180,10 @@ impl PostgresStore {
         Ok(Pooled { inner: &self.inner, client: Some(client), _permit: permit })
     }
 
-    fn now() -> i64 {
-        crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock)
+    /// The host's clock, for business times. Liveness times (leases,
+    /// waits) are the database's clock ([`DB_NOW`]).
+    fn business_now(&self) -> i64 {
+        self.inner.clock.now_ms()
     }
 
     fn lease_ms(&self) -> i64 {
@@ -492,7 +497,7 @@ impl Store for PostgresStore {
                 "UPDATE events SET execution_id = $3, finished_at = $4, failed = $5, next_attempt_at = NULL,
                     claimed_by = NULL, claim_boot = NULL, lease_until = NULL
                  WHERE source = $1 AND event_id = $2 AND finished_at IS NULL AND claimed_by = $6 AND claim_boot = $7",
-                &[&source, &event_id, &execution_id, &Self::now(), &failed, &me.id, &me.boot],
+                &[&source, &event_id, &execution_id, &self.business_now(), &failed, &me.id, &me.boot],
             )
             .await?;
         Ok(changed == 1)
@@ -619,12 +624,12 @@ impl EffectJournal for PostgresStore {
     async fn record(&self, key: &str, result: &serde_json::Value) -> Result<()> {
         // Not waited for (see the trait), but readable here at once.
         self.inner.pending.insert(key, result);
-        let (store, key, result) = (self.clone(), key.to_string(), result.to_string());
+        let (store, key, result, at) = (self.clone(), key.to_string(), result.to_string(), self.business_now());
         tokio::spawn(async move {
             let commit = async {
                 let mut client = store.client().await?;
                 let tx = client.transaction().await?;
-                record_effect(&tx, &key, &result).await?;
+                record_effect(&tx, &key, &result, at).await?;
                 tx.commit().await?;
                 anyhow::Ok(())
             };
@@ -637,10 +642,11 @@ impl EffectJournal for PostgresStore {
     }
 }
 
-async fn record_effect(tx: &tokio_postgres::Transaction<'_>, key: &str, result: &str) -> Result<()> {
+/// Records an effect's result at `at` (host clock) and drops its intent.
+async fn record_effect(tx: &tokio_postgres::Transaction<'_>, key: &str, result: &str, at: i64) -> Result<()> {
     tx.execute(
         "INSERT INTO effects (key, result, recorded_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        &[&key, &result, &PostgresStore::now()],
+        &[&key, &result, &at],
     )
     .await?;
     tx.execute("DELETE FROM effect_intents WHERE key = $1", &[&key]).await?;
@@ -691,6 +697,7 @@ impl StateStore for PostgresStore {
         delta: i64,
         effect: Option<&str>,
     ) -> Result<i64, CapabilityError> {
+        let at = self.business_now();
         let mut client = self.client().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(unavailable)?;
         // Lock the row, or the key's absence, for this transaction.
@@ -734,7 +741,7 @@ impl StateStore for PostgresStore {
         .await
         .map_err(unavailable)?;
         if let Some(effect) = effect {
-            record_effect(&tx, effect, &next.to_string()).await.map_err(unavailable)?;
+            record_effect(&tx, effect, &next.to_string(), at).await.map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(next)

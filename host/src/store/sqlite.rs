@@ -3,7 +3,7 @@
 
 use super::{Deferred, InboundEvent, Instance, LeadFacts, LeadRecord, LeadState, Step, Store, WaitPolicy, key_range};
 use crate::capabilities::Entry;
-use crate::capabilities::{CapabilityError, StateStore};
+use crate::capabilities::{CapabilityError, Clock, StateStore, SystemClock};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
@@ -94,6 +94,10 @@ struct Inner {
     writer: Mutex<std::sync::mpsc::Sender<Job>>,
     readers: Mutex<Vec<Connection>>,
     instance: Instance,
+    /// The host's clock: the business times the ledger writes (when an
+    /// event finished, when an effect was recorded) are on the same time
+    /// line as the plugins and the runs.
+    clock: Arc<dyn Clock>,
     pending: super::PendingRecords,
 }
 
@@ -111,21 +115,23 @@ fn connect(path: &Path) -> Result<Connection> {
 
 impl SqliteStore {
     /// Opens (creating and migrating) the database at `path`, as the
-    /// instance the environment names.
+    /// instance the environment names, on the system clock: for reading a
+    /// ledger, or for tools that run on real time.
     ///
     /// # Errors
     ///
     /// When the file cannot be opened or a migration fails.
     pub fn open(path: &Path) -> Result<Self> {
-        SqliteStore::open_as(path, Instance::from_env())
+        SqliteStore::open_as(path, Instance::from_env(), Arc::new(SystemClock))
     }
 
-    /// Opens the database at `path` as `instance`.
+    /// Opens the database at `path` as `instance`, writing business times
+    /// from `clock` (the host's clock).
     ///
     /// # Errors
     ///
     /// When the file cannot be opened or a migration fails.
-    pub fn open_as(path: &Path, instance: Instance) -> Result<Self> {
+    pub fn open_as(path: &Path, instance: Instance, clock: Arc<dyn Clock>) -> Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -142,6 +148,7 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 instance,
+                clock,
                 pending: super::PendingRecords::default(),
             }),
         })
@@ -196,8 +203,16 @@ impl SqliteStore {
         }
     }
 
+    /// Real time, for liveness: leases and the waits of events whose
+    /// provider is down measure how long something has really been
+    /// unresponsive, whatever time the host's clock says.
     fn now() -> i64 {
-        crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock)
+        SystemClock.now_ms()
+    }
+
+    /// The host's clock, for business times.
+    fn business_now(&self) -> i64 {
+        self.inner.clock.now_ms()
     }
 
     fn lease_ms(&self) -> i64 {
@@ -525,7 +540,7 @@ impl Store for SqliteStore {
     async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<bool> {
         let (source, event_id, execution_id) = (source.to_string(), event_id.to_string(), execution_id.to_string());
         let instance = self.inner.instance.clone();
-        let now = Self::now();
+        let now = self.business_now();
         self.write(move |c| {
             let changed = c.execute(
                 "UPDATE events SET execution_id = ?3, finished_at = ?4, failed = ?5, next_attempt_at = NULL,
@@ -667,8 +682,8 @@ impl crate::capabilities::EffectJournal for SqliteStore {
         // Queued behind earlier writes, committed with the next group; not
         // waited for (see the trait), but readable here at once.
         self.inner.pending.insert(key, result);
-        let (owned_key, text) = (key.to_string(), result.to_string());
-        let committing = self.write(move |c| record_effect(c, &owned_key, &text));
+        let (owned_key, text, at) = (key.to_string(), result.to_string(), self.business_now());
+        let committing = self.write(move |c| record_effect(c, &owned_key, &text, at));
         let (inner, key) = (self.inner.clone(), key.to_string());
         tokio::spawn(async move {
             if let Err(e) = committing.await {
@@ -680,11 +695,9 @@ impl crate::capabilities::EffectJournal for SqliteStore {
     }
 }
 
-fn record_effect(c: &Connection, key: &str, result: &str) -> Result<()> {
-    c.execute(
-        "INSERT OR IGNORE INTO effects (key, result, recorded_at) VALUES (?1, ?2, ?3)",
-        params![key, result, SqliteStore::now()],
-    )?;
+/// Records an effect's result at `at` (host clock) and drops its intent.
+fn record_effect(c: &Connection, key: &str, result: &str, at: i64) -> Result<()> {
+    c.execute("INSERT OR IGNORE INTO effects (key, result, recorded_at) VALUES (?1, ?2, ?3)", params![key, result, at])?;
     c.execute("DELETE FROM effect_intents WHERE key = ?1", params![key])?;
     Ok(())
 }
@@ -737,6 +750,7 @@ impl StateStore for SqliteStore {
         effect: Option<&str>,
     ) -> Result<i64, CapabilityError> {
         let (scope, key, effect) = (scope.to_string(), key.to_string(), effect.map(str::to_string));
+        let at = self.business_now();
         let outcome = self
             .write(move |c| {
                 // Done already (by a run of this execution elsewhere): the
@@ -774,7 +788,7 @@ impl StateStore for SqliteStore {
                     params![scope, key, next.to_string()],
                 )?;
                 if let Some(effect) = &effect {
-                    record_effect(c, effect, &next.to_string())?;
+                    record_effect(c, effect, &next.to_string(), at)?;
                 }
                 Ok(Ok(next))
             })
