@@ -1,19 +1,31 @@
-//! Builds the guest programs in `tests/programs` and exposes their paths as
-//! constants (`PROGRAMS`), so tests never shell out to build.
+//! Builds every guest program in `tests/programs` (each directory with a
+//! `Cargo.toml`, package `test-<dir>`) and exposes their paths as constants
+//! (`ECHO`, `SPIN`, ...), so tests never shell out to build and a new
+//! program needs no edit here.
 
 use std::path::PathBuf;
-
-const PROGRAMS: &[&str] = &["echo", "spin", "hog", "trap", "sneaky", "overreach", "shadow", "blurt"];
 
 fn main() {
     let here = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let workspace = here.join("programs");
-    let packages: Vec<String> = PROGRAMS.iter().map(|p| format!("test-{p}")).collect();
+    let mut programs: Vec<String> = std::fs::read_dir(&workspace)
+        .expect("tests/programs exists")
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|dir| dir.join("Cargo.toml").is_file())
+        .filter_map(|dir| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    programs.sort();
+    let packages: Vec<String> = programs.iter().map(|p| format!("test-{p}")).collect();
     let packages: Vec<&str> = packages.iter().map(String::as_str).collect();
-    let built = handoff_plugin_build::build(&workspace, &packages, &[workspace.clone(), here.join("../wit")]);
+    let watch = [workspace.clone(), here.join("../wit"), here.join("../plugins/sdk")];
+    let built = handoff_plugin_build::build(&workspace, &packages, &watch);
     let mut code = String::new();
-    for (name, plugin) in PROGRAMS.iter().zip(&built) {
-        code.push_str(&format!("pub const {}: &str = {:?};\n", name.to_uppercase(), plugin.wasm));
+    for (name, plugin) in programs.iter().zip(&built) {
+        let constant = name.to_uppercase().replace('-', "_");
+        code.push_str(&format!(
+            "/// The `{name}` test program's component.\npub const {constant}: &str = {:?};\n",
+            plugin.wasm
+        ));
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("programs.rs");
     std::fs::write(out, code).unwrap();

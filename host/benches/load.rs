@@ -100,7 +100,7 @@ async fn contacts(server: &Server, from: usize, count: usize) -> Vec<u64> {
             "company": format!("Company {i}"), "country": countries[i % countries.len()], "state": "NY",
             "numemployees": (100 + i * 37 % 3000).to_string(), "lifecyclestage": "marketingqualifiedlead",
             "hubspotscore": "70"});
-        let id = handoff::demo::create_contact(&http, server.sandbox, &properties).await.unwrap();
+        let id = handoff_emulators::drive::create_contact(&http, server.sandbox, &properties).await.unwrap();
         ids.push(id.parse().unwrap());
     }
     ids
@@ -120,7 +120,10 @@ fn wall_us() -> i64 {
 /// Sends one webhook; returns its acknowledgement latency in µs.
 async fn send(http: &reqwest::Client, url: &str, n: usize, contact: u64) -> u64 {
     let sent = Instant::now();
-    let response = handoff::demo::send_signed(http, url, "sandbox-secret", webhook(n, contact)).await.unwrap();
+    let response =
+        handoff_emulators::drive::send_hubspot_webhook(http, url, handoff_emulators::SECRET, webhook(n, contact))
+            .await
+            .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
     u64::try_from(sent.elapsed().as_micros()).unwrap()
 }

@@ -4,8 +4,9 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use handoff::capabilities::Capabilities;
+use handoff::capabilities::RunIdentity;
 use handoff::pipeline::{self, Executor, Start};
-use handoff::runtime::{Invocation, PluginRegistry, RunIdentity, RunLimits, Runtime, RuntimeConfig};
+use handoff::runtime::{Invocation, PluginRegistry, RunLimits, Runtime, RuntimeConfig};
 use std::path::Path;
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@
 
 use handoff::app::{App, AppOptions};
 use handoff::capabilities::Clock;
-use handoff::sandbox::{Sandbox, SandboxSettings};
+use handoff_emulators::{Emulators, Settings};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -23,18 +23,18 @@ async fn run(leads: usize) {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let clock = handoff::demo::demo_clock();
     let now = clock.now_ms();
-    let settings = SandboxSettings {
+    let settings = Settings {
         hubspot_per_ten_seconds: 0,
         hubspot_search_per_second: 0,
         slack_channel_burst: 0,
         ..Default::default()
     };
-    let sandbox = Sandbox::start_loopback(settings, clock.clone()).await.unwrap();
+    let sandbox = handoff::emulated::start(settings, clock.clone()).await.unwrap();
     let data = tempfile::tempdir().unwrap();
     let app = App::launch(AppOptions::mql_handoff(
         &repo.join("pipelines"),
         data.path().to_path_buf(),
-        sandbox.connectors(),
+        handoff::emulated::connectors(&sandbox),
         clock,
     ))
     .await
@@ -49,7 +49,7 @@ async fn run(leads: usize) {
             "company": format!("Company {i}"), "country": countries[i % countries.len()], "state": "NY",
             "numemployees": (100 + i * 37 % 3000).to_string(), "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70",
             "hs_analytics_num_page_views": "12", "hs_analytics_num_visits": "4", "pricing_page_views": "1"}});
-        let id = handoff::demo::create_contact(&http, sandbox.http, &body["properties"]).await.unwrap();
+        let id = handoff_emulators::drive::create_contact(&http, sandbox.http, &body["properties"]).await.unwrap();
         ids.push(id.parse::<u64>().unwrap());
     }
 
@@ -59,7 +59,8 @@ async fn run(leads: usize) {
         let body = json!([{"eventId": 7_000_000 + n, "subscriptionType": "contact.propertyChange", "objectId": id,
             "propertyName": "lifecyclestage", "propertyValue": "marketingqualifiedlead", "occurredAt": now}])
         .to_string();
-        let response = handoff::demo::send_signed(&http, &url, "sandbox-secret", body).await.unwrap();
+        let response =
+            handoff_emulators::drive::send_hubspot_webhook(&http, &url, handoff_emulators::SECRET, body).await.unwrap();
         assert!(response.status().is_success());
         while app.server.finished().len() <= n {
             tokio::time::sleep(Duration::from_micros(200)).await;

@@ -2,16 +2,62 @@
 //! connectors and the HTTP server, wired together. `handoff serve`,
 //! `handoff demo` and the end-to-end tests all start one here.
 
-use crate::capabilities::{Capabilities, Clock, TimerBook};
-use crate::cli::{Host, HostOptions};
+use crate::capabilities::{Capabilities, Clock, FileStateStore, TimerBook};
 use crate::connectors::ConnectorsConfig;
 use crate::pipeline::{self, Executor, Trigger};
 use crate::roster::FileRoster;
+use crate::runtime::{PluginRegistry, Runtime, RuntimeConfig};
 use crate::server::{Server, ServerConfig};
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Settings every subcommand shares.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// Where the host keeps state and the compiled-component cache.
+    pub data_dir: PathBuf,
+    /// Extra plugin directories (`--plugins DIR`).
+    pub plugin_dirs: Vec<PathBuf>,
+}
+
+/// A started runtime with its plugins loaded.
+pub struct Host {
+    pub runtime: Arc<Runtime>,
+    pub registry: PluginRegistry,
+    pub options: HostOptions,
+}
+
+impl Host {
+    /// Starts the runtime and loads the standard plugins plus
+    /// `--plugins` directories. Components that fail to load are reported on
+    /// stderr and left out.
+    ///
+    /// # Errors
+    ///
+    /// When the runtime cannot start.
+    pub async fn start(options: HostOptions) -> Result<Host> {
+        let runtime = Runtime::new(RuntimeConfig::new(&options.data_dir)).context("starting the plugin runtime")?;
+        let (registry, problems) = PluginRegistry::load(&runtime, &options.plugin_dirs).await;
+        for problem in problems {
+            eprintln!("warning: plugin not loaded: {problem}");
+        }
+        Ok(Host { runtime, registry, options })
+    }
+
+    /// Capability providers for a one-shot run: plugin state on disk under
+    /// the data dir, timers listed rather than fired, system clock. CRM,
+    /// marketing, chat, email, LLM and roster are not configured here yet, so
+    /// calls to them answer `unavailable`.
+    pub fn local_capabilities(&self, timers: Arc<TimerBook>) -> Capabilities {
+        Capabilities {
+            state: Some(Arc::new(FileStateStore::new(self.options.data_dir.join("state")))),
+            schedule: Some(timers),
+            ..Capabilities::none()
+        }
+    }
+}
 
 /// How to start.
 pub struct AppOptions {
@@ -27,9 +73,9 @@ pub struct AppOptions {
     pub listen: SocketAddr,
     pub public_url: Option<String>,
     /// Where the ledger lives; SQLite at `<data_dir>/handoff.db` when unset.
-    pub database: Option<crate::store::Database>,
+    pub database: Option<crate::ledger::Database>,
     /// Who this server is when claiming work in the ledger.
-    pub instance: crate::store::Instance,
+    pub instance: crate::ledger::Instance,
     /// Slack channel for failed-lead alerts (`#revops-alerts`).
     pub ops_channel: Option<String>,
     /// How often the reconciliation sweep runs (default 5 minutes).
@@ -39,7 +85,7 @@ pub struct AppOptions {
     /// "Now" for plugins.
     pub clock: Arc<dyn Clock>,
     /// How leads wait while a provider is down.
-    pub waiting: crate::store::WaitPolicy,
+    pub waiting: crate::ledger::WaitPolicy,
 }
 
 impl AppOptions {
@@ -61,12 +107,12 @@ impl AppOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_url: None,
             database: None,
-            instance: crate::store::Instance::from_env(),
+            instance: crate::ledger::Instance::from_env(),
             ops_channel: Some("#revops-alerts".into()),
             sweep_every: None,
             api_token: None,
             clock,
-            waiting: crate::store::WaitPolicy::default(),
+            waiting: crate::ledger::WaitPolicy::default(),
         }
     }
 }
@@ -114,8 +160,8 @@ impl App {
         let database = options
             .database
             .clone()
-            .unwrap_or_else(|| crate::store::Database::Sqlite(options.data_dir.join("handoff.db")));
-        let ledger = crate::store::Ledger::open(&database, options.instance.clone(), options.clock.clone()).await?;
+            .unwrap_or_else(|| crate::ledger::Database::Sqlite(options.data_dir.join("handoff.db")));
+        let ledger = crate::ledger::Roles::open(&database, options.instance.clone(), options.clock.clone()).await?;
         let local = Capabilities {
             journal: Some(ledger.journal.clone()),
             state: Some(ledger.state.clone()),
@@ -145,7 +191,7 @@ impl App {
             listen: options.listen,
             pipelines,
             executor,
-            store: ledger.store.clone(),
+            ledger: ledger.ledger.clone(),
             hubspot_app_secret,
             slack_signing_secret,
             public_url: options.public_url,

@@ -1,63 +1,17 @@
 //! What the `handoff` subcommands do, and how their output reads. Argument
 //! parsing lives in `main.rs`; everything here is callable from tests.
 
-use crate::capabilities::{Capabilities, FileStateStore, TimerBook};
+use crate::app::Host;
+use crate::capabilities::TimerBook;
 use crate::connectors::ConnectorsConfig;
-use crate::pipeline::{self, BranchEnd, ExecutionRecord, ExecutionStatus, Executor, Start};
-use crate::runtime::{PluginRegistry, Runtime, RuntimeConfig};
-use crate::sandbox::{Fixture, Sandbox, SandboxSettings, SandboxState};
+use crate::pipeline::{self, Executor, Start};
+use crate::record::{BranchEnd, ExecutionRecord, ExecutionStatus};
 use anyhow::{Context, Result};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-
-/// Settings every subcommand shares.
-#[derive(Debug, Clone)]
-pub struct HostOptions {
-    /// Where the host keeps state and the compiled-component cache.
-    pub data_dir: PathBuf,
-    /// Extra plugin directories (`--plugins DIR`).
-    pub plugin_dirs: Vec<PathBuf>,
-}
-
-/// A started runtime with its plugins loaded.
-pub struct Host {
-    pub runtime: Arc<Runtime>,
-    pub registry: PluginRegistry,
-    pub options: HostOptions,
-}
-
-impl Host {
-    /// Starts the runtime and loads the standard plugins plus
-    /// `--plugins` directories. Components that fail to load are reported on
-    /// stderr and left out.
-    ///
-    /// # Errors
-    ///
-    /// When the runtime cannot start.
-    pub async fn start(options: HostOptions) -> Result<Host> {
-        let runtime = Runtime::new(RuntimeConfig::new(&options.data_dir)).context("starting the plugin runtime")?;
-        let (registry, problems) = PluginRegistry::load(&runtime, &options.plugin_dirs).await;
-        for problem in problems {
-            eprintln!("warning: plugin not loaded: {problem}");
-        }
-        Ok(Host { runtime, registry, options })
-    }
-
-    /// Capability providers for a one-shot run: plugin state on disk under
-    /// the data dir, timers listed rather than fired, system clock. CRM,
-    /// marketing, chat, email, LLM and roster are not configured here yet, so
-    /// calls to them answer `unavailable`.
-    pub fn local_capabilities(&self, timers: Arc<TimerBook>) -> Capabilities {
-        Capabilities {
-            state: Some(Arc::new(FileStateStore::new(self.options.data_dir.join("state")))),
-            schedule: Some(timers),
-            ..Capabilities::none()
-        }
-    }
-}
 
 /// `handoff validate FILE...`: prints every problem, exits 1 if any.
 pub fn validate(host: &Host, files: &[PathBuf]) -> ExitCode {
@@ -115,13 +69,12 @@ pub async fn run(host: &Host, options: &RunOptions) -> Result<ExitCode> {
     let input = read_input(&options.input)?;
     let timers = Arc::new(TimerBook::default());
     let local = host.local_capabilities(timers.clone());
-    let mut _sandbox = None;
+    let mut _emulators = None;
     let capabilities = if options.sandbox {
         let any = "127.0.0.1:0".parse().expect("an address");
-        let sandbox = Sandbox::start(any, any).await?;
-        let capabilities = sandbox.connectors().connect(local)?;
-        _sandbox = Some(sandbox);
-        capabilities
+        let (running, connectors) = start_emulators(any, any).await?;
+        _emulators = Some(running);
+        connectors.connect(local)?
     } else if let Some(path) = &options.config {
         ConnectorsConfig::load(path)?.connect(local)?
     } else {
@@ -221,29 +174,54 @@ pub fn render_trace(record: &ExecutionRecord, full: bool) -> String {
     out
 }
 
+/// Emulators running for `--sandbox` (dropping it stops them).
+type RunningEmulators = Box<dyn std::any::Any + Send>;
+
+/// Starts the emulators on `http` and `smtp` for `--sandbox`, on the system
+/// clock; returns them and the connector settings that point at them.
+#[cfg(feature = "emulators")]
+async fn start_emulators(
+    http: std::net::SocketAddr,
+    smtp: std::net::SocketAddr,
+) -> Result<(RunningEmulators, ConnectorsConfig)> {
+    let emulators = crate::emulated::Emulators::start(http, smtp).await?;
+    let connectors = crate::emulated::connectors(&emulators);
+    Ok((Box::new(emulators), connectors))
+}
+
+#[cfg(not(feature = "emulators"))]
+async fn start_emulators(
+    _http: std::net::SocketAddr,
+    _smtp: std::net::SocketAddr,
+) -> Result<(RunningEmulators, ConnectorsConfig)> {
+    anyhow::bail!("this build of handoff has no emulators (it was built without the `emulators` feature)")
+}
+
 /// `handoff sandbox`: serves the emulators until interrupted.
 ///
 /// # Errors
 ///
 /// When a port cannot be bound or the fixture cannot be read.
+#[cfg(feature = "emulators")]
 pub async fn sandbox(
     listen: std::net::SocketAddr,
     smtp: std::net::SocketAddr,
     fixture: Option<&Path>,
 ) -> Result<ExitCode> {
+    use handoff_emulators::{EmulatorState, Emulators, Fixture, Settings};
     let fixture = match fixture {
         Some(path) => Fixture::load(path)?,
         None => Fixture::builtin(),
     };
-    let state = SandboxState::new(fixture, SandboxSettings::default(), Arc::new(crate::capabilities::SystemClock));
-    let sandbox = Sandbox::start_with(listen, smtp, state).await?;
-    let base = format!("http://{}", sandbox.http);
+    let state = EmulatorState::new(fixture, Settings::default(), handoff_emulators::system_clock());
+    let emulators = Emulators::start_with(listen, smtp, state).await?;
+    let base = format!("http://{}", emulators.http);
     println!("Handoff sandbox: emulators of HubSpot, Salesforce, Slack and Anthropic, and an SMTP sink");
     println!("  HubSpot      {base}/hubspot          (bearer token: sandbox)");
     println!("  Salesforce   {base}/salesforce       (OAuth: {base}/salesforce/services/oauth2/token)");
     println!("  Slack        {base}/slack/api");
     println!("  Anthropic    {base}/anthropic/v1/messages");
-    println!("  SMTP         {}", sandbox.smtp);
+    println!("  SMTP         {}", emulators.smtp);
     println!(
         "  Inspect      {base}/_sandbox/stats, /_sandbox/slack/messages, /_sandbox/salesforce/Lead, /_sandbox/emails"
     );
@@ -274,16 +252,12 @@ pub struct ServeOptions {
 ///
 /// Missing credentials (named), invalid pipelines or roster, ports in use.
 pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
-    let mut _sandbox = None;
+    let mut _emulators = None;
     let connectors = match options.sandbox {
         Some((http, smtp)) => {
-            let sandbox = Sandbox::start(http, smtp).await?;
-            let connectors = sandbox.connectors();
-            println!(
-                "sandbox: emulators on http://{} (SMTP {}); inspect at /_sandbox/stats",
-                sandbox.http, sandbox.smtp
-            );
-            _sandbox = Some(sandbox);
+            let (running, connectors) = start_emulators(http, smtp).await?;
+            println!("sandbox: emulators on http://{http} (SMTP {smtp}); inspect at /_sandbox/stats");
+            _emulators = Some(running);
             connectors
         }
         None => {
@@ -297,8 +271,8 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
         }
     };
     let app = crate::app::App::launch(crate::app::AppOptions {
-        database: Some(crate::store::Database::from_env(&options.data_dir)),
-        instance: crate::store::Instance::from_env(),
+        database: Some(crate::ledger::Database::from_env(&options.data_dir)),
+        instance: crate::ledger::Instance::from_env(),
         data_dir: options.data_dir,
         plugin_dirs: options.plugin_dirs,
         pipelines: options.pipelines,
@@ -313,7 +287,7 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
             .filter(|t| !t.is_empty())
             .map(crate::connectors::Secret::new),
         clock: Arc::new(crate::capabilities::SystemClock),
-        waiting: crate::store::WaitPolicy::from_env(|name| std::env::var(name).ok())?,
+        waiting: crate::ledger::WaitPolicy::from_env(|name| std::env::var(name).ok())?,
     })
     .await?;
     println!(
@@ -337,9 +311,9 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
 }
 
 /// The ledger `handoff serve` uses with these settings.
-async fn open_store(data_dir: &Path) -> Result<Arc<dyn crate::store::Store>> {
-    let database = crate::store::Database::from_env(data_dir);
-    if let crate::store::Database::Sqlite(path) = &database {
+async fn open_ledger(data_dir: &Path) -> Result<Arc<dyn crate::ledger::Ledger>> {
+    let database = crate::ledger::Database::from_env(data_dir);
+    if let crate::ledger::Database::Sqlite(path) = &database {
         anyhow::ensure!(
             path.exists(),
             "no ledger at {}; `handoff serve` creates it (or pass --data-dir, or set HANDOFF_DATABASE_URL)",
@@ -347,7 +321,7 @@ async fn open_store(data_dir: &Path) -> Result<Arc<dyn crate::store::Store>> {
         );
     }
     let clock = Arc::new(crate::capabilities::SystemClock);
-    Ok(crate::store::Ledger::open(&database, crate::store::Instance::from_env(), clock).await?.store)
+    Ok(crate::ledger::Roles::open(&database, crate::ledger::Instance::from_env(), clock).await?.ledger)
 }
 
 fn when(ms: i64) -> String {
@@ -355,25 +329,56 @@ fn when(ms: i64) -> String {
     format!("{} {}", &iso[..10], &iso[11..19])
 }
 
-/// `handoff leads`: the ledger's leads.
+/// `handoff leads`: the ledger's leads, optionally those in one state
+/// (any state a lead in the ledger shows, or a well-known one).
 ///
 /// # Errors
 ///
-/// When the ledger cannot be read.
-pub async fn leads(
-    data_dir: &Path,
-    state: Option<crate::store::LeadState>,
+/// When the ledger cannot be read, or no lead can be in `state`.
+pub async fn leads(data_dir: &Path, state: Option<&str>, limit: usize, json: bool) -> Result<ExitCode> {
+    print!("{}", leads_report(&*open_ledger(data_dir).await?, state, limit, json).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `handoff leads` prints: a table, or JSON.
+///
+/// # Errors
+///
+/// When the ledger cannot be read, or no lead can be in `state`.
+pub async fn leads_report(
+    ledger: &dyn crate::ledger::Ledger,
+    state: Option<&str>,
     limit: usize,
     json: bool,
-) -> Result<ExitCode> {
-    let leads = open_store(data_dir).await?.leads(state, limit).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&leads)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("{:<12} {:<10} {:<24} {:<26} {:<20} updated", "lead", "state", "name", "company", "owner");
-    for lead in &leads {
-        println!(
+) -> Result<String> {
+    let filter = match state {
+        None => None,
+        Some(name) => {
+            let present = ledger.lead_states().await?;
+            let known = crate::lead::LeadState::well_known(name)
+                .or_else(|| present.iter().map(|(s, _)| s.clone()).find(|s| s.as_str() == name));
+            let Some(known) = known else {
+                let mut names: Vec<String> =
+                    crate::lead::LeadState::WELL_KNOWN.iter().map(|s| s.as_str().to_string()).collect();
+                names.extend(present.iter().map(|(s, _)| s.as_str().to_string()));
+                names.sort();
+                names.dedup();
+                anyhow::bail!("no lead can be in state '{name}'; states: {}", names.join(", "));
+            };
+            Some(known)
+        }
+    };
+    let leads = ledger.leads(filter.as_ref(), limit).await?;
+    Ok(if json { serde_json::to_string_pretty(&leads)? + "\n" } else { render_leads(&leads) })
+}
+
+/// The table `handoff leads` prints.
+pub fn render_leads(leads: &[crate::lead::LeadRecord]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<12} {:<10} {:<24} {:<26} {:<20} updated", "lead", "state", "name", "company", "owner");
+    for lead in leads {
+        let _ = writeln!(
+            out,
             "{:<12} {:<10} {:<24} {:<26} {:<20} {}",
             lead.id,
             lead.state.as_str(),
@@ -383,8 +388,8 @@ pub async fn leads(
             when(lead.updated_at)
         );
     }
-    println!("{} lead(s)", leads.len());
-    Ok(ExitCode::SUCCESS)
+    let _ = writeln!(out, "{} lead(s)", leads.len());
+    out
 }
 
 /// `handoff lead ID`: one lead's timeline.
@@ -393,7 +398,7 @@ pub async fn leads(
 ///
 /// When the ledger cannot be read.
 pub async fn lead(data_dir: &Path, id: &str, json: bool) -> Result<ExitCode> {
-    let Some(lead) = open_store(data_dir).await?.lead(id).await? else {
+    let Some(lead) = open_ledger(data_dir).await?.lead(id).await? else {
         eprintln!("no lead {id} in the ledger");
         return Ok(ExitCode::FAILURE);
     };

@@ -7,10 +7,10 @@
 
 use crate::app::{App, AppOptions};
 use crate::capabilities::{Clock, ManualClock};
-use crate::connectors::hubspot::sign_v3;
-use crate::sandbox::{Sandbox, SandboxSettings};
+use crate::emulated::{Emulators, Settings};
 use crate::server::Finished;
-use anyhow::{Context, Result};
+use anyhow::Result;
+use handoff_emulators::drive::{create_contact, send_hubspot_webhook};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -110,49 +110,6 @@ fn props(row: &Mql) -> Value {
     })
 }
 
-/// Creates a HubSpot contact in the sandbox through its API; returns its id.
-///
-/// # Errors
-///
-/// When the emulator cannot be reached or answers without an id.
-pub async fn create_contact(
-    http: &reqwest::Client,
-    sandbox: std::net::SocketAddr,
-    properties: &Value,
-) -> Result<String> {
-    let created: Value = http
-        .post(format!("http://{sandbox}/hubspot/crm/v3/objects/contacts"))
-        .bearer_auth(crate::connectors::SANDBOX_TOKEN)
-        .json(&json!({ "properties": properties }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    Ok(created["id"].as_str().context("the HubSpot emulator returned no id")?.to_string())
-}
-
-/// POSTs a webhook body to `url` signed as HubSpot does (v3, now).
-///
-/// # Errors
-///
-/// When the request cannot be sent.
-pub async fn send_signed(
-    http: &reqwest::Client,
-    url: &str,
-    secret: &str,
-    body: String,
-) -> reqwest::Result<reqwest::Response> {
-    let ts = crate::capabilities::SystemClock.now_ms();
-    let signature = sign_v3(secret, "POST", url, body.as_bytes(), ts);
-    http.post(url)
-        .header("content-type", "application/json")
-        .header("x-hubspot-request-timestamp", ts.to_string())
-        .header("x-hubspot-signature-v3", signature)
-        .body(body)
-        .send()
-        .await
-}
-
 /// Runs the demo and returns the report.
 ///
 /// # Errors
@@ -161,12 +118,17 @@ pub async fn send_signed(
 pub async fn run(options: DemoOptions) -> Result<String> {
     let clock = demo_clock();
     let now = clock.now_ms();
-    let sandbox = Sandbox::start_loopback(SandboxSettings::default(), clock.clone()).await?;
+    let sandbox = crate::emulated::start(Settings::default(), clock.clone()).await?;
     let state_dir = tempfile_dir(&options.data_dir)?;
     let app = App::launch(AppOptions {
         plugin_dirs: options.plugin_dirs.clone(),
-        database: Some(crate::store::Database::Sqlite(state_dir.join("handoff.db"))),
-        ..AppOptions::mql_handoff(&options.pipelines_dir, options.data_dir.clone(), sandbox.connectors(), clock.clone())
+        database: Some(crate::ledger::Database::Sqlite(state_dir.join("handoff.db"))),
+        ..AppOptions::mql_handoff(
+            &options.pipelines_dir,
+            options.data_dir.clone(),
+            crate::emulated::connectors(&sandbox),
+            clock.clone(),
+        )
     })
     .await?;
 
@@ -229,11 +191,11 @@ pub async fn run(options: DemoOptions) -> Result<String> {
                "objectId": lead.contact_id.parse::<u64>().unwrap_or(0), "propertyName": "lifecyclestage",
                "propertyValue": "marketingqualifiedlead", "changeSource": "CRM_UI", "sourceId": "userId:882761034"})
     };
-    let secret = crate::connectors::SANDBOX_SECRET;
+    let secret = handoff_emulators::SECRET;
     let send = |events: Vec<Value>| {
         let http = http.clone();
         let url = url.clone();
-        async move { send_signed(&http, &url, secret, Value::Array(events).to_string()).await }
+        async move { send_hubspot_webhook(&http, &url, secret, Value::Array(events).to_string()).await }
     };
     for chunk in leads.chunks(3) {
         let response = send(chunk.iter().map(body_of).collect()).await?;
@@ -274,6 +236,9 @@ fn tempfile_dir(data_dir: &std::path::Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Why `validate` found an item invalid: its reasons' messages.
+const INVALID_REASONS: &str = "{/validation/reasons/*/message}";
+
 /// What happened to one execution, in words: (outcome, owner, why).
 pub fn outcome(finished: &Finished) -> (String, String, String) {
     let record = &finished.record;
@@ -281,10 +246,14 @@ pub fn outcome(finished: &Finished) -> (String, String, String) {
         return ("FAILED".into(), String::new(), error.clone());
     }
     for end in &record.ends {
-        if let crate::pipeline::BranchEnd::Unconnected { node, port, item } = end {
+        if let crate::record::BranchEnd::Unconnected { node, port, item } = end {
             match (node.as_str(), port.as_str()) {
                 ("validate", "invalid") => {
-                    return ("invalid".into(), String::new(), crate::store::invalid_reasons(item));
+                    return (
+                        "invalid".into(),
+                        String::new(),
+                        crate::lead::render_detail(INVALID_REASONS, item, "invalid"),
+                    );
                 }
                 ("dedupe", "duplicate") => {
                     return (
@@ -324,7 +293,7 @@ pub fn outcome(finished: &Finished) -> (String, String, String) {
     ("ended".into(), String::new(), String::new())
 }
 
-fn render(leads: &[Lead], finished: &[Finished], sandbox: &Sandbox) -> String {
+fn render(leads: &[Lead], finished: &[Finished], sandbox: &Emulators) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Handoff demo: {} MQL webhooks into the sandbox org (now = {DEMO_NOW})\n", leads.len());
     let _ = writeln!(

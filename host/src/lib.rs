@@ -6,14 +6,19 @@
 //! repository root is the map.
 
 pub mod app;
+pub mod bindings;
 pub mod capabilities;
 pub mod cli;
 pub mod connectors;
+#[cfg(feature = "emulators")]
 pub mod demo;
+#[cfg(feature = "emulators")]
+pub mod emulated;
+pub mod lead;
+pub mod ledger;
 pub mod pipeline;
+pub mod record;
 pub mod roster;
 pub mod runtime;
-pub mod sandbox;
 pub mod scaffold;
 pub mod server;
-pub mod store;

@@ -1,7 +1,8 @@
 //! The `handoff` command line: parses arguments and calls the library.
 
 use clap::{Parser, Subcommand};
-use handoff::cli::{self, Host, HostOptions, RunOptions};
+use handoff::app::{Host, HostOptions};
+use handoff::cli::{self, RunOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -58,6 +59,7 @@ enum Command {
     },
     /// Serve the emulators (HubSpot, Salesforce, Slack, Anthropic, SMTP)
     /// for connectors, tests or a person to use, until interrupted.
+    #[cfg(feature = "emulators")]
     Sandbox {
         /// HTTP address for every provider (path prefixes /hubspot,
         /// /salesforce, /slack/api, /anthropic) and /_sandbox.
@@ -119,6 +121,7 @@ enum Command {
     },
     /// Run the end-to-end demo: sandbox org, server, ~50 signed MQL webhooks,
     /// and a table of what happened to each lead.
+    #[cfg(feature = "emulators")]
     Demo {
         /// Where mql-handoff.json and roster.json are.
         #[arg(long, default_value = "pipelines")]
@@ -126,9 +129,11 @@ enum Command {
     },
     /// List leads from the ledger, most recently updated first.
     Leads {
-        /// Only leads in this state.
-        #[arg(long, value_enum)]
-        state: Option<handoff::store::LeadState>,
+        /// Only leads in this state (received, validated, deduped, routed,
+        /// assigned, notified, waiting, invalid, duplicate, failed, ..., or
+        /// a state a plugin declares).
+        #[arg(long)]
+        state: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -203,9 +208,9 @@ fn main() -> ExitCode {
         };
     }
     if let Command::Leads { state, limit, json } = &args.command {
-        let (data_dir, state, limit, json) = (args.data_dir.clone(), *state, *limit, *json);
+        let (data_dir, state, limit, json) = (args.data_dir.clone(), state.clone(), *limit, *json);
         return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => report(rt.block_on(cli::leads(&data_dir, state, limit, json))),
+            Ok(rt) => report(rt.block_on(cli::leads(&data_dir, state.as_deref(), limit, json))),
             Err(e) => report(Err(e.into())),
         };
     }
@@ -219,6 +224,7 @@ fn main() -> ExitCode {
     if let Command::Schema { output } = &args.command {
         return report(cli::schema(output.as_deref()));
     }
+    #[cfg(feature = "emulators")]
     if let Command::Demo { pipelines_dir } = &args.command {
         let options = handoff::demo::DemoOptions {
             data_dir: args.data_dir.clone(),
@@ -269,6 +275,7 @@ fn main() -> ExitCode {
             Err(e) => report(Err(e.into())),
         };
     }
+    #[cfg(feature = "emulators")]
     if let Command::Sandbox { listen, smtp_listen, fixture } = &args.command {
         let (listen, smtp_listen, fixture) = (*listen, *smtp_listen, fixture.clone());
         return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -295,10 +302,10 @@ fn main() -> ExitCode {
                 report(cli::run(&host, &RunOptions { pipeline, input, json, full, lead_id, sandbox, config }).await)
             }
             Command::Plugins { json, schema } => report(cli::plugins(&host, json, schema.as_deref())),
+            #[cfg(feature = "emulators")]
+            Command::Sandbox { .. } | Command::Demo { .. } => unreachable!("handled above"),
             Command::Schema { .. }
-            | Command::Sandbox { .. }
             | Command::Serve { .. }
-            | Command::Demo { .. }
             | Command::Plugin { .. }
             | Command::Leads { .. }
             | Command::Retry { .. }

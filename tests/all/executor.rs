@@ -2,7 +2,7 @@
 //! three `on_error` behaviours, each run recorded.
 
 use handoff::capabilities::Capabilities;
-use handoff::pipeline::{BranchEnd, ExecutionStatus};
+use handoff::record::{BranchEnd, ExecutionStatus};
 use handoff_tests::{TestHost, pipeline_json};
 use serde_json::json;
 

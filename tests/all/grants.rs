@@ -2,7 +2,7 @@
 //! time without the exact grant, and passed to the provider with it.
 
 use handoff::capabilities::{Capabilities, FileStateStore};
-use handoff::pipeline::ExecutionStatus;
+use handoff::record::ExecutionStatus;
 use handoff_tests::{RecordingCrm, TestHost, lead, pipeline_json, render};
 use serde_json::json;
 use std::sync::Arc;

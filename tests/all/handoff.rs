@@ -2,7 +2,7 @@
 //! checked where a rep and RevOps would look (Slack, Salesforce).
 
 use handoff::capabilities::Clock;
-use handoff::store::{SqliteStore, Store};
+use handoff::ledger::{Ledger, SqliteStore};
 use handoff_tests::{
     Running, handoff_options, mql_event, post_webhook, start_handoff, start_handoff_in, start_handoff_with,
 };
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-const SECRET: &str = "sandbox-secret";
+const SECRET: &str = handoff_emulators::SECRET;
 
 async fn deliver(running: &Running, events: Value) {
     let response = post_webhook(running, &events, SECRET).await;
@@ -19,7 +19,7 @@ async fn deliver(running: &Running, events: Value) {
 }
 
 fn dms_to(running: &Running, email: &str) -> Vec<Value> {
-    let world = running.sandbox.state.world();
+    let world = running.emulators.state.world();
     world
         .slack
         .messages
@@ -38,7 +38,7 @@ async fn post_json(url: String) -> Value {
 }
 
 fn leads(running: &Running) -> Vec<serde_json::Map<String, Value>> {
-    running.sandbox.state.world().salesforce.objects["Lead"].clone()
+    running.emulators.state.world().salesforce.objects["Lead"].clone()
 }
 
 #[tokio::test]
@@ -61,12 +61,12 @@ async fn a_signed_mql_reaches_the_right_rep_with_a_lead_and_a_task() {
         .expect("a Salesforce lead");
     assert_eq!(lead["OwnerId"], "005000000000010AAA");
     assert_eq!(lead["Company"], "Brightline Analytics");
-    let tasks = running.sandbox.state.world().salesforce.objects["Task"].clone();
+    let tasks = running.emulators.state.world().salesforce.objects["Task"].clone();
     let task = tasks.iter().find(|t| t["WhoId"] == lead["Id"]).expect("a follow-up task");
     assert_eq!(task["OwnerId"], "005000000000010AAA");
     let due = handoff::connectors::time::date(running.clock.now_ms() + 4 * 3_600_000);
     assert_eq!(task["ActivityDate"], due.as_str(), "due at the SLA deadline: 15:00 + 4h, same day");
-    let emails = running.sandbox.state.world().emails.clone();
+    let emails = running.emulators.state.world().emails.clone();
     assert!(emails.iter().any(|e| e.to == ["carlos.ruiz@handoff-demo.com"]), "the email backup went out");
 }
 
@@ -80,7 +80,7 @@ async fn an_invalid_lead_is_not_routed_and_the_reason_is_recorded() {
     let end = serde_json::to_value(&finished[0].record.ends[0]).unwrap();
     assert_eq!((end["node"].as_str(), end["port"].as_str()), (Some("validate"), Some("invalid")));
     assert_eq!(end["item"]["validation"]["reasons"][0]["code"], "free_mail_domain");
-    assert!(running.sandbox.state.world().slack.messages.is_empty());
+    assert!(running.emulators.state.world().slack.messages.is_empty());
     assert_eq!(leads(&running).len(), before);
 }
 
@@ -126,15 +126,16 @@ async fn when_every_rep_is_unavailable_the_lead_goes_to_the_fallback_queue() {
     // A new APAC MQL at 23:00 in Shanghai and 02:00 in Sydney.
     let properties = json!({"email": "kai.tan@lionbridge-logistics.sg", "firstname": "Kai", "lastname": "Tan",
         "company": "Lionbridge Logistics", "country": "Singapore", "numemployees": "400", "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"});
-    let id: u64 = handoff::demo::create_contact(&reqwest::Client::new(), running.sandbox.http, &properties)
-        .await
-        .unwrap()
-        .parse()
-        .unwrap();
+    let id: u64 =
+        handoff_emulators::drive::create_contact(&reqwest::Client::new(), running.emulators.http, &properties)
+            .await
+            .unwrap()
+            .parse()
+            .unwrap();
     deliver(&running, json!([mql_event(5, id)])).await;
     let lead = leads(&running).into_iter().find(|l| l["Email"] == "kai.tan@lionbridge-logistics.sg").expect("a lead");
     assert_eq!(lead["OwnerId"], "00G000000000001AAA", "the fallback queue owns it");
-    let world = running.sandbox.state.world();
+    let world = running.emulators.state.world();
     let posted = world.slack.messages.iter().find(|m| m.channel == "C0REVOPS01").expect("posted to the queue channel");
     assert!(posted.text.contains("Kai Tan"));
 }
@@ -166,7 +167,7 @@ async fn a_bad_signature_is_refused_and_nothing_is_stored() {
     assert_eq!(stale.status(), 401, "a timestamp older than five minutes");
 
     assert!(running.app.server.finished().is_empty() && running.app.server.in_flight() == 0);
-    assert!(running.sandbox.state.world().slack.messages.is_empty());
+    assert!(running.emulators.state.world().slack.messages.is_empty());
     let ledger = SqliteStore::open(&running.state_dir.path().join("handoff.db")).unwrap();
     for id in ["6", "7"] {
         assert!(ledger.event("hubspot", id).await.unwrap().is_none(), "a refused event is not stored");
@@ -191,7 +192,7 @@ async fn malformed_bodies_are_400_naming_the_problem() {
 async fn create_contact(running: &Running, email: &str, country: &str, state: &str) -> u64 {
     let properties = json!({"email": email, "firstname": "Test", "lastname": email, "company": format!("Co {email}"),
         "country": country, "state": state, "numemployees": "300", "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"});
-    handoff::demo::create_contact(&reqwest::Client::new(), running.sandbox.http, &properties)
+    handoff_emulators::drive::create_contact(&reqwest::Client::new(), running.emulators.http, &properties)
         .await
         .unwrap()
         .parse()
@@ -228,12 +229,12 @@ async fn a_rep_at_daily_capacity_is_skipped() {
 #[tokio::test]
 async fn a_slow_language_model_never_holds_up_the_notification() {
     let running = start_handoff().await;
-    running.sandbox.state.world().faults.add(handoff::sandbox::Fault {
+    running.emulators.state.world().faults.add(handoff_emulators::Fault {
         id: 0,
         provider: "anthropic".into(),
         endpoint: None,
         method: None,
-        kind: handoff::sandbox::FaultKind::Hang,
+        kind: handoff_emulators::FaultKind::Hang,
         rate: 1.0,
         times: None,
     });
@@ -294,7 +295,7 @@ async fn events_received_before_a_crash_run_after_the_restart() {
     // running it: the next start runs it.
     let state_dir = tempfile::tempdir().unwrap();
     let ledger = SqliteStore::open(&state_dir.path().join("handoff.db")).unwrap();
-    let event = handoff::store::InboundEvent {
+    let event = handoff::ledger::InboundEvent {
         source: "hubspot".into(),
         event_id: "400".into(),
         pipeline: "mql-handoff".into(),
@@ -321,7 +322,7 @@ async fn restart_with(
     running: &Running,
     adjust: impl FnOnce(handoff::app::AppOptions) -> handoff::app::AppOptions,
 ) -> handoff::app::App {
-    let options = adjust(handoff_options(&running.sandbox, running.clock.clone(), running.state_dir.path()));
+    let options = adjust(handoff_options(&running.emulators, running.clock.clone(), running.state_dir.path()));
     let restarted = handoff::app::App::launch(options).await.unwrap();
     assert!(restarted.server.settle(Duration::from_secs(60)).await);
     restarted
@@ -349,7 +350,7 @@ async fn a_rerun_after_a_crash_sends_no_second_dm_and_creates_no_second_lead() {
     assert_eq!(rerun.execution_id, running.app.server.finished()[0].record.execution_id, "the same execution id");
     assert_eq!(dms_to(&running, "carlos.ruiz@handoff-demo.com").len(), 1, "no second DM");
     assert_eq!(marcus_leads(&running), 1, "no second Salesforce lead");
-    let tasks = running.sandbox.state.world().salesforce.objects["Task"].len();
+    let tasks = running.emulators.state.world().salesforce.objects["Task"].len();
     assert_eq!(tasks, 1, "no second task");
 }
 
@@ -385,14 +386,23 @@ async fn crash_between_each_effect_and_its_record(now_ms: i64) {
     assert!(rerun.runs.iter().all(|r| !r.replayed && r.error.is_none()), "every node ran again, and succeeded");
     assert_eq!(dms(&running).len(), 1, "the DM was found at Slack, not resent");
     assert_eq!(marcus_leads(&running), 1, "the Salesforce lead was found, not created again");
-    assert_eq!(running.sandbox.state.world().salesforce.objects["Task"].len(), 1, "the task was found");
+    assert_eq!(running.emulators.state.world().salesforce.objects["Task"].len(), 1, "the task was found");
     let lead = SqliteStore::open(&db).unwrap().lead("1002").await.unwrap().unwrap();
-    assert_eq!(lead.state, handoff::store::LeadState::Notified);
+    assert_eq!(lead.state, handoff::lead::LeadState::NOTIFIED);
 }
 
 /// Every DM the sandbox's Slack took.
 fn dms(running: &Running) -> Vec<String> {
-    running.sandbox.state.world().slack.messages.iter().filter(|m| m.recipient.is_some()).map(|m| m.text.clone()).collect()
+    running
+        .emulators
+        .state
+        .world()
+        .slack
+        .messages
+        .iter()
+        .filter(|m| m.recipient.is_some())
+        .map(|m| m.text.clone())
+        .collect()
 }
 
 const WEEK_MS: i64 = 7 * 86_400_000;
@@ -429,12 +439,12 @@ async fn a_stopping_server_refuses_new_webhooks_and_finishes_what_it_took() {
 async fn a_failed_lead_alerts_ops_and_a_retry_finishes_it() {
     let running = start_handoff().await;
     // Salesforce refuses lead creation: a permanent error, so the lead fails.
-    let fault = running.sandbox.state.world().faults.add(handoff::sandbox::Fault {
+    let fault = running.emulators.state.world().faults.add(handoff_emulators::Fault {
         id: 0,
         provider: "salesforce".into(),
         endpoint: Some("/sobjects/Lead".into()),
         method: Some("POST".into()),
-        kind: handoff::sandbox::FaultKind::Status { status: 400, retry_after: None },
+        kind: handoff_emulators::FaultKind::Status { status: 400, retry_after: None },
         rate: 1.0,
         times: None,
     });
@@ -444,13 +454,13 @@ async fn a_failed_lead_alerts_ops_and_a_retry_finishes_it() {
     let lead: Value = get_json(format!("{base}/api/leads/1002")).await;
     assert_eq!(lead["state"], "failed");
     {
-        let world = running.sandbox.state.world();
+        let world = running.emulators.state.world();
         let alert = world.slack.messages.iter().find(|m| m.channel == "C0REVOPS01").expect("ops were told");
         assert!(alert.text.contains("Lead 1002 failed") && alert.text.contains("handoff retry 1002"), "{}", alert.text);
         assert!(world.slack.messages.iter().all(|m| m.recipient.is_none()), "no DM for a failed lead");
     }
 
-    running.sandbox.state.world().faults.clear();
+    running.emulators.state.world().faults.clear();
     // Two retries at once: exactly one runs.
     let http = reqwest::Client::new();
     let (a, b) = tokio::join!(
@@ -493,7 +503,7 @@ async fn the_api_requires_its_token_and_is_never_exposed_without_one() {
         listen: listen.parse().unwrap(),
         ops_channel: None,
         api_token: token.map(handoff::connectors::Secret::new),
-        ..handoff_options(&running.sandbox, running.clock.clone(), dir)
+        ..handoff_options(&running.emulators, running.clock.clone(), dir)
     };
     let dir = tempfile::tempdir().unwrap();
     let exposed = handoff::app::App::launch(options("0.0.0.0:0", None, dir.path())).await;

@@ -2,9 +2,10 @@
 //! reruns of an execution.
 
 use handoff::capabilities::Capabilities;
-use handoff::pipeline::{ExecutionStatus, Executor, Start};
-use handoff::store::{SqliteStore, Store};
-use handoff_tests::{TestHost, load_program, programs, sandbox, sandbox_connectors};
+use handoff::ledger::{Ledger, SqliteStore};
+use handoff::pipeline::{Executor, Start};
+use handoff::record::ExecutionStatus;
+use handoff_tests::{TestHost, emulator_connectors, emulators, load_program, programs};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -33,14 +34,14 @@ async fn dms_after(journal: bool, runs: usize, between: Between) -> usize {
     let host = TestHost::new().await;
     let mut registry = host.registry.clone();
     registry.insert(load_program(&host.runtime, programs::BLURT).await);
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let dir = tempfile::tempdir().unwrap();
     let prepared = handoff::pipeline::check(std::path::Path::new("blurt.json"), PIPELINE, &registry).unwrap();
     for run in 0..runs {
         // Each run is a new process on the same ledger.
         let ledger = journal.then(|| Arc::new(SqliteStore::open(&dir.path().join("handoff.db")).unwrap()));
         let local = Capabilities { journal: ledger.clone().map(|l| l as _), ..Capabilities::none() };
-        let capabilities = sandbox_connectors(&sb).connect(local).unwrap();
+        let capabilities = emulator_connectors(&sb).connect(local).unwrap();
         let executor = Executor::new(host.runtime.clone(), Arc::new(capabilities));
         let record = executor
             .execute_as(

@@ -2,11 +2,12 @@
 //! leads in a pipeline beside the Rust plugins, against the sandbox.
 
 use handoff::capabilities::Capabilities;
-use handoff::pipeline::{ExecutionStatus, Executor, Start};
+use handoff::pipeline::{Executor, Start};
+use handoff::record::ExecutionStatus;
 use handoff::roster::FileRoster;
 use handoff::runtime::{CacheOutcome, PluginSource};
 use handoff_tests::toolchains::{build_js, build_python, example};
-use handoff_tests::{TestHost, load_program, runtime, sandbox, sandbox_connectors};
+use handoff_tests::{TestHost, emulator_connectors, emulators, load_program, runtime};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -40,7 +41,7 @@ async fn route_one_lead(component: &str, router: &str) {
     let host = TestHost::new().await;
     let mut registry = host.registry.clone();
     registry.insert(load_program(&host.runtime, component).await);
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let roster =
         FileRoster::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/roster.json")).unwrap();
     let state = tempfile::tempdir().unwrap();
@@ -50,7 +51,7 @@ async fn route_one_lead(component: &str, router: &str) {
         clock: handoff::demo::demo_clock(),
         ..Capabilities::none()
     };
-    let capabilities = sandbox_connectors(&sb).connect(local).unwrap();
+    let capabilities = emulator_connectors(&sb).connect(local).unwrap();
     let prepared = handoff::pipeline::check(std::path::Path::new("custom.json"), &pipeline(router), &registry)
         .unwrap_or_else(|d| panic!("{}", handoff_tests::render(&d)));
     let executor = Executor::new(host.runtime.clone(), Arc::new(capabilities));

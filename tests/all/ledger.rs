@@ -3,7 +3,8 @@
 //! default the machine's `test` database; each test in a schema of its own).
 
 use handoff::capabilities::{CapabilityError, Entry, SystemClock};
-use handoff::store::{Database, InboundEvent, Instance, LeadFacts, LeadState, Ledger, Step, WaitPolicy};
+use handoff::lead::{LeadFacts, LeadState, Step};
+use handoff::ledger::{Database, InboundEvent, Instance, Roles, WaitPolicy};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +29,9 @@ impl Backend {
     }
 
     /// The ledger as instance `id` (a new boot each call).
-    async fn open(&self, id: &str, lease_ms: u64) -> Ledger {
+    async fn open(&self, id: &str, lease_ms: u64) -> Roles {
         let instance = Instance { lease: Duration::from_millis(lease_ms), ..Instance::named(id) };
-        Ledger::open(&self.database, instance, Arc::new(SystemClock)).await.unwrap()
+        Roles::open(&self.database, instance, Arc::new(SystemClock)).await.unwrap()
     }
 
     async fn drop_schema(&self) {
@@ -80,60 +81,60 @@ fn ids(events: &[InboundEvent]) -> Vec<&str> {
 on_both!(events_are_deduplicated_and_survive_a_reopen);
 async fn events_are_deduplicated_and_survive_a_reopen(backend: &Backend) {
     let ledger = backend.open("a", 30_000).await;
-    assert!(ledger.store.record_event(&event("1")).await.unwrap());
-    assert!(!ledger.store.record_event(&event("1")).await.unwrap(), "a redelivery");
-    assert!(ledger.store.record_event(&event("2")).await.unwrap());
-    assert!(ledger.store.finish_event("hubspot", "1", "exec-1", false).await.unwrap());
+    assert!(ledger.ledger.record_event(&event("1")).await.unwrap());
+    assert!(!ledger.ledger.record_event(&event("1")).await.unwrap(), "a redelivery");
+    assert!(ledger.ledger.record_event(&event("2")).await.unwrap());
+    assert!(ledger.ledger.finish_event("hubspot", "1", "exec-1", false).await.unwrap());
     drop(ledger);
     let reopened = backend.open("a", 30_000).await;
-    let unfinished = reopened.store.unfinished_events().await.unwrap();
+    let unfinished = reopened.ledger.unfinished_events().await.unwrap();
     assert_eq!(ids(&unfinished), ["2"]);
     assert_eq!(unfinished[0].payload, json!({"objectId": 1001}));
-    assert!(reopened.store.event("hubspot", "1").await.unwrap().unwrap().1, "1 is finished");
+    assert!(reopened.ledger.event("hubspot", "1").await.unwrap().unwrap().1, "1 is finished");
 }
 
 on_both!(a_claim_is_taken_over_when_its_lease_expires_and_at_once_by_a_restart);
 async fn a_claim_is_taken_over_when_its_lease_expires_and_at_once_by_a_restart(backend: &Backend) {
     let a = backend.open("a", 400).await;
     let b = backend.open("b", 400).await;
-    assert!(a.store.record_event(&event("1")).await.unwrap(), "stored, and claimed by a");
-    assert!(b.store.claim_due(10).await.unwrap().is_empty(), "a's lease holds");
-    assert!(a.store.claim_due(10).await.unwrap().is_empty(), "a runs it already");
+    assert!(a.ledger.record_event(&event("1")).await.unwrap(), "stored, and claimed by a");
+    assert!(b.ledger.claim_due(10).await.unwrap().is_empty(), "a's lease holds");
+    assert!(a.ledger.claim_due(10).await.unwrap().is_empty(), "a runs it already");
 
     // a restarts: same id, new boot; it takes its own work back at once.
     let a2 = backend.open("a", 400).await;
-    assert_eq!(ids(&a2.store.claim_due(10).await.unwrap()), ["1"]);
-    assert!(b.store.claim_due(10).await.unwrap().is_empty());
+    assert_eq!(ids(&a2.ledger.claim_due(10).await.unwrap()), ["1"]);
+    assert!(b.ledger.claim_due(10).await.unwrap().is_empty());
 
     // a2 dies without renewing: b takes over after the lease.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(ids(&b.store.claim_due(10).await.unwrap()), ["1"]);
-    assert!(!a2.store.finish_event("hubspot", "1", "x", false).await.unwrap(), "a2 lost it");
-    assert!(b.store.finish_event("hubspot", "1", "x", false).await.unwrap());
-    assert!(b.store.unfinished_events().await.unwrap().is_empty());
+    assert_eq!(ids(&b.ledger.claim_due(10).await.unwrap()), ["1"]);
+    assert!(!a2.ledger.finish_event("hubspot", "1", "x", false).await.unwrap(), "a2 lost it");
+    assert!(b.ledger.finish_event("hubspot", "1", "x", false).await.unwrap());
+    assert!(b.ledger.unfinished_events().await.unwrap().is_empty());
 }
 
 on_both!(renewing_a_lease_keeps_the_work);
 async fn renewing_a_lease_keeps_the_work(backend: &Backend) {
     let a = backend.open("a", 1000).await;
     let b = backend.open("b", 1000).await;
-    a.store.record_event(&event("1")).await.unwrap();
-    a.store.record_event(&event("2")).await.unwrap();
+    a.ledger.record_event(&event("1")).await.unwrap();
+    a.ledger.record_event(&event("2")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     // a still runs event 1, and no longer runs event 2.
-    assert!(a.store.renew_leases(&[("hubspot".into(), "1".into())]).await.unwrap().is_empty());
+    assert!(a.ledger.renew_leases(&[("hubspot".into(), "1".into())]).await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(ids(&b.store.claim_due(10).await.unwrap()), ["2"], "1 is renewed; 2 lapsed");
+    assert_eq!(ids(&b.ledger.claim_due(10).await.unwrap()), ["2"], "1 is renewed; 2 lapsed");
     // Had a still been running 2, renewing tells it that 2 is b's now.
     let both = [("hubspot".to_string(), "1".to_string()), ("hubspot".to_string(), "2".to_string())];
-    assert_eq!(a.store.renew_leases(&both).await.unwrap(), [("hubspot".to_string(), "2".to_string())]);
+    assert_eq!(a.ledger.renew_leases(&both).await.unwrap(), [("hubspot".to_string(), "2".to_string())]);
 }
 
 on_both!(concurrent_claims_never_hand_out_an_event_twice);
 async fn concurrent_claims_never_hand_out_an_event_twice(backend: &Backend) {
     let a = backend.open("a", 300).await;
     for i in 0..200 {
-        a.store.record_event(&event(&i.to_string())).await.unwrap();
+        a.ledger.record_event(&event(&i.to_string())).await.unwrap();
     }
     // a died; once its leases lapse, four instances race for its work.
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -144,7 +145,7 @@ async fn concurrent_claims_never_hand_out_an_event_twice(backend: &Backend) {
     let claims: Vec<_> = racers
         .iter()
         .map(|r| {
-            let store = r.store.clone();
+            let store = r.ledger.clone();
             tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
@@ -175,19 +176,19 @@ async fn a_waiting_event_comes_due_backs_off_and_gives_up(backend: &Backend) {
         max: Duration::from_millis(300),
         give_up_after: Duration::from_millis(700),
     };
-    ledger.store.record_event(&event("1")).await.unwrap();
-    let first = ledger.store.defer_event("hubspot", "1", policy).await.unwrap().unwrap();
+    ledger.ledger.record_event(&event("1")).await.unwrap();
+    let first = ledger.ledger.defer_event("hubspot", "1", policy).await.unwrap().unwrap();
     assert_eq!(first.attempts, 1);
-    assert!(ledger.store.claim_due(10).await.unwrap().is_empty(), "not due yet");
+    assert!(ledger.ledger.claim_due(10).await.unwrap().is_empty(), "not due yet");
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(ids(&ledger.store.claim_due(10).await.unwrap()), ["1"], "due after the first wait");
-    let second = ledger.store.defer_event("hubspot", "1", policy).await.unwrap().unwrap();
+    assert_eq!(ids(&ledger.ledger.claim_due(10).await.unwrap()), ["1"], "due after the first wait");
+    let second = ledger.ledger.defer_event("hubspot", "1", policy).await.unwrap().unwrap();
     assert_eq!(second.attempts, 2);
     assert!(second.next_attempt_ms - first.next_attempt_ms > 250, "the second wait is longer");
-    assert!(ledger.store.defer_event("hubspot", "1", policy).await.is_err(), "released: no longer this instance's");
+    assert!(ledger.ledger.defer_event("hubspot", "1", policy).await.is_err(), "released: no longer this instance's");
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(ids(&ledger.store.claim_due(10).await.unwrap()), ["1"]);
-    assert_eq!(ledger.store.defer_event("hubspot", "1", policy).await.unwrap(), None, "waited too long");
+    assert_eq!(ids(&ledger.ledger.claim_due(10).await.unwrap()), ["1"]);
+    assert_eq!(ledger.ledger.defer_event("hubspot", "1", policy).await.unwrap(), None, "waited too long");
     assert_eq!(policy.delay_ms(0), 200);
     assert_eq!(policy.delay_ms(5), 300, "capped");
 }
@@ -197,7 +198,7 @@ async fn concurrent_writes_are_all_committed(backend: &Backend) {
     let ledger = backend.open("a", 30_000).await;
     let writes: Vec<_> = (0..300)
         .map(|i| {
-            let store = ledger.store.clone();
+            let store = ledger.ledger.clone();
             tokio::spawn(async move { store.record_event(&event(&i.to_string())).await.unwrap() })
         })
         .collect();
@@ -205,7 +206,7 @@ async fn concurrent_writes_are_all_committed(backend: &Backend) {
         assert!(write.await.unwrap());
     }
     drop(ledger);
-    assert_eq!(backend.open("a", 30_000).await.store.unfinished_events().await.unwrap().len(), 300);
+    assert_eq!(backend.open("a", 30_000).await.ledger.unfinished_events().await.unwrap().len(), 300);
 }
 
 on_both!(an_increment_commits_with_its_journal_record);
@@ -247,19 +248,19 @@ async fn a_later_duplicate_or_wait_does_not_undo_a_notified_lead(backend: &Backe
     let ledger = backend.open("a", 30_000).await;
     let facts = LeadFacts { email: Some("a@b.co".into()), ..Default::default() };
     let steps = [
-        Step { at: 1, state: LeadState::Validated, detail: String::new() },
-        Step { at: 2, state: LeadState::Notified, detail: "told x".into() },
+        Step { at: 1, state: LeadState::VALIDATED, detail: String::new() },
+        Step { at: 2, state: LeadState::NOTIFIED, detail: "told x".into() },
     ];
-    ledger.store.record_steps("1001", &facts, &steps).await.unwrap();
-    ledger.store.record_steps("1001", &facts, &steps).await.unwrap();
-    for later in [LeadState::Duplicate, LeadState::Waiting] {
-        let step = Step { at: 3, state: later, detail: format!("later {later:?}") };
-        ledger.store.record_steps("1001", &LeadFacts::default(), &[step]).await.unwrap();
+    ledger.ledger.record_steps("1001", &facts, &steps).await.unwrap();
+    ledger.ledger.record_steps("1001", &facts, &steps).await.unwrap();
+    for later in [LeadState::DUPLICATE, LeadState::WAITING] {
+        let step = Step { at: 3, detail: format!("later {later}"), state: later };
+        ledger.ledger.record_steps("1001", &LeadFacts::default(), &[step]).await.unwrap();
     }
-    let lead = ledger.store.lead("1001").await.unwrap().unwrap();
-    assert_eq!(lead.state, LeadState::Notified);
+    let lead = ledger.ledger.lead("1001").await.unwrap().unwrap();
+    assert_eq!(lead.state, LeadState::NOTIFIED);
     assert_eq!(lead.email.as_deref(), Some("a@b.co"));
     assert_eq!(lead.timeline.len(), 4, "a replayed step is not written twice");
-    assert_eq!(ledger.store.leads(Some(LeadState::Notified), 10).await.unwrap().len(), 1);
-    assert!(ledger.store.leads(Some(LeadState::Failed), 10).await.unwrap().is_empty());
+    assert_eq!(ledger.ledger.leads(Some(&LeadState::NOTIFIED), 10).await.unwrap().len(), 1);
+    assert!(ledger.ledger.leads(Some(&LeadState::FAILED), 10).await.unwrap().is_empty());
 }

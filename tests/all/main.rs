@@ -8,6 +8,7 @@ mod grants;
 mod handoff;
 mod journal;
 mod languages;
+mod lead_states;
 mod ledger;
 mod pipeline_checks;
 mod registry;

@@ -1,7 +1,7 @@
 //! Misbehaving plugins are stopped, reported, and do not take the host down.
 
 use handoff::capabilities::Capabilities;
-use handoff::pipeline::ExecutionStatus;
+use handoff::record::ExecutionStatus;
 use handoff_tests::{TestHost, pipeline_json};
 use serde_json::json;
 

@@ -2,7 +2,7 @@
 //! toolchain and runs in the host.
 
 use handoff::capabilities::Capabilities;
-use handoff::pipeline::ExecutionStatus;
+use handoff::record::ExecutionStatus;
 use handoff::scaffold::{Lang, create};
 use handoff_tests::toolchains::{build_js, build_python, root};
 use handoff_tests::{TestHost, load_program};

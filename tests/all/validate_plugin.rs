@@ -1,7 +1,7 @@
 //! The standard `validate` plugin, run as a component in a pipeline.
 
 use handoff::capabilities::Capabilities;
-use handoff::pipeline::ExecutionStatus;
+use handoff::record::ExecutionStatus;
 use handoff_tests::TestHost;
 use serde_json::{Value, json};
 

@@ -6,7 +6,8 @@
 //! `cargo bench -p handoff-tests --bench plugin_languages`
 
 use handoff::capabilities::Capabilities;
-use handoff::runtime::{Invocation, PluginSource, RunIdentity, RunLimits};
+use handoff::capabilities::RunIdentity;
+use handoff::runtime::{Invocation, PluginSource, RunLimits};
 use handoff::scaffold::{Lang, create};
 use handoff_tests::toolchains::{build_js, build_python, root};
 use std::path::{Path, PathBuf};

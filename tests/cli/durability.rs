@@ -4,8 +4,9 @@
 //! so they outlive every server; the ledger is on disk, as in production.
 
 use handoff::capabilities::{Clock, SystemClock};
-use handoff::sandbox::{Sandbox, SandboxSettings};
-use handoff::store::{Database, Instance, LeadState, Ledger};
+use handoff::lead::LeadState;
+use handoff::ledger::{Database, Instance, Roles};
+use handoff_emulators::{Emulators, Settings};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,7 +35,7 @@ impl Drop for Served {
 /// A sandbox org with `leads` new MQL contacts, a roster on which every rep
 /// is always available, and a connector config pointing at the sandbox.
 struct World {
-    sandbox: Sandbox,
+    sandbox: Emulators,
     dir: tempfile::TempDir,
     contacts: Vec<u64>,
     listen: SocketAddr,
@@ -63,14 +64,14 @@ async fn world_on_postgres(leads: usize) -> World {
 }
 
 async fn world_on(leads: usize, dir: tempfile::TempDir, database: Database) -> World {
-    let settings = SandboxSettings {
+    let settings = Settings {
         hubspot_per_ten_seconds: 0,
         hubspot_search_per_second: 0,
         slack_channel_burst: 0,
         salesforce_api_limit: u64::MAX,
         ..Default::default()
     };
-    let sandbox = Sandbox::start_loopback(settings, Arc::new(SystemClock)).await.unwrap();
+    let sandbox = Emulators::start_loopback(settings, handoff_emulators::system_clock()).await.unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     handoff::demo::write_open_roster(&repo.join("pipelines"), &dir.path().join("roster.json")).unwrap();
     let config = format!(
@@ -109,7 +110,7 @@ from = "Handoff <handoff@sandbox.test>"
             "lastname": tag(i), "company": format!("Company {i}"), "country": countries[i % countries.len()],
             "state": "NY", "numemployees": (100 + i * 37 % 3000).to_string(),
             "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"});
-        let id = handoff::demo::create_contact(&http, sandbox.http, &properties).await.unwrap();
+        let id = handoff_emulators::drive::create_contact(&http, sandbox.http, &properties).await.unwrap();
         contacts.push(id.parse().unwrap());
     }
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -117,8 +118,8 @@ from = "Handoff <handoff@sandbox.test>"
 }
 
 impl World {
-    async fn ledger(&self) -> Ledger {
-        Ledger::open(&self.database, Instance::named("observer"), Arc::new(SystemClock)).await.unwrap()
+    async fn ledger(&self) -> Roles {
+        Roles::open(&self.database, Instance::named("observer"), Arc::new(SystemClock)).await.unwrap()
     }
 
     /// Starts `handoff serve` on the world's port; returns once it answers.
@@ -192,7 +193,14 @@ impl World {
                     .to_string();
                     for attempt in n.. {
                         let url = &urls[attempt % urls.len()];
-                        match handoff::demo::send_signed(&http, url, "sandbox-secret", body.clone()).await {
+                        match handoff_emulators::drive::send_hubspot_webhook(
+                            &http,
+                            url,
+                            handoff_emulators::SECRET,
+                            body.clone(),
+                        )
+                        .await
+                        {
                             Ok(r) if r.status().is_success() => break,
                             _ => tokio::time::sleep(Duration::from_millis(100)).await,
                         }
@@ -207,8 +215,8 @@ impl World {
 
     /// Waits until every lead is in a final state in the ledger; returns
     /// the leads.
-    async fn settled(&self, within: Duration) -> Vec<handoff::store::LeadRecord> {
-        let ledger = self.ledger().await.store;
+    async fn settled(&self, within: Duration) -> Vec<handoff::lead::LeadRecord> {
+        let ledger = self.ledger().await.ledger;
         let deadline = Instant::now() + within;
         loop {
             let leads = ledger.leads(None, 10_000).await.unwrap();
@@ -227,8 +235,8 @@ impl World {
     }
 
     /// Every lead notified, with exactly one DM and one Salesforce lead.
-    fn assert_each_handed_off_once(&self, leads: &[handoff::store::LeadRecord]) {
-        let failed: Vec<_> = leads.iter().filter(|l| l.state != LeadState::Notified).collect();
+    fn assert_each_handed_off_once(&self, leads: &[handoff::lead::LeadRecord]) {
+        let failed: Vec<_> = leads.iter().filter(|l| l.state != LeadState::NOTIFIED).collect();
         assert!(failed.is_empty(), "not notified: {failed:?}");
         let world = self.sandbox.state.world();
         let dms: Vec<&str> =
@@ -278,7 +286,7 @@ fn killing_the_server_while_providers_fail_loses_and_doubles_no_lead() {
 
         let server = Arc::new(tokio::sync::Mutex::new(Some(world.serve().await)));
         let sending = world.send_all(8);
-        let ledger = world.ledger().await.store;
+        let ledger = world.ledger().await.ledger;
         let killing = async {
             // SIGKILL at varied moments while webhooks arrive and leads run;
             // counts the kills that hit unfinished work.
@@ -321,20 +329,20 @@ fn leads_wait_while_every_provider_is_down_for_a_minute_then_complete() {
         // Webhooks are still taken: the ledger needs no provider.
         world.send_all(4).await;
 
-        let ledger = world.ledger().await.store;
+        let ledger = world.ledger().await.ledger;
         let mut saw_waiting = false;
         while down.elapsed() < Duration::from_secs(60) {
             let leads = ledger.leads(None, 1000).await.unwrap();
-            assert!(leads.iter().all(|l| !l.state.is_final() || l.state == LeadState::Waiting), "none fails");
-            saw_waiting |= leads.iter().any(|l| l.state == LeadState::Waiting);
+            assert!(leads.iter().all(|l| !l.state.is_final() || l.state == LeadState::WAITING), "none fails");
+            saw_waiting |= leads.iter().any(|l| l.state == LeadState::WAITING);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         assert!(saw_waiting, "leads showed as waiting during the outage");
-        let waiting = ledger.leads(Some(LeadState::Waiting), 1000).await.unwrap();
+        let waiting = ledger.leads(Some(&LeadState::WAITING), 1000).await.unwrap();
         assert!(!waiting.is_empty());
-        assert!(waiting[0].timeline.is_empty() || waiting[0].timeline.iter().any(|s| s.state == LeadState::Waiting));
+        assert!(waiting[0].timeline.is_empty() || waiting[0].timeline.iter().any(|s| s.state == LeadState::WAITING));
         let lead = ledger.lead(&waiting[0].id).await.unwrap().unwrap();
-        let step = lead.timeline.iter().rev().find(|s| s.state == LeadState::Waiting).unwrap();
+        let step = lead.timeline.iter().rev().find(|s| s.state == LeadState::WAITING).unwrap();
         assert!(step.detail.contains("next in"), "the timeline says when it runs again: {}", step.detail);
 
         world.clear_faults().await;

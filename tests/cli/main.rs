@@ -229,7 +229,8 @@ fn plugin_new_scaffolds_a_project() {
 
 #[test]
 fn leads_and_lead_read_the_ledger() {
-    use handoff::store::{LeadFacts, LeadState, SqliteStore, Step, Store};
+    use handoff::lead::{LeadFacts, LeadState, Step};
+    use handoff::ledger::{Ledger, SqliteStore};
     let dir = tempfile::tempdir().unwrap();
     let missing = handoff(dir.path(), &["leads"]);
     assert_eq!(missing.status.code(), Some(1));
@@ -245,10 +246,10 @@ fn leads_and_lead_read_the_ledger() {
             ..Default::default()
         };
         let steps = [
-            Step { at: 1_795_000_000_000, state: LeadState::Validated, detail: "meets the MQL criteria".into() },
+            Step { at: 1_795_000_000_000, state: LeadState::VALIDATED, detail: "meets the MQL criteria".into() },
             Step {
                 at: 1_795_000_000_020,
-                state: LeadState::Notified,
+                state: LeadState::NOTIFIED,
                 detail: "told lena.fischer@handoff-demo.com".into(),
             },
         ];
@@ -294,7 +295,7 @@ fn serve_with_the_sandbox_takes_a_signed_webhook_to_a_notified_lead() {
     let url = format!("http://{addr}/webhooks/hubspot");
     let body = r#"[{"eventId":42,"subscriptionType":"contact.propertyChange","objectId":1002,"propertyName":"lifecyclestage","propertyValue":"marketingqualifiedlead","occurredAt":1795000000000}]"#;
     let ts = handoff::capabilities::Clock::now_ms(&handoff::capabilities::SystemClock);
-    let signature = handoff::connectors::hubspot::sign_v3("sandbox-secret", "POST", &url, body.as_bytes(), ts);
+    let signature = handoff::connectors::hubspot::sign_v3(handoff_emulators::SECRET, "POST", &url, body.as_bytes(), ts);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let state = rt.block_on(async {
         let http = reqwest::Client::new();

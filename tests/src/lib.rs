@@ -6,9 +6,10 @@ use handoff::capabilities::{
     Account, Activity, Capabilities, CapabilityError, Crm, CrmContact, Lead, Opportunity, Owner, Task,
 };
 use handoff::connectors::{CallPolicy, ConnectorsConfig};
-use handoff::pipeline::{self, Diagnostic, ExecutionRecord, Executor, PreparedPipeline, Start};
+use handoff::pipeline::{self, Diagnostic, Executor, PreparedPipeline, Start};
+use handoff::record::ExecutionRecord;
 use handoff::runtime::{Plugin, PluginRegistry, PluginSource, Runtime, RuntimeConfig};
-use handoff::sandbox::{Sandbox, SandboxSettings};
+use handoff_emulators::{Emulators, Settings};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -178,14 +179,14 @@ impl Crm for RecordingCrm {
     }
 }
 
-/// A sandbox on free loopback ports with default settings.
-pub async fn sandbox() -> Sandbox {
-    sandbox_with(SandboxSettings::default()).await
+/// Emulators on free loopback ports with default settings.
+pub async fn emulators() -> Emulators {
+    emulators_with(Settings::default()).await
 }
 
-/// A sandbox on free loopback ports with `settings`.
-pub async fn sandbox_with(settings: SandboxSettings) -> Sandbox {
-    Sandbox::start_loopback(settings, Arc::new(handoff::capabilities::SystemClock)).await.expect("sandbox starts")
+/// Emulators on free loopback ports with `settings`.
+pub async fn emulators_with(settings: Settings) -> Emulators {
+    Emulators::start_loopback(settings, handoff_emulators::system_clock()).await.expect("the emulators start")
 }
 
 /// The call policy with short waits, so retry tests run fast.
@@ -198,19 +199,19 @@ pub fn fast_policy() -> CallPolicy {
     }
 }
 
-/// Connector settings for `sandbox` with the fast policy.
-pub fn sandbox_connectors(sandbox: &Sandbox) -> ConnectorsConfig {
-    ConnectorsConfig { policy: fast_policy(), ..sandbox.connectors() }
+/// Connector settings for `emulators` with the fast policy.
+pub fn emulator_connectors(emulators: &Emulators) -> ConnectorsConfig {
+    ConnectorsConfig { policy: fast_policy(), ..handoff::emulated::connectors(emulators) }
 }
 
 /// How many requests `provider`'s emulator answered, and with what status.
-pub fn statuses(sandbox: &Sandbox, provider: &str) -> Vec<u16> {
-    sandbox.state.world().requests.iter().filter(|r| r.provider == provider).map(|r| r.status).collect()
+pub fn statuses(emulators: &Emulators, provider: &str) -> Vec<u16> {
+    emulators.state.world().requests.iter().filter(|r| r.provider == provider).map(|r| r.status).collect()
 }
 
-/// A running Handoff on the sandbox, on virtual time ([`handoff::demo::DEMO_NOW`]).
+/// A running Handoff beside its emulators, on virtual time ([`handoff::demo::DEMO_NOW`]).
 pub struct Running {
-    pub sandbox: Sandbox,
+    pub emulators: Emulators,
     pub app: handoff::app::App,
     pub clock: Arc<handoff::capabilities::ManualClock>,
     pub state_dir: tempfile::TempDir,
@@ -234,7 +235,7 @@ pub fn test_clock() -> Arc<handoff::capabilities::ManualClock> {
     Arc::new(handoff::capabilities::ManualClock::new(test_now_ms()))
 }
 
-/// Starts the sandbox and the server with the shipped pipeline and roster.
+/// Starts the emulators and the server with the shipped pipeline and roster.
 pub async fn start_handoff() -> Running {
     start_handoff_in(tempfile::tempdir().unwrap()).await
 }
@@ -244,17 +245,17 @@ pub async fn start_handoff_in(state_dir: tempfile::TempDir) -> Running {
     start_handoff_with(state_dir, test_clock(), |options| options).await
 }
 
-/// Starts the sandbox and the server on `clock`, with the shipped pipeline
+/// Starts the emulators and the server on `clock`, with the shipped pipeline
 /// and roster, the options changed by `adjust`.
 pub async fn start_handoff_with(
     state_dir: tempfile::TempDir,
     clock: Arc<handoff::capabilities::ManualClock>,
     adjust: impl FnOnce(handoff::app::AppOptions) -> handoff::app::AppOptions,
 ) -> Running {
-    let sandbox = Sandbox::start_loopback(SandboxSettings::default(), clock.clone()).await.unwrap();
-    let options = adjust(handoff_options(&sandbox, clock.clone(), state_dir.path()));
+    let emulators = handoff::emulated::start(Settings::default(), clock.clone()).await.unwrap();
+    let options = adjust(handoff_options(&emulators, clock.clone(), state_dir.path()));
     let app = handoff::app::App::launch(options).await.expect("handoff starts");
-    Running { sandbox, app, clock, state_dir }
+    Running { emulators, app, clock, state_dir }
 }
 
 /// The shipped roster with every rep always available and no daily cap,
@@ -266,17 +267,17 @@ pub fn open_roster(dir: &Path) -> PathBuf {
     path
 }
 
-/// The shipped pipeline and roster on `sandbox` (with fast retries), on
+/// The shipped pipeline and roster on `emulators` (with fast retries), on
 /// `clock`, with plugin state and the ledger (`handoff.db`) in `state_dir`.
 pub fn handoff_options(
-    sandbox: &Sandbox,
+    emulators: &Emulators,
     clock: Arc<handoff::capabilities::ManualClock>,
     state_dir: &Path,
 ) -> handoff::app::AppOptions {
     let pipelines = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
     handoff::app::AppOptions {
-        database: Some(handoff::store::Database::Sqlite(state_dir.join("handoff.db"))),
-        ..handoff::app::AppOptions::mql_handoff(&pipelines, shared_cache_dir(), sandbox_connectors(sandbox), clock)
+        database: Some(handoff::ledger::Database::Sqlite(state_dir.join("handoff.db"))),
+        ..handoff::app::AppOptions::mql_handoff(&pipelines, shared_cache_dir(), emulator_connectors(emulators), clock)
     }
 }
 
@@ -293,5 +294,7 @@ pub fn mql_event(event_id: u64, contact_id: u64) -> Value {
 /// POSTs `events` to the webhook, signed (v3) with `secret`.
 pub async fn post_webhook(running: &Running, events: &Value, secret: &str) -> reqwest::Response {
     let url = format!("http://{}/webhooks/hubspot", running.app.server.addr);
-    handoff::demo::send_signed(&reqwest::Client::new(), &url, secret, events.to_string()).await.unwrap()
+    handoff_emulators::drive::send_hubspot_webhook(&reqwest::Client::new(), &url, secret, events.to_string())
+        .await
+        .unwrap()
 }

@@ -1,9 +1,9 @@
 //! `handoff:plugin/chat`: team chat (Slack).
 
+use super::RunContext;
 use super::journal::Guard;
 use super::{CapabilityError, Grant, MessageRef};
-use crate::runtime::RunState;
-use crate::runtime::bindings::handoff::plugin::chat::Host;
+use crate::bindings::handoff::plugin::chat::Host;
 
 /// A chat service, as a connector implements it. `blocks` is a Block Kit
 /// array as JSON.
@@ -36,7 +36,7 @@ async fn send_once<F: std::future::Future<Output = Result<MessageRef, Capability
     send.await
 }
 
-impl Host for RunState {
+impl Host for RunContext {
     async fn send_dm(
         &mut self,
         email: String,

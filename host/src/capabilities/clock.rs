@@ -1,8 +1,8 @@
 //! `handoff:plugin/clock`: the host's notion of "now".
 
-use crate::runtime::RunState;
-use crate::runtime::bindings::handoff::plugin::clock::Host;
-use crate::runtime::bindings::handoff::plugin::types::Timestamp;
+use super::RunContext;
+use crate::bindings::handoff::plugin::clock::Host;
+use crate::bindings::handoff::plugin::types::Timestamp;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Where "now" comes from. Tests and the demo use [`ManualClock`] to run on
@@ -50,7 +50,7 @@ impl Clock for ManualClock {
     }
 }
 
-impl Host for RunState {
+impl Host for RunContext {
     async fn now(&mut self) -> Timestamp {
         self.capabilities().clock.now_ms()
     }

@@ -1,10 +1,10 @@
 //! `handoff:plugin/crm`: the sales side (Salesforce).
 
+use super::RunContext;
 use super::journal::Guard;
 use super::{Account, Activity, CapabilityError, CrmContact, Grant, Lead, Opportunity, Owner, Task};
-use crate::runtime::RunState;
-use crate::runtime::bindings::handoff::plugin::crm::Host;
-use crate::runtime::bindings::handoff::plugin::types::Timestamp;
+use crate::bindings::handoff::plugin::crm::Host;
+use crate::bindings::handoff::plugin::types::Timestamp;
 
 /// A sales CRM, as a connector implements it. Errors keep the provider's
 /// code and message.
@@ -21,7 +21,7 @@ pub trait Crm: Send + Sync {
     async fn create_task(&self, task: Task) -> Result<String, CapabilityError>;
 }
 
-impl Host for RunState {
+impl Host for RunContext {
     async fn find_lead_by_email(&mut self, email: String) -> Result<Option<Lead>, CapabilityError> {
         self.provider(Grant::CrmRead, |c| &c.crm)?.find_lead_by_email(&email).await
     }

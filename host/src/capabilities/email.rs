@@ -1,9 +1,9 @@
 //! `handoff:plugin/email`: outbound email.
 
+use super::RunContext;
 use super::journal::Guard;
 use super::{CapabilityError, EmailMessage, Grant};
-use crate::runtime::RunState;
-use crate::runtime::bindings::handoff::plugin::email::Host;
+use crate::bindings::handoff::plugin::email::Host;
 
 /// An email transport (SMTP or an HTTP email API).
 #[async_trait::async_trait]
@@ -11,7 +11,7 @@ pub trait Email: Send + Sync {
     async fn send(&self, message: EmailMessage) -> Result<(), CapabilityError>;
 }
 
-impl Host for RunState {
+impl Host for RunContext {
     async fn send(&mut self, message: EmailMessage) -> Result<(), CapabilityError> {
         if message.to.is_empty() {
             return Err(CapabilityError::Invalid("an email needs at least one recipient".into()));

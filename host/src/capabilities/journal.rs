@@ -12,8 +12,8 @@
 //! Salesforce lead with that email, the DM with that text) before doing it
 //! again.
 
+use super::RunContext;
 use super::{CapabilityError, Contact, MessageRef};
-use crate::runtime::RunState;
 use serde_json::{Value, json};
 use std::future::Future;
 
@@ -127,7 +127,7 @@ impl Recorded for Contact {
     }
 }
 
-impl RunState {
+impl RunContext {
     /// Runs the side effect `what` at most once per execution: replays the
     /// recorded result if this call was made before (same execution, node
     /// run and call sequence), otherwise calls and records a success.

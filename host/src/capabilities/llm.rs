@@ -1,8 +1,8 @@
 //! `handoff:plugin/llm`: a language model for summaries.
 
+use super::RunContext;
 use super::{CapabilityError, CompletionRequest, Grant};
-use crate::runtime::RunState;
-use crate::runtime::bindings::handoff::plugin::llm::Host;
+use crate::bindings::handoff::plugin::llm::Host;
 use std::time::Duration;
 
 /// A language model, as a connector implements it.
@@ -11,7 +11,7 @@ pub trait Llm: Send + Sync {
     async fn complete(&self, request: CompletionRequest) -> Result<String, CapabilityError>;
 }
 
-impl Host for RunState {
+impl Host for RunContext {
     async fn complete(&mut self, request: CompletionRequest) -> Result<String, CapabilityError> {
         let llm = self.provider(Grant::LlmComplete, |c| &c.llm)?;
         // The plugin's time budget is enforced here, so a slow model can

@@ -1,10 +1,11 @@
 //! `handoff:plugin/log`: plugin log lines, into the host's log and the run
 //! record, tagged with pipeline, node and execution.
 
-use crate::runtime::bindings::handoff::plugin::log::{Host, Level};
-use crate::runtime::{LogStream, RunState};
+use super::RunContext;
+use crate::bindings::handoff::plugin::log::{Host, Level};
+use crate::record::LogStream;
 
-impl Host for RunState {
+impl Host for RunContext {
     async fn log(&mut self, level: Level, message: String) {
         let stream = match level {
             Level::Debug => LogStream::Debug,

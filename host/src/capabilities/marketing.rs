@@ -1,9 +1,9 @@
 //! `handoff:plugin/marketing`: the marketing side (HubSpot contacts).
 
+use super::RunContext;
 use super::journal::Guard;
 use super::{CapabilityError, Contact, Grant};
-use crate::runtime::RunState;
-use crate::runtime::bindings::handoff::plugin::marketing::Host;
+use crate::bindings::handoff::plugin::marketing::Host;
 
 /// A marketing-automation system, as a connector implements it.
 #[async_trait::async_trait]
@@ -19,7 +19,7 @@ pub trait Marketing: Send + Sync {
     async fn add_to_list(&self, list_id: &str, contact_id: &str) -> Result<(), CapabilityError>;
 }
 
-impl Host for RunState {
+impl Host for RunContext {
     async fn get_contact(&mut self, id: String, properties: Vec<String>) -> Result<Contact, CapabilityError> {
         self.provider(Grant::MarketingRead, |c| &c.marketing)?.get_contact(&id, &properties).await
     }

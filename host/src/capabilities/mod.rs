@@ -11,6 +11,7 @@
 
 mod chat;
 mod clock;
+mod context;
 mod crm;
 mod email;
 pub mod grant;
@@ -24,15 +25,16 @@ mod state;
 
 use std::sync::Arc;
 
-pub use crate::runtime::bindings::handoff::plugin::chat::MessageRef;
-pub use crate::runtime::bindings::handoff::plugin::email::Message as EmailMessage;
-pub use crate::runtime::bindings::handoff::plugin::llm::CompletionRequest;
-pub use crate::runtime::bindings::handoff::plugin::roster::{Availability, Rep, Team};
-pub use crate::runtime::bindings::handoff::plugin::types::{
+pub use crate::bindings::handoff::plugin::chat::MessageRef;
+pub use crate::bindings::handoff::plugin::email::Message as EmailMessage;
+pub use crate::bindings::handoff::plugin::llm::CompletionRequest;
+pub use crate::bindings::handoff::plugin::roster::{Availability, Rep, Team};
+pub use crate::bindings::handoff::plugin::types::{
     Account, Activity, ActivityKind, CapabilityError, Contact, CrmContact, Lead, Opportunity, Owner, OwnerKind, Task,
 };
 pub use chat::Chat;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use context::{CapabilityLinks, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, RunContext, RunIdentity};
 pub use crm::Crm;
 pub use email::Email;
 pub use grant::{Grant, GrantSet, Interface};

@@ -1,9 +1,9 @@
 //! `handoff:plugin/roster`: the sales roster RevOps maintains.
 
+use super::RunContext;
 use super::{Availability, CapabilityError, Grant, Rep, Team};
-use crate::runtime::RunState;
-use crate::runtime::bindings::handoff::plugin::roster::Host;
-use crate::runtime::bindings::handoff::plugin::types::Timestamp;
+use crate::bindings::handoff::plugin::roster::Host;
+use crate::bindings::handoff::plugin::types::Timestamp;
 
 /// Reps, teams and their availability.
 #[async_trait::async_trait]
@@ -13,7 +13,7 @@ pub trait Roster: Send + Sync {
     async fn availability_at(&self, rep_id: &str, at: Timestamp) -> Result<Availability, CapabilityError>;
 }
 
-impl Host for RunState {
+impl Host for RunContext {
     async fn teams(&mut self) -> Result<Vec<Team>, CapabilityError> {
         self.provider(Grant::RosterRead, |c| &c.roster)?.teams().await
     }

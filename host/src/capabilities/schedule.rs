@@ -1,10 +1,10 @@
 //! `handoff:plugin/schedule`: durable timers that run a pipeline node later.
 
+use super::RunContext;
 use super::journal::Guard;
 use super::{CapabilityError, Grant};
-use crate::runtime::RunState;
-use crate::runtime::bindings::handoff::plugin::schedule::Host;
-use crate::runtime::bindings::handoff::plugin::types::Timestamp;
+use crate::bindings::handoff::plugin::schedule::Host;
+use crate::bindings::handoff::plugin::types::Timestamp;
 use serde::Serialize;
 use std::sync::Mutex;
 
@@ -34,7 +34,7 @@ pub trait Scheduler: Send + Sync {
     async fn cancel(&self, pipeline: &str, timer_id: &str) -> Result<(), CapabilityError>;
 }
 
-impl Host for RunState {
+impl Host for RunContext {
     async fn at(
         &mut self,
         at: Timestamp,

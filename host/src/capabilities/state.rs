@@ -1,9 +1,9 @@
 //! `handoff:plugin/state`: durable key-value storage private to each plugin.
 
+use super::RunContext;
 use super::journal::Guard;
 use super::{CapabilityError, Grant};
-use crate::runtime::RunState;
-use crate::runtime::bindings::handoff::plugin::state::Host;
+use crate::bindings::handoff::plugin::state::Host;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -28,7 +28,7 @@ pub trait StateStore: Send + Sync {
     -> Result<i64, CapabilityError>;
 }
 
-impl Host for RunState {
+impl Host for RunContext {
     async fn get(&mut self, key: String) -> Result<Option<String>, CapabilityError> {
         check_key(&key)?;
         let store = self.provider(Grant::StateRead, |c| &c.state)?;

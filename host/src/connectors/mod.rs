@@ -1,7 +1,8 @@
 //! Connectors: the real HubSpot, Salesforce, Slack, Anthropic and SMTP
 //! clients behind the capability traits, one shared call policy, and their
 //! configuration. Base URLs and credentials are configuration, which is how
-//! `--sandbox` points every connector at the local emulators.
+//! `--sandbox` points every connector at the local emulators: the
+//! connectors know nothing else of them.
 
 pub mod anthropic;
 pub mod hubspot;
@@ -19,7 +20,6 @@ pub use salesforce::SalesforceAuth;
 pub use secret::Secret;
 use serde::Deserialize;
 pub use smtp::SmtpSecurity;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -105,7 +105,7 @@ fn default_hubspot_url() -> String {
 fn default_salesforce_url() -> String {
     "https://login.salesforce.com".into()
 }
-fn default_api_version() -> String {
+pub(crate) fn default_api_version() -> String {
     "v59.0".into()
 }
 fn default_slack_url() -> String {
@@ -114,11 +114,6 @@ fn default_slack_url() -> String {
 fn default_anthropic_url() -> String {
     "https://api.anthropic.com".into()
 }
-
-/// The token the emulators accept and issue.
-pub const SANDBOX_TOKEN: &str = "sandbox";
-/// The webhook and Slack signing secret in sandbox mode.
-pub const SANDBOX_SECRET: &str = "sandbox-secret";
 
 impl ConnectorsConfig {
     /// Reads a TOML file, then applies secrets from the environment.
@@ -165,46 +160,6 @@ impl ConnectorsConfig {
         }
         if let Some(m) = &mut self.smtp {
             m.password = m.password.take().or_else(|| secret("HANDOFF_SMTP_PASSWORD"));
-        }
-    }
-
-    /// Every connector pointed at the emulators: HTTP on `http`, SMTP on
-    /// `smtp`, with the sandbox's token and secrets.
-    pub fn sandbox(http: SocketAddr, smtp: SocketAddr) -> Self {
-        let base = format!("http://{http}");
-        ConnectorsConfig {
-            hubspot: Some(HubSpotConfig {
-                base_url: format!("{base}/hubspot"),
-                token: Some(Secret::new(SANDBOX_TOKEN)),
-                app_secret: Some(Secret::new(SANDBOX_SECRET)),
-            }),
-            salesforce: Some(SalesforceConfig {
-                login_url: format!("{base}/salesforce"),
-                api_version: default_api_version(),
-                auth: SalesforceAuth::ClientCredentials {
-                    client_id: "sandbox-client".into(),
-                    client_secret: Secret::new(SANDBOX_SECRET),
-                },
-            }),
-            slack: Some(SlackConfig {
-                base_url: format!("{base}/slack/api"),
-                bot_token: Some(Secret::new(SANDBOX_TOKEN)),
-                signing_secret: Some(Secret::new(SANDBOX_SECRET)),
-            }),
-            anthropic: Some(AnthropicConfig {
-                base_url: format!("{base}/anthropic"),
-                api_key: Some(Secret::new(SANDBOX_TOKEN)),
-                model: "claude-sandbox".into(),
-            }),
-            smtp: Some(SmtpConfig {
-                host: smtp.ip().to_string(),
-                port: smtp.port(),
-                security: SmtpSecurity::None,
-                username: None,
-                password: None,
-                from: "Handoff <handoff@sandbox.test>".into(),
-            }),
-            policy: CallPolicy::default(),
         }
     }
 

@@ -268,6 +268,27 @@ fn check_semantics(
                 "make initial at most max".into(),
             );
         }
+        let mut lead = plugin.info.lead.clone();
+        for (port, mark) in &node.lead {
+            let known = port == crate::lead::ANY_PORT
+                || plugin.info.outputs.contains(port)
+                || (port == ERROR_PORT && node.on_error == OnError::ErrorPort);
+            if !known {
+                report.error(
+                    &node_pointer(i, &format!("lead/{port}")),
+                    format!("plugin '{}' has no output port '{port}'", plugin.name()),
+                    format!("its ports are {}; or use \"*\" for every port", quote_all(&plugin.info.outputs)),
+                );
+            }
+            for problem in mark.problems() {
+                report.error(
+                    &node_pointer(i, &format!("lead/{port}")),
+                    problem,
+                    "see the `lead` entry in pipelines/pipeline.schema.json".into(),
+                );
+            }
+            lead.insert(port.clone(), mark.clone());
+        }
         let limits = RunLimits {
             deadline: timeout,
             memory_bytes: node.memory_mb.map_or(RunLimits::default().memory_bytes, |mb| mb as usize * 1024 * 1024),
@@ -281,6 +302,7 @@ fn check_semantics(
                 grants,
                 config: Arc::from(node.config.to_string()),
                 limits,
+                lead,
             },
         );
     }

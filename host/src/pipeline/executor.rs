@@ -3,9 +3,9 @@
 
 use super::PreparedPipeline;
 use super::model::{ERROR_PORT, OnError, TRIGGER, TRIGGER_PORT};
-use crate::capabilities::Capabilities;
-use crate::runtime::{Emitted, Invocation, LogLine, NodeFailure, RunIdentity, Runtime};
-use serde::Serialize;
+use crate::capabilities::{Capabilities, RunIdentity};
+use crate::record::{BranchEnd, Emitted, ExecutionRecord, ExecutionStatus, NodeRunRecord, RunError};
+use crate::runtime::{Invocation, NodeFailure, Runtime};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,75 +21,6 @@ pub enum Start {
     Trigger,
     /// At one node (a durable timer firing).
     Node(String),
-}
-
-/// How an execution ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecutionStatus {
-    /// Every branch ended (some may have ended in a recorded failure under
-    /// `"on_error": "continue"`).
-    Completed,
-    /// A node failed under `"on_error": "stop"`, or a guard tripped.
-    Failed,
-}
-
-/// A failed node run, as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunError {
-    pub kind: &'static str,
-    pub message: String,
-    pub retryable: bool,
-}
-
-/// One node run: what went in, what came out, how long it took.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeRunRecord {
-    /// Order within the execution, from 1.
-    pub seq: usize,
-    pub node: String,
-    pub plugin: String,
-    pub plugin_version: String,
-    pub attempt: u32,
-    pub input: Value,
-    pub outputs: Vec<Emitted>,
-    pub duration_us: u64,
-    /// When the run ended, in microseconds since the execution started.
-    pub finished_at_us: u64,
-    pub error: Option<RunError>,
-    pub logs: Vec<LogLine>,
-    /// Grants the plugin tried to use without having them.
-    pub denied: Vec<String>,
-    /// The run completed in an earlier run of this execution; its recorded
-    /// outputs were used instead of running it again.
-    pub replayed: bool,
-}
-
-/// Where a branch of the execution ended.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum BranchEnd {
-    /// An item was emitted on a port nothing is connected to.
-    Unconnected { node: String, port: String, item: Value },
-    /// A node failed on an item under `"on_error": "continue"`.
-    Failed { node: String, error: RunError },
-}
-
-/// The full record of one execution.
-#[derive(Debug, Clone, Serialize)]
-pub struct ExecutionRecord {
-    pub execution_id: String,
-    pub pipeline: String,
-    pub pipeline_version: u32,
-    pub lead_id: Option<String>,
-    pub status: ExecutionStatus,
-    /// Why the execution failed, when it did.
-    pub error: Option<String>,
-    /// Host clock, milliseconds since the Unix epoch.
-    pub started_at_ms: i64,
-    pub duration_us: u64,
-    pub runs: Vec<NodeRunRecord>,
-    pub ends: Vec<BranchEnd>,
 }
 
 /// Runs prepared pipelines on a runtime with a set of capability providers.
@@ -279,13 +210,6 @@ impl Executor {
 
         record.duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         record
-    }
-}
-
-impl ExecutionRecord {
-    fn fail(&mut self, error: String) {
-        self.status = ExecutionStatus::Failed;
-        self.error = Some(error);
     }
 }
 

@@ -7,7 +7,7 @@ mod locate;
 pub mod model;
 
 pub use check::{Diagnostic, MAX_NODE_TIMEOUT, check, check_cron, load_file, ungranted_import_message};
-pub use executor::{BranchEnd, ExecutionRecord, ExecutionStatus, Executor, NodeRunRecord, RunError, Start};
+pub use executor::{Executor, Start};
 pub use locate::{Position, SourceMap};
 pub use model::{Node, OnError, Pipeline, Trigger};
 
@@ -32,6 +32,16 @@ impl PreparedPipeline {
     pub fn node(&self, id: &str) -> Option<&PreparedNode> {
         self.nodes.get(id)
     }
+
+    /// The lead marks of the node with this id.
+    pub fn lead_marks(&self, id: &str) -> Option<&crate::lead::LeadMarks> {
+        self.nodes.get(id).map(|n| &n.lead)
+    }
+
+    /// Every lead state this pipeline's nodes can set.
+    pub fn lead_states(&self) -> Vec<crate::lead::LeadState> {
+        self.nodes.values().flat_map(|n| n.lead.values()).filter_map(|m| m.lead_state().ok()).collect()
+    }
 }
 
 /// A node bound to its plugin, with its grants and limits resolved.
@@ -43,4 +53,7 @@ pub struct PreparedNode {
     /// The node's config as JSON text, serialized once.
     pub config: Arc<str>,
     pub limits: RunLimits,
+    /// What an item on each output port means for its lead: the plugin's
+    /// declaration, overridden port by port by the node's `lead`.
+    pub lead: crate::lead::LeadMarks,
 }

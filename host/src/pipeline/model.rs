@@ -96,6 +96,13 @@ pub enum SignatureScheme {
     None,
 }
 
+impl SignatureScheme {
+    /// Whether HubSpot signs requests this way.
+    pub fn is_hubspot(self) -> bool {
+        matches!(self, SignatureScheme::HubspotV3 | SignatureScheme::HubspotV2 | SignatureScheme::HubspotV1)
+    }
+}
+
 /// One step of a pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +135,10 @@ pub struct Node {
     /// What happens to an item this node fails on.
     #[serde(default)]
     pub on_error: OnError,
+    /// What an item on each output port means for its lead (`*`: every
+    /// port not named), replacing what the plugin declares for that port.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub lead: crate::lead::LeadMarks,
 }
 
 fn empty_object() -> Value {

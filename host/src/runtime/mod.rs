@@ -6,25 +6,25 @@
 //! so nothing leaks between leads. A plugin that loops, traps or allocates
 //! without end is stopped and reported as a node error; the host goes on.
 
-pub mod bindings;
 mod cache;
 mod plugin;
 mod registry;
 mod run;
-mod store;
+mod run_state;
 
 pub use cache::{CacheOutcome, ComponentCache};
 pub use plugin::{Plugin, PluginInfo, PluginSource, is_plugin_name};
 pub use registry::{LoadProblem, PluginRegistry};
-pub use run::{Emitted, Invocation, NodeFailure, RunLimits, RunOutcome};
-pub use store::{LogLine, LogStream, RunIdentity, RunState};
+pub use run::{Invocation, NodeFailure, RunLimits, RunOutcome};
+pub use run_state::{RunState, STDIO_CAPTURE_BYTES};
 
+use crate::capabilities::CapabilityLinks;
 use anyhow::Result;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 /// How often the epoch advances; deadlines are precise to about this.
@@ -112,7 +112,7 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        bindings::Node::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |state| state)
+        crate::bindings::Node::add_to_linker::<RunState, CapabilityLinks>(&mut linker, |state| &mut state.context)
             .map_err(anyhow::Error::from)?;
 
         let cache = ComponentCache::new(&config.cache_dir, &engine);

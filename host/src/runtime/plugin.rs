@@ -1,11 +1,11 @@
 //! A loaded plugin: its compiled component, pre-instantiated, and what it
 //! said about itself in `describe`.
 
-use super::bindings::NodePre;
 use super::cache::{CacheOutcome, ComponentCache};
 use super::run::RunLimits;
-use super::{RunIdentity, RunState, Runtime};
-use crate::capabilities::{Capabilities, Grant, GrantSet, Interface};
+use super::{RunState, Runtime};
+use crate::bindings::NodePre;
+use crate::capabilities::{Capabilities, Grant, GrantSet, Interface, RunContext, RunIdentity};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use serde_json::Value;
@@ -46,6 +46,9 @@ pub struct PluginInfo {
     pub imports: Vec<Interface>,
     /// JSON Schema of the node config.
     pub config_schema: Value,
+    /// What an item on each output port means for its lead (the schema's
+    /// `x-handoff-lead` annotation); a pipeline node may say otherwise.
+    pub lead: crate::lead::LeadMarks,
     pub source: PluginSource,
     /// SHA-256 of the component bytes.
     pub sha256: String,
@@ -144,6 +147,13 @@ impl Runtime {
             .context("describe() returned a config schema that is not JSON")?;
         let config_validator = jsonschema::validator_for(&config_schema)
             .map_err(|e| anyhow!("describe() returned an invalid config schema: {e}"))?;
+        let lead = crate::lead::marks_in_schema(&config_schema)
+            .map_err(|e| anyhow!("describe() declares lead states wrongly: {e}"))?;
+        for port in lead.keys() {
+            if port != crate::lead::ANY_PORT && !descriptor.outputs.contains(port) {
+                bail!("describe() declares a lead state for port '{port}', which is not one of its outputs");
+            }
+        }
 
         Ok(Arc::new(Plugin {
             info: PluginInfo {
@@ -155,6 +165,7 @@ impl Runtime {
                 capabilities,
                 imports,
                 config_schema,
+                lead,
                 source,
                 sha256,
                 cache: cache_outcome,
@@ -165,10 +176,11 @@ impl Runtime {
     }
 
     /// Calls `describe` in a fresh instance with no grants.
-    async fn describe(&self, pre: &NodePre<RunState>) -> Result<super::bindings::Descriptor> {
+    async fn describe(&self, pre: &NodePre<RunState>) -> Result<crate::bindings::Descriptor> {
         let identity = Arc::new(RunIdentity { plugin: "(loading)".into(), ..RunIdentity::default() });
         let limits = RunLimits { deadline: Duration::from_secs(10), ..RunLimits::default() };
-        let state = RunState::new(identity, GrantSet::default(), Arc::new(Capabilities::none()), limits.memory_bytes);
+        let context = RunContext::new(identity, GrantSet::default(), Arc::new(Capabilities::none()));
+        let state = RunState::new(context, limits.memory_bytes);
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
         store.set_epoch_deadline(limits.deadline_ticks());

@@ -1,11 +1,10 @@
 //! One node run: a fresh instance, one call to `run`, a checked result.
 
-use super::bindings::{Context, NodeError};
-use super::store::LogLine;
-use super::{EPOCH_TICK, Plugin, RunIdentity, RunState, Runtime};
-use crate::capabilities::{Capabilities, GrantSet};
+use super::{EPOCH_TICK, Plugin, RunState, Runtime};
+use crate::bindings::{Context, NodeError};
+use crate::capabilities::{Capabilities, GrantSet, RunContext, RunIdentity};
+use crate::record::{Emitted, LogLine};
 use serde::Serialize;
-use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,13 +45,6 @@ pub struct Invocation {
     pub item: String,
     pub grants: GrantSet,
     pub limits: RunLimits,
-}
-
-/// One item a run emitted.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Emitted {
-    pub port: String,
-    pub item: Value,
 }
 
 /// Why a run produced no items.
@@ -144,7 +136,8 @@ impl Runtime {
         // deadline starts once the run has its slot.
         let _slot = self.slots.acquire().await.expect("the run semaphore is never closed");
         let Invocation { identity, attempt, config, item, grants, limits } = invocation;
-        let state = RunState::new(identity.clone(), grants, capabilities.clone(), limits.memory_bytes);
+        let context = RunContext::new(identity.clone(), grants, capabilities.clone());
+        let state = RunState::new(context, limits.memory_bytes);
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
         store.set_epoch_deadline(limits.deadline_ticks());
@@ -180,13 +173,13 @@ impl Runtime {
 
         let state = store.data_mut();
         state.drain_stdio();
-        let logs = std::mem::take(&mut state.logs);
-        let denied = std::mem::take(&mut state.denied);
-        if state.dropped_log_lines > 0 {
-            tracing::warn!(pipeline = %identity.pipeline, node = %identity.node, dropped = state.dropped_log_lines, "plugin log lines dropped");
+        let (logs, dropped) = state.context.take_logs();
+        let denied = state.context.take_denied();
+        if dropped > 0 {
+            tracing::warn!(dropped, "plugin log lines dropped");
         }
         if let Err(failure) = &result {
-            tracing::warn!(pipeline = %identity.pipeline, node = %identity.node, plugin = %identity.plugin, execution = %identity.execution_id, attempt, kind = failure.kind(), "node run failed: {failure}");
+            tracing::warn!(attempt, kind = failure.kind(), "node run failed: {failure}");
         }
         self.dropper.dispose(store);
         RunOutcome { result, duration: started.elapsed(), logs, denied }
@@ -227,7 +220,7 @@ fn backtrace_summary(error: &wasmtime::Error) -> String {
 /// the output limit.
 fn check_output(
     plugin: &Plugin,
-    emits: Vec<super::bindings::Emit>,
+    emits: Vec<crate::bindings::Emit>,
     limits: RunLimits,
 ) -> Result<Vec<Emitted>, NodeFailure> {
     let size_bytes: usize = emits.iter().map(|e| e.item.len() + e.port.len()).sum();

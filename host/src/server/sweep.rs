@@ -2,9 +2,9 @@
 //! since the last sweep and starts the ones the ledger never saw (a webhook
 //! lost, or sent while Handoff was down). Runs on a schedule and on demand.
 
-use super::{AppState, webhooks};
+use super::{AppState, worker};
 use crate::connectors::hubspot::HubSpot;
-use crate::store::InboundEvent;
+use crate::ledger::InboundEvent;
 use anyhow::Result;
 use serde_json::json;
 use std::sync::Arc;
@@ -24,13 +24,13 @@ const OVERLAP_MS: i64 = 5 * 60_000;
 ///
 /// When HubSpot or the ledger cannot be read.
 pub async fn sweep_once(state: &Arc<AppState>, hubspot: &HubSpot) -> Result<Vec<String>> {
-    let Some(pipeline) =
-        state.pipelines.iter().find(|p| p.pipeline.name == "mql-handoff").or_else(|| state.pipelines.first()).cloned()
-    else {
+    // Missed MQLs start the pipeline HubSpot's webhooks start.
+    let hubspot_signed = |p: &&Arc<crate::pipeline::PreparedPipeline>| matches!(&p.pipeline.trigger, crate::pipeline::Trigger::Webhook { signature, .. } if signature.is_hubspot());
+    let Some(pipeline) = state.pipelines.iter().find(hubspot_signed).cloned() else {
         return Ok(Vec::new());
     };
     let now = state.clock.now_ms();
-    let since = match state.store.setting("last_sweep_at").await? {
+    let since = match state.ledger.setting("last_sweep_at").await? {
         Some(value) => value.parse::<i64>().map(|t| t - OVERLAP_MS).unwrap_or(now - FIRST_LOOKBACK_MS),
         None => now - FIRST_LOOKBACK_MS,
     };
@@ -60,7 +60,7 @@ pub async fn sweep_once(state: &Arc<AppState>, hubspot: &HubSpot) -> Result<Vec<
             let became_mql = mql_at.unwrap_or(since);
             newest = newest.max(became_mql);
             // Seen by the ledger since it became an MQL: handled already.
-            if state.store.has_event_since(&contact.id, became_mql).await? {
+            if state.ledger.has_event_since(&contact.id, became_mql).await? {
                 continue;
             }
             let day = crate::connectors::time::date(now);
@@ -72,9 +72,9 @@ pub async fn sweep_once(state: &Arc<AppState>, hubspot: &HubSpot) -> Result<Vec<
                 payload: json!({"eventId": format!("sweep:{}:{day}", contact.id), "subscriptionType": "reconciliation", "objectId": contact.id, "occurredAt": now}),
                 received_at: now,
             };
-            if state.store.record_event(&event).await? {
+            if state.ledger.record_event(&event).await? {
                 started.push(event.event_id.clone());
-                webhooks::start(state.clone(), pipeline.clone(), event, Instant::now());
+                worker::start(state.clone(), pipeline.clone(), event, Instant::now());
             }
         }
         match page.next_after {
@@ -88,7 +88,7 @@ pub async fn sweep_once(state: &Arc<AppState>, hubspot: &HubSpot) -> Result<Vec<
     // When the search was cut off, the next sweep starts from the newest
     // MQL date seen, not from now, so nothing past the cut is skipped.
     let watermark = if truncated { newest } else { now };
-    state.store.set_setting("last_sweep_at", &watermark.to_string()).await?;
+    state.ledger.set_setting("last_sweep_at", &watermark.to_string()).await?;
     if !started.is_empty() {
         tracing::warn!(count = started.len(), "reconciliation sweep found MQLs no webhook delivered");
     }

@@ -4,22 +4,11 @@
 //! Output on `assigned`: the item plus `"salesforce": {"lead_id", "url",
 //! "created"}`.
 
-use handoff_plugin_support::{prop, prop_number};
-use serde_json::{Value, json};
-
-wit_bindgen::generate!({ world: "node", path: "../../wit" });
-use handoff::plugin::crm;
-use handoff::plugin::types::{CapabilityError, Lead};
+use handoff_plugin::contact::{prop, prop_number};
+use handoff_plugin::types::Lead;
+use handoff_plugin::{Describe, Emit, NodeError, Plugin, Run, Value, crm, emit, json};
 
 struct Assign;
-
-fn fail(e: CapabilityError) -> NodeError {
-    match e {
-        CapabilityError::Unavailable(m) => NodeError::Retryable(m),
-        CapabilityError::Invalid(m) => NodeError::InvalidInput(m),
-        CapabilityError::NotFound(m) | CapabilityError::Denied(m) => NodeError::Fatal(m),
-    }
-}
 
 /// The Salesforce lead for an item: HubSpot properties mapped to Lead
 /// fields, the routed owner, and the existing lead's id when there is one.
@@ -46,42 +35,42 @@ pub fn lead_for(item: &Value, lead_source: &str) -> Result<Lead, String> {
     })
 }
 
-impl Guest for Assign {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "assign".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Creates or updates the Salesforce lead and assigns the routed owner".into(),
-            inputs: vec!["main".into()],
-            outputs: vec!["assigned".into()],
-            capabilities: vec!["crm:write".into()],
+impl Plugin for Assign {
+    type Config = Value;
+
+    fn describe() -> Describe {
+        Describe {
+            name: "assign",
+            version: env!("CARGO_PKG_VERSION"),
+            description: "Creates or updates the Salesforce lead and assigns the routed owner",
+            outputs: &["assigned"],
+            capabilities: &["crm:write"],
             config_schema: r#"{"type": "object", "additionalProperties": false, "properties": {
                 "lead_source": {"type": "string", "default": "Marketing - HubSpot MQL"},
                 "record_url_base": {"type": "string", "description": "Salesforce Lightning base URL for record links, e.g. https://acme.lightning.force.com"}
-            }}"#
-            .into(),
+            }}"#,
+            lead: r#"{"assigned": {"state": "assigned", "detail": "salesforce lead {/salesforce/lead_id}", "crm_id": "/salesforce/lead_id"}}"#,
+            ..Describe::default()
         }
     }
 
-    fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
-        let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
-        let source = config["lead_source"].as_str().unwrap_or("Marketing - HubSpot MQL");
-        let base = config["record_url_base"].as_str().unwrap_or("https://login.salesforce.com").trim_end_matches('/');
-        let mut item: Value =
-            serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+    fn run(run: &Run<Value>, mut item: Value) -> Result<Vec<Emit>, NodeError> {
+        let source = run.config["lead_source"].as_str().unwrap_or("Marketing - HubSpot MQL");
+        let base =
+            run.config["record_url_base"].as_str().unwrap_or("https://login.salesforce.com").trim_end_matches('/');
         let lead = lead_for(&item, source).map_err(NodeError::InvalidInput)?;
         let created = lead.id.is_none();
-        let lead_id = crm::upsert_lead(&lead).map_err(fail)?;
+        let lead_id = crm::upsert_lead(&lead)?;
         item["salesforce"] = json!({
             "lead_id": lead_id,
             "url": format!("{base}/lightning/r/Lead/{lead_id}/view"),
             "created": created,
         });
-        Ok(vec![Emit { port: "assigned".into(), item: item.to_string() }])
+        Ok(vec![emit("assigned", &item)])
     }
 }
 
-export!(Assign);
+handoff_plugin::export!(Assign);
 
 #[cfg(test)]
 mod tests {

@@ -7,21 +7,10 @@
 //! has an open deal: tell its owner, create no lead); `duplicate` (this MQL
 //! was already handed off). Adds `"dedupe": {"match", ...}` to the item.
 
-use handoff_plugin_support::utc_date;
-use serde_json::{Value, json};
-
-wit_bindgen::generate!({ world: "node", path: "../../wit" });
-use handoff::plugin::types::CapabilityError;
-use handoff::plugin::{clock, crm, state};
+use handoff_plugin::time::utc_date;
+use handoff_plugin::{Describe, Emit, NodeError, Plugin, Run, Value, clock, crm, emit, json, state};
 
 struct Dedupe;
-
-fn fail(e: CapabilityError) -> NodeError {
-    match e {
-        CapabilityError::Unavailable(m) => NodeError::Retryable(m),
-        CapabilityError::NotFound(m) | CapabilityError::Invalid(m) | CapabilityError::Denied(m) => NodeError::Fatal(m),
-    }
-}
 
 /// The idempotency keys of an MQL: the HubSpot event, and the contact on
 /// the day it became an MQL (catches a second event for the same MQL).
@@ -37,27 +26,30 @@ pub fn keys(item: &Value, now_ms: i64) -> Vec<String> {
     keys
 }
 
-impl Guest for Dedupe {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "dedupe".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Matches an MQL against Salesforce leads, contacts, accounts and open opportunities; drops repeats".into(),
-            inputs: vec!["main".into()],
-            outputs: ["new", "existing-lead", "existing-account", "open-opportunity", "duplicate"].map(String::from).to_vec(),
-            capabilities: ["crm:read", "state:read", "state:write"].map(String::from).to_vec(),
+impl Plugin for Dedupe {
+    type Config = Value;
+
+    fn describe() -> Describe {
+        Describe {
+            name: "dedupe",
+            version: env!("CARGO_PKG_VERSION"),
+            description: "Matches an MQL against Salesforce leads, contacts, accounts and open opportunities; drops repeats",
+            outputs: &["new", "existing-lead", "existing-account", "open-opportunity", "duplicate"],
+            capabilities: &["crm:read", "state:read", "state:write"],
             config_schema: r#"{"type": "object", "additionalProperties": false, "properties": {
                 "match_accounts_by_domain": {"type": "boolean", "default": true, "description": "Also match accounts and open opportunities by the email's company domain."}
-            }}"#
-            .into(),
+            }}"#,
+            lead: r#"{
+                "duplicate": {"state": "duplicate", "detail": "already handed off ({/dedupe/key})"},
+                "*": {"state": "deduped", "detail": "salesforce match: {$port}"}
+            }"#,
+            ..Describe::default()
         }
     }
 
-    fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
-        let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
-        let by_domain = config.get("match_accounts_by_domain").and_then(Value::as_bool).unwrap_or(true);
-        let mut item: Value =
-            serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+    fn run(run: &Run<Value>, mut item: Value) -> Result<Vec<Emit>, NodeError> {
+        let ctx = &run.ctx;
+        let by_domain = run.config.get("match_accounts_by_domain").and_then(Value::as_bool).unwrap_or(true);
         let email = item["validation"]["email"].as_str().map(String::from).ok_or_else(|| {
             NodeError::InvalidInput("item has no validation.email; run `validate` before `dedupe`".into())
         })?;
@@ -68,20 +60,18 @@ impl Guest for Dedupe {
         // retry of the owning execution is not mistaken for a repeat.
         let me = json!(ctx.execution_id).to_string();
         for key in keys(&item, clock::now()) {
-            let claims = state::increment(&format!("claims:{key}"), 1).map_err(fail)?;
+            let claims = state::increment(&format!("claims:{key}"), 1)?;
             if claims == 1 {
-                state::set(&key, &me).map_err(fail)?;
-            } else if state::get(&key).map_err(fail)?.as_deref() != Some(me.as_str()) {
+                state::set(&key, &me)?;
+            } else if state::get(&key)?.as_deref() != Some(me.as_str()) {
                 item["dedupe"] = json!({"match": "duplicate", "key": key});
-                return Ok(vec![Emit { port: "duplicate".into(), item: item.to_string() }]);
+                return Ok(vec![emit("duplicate", &item)]);
             }
         }
 
-        let (port, found) = if let Some(opportunity) = if by_domain {
-            crm::find_open_opportunities_by_domain(&domain).map_err(fail)?.into_iter().next()
-        } else {
-            None
-        } {
+        let (port, found) = if let Some(opportunity) =
+            if by_domain { crm::find_open_opportunities_by_domain(&domain)?.into_iter().next() } else { None }
+        {
             (
                 "open-opportunity",
                 json!({"opportunity": {
@@ -89,18 +79,18 @@ impl Guest for Dedupe {
                     "owner_id": opportunity.owner_id, "stage": opportunity.stage, "amount": opportunity.amount,
                 }}),
             )
-        } else if let Some(lead) = crm::find_lead_by_email(&email).map_err(fail)? {
+        } else if let Some(lead) = crm::find_lead_by_email(&email)? {
             (
                 "existing-lead",
                 json!({"lead": {"id": lead.id, "owner_id": lead.owner_id, "status": lead.status, "company": lead.company}}),
             )
-        } else if let Some(contact) = crm::find_contact_by_email(&email).map_err(fail)? {
+        } else if let Some(contact) = crm::find_contact_by_email(&email)? {
             (
                 "existing-account",
                 json!({"contact": {"id": contact.id, "name": contact.name}, "account": {"id": contact.account_id, "owner_id": contact.owner_id}}),
             )
         } else if let Some(account) =
-            if by_domain { crm::find_accounts_by_domain(&domain).map_err(fail)?.into_iter().next() } else { None }
+            if by_domain { crm::find_accounts_by_domain(&domain)?.into_iter().next() } else { None }
         {
             (
                 "existing-account",
@@ -112,11 +102,11 @@ impl Guest for Dedupe {
         let mut dedupe = found;
         dedupe["match"] = json!(port);
         item["dedupe"] = dedupe;
-        Ok(vec![Emit { port: port.into(), item: item.to_string() }])
+        Ok(vec![emit(port, &item)])
     }
 }
 
-export!(Dedupe);
+handoff_plugin::export!(Dedupe);
 
 #[cfg(test)]
 mod tests {

@@ -4,11 +4,7 @@
 //! Input: `{"event": {"objectId": 123, ...}}` (or `{"contact_id": "123"}`).
 //! Output on `main`: `{"event", "id", "properties"}`.
 
-use serde_json::{Value, json};
-
-wit_bindgen::generate!({ world: "node", path: "../../wit" });
-use handoff::plugin::marketing;
-use handoff::plugin::types::CapabilityError;
+use handoff_plugin::{CapabilityError, Describe, Emit, NodeError, Plugin, Run, Value, emit, json, marketing};
 
 /// Properties read when the config names none: identity, firmographics,
 /// lifecycle, score and engagement.
@@ -49,46 +45,43 @@ pub fn contact_id(item: &Value) -> Option<String> {
     }
 }
 
-impl Guest for FetchContact {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "fetch-contact".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Reads the HubSpot contact a webhook event is about".into(),
-            inputs: vec!["main".into()],
-            outputs: vec!["main".into()],
-            capabilities: vec!["marketing:read".into()],
+impl Plugin for FetchContact {
+    type Config = Value;
+
+    fn describe() -> Describe {
+        Describe {
+            name: "fetch-contact",
+            version: env!("CARGO_PKG_VERSION"),
+            description: "Reads the HubSpot contact a webhook event is about",
+            capabilities: &["marketing:read"],
             config_schema: r#"{"type": "object", "additionalProperties": false, "properties": {
                 "properties": {"type": "array", "items": {"type": "string"}, "description": "Contact properties to read; a default set covering identity, firmographics, score and engagement when unset."}
-            }}"#
-            .into(),
+            }}"#,
+            lead: r#"{"main": {"state": "received", "detail": "contact read from HubSpot"}}"#,
+            ..Describe::default()
         }
     }
 
-    fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
-        let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
-        let item: Value =
-            serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+    fn run(run: &Run<Value>, item: Value) -> Result<Vec<Emit>, NodeError> {
         let id = contact_id(&item)
             .ok_or_else(|| NodeError::InvalidInput("item has no event.objectId or contact_id".into()))?;
-        let properties: Vec<String> = match config.get("properties").and_then(Value::as_array) {
+        let properties: Vec<String> = match run.config.get("properties").and_then(Value::as_array) {
             Some(list) => list.iter().filter_map(|p| p.as_str().map(String::from)).collect(),
-            None => DEFAULT_PROPERTIES.iter().map(|p| p.to_string()).collect(),
+            None => DEFAULT_PROPERTIES.iter().map(|p| (*p).to_string()).collect(),
         };
         let contact = marketing::get_contact(&id, &properties).map_err(|e| match e {
             CapabilityError::NotFound(m) => {
                 NodeError::InvalidInput(format!("contact {id} does not exist in HubSpot: {m}"))
             }
-            CapabilityError::Unavailable(m) => NodeError::Retryable(m),
-            CapabilityError::Denied(m) | CapabilityError::Invalid(m) => NodeError::Fatal(m),
+            other => other.into(),
         })?;
         let properties: Value = serde_json::from_str(&contact.properties).unwrap_or_else(|_| json!({}));
         let out = json!({ "event": item.get("event").cloned().unwrap_or(Value::Null), "id": contact.id, "properties": properties });
-        Ok(vec![Emit { port: "main".into(), item: out.to_string() }])
+        Ok(vec![emit("main", &out)])
     }
 }
 
-export!(FetchContact);
+handoff_plugin::export!(FetchContact);
 
 #[cfg(test)]
 mod tests {

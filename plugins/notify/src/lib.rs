@@ -8,22 +8,12 @@
 //!
 //! Output on `notified`: the item plus `"notification": {...}`.
 
-use handoff_plugin_support::{duration_ms, full_name, prop, prop_number, utc_date};
-use serde_json::{Value, json};
-
-wit_bindgen::generate!({ world: "node", path: "../../wit" });
-use handoff::plugin::types::{CapabilityError, Task};
-use handoff::plugin::{chat, clock, crm, email};
+use handoff_plugin::contact::{full_name, prop, prop_number};
+use handoff_plugin::time::{duration_ms, utc_date};
+use handoff_plugin::types::Task;
+use handoff_plugin::{Describe, Emit, NodeError, Plugin, Run, Value, chat, clock, crm, email, emit, json};
 
 struct Notify;
-
-fn fail(e: CapabilityError) -> NodeError {
-    match e {
-        CapabilityError::Unavailable(m) => NodeError::Retryable(m),
-        CapabilityError::Invalid(m) => NodeError::InvalidInput(m),
-        CapabilityError::NotFound(m) | CapabilityError::Denied(m) => NodeError::Fatal(m),
-    }
-}
 
 /// Rejection reasons offered in the DM (the standard picklist).
 pub const REJECT_REASONS: [(&str, &str); 6] = [
@@ -106,23 +96,24 @@ pub fn blocks(
     Value::Array(list)
 }
 
-impl Guest for Notify {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "notify".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Slack DM with Accept/Reject, email backup, Salesforce task due at the SLA deadline, priority channel post".into(),
-            inputs: vec!["main".into()],
-            outputs: vec!["notified".into()],
-            capabilities: ["chat:write", "email:send", "crm:read", "crm:write"].map(String::from).to_vec(),
-            config_schema: include_str!("config.schema.json").into(),
+impl Plugin for Notify {
+    type Config = Value;
+
+    fn describe() -> Describe {
+        Describe {
+            name: "notify",
+            version: env!("CARGO_PKG_VERSION"),
+            description: "Slack DM with Accept/Reject, email backup, Salesforce task due at the SLA deadline, priority channel post",
+            outputs: &["notified"],
+            capabilities: &["chat:write", "email:send", "crm:read", "crm:write"],
+            config_schema: include_str!("config.schema.json"),
+            lead: r#"{"notified": {"state": "notified", "detail": "told {/notification/to|/notification/queue_post/channel}"}}"#,
+            ..Describe::default()
         }
     }
 
-    fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
-        let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
-        let mut item: Value =
-            serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+    fn run(run: &Run<Value>, mut item: Value) -> Result<Vec<Emit>, NodeError> {
+        let config = &run.config;
         let name = full_name(&item);
         let company = prop(&item, "company").unwrap_or("(no company)").to_string();
         let summary = item["summary"]["text"].as_str().unwrap_or_default().to_string();
@@ -130,8 +121,7 @@ impl Guest for Notify {
         if item["dedupe"]["match"] == "open-opportunity" {
             let opp = &item["dedupe"]["opportunity"];
             let owner_id = opp["owner_id"].as_str().unwrap_or_default();
-            let owner = crm::get_owner(owner_id)
-                .map_err(fail)?
+            let owner = crm::get_owner(owner_id)?
                 .ok_or_else(|| NodeError::Fatal(format!("opportunity owner {owner_id} not found")))?;
             let text = format!(
                 "Heads-up: {name} from {company} just became an MQL. {company} has an open opportunity, {} ({}), so no new lead was created. {summary}",
@@ -140,10 +130,10 @@ impl Guest for Notify {
             );
             // Each effect below happens once per execution: the host's
             // effect journal replays it on a retry or a rerun.
-            let dm = chat::send_dm(&owner.email, &text, None).map_err(fail)?;
+            let dm = chat::send_dm(&owner.email, &text, None)?;
             let dm = json!({"channel": dm.channel, "ts": dm.ts});
             item["notification"] = json!({"kind": "opportunity-owner", "to": owner.email, "dm": dm});
-            return Ok(vec![Emit { port: "notified".into(), item: item.to_string() }]);
+            return Ok(vec![emit("notified", &item)]);
         }
 
         let lead_id = item["salesforce"]["lead_id"]
@@ -156,7 +146,7 @@ impl Guest for Notify {
         let accept_within = config["accept_within"].as_str().unwrap_or("30m").to_string();
         let sla = config["sla"].as_str().and_then(duration_ms).unwrap_or(4 * 3_600_000);
         let due = utc_date(clock::now() + sla);
-        let why_priority = priority(&item, &config);
+        let why_priority = priority(&item, config);
         let blocks = blocks(&item, &lead_id, &url, &accept_within, &due, why_priority.as_deref()).to_string();
         let text = format!("New MQL: {name} ({company}). {summary}");
 
@@ -165,10 +155,10 @@ impl Guest for Notify {
             let channel = config["queue_channel"].as_str().unwrap_or("#revops-alerts");
             let queue_text =
                 format!("Unassigned MQL for {}: {text}", item["routing"]["owner_name"].as_str().unwrap_or("the queue"));
-            let posted = chat::post(channel, &queue_text, Some(&blocks)).map_err(fail)?;
+            let posted = chat::post(channel, &queue_text, Some(&blocks))?;
             notification["queue_post"] = json!({"channel": posted.channel, "ts": posted.ts});
         } else {
-            let dm = chat::send_dm(&owner_email, &text, Some(&blocks)).map_err(fail)?;
+            let dm = chat::send_dm(&owner_email, &text, Some(&blocks))?;
             notification["dm"] = json!({"channel": dm.channel, "ts": dm.ts});
             notification["to"] = json!(owner_email);
         }
@@ -183,14 +173,14 @@ impl Guest for Notify {
             due_date: due,
             priority: if why_priority.is_some() { "High".into() } else { "Normal".into() },
         };
-        notification["task_id"] = json!(crm::create_task(&task).map_err(fail)?);
+        notification["task_id"] = json!(crm::create_task(&task)?);
         if let Some(reason) = &why_priority {
             let channel = config["priority"]["channel"].as_str().unwrap_or("#sales-priority");
             let owner_name = item["routing"]["owner_name"].as_str().unwrap_or("the owner");
             let alert = format!(
                 ":rotating_light: Priority MQL ({reason}): {name} at {company}, assigned to *{owner_name}*. <{url}|Open in Salesforce>"
             );
-            let posted = chat::post(channel, &alert, None).map_err(fail)?;
+            let posted = chat::post(channel, &alert, None)?;
             notification["priority_post"] = json!({"channel": posted.channel, "ts": posted.ts});
         }
         // The backup email goes last: the DM, the task and the priority
@@ -212,11 +202,11 @@ impl Guest for Notify {
             notification["email_sent"] = json!(email::send(&message).is_ok());
         }
         item["notification"] = notification;
-        Ok(vec![Emit { port: "notified".into(), item: item.to_string() }])
+        Ok(vec![emit("notified", &item)])
     }
 }
 
-export!(Notify);
+handoff_plugin::export!(Notify);
 
 #[cfg(test)]
 mod tests {

@@ -10,21 +10,11 @@
 
 pub mod rules;
 
+use handoff_plugin::{Describe, Emit, NodeError, Plugin, Run, Value, clock, emit, json, roster, state};
 use rules::Config;
-use serde_json::{Map, Value, json};
-
-wit_bindgen::generate!({ world: "node", path: "../../wit" });
-use handoff::plugin::types::CapabilityError;
-use handoff::plugin::{clock, roster, state};
+use serde_json::Map;
 
 struct Route;
-
-fn fail(e: CapabilityError) -> NodeError {
-    match e {
-        CapabilityError::Unavailable(m) => NodeError::Retryable(m),
-        CapabilityError::NotFound(m) | CapabilityError::Invalid(m) | CapabilityError::Denied(m) => NodeError::Fatal(m),
-    }
-}
 
 struct Owner {
     id: String,
@@ -38,7 +28,7 @@ fn keep(owner_id: Option<&str>, what: &str, trail: &mut Vec<String>) -> Result<O
     let Some(id) = owner_id.filter(|id| id.starts_with("005")) else {
         return Ok(None);
     };
-    match roster::get_rep(id).map_err(fail)? {
+    match roster::get_rep(id)? {
         Some(rep) if rep.active => {
             trail.push(format!("kept the {what} owner {}", rep.name));
             Ok(Some(Owner { id: rep.id, name: rep.name, email: rep.email, kind: "user" }))
@@ -56,7 +46,7 @@ fn keep(owner_id: Option<&str>, what: &str, trail: &mut Vec<String>) -> Result<O
 
 /// Chooses an available rep of `team_id` by weighted round-robin.
 fn pick_from_team(team_id: &str, now: i64, trail: &mut Vec<String>) -> Result<Option<Owner>, NodeError> {
-    let teams = roster::teams().map_err(fail)?;
+    let teams = roster::teams()?;
     let Some(team) = teams.iter().find(|t| t.id == team_id) else {
         trail.push(format!("team {team_id} is not on the roster"));
         return Ok(None);
@@ -64,14 +54,14 @@ fn pick_from_team(team_id: &str, now: i64, trail: &mut Vec<String>) -> Result<Op
     let mut candidates = Vec::new();
     let mut reps = Vec::new();
     for member in &team.members {
-        let Some(rep) = roster::get_rep(member).map_err(fail)? else { continue };
-        let availability = roster::availability_at(member, now).map_err(fail)?;
+        let Some(rep) = roster::get_rep(member)? else { continue };
+        let availability = roster::availability_at(member, now)?;
         if !availability.available {
             trail.push(format!("{} skipped: {}", rep.name, availability.reason.unwrap_or_default()));
             continue;
         }
         let load_key = format!("load:{}:{}", rep.id, availability.local_date);
-        let load: u32 = state::get(&load_key).map_err(fail)?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let load: u32 = state::get(&load_key)?.and_then(|v| v.parse().ok()).unwrap_or(0);
         if rep.daily_capacity > 0 && load >= rep.daily_capacity {
             trail.push(format!("{} skipped: at daily capacity ({load}/{})", rep.name, rep.daily_capacity));
             continue;
@@ -81,36 +71,36 @@ fn pick_from_team(team_id: &str, now: i64, trail: &mut Vec<String>) -> Result<Op
     }
     let key = format!("wrr:{team_id}");
     let mut current: Map<String, Value> =
-        state::get(&key).map_err(fail)?.and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default();
+        state::get(&key)?.and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default();
     let Some(index) = rules::weighted_round_robin(&candidates, &mut current) else {
         trail.push(format!("nobody on {} is available", team.name));
         return Ok(None);
     };
-    state::set(&key, &Value::Object(current).to_string()).map_err(fail)?;
+    state::set(&key, &Value::Object(current).to_string())?;
     let (rep, load_key) = &reps[index];
-    state::increment(load_key, 1).map_err(fail)?;
+    state::increment(load_key, 1)?;
     trail.push(format!("chose {} by weighted round-robin", rep.name));
     Ok(Some(Owner { id: rep.id.clone(), name: rep.name.clone(), email: rep.email.clone(), kind: "user" }))
 }
 
-impl Guest for Route {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "route".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Chooses the owner: existing owner, rules (territory, size, industry, named accounts), weighted round-robin over available reps, fallback queue".into(),
-            inputs: vec!["main".into()],
-            outputs: vec!["routed".into()],
-            capabilities: ["roster:read", "state:read", "state:write"].map(String::from).to_vec(),
-            config_schema: include_str!("config.schema.json").into(),
+impl Plugin for Route {
+    type Config = Config;
+
+    fn describe() -> Describe {
+        Describe {
+            name: "route",
+            version: env!("CARGO_PKG_VERSION"),
+            description: "Chooses the owner: existing owner, rules (territory, size, industry, named accounts), weighted round-robin over available reps, fallback queue",
+            outputs: &["routed"],
+            capabilities: &["roster:read", "state:read", "state:write"],
+            config_schema: include_str!("config.schema.json"),
+            lead: r#"{"routed": {"state": "routed", "detail": "{/routing/explanation}", "owner": "/routing/owner_name"}}"#,
+            ..Describe::default()
         }
     }
 
-    fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
-        let config: Config =
-            serde_json::from_str(&ctx.config).map_err(|e| NodeError::InvalidInput(format!("config: {e}")))?;
-        let mut item: Value =
-            serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+    fn run(run: &Run<Config>, mut item: Value) -> Result<Vec<Emit>, NodeError> {
+        let config = &run.config;
         let now = clock::now();
         let mut trail = Vec::new();
         let mut rule_name = Value::Null;
@@ -161,8 +151,8 @@ impl Guest for Route {
             "explanation": trail.join("; "),
             "trail": trail,
         });
-        Ok(vec![Emit { port: "routed".into(), item: item.to_string() }])
+        Ok(vec![emit("routed", &item)])
     }
 }
 
-export!(Route);
+handoff_plugin::export!(Route);

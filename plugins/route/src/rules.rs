@@ -1,6 +1,6 @@
 //! Routing rules and weighted round-robin, as pure functions.
 
-use handoff_plugin_support::{prop, prop_number, region};
+use handoff_plugin::contact::{prop, prop_number, region};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 

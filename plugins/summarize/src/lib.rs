@@ -5,12 +5,9 @@
 //!
 //! Output on `main`: the item plus `"summary": {"text", "source"}`.
 
-use handoff_plugin_support::{full_name, prop, prop_number};
-use serde_json::{Value, json};
-
-wit_bindgen::generate!({ world: "node", path: "../../wit" });
-use handoff::plugin::llm;
-use handoff::plugin::log::{Level, log};
+use handoff_plugin::contact::{full_name, prop, prop_number};
+use handoff_plugin::log::{Level, log};
+use handoff_plugin::{Describe, Emit, NodeError, Plugin, Run, Value, emit, json, llm};
 
 struct Summarize;
 
@@ -86,28 +83,26 @@ fn capitalize(s: &str) -> String {
     c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
 }
 
-impl Guest for Summarize {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "summarize".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Writes a short engagement summary: language model within a time budget, template otherwise".into(),
-            inputs: vec!["main".into()],
-            outputs: vec!["main".into()],
-            capabilities: vec!["llm:complete".into()],
+impl Plugin for Summarize {
+    type Config = Value;
+
+    fn describe() -> Describe {
+        Describe {
+            name: "summarize",
+            version: env!("CARGO_PKG_VERSION"),
+            description: "Writes a short engagement summary: language model within a time budget, template otherwise",
+            capabilities: &["llm:complete"],
             config_schema: r#"{"type": "object", "additionalProperties": false, "properties": {
                 "use_llm": {"type": "boolean", "default": true},
                 "budget_ms": {"type": "integer", "minimum": 100, "maximum": 10000, "default": 1500, "description": "Hard time budget for the model; the template answers when it runs out."},
                 "max_tokens": {"type": "integer", "minimum": 16, "maximum": 1024, "default": 200}
-            }}"#
-            .into(),
+            }}"#,
+            ..Describe::default()
         }
     }
 
-    fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
-        let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
-        let mut item: Value =
-            serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {e}")))?;
+    fn run(run: &Run<Value>, mut item: Value) -> Result<Vec<Emit>, NodeError> {
+        let config = &run.config;
         let mut summary = json!({"text": template(&item), "source": "template"});
         if config["use_llm"].as_bool().unwrap_or(true) {
             let prompt = facts(&item).iter().map(|(k, v)| format!("- {k}: {v}")).collect::<Vec<_>>().join("\n");
@@ -124,11 +119,11 @@ impl Guest for Summarize {
             }
         }
         item["summary"] = summary;
-        Ok(vec![Emit { port: "main".into(), item: item.to_string() }])
+        Ok(vec![emit("main", &item)])
     }
 }
 
-export!(Summarize);
+handoff_plugin::export!(Summarize);
 
 #[cfg(test)]
 mod tests {

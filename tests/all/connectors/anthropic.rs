@@ -2,8 +2,8 @@ use handoff::capabilities::{CapabilityError, CompletionRequest, Llm};
 use handoff::connectors::Secret;
 use handoff::connectors::anthropic::Anthropic;
 use handoff::connectors::policy::http_client;
-use handoff::sandbox::{Fault, FaultKind};
-use handoff_tests::{fast_policy, sandbox, statuses};
+use handoff_emulators::{Fault, FaultKind};
+use handoff_tests::{emulators, fast_policy, statuses};
 
 fn request(prompt: &str) -> CompletionRequest {
     CompletionRequest {
@@ -16,7 +16,7 @@ fn request(prompt: &str) -> CompletionRequest {
 
 #[tokio::test]
 async fn completes_deterministically_and_retries_overload() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let llm = Anthropic::new(
         http_client(),
         &format!("http://{}/anthropic", sb.http),
@@ -42,7 +42,7 @@ async fn completes_deterministically_and_retries_overload() {
 
 #[tokio::test]
 async fn a_bad_key_is_an_authentication_error() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let llm = Anthropic::new(
         http_client(),
         &format!("http://{}/anthropic", sb.http),

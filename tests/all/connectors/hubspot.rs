@@ -2,11 +2,11 @@ use handoff::capabilities::{CapabilityError, Marketing};
 use handoff::connectors::hubspot::HubSpot;
 use handoff::connectors::policy::http_client;
 use handoff::connectors::{ErrorClass, Secret};
-use handoff::sandbox::{Fault, FaultKind, Sandbox};
-use handoff_tests::{fast_policy, sandbox, statuses};
+use handoff_emulators::{Emulators, Fault, FaultKind};
+use handoff_tests::{emulators, fast_policy, statuses};
 use serde_json::{Value, json};
 
-fn client(sandbox: &Sandbox, token: &str) -> HubSpot {
+fn client(sandbox: &Emulators, token: &str) -> HubSpot {
     HubSpot::new(http_client(), &format!("http://{}/hubspot", sandbox.http), Secret::new(token), fast_policy())
 }
 
@@ -16,7 +16,7 @@ fn props(contact: &handoff::capabilities::Contact) -> Value {
 
 #[tokio::test]
 async fn reads_a_contact_by_id_and_by_email() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let hubspot = client(&sb, "sandbox");
     let fields = vec!["email".to_string(), "hubspotscore".to_string(), "nosuchproperty".to_string()];
     let by_id = hubspot.get_contact("1001", &fields).await.unwrap();
@@ -35,7 +35,7 @@ async fn reads_a_contact_by_id_and_by_email() {
 
 #[tokio::test]
 async fn moves_lifecycle_stage_back_by_clearing_it_first() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let hubspot = client(&sb, "sandbox");
     // The emulator, like HubSpot, refuses a direct move backwards.
     let direct = reqwest::Client::new()
@@ -59,7 +59,7 @@ async fn moves_lifecycle_stage_back_by_clearing_it_first() {
 
 #[tokio::test]
 async fn adds_a_contact_to_a_list() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let hubspot = client(&sb, "sandbox");
     hubspot.add_to_list("501", "1001").await.unwrap();
     assert!(sb.state.world().hubspot.lists["501"].1.contains("1001"));
@@ -69,7 +69,7 @@ async fn adds_a_contact_to_a_list() {
 
 #[tokio::test]
 async fn searches_with_filter_groups_sorting_and_paging() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let hubspot = client(&sb, "sandbox");
     let request = json!({
         "filterGroups": [{"filters": [
@@ -98,7 +98,7 @@ async fn searches_with_filter_groups_sorting_and_paging() {
 
 #[tokio::test]
 async fn batch_reads_and_reports_missing_ids() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let hubspot = client(&sb, "sandbox");
     let ids = vec!["greta.holm@umbrellahealth.de".to_string(), "ghost@nowhere.com".to_string()];
     let found = hubspot.batch_read(&ids, Some("email"), &["company".to_string()]).await.unwrap();
@@ -109,7 +109,7 @@ async fn batch_reads_and_reports_missing_ids() {
 
 #[tokio::test]
 async fn a_wrong_token_is_an_auth_error_and_not_retried() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let error = client(&sb, "wrong").get_contact("1001", &[]).await.unwrap_err();
     assert!(
         matches!(&error, CapabilityError::Unavailable(m) if m.contains("INVALID_AUTHENTICATION") && m.contains("HTTP 401")),
@@ -120,7 +120,7 @@ async fn a_wrong_token_is_an_auth_error_and_not_retried() {
 
 #[tokio::test]
 async fn rate_limits_and_server_errors_are_retried() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let hubspot = client(&sb, "sandbox");
     sb.state.world().faults.add(Fault {
         id: 0,
@@ -147,8 +147,8 @@ async fn rate_limits_and_server_errors_are_retried() {
 
 #[tokio::test]
 async fn the_emulators_own_rolling_limit_answers_429_with_hubspots_body() {
-    let settings = handoff::sandbox::SandboxSettings { hubspot_per_ten_seconds: 2, ..Default::default() };
-    let sb = handoff_tests::sandbox_with(settings).await;
+    let settings = handoff_emulators::Settings { hubspot_per_ten_seconds: 2, ..Default::default() };
+    let sb = handoff_tests::emulators_with(settings).await;
     let http = reqwest::Client::new();
     let url = format!("http://{}/hubspot/crm/v3/objects/contacts/1001", sb.http);
     for _ in 0..2 {
@@ -164,7 +164,7 @@ async fn the_emulators_own_rolling_limit_answers_429_with_hubspots_body() {
 
 #[tokio::test]
 async fn validation_errors_are_not_retried() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let hubspot = client(&sb, "sandbox");
     let error = hubspot.update_contact("1001", r#"{"lifecyclestage": "prospectish"}"#).await.unwrap_err();
     assert!(
@@ -176,7 +176,7 @@ async fn validation_errors_are_not_retried() {
 
 #[tokio::test]
 async fn a_hung_request_times_out_and_is_retried() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let policy = handoff::connectors::CallPolicy { timeout: std::time::Duration::from_millis(200), ..fast_policy() };
     let hubspot = HubSpot::new(http_client(), &format!("http://{}/hubspot", sb.http), Secret::new("sandbox"), policy);
     sb.state.world().faults.add(Fault {

@@ -3,9 +3,9 @@
 //! published vectors.
 
 mod anthropic;
+mod emulator_api;
 mod hubspot;
 mod salesforce;
-mod sandbox_api;
 mod signatures;
 mod slack;
 mod smtp;

@@ -2,25 +2,28 @@ use handoff::capabilities::{CapabilityError, Crm, Lead, OwnerKind, Task};
 use handoff::connectors::policy::http_client;
 use handoff::connectors::salesforce::Salesforce;
 use handoff::connectors::{SalesforceAuth, Secret};
-use handoff::sandbox::{Fault, FaultKind, Sandbox, SandboxSettings};
-use handoff_tests::{fast_policy, lead, sandbox, sandbox_with, statuses};
+use handoff_emulators::{Emulators, Fault, FaultKind, Settings};
+use handoff_tests::{emulators, emulators_with, fast_policy, lead, statuses};
 use serde_json::Value;
 
 const KEY: &str = include_str!("../../fixtures/salesforce-jwt-test-key.pem");
 const PUBLIC_KEY: &str = include_str!("../../fixtures/salesforce-jwt-test-key.pub.pem");
 
-fn client_with(sandbox: &Sandbox, auth: SalesforceAuth) -> Salesforce {
+fn client_with(sandbox: &Emulators, auth: SalesforceAuth) -> Salesforce {
     Salesforce::new(http_client(), &format!("http://{}/salesforce", sandbox.http), "v59.0", auth, fast_policy())
 }
 
-fn client(sandbox: &Sandbox) -> Salesforce {
+fn client(sandbox: &Emulators) -> Salesforce {
     client_with(
         sandbox,
-        SalesforceAuth::ClientCredentials { client_id: "handoff".into(), client_secret: Secret::new("sandbox-secret") },
+        SalesforceAuth::ClientCredentials {
+            client_id: "handoff".into(),
+            client_secret: Secret::new(handoff_emulators::SECRET),
+        },
     )
 }
 
-fn records(sandbox: &Sandbox, object: &str) -> Vec<serde_json::Map<String, Value>> {
+fn records(sandbox: &Emulators, object: &str) -> Vec<serde_json::Map<String, Value>> {
     sandbox.state.world().salesforce.objects[object].clone()
 }
 
@@ -30,7 +33,7 @@ fn new_lead(email: &str, company: &str) -> Lead {
 
 #[tokio::test]
 async fn finds_leads_contacts_accounts_and_open_opportunities() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let sf = client(&sb);
     let found = sf.find_lead_by_email("Peter.Gibbons@initech.com").await.unwrap().expect("seeded lead");
     assert_eq!(found.id.as_deref(), Some("00Q000000000001AAA"));
@@ -61,7 +64,7 @@ async fn finds_leads_contacts_accounts_and_open_opportunities() {
 
 #[tokio::test]
 async fn looks_up_users_and_queues() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let sf = client(&sb);
     let user = sf.get_owner("005000000000005AAA").await.unwrap().unwrap();
     assert_eq!((user.name.as_str(), user.kind), ("Lena Fischer", OwnerKind::User));
@@ -72,7 +75,7 @@ async fn looks_up_users_and_queues() {
 
 #[tokio::test]
 async fn creates_updates_and_assigns_a_lead_and_its_task() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let sf = client(&sb);
     let id = sf.upsert_lead(new_lead("new.person@brightline-analytics.com", "Brightline Analytics")).await.unwrap();
     assert!(id.starts_with("00Q"));
@@ -108,7 +111,7 @@ async fn creates_updates_and_assigns_a_lead_and_its_task() {
 
 #[tokio::test]
 async fn salesforce_validation_errors_keep_code_and_are_not_retried() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let sf = client(&sb);
     let error = sf.upsert_lead(new_lead("x@y.com", "")).await.unwrap_err();
     assert_eq!(
@@ -138,7 +141,7 @@ async fn salesforce_validation_errors_keep_code_and_are_not_retried() {
 
 #[tokio::test]
 async fn lists_activities_a_rep_logged_since_a_time() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let sf = client(&sb);
     let before = handoff::capabilities::Clock::now_ms(&handoff::capabilities::SystemClock);
     let http = reqwest::Client::new();
@@ -165,7 +168,7 @@ async fn lists_activities_a_rep_logged_since_a_time() {
 
 #[tokio::test]
 async fn follows_next_records_url_to_the_last_page() {
-    let sb = sandbox_with(SandboxSettings { salesforce_batch_size: 4, ..Default::default() }).await;
+    let sb = emulators_with(Settings { salesforce_batch_size: 4, ..Default::default() }).await;
     let users = client(&sb).users().await.unwrap();
     assert_eq!(users.len(), 13);
     assert!(users.iter().any(|(_, name, _, active)| name == "Sam Former" && !active));
@@ -175,7 +178,7 @@ async fn follows_next_records_url_to_the_last_page() {
 
 #[tokio::test]
 async fn an_expired_session_is_refreshed_once() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let sf = client(&sb);
     sf.get_owner("005000000000005AAA").await.unwrap();
     sb.state.expire_salesforce_tokens();
@@ -185,7 +188,7 @@ async fn an_expired_session_is_refreshed_once() {
 
 #[tokio::test]
 async fn the_request_limit_and_outages_are_retried() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let sf = client(&sb);
     for status in [403, 503] {
         sb.state.world().faults.add(Fault {
@@ -206,13 +209,16 @@ async fn the_request_limit_and_outages_are_retried() {
 
 #[tokio::test]
 async fn the_org_api_limit_answers_403_request_limit_exceeded() {
-    let sb = sandbox_with(SandboxSettings { salesforce_api_limit: 1, ..Default::default() }).await;
+    let sb = emulators_with(Settings { salesforce_api_limit: 1, ..Default::default() }).await;
     let policy = handoff::connectors::CallPolicy { max_attempts: 2, ..fast_policy() };
     let sf = Salesforce::new(
         http_client(),
         &format!("http://{}/salesforce", sb.http),
         "v59.0",
-        SalesforceAuth::ClientCredentials { client_id: "handoff".into(), client_secret: Secret::new("sandbox-secret") },
+        SalesforceAuth::ClientCredentials {
+            client_id: "handoff".into(),
+            client_secret: Secret::new(handoff_emulators::SECRET),
+        },
         policy,
     );
     sf.get_owner("005000000000005AAA").await.unwrap();
@@ -225,7 +231,7 @@ async fn the_org_api_limit_answers_403_request_limit_exceeded() {
 
 #[tokio::test]
 async fn signs_in_with_a_jwt_bearer_assertion() {
-    let sb = sandbox_with(SandboxSettings { jwt_public_key_pem: Some(PUBLIC_KEY.into()), ..Default::default() }).await;
+    let sb = emulators_with(Settings { jwt_public_key_pem: Some(PUBLIC_KEY.into()), ..Default::default() }).await;
     let auth = |username: &str| SalesforceAuth::JwtBearer {
         client_id: "3MVG9handoff".into(),
         username: username.into(),

@@ -2,17 +2,17 @@ use handoff::capabilities::{CapabilityError, Chat};
 use handoff::connectors::Secret;
 use handoff::connectors::policy::http_client;
 use handoff::connectors::slack::Slack;
-use handoff::sandbox::{Fault, FaultKind, Sandbox};
-use handoff_tests::{fast_policy, sandbox, statuses};
+use handoff_emulators::{Emulators, Fault, FaultKind};
+use handoff_tests::{emulators, fast_policy, statuses};
 use serde_json::json;
 
-fn client(sandbox: &Sandbox, token: &str) -> Slack {
+fn client(sandbox: &Emulators, token: &str) -> Slack {
     Slack::new(http_client(), &format!("http://{}/slack/api", sandbox.http), Secret::new(token), fast_policy())
 }
 
 #[tokio::test]
 async fn a_dm_reaches_the_person_with_that_email() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let slack = client(&sb, "sandbox");
     let blocks = json!([{"type": "section", "text": {"type": "mrkdwn", "text": "*New MQL*"}},
         {"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Accept"}, "action_id": "accept", "value": "1", "style": "primary"}]}]);
@@ -32,7 +32,7 @@ async fn a_dm_reaches_the_person_with_that_email() {
 
 #[tokio::test]
 async fn posts_to_a_channel_and_updates_the_message() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let slack = client(&sb, "sandbox");
     let posted = slack.post("#sales-priority", "Enterprise MQL", None).await.unwrap();
     assert_eq!(posted.channel, "C0PRIORITY1");
@@ -44,7 +44,7 @@ async fn posts_to_a_channel_and_updates_the_message() {
 
 #[tokio::test]
 async fn slack_errors_arrive_as_http_200_ok_false_and_are_classified() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let slack = client(&sb, "sandbox");
     let error = slack.send_dm("nobody@nowhere.com", "x", None).await.unwrap_err();
     assert!(matches!(&error, CapabilityError::NotFound(m) if m.contains("users_not_found")), "{error:?}");
@@ -60,7 +60,7 @@ async fn slack_errors_arrive_as_http_200_ok_false_and_are_classified() {
 
 #[tokio::test]
 async fn a_rate_limit_waits_for_retry_after() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let slack = client(&sb, "sandbox");
     sb.state.world().faults.add(Fault {
         id: 0,
@@ -79,8 +79,8 @@ async fn a_rate_limit_waits_for_retry_after() {
 
 #[tokio::test]
 async fn the_emulator_limits_each_channel() {
-    let settings = handoff::sandbox::SandboxSettings { slack_channel_burst: 2, ..Default::default() };
-    let sb = handoff_tests::sandbox_with(settings).await;
+    let settings = handoff_emulators::Settings { slack_channel_burst: 2, ..Default::default() };
+    let sb = handoff_tests::emulators_with(settings).await;
     let http = reqwest::Client::new();
     let mut codes = Vec::new();
     for _ in 0..3 {
@@ -99,9 +99,9 @@ async fn the_emulator_limits_each_channel() {
 #[tokio::test]
 async fn a_sent_message_is_found_by_its_text_for_a_dm_or_a_channel_by_name() {
     // How a rerun after a crash learns that its first attempt was delivered.
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let slack = client(&sb, "sandbox");
-    let since = handoff::capabilities::Clock::now_ms(&*sb.state.clock);
+    let since = handoff_emulators::Clock::now_ms(&*sb.state.clock);
     let dm = slack.send_dm("lena.fischer@handoff-demo.com", "New MQL: Greta & co <3", None).await.unwrap();
     let post = slack.post("#sales-priority", "Priority MQL: Greta Holm", None).await.unwrap();
 

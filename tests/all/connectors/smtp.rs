@@ -1,9 +1,9 @@
 use handoff::capabilities::{CapabilityError, Email, EmailMessage};
 use handoff::connectors::smtp::{Smtp, SmtpSecurity};
-use handoff::sandbox::{Fault, FaultKind, Sandbox};
-use handoff_tests::{fast_policy, sandbox};
+use handoff_emulators::{Emulators, Fault, FaultKind};
+use handoff_tests::{emulators, fast_policy};
 
-fn mailer(sandbox: &Sandbox) -> Smtp {
+fn mailer(sandbox: &Emulators) -> Smtp {
     Smtp::new(
         "127.0.0.1",
         sandbox.smtp.port(),
@@ -27,7 +27,7 @@ fn message(subject: &str) -> EmailMessage {
 
 #[tokio::test]
 async fn delivers_text_and_html_to_every_recipient() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     mailer(&sb).send(message("New MQL: Greta Holm")).await.unwrap();
     let world = sb.state.world();
     let email = &world.emails[0];
@@ -39,7 +39,7 @@ async fn delivers_text_and_html_to_every_recipient() {
 
 #[tokio::test]
 async fn transient_smtp_failures_are_retried_and_permanent_ones_are_not() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let fault = |status| Fault {
         id: 0,
         provider: "smtp".into(),
@@ -61,7 +61,7 @@ async fn transient_smtp_failures_are_retried_and_permanent_ones_are_not() {
 
 #[tokio::test]
 async fn a_bad_address_is_invalid() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let mut bad = message("x");
     bad.to = vec!["not an address".into()];
     assert!(matches!(mailer(&sb).send(bad).await, Err(CapabilityError::Invalid(_))));

@@ -1,32 +1,30 @@
 //! Sends a DM, then fails its first attempt as retryable: without the
 //! effect journal, the retry would send the DM again.
-wit_bindgen::generate!({ world: "node", path: "../../../wit" });
-use handoff::plugin::chat;
+use handoff_plugin::{Describe, Emit, NodeError, Plugin, Run, Value, chat, emit, json};
 
 struct Blurt;
 
-impl Guest for Blurt {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "blurt".into(),
-            version: "1.0.0".into(),
-            description: "test: DMs, then fails the first attempt".into(),
-            inputs: vec!["main".into()],
-            outputs: vec!["main".into()],
-            capabilities: vec!["chat:write".into()],
-            config_schema: "{}".into(),
+impl Plugin for Blurt {
+    type Config = Value;
+
+    fn describe() -> Describe {
+        Describe {
+            name: "blurt",
+            version: "1.0.0",
+            description: "test: DMs, then fails the first attempt",
+            capabilities: &["chat:write"],
+            ..Describe::default()
         }
     }
 
-    fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {
-        let value: serde_json::Value = serde_json::from_str(&item).unwrap();
-        let email = value["email"].as_str().unwrap_or_default();
+    fn run(run: &Run<Value>, item: Value) -> Result<Vec<Emit>, NodeError> {
+        let email = item["email"].as_str().unwrap_or_default();
         let sent = chat::send_dm(email, "You have a new lead", None).map_err(|e| NodeError::Fatal(format!("{e:?}")))?;
-        if ctx.attempt == 1 {
+        if run.ctx.attempt == 1 {
             return Err(NodeError::Retryable("failed after the DM".into()));
         }
-        Ok(vec![Emit { port: "main".into(), item: serde_json::json!({"ts": sent.ts}).to_string() }])
+        Ok(vec![emit("main", &json!({"ts": sent.ts}))])
     }
 }
 
-export!(Blurt);
+handoff_plugin::export!(Blurt);

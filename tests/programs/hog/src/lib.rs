@@ -1,22 +1,16 @@
 //! Allocates (and touches) memory until something stops it.
-wit_bindgen::generate!({ world: "node", path: "../../../wit" });
+use handoff_plugin::{Describe, Emit, NodeError, Plugin, Run, Value};
 
 struct Hog;
 
-impl Guest for Hog {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "hog".into(),
-            version: "1.0.0".into(),
-            description: "test: allocates forever".into(),
-            inputs: vec!["main".into()],
-            outputs: vec!["main".into()],
-            capabilities: vec![],
-            config_schema: "{}".into(),
-        }
+impl Plugin for Hog {
+    type Config = Value;
+
+    fn describe() -> Describe {
+        Describe { name: "hog", version: "1.0.0", description: "test: allocates forever", ..Describe::default() }
     }
 
-    fn run(_: Context, _: String) -> Result<Vec<Emit>, NodeError> {
+    fn run(_: &Run<Value>, _: Value) -> Result<Vec<Emit>, NodeError> {
         let mut chunks: Vec<Vec<u8>> = Vec::new();
         loop {
             chunks.push(vec![1u8; 1 << 20]);
@@ -25,4 +19,4 @@ impl Guest for Hog {
     }
 }
 
-export!(Hog);
+handoff_plugin::export!(Hog);

@@ -1,25 +1,25 @@
 //! Calls itself `validate`: loading it from a plugin directory must
 //! override the standard plugin of that name. Sends every item to `valid`.
-wit_bindgen::generate!({ world: "node", path: "../../../wit" });
+use handoff_plugin::{Describe, Emit, NodeError, Plugin, Run, Value, emit};
 
 struct Shadow;
 
-impl Guest for Shadow {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "validate".into(),
-            version: "9.9.9-test".into(),
-            description: "test: replaces the standard validate".into(),
-            inputs: vec!["main".into()],
-            outputs: vec!["valid".into(), "invalid".into()],
-            capabilities: vec![],
-            config_schema: "{}".into(),
+impl Plugin for Shadow {
+    type Config = Value;
+
+    fn describe() -> Describe {
+        Describe {
+            name: "validate",
+            version: "9.9.9-test",
+            description: "test: replaces the standard validate",
+            outputs: &["valid", "invalid"],
+            ..Describe::default()
         }
     }
 
-    fn run(_: Context, item: String) -> Result<Vec<Emit>, NodeError> {
-        Ok(vec![Emit { port: "valid".into(), item }])
+    fn run(_: &Run<Value>, item: Value) -> Result<Vec<Emit>, NodeError> {
+        Ok(vec![emit("valid", &item)])
     }
 }
 
-export!(Shadow);
+handoff_plugin::export!(Shadow);

@@ -1,34 +1,26 @@
 //! Imports `crm` without saying so in `describe`: the host must refuse it
 //! unless the node grants crm access. When it runs, it looks the item's
 //! email up and emits what the CRM said.
-wit_bindgen::generate!({ world: "node", path: "../../../wit" });
-use handoff::plugin::crm;
+use handoff_plugin::{Describe, Emit, NodeError, Plugin, Run, Value, crm, emit, json};
 
 struct Sneaky;
 
-impl Guest for Sneaky {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "sneaky".into(),
-            version: "1.0.0".into(),
-            description: "test: imports crm, declares nothing".into(),
-            inputs: vec!["main".into()],
-            outputs: vec!["main".into()],
-            capabilities: vec![],
-            config_schema: "{}".into(),
-        }
+impl Plugin for Sneaky {
+    type Config = Value;
+
+    fn describe() -> Describe {
+        Describe { name: "sneaky", version: "1.0.0", description: "test: imports crm, declares nothing", ..Describe::default() }
     }
 
-    fn run(_: Context, item: String) -> Result<Vec<Emit>, NodeError> {
-        let item: serde_json::Value = serde_json::from_str(&item).unwrap();
+    fn run(_: &Run<Value>, item: Value) -> Result<Vec<Emit>, NodeError> {
         let email = item["email"].as_str().unwrap_or_default();
         let found = match crm::find_lead_by_email(email) {
-            Ok(Some(lead)) => serde_json::json!({"lead_id": lead.id, "owner": lead.owner_id}),
-            Ok(None) => serde_json::json!({"lead_id": null}),
-            Err(e) => serde_json::json!({"error": format!("{e:?}")}),
+            Ok(Some(lead)) => json!({"lead_id": lead.id, "owner": lead.owner_id}),
+            Ok(None) => json!({"lead_id": null}),
+            Err(e) => json!({"error": format!("{e:?}")}),
         };
-        Ok(vec![Emit { port: "main".into(), item: found.to_string() }])
+        Ok(vec![emit("main", &found)])
     }
 }
 
-export!(Sneaky);
+handoff_plugin::export!(Sneaky);

@@ -1,22 +1,16 @@
 //! Loops forever in `run`.
-wit_bindgen::generate!({ world: "node", path: "../../../wit" });
+use handoff_plugin::{Describe, Emit, NodeError, Plugin, Run, Value};
 
 struct Spin;
 
-impl Guest for Spin {
-    fn describe() -> Descriptor {
-        Descriptor {
-            name: "spin".into(),
-            version: "1.0.0".into(),
-            description: "test: never returns".into(),
-            inputs: vec!["main".into()],
-            outputs: vec!["main".into()],
-            capabilities: vec![],
-            config_schema: "{}".into(),
-        }
+impl Plugin for Spin {
+    type Config = Value;
+
+    fn describe() -> Describe {
+        Describe { name: "spin", version: "1.0.0", description: "test: never returns", ..Describe::default() }
     }
 
-    fn run(_: Context, _: String) -> Result<Vec<Emit>, NodeError> {
+    fn run(_: &Run<Value>, _: Value) -> Result<Vec<Emit>, NodeError> {
         let mut n: u64 = 0;
         loop {
             n = std::hint::black_box(n.wrapping_add(1));
@@ -24,4 +18,4 @@ impl Guest for Spin {
     }
 }
 
-export!(Spin);
+handoff_plugin::export!(Spin);

@@ -1,9 +1,10 @@
 //! The ledger in SQLite: WAL journal, `synchronous=FULL` (a commit is on
 //! disk before the webhook is answered), numbered migrations.
 
-use super::{Deferred, InboundEvent, Instance, LeadFacts, LeadRecord, LeadState, Step, Store, WaitPolicy, key_range};
+use super::{Deferred, InboundEvent, Instance, Ledger, WaitPolicy, key_range};
 use crate::capabilities::Entry;
 use crate::capabilities::{CapabilityError, Clock, StateStore, SystemClock};
+use crate::lead::{LeadFacts, LeadRecord, LeadState, Step};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
@@ -72,6 +73,21 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (scope, key)
     );
+"#,
+    // Lead states are declared by plugins; each carries its phase.
+    r#"
+    ALTER TABLE leads ADD COLUMN phase TEXT;
+    ALTER TABLE lead_steps ADD COLUMN phase TEXT;
+    UPDATE leads SET phase = CASE
+        WHEN state IN ('notified', 'accepted', 'rejected', 'recycled') THEN 'settled'
+        WHEN state IN ('invalid', 'failed') THEN 'ended'
+        WHEN state = 'duplicate' THEN 'repeat'
+        ELSE 'in-flight' END;
+    UPDATE lead_steps SET phase = (SELECT CASE
+        WHEN lead_steps.state IN ('notified', 'accepted', 'rejected', 'recycled') THEN 'settled'
+        WHEN lead_steps.state IN ('invalid', 'failed') THEN 'ended'
+        WHEN lead_steps.state = 'duplicate' THEN 'repeat'
+        ELSE 'in-flight' END);
 "#,
 ];
 
@@ -307,7 +323,7 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboundEvent> {
 fn load_lead(connection: &Connection, id: &str) -> Result<Option<LeadRecord>> {
     let lead = connection
         .query_row(
-            "SELECT id, email, name, company, state, owner, salesforce_id, updated_at FROM leads WHERE id = ?1",
+            "SELECT id, email, name, company, state, owner, salesforce_id, updated_at, phase FROM leads WHERE id = ?1",
             params![id],
             |r| {
                 Ok(LeadRecord {
@@ -315,7 +331,7 @@ fn load_lead(connection: &Connection, id: &str) -> Result<Option<LeadRecord>> {
                     email: r.get(1)?,
                     name: r.get(2)?,
                     company: r.get(3)?,
-                    state: LeadState::parse(&r.get::<_, String>(4)?).unwrap_or(LeadState::Received),
+                    state: LeadState::stored(&r.get::<_, String>(4)?, r.get::<_, Option<String>>(8)?.as_deref()),
                     owner: r.get(5)?,
                     salesforce_id: r.get(6)?,
                     updated_at: r.get(7)?,
@@ -326,12 +342,12 @@ fn load_lead(connection: &Connection, id: &str) -> Result<Option<LeadRecord>> {
         .optional()?;
     let Some(mut lead) = lead else { return Ok(None) };
     let mut statement =
-        connection.prepare("SELECT at, state, detail FROM lead_steps WHERE lead_id = ?1 ORDER BY seq")?;
+        connection.prepare("SELECT at, state, detail, phase FROM lead_steps WHERE lead_id = ?1 ORDER BY seq")?;
     lead.timeline = statement
         .query_map(params![id], |r| {
             Ok(Step {
                 at: r.get(0)?,
-                state: LeadState::parse(&r.get::<_, String>(1)?).unwrap_or(LeadState::Received),
+                state: LeadState::stored(&r.get::<_, String>(1)?, r.get::<_, Option<String>>(3)?.as_deref()),
                 detail: r.get(2)?,
             })
         })?
@@ -342,7 +358,7 @@ fn load_lead(connection: &Connection, id: &str) -> Result<Option<LeadRecord>> {
 const EVENT_COLUMNS: &str = "source, event_id, pipeline, lead_id, payload, received_at";
 
 #[async_trait::async_trait]
-impl Store for SqliteStore {
+impl Ledger for SqliteStore {
     fn instance(&self) -> &Instance {
         &self.inner.instance
     }
@@ -557,17 +573,21 @@ impl Store for SqliteStore {
         let (lead_id, facts, steps) = (lead_id.to_string(), facts.clone(), steps.to_vec());
         self.write(move |tx| {
             let Some(last) = steps.last() else { return Ok(()) };
-            let existing: Option<String> =
-                tx.query_row("SELECT state FROM leads WHERE id = ?1", params![lead_id], |r| r.get(0)).optional()?;
-            let state = super::next_state(existing.as_deref(), last.state);
+            let existing: Option<LeadState> = tx
+                .query_row("SELECT state, phase FROM leads WHERE id = ?1", params![lead_id], |r| {
+                    Ok(LeadState::stored(&r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?.as_deref()))
+                })
+                .optional()?;
+            let state = crate::lead::next_state(existing, &last.state);
             tx.execute(
-                "INSERT INTO leads (id, email, name, company, state, owner, salesforce_id, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO leads (id, email, name, company, state, phase, owner, salesforce_id, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (id) DO UPDATE SET
                     email = COALESCE(excluded.email, leads.email),
                     name = COALESCE(excluded.name, leads.name),
                     company = COALESCE(excluded.company, leads.company),
                     state = excluded.state,
+                    phase = excluded.phase,
                     owner = COALESCE(excluded.owner, leads.owner),
                     salesforce_id = COALESCE(excluded.salesforce_id, leads.salesforce_id),
                     updated_at = excluded.updated_at",
@@ -576,7 +596,8 @@ impl Store for SqliteStore {
                     facts.email,
                     facts.name,
                     facts.company,
-                    state,
+                    state.as_str(),
+                    state.phase().as_str(),
                     facts.owner,
                     facts.salesforce_id,
                     last.at
@@ -593,8 +614,8 @@ impl Store for SqliteStore {
                     continue;
                 }
                 tx.execute(
-                    "INSERT INTO lead_steps (lead_id, at, state, detail) VALUES (?1, ?2, ?3, ?4)",
-                    params![lead_id, step.at, step.state.as_str(), step.detail],
+                    "INSERT INTO lead_steps (lead_id, at, state, phase, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![lead_id, step.at, step.state.as_str(), step.state.phase().as_str(), step.detail],
                 )?;
             }
             Ok(())
@@ -602,16 +623,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn leads(&self, state: Option<LeadState>, limit: usize) -> Result<Vec<LeadRecord>> {
+    async fn leads(&self, state: Option<&LeadState>, limit: usize) -> Result<Vec<LeadRecord>> {
+        let state = state.map(|s| s.as_str().to_string());
         self.read(move |c| {
             let ids: Vec<String> = {
                 let mut statement = c.prepare(
                     "SELECT id FROM leads WHERE (?1 IS NULL OR state = ?1) ORDER BY updated_at DESC, id LIMIT ?2",
                 )?;
                 statement
-                    .query_map(params![state.map(LeadState::as_str), i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                        r.get(0)
-                    })?
+                    .query_map(params![state, i64::try_from(limit).unwrap_or(i64::MAX)], |r| r.get(0))?
                     .collect::<rusqlite::Result<_>>()?
             };
             let mut leads = Vec::new();
@@ -622,6 +642,21 @@ impl Store for SqliteStore {
                 }
             }
             Ok(leads)
+        })
+        .await
+    }
+
+    async fn lead_states(&self) -> Result<Vec<(LeadState, u64)>> {
+        self.read(|c| {
+            let mut statement =
+                c.prepare("SELECT state, MAX(phase), COUNT(*) FROM leads GROUP BY state ORDER BY state")?;
+            let rows = statement
+                .query_map([], |r| {
+                    let state = LeadState::stored(&r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?.as_deref());
+                    Ok((state, u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0)))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
         })
         .await
     }
@@ -697,7 +732,10 @@ impl crate::capabilities::EffectJournal for SqliteStore {
 
 /// Records an effect's result at `at` (host clock) and drops its intent.
 fn record_effect(c: &Connection, key: &str, result: &str, at: i64) -> Result<()> {
-    c.execute("INSERT OR IGNORE INTO effects (key, result, recorded_at) VALUES (?1, ?2, ?3)", params![key, result, at])?;
+    c.execute(
+        "INSERT OR IGNORE INTO effects (key, result, recorded_at) VALUES (?1, ?2, ?3)",
+        params![key, result, at],
+    )?;
     c.execute("DELETE FROM effect_intents WHERE key = ?1", params![key])?;
     Ok(())
 }

@@ -2,13 +2,13 @@
 //! wired to it through configuration.
 
 use handoff::capabilities::Capabilities;
-use handoff::pipeline::ExecutionStatus;
-use handoff_tests::{TestHost, pipeline_json, sandbox, sandbox_connectors};
+use handoff::record::ExecutionStatus;
+use handoff_tests::{TestHost, emulator_connectors, emulators, pipeline_json};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn faults_are_injected_listed_and_cleared_over_http() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let http = reqwest::Client::new();
     let base = format!("http://{}", sb.http);
     let added = http
@@ -44,7 +44,7 @@ async fn faults_are_injected_listed_and_cleared_over_http() {
 
 #[tokio::test]
 async fn a_test_adds_a_contact_then_acts_as_a_rep() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let http = reqwest::Client::new();
     let base = format!("http://{}", sb.http);
     let created = http
@@ -88,9 +88,9 @@ async fn a_test_adds_a_contact_then_acts_as_a_rep() {
 
 #[tokio::test]
 async fn configuration_wires_every_connector_to_the_sandbox() {
-    let sb = sandbox().await;
+    let sb = emulators().await;
     let host = TestHost::new().await;
-    let capabilities = sandbox_connectors(&sb).connect(Capabilities::none()).unwrap();
+    let capabilities = emulator_connectors(&sb).connect(Capabilities::none()).unwrap();
     assert!(capabilities.marketing.is_some() && capabilities.crm.is_some() && capabilities.chat.is_some());
     assert!(capabilities.email.is_some() && capabilities.llm.is_some());
     // A plugin's capability call now reaches the Salesforce emulator.

@@ -1,7 +1,9 @@
-//! The sandbox: loopback emulators of HubSpot, Salesforce, Slack, Anthropic
-//! and an SMTP sink that speak the real wire formats, auth, errors and rate
-//! limits, seeded from a fixture of a sales org. Tests and the demo run
-//! against it; fault injection and inspection live under `/_sandbox`.
+//! Loopback emulators of HubSpot, Salesforce, Slack, Anthropic and an SMTP
+//! sink that speak the real wire formats, auth, errors and rate limits,
+//! seeded from a fixture of a sales org. Tests and the demo run against
+//! them (`handoff sandbox`, `handoff serve --sandbox`); fault injection and
+//! inspection live under `/_sandbox`. The product's connectors know nothing
+//! of this crate: the host points them here by configuration only.
 //!
 //! One HTTP port serves every provider under a path prefix: `/hubspot`
 //! (HubSpot's API base), `/salesforce` (login and instance base),
@@ -12,6 +14,7 @@
 #![allow(clippy::result_large_err)]
 
 mod anthropic;
+pub mod drive;
 mod faults;
 mod fixture;
 mod hubspot;
@@ -20,21 +23,45 @@ mod salesforce;
 mod slack;
 mod smtp;
 pub mod soql;
+mod time;
 
 pub use faults::{Fault, FaultKind};
 pub use fixture::Fixture;
 pub use smtp::ReceivedEmail;
 
-use crate::capabilities::{Clock, SystemClock};
 use anyhow::{Context, Result};
 use axum::Router;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// The bearer token (and API key) the emulators accept and issue.
+pub const TOKEN: &str = "sandbox";
+/// The secret of the emulated apps: Salesforce's client secret, the key
+/// HubSpot webhooks and Slack requests are signed with.
+pub const SECRET: &str = "sandbox-secret";
+
+/// Where the emulators' "now" comes from: the host's clock when they run
+/// beside it on virtual time, the system clock otherwise.
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+impl<F: Fn() -> i64 + Send + Sync> Clock for F {
+    fn now_ms(&self) -> i64 {
+        self()
+    }
+}
+
+/// The system's wall clock.
+pub fn system_clock() -> Arc<dyn Clock> {
+    Arc::new(|| jiff::Timestamp::now().as_millisecond())
+}
+
 /// How strict the emulators are. Defaults follow the real services.
 #[derive(Debug, Clone)]
-pub struct SandboxSettings {
+pub struct Settings {
     /// The bearer token (and Anthropic API key) the emulators accept.
     pub token: String,
     /// The Salesforce connected app's client secret (client credentials).
@@ -54,11 +81,11 @@ pub struct SandboxSettings {
     pub slack_channel_burst: u32,
 }
 
-impl Default for SandboxSettings {
+impl Default for Settings {
     fn default() -> Self {
-        SandboxSettings {
-            token: crate::connectors::SANDBOX_TOKEN.into(),
-            client_secret: crate::connectors::SANDBOX_SECRET.into(),
+        Settings {
+            token: TOKEN.into(),
+            client_secret: SECRET.into(),
             jwt_public_key_pem: None,
             hubspot_per_ten_seconds: 190,
             hubspot_search_per_second: 5,
@@ -90,19 +117,19 @@ pub struct RequestRecord {
     pub status: u16,
 }
 
-/// Shared state of a running sandbox.
-pub struct SandboxState {
-    pub settings: Mutex<SandboxSettings>,
+/// Shared state of running emulators.
+pub struct EmulatorState {
+    pub settings: Mutex<Settings>,
     world: Mutex<World>,
     fixture: Fixture,
     pub clock: Arc<dyn Clock>,
 }
 
-impl SandboxState {
-    /// A sandbox seeded from `fixture`.
-    pub fn new(fixture: Fixture, settings: SandboxSettings, clock: Arc<dyn Clock>) -> Arc<Self> {
+impl EmulatorState {
+    /// Emulators seeded from `fixture`.
+    pub fn new(fixture: Fixture, settings: Settings, clock: Arc<dyn Clock>) -> Arc<Self> {
         let world = fixture.world(clock.now_ms());
-        Arc::new(SandboxState { settings: Mutex::new(settings), world: Mutex::new(world), fixture, clock })
+        Arc::new(EmulatorState { settings: Mutex::new(settings), world: Mutex::new(world), fixture, clock })
     }
 
     /// Locks the emulated data.
@@ -111,7 +138,7 @@ impl SandboxState {
     }
 
     /// The current settings.
-    pub fn settings(&self) -> SandboxSettings {
+    pub fn settings(&self) -> Settings {
         self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -127,28 +154,23 @@ impl SandboxState {
     }
 }
 
-/// A running sandbox.
-pub struct Sandbox {
+/// Running emulators.
+pub struct Emulators {
     pub http: SocketAddr,
     pub smtp: SocketAddr,
-    pub state: Arc<SandboxState>,
+    pub state: Arc<EmulatorState>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl Sandbox {
+impl Emulators {
     /// Starts the emulators on `http` and `smtp` (port 0 picks a free one),
     /// seeded with the built-in fixture and default settings.
     ///
     /// # Errors
     ///
     /// When a port cannot be bound.
-    pub async fn start(http: SocketAddr, smtp: SocketAddr) -> Result<Sandbox> {
-        Self::start_with(
-            http,
-            smtp,
-            SandboxState::new(Fixture::builtin(), SandboxSettings::default(), Arc::new(SystemClock)),
-        )
-        .await
+    pub async fn start(http: SocketAddr, smtp: SocketAddr) -> Result<Emulators> {
+        Self::start_with(http, smtp, EmulatorState::new(Fixture::builtin(), Settings::default(), system_clock())).await
     }
 
     /// Starts the emulators on free loopback ports, seeded with the built-in
@@ -157,9 +179,9 @@ impl Sandbox {
     /// # Errors
     ///
     /// When no port can be bound.
-    pub async fn start_loopback(settings: SandboxSettings, clock: Arc<dyn Clock>) -> Result<Sandbox> {
+    pub async fn start_loopback(settings: Settings, clock: Arc<dyn Clock>) -> Result<Emulators> {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("an address");
-        Self::start_with(any, any, SandboxState::new(Fixture::builtin(), settings, clock)).await
+        Self::start_with(any, any, EmulatorState::new(Fixture::builtin(), settings, clock)).await
     }
 
     /// Starts the emulators over `state`.
@@ -167,9 +189,9 @@ impl Sandbox {
     /// # Errors
     ///
     /// When a port cannot be bound.
-    pub async fn start_with(http: SocketAddr, smtp: SocketAddr, state: Arc<SandboxState>) -> Result<Sandbox> {
+    pub async fn start_with(http: SocketAddr, smtp: SocketAddr, state: Arc<EmulatorState>) -> Result<Emulators> {
         let listener =
-            tokio::net::TcpListener::bind(http).await.with_context(|| format!("binding the sandbox to {http}"))?;
+            tokio::net::TcpListener::bind(http).await.with_context(|| format!("binding the emulators to {http}"))?;
         let http = listener.local_addr()?;
         let smtp_listener =
             tokio::net::TcpListener::bind(smtp).await.with_context(|| format!("binding the SMTP sink to {smtp}"))?;
@@ -177,20 +199,15 @@ impl Sandbox {
         let app = router(state.clone());
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "sandbox HTTP server stopped");
+                tracing::error!(error = %e, "the emulators' HTTP server stopped");
             }
         });
         let sink = tokio::spawn(smtp::serve(smtp_listener, state.clone()));
-        Ok(Sandbox { http, smtp, state, tasks: vec![server, sink] })
-    }
-
-    /// The connector settings that point at this sandbox.
-    pub fn connectors(&self) -> crate::connectors::ConnectorsConfig {
-        crate::connectors::ConnectorsConfig::sandbox(self.http, self.smtp)
+        Ok(Emulators { http, smtp, state, tasks: vec![server, sink] })
     }
 }
 
-impl Drop for Sandbox {
+impl Drop for Emulators {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
@@ -200,7 +217,7 @@ impl Drop for Sandbox {
 
 /// The HTTP routes of every emulator, each behind the fault and logging
 /// layer of its provider.
-pub fn router(state: Arc<SandboxState>) -> Router {
+pub fn router(state: Arc<EmulatorState>) -> Router {
     Router::new()
         .nest("/hubspot", faults::layered(hubspot::routes(), "hubspot", state.clone()))
         .nest("/salesforce", faults::layered(salesforce::routes(), "salesforce", state.clone()))

@@ -1,12 +1,14 @@
-//! Webhook triggers: verify the provider's signature, turn the body into
-//! MQL events, start one execution per event, answer at once.
+//! Intake: a webhook is verified (the provider's signature, within its
+//! time window), parsed into events (malformed: 400 naming the element),
+//! and each event written to the ledger before the 200 goes back; only then
+//! does the worker start it. Nothing here runs a pipeline.
 
-use super::{AppState, Finished};
+use super::api::refuse;
+use super::{AppState, worker};
 use crate::connectors::hubspot;
+use crate::ledger::InboundEvent;
+use crate::pipeline::Trigger;
 use crate::pipeline::model::SignatureScheme;
-use crate::pipeline::{ExecutionRecord, ExecutionStatus};
-use crate::pipeline::{PreparedPipeline, Start, Trigger};
-use crate::store::{InboundEvent, LeadState, Step};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
@@ -14,12 +16,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
-
-fn refuse(status: StatusCode, error: &str, detail: String) -> Response {
-    (status, Json(json!({"error": error, "detail": detail}))).into_response()
-}
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -46,6 +43,7 @@ fn verify(
         return Ok(());
     }
     let secret = state.hubspot_app_secret.as_ref().ok_or("no HubSpot app secret is configured")?.expose().to_string();
+    // Signature windows are real time: HubSpot signs with its wall clock.
     let now_ms = crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock);
     let result = match scheme {
         SignatureScheme::HubspotV3 => hubspot::verify_v3(
@@ -175,14 +173,14 @@ pub async fn receive(
             payload,
             received_at: state.clock.now_ms(),
         };
-        match state.store.record_event(&event).await {
+        match state.ledger.record_event(&event).await {
             Ok(true) => fresh.push(event),
             Ok(false) => duplicates += 1,
             Err(e) => {
                 // The events stored so far run; the redelivery will find
                 // them stored and store the rest.
                 for event in fresh {
-                    start(state.clone(), prepared.clone(), event, received);
+                    worker::start(state.clone(), prepared.clone(), event, received);
                 }
                 tracing::error!(error = %e, "cannot store a webhook event; HubSpot will retry");
                 return refuse(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
@@ -191,7 +189,7 @@ pub async fn receive(
     }
     let ids: Vec<String> = fresh.iter().map(|e| e.event_id.clone()).collect();
     for event in fresh {
-        start(state.clone(), prepared.clone(), event, received);
+        worker::start(state.clone(), prepared.clone(), event, received);
     }
     (StatusCode::OK, Json(json!({"accepted": ids.len(), "duplicates": duplicates, "ignored": ignored, "events": ids})))
         .into_response()
@@ -199,164 +197,6 @@ pub async fn receive(
 
 fn event_id(event: &Value) -> String {
     event["eventId"].as_str().map(String::from).unwrap_or_else(|| event["eventId"].to_string())
-}
-
-/// Tells the ops channel that a lead failed after its retries, and how to
-/// drive it again. A failure to alert is logged; the lead is `failed` in the
-/// ledger either way.
-async fn alert_ops(state: &AppState, event: &InboundEvent, record: &ExecutionRecord) {
-    let (Some(channel), Some(chat)) = (&state.ops_channel, state.executor.capabilities().chat.clone()) else {
-        return;
-    };
-    let lead = event.lead_id.as_deref().unwrap_or("?");
-    let text = format!(
-        ":warning: Lead {lead} failed in {} (event {}): {}. Fix the cause, then `handoff retry {lead}`.",
-        event.pipeline,
-        event.event_id,
-        record.error.as_deref().unwrap_or("a step failed")
-    );
-    if let Err(e) = chat.post(channel, &text, None).await {
-        tracing::error!(error = %e, lead, "cannot alert the ops channel");
-    }
-}
-
-/// The execution id of an event: the same on every run of that event, so a
-/// run resumed after a crash is recognised by the plugins' idempotency keys.
-fn execution_id(event: &InboundEvent) -> String {
-    format!("{}:{}:{}", event.pipeline, event.source, event.event_id)
-}
-
-/// Runs one stored event's execution in the background, then records the
-/// lead's steps and marks the event finished.
-pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event: InboundEvent, received: Instant) {
-    let execution = execution_id(&event);
-    {
-        let mut running = state.running.lock().unwrap_or_else(|p| p.into_inner());
-        if running.contains_key(&execution) {
-            tracing::info!(execution = %execution, "already running; not starting it twice");
-            return;
-        }
-        let run = super::Run { event: (event.source.clone(), event.event_id.clone()), stop: None };
-        running.insert(execution.clone(), run);
-    }
-    state.in_flight.fetch_add(1, Ordering::SeqCst);
-    // Count the execution down and release its id however the task ends: a
-    // panic, or being stopped (even before it first runs).
-    let in_flight = InFlight(state.clone());
-    let running = Running { state: state.clone(), execution: execution.clone() };
-    let task_state = state.clone();
-    let task_execution = execution.clone();
-    let task = tokio::spawn(async move {
-        let (state, execution) = (task_state, task_execution);
-        let id = event.event_id.clone();
-        let lead = event.lead_id.clone();
-        let record = state
-            .executor
-            .execute_as(&prepared, json!({ "event": event.payload }), Start::Trigger, lead.clone(), execution)
-            .await;
-        let failed = settle(&state, &event, &record).await;
-        // No longer running: a retry asked for while ops is being told
-        // starts at once.
-        drop(running);
-        if failed {
-            alert_ops(&state, &event, &record).await;
-        }
-        let total_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let notified_us = record
-            .runs
-            .iter()
-            .rev()
-            .find(|r| r.plugin == "notify" && r.error.is_none())
-            .map(|r| total_us.saturating_sub(record.duration_us.saturating_sub(r.finished_at_us)));
-        state.record(Finished { event_id: id, total_us, notified_us, record });
-        drop(in_flight);
-    });
-    if let Some(run) = state.running.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&execution) {
-        run.stop = Some(task.abort_handle());
-    }
-}
-
-/// Applies an execution's steps to the event's lead, if it names one; a
-/// failure is logged (the event's own state in the ledger is what reruns).
-async fn record_lead(state: &AppState, event: &InboundEvent, facts: &crate::store::LeadFacts, steps: &[Step]) {
-    if let Some(lead) = &event.lead_id
-        && let Err(e) = state.store.record_steps(lead, facts, steps).await
-    {
-        tracing::error!(error = %e, lead = %lead, "cannot record the lead's steps");
-    }
-}
-
-/// Records how an execution ended: the lead's steps, then the event
-/// finished, or waiting for another attempt when a provider was down.
-/// Returns whether the lead failed for good (and ops should hear of it).
-async fn settle(state: &AppState, event: &InboundEvent, record: &ExecutionRecord) -> bool {
-    let (facts, mut steps) = crate::store::steps_of(record);
-    let failed = record.status == ExecutionStatus::Failed;
-    // A provider outage or rate limit outlasted the node's retries: the
-    // lead waits and runs again later (the journal keeps what is done).
-    let transient = failed && record.runs.last().and_then(|r| r.error.as_ref()).is_some_and(|e| e.retryable);
-    if transient {
-        match state.store.defer_event(&event.source, &event.event_id, state.waiting).await {
-            Ok(Some(deferred)) => {
-                // Attempt times are the ledger's (system) clock, whatever
-                // clock the plugins see.
-                let now = crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock);
-                let wait_s = ((deferred.next_attempt_ms - now).max(0) + 999) / 1000;
-                if let Some(last) = steps.last_mut() {
-                    last.state = LeadState::Waiting;
-                    last.detail = format!(
-                        "{}; attempt {} failed, next in {wait_s} s",
-                        record.error.as_deref().unwrap_or("a provider is unavailable"),
-                        deferred.attempts
-                    );
-                }
-                record_lead(state, event, &facts, &steps).await;
-                tracing::info!(event = %event.event_id, attempts = deferred.attempts, "waiting for a provider");
-                return false;
-            }
-            Ok(None) => tracing::warn!(event = %event.event_id, "waited too long for a provider; failing the lead"),
-            Err(e) => {
-                // Lost to another instance, or the ledger failed: either way
-                // the claim is not renewed once this run ends, and whoever
-                // holds or next claims the event runs it.
-                tracing::error!(error = %e, event = %event.event_id, "cannot defer the event");
-                return false;
-            }
-        }
-    }
-    record_lead(state, event, &facts, &steps).await;
-    match state.store.finish_event(&event.source, &event.event_id, &record.execution_id, failed).await {
-        Ok(true) => failed,
-        Ok(false) => {
-            tracing::warn!(event = %event.event_id, "another instance took this event over");
-            false
-        }
-        Err(e) => {
-            tracing::error!(error = %e, event = %event.event_id, "cannot mark the event finished; it will run again");
-            false
-        }
-    }
-}
-
-/// Marks an execution no longer running when dropped.
-struct Running {
-    state: Arc<AppState>,
-    execution: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.state.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.execution);
-    }
-}
-
-/// Counts an execution as in flight until dropped.
-struct InFlight(Arc<AppState>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! limit, and Salesforce's error arrays.
 
 use super::soql::{self, Query};
-use super::{SandboxState, bearer};
-use crate::connectors::time;
+use super::{EmulatorState, bearer};
+use crate::time;
 use axum::body::Bytes;
 use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -455,7 +455,7 @@ impl IntoResponse for SfError {
     }
 }
 
-pub fn routes() -> Router<Arc<SandboxState>> {
+pub fn routes() -> Router<Arc<EmulatorState>> {
     Router::new()
         .route("/services/oauth2/token", post(token))
         .route("/services/data/{version}/query", get(query))
@@ -507,7 +507,7 @@ fn host_base(headers: &HeaderMap) -> String {
     format!("http://{host}/salesforce")
 }
 
-async fn token(State(state): State<Arc<SandboxState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn token(State(state): State<Arc<EmulatorState>>, headers: HeaderMap, body: Bytes) -> Response {
     let form = form_decode(&body);
     let settings = state.settings();
     let base = host_base(&headers);
@@ -560,7 +560,7 @@ fn verify_jwt(
     assertion: &str,
     public_key: Option<&str>,
     base: &str,
-    state: &SandboxState,
+    state: &EmulatorState,
 ) -> Result<Value, &'static str> {
     use rsa::pkcs8::DecodePublicKey;
     use rsa::signature::Verifier;
@@ -609,7 +609,7 @@ fn verify_jwt(
 
 /// Session check and API-limit accounting for data requests; returns the
 /// `Sforce-Limit-Info` header value.
-fn admit(state: &SandboxState, headers: &HeaderMap) -> Result<HeaderValue, Response> {
+fn admit(state: &EmulatorState, headers: &HeaderMap) -> Result<HeaderValue, Response> {
     let settings = state.settings();
     let mut world = state.world();
     let data = &mut world.salesforce;
@@ -642,7 +642,7 @@ fn attributes(version: &str, object: &str, record: &Map<String, Value>) -> Value
 }
 
 async fn query(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<EmulatorState>>,
     headers: HeaderMap,
     Path(version): Path<String>,
     UrlQuery(params): UrlQuery<HashMap<String, String>>,
@@ -699,7 +699,7 @@ async fn query(
 }
 
 async fn query_more(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<EmulatorState>>,
     headers: HeaderMap,
     Path((version, locator)): Path<(String, String)>,
 ) -> Response {
@@ -737,7 +737,7 @@ fn parse_fields(body: &Bytes) -> Result<Map<String, Value>, Response> {
 }
 
 async fn create(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<EmulatorState>>,
     headers: HeaderMap,
     Path((_, object)): Path<(String, String)>,
     body: Bytes,
@@ -765,7 +765,7 @@ async fn create(
 }
 
 async fn read(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<EmulatorState>>,
     headers: HeaderMap,
     Path((version, object, id)): Path<(String, String, String)>,
 ) -> Response {
@@ -791,7 +791,7 @@ async fn read(
 }
 
 async fn update(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<EmulatorState>>,
     headers: HeaderMap,
     Path((_, object, id)): Path<(String, String, String)>,
     body: Bytes,

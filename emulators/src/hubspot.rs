@@ -4,9 +4,20 @@
 
 use super::faults::correlation_id;
 use super::fixture::HubSpotFixture;
-use super::{SandboxState, bearer};
-use crate::connectors::hubspot::LIFECYCLE_STAGES;
-use crate::connectors::time;
+use super::{EmulatorState, bearer};
+use crate::time;
+
+/// HubSpot's lifecycle stages, in order.
+const LIFECYCLE_STAGES: [&str; 8] = [
+    "subscriber",
+    "lead",
+    "marketingqualifiedlead",
+    "salesqualifiedlead",
+    "opportunity",
+    "customer",
+    "evangelist",
+    "other",
+];
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -101,7 +112,7 @@ fn property_text(value: &Value) -> Option<String> {
     }
 }
 
-pub fn routes() -> Router<Arc<SandboxState>> {
+pub fn routes() -> Router<Arc<EmulatorState>> {
     Router::new()
         .route("/crm/v3/objects/contacts", post(create_contact))
         .route("/crm/v3/objects/contacts/search", post(search))
@@ -119,7 +130,7 @@ fn error(status: StatusCode, category: &str, message: &str) -> Response {
 }
 
 /// Auth, then the rate limits; returns the rate-limit headers to attach.
-fn admit(state: &SandboxState, headers: &HeaderMap, search: bool) -> Result<HeaderMap, Response> {
+fn admit(state: &EmulatorState, headers: &HeaderMap, search: bool) -> Result<HeaderMap, Response> {
     let settings = state.settings();
     match bearer(headers) {
         Some(token) if token == settings.token => {}
@@ -223,7 +234,7 @@ fn requested(query: &HashMap<String, String>) -> Option<Vec<String>> {
 }
 
 async fn get_contact(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<EmulatorState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
@@ -292,7 +303,7 @@ fn check_lifecycle(current: Option<&String>, next: &str) -> Result<(), Response>
     Ok(())
 }
 
-async fn create_contact(State(state): State<Arc<SandboxState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn create_contact(State(state): State<Arc<EmulatorState>>, headers: HeaderMap, body: Bytes) -> Response {
     let rate = match admit(&state, &headers, false) {
         Ok(h) => h,
         Err(r) => return r,
@@ -323,7 +334,7 @@ async fn create_contact(State(state): State<Arc<SandboxState>>, headers: HeaderM
 }
 
 async fn update_contact(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<EmulatorState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
@@ -406,7 +417,7 @@ fn filter_matches(contact: &StoredContact, filter: &Value) -> Result<bool, Strin
     })
 }
 
-async fn search(State(state): State<Arc<SandboxState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn search(State(state): State<Arc<EmulatorState>>, headers: HeaderMap, body: Bytes) -> Response {
     let rate = match admit(&state, &headers, true) {
         Ok(h) => h,
         Err(r) => return r,
@@ -482,7 +493,7 @@ async fn search(State(state): State<Arc<SandboxState>>, headers: HeaderMap, body
     with_headers(rate, Json(body).into_response())
 }
 
-async fn batch_read(State(state): State<Arc<SandboxState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn batch_read(State(state): State<Arc<EmulatorState>>, headers: HeaderMap, body: Bytes) -> Response {
     let rate = match admit(&state, &headers, false) {
         Ok(h) => h,
         Err(r) => return r,
@@ -531,7 +542,7 @@ async fn batch_read(State(state): State<Arc<SandboxState>>, headers: HeaderMap, 
 }
 
 async fn add_to_list(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<EmulatorState>>,
     headers: HeaderMap,
     Path(list_id): Path<String>,
     body: Bytes,

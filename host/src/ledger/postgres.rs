@@ -3,15 +3,17 @@
 //! (`handoff` unless told otherwise); claims use `FOR UPDATE SKIP LOCKED`
 //! so instances never wait on each other's work.
 
-use super::{Deferred, InboundEvent, Instance, LeadFacts, LeadRecord, LeadState, Step, Store, WaitPolicy};
+use super::{Deferred, InboundEvent, Instance, Ledger, WaitPolicy};
 use crate::capabilities::{CapabilityError, Clock, EffectJournal, Entry, StateStore};
+use crate::lead::{LeadFacts, LeadRecord, LeadState, Step};
 use anyhow::{Context, Result};
 use std::sync::{Arc, Mutex};
 use tokio_postgres::{Client, NoTls, Row};
 
 /// Schema changes in order; the schema's `meta` table remembers how many
 /// it has.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE events (
         source TEXT NOT NULL,
         event_id TEXT NOT NULL,
@@ -70,7 +72,23 @@ const MIGRATIONS: &[&str] = &[r#"
         name TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );
-"#];
+"#,
+    // Lead states are declared by plugins; each carries its phase.
+    r#"
+    ALTER TABLE leads ADD COLUMN phase TEXT;
+    ALTER TABLE lead_steps ADD COLUMN phase TEXT;
+    UPDATE leads SET phase = CASE
+        WHEN state IN ('notified', 'accepted', 'rejected', 'recycled') THEN 'settled'
+        WHEN state IN ('invalid', 'failed') THEN 'ended'
+        WHEN state = 'duplicate' THEN 'repeat'
+        ELSE 'in-flight' END;
+    UPDATE lead_steps SET phase = CASE
+        WHEN state IN ('notified', 'accepted', 'rejected', 'recycled') THEN 'settled'
+        WHEN state IN ('invalid', 'failed') THEN 'ended'
+        WHEN state = 'duplicate' THEN 'repeat'
+        ELSE 'in-flight' END;
+"#,
+];
 
 /// Most connections one instance opens.
 const MAX_CONNECTIONS: usize = 16;
@@ -250,14 +268,14 @@ fn event_from_row(row: &Row) -> InboundEvent {
     }
 }
 
-fn step_state(text: &str) -> LeadState {
-    LeadState::parse(text).unwrap_or(LeadState::Received)
+fn stored_state(row: &Row, name: usize, phase: usize) -> LeadState {
+    LeadState::stored(row.get(name), row.get::<_, Option<&str>>(phase))
 }
 
 async fn load_lead(client: &Client, id: &str, timeline: bool) -> Result<Option<LeadRecord>> {
     let Some(row) = client
         .query_opt(
-            "SELECT id, email, name, company, state, owner, salesforce_id, updated_at FROM leads WHERE id = $1",
+            "SELECT id, email, name, company, state, owner, salesforce_id, updated_at, phase FROM leads WHERE id = $1",
             &[&id],
         )
         .await?
@@ -269,7 +287,7 @@ async fn load_lead(client: &Client, id: &str, timeline: bool) -> Result<Option<L
         email: row.get(1),
         name: row.get(2),
         company: row.get(3),
-        state: step_state(row.get(4)),
+        state: stored_state(&row, 4, 8),
         owner: row.get(5),
         salesforce_id: row.get(6),
         updated_at: row.get(7),
@@ -277,17 +295,17 @@ async fn load_lead(client: &Client, id: &str, timeline: bool) -> Result<Option<L
     };
     if timeline {
         lead.timeline = client
-            .query("SELECT at, state, detail FROM lead_steps WHERE lead_id = $1 ORDER BY seq", &[&id])
+            .query("SELECT at, state, detail, phase FROM lead_steps WHERE lead_id = $1 ORDER BY seq", &[&id])
             .await?
             .iter()
-            .map(|r| Step { at: r.get(0), state: step_state(r.get(1)), detail: r.get(2) })
+            .map(|r| Step { at: r.get(0), state: stored_state(r, 1, 3), detail: r.get(2) })
             .collect();
     }
     Ok(Some(lead))
 }
 
 #[async_trait::async_trait]
-impl Store for PostgresStore {
+impl Ledger for PostgresStore {
     fn instance(&self) -> &Instance {
         &self.inner.instance
     }
@@ -507,17 +525,20 @@ impl Store for PostgresStore {
         let Some(last) = steps.last() else { return Ok(()) };
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let existing: Option<String> =
-            tx.query_opt("SELECT state FROM leads WHERE id = $1 FOR UPDATE", &[&lead_id]).await?.map(|r| r.get(0));
-        let state = super::next_state(existing.as_deref(), last.state);
+        let existing: Option<LeadState> = tx
+            .query_opt("SELECT state, phase FROM leads WHERE id = $1 FOR UPDATE", &[&lead_id])
+            .await?
+            .map(|r| stored_state(&r, 0, 1));
+        let state = crate::lead::next_state(existing, &last.state);
         tx.execute(
-            "INSERT INTO leads (id, email, name, company, state, owner, salesforce_id, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO leads (id, email, name, company, state, owner, salesforce_id, updated_at, phase)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (id) DO UPDATE SET
                 email = COALESCE(excluded.email, leads.email),
                 name = COALESCE(excluded.name, leads.name),
                 company = COALESCE(excluded.company, leads.company),
                 state = excluded.state,
+                phase = excluded.phase,
                 owner = COALESCE(excluded.owner, leads.owner),
                 salesforce_id = COALESCE(excluded.salesforce_id, leads.salesforce_id),
                 updated_at = excluded.updated_at",
@@ -526,19 +547,20 @@ impl Store for PostgresStore {
                 &facts.email,
                 &facts.name,
                 &facts.company,
-                &state,
+                &state.as_str(),
                 &facts.owner,
                 &facts.salesforce_id,
                 &last.at,
+                &state.phase().as_str(),
             ],
         )
         .await?;
         for step in steps {
             tx.execute(
-                "INSERT INTO lead_steps (lead_id, at, state, detail)
-                 SELECT $1, $2, $3, $4
+                "INSERT INTO lead_steps (lead_id, at, state, detail, phase)
+                 SELECT $1, $2, $3, $4, $5
                  WHERE NOT EXISTS (SELECT 1 FROM lead_steps WHERE lead_id = $1 AND state = $3 AND detail = $4)",
-                &[&lead_id, &step.at, &step.state.as_str(), &step.detail],
+                &[&lead_id, &step.at, &step.state.as_str(), &step.detail, &step.state.phase().as_str()],
             )
             .await?;
         }
@@ -546,7 +568,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn leads(&self, state: Option<LeadState>, limit: usize) -> Result<Vec<LeadRecord>> {
+    async fn leads(&self, state: Option<&LeadState>, limit: usize) -> Result<Vec<LeadRecord>> {
         let client = self.client().await?;
         let ids: Vec<String> = client
             .query(
@@ -564,6 +586,13 @@ impl Store for PostgresStore {
             }
         }
         Ok(leads)
+    }
+
+    async fn lead_states(&self) -> Result<Vec<(LeadState, u64)>> {
+        let client = self.client().await?;
+        let rows =
+            client.query("SELECT state, MAX(phase), COUNT(*) FROM leads GROUP BY state ORDER BY state", &[]).await?;
+        Ok(rows.iter().map(|r| (stored_state(r, 0, 1), u64::try_from(r.get::<_, i64>(2)).unwrap_or(0))).collect())
     }
 
     async fn lead(&self, id: &str) -> Result<Option<LeadRecord>> {

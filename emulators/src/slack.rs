@@ -5,7 +5,7 @@
 
 use super::fixture::{SeedChannel, SeedSlackUser};
 use super::salesforce::form_decode;
-use super::{SandboxState, bearer};
+use super::{EmulatorState, bearer};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -106,7 +106,7 @@ impl Data {
     }
 }
 
-pub fn routes() -> Router<Arc<SandboxState>> {
+pub fn routes() -> Router<Arc<EmulatorState>> {
     Router::new().route("/{method}", any(method))
 }
 
@@ -141,7 +141,7 @@ fn arguments(
 }
 
 async fn method(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<EmulatorState>>,
     Path(method): Path<String>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,

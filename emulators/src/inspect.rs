@@ -2,7 +2,7 @@
 //! emulators hold, and acting as a rep would (logging an activity,
 //! changing a lead).
 
-use super::SandboxState;
+use super::EmulatorState;
 use super::faults::Fault;
 use super::salesforce;
 use axum::extract::{Path, Query, State};
@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub fn routes() -> Router<Arc<SandboxState>> {
+pub fn routes() -> Router<Arc<EmulatorState>> {
     Router::new()
         .route("/health", get(|| async { Json(json!({"ok": true})) }))
         .route("/reset", post(reset))
@@ -33,7 +33,7 @@ pub fn routes() -> Router<Arc<SandboxState>> {
         .route("/emails", get(emails))
 }
 
-async fn reset(State(state): State<Arc<SandboxState>>) -> Json<Value> {
+async fn reset(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
     state.reset();
     Json(json!({"ok": true}))
 }
@@ -49,7 +49,7 @@ struct Limits {
     slack_channel_burst: Option<u32>,
 }
 
-async fn limits(State(state): State<Arc<SandboxState>>) -> Json<Value> {
+async fn limits(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
     let s = state.settings();
     Json(json!(Limits {
         hubspot_per_ten_seconds: Some(s.hubspot_per_ten_seconds),
@@ -59,7 +59,7 @@ async fn limits(State(state): State<Arc<SandboxState>>) -> Json<Value> {
     }))
 }
 
-async fn set_limits(State(state): State<Arc<SandboxState>>, Json(patch): Json<Limits>) -> Json<Value> {
+async fn set_limits(State(state): State<Arc<EmulatorState>>, Json(patch): Json<Limits>) -> Json<Value> {
     {
         let mut s = state.settings.lock().unwrap_or_else(|p| p.into_inner());
         s.hubspot_per_ten_seconds = patch.hubspot_per_ten_seconds.unwrap_or(s.hubspot_per_ten_seconds);
@@ -70,11 +70,11 @@ async fn set_limits(State(state): State<Arc<SandboxState>>, Json(patch): Json<Li
     limits(State(state)).await
 }
 
-async fn list_faults(State(state): State<Arc<SandboxState>>) -> Json<Value> {
+async fn list_faults(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
     Json(json!(state.world().faults.list()))
 }
 
-async fn add_fault(State(state): State<Arc<SandboxState>>, Json(fault): Json<Fault>) -> Response {
+async fn add_fault(State(state): State<Arc<EmulatorState>>, Json(fault): Json<Fault>) -> Response {
     if !["hubspot", "salesforce", "slack", "anthropic", "smtp", "*"].contains(&fault.provider.as_str()) {
         return (StatusCode::BAD_REQUEST, Json(json!({"error": format!("unknown provider '{}'", fault.provider)})))
             .into_response();
@@ -83,23 +83,23 @@ async fn add_fault(State(state): State<Arc<SandboxState>>, Json(fault): Json<Fau
     (StatusCode::CREATED, Json(json!({"id": id}))).into_response()
 }
 
-async fn clear_faults(State(state): State<Arc<SandboxState>>) -> StatusCode {
+async fn clear_faults(State(state): State<Arc<EmulatorState>>) -> StatusCode {
     state.world().faults.clear();
     StatusCode::NO_CONTENT
 }
 
-async fn requests(State(state): State<Arc<SandboxState>>, Query(q): Query<HashMap<String, String>>) -> Json<Value> {
+async fn requests(State(state): State<Arc<EmulatorState>>, Query(q): Query<HashMap<String, String>>) -> Json<Value> {
     let world = state.world();
     let list: Vec<_> = world.requests.iter().filter(|r| q.get("provider").is_none_or(|p| p == r.provider)).collect();
     Json(json!(list))
 }
 
-async fn clear_requests(State(state): State<Arc<SandboxState>>) -> StatusCode {
+async fn clear_requests(State(state): State<Arc<EmulatorState>>) -> StatusCode {
     state.world().requests.clear();
     StatusCode::NO_CONTENT
 }
 
-async fn stats(State(state): State<Arc<SandboxState>>) -> Json<Value> {
+async fn stats(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
     let world = state.world();
     let counts: Map<String, Value> =
         world.salesforce.objects.iter().map(|(k, v)| (k.clone(), json!(v.len()))).collect();
@@ -114,7 +114,7 @@ async fn stats(State(state): State<Arc<SandboxState>>) -> Json<Value> {
 }
 
 async fn slack_messages(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<EmulatorState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Json<Value> {
     let world = state.world();
@@ -130,7 +130,7 @@ async fn slack_messages(
     Json(json!(list))
 }
 
-async fn hubspot_contact(State(state): State<Arc<SandboxState>>, Path(id): Path<String>) -> Response {
+async fn hubspot_contact(State(state): State<Arc<EmulatorState>>, Path(id): Path<String>) -> Response {
     let world = state.world();
     let Some(contact) = world.hubspot.find(&id, id.contains('@')) else {
         return (StatusCode::NOT_FOUND, Json(json!({"error": "no such contact"}))).into_response();
@@ -140,7 +140,7 @@ async fn hubspot_contact(State(state): State<Arc<SandboxState>>, Path(id): Path<
     Json(json!({"id": contact.id, "properties": contact.properties, "lists": lists})).into_response()
 }
 
-async fn hubspot_lists(State(state): State<Arc<SandboxState>>) -> Json<Value> {
+async fn hubspot_lists(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
     let world = state.world();
     let lists: Map<String, Value> = world
         .hubspot
@@ -163,7 +163,7 @@ struct ActivityRequest {
     status: Option<String>,
 }
 
-async fn log_activity(State(state): State<Arc<SandboxState>>, Json(request): Json<ActivityRequest>) -> Response {
+async fn log_activity(State(state): State<Arc<EmulatorState>>, Json(request): Json<ActivityRequest>) -> Response {
     let now = state.clock.now_ms();
     let object = if request.kind.eq_ignore_ascii_case("event") { "Event" } else { "Task" };
     let mut fields = Map::new();
@@ -174,7 +174,7 @@ async fn log_activity(State(state): State<Arc<SandboxState>>, Json(request): Jso
     }
     if object == "Task" {
         fields.insert("Status".into(), json!(request.status.unwrap_or_else(|| "Completed".into())));
-        fields.insert("ActivityDate".into(), json!(crate::connectors::time::date(now)));
+        fields.insert("ActivityDate".into(), json!(crate::time::date(now)));
     } else {
         fields.insert("StartDateTime".into(), json!(salesforce::sf_datetime(now)));
     }
@@ -184,18 +184,18 @@ async fn log_activity(State(state): State<Arc<SandboxState>>, Json(request): Jso
     }
 }
 
-async fn expire_tokens(State(state): State<Arc<SandboxState>>) -> StatusCode {
+async fn expire_tokens(State(state): State<Arc<EmulatorState>>) -> StatusCode {
     salesforce::expire_tokens(&mut state.world().salesforce);
     StatusCode::NO_CONTENT
 }
 
-async fn salesforce_records(State(state): State<Arc<SandboxState>>, Path(object): Path<String>) -> Json<Value> {
+async fn salesforce_records(State(state): State<Arc<EmulatorState>>, Path(object): Path<String>) -> Json<Value> {
     let world = state.world();
     Json(json!(world.salesforce.objects.get(&object).cloned().unwrap_or_default()))
 }
 
 async fn salesforce_update(
-    State(state): State<Arc<SandboxState>>,
+    State(state): State<Arc<EmulatorState>>,
     Path((object, id)): Path<(String, String)>,
     Json(fields): Json<Map<String, Value>>,
 ) -> Response {
@@ -206,6 +206,6 @@ async fn salesforce_update(
     }
 }
 
-async fn emails(State(state): State<Arc<SandboxState>>) -> Json<Value> {
+async fn emails(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
     Json(json!(state.world().emails))
 }

@@ -2,7 +2,7 @@
 //! inspection, and answers with injected SMTP faults (`provider: "smtp"`).
 
 use super::faults::FaultKind;
-use super::{RequestRecord, SandboxState};
+use super::{EmulatorState, RequestRecord};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ pub struct ReceivedEmail {
 }
 
 /// Accepts connections until the task is aborted.
-pub async fn serve(listener: TcpListener, state: Arc<SandboxState>) {
+pub async fn serve(listener: TcpListener, state: Arc<EmulatorState>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -34,7 +34,7 @@ pub async fn serve(listener: TcpListener, state: Arc<SandboxState>) {
     }
 }
 
-async fn session(stream: TcpStream, state: Arc<SandboxState>) -> std::io::Result<()> {
+async fn session(stream: TcpStream, state: Arc<EmulatorState>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     write.write_all(b"220 sandbox.handoff ESMTP ready\r\n").await?;
@@ -116,7 +116,7 @@ async fn session(stream: TcpStream, state: Arc<SandboxState>) -> std::io::Result
     }
 }
 
-fn record(state: &SandboxState, method: &str, status: u16) {
+fn record(state: &EmulatorState, method: &str, status: u16) {
     state.world().requests.push(RequestRecord { provider: "smtp", method: method.into(), path: String::new(), status });
 }
 

@@ -4,7 +4,7 @@
 //! LIKE IN NOT IN`, string, number, boolean, null and date/datetime
 //! literals. Anything else is `MALFORMED_QUERY`, as in Salesforce.
 
-use crate::connectors::time;
+use crate::time;
 use serde_json::{Map, Value};
 use std::cmp::Ordering;
 

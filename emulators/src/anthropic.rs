@@ -1,7 +1,7 @@
 //! The Anthropic Messages API emulator. Replies are derived
 //! deterministically from the prompt, so tests can predict them.
 
-use super::SandboxState;
+use super::EmulatorState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-pub fn routes() -> Router<Arc<SandboxState>> {
+pub fn routes() -> Router<Arc<EmulatorState>> {
     Router::new().route("/v1/messages", post(messages))
 }
 
@@ -19,7 +19,7 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     (status, Json(json!({"type": "error", "error": {"type": kind, "message": message}}))).into_response()
 }
 
-async fn messages(State(state): State<Arc<SandboxState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn messages(State(state): State<Arc<EmulatorState>>, headers: HeaderMap, body: Bytes) -> Response {
     let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
     if key != Some(state.settings().token.as_str()) {
         return error(StatusCode::UNAUTHORIZED, "authentication_error", "invalid x-api-key");

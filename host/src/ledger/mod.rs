@@ -1,7 +1,9 @@
-//! The ledger: every inbound event on disk before it is acknowledged, and
-//! every lead's state with a timeline. SQLite (WAL) is the embedded
-//! default; the [`Store`] trait is what a PostgreSQL backend implements for
-//! several instances sharing one database.
+//! The ledger: every inbound event on disk before it is acknowledged, the
+//! claims and leases that share work between instances, every lead's state
+//! with a timeline, the effect journal and plugin state. SQLite (WAL) is
+//! the embedded default; PostgreSQL serves several instances sharing one
+//! database. The ledger knows nothing of plugins or pipelines: lead states
+//! arrive already mapped (`crate::lead`).
 
 mod postgres;
 mod sqlite;
@@ -10,74 +12,11 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::capabilities::{Clock, EffectJournal, StateStore};
-use std::sync::Arc;
-
-use crate::pipeline::{BranchEnd, ExecutionRecord, ExecutionStatus};
+use crate::lead::{LeadFacts, LeadRecord, LeadState, Step};
 use anyhow::Result;
 use serde::Serialize;
 use serde_json::Value;
-
-/// Where a lead is in the handoff.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LeadState {
-    Received,
-    Validated,
-    Deduped,
-    Routed,
-    Assigned,
-    Notified,
-    Accepted,
-    Rejected,
-    Recycled,
-    /// A provider was unavailable after the node's retries; the lead waits
-    /// for its next attempt (still in flight).
-    Waiting,
-    Invalid,
-    Duplicate,
-    Failed,
-}
-
-impl LeadState {
-    /// The name stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LeadState::Received => "received",
-            LeadState::Validated => "validated",
-            LeadState::Deduped => "deduped",
-            LeadState::Routed => "routed",
-            LeadState::Assigned => "assigned",
-            LeadState::Notified => "notified",
-            LeadState::Accepted => "accepted",
-            LeadState::Rejected => "rejected",
-            LeadState::Recycled => "recycled",
-            LeadState::Waiting => "waiting",
-            LeadState::Invalid => "invalid",
-            LeadState::Duplicate => "duplicate",
-            LeadState::Failed => "failed",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(text: &str) -> Option<Self> {
-        use clap::ValueEnum;
-        LeadState::value_variants().iter().copied().find(|s| s.as_str() == text)
-    }
-
-    /// Whether the lead is done moving on its own (a person acts next, or
-    /// nothing does).
-    pub fn is_final(self) -> bool {
-        !matches!(
-            self,
-            LeadState::Received
-                | LeadState::Validated
-                | LeadState::Deduped
-                | LeadState::Routed
-                | LeadState::Assigned
-                | LeadState::Waiting
-        )
-    }
-}
+use std::sync::Arc;
 
 /// An inbound event, as stored before it is acknowledged.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -92,28 +31,6 @@ pub struct InboundEvent {
     pub lead_id: Option<String>,
     pub payload: Value,
     pub received_at: i64,
-}
-
-/// One step in a lead's timeline.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Step {
-    pub at: i64,
-    pub state: LeadState,
-    pub detail: String,
-}
-
-/// A lead as the ledger knows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LeadRecord {
-    pub id: String,
-    pub email: Option<String>,
-    pub name: Option<String>,
-    pub company: Option<String>,
-    pub state: LeadState,
-    pub owner: Option<String>,
-    pub salesforce_id: Option<String>,
-    pub updated_at: i64,
-    pub timeline: Vec<Step>,
 }
 
 /// Effect records handed to the database but perhaps not committed yet:
@@ -183,16 +100,19 @@ impl Database {
     }
 }
 
-/// One ledger in its three roles: events and leads, the effect journal,
-/// and plugin state.
+/// One ledger in its three roles: events, claims and leads; the effect
+/// journal; and plugin state.
 #[derive(Clone)]
-pub struct Ledger {
-    pub store: Arc<dyn Store>,
+pub struct Roles {
+    /// Events, claims, leases, leads and settings.
+    pub ledger: Arc<dyn Ledger>,
+    /// The effect journal.
     pub journal: Arc<dyn EffectJournal>,
+    /// Plugin state.
     pub state: Arc<dyn StateStore>,
 }
 
-impl Ledger {
+impl Roles {
     /// Opens (creating and migrating) the ledger as `instance`. Business
     /// times it writes come from `clock`, the host's clock, so that they
     /// compare with what plugins and runs see; liveness times (leases,
@@ -201,19 +121,19 @@ impl Ledger {
     /// # Errors
     ///
     /// When the database cannot be opened or reached, or a migration fails.
-    pub async fn open(database: &Database, instance: Instance, clock: Arc<dyn Clock>) -> Result<Ledger> {
+    pub async fn open(database: &Database, instance: Instance, clock: Arc<dyn Clock>) -> Result<Roles> {
         Ok(match database {
-            Database::Sqlite(path) => Ledger::from(Arc::new(SqliteStore::open_as(path, instance, clock)?)),
+            Database::Sqlite(path) => Roles::from(Arc::new(SqliteStore::open_as(path, instance, clock)?)),
             Database::Postgres { url, schema } => {
-                Ledger::from(Arc::new(PostgresStore::connect(url, schema, instance, clock).await?))
+                Roles::from(Arc::new(PostgresStore::connect(url, schema, instance, clock).await?))
             }
         })
     }
 }
 
-impl<T: Store + EffectJournal + StateStore + 'static> From<Arc<T>> for Ledger {
+impl<T: Ledger + EffectJournal + StateStore + 'static> From<Arc<T>> for Roles {
     fn from(ledger: Arc<T>) -> Self {
-        Ledger { store: ledger.clone(), journal: ledger.clone(), state: ledger }
+        Roles { ledger: ledger.clone(), journal: ledger.clone(), state: ledger }
     }
 }
 
@@ -329,9 +249,9 @@ pub struct Deferred {
     pub next_attempt_ms: i64,
 }
 
-/// The durable ledger.
+/// The durable ledger of events, claims and leads.
 #[async_trait::async_trait]
-pub trait Store: Send + Sync {
+pub trait Ledger: Send + Sync {
     /// Who this store claims work as.
     fn instance(&self) -> &Instance;
     /// Waits until every write handed over so far (effect records
@@ -376,98 +296,9 @@ pub trait Store: Send + Sync {
     /// Applies the steps of a finished execution to its lead.
     async fn record_steps(&self, lead_id: &str, facts: &LeadFacts, steps: &[Step]) -> Result<()>;
     /// Leads, most recently updated first, optionally in one state.
-    async fn leads(&self, state: Option<LeadState>, limit: usize) -> Result<Vec<LeadRecord>>;
+    async fn leads(&self, state: Option<&LeadState>, limit: usize) -> Result<Vec<LeadRecord>>;
+    /// The states leads are in now, with how many are in each.
+    async fn lead_states(&self) -> Result<Vec<(LeadState, u64)>>;
     /// One lead with its timeline.
     async fn lead(&self, id: &str) -> Result<Option<LeadRecord>>;
-}
-
-/// What an execution learned about a lead.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct LeadFacts {
-    pub email: Option<String>,
-    pub name: Option<String>,
-    pub company: Option<String>,
-    pub owner: Option<String>,
-    pub salesforce_id: Option<String>,
-}
-
-/// The state a lead shows after an execution that ended in `last`, given
-/// the state it showed before: a repeated MQL, or a later event that fails
-/// or waits, does not undo what an earlier one achieved.
-pub(crate) fn next_state(current: Option<&str>, last: LeadState) -> String {
-    let settled = |s: &str| matches!(s, "notified" | "accepted" | "rejected" | "recycled");
-    match (current, last) {
-        (Some(current), LeadState::Duplicate) => current.to_string(),
-        (Some(current), LeadState::Failed | LeadState::Waiting) if settled(current) => current.to_string(),
-        _ => last.as_str().to_string(),
-    }
-}
-
-/// Why `validate` found an item invalid, its reasons' messages joined.
-pub fn invalid_reasons(item: &Value) -> String {
-    let reasons: Vec<&str> =
-        item["validation"]["reasons"].as_array().into_iter().flatten().filter_map(|r| r["message"].as_str()).collect();
-    reasons.join("; ")
-}
-
-/// The lead steps and facts an execution record shows, in order. Each
-/// successful node run is a step (`validate` → validated, `dedupe` →
-/// deduped, ...); where the execution ended decides the final one.
-pub fn steps_of(record: &ExecutionRecord) -> (LeadFacts, Vec<Step>) {
-    let mut facts = LeadFacts::default();
-    let mut steps = Vec::new();
-    let at = |run_us: u64| record.started_at_ms + i64::try_from(run_us / 1000).unwrap_or(0);
-    for run in &record.runs {
-        let Some(out) = run.outputs.first() else {
-            continue;
-        };
-        let item = &out.item;
-        if let Some(p) = item.get("properties") {
-            let text = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
-            facts.email = facts.email.take().or(text("email"));
-            facts.company = facts.company.take().or(text("company"));
-            let name = [text("firstname"), text("lastname")].into_iter().flatten().collect::<Vec<_>>().join(" ");
-            if !name.is_empty() {
-                facts.name = Some(name);
-            }
-        }
-        let state = match (run.plugin.as_str(), out.port.as_str()) {
-            ("fetch-contact", _) => Some((LeadState::Received, "contact read from HubSpot".to_string())),
-            ("validate", "valid") => Some((LeadState::Validated, "meets the MQL criteria".into())),
-            ("validate", "invalid") => Some((LeadState::Invalid, invalid_reasons(item))),
-            ("dedupe", "duplicate") => Some((
-                LeadState::Duplicate,
-                format!("already handed off ({})", item["dedupe"]["key"].as_str().unwrap_or_default()),
-            )),
-            ("dedupe", port) => Some((LeadState::Deduped, format!("salesforce match: {port}"))),
-            ("route" | "score-router-py" | "score-router-js", _) => {
-                facts.owner = item["routing"]["owner_name"].as_str().map(str::to_string);
-                Some((LeadState::Routed, item["routing"]["explanation"].as_str().unwrap_or_default().to_string()))
-            }
-            ("assign", _) => {
-                facts.salesforce_id = item["salesforce"]["lead_id"].as_str().map(str::to_string);
-                Some((
-                    LeadState::Assigned,
-                    format!("salesforce lead {}", facts.salesforce_id.clone().unwrap_or_default()),
-                ))
-            }
-            ("notify", _) => {
-                let n = &item["notification"];
-                let to = n["to"].as_str().or(n["queue_post"]["channel"].as_str()).unwrap_or_default();
-                Some((LeadState::Notified, format!("told {to}")))
-            }
-            _ => None,
-        };
-        if let Some((state, detail)) = state {
-            steps.push(Step { at: at(run.finished_at_us), state, detail });
-        }
-    }
-    if record.status == ExecutionStatus::Failed {
-        let at = record.started_at_ms + i64::try_from(record.duration_us / 1000).unwrap_or(0);
-        steps.push(Step { at, state: LeadState::Failed, detail: record.error.clone().unwrap_or_default() });
-    } else if record.ends.iter().any(|e| matches!(e, BranchEnd::Failed { .. })) {
-        let at = record.started_at_ms + i64::try_from(record.duration_us / 1000).unwrap_or(0);
-        steps.push(Step { at, state: LeadState::Failed, detail: "a step failed and its branch ended".into() });
-    }
-    (facts, steps)
 }

@@ -1,7 +1,7 @@
 //! Fault injection (error statuses with each provider's real error body,
 //! added latency, hangs) and the request log, as one layer per provider.
 
-use super::{RequestRecord, SandboxState};
+use super::{EmulatorState, RequestRecord};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -107,16 +107,16 @@ impl Faults {
 
 #[derive(Clone)]
 struct Layer {
-    state: Arc<SandboxState>,
+    state: Arc<EmulatorState>,
     provider: &'static str,
 }
 
 /// `router` with `provider`'s fault injection and request logging.
 pub fn layered(
-    router: Router<Arc<SandboxState>>,
+    router: Router<Arc<EmulatorState>>,
     provider: &'static str,
-    state: Arc<SandboxState>,
-) -> Router<Arc<SandboxState>> {
+    state: Arc<EmulatorState>,
+) -> Router<Arc<EmulatorState>> {
     router.layer(axum::middleware::from_fn_with_state(Layer { state, provider }, apply))
 }
 

@@ -1,0 +1,158 @@
+//! What an execution leaves behind: every node run with its input,
+//! outputs, logs and error, and where each branch ended. The executor
+//! writes these records; the lead timeline, the ledger, the API and the
+//! CLI read them. Nothing here depends on the rest of the host.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One item a run emitted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Emitted {
+    /// The output port it was emitted on.
+    pub port: String,
+    /// The item, as JSON.
+    pub item: Value,
+}
+
+/// Where a plugin log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// `log` at debug level.
+    Debug,
+    /// `log` at info level.
+    Info,
+    /// `log` at warn level.
+    Warn,
+    /// `log` at error level.
+    Error,
+    /// What the plugin printed to stdout.
+    Stdout,
+    /// What the plugin printed to stderr.
+    Stderr,
+}
+
+/// One line a plugin logged or printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    /// Where it came from.
+    pub stream: LogStream,
+    /// The text (cut at the per-line limit).
+    pub message: String,
+}
+
+/// A failed node run, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunError {
+    /// The failure class (`timeout`, `trap`, `retryable`, ...).
+    pub kind: &'static str,
+    /// What happened, in words.
+    pub message: String,
+    /// Whether the executor would retry it.
+    pub retryable: bool,
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionStatus {
+    /// Every branch ended (some may have ended in a recorded failure under
+    /// `"on_error": "continue"`).
+    Completed,
+    /// A node failed under `"on_error": "stop"`, or a guard tripped.
+    Failed,
+}
+
+/// One node run: what went in, what came out, how long it took.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRunRecord {
+    /// Order within the execution, from 1.
+    pub seq: usize,
+    /// The node id in the pipeline.
+    pub node: String,
+    /// The plugin the node runs.
+    pub plugin: String,
+    /// The plugin's version.
+    pub plugin_version: String,
+    /// 1 for the first attempt; 0 for a run replayed from the journal.
+    pub attempt: u32,
+    /// The item the node received.
+    pub input: Value,
+    /// What it emitted.
+    pub outputs: Vec<Emitted>,
+    /// How long the run took.
+    pub duration_us: u64,
+    /// When the run ended, in microseconds since the execution started.
+    pub finished_at_us: u64,
+    /// Why it failed, when it did.
+    pub error: Option<RunError>,
+    /// What the plugin logged.
+    pub logs: Vec<LogLine>,
+    /// Grants the plugin tried to use without having them.
+    pub denied: Vec<String>,
+    /// The run completed in an earlier run of this execution; its recorded
+    /// outputs were used instead of running it again.
+    pub replayed: bool,
+}
+
+/// Where a branch of the execution ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum BranchEnd {
+    /// An item was emitted on a port nothing is connected to.
+    Unconnected {
+        /// The node that emitted it.
+        node: String,
+        /// The unconnected port.
+        port: String,
+        /// The item.
+        item: Value,
+    },
+    /// A node failed on an item under `"on_error": "continue"`.
+    Failed {
+        /// The node that failed.
+        node: String,
+        /// Why.
+        error: RunError,
+    },
+}
+
+/// The full record of one execution.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutionRecord {
+    /// Stable across reruns of the same work (after a crash).
+    pub execution_id: String,
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The pipeline's version.
+    pub pipeline_version: u32,
+    /// The lead it is about, when known.
+    pub lead_id: Option<String>,
+    /// How it ended.
+    pub status: ExecutionStatus,
+    /// Why the execution failed, when it did.
+    pub error: Option<String>,
+    /// Host clock, milliseconds since the Unix epoch.
+    pub started_at_ms: i64,
+    /// How long it took.
+    pub duration_us: u64,
+    /// Every node run, in order.
+    pub runs: Vec<NodeRunRecord>,
+    /// Where each branch ended.
+    pub ends: Vec<BranchEnd>,
+}
+
+impl ExecutionRecord {
+    /// Marks the execution failed with `error`.
+    pub fn fail(&mut self, error: String) {
+        self.status = ExecutionStatus::Failed;
+        self.error = Some(error);
+    }
+
+    /// When a run that finished `finished_at_us` into the execution ended,
+    /// on the host clock (ms).
+    pub fn at_ms(&self, finished_at_us: u64) -> i64 {
+        self.started_at_ms + i64::try_from(finished_at_us / 1000).unwrap_or(0)
+    }
+}

@@ -1,0 +1,158 @@
+//! `/api/*`: leads and their timelines, recent executions, retries of
+//! failed leads, and the sweep on demand. Behind the API token rule: a
+//! bearer token when one is configured (required beyond loopback).
+
+use super::{AppState, sweep, worker};
+use crate::lead::LeadState;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The `/api` routes.
+pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/executions", get(executions))
+        .route("/api/executions/timings", get(timings))
+        .route("/api/leads", get(leads))
+        .route("/api/leads/{id}", get(lead))
+        .route("/api/leads/{id}/retry", post(retry_lead))
+        .route("/api/retry-failed", post(retry_failed))
+        .route("/api/sweep", post(sweep_now))
+        .layer(axum::middleware::from_fn_with_state(state, require_token))
+}
+
+/// An error answer: `{"error": code, "detail": ...}`.
+pub(super) fn refuse(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
+    (status, Json(json!({"error": error, "detail": detail.into()}))).into_response()
+}
+
+fn ledger_unavailable(e: &anyhow::Error) -> Response {
+    refuse(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
+}
+
+/// `/api/*` requires the configured bearer token, compared in constant time.
+async fn require_token(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &state.api_token {
+        let given = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let expected = token.expose().as_bytes();
+        let ok = given.is_some_and(|g| {
+            g.len() == expected.len() && g.bytes().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        });
+        if !ok {
+            return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "send Authorization: Bearer <api token>");
+        }
+    }
+    next.run(request).await
+}
+
+#[derive(serde::Deserialize)]
+struct LeadQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The state called `name`, if any lead can be in it: a well-known state,
+/// one a served pipeline declares, or one a lead in the ledger shows.
+async fn known_state(state: &AppState, name: &str) -> anyhow::Result<Option<LeadState>> {
+    if let Some(known) = LeadState::well_known(name) {
+        return Ok(Some(known));
+    }
+    if let Some(declared) = state.pipelines.iter().flat_map(|p| p.lead_states()).find(|s| s.as_str() == name) {
+        return Ok(Some(declared));
+    }
+    Ok(state.ledger.lead_states().await?.into_iter().map(|(s, _)| s).find(|s| s.as_str() == name))
+}
+
+async fn leads(State(state): State<Arc<AppState>>, Query(query): Query<LeadQuery>) -> Response {
+    let filter = match query.state.as_deref() {
+        None => None,
+        Some(name) => match known_state(&state, name).await {
+            Ok(Some(s)) => Some(s),
+            Ok(None) => {
+                return refuse(StatusCode::BAD_REQUEST, "unknown_state", format!("'{name}' is not a lead state"));
+            }
+            Err(e) => return ledger_unavailable(&e),
+        },
+    };
+    match state.ledger.leads(filter.as_ref(), query.limit.unwrap_or(100)).await {
+        Ok(list) => Json(json!(list)).into_response(),
+        Err(e) => ledger_unavailable(&e),
+    }
+}
+
+async fn lead(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match state.ledger.lead(&id).await {
+        Ok(Some(lead)) => Json(json!(lead)).into_response(),
+        Ok(None) => refuse(StatusCode::NOT_FOUND, "not_found", format!("no lead {id}")),
+        Err(e) => ledger_unavailable(&e),
+    }
+}
+
+/// Runs a lead's failed events again, under their execution ids: effects
+/// that succeeded before are replayed, the rest done now.
+async fn retry(state: &Arc<AppState>, lead: Option<&str>) -> Response {
+    let events = match state.ledger.failed_events(lead).await {
+        Ok(events) => events,
+        Err(e) => return ledger_unavailable(&e),
+    };
+    let mut started = Vec::new();
+    for event in events {
+        let Some(pipeline) = state.pipeline(&event.pipeline) else {
+            continue;
+        };
+        // Only one retry of an event runs, however often retry is asked for.
+        match state.ledger.claim_failed(&event.source, &event.event_id).await {
+            Ok(true) => {
+                started.push(event.event_id.clone());
+                worker::start(state.clone(), pipeline, event, Instant::now());
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, event = %event.event_id, "cannot claim a failed event for retry"),
+        }
+    }
+    Json(json!({"retried": started})).into_response()
+}
+
+async fn retry_lead(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    retry(&state, Some(&id)).await
+}
+
+async fn retry_failed(State(state): State<Arc<AppState>>) -> Response {
+    retry(&state, None).await
+}
+
+async fn sweep_now(State(state): State<Arc<AppState>>) -> Response {
+    let Some(hubspot) = state.sweep.clone() else {
+        return refuse(StatusCode::NOT_FOUND, "no_sweep", "HubSpot is not configured");
+    };
+    match sweep::sweep_once(&state, &hubspot).await {
+        Ok(started) => Json(json!({"started": started})).into_response(),
+        Err(e) => refuse(StatusCode::BAD_GATEWAY, "sweep_failed", e.to_string()),
+    }
+}
+
+/// Recent executions' timings only (`event_id`, `failed`, `total_us`,
+/// `notified_us`, and each node run's `[node, duration_us]`): what a load
+/// test reads.
+async fn timings(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let list = state.timings.lock().unwrap_or_else(|p| p.into_inner());
+    Json(json!(list.iter().collect::<Vec<_>>()))
+}
+
+async fn executions(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let list = state.finished.lock().unwrap_or_else(|p| p.into_inner());
+    Json(json!(list.iter().collect::<Vec<_>>()))
+}

@@ -1,0 +1,289 @@
+//! The worker: claims the work that is due (events to resume after a crash,
+//! waiting events whose time has come, events whose owner's lease expired),
+//! keeps this instance's leases alive, runs one execution per event, and
+//! settles it: the lead's steps recorded, the event finished or put back to
+//! wait, ops told of a lead that failed for good.
+
+use super::{AppState, Finished};
+use crate::lead::{LeadFacts, LeadState, Step};
+use crate::ledger::InboundEvent;
+use crate::pipeline::{PreparedPipeline, Start};
+use crate::record::{ExecutionRecord, ExecutionStatus};
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tracing::Instrument;
+
+/// How often the worker looks for due work.
+pub const CLAIM_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What the worker keeps: the executions it runs.
+#[derive(Default)]
+pub(super) struct Worker {
+    /// Execution ids running now, with their events (source, event id) and
+    /// a handle to stop them: an execution never runs twice at once, these
+    /// are the claims whose leases are renewed, and a run whose claim was
+    /// lost is stopped.
+    running: Mutex<HashMap<String, Run>>,
+    in_flight: AtomicUsize,
+    /// Set when the server stops accepting: no new work is claimed.
+    stopping: AtomicBool,
+}
+
+/// A running execution.
+struct Run {
+    /// (source, event id).
+    event: (String, String),
+    stop: Option<tokio::task::AbortHandle>,
+}
+
+impl Worker {
+    /// Executions running now.
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Claims nothing new from now on; what runs finishes.
+    pub(super) fn stop_claiming(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn running_events(&self) -> Vec<(String, String)> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).values().map(|r| r.event.clone()).collect()
+    }
+}
+
+/// Claims what is due now (events stored before a crash or restart but
+/// never finished run at once), then keeps claiming in the background.
+///
+/// # Errors
+///
+/// When the ledger cannot be read at start.
+pub(super) async fn run(state: &Arc<AppState>) -> Result<()> {
+    let resumed = claim_and_start(state).await.context("claiming unfinished events")?;
+    if resumed > 0 {
+        tracing::info!(count = resumed, "resuming events received before the last stop");
+    }
+    tokio::spawn(own_work(state.clone()));
+    Ok(())
+}
+
+/// Keeps this instance's claims alive and claims the work that is due.
+/// Once the server stops accepting it claims nothing new, but renews what
+/// still runs until the last execution ends.
+async fn own_work(state: Arc<AppState>) {
+    let renew_every = state.ledger.instance().lease / 3;
+    let mut renewed = Instant::now();
+    loop {
+        tokio::time::sleep(CLAIM_EVERY).await;
+        let stopping = state.worker.stopping.load(Ordering::SeqCst);
+        if stopping && state.worker.in_flight() == 0 {
+            return;
+        }
+        if renewed.elapsed() >= renew_every {
+            match state.ledger.renew_leases(&state.worker.running_events()).await {
+                Ok(lost) => {
+                    renewed = Instant::now();
+                    stop_lost(&state, &lost);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot renew leases; other instances may take this one's work over")
+                }
+            }
+        }
+        if !stopping && let Err(e) = claim_and_start(&state).await {
+            tracing::warn!(error = %e, "cannot claim due work; trying again");
+        }
+    }
+}
+
+/// Stops the runs of events another instance took over (this one stalled
+/// past its lease): the new owner runs them, and the journal's intents
+/// cover whatever this run was in the middle of.
+fn stop_lost(state: &AppState, lost: &[(String, String)]) {
+    if lost.is_empty() {
+        return;
+    }
+    let running = state.worker.running.lock().unwrap_or_else(|p| p.into_inner());
+    for run in running.values().filter(|r| lost.contains(&r.event)) {
+        tracing::warn!(event = %run.event.1, "another instance took this event over; stopping its run here");
+        if let Some(stop) = &run.stop {
+            stop.abort();
+        }
+    }
+}
+
+/// Claims the work that is due and starts it; returns how many started.
+async fn claim_and_start(state: &Arc<AppState>) -> Result<usize> {
+    let events = state.ledger.claim_due(256).await?;
+    let count = events.len();
+    for event in events {
+        match state.pipeline(&event.pipeline) {
+            Some(pipeline) => start(state.clone(), pipeline, event, Instant::now()),
+            None => {
+                tracing::error!(pipeline = %event.pipeline, event = %event.event_id, "an unfinished event's pipeline is no longer served; marking it failed");
+                if let Err(e) = state.ledger.finish_event(&event.source, &event.event_id, "", true).await {
+                    tracing::error!(error = %e, event = %event.event_id, "cannot mark the event failed");
+                }
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// The execution id of an event: the same on every run of that event, so a
+/// run resumed after a crash is recognised by the plugins' idempotency keys.
+fn execution_id(event: &InboundEvent) -> String {
+    format!("{}:{}:{}", event.pipeline, event.source, event.event_id)
+}
+
+/// Runs one stored event's execution in the background, then records the
+/// lead's steps and marks the event finished.
+pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event: InboundEvent, received: Instant) {
+    let execution = execution_id(&event);
+    {
+        let mut running = state.worker.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.contains_key(&execution) {
+            tracing::info!(execution = %execution, "already running; not starting it twice");
+            return;
+        }
+        let run = Run { event: (event.source.clone(), event.event_id.clone()), stop: None };
+        running.insert(execution.clone(), run);
+    }
+    state.worker.in_flight.fetch_add(1, Ordering::SeqCst);
+    // Count the execution down and release its id however the task ends: a
+    // panic, or being stopped (even before it first runs).
+    let in_flight = InFlight(state.clone());
+    let running = Running { state: state.clone(), execution: execution.clone() };
+    let task_state = state.clone();
+    let task_execution = execution.clone();
+    let task = tokio::spawn(async move {
+        let (state, execution) = (task_state, task_execution);
+        let id = event.event_id.clone();
+        let lead = event.lead_id.clone();
+        let record = state
+            .executor
+            .execute_as(&prepared, json!({ "event": event.payload }), Start::Trigger, lead.clone(), execution)
+            .await;
+        let failed = settle(&state, &prepared, &event, &record).await;
+        // No longer running: a retry asked for while ops is being told
+        // starts at once.
+        drop(running);
+        if failed {
+            alert_ops(&state, &event, &record).await;
+        }
+        let total_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let notified_us = crate::lead::settled_at_us(&record, |node| prepared.lead_marks(node))
+            .map(|at| total_us.saturating_sub(record.duration_us.saturating_sub(at)));
+        state.record(Finished { event_id: id, total_us, notified_us, record });
+        drop(in_flight);
+    });
+    if let Some(run) = state.worker.running.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&execution) {
+        run.stop = Some(task.abort_handle());
+    }
+}
+
+/// Applies an execution's steps to the event's lead, if it names one; a
+/// failure is logged (the event's own state in the ledger is what reruns).
+async fn record_lead(state: &AppState, event: &InboundEvent, facts: &LeadFacts, steps: &[Step]) {
+    if let Some(lead) = &event.lead_id
+        && let Err(e) = state.ledger.record_steps(lead, facts, steps).await
+    {
+        tracing::error!(error = %e, lead = %lead, "cannot record the lead's steps");
+    }
+}
+
+/// Records how an execution ended: the lead's steps, then the event
+/// finished, or waiting for another attempt when a provider was down.
+/// Returns whether the lead failed for good (and ops should hear of it).
+async fn settle(state: &AppState, prepared: &PreparedPipeline, event: &InboundEvent, record: &ExecutionRecord) -> bool {
+    let (facts, mut steps) = crate::lead::steps_of(record, |node| prepared.lead_marks(node));
+    let failed = record.status == ExecutionStatus::Failed;
+    // A provider outage or rate limit outlasted the node's retries: the
+    // lead waits and runs again later (the journal keeps what is done).
+    let transient = failed && record.runs.last().and_then(|r| r.error.as_ref()).is_some_and(|e| e.retryable);
+    if transient {
+        match state.ledger.defer_event(&event.source, &event.event_id, state.waiting).await {
+            Ok(Some(deferred)) => {
+                // Attempt times are real time (liveness), whatever clock
+                // the plugins see.
+                let now = crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock);
+                let wait_s = ((deferred.next_attempt_ms - now).max(0) + 999) / 1000;
+                if let Some(last) = steps.last_mut() {
+                    last.state = LeadState::WAITING;
+                    last.detail = format!(
+                        "{}; attempt {} failed, next in {wait_s} s",
+                        record.error.as_deref().unwrap_or("a provider is unavailable"),
+                        deferred.attempts
+                    );
+                }
+                record_lead(state, event, &facts, &steps).await;
+                tracing::info!(event = %event.event_id, attempts = deferred.attempts, "waiting for a provider");
+                return false;
+            }
+            Ok(None) => tracing::warn!(event = %event.event_id, "waited too long for a provider; failing the lead"),
+            Err(e) => {
+                // Lost to another instance, or the ledger failed: either way
+                // the claim is not renewed once this run ends, and whoever
+                // holds or next claims the event runs it.
+                tracing::error!(error = %e, event = %event.event_id, "cannot defer the event");
+                return false;
+            }
+        }
+    }
+    record_lead(state, event, &facts, &steps).await;
+    match state.ledger.finish_event(&event.source, &event.event_id, &record.execution_id, failed).await {
+        Ok(true) => failed,
+        Ok(false) => {
+            tracing::warn!(event = %event.event_id, "another instance took this event over");
+            false
+        }
+        Err(e) => {
+            tracing::error!(error = %e, event = %event.event_id, "cannot mark the event finished; it will run again");
+            false
+        }
+    }
+}
+
+/// Tells the ops channel that a lead failed after its retries, and how to
+/// drive it again. A failure to alert is logged; the lead is `failed` in the
+/// ledger either way.
+async fn alert_ops(state: &AppState, event: &InboundEvent, record: &ExecutionRecord) {
+    let (Some(channel), Some(chat)) = (&state.ops_channel, state.executor.capabilities().chat.clone()) else {
+        return;
+    };
+    let lead = event.lead_id.as_deref().unwrap_or("?");
+    let text = format!(
+        ":warning: Lead {lead} failed in {} (event {}): {}. Fix the cause, then `handoff retry {lead}`.",
+        event.pipeline,
+        event.event_id,
+        record.error.as_deref().unwrap_or("a step failed")
+    );
+    if let Err(e) = chat.post(channel, &text, None).instrument(tracing::info_span!("ops_alert", lead)).await {
+        tracing::error!(error = %e, lead, "cannot alert the ops channel");
+    }
+}
+
+/// Marks an execution no longer running when dropped.
+struct Running {
+    state: Arc<AppState>,
+    execution: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.state.worker.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.execution);
+    }
+}
+
+/// Counts an execution as in flight until dropped.
+struct InFlight(Arc<AppState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.worker.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
