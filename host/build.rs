@@ -1,6 +1,9 @@
 //! Compiles the standard plugins (`plugins/*`) to components and embeds them
 //! in the binary via `$OUT_DIR/standard_plugins.rs`.
 
+// Paths are written as Rust string literals: `{:?}` quotes and escapes them.
+#![allow(clippy::unnecessary_debug_formatting)]
+
 use std::path::PathBuf;
 
 /// Standard plugins: (name pipelines use, Cargo package).

@@ -3,6 +3,9 @@
 //! (`ECHO`, `SPIN`, ...), so tests never shell out to build and a new
 //! program needs no edit here.
 
+// Paths are written as Rust string literals: `{:?}` quotes and escapes them.
+#![allow(clippy::unnecessary_debug_formatting)]
+
 use std::path::PathBuf;
 
 fn main() {

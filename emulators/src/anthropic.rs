@@ -41,7 +41,7 @@ async fn messages(State(state): State<Arc<EmulatorState>>, headers: HeaderMap, b
         .into_iter()
         .flatten()
         .filter(|m| m["role"] == "user")
-        .map(|m| m["content"].as_str().map(str::to_string).unwrap_or_else(|| m["content"].to_string()))
+        .map(|m| m["content"].as_str().map_or_else(|| m["content"].to_string(), str::to_string))
         .collect::<Vec<_>>()
         .join("\n");
     if prompt.trim().is_empty() {

@@ -28,6 +28,7 @@ pub struct Fault {
     /// Applies only to this HTTP method.
     #[serde(default)]
     pub method: Option<String>,
+    /// What it does.
     pub kind: FaultKind,
     /// Share of matching requests affected, 0 to 1.
     #[serde(default = "always")]
@@ -49,12 +50,17 @@ pub enum FaultKind {
     /// (`retry_after` in seconds adds a `Retry-After` header). For SMTP,
     /// the status is an SMTP reply code (451, 550).
     Status {
+        /// The status (or SMTP reply code).
         status: u16,
+        /// Seconds for `Retry-After`.
         #[serde(default)]
         retry_after: Option<u64>,
     },
     /// Answer normally, `ms` later.
-    Latency { ms: u64 },
+    Latency {
+        /// The delay.
+        ms: u64,
+    },
     /// Never answer.
     Hang,
 }

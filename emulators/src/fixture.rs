@@ -13,10 +13,13 @@ use std::path::Path;
 #[serde(deny_unknown_fields)]
 pub struct Fixture {
     #[serde(default)]
+    /// What the fixture is, for people.
     pub description: String,
     /// Salesforce records by object type (`User`, `Lead`, `Account`, ...).
     pub salesforce: BTreeMap<String, Vec<Map<String, Value>>>,
+    /// HubSpot's contacts.
     pub hubspot: HubSpotFixture,
+    /// Slack's channels and users.
     pub slack: SlackFixture,
 }
 

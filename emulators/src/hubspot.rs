@@ -211,7 +211,7 @@ fn render(contact: &StoredContact, requested: Option<&[String]>) -> Value {
     let mut properties = Map::new();
     let names: Vec<String> = match requested {
         Some(list) => list.to_vec(),
-        None => DEFAULT_PROPERTIES.iter().map(|s| s.to_string()).collect(),
+        None => DEFAULT_PROPERTIES.iter().map(std::string::ToString::to_string).collect(),
     };
     for name in names {
         properties
@@ -387,7 +387,7 @@ fn filter_matches(contact: &StoredContact, filter: &Value) -> Result<bool, Strin
             _ => actual.to_lowercase().cmp(&wanted.to_lowercase()),
         }
     };
-    use std::cmp::Ordering::*;
+    use std::cmp::Ordering::{Equal, Greater, Less};
     Ok(match operator {
         "HAS_PROPERTY" => value.is_some(),
         "NOT_HAS_PROPERTY" => value.is_none(),

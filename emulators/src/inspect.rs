@@ -61,7 +61,7 @@ async fn limits(State(state): State<Arc<EmulatorState>>) -> Json<Value> {
 
 async fn set_limits(State(state): State<Arc<EmulatorState>>, Json(patch): Json<Limits>) -> Json<Value> {
     {
-        let mut s = state.settings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = state.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.hubspot_per_ten_seconds = patch.hubspot_per_ten_seconds.unwrap_or(s.hubspot_per_ten_seconds);
         s.hubspot_search_per_second = patch.hubspot_search_per_second.unwrap_or(s.hubspot_search_per_second);
         s.salesforce_api_limit = patch.salesforce_api_limit.unwrap_or(s.salesforce_api_limit);

@@ -99,29 +99,42 @@ impl Default for Settings {
 /// Everything the emulators hold.
 #[derive(Debug, Default)]
 pub struct World {
+    /// HubSpot's contacts and lists.
     pub hubspot: hubspot::Data,
+    /// Salesforce's records and sessions.
     pub salesforce: salesforce::Data,
+    /// Slack's users, channels and messages.
     pub slack: slack::Data,
+    /// Emails the SMTP sink took.
     pub emails: Vec<ReceivedEmail>,
+    /// Faults to inject.
     pub faults: faults::Faults,
+    /// Every request answered, in order.
     pub requests: Vec<RequestRecord>,
+    /// How many completions Anthropic's emulator wrote.
     pub anthropic_calls: u64,
 }
 
 /// One request an emulator answered, for tests to count attempts.
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestRecord {
+    /// `hubspot`, `salesforce`, `slack`, `anthropic` or `smtp`.
     pub provider: &'static str,
+    /// The HTTP method.
     pub method: String,
+    /// The path under the provider's prefix.
     pub path: String,
+    /// The status answered.
     pub status: u16,
 }
 
 /// Shared state of running emulators.
 pub struct EmulatorState {
+    /// Rate limits and credentials, changeable while running.
     pub settings: Mutex<Settings>,
     world: Mutex<World>,
     fixture: Fixture,
+    /// "Now" for the data the emulators write.
     pub clock: Arc<dyn Clock>,
 }
 
@@ -134,12 +147,12 @@ impl EmulatorState {
 
     /// Locks the emulated data.
     pub fn world(&self) -> MutexGuard<'_, World> {
-        self.world.lock().unwrap_or_else(|p| p.into_inner())
+        self.world.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The current settings.
     pub fn settings(&self) -> Settings {
-        self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Forgets every issued Salesforce token: the next call with one gets
@@ -156,8 +169,11 @@ impl EmulatorState {
 
 /// Running emulators.
 pub struct Emulators {
+    /// The HTTP address of every provider and `/_sandbox`.
     pub http: SocketAddr,
+    /// The SMTP sink's address.
     pub smtp: SocketAddr,
+    /// What they hold.
     pub state: Arc<EmulatorState>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }

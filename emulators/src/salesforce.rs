@@ -436,7 +436,7 @@ impl SfError {
             status,
             code: code.into(),
             message: message.into(),
-            fields: fields.iter().map(|f| f.to_string()).collect(),
+            fields: fields.iter().map(std::string::ToString::to_string).collect(),
         }
     }
 

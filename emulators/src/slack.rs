@@ -270,7 +270,7 @@ async fn method(
             };
             message.text = text("text");
             // Text without blocks removes the old blocks, as in Slack.
-            message.blocks = blocks.clone();
+            message.blocks.clone_from(&blocks);
             message.edits += 1;
             Json(json!({ "ok": true, "channel": channel, "ts": ts, "text": message.text, "message": { "text": message.text, "blocks": blocks } }))
                 .into_response()

@@ -12,8 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 /// A message the sink received.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReceivedEmail {
+    /// The envelope sender.
     pub from: String,
+    /// The envelope recipients.
     pub to: Vec<String>,
+    /// The Subject header.
     pub subject: String,
     /// The whole message as received (headers and body).
     pub data: String,

@@ -11,42 +11,78 @@ use std::cmp::Ordering;
 /// A parsed query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
+    /// The selected fields.
     pub fields: Vec<String>,
+    /// The object queried (`Lead`).
     pub object: String,
+    /// The WHERE clause.
     pub filter: Option<Condition>,
+    /// ORDER BY field, and whether descending.
     pub order_by: Option<(String, bool)>,
+    /// LIMIT.
     pub limit: Option<usize>,
+    /// OFFSET.
     pub offset: usize,
 }
 
 /// A WHERE condition.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Condition {
+    /// Both hold.
     And(Box<Condition>, Box<Condition>),
+    /// Either holds.
     Or(Box<Condition>, Box<Condition>),
+    /// It does not hold.
     Not(Box<Condition>),
-    Compare { field: String, op: Op, value: Literal },
-    In { field: String, values: Vec<Literal>, negated: bool },
+    /// `field op value`.
+    Compare {
+        /// The field.
+        field: String,
+        /// The operator.
+        op: Op,
+        /// The value.
+        value: Literal,
+    },
+    /// `field [NOT] IN (values)`.
+    In {
+        /// The field.
+        field: String,
+        /// The values.
+        values: Vec<Literal>,
+        /// `NOT IN`.
+        negated: bool,
+    },
 }
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// `=`
     Eq,
+    /// `!=`
     Ne,
+    /// `<`
     Lt,
+    /// `<=`
     Le,
+    /// `>`
     Gt,
+    /// `>=`
     Ge,
+    /// `LIKE` (`%` and `_` wildcards).
     Like,
 }
 
 /// A literal value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Literal {
+    /// A quoted string.
     Text(String),
+    /// A number.
     Number(f64),
+    /// `true` or `false`.
     Bool(bool),
+    /// `null`.
     Null,
     /// A date or datetime, in milliseconds since the epoch.
     Time(i64),

@@ -57,7 +57,7 @@ fn benches(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let outcome = runtime.run(&validate, &capabilities, invocation.clone()).await;
             assert!(outcome.result.is_ok(), "{:?}", outcome.result);
-        })
+        });
     });
 
     let prepared = pipeline::check(Path::new("chain.json"), CHAIN, &registry).unwrap();
@@ -66,7 +66,7 @@ fn benches(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let record = executor.execute(&prepared, item.clone(), Start::Trigger, None).await;
             assert_eq!(record.runs.len(), 3);
-        })
+        });
     });
 }
 

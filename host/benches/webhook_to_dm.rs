@@ -8,7 +8,7 @@
 
 use handoff::app::{App, AppOptions};
 use handoff::capabilities::Clock;
-use handoff_emulators::{Emulators, Settings};
+use handoff_emulators::Settings;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

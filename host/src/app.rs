@@ -24,8 +24,11 @@ pub struct HostOptions {
 
 /// A started runtime with its plugins loaded.
 pub struct Host {
+    /// The plugin sandbox.
     pub runtime: Arc<Runtime>,
+    /// The loaded plugins.
     pub registry: PluginRegistry,
+    /// How it was started.
     pub options: HostOptions,
 }
 
@@ -64,13 +67,17 @@ pub struct AppOptions {
     /// Compiled-component cache and, unless `database` says otherwise,
     /// the ledger.
     pub data_dir: PathBuf,
+    /// More plugin directories (`--plugins`).
     pub plugin_dirs: Vec<PathBuf>,
     /// Pipeline files to serve.
     pub pipelines: Vec<PathBuf>,
     /// The roster file.
     pub roster: PathBuf,
+    /// Where the providers are, and their credentials.
     pub connectors: ConnectorsConfig,
+    /// Where the server listens.
     pub listen: SocketAddr,
+    /// The URL HubSpot calls, for signatures.
     pub public_url: Option<String>,
     /// Where the ledger lives; SQLite at `<data_dir>/handoff.db` when unset.
     pub database: Option<crate::ledger::Database>,
@@ -119,8 +126,11 @@ impl AppOptions {
 
 /// A running Handoff.
 pub struct App {
+    /// The HTTP server and its worker.
     pub server: Server,
+    /// The roster behind the `roster` capability.
     pub roster: Arc<FileRoster>,
+    /// Timers plugins set (kept in memory; see `capabilities::schedule`).
     pub timers: Arc<TimerBook>,
 }
 
@@ -213,7 +223,7 @@ impl App {
 async fn sync_roster(salesforce: &crate::connectors::salesforce::Salesforce, roster: &FileRoster) {
     match salesforce.users().await {
         Ok(users) => {
-            roster.set_inactive_in_crm(users.into_iter().filter(|(_, _, _, active)| !active).map(|(id, ..)| id))
+            roster.set_inactive_in_crm(users.into_iter().filter(|(_, _, _, active)| !active).map(|(id, ..)| id));
         }
         Err(e) => tracing::warn!(error = %e, "could not read Salesforce users; the roster's active flags stand alone"),
     }

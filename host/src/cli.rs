@@ -37,12 +37,15 @@ pub fn validate(host: &Host, files: &[PathBuf]) -> ExitCode {
 /// Options of `handoff run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// The pipeline file.
     pub pipeline: PathBuf,
     /// The input item file, or `-` for stdin.
     pub input: PathBuf,
+    /// Print the execution record as JSON.
     pub json: bool,
     /// Print items whole instead of shortened.
     pub full: bool,
+    /// The lead to tag the execution with.
     pub lead_id: Option<String>,
     /// Run against in-process emulators of every provider.
     pub sandbox: bool,
@@ -234,15 +237,23 @@ pub async fn sandbox(
 /// Options of `handoff serve`.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    /// Where the ledger and caches live.
     pub data_dir: PathBuf,
+    /// More plugin directories.
     pub plugin_dirs: Vec<PathBuf>,
+    /// Where to listen.
     pub listen: std::net::SocketAddr,
     /// Emulator HTTP and SMTP addresses, in sandbox mode.
     pub sandbox: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// Connector settings (TOML).
     pub config: Option<PathBuf>,
+    /// Pipeline files to serve.
     pub pipelines: Vec<PathBuf>,
+    /// The roster file.
     pub roster: PathBuf,
+    /// The URL HubSpot calls, for signatures.
     pub public_url: Option<String>,
+    /// Slack channel told of failed leads.
     pub ops_channel: String,
 }
 
@@ -253,22 +264,19 @@ pub struct ServeOptions {
 /// Missing credentials (named), invalid pipelines or roster, ports in use.
 pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
     let mut _emulators = None;
-    let connectors = match options.sandbox {
-        Some((http, smtp)) => {
-            let (running, connectors) = start_emulators(http, smtp).await?;
-            println!("sandbox: emulators on http://{http} (SMTP {smtp}); inspect at /_sandbox/stats");
-            _emulators = Some(running);
-            connectors
-        }
-        None => {
-            let mut connectors = match &options.config {
-                Some(path) => ConnectorsConfig::load(path)?,
-                None => ConnectorsConfig::default(),
-            };
-            connectors.apply_env(|name| std::env::var(name).ok());
-            crate::app::require_for_serve(&connectors)?;
-            connectors
-        }
+    let connectors = if let Some((http, smtp)) = options.sandbox {
+        let (running, connectors) = start_emulators(http, smtp).await?;
+        println!("sandbox: emulators on http://{http} (SMTP {smtp}); inspect at /_sandbox/stats");
+        _emulators = Some(running);
+        connectors
+    } else {
+        let mut connectors = match &options.config {
+            Some(path) => ConnectorsConfig::load(path)?,
+            None => ConnectorsConfig::default(),
+        };
+        connectors.apply_env(|name| std::env::var(name).ok());
+        crate::app::require_for_serve(&connectors)?;
+        connectors
     };
     let app = crate::app::App::launch(crate::app::AppOptions {
         database: Some(crate::ledger::Database::from_env(&options.data_dir)),
@@ -444,6 +452,10 @@ pub async fn retry(server: &str, lead: Option<&str>) -> Result<ExitCode> {
 }
 
 /// `handoff plugins`: what is loaded.
+///
+/// # Errors
+///
+/// When the output cannot be serialized.
 pub fn plugins(host: &Host, json: bool, schema_of: Option<&str>) -> Result<ExitCode> {
     if let Some(name) = schema_of {
         let Some(plugin) = host.registry.get(name) else {

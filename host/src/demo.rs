@@ -19,8 +19,11 @@ use std::time::Duration;
 
 /// Where the demo finds the pipeline and roster.
 pub struct DemoOptions {
+    /// Where the compiled-component cache lives.
     pub data_dir: PathBuf,
+    /// More plugin directories.
     pub plugin_dirs: Vec<PathBuf>,
+    /// Where `mql-handoff.json` and `roster.json` are.
     pub pipelines_dir: PathBuf,
 }
 

@@ -19,8 +19,11 @@ use std::time::SystemTime;
 #[serde(deny_unknown_fields)]
 pub struct RosterFile {
     #[serde(default, rename = "$comment")]
+    /// Free text for people.
     pub comment: Option<String>,
+    /// The teams.
     pub teams: Vec<TeamSpec>,
+    /// The reps.
     pub reps: Vec<RepSpec>,
 }
 
@@ -28,9 +31,12 @@ pub struct RosterFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TeamSpec {
+    /// The team id routing rules name.
     pub id: String,
+    /// The team's name.
     pub name: String,
     #[serde(default)]
+    /// The CRM user id of the team's manager.
     pub manager_id: Option<String>,
     /// Who gets a lead when nobody on the team is available (a queue).
     #[serde(default)]
@@ -48,23 +54,31 @@ pub struct TeamSpec {
 pub struct RepSpec {
     /// Salesforce user id.
     pub id: String,
+    /// The rep's name.
     pub name: String,
+    /// The rep's email (Slack and email).
     pub email: String,
+    /// The team id.
     pub team: String,
     #[serde(default)]
+    /// The CRM user id of the rep's manager.
     pub manager_id: Option<String>,
     /// IANA time zone.
     pub time_zone: String,
     #[serde(default)]
+    /// When the rep takes leads, in their time zone.
     pub working_hours: WorkingHours,
     #[serde(default = "one")]
+    /// Share of round-robin assignments relative to teammates.
     pub weight: u32,
     /// Most new leads a day; 0 for no limit.
     #[serde(default)]
     pub daily_capacity: u32,
     #[serde(default)]
+    /// Absences.
     pub out_of_office: Vec<Absence>,
     #[serde(default = "yes")]
+    /// False when RevOps marks the rep inactive.
     pub active: bool,
 }
 
@@ -107,7 +121,9 @@ impl std::fmt::Display for WorkingHours {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Absence {
+    /// First day away, `YYYY-MM-DD`.
     pub from: String,
+    /// Last day away, `YYYY-MM-DD`.
     pub to: String,
 }
 
@@ -193,12 +209,12 @@ impl FileRoster {
 
     /// Marks the users Salesforce reports inactive.
     pub fn set_inactive_in_crm(&self, ids: impl IntoIterator<Item = String>) {
-        *self.inactive_in_crm.lock().unwrap_or_else(|p| p.into_inner()) = ids.into_iter().collect();
+        *self.inactive_in_crm.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ids.into_iter().collect();
     }
 
     /// The roster in force, reloading the file if it changed.
     pub fn current(&self) -> RosterFile {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
         if mtime != current.1 {
             match std::fs::read_to_string(&self.path).map_err(anyhow::Error::from).and_then(|t| RosterFile::parse(&t)) {
@@ -284,7 +300,7 @@ impl Roster for FileRoster {
     }
 
     async fn get_rep(&self, id: &str) -> Result<Option<Rep>, CapabilityError> {
-        let inactive = self.inactive_in_crm.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let inactive = self.inactive_in_crm.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         Ok(self.current().reps.iter().find(|r| r.id == id).map(|r| Self::rep(r, &inactive)))
     }
 
@@ -295,7 +311,8 @@ impl Roster for FileRoster {
             .iter()
             .find(|r| r.id == rep_id)
             .ok_or_else(|| CapabilityError::NotFound(format!("no rep {rep_id} in the roster")))?;
-        let active_in_crm = !self.inactive_in_crm.lock().unwrap_or_else(|p| p.into_inner()).contains(rep_id);
+        let active_in_crm =
+            !self.inactive_in_crm.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(rep_id);
         Ok(availability(spec, active_in_crm, at))
     }
 }

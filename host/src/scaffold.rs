@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 /// The plugin's language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
+    /// Rust, on the vendored SDK.
     Rust,
+    /// Python (componentize-py).
     Python,
+    /// JavaScript (componentize-js).
     Js,
 }
 
@@ -41,9 +44,37 @@ world plugin {{
 
 const SCHEMA: &str = r#"{"type": "object", "additionalProperties": false, "properties": {"tag": {"type": "string", "description": "Added to every item as `tag`."}}}"#;
 
+/// The Rust SDK (`handoff-plugin`), vendored into a Rust starter: its
+/// sources as in `plugins/sdk`, reading the WIT the starter vendors.
+fn rust_sdk_files() -> Vec<(PathBuf, String)> {
+    let lib = include_str!("../../plugins/sdk/src/lib.rs")
+        .replace(r#"path: "wit","#, r#"path: "../wit/deps/handoff-plugin","#);
+    vec![
+        (
+            "handoff-plugin/Cargo.toml".into(),
+            r#"[package]
+name = "handoff-plugin"
+description = "The Handoff plugin SDK (vendored by `handoff plugin new`)"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[dependencies]
+serde = { version = "1", features = ["derive"] }
+serde_json = "1"
+wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
+"#
+            .into(),
+        ),
+        ("handoff-plugin/src/lib.rs".into(), lib),
+        ("handoff-plugin/src/contact.rs".into(), include_str!("../../plugins/sdk/src/contact.rs").into()),
+        ("handoff-plugin/src/time.rs".into(), include_str!("../../plugins/sdk/src/time.rs").into()),
+    ]
+}
+
 fn rust_files(name: &str) -> Vec<(PathBuf, String)> {
     let krate = name.replace('-', "_");
-    vec![
+    let mut files = vec![
         (
             "Cargo.toml".into(),
             format!(
@@ -52,23 +83,19 @@ name = "{name}"
 version = "0.1.0"
 edition = "2024"
 
-# A plugin is its own workspace.
+# A plugin is its own workspace (with the vendored SDK in it).
 [workspace]
 
 [lib]
 crate-type = ["cdylib"]
 
 [dependencies]
-serde_json = "1"
-wit-bindgen = {{ version = "0.61", default-features = false, features = ["macros", "realloc"] }}
+handoff-plugin = {{ path = "handoff-plugin" }}
 
 [profile.release]
 opt-level = "s"
 lto = true
 strip = "debuginfo"
-
-[lints.clippy]
-too_many_arguments = "allow"
 "#
             ),
         ),
@@ -78,93 +105,84 @@ too_many_arguments = "allow"
                 r##"//! {name}: a Handoff plugin. It adds the configured `tag` to each item and
 //! passes it on; replace `run` with your logic.
 
-use serde_json::{{Value, json}};
+use handoff_plugin::log::{{Level, log}};
+use handoff_plugin::{{Describe, Emit, NodeError, Plugin, Run, Value, clock, emit, json}};
 
-wit_bindgen::generate!({{ world: "plugin", path: "wit", generate_all }});
-use handoff::plugin::log::{{Level, log}};
+struct Tagger;
 
-struct Plugin;
+impl Plugin for Tagger {{
+    /// The node's config, parsed; use a struct deriving `Deserialize` for a
+    /// typed one.
+    type Config = Value;
 
-impl Guest for Plugin {{
-    fn describe() -> Descriptor {{
-        Descriptor {{
-            name: "{name}".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Adds a tag to each item".into(),
-            inputs: vec!["main".into()],
-            outputs: vec!["main".into()],
-            capabilities: vec![],
-            config_schema: r#"{SCHEMA}"#.into(),
+    fn describe() -> Describe {{
+        Describe {{
+            name: "{name}",
+            version: env!("CARGO_PKG_VERSION"),
+            description: "Adds a tag to each item",
+            config_schema: r#"{SCHEMA}"#,
+            ..Describe::default()
         }}
     }}
 
-    fn run(ctx: Context, item: String) -> Result<Vec<Emit>, NodeError> {{
-        let config: Value = serde_json::from_str(&ctx.config).unwrap_or_default();
-        let mut item: Value = serde_json::from_str(&item).map_err(|e| NodeError::InvalidInput(format!("item is not JSON: {{e}}")))?;
-        item["tag"] = config.get("tag").cloned().unwrap_or(json!("{name}"));
-        item["tagged_at"] = json!(handoff::plugin::clock::now());
-        log(Level::Info, &format!("{{}} tagged an item", ctx.node));
-        Ok(vec![Emit {{ port: "main".into(), item: item.to_string() }}])
+    fn run(run: &Run<Value>, mut item: Value) -> Result<Vec<Emit>, NodeError> {{
+        item["tag"] = run.config.get("tag").cloned().unwrap_or(json!("{name}"));
+        item["tagged_at"] = json!(clock::now());
+        log(Level::Info, &format!("{{}} tagged an item", run.ctx.node));
+        // A capability call's error becomes the node's with `?`: an outage
+        // is retried, a refusal is not.
+        Ok(vec![emit("main", &item)])
     }}
 }}
 
-export!(Plugin);
+handoff_plugin::export!(Tagger);
 "##
             ),
         ),
         (
             "README.md".into(),
             format!(
-                "# {name}\n\nA Handoff plugin in Rust.\n\n```sh\nrustup target add wasm32-wasip2\ncargo build --release --target wasm32-wasip2\n# the component: target/wasm32-wasip2/release/{krate}.wasm\nmkdir -p ../my-plugins && cp target/wasm32-wasip2/release/{krate}.wasm ../my-plugins/\nhandoff --plugins ../my-plugins plugins\n```\n"
+                "# {name}\n\nA Handoff plugin in Rust, on the Handoff plugin SDK (vendored in `handoff-plugin/`).\n\n```sh\nrustup target add wasm32-wasip2\ncargo build --release --target wasm32-wasip2\n# the component: target/wasm32-wasip2/release/{krate}.wasm\nmkdir -p ../my-plugins && cp target/wasm32-wasip2/release/{krate}.wasm ../my-plugins/\nhandoff --plugins ../my-plugins plugins\n```\n"
             ),
         ),
-    ]
+    ];
+    files.extend(rust_sdk_files());
+    files
 }
 
 fn python_files(name: &str) -> Vec<(PathBuf, String)> {
     vec![
+        ("handoff_plugin.py".into(), include_str!("../../plugins/sdk/python/handoff_plugin.py").into()),
         (
             "app.py".into(),
             format!(
                 r#""""{name}: a Handoff plugin. It adds the configured `tag` to each item and passes it on."""
 
-import json
-
 import wit_world
-from componentize_py_types import Err
 from wit_world.imports import clock, log
-from wit_world.imports.types import Context, Descriptor, Emit, NodeError_InvalidInput
+from wit_world.imports.types import Context, Descriptor, Emit
+
+from handoff_plugin import call, describe, emit, parse
 
 
 class WitWorld(wit_world.WitWorld):
     def describe(self) -> Descriptor:
-        return Descriptor(
-            name="{name}",
-            version="0.1.0",
-            description="Adds a tag to each item",
-            inputs=["main"],
-            outputs=["main"],
-            capabilities=[],
-            config_schema='{SCHEMA}',
-        )
+        return describe("{name}", "0.1.0", "Adds a tag to each item", config_schema='{SCHEMA}')
 
     def run(self, ctx: Context, item: str) -> list[Emit]:
-        config = json.loads(ctx.config)
-        try:
-            data = json.loads(item)
-        except ValueError as error:
-            raise Err(NodeError_InvalidInput(f"item is not JSON: {{error}}"))
+        config, data = parse(ctx, item)
         data["tag"] = config.get("tag", "{name}")
-        data["tagged_at"] = clock.now()
+        # call() turns a capability error into the node's: outages retried.
+        data["tagged_at"] = call(clock.now)
         log.log(log.Level.INFO, f"{{ctx.node}} tagged an item")
-        return [Emit(port="main", item=json.dumps(data))]
+        return [emit("main", data)]
 "#
             ),
         ),
         (
             "README.md".into(),
             format!(
-                "# {name}\n\nA Handoff plugin in Python.\n\n```sh\npip install componentize-py==0.25.1\ncomponentize-py -d wit -w plugin componentize app -o {name}.wasm\nmkdir -p ../my-plugins && cp {name}.wasm ../my-plugins/\nhandoff --plugins ../my-plugins plugins\n```\n"
+                "# {name}\n\nA Handoff plugin in Python; `handoff_plugin.py` holds the conveniences (descriptor, parsing, emitting, capability errors).\n\n```sh\npip install componentize-py==0.25.1\ncomponentize-py -d wit -w plugin componentize app -o {name}.wasm\nmkdir -p ../my-plugins && cp {name}.wasm ../my-plugins/\nhandoff --plugins ../my-plugins plugins\n```\n\nPython plugins need more memory than Rust ones: give the node `\"memory_mb\": 256`.\n"
             ),
         ),
     ]
@@ -172,6 +190,7 @@ class WitWorld(wit_world.WitWorld):
 
 fn js_files(name: &str) -> Vec<(PathBuf, String)> {
     vec![
+        ("handoff-plugin.js".into(), include_str!("../../plugins/sdk/js/handoff-plugin.js").into()),
         (
             "plugin.js".into(),
             format!(
@@ -179,31 +198,24 @@ fn js_files(name: &str) -> Vec<(PathBuf, String)> {
 
 import {{ log }} from 'handoff:plugin/log@0.1.0';
 import {{ now }} from 'handoff:plugin/clock@0.1.0';
+import {{ call, describe as descriptor, emit, parse }} from './handoff-plugin.js';
 
 export function describe() {{
-  return {{
+  return descriptor({{
     name: '{name}',
     version: '0.1.0',
     description: 'Adds a tag to each item',
-    inputs: ['main'],
-    outputs: ['main'],
-    capabilities: [],
-    configSchema: '{SCHEMA}',
-  }};
+    configSchema: {SCHEMA},
+  }});
 }}
 
 export function run(ctx, item) {{
-  const config = JSON.parse(ctx.config);
-  let data;
-  try {{
-    data = JSON.parse(item);
-  }} catch (error) {{
-    throw {{ tag: 'invalid-input', val: `item is not JSON: ${{error}}` }};
-  }}
+  const {{ config, item: data }} = parse(ctx, item);
   data.tag = config.tag ?? '{name}';
-  data.tagged_at = Number(now());
+  // call() turns a capability error into the node's: outages retried.
+  data.tagged_at = Number(call(now));
   log('info', `${{ctx.node}} tagged an item`);
-  return [{{ port: 'main', item: JSON.stringify(data) }}];
+  return [emit('main', data)];
 }}
 "#
             ),
@@ -229,7 +241,7 @@ export function run(ctx, item) {{
         (
             "README.md".into(),
             format!(
-                "# {name}\n\nA Handoff plugin in JavaScript (Node 20 works).\n\n```sh\nnpm install\nnpm run build\nmkdir -p ../my-plugins && cp {name}.wasm ../my-plugins/\nhandoff --plugins ../my-plugins plugins\n```\n"
+                "# {name}\n\nA Handoff plugin in JavaScript (Node 20 works); `handoff-plugin.js` holds the conveniences (descriptor, parsing, emitting, capability errors).\n\n```sh\nnpm install\nnpm run build\nmkdir -p ../my-plugins && cp {name}.wasm ../my-plugins/\nhandoff --plugins ../my-plugins plugins\n```\n\nJavaScript plugins need more memory than Rust ones: give the node `\"memory_mb\": 256`.\n"
             ),
         ),
     ]
@@ -250,7 +262,12 @@ pub fn create(name: &str, lang: Lang, dir: &Path) -> Result<Vec<PathBuf>> {
     }
     let mut files: Vec<(PathBuf, String)> =
         WIT.iter().map(|(file, text)| (Path::new("wit/deps/handoff-plugin").join(file), text.to_string())).collect();
-    files.push(("wit/world.wit".into(), world(name)));
+    if lang != Lang::Rust {
+        // componentize-py and componentize-js keep every import of their
+        // world: a narrow one of the plugin's own. Rust keeps only what it
+        // calls, so the SDK's full `node` world serves.
+        files.push(("wit/world.wit".into(), world(name)));
+    }
     files.extend(match lang {
         Lang::Rust => rust_files(name),
         Lang::Python => python_files(name),

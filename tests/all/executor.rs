@@ -32,7 +32,7 @@ async fn items_fan_out_and_unconnected_ports_end_their_branch() {
                 assert_eq!(item, &json!({"n": 1}));
                 format!("{node}:{port}")
             }
-            other => panic!("unexpected {other:?}"),
+            other @ BranchEnd::Failed { .. } => panic!("unexpected {other:?}"),
         })
         .collect();
     assert_eq!(ends, ["left:main", "right:other", "left:main", "right:other"]);

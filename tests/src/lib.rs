@@ -43,7 +43,9 @@ pub async fn load_program(runtime: &Runtime, path: &str) -> Arc<Plugin> {
 /// A runtime with the standard plugins and every test program except
 /// `shadow` (which would replace `validate`).
 pub struct TestHost {
+    /// The sandbox.
     pub runtime: Arc<Runtime>,
+    /// Standard plugins and test programs.
     pub registry: PluginRegistry,
 }
 
@@ -62,6 +64,10 @@ impl TestHost {
     }
 
     /// Checks pipeline JSON as if read from `pipeline.json`.
+    ///
+    /// # Errors
+    ///
+    /// Every problem found.
     pub fn check(&self, json: &str) -> Result<PreparedPipeline, Vec<Diagnostic>> {
         pipeline::check(Path::new("pipeline.json"), json, &self.registry)
     }
@@ -103,7 +109,9 @@ pub fn pipeline_json(nodes: &str, connections: &str) -> String {
 /// list of leads.
 #[derive(Default)]
 pub struct RecordingCrm {
+    /// The leads it answers from.
     pub leads: Vec<Lead>,
+    /// Every call, in order.
     pub calls: Mutex<Vec<String>>,
 }
 
@@ -211,9 +219,13 @@ pub fn statuses(emulators: &Emulators, provider: &str) -> Vec<u16> {
 
 /// A running Handoff beside its emulators, on virtual time ([`handoff::demo::DEMO_NOW`]).
 pub struct Running {
+    /// The emulators.
     pub emulators: Emulators,
+    /// The server.
     pub app: handoff::app::App,
+    /// Its virtual time.
     pub clock: Arc<handoff::capabilities::ManualClock>,
+    /// Its ledger and state.
     pub state_dir: tempfile::TempDir,
 }
 

@@ -32,7 +32,7 @@ fn run(mut command: Command, what: &str) {
 
 /// The componentize-py executable, installing it with pip on first use.
 pub fn componentize_py() -> (PathBuf, PathBuf) {
-    let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = INSTALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = root().join("python");
     let bin = dir.join("bin").join("componentize-py");
     if !bin.exists() {
@@ -47,7 +47,7 @@ pub fn componentize_py() -> (PathBuf, PathBuf) {
 
 /// The componentize-js executable, installing it with npm on first use.
 pub fn componentize_js() -> PathBuf {
-    let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = INSTALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = root().join("js");
     let bin = dir.join("node_modules").join(".bin").join("componentize-js");
     if !bin.exists() {
@@ -67,7 +67,11 @@ fn source_hash(dir: &Path) -> String {
         entries.sort();
         for path in entries {
             let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
-            if name.starts_with('.') || name == "__pycache__" || name.ends_with(".wasm") || name == "node_modules" {
+            if name.starts_with('.')
+                || name == "__pycache__"
+                || Path::new(&name).extension().is_some_and(|e| e.eq_ignore_ascii_case("wasm"))
+                || name == "node_modules"
+            {
                 continue;
             }
             for b in name.bytes() {
@@ -87,6 +91,28 @@ fn source_hash(dir: &Path) -> String {
     format!("{hash:016x}")
 }
 
+/// A copy of `dir` (symlinks followed) to build in, so a toolchain's
+/// by-products (`__pycache__`) never land in the source tree.
+fn build_copy(dir: &Path) -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap().flatten() {
+            let (path, target) = (entry.path(), to.join(entry.file_name()));
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name == "__pycache__"
+                || name == "node_modules"
+                || Path::new(&name).extension().is_some_and(|e| e.eq_ignore_ascii_case("wasm"))
+            {
+                continue;
+            }
+            if path.is_dir() { copy(&path, &target) } else { std::fs::copy(&path, &target).map(drop).unwrap() }
+        }
+    }
+    let work = tempfile::tempdir().unwrap();
+    copy(dir, work.path());
+    work
+}
+
 /// Builds a Python plugin (`module`.py in `dir`, world `world` in
 /// `dir/wit`) with componentize-py; returns the component's path.
 pub fn build_python(dir: &Path, world: &str, module: &str) -> PathBuf {
@@ -96,9 +122,11 @@ pub fn build_python(dir: &Path, world: &str, module: &str) -> PathBuf {
     }
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let (bin, site) = componentize_py();
+    let work = build_copy(dir);
     let mut build = Command::new(bin);
     build
-        .current_dir(dir)
+        .current_dir(work.path())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONPATH", site)
         .args(["-d", "wit", "-w", world, "componentize", module, "-o"])
         .arg(&out);
@@ -115,9 +143,10 @@ pub fn build_js(dir: &Path, world: &str, source: &str) -> PathBuf {
     }
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let bin = componentize_js();
+    let work = build_copy(dir);
     let mut build = Command::new(bin);
     build
-        .current_dir(dir)
+        .current_dir(work.path())
         .args([source, "--wit", "wit", "-n", world, "-d", "http", "-d", "fetch-event", "-o"])
         .arg(&out);
     run(build, "componentize-js");

@@ -74,13 +74,12 @@ pub fn build(workspace_root: &Path, packages: &[&str], watch: &[PathBuf]) -> Vec
         cmd.env_remove(var);
     }
     let output = cmd.output().expect("failed to run cargo for the plugin build");
-    if !output.status.success() {
-        panic!(
-            "building plugins {packages:?} for {TARGET} failed:\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    assert!(
+        output.status.success(),
+        "building plugins {packages:?} for {TARGET} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     packages
         .iter()
@@ -123,7 +122,6 @@ fn plugin_target_dir() -> PathBuf {
     let target = out_dir
         .ancestors()
         .find(|dir| dir.join("CACHEDIR.TAG").exists())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| out_dir.join("plugin-target"));
+        .map_or_else(|| out_dir.join("plugin-target"), Path::to_path_buf);
     target.join("plugins")
 }

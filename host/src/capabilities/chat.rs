@@ -9,8 +9,11 @@ use crate::bindings::handoff::plugin::chat::Host;
 /// array as JSON.
 #[async_trait::async_trait]
 pub trait Chat: Send + Sync {
+    /// Sends a direct message to the person with this email.
     async fn send_dm(&self, email: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError>;
+    /// Posts to a channel (id or name).
     async fn post(&self, channel: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError>;
+    /// Replaces a message posted earlier.
     async fn update(&self, message: &MessageRef, text: &str, blocks: Option<&str>) -> Result<(), CapabilityError>;
     /// A message with exactly this text sent since `since_ms` to `to` (an
     /// email address for a DM, or a channel id): how a rerun after a crash

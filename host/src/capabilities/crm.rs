@@ -10,14 +10,23 @@ use crate::bindings::handoff::plugin::types::Timestamp;
 /// code and message.
 #[async_trait::async_trait]
 pub trait Crm: Send + Sync {
+    /// An unconverted lead with this email.
     async fn find_lead_by_email(&self, email: &str) -> Result<Option<Lead>, CapabilityError>;
+    /// A contact with this email.
     async fn find_contact_by_email(&self, email: &str) -> Result<Option<CrmContact>, CapabilityError>;
+    /// Accounts whose web domain is `domain`.
     async fn find_accounts_by_domain(&self, domain: &str) -> Result<Vec<Account>, CapabilityError>;
+    /// Open opportunities on accounts with web domain `domain`.
     async fn find_open_opportunities_by_domain(&self, domain: &str) -> Result<Vec<Opportunity>, CapabilityError>;
+    /// A user or queue by id.
     async fn get_owner(&self, id: &str) -> Result<Option<Owner>, CapabilityError>;
+    /// Tasks and events logged on a lead or contact since `since`.
     async fn list_activities(&self, who_id: &str, since: Timestamp) -> Result<Vec<Activity>, CapabilityError>;
+    /// Creates the lead (no id) or updates it; returns its id.
     async fn upsert_lead(&self, lead: Lead) -> Result<String, CapabilityError>;
+    /// Makes `owner_id` the lead's owner.
     async fn assign_owner(&self, lead_id: &str, owner_id: &str) -> Result<(), CapabilityError>;
+    /// Creates a task; returns its id.
     async fn create_task(&self, task: Task) -> Result<String, CapabilityError>;
 }
 

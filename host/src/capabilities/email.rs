@@ -8,6 +8,7 @@ use crate::bindings::handoff::plugin::email::Host;
 /// An email transport (SMTP or an HTTP email API).
 #[async_trait::async_trait]
 pub trait Email: Send + Sync {
+    /// Sends one message.
     async fn send(&self, message: EmailMessage) -> Result<(), CapabilityError>;
 }
 

@@ -9,15 +9,25 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Interface {
+    /// `handoff:plugin/marketing`
     Marketing,
+    /// `handoff:plugin/crm`
     Crm,
+    /// `handoff:plugin/chat`
     Chat,
+    /// `handoff:plugin/email`
     Email,
+    /// `handoff:plugin/llm`
     Llm,
+    /// `handoff:plugin/roster`
     Roster,
+    /// `handoff:plugin/state`
     State,
+    /// `handoff:plugin/schedule`
     Schedule,
+    /// `handoff:plugin/clock`
     Clock,
+    /// `handoff:plugin/log`
     Log,
 }
 

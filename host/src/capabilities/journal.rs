@@ -24,7 +24,10 @@ pub enum Entry {
     Done(Value),
     /// An attempt started at this time (host clock, ms) and its result was
     /// never recorded: it may or may not have happened.
-    Started { at_ms: i64 },
+    Started {
+        /// When the attempt started.
+        at_ms: i64,
+    },
 }
 
 /// Where recorded effects are kept.

@@ -8,6 +8,7 @@ use std::time::Duration;
 /// A language model, as a connector implements it.
 #[async_trait::async_trait]
 pub trait Llm: Send + Sync {
+    /// The model's reply to `request`.
     async fn complete(&self, request: CompletionRequest) -> Result<String, CapabilityError>;
 }
 

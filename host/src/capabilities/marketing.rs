@@ -8,7 +8,9 @@ use crate::bindings::handoff::plugin::marketing::Host;
 /// A marketing-automation system, as a connector implements it.
 #[async_trait::async_trait]
 pub trait Marketing: Send + Sync {
+    /// A contact by id, with these properties.
     async fn get_contact(&self, id: &str, properties: &[String]) -> Result<Contact, CapabilityError>;
+    /// A contact by email, with these properties.
     async fn find_contact_by_email(
         &self,
         email: &str,
@@ -16,6 +18,7 @@ pub trait Marketing: Send + Sync {
     ) -> Result<Option<Contact>, CapabilityError>;
     /// `properties` is a JSON object of strings.
     async fn update_contact(&self, id: &str, properties: &str) -> Result<Contact, CapabilityError>;
+    /// Adds a contact to a static list.
     async fn add_to_list(&self, list_id: &str, contact_id: &str) -> Result<(), CapabilityError>;
 }
 

@@ -50,13 +50,21 @@ pub use state::{FileStateStore, StateStore};
 /// `None` means "not configured on this host": calls answer `unavailable`.
 #[derive(Clone)]
 pub struct Capabilities {
+    /// HubSpot.
     pub marketing: Option<Arc<dyn Marketing>>,
+    /// Salesforce.
     pub crm: Option<Arc<dyn Crm>>,
+    /// Slack.
     pub chat: Option<Arc<dyn Chat>>,
+    /// SMTP.
     pub email: Option<Arc<dyn Email>>,
+    /// Anthropic.
     pub llm: Option<Arc<dyn Llm>>,
+    /// The roster file.
     pub roster: Option<Arc<dyn Roster>>,
+    /// Plugin state (the ledger, or files for one-shot runs).
     pub state: Option<Arc<dyn StateStore>>,
+    /// Durable timers.
     pub schedule: Option<Arc<dyn Scheduler>>,
     /// "Now" for plugins; always present (system time unless virtual).
     pub clock: Arc<dyn Clock>,

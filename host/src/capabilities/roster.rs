@@ -8,8 +8,11 @@ use crate::bindings::handoff::plugin::types::Timestamp;
 /// Reps, teams and their availability.
 #[async_trait::async_trait]
 pub trait Roster: Send + Sync {
+    /// Every team.
     async fn teams(&self) -> Result<Vec<Team>, CapabilityError>;
+    /// One rep by CRM user id.
     async fn get_rep(&self, id: &str) -> Result<Option<Rep>, CapabilityError>;
+    /// Whether a rep can take a lead at `at`, and why not.
     async fn availability_at(&self, rep_id: &str, at: Timestamp) -> Result<Availability, CapabilityError>;
 }
 

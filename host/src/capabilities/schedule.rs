@@ -11,8 +11,11 @@ use std::sync::Mutex;
 /// A request to run `node` of `pipeline` at `at` with `payload` as its item.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Timer {
+    /// The timer's id.
     pub id: String,
+    /// The pipeline whose node it runs.
     pub pipeline: String,
+    /// The node it runs.
     pub node: String,
     /// Milliseconds since the Unix epoch.
     pub at: Timestamp,
@@ -79,7 +82,7 @@ pub struct TimerBook {
 impl TimerBook {
     /// The pending timers, soonest first.
     pub fn pending(&self) -> Vec<Timer> {
-        let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut timers = self.timers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         timers.sort_by_key(|t| t.at);
         timers
     }
@@ -88,7 +91,7 @@ impl TimerBook {
 #[async_trait::async_trait]
 impl Scheduler for TimerBook {
     async fn schedule(&self, timer: Timer) -> Result<String, CapabilityError> {
-        let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut timers = self.timers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if timer.key.is_some() {
             timers.retain(|t| !(t.pipeline == timer.pipeline && t.key == timer.key));
         }
@@ -98,7 +101,7 @@ impl Scheduler for TimerBook {
     }
 
     async fn cancel(&self, pipeline: &str, timer_id: &str) -> Result<(), CapabilityError> {
-        let mut timers = self.timers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut timers = self.timers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = timers.len();
         timers.retain(|t| !(t.pipeline == pipeline && t.id == timer_id));
         if timers.len() == before {

@@ -17,8 +17,11 @@ pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 /// see each other's keys.
 #[async_trait::async_trait]
 pub trait StateStore: Send + Sync {
+    /// The value at `key`, if any.
     async fn get(&self, scope: &str, key: &str) -> Result<Option<String>, CapabilityError>;
+    /// Sets `key` to `value` (JSON).
     async fn set(&self, scope: &str, key: &str, value: &str) -> Result<(), CapabilityError>;
+    /// Removes `key`.
     async fn delete(&self, scope: &str, key: &str) -> Result<(), CapabilityError>;
     /// Adds `delta`. With `effect` (the effect journal's key for this
     /// call), a store that keeps the journal records the result under it in
@@ -109,7 +112,7 @@ impl FileStateStore {
         scope: &str,
         f: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(T, bool), CapabilityError>,
     ) -> Result<T, CapabilityError> {
-        let mut scopes = self.scopes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut scopes = self.scopes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !scopes.contains_key(scope) {
             let loaded = match std::fs::read(self.path(scope)) {
                 Ok(bytes) => serde_json::from_slice(&bytes)

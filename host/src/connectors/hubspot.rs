@@ -38,7 +38,9 @@ pub struct HubSpot {
 /// One page of contact search results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchPage {
+    /// Contacts matching, in all.
     pub total: u64,
+    /// This page's contacts.
     pub results: Vec<Contact>,
     /// The `after` cursor of the next page, when there is one.
     pub next_after: Option<String>,

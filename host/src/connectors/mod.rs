@@ -28,10 +28,15 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorsConfig {
+    /// HubSpot (marketing).
     pub hubspot: Option<HubSpotConfig>,
+    /// Salesforce (CRM).
     pub salesforce: Option<SalesforceConfig>,
+    /// Slack (chat).
     pub slack: Option<SlackConfig>,
+    /// Anthropic (LLM).
     pub anthropic: Option<AnthropicConfig>,
+    /// SMTP (email).
     pub smtp: Option<SmtpConfig>,
     /// Timeouts and retries shared by every connector.
     #[serde(default)]
@@ -43,6 +48,7 @@ pub struct ConnectorsConfig {
 #[serde(deny_unknown_fields)]
 pub struct HubSpotConfig {
     #[serde(default = "default_hubspot_url")]
+    /// The API base URL.
     pub base_url: String,
     /// Private-app access token (or `HANDOFF_HUBSPOT_TOKEN`).
     pub token: Option<Secret>,
@@ -55,9 +61,12 @@ pub struct HubSpotConfig {
 #[serde(deny_unknown_fields)]
 pub struct SalesforceConfig {
     #[serde(default = "default_salesforce_url")]
+    /// Where to sign in.
     pub login_url: String,
     #[serde(default = "default_api_version")]
+    /// The REST API version (`v59.0`).
     pub api_version: String,
+    /// How to sign in.
     pub auth: SalesforceAuth,
 }
 
@@ -66,6 +75,7 @@ pub struct SalesforceConfig {
 #[serde(deny_unknown_fields)]
 pub struct SlackConfig {
     #[serde(default = "default_slack_url")]
+    /// The Web API base URL.
     pub base_url: String,
     /// Bot token `xoxb-...` (or `HANDOFF_SLACK_BOT_TOKEN`).
     pub bot_token: Option<Secret>,
@@ -78,9 +88,11 @@ pub struct SlackConfig {
 #[serde(deny_unknown_fields)]
 pub struct AnthropicConfig {
     #[serde(default = "default_anthropic_url")]
+    /// The API base URL.
     pub base_url: String,
     /// API key (or `HANDOFF_ANTHROPIC_API_KEY`).
     pub api_key: Option<Secret>,
+    /// The model (`claude-...`).
     pub model: String,
 }
 
@@ -88,10 +100,14 @@ pub struct AnthropicConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
+    /// The relay's host.
     pub host: String,
+    /// The relay's port.
     pub port: u16,
     #[serde(default)]
+    /// TLS: none, STARTTLS or implicit.
     pub security: SmtpSecurity,
+    /// The login user, if the relay needs one.
     pub username: Option<String>,
     /// Password (or `HANDOFF_SMTP_PASSWORD`).
     pub password: Option<Secret>,
@@ -174,10 +190,10 @@ impl ConnectorsConfig {
         if let Some(s) = &self.salesforce {
             match &s.auth {
                 SalesforceAuth::ClientCredentials { client_secret, .. } if client_secret.expose().is_empty() => {
-                    missing.push("salesforce.auth.client_secret (or HANDOFF_SALESFORCE_CLIENT_SECRET)")
+                    missing.push("salesforce.auth.client_secret (or HANDOFF_SALESFORCE_CLIENT_SECRET)");
                 }
                 SalesforceAuth::JwtBearer { private_key_pem, .. } if private_key_pem.expose().is_empty() => {
-                    missing.push("salesforce.auth.private_key_pem (or HANDOFF_SALESFORCE_PRIVATE_KEY)")
+                    missing.push("salesforce.auth.private_key_pem (or HANDOFF_SALESFORCE_PRIVATE_KEY)");
                 }
                 _ => {}
             }

@@ -26,13 +26,16 @@ pub enum ErrorClass {
 /// A provider's error, with its own code and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderError {
+    /// `hubspot`, `salesforce`, ...
     pub provider: &'static str,
     /// HTTP status, when there was a response.
     pub status: Option<u16>,
     /// The provider's error code (`REQUIRED_FIELD_MISSING`, `ratelimited`,
     /// `OBJECT_NOT_FOUND`, ...), or ours (`timeout`, `connect`).
     pub code: String,
+    /// What went wrong, with the provider's own message.
     pub message: String,
+    /// Whether retrying may help.
     pub class: ErrorClass,
 }
 
@@ -81,7 +84,12 @@ pub enum Attempt<T> {
     /// Success.
     Done(T),
     /// A transient failure; `after` is the provider's requested wait.
-    Retry { error: ProviderError, after: Option<Duration> },
+    Retry {
+        /// What went wrong.
+        error: ProviderError,
+        /// How long the provider asked us to wait.
+        after: Option<Duration>,
+    },
     /// A failure retrying will not fix.
     Fail(ProviderError),
 }
@@ -142,6 +150,11 @@ impl CallPolicy {
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Attempt<T>>,
     {
+        use tracing::Instrument;
+        // One span per provider call, inside the node run's span (pipeline,
+        // node, execution, lead) when a plugin made it.
+        let span = tracing::debug_span!("provider_call", provider);
+        async move {
         let mut n = 1;
         loop {
             let outcome = match tokio::time::timeout(self.timeout, attempt(n)).await {
@@ -176,6 +189,9 @@ impl CallPolicy {
                 }
             }
         }
+        }
+        .instrument(span)
+        .await
     }
 
     /// Exponential backoff with jitter: between half and all of

@@ -21,11 +21,18 @@ const PROVIDER: &str = "salesforce";
 #[serde(tag = "flow", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum SalesforceAuth {
     /// OAuth 2.0 client credentials (a connected app with a run-as user).
-    ClientCredentials { client_id: String, client_secret: Secret },
+    ClientCredentials {
+        /// The connected app's consumer key.
+        client_id: String,
+        /// Its consumer secret.
+        client_secret: Secret,
+    },
     /// OAuth 2.0 JWT bearer: an RS256 assertion signed with the connected
     /// app's certificate key.
     JwtBearer {
+        /// The connected app's consumer key.
         client_id: String,
+        /// The Salesforce user Handoff acts as.
         username: String,
         /// PEM (PKCS#8 or PKCS#1) RSA private key.
         private_key_pem: Secret,

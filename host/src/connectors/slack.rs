@@ -78,12 +78,12 @@ impl Slack {
     /// `users_not_found` and the like, classified.
     pub async fn user_id(&self, email: &str) -> Result<String, ProviderError> {
         let key = email.to_ascii_lowercase();
-        if let Some(id) = self.users.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        if let Some(id) = self.users.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key) {
             return Ok(id.clone());
         }
         let body = self.api("users.lookupByEmail", &[("email", email)], None).await?;
         let id = body["user"]["id"].as_str().unwrap_or_default().to_string();
-        self.users.lock().unwrap_or_else(|p| p.into_inner()).insert(key, id.clone());
+        self.users.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, id.clone());
         Ok(id)
     }
 
@@ -91,14 +91,14 @@ impl Slack {
     /// `conversations.list` (cached); `None` when no channel has that name.
     async fn channel_id(&self, name: &str) -> Result<Option<String>, ProviderError> {
         let name = name.trim_start_matches('#');
-        if let Some(id) = self.channels.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+        if let Some(id) = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name) {
             return Ok(Some(id.clone()));
         }
         let mut cursor = String::new();
         loop {
             let query = [("types", "public_channel,private_channel"), ("limit", "1000"), ("cursor", cursor.as_str())];
             let body = self.api("conversations.list", &query, None).await?;
-            let mut known = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+            let mut known = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for channel in body["channels"].as_array().into_iter().flatten() {
                 if let (Some(n), Some(id)) = (channel["name"].as_str(), channel["id"].as_str()) {
                     known.insert(n.to_string(), id.to_string());
@@ -115,12 +115,12 @@ impl Slack {
     }
 
     async fn dm_channel(&self, user: &str) -> Result<String, ProviderError> {
-        if let Some(id) = self.dms.lock().unwrap_or_else(|p| p.into_inner()).get(user) {
+        if let Some(id) = self.dms.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(user) {
             return Ok(id.clone());
         }
         let body = self.api("conversations.open", &[], Some(&json!({ "users": user }))).await?;
         let id = body["channel"]["id"].as_str().unwrap_or_default().to_string();
-        self.dms.lock().unwrap_or_else(|p| p.into_inner()).insert(user.to_string(), id.clone());
+        self.dms.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(user.to_string(), id.clone());
         Ok(id)
     }
 

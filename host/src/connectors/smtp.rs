@@ -87,7 +87,7 @@ impl Email for Smtp {
                     match self.transport.send(email).await {
                         Ok(_) => Attempt::Done(()),
                         Err(e) => {
-                            let code = e.status().map(|c| c.to_string()).unwrap_or_else(|| "connection".into());
+                            let code = e.status().map_or_else(|| "connection".into(), |c| c.to_string());
                             if e.is_permanent() {
                                 Attempt::Fail(ProviderError::new(
                                     PROVIDER,

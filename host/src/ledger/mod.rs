@@ -29,7 +29,9 @@ pub struct InboundEvent {
     pub pipeline: String,
     /// The lead it is about (HubSpot contact id).
     pub lead_id: Option<String>,
+    /// The provider's event, as received.
     pub payload: Value,
+    /// When it was received (host clock, ms).
     pub received_at: i64,
 }
 
@@ -40,23 +42,23 @@ pub(crate) struct PendingRecords(std::sync::Mutex<std::collections::HashMap<Stri
 
 impl PendingRecords {
     fn insert(&self, key: &str, result: &Value) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), result.clone());
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.to_string(), result.clone());
     }
 
     fn get(&self, key: &str) -> Option<Value> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned()
     }
 
     fn any_under(&self, prefix: &str) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).keys().any(|k| k.starts_with(prefix))
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().any(|k| k.starts_with(prefix))
     }
 
     fn is_empty(&self) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
     }
 
     fn remove(&self, key: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
     }
 }
 
@@ -80,7 +82,12 @@ pub enum Database {
     /// Embedded SQLite in this file (one instance).
     Sqlite(std::path::PathBuf),
     /// PostgreSQL at this URL, in this schema (instances share it).
-    Postgres { url: String, schema: String },
+    Postgres {
+        /// `postgres://user@host/db`.
+        url: String,
+        /// The schema its tables live in.
+        schema: String,
+    },
 }
 
 impl Database {

@@ -73,21 +73,9 @@ const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
 "#,
-    // Lead states are declared by plugins; each carries its phase.
-    r#"
-    ALTER TABLE leads ADD COLUMN phase TEXT;
-    ALTER TABLE lead_steps ADD COLUMN phase TEXT;
-    UPDATE leads SET phase = CASE
-        WHEN state IN ('notified', 'accepted', 'rejected', 'recycled') THEN 'settled'
-        WHEN state IN ('invalid', 'failed') THEN 'ended'
-        WHEN state = 'duplicate' THEN 'repeat'
-        ELSE 'in-flight' END;
-    UPDATE lead_steps SET phase = CASE
-        WHEN state IN ('notified', 'accepted', 'rejected', 'recycled') THEN 'settled'
-        WHEN state IN ('invalid', 'failed') THEN 'ended'
-        WHEN state = 'duplicate' THEN 'repeat'
-        ELSE 'in-flight' END;
-"#,
+    // Lead states are declared by plugins; each carries its phase. Rows
+    // from before name only well-known states, whose phase is fixed.
+    "ALTER TABLE leads ADD COLUMN phase TEXT; ALTER TABLE lead_steps ADD COLUMN phase TEXT;",
 ];
 
 /// Most connections one instance opens.
@@ -135,7 +123,7 @@ impl Drop for Pooled<'_> {
         if let Some(client) = self.client.take()
             && !client.is_closed()
         {
-            self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).push(client);
+            self.inner.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(client);
         }
     }
 }
@@ -190,7 +178,7 @@ impl PostgresStore {
 
     async fn client(&self) -> Result<Pooled<'_>> {
         let permit = self.inner.permits.acquire().await.context("the connection pool closed")?;
-        let idle = self.inner.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let idle = self.inner.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
         let client = match idle {
             Some(client) => client,
             None => self.open().await?,

@@ -74,21 +74,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (scope, key)
     );
 "#,
-    // Lead states are declared by plugins; each carries its phase.
-    r#"
-    ALTER TABLE leads ADD COLUMN phase TEXT;
-    ALTER TABLE lead_steps ADD COLUMN phase TEXT;
-    UPDATE leads SET phase = CASE
-        WHEN state IN ('notified', 'accepted', 'rejected', 'recycled') THEN 'settled'
-        WHEN state IN ('invalid', 'failed') THEN 'ended'
-        WHEN state = 'duplicate' THEN 'repeat'
-        ELSE 'in-flight' END;
-    UPDATE lead_steps SET phase = (SELECT CASE
-        WHEN lead_steps.state IN ('notified', 'accepted', 'rejected', 'recycled') THEN 'settled'
-        WHEN lead_steps.state IN ('invalid', 'failed') THEN 'ended'
-        WHEN lead_steps.state = 'duplicate' THEN 'repeat'
-        ELSE 'in-flight' END);
-"#,
+    // Lead states are declared by plugins; each carries its phase. Rows
+    // from before name only well-known states, whose phase is fixed.
+    "ALTER TABLE leads ADD COLUMN phase TEXT; ALTER TABLE lead_steps ADD COLUMN phase TEXT;",
 ];
 
 /// Most writes committed together in one transaction.
@@ -174,13 +162,13 @@ impl SqliteStore {
     async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = inner.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let pooled = inner.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
             let connection = match pooled {
                 Some(c) => c,
                 None => connect(&inner.path)?,
             };
             let result = f(&connection);
-            inner.readers.lock().unwrap_or_else(|p| p.into_inner()).push(connection);
+            inner.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(connection);
             result
         })
         .await

@@ -21,10 +21,12 @@ pub const MAX_NODE_TIMEOUT: Duration = Duration::from_secs(300);
 /// One problem in a pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// The pipeline file.
     pub file: PathBuf,
     /// JSON pointer to the offending value (`/nodes/2/plugin`); empty for
     /// the whole document.
     pub pointer: String,
+    /// Where in the file, when known.
     pub position: Option<Position>,
     /// What is wrong.
     pub message: String,
@@ -344,6 +346,10 @@ fn check_trigger(trigger: &Trigger, report: &mut Report) {
 }
 
 /// A syntax check of a five-field cron expression.
+///
+/// # Errors
+///
+/// What is wrong with it, naming the field.
 pub fn check_cron(cron: &str) -> Result<(), String> {
     let fields: Vec<&str> = cron.split_whitespace().collect();
     if fields.len() != 5 {

@@ -57,6 +57,11 @@ impl Executor {
     /// under the same id (after a crash) lets plugins recognise their own
     /// earlier claims and recorded side effects instead of taking the rerun
     /// for a second lead.
+    #[tracing::instrument(
+        name = "execution",
+        skip_all,
+        fields(pipeline = %prepared.pipeline.name, execution = %execution_id, lead = lead_id.as_deref().unwrap_or(""))
+    )]
     pub async fn execute_as(
         &self,
         prepared: &PreparedPipeline,

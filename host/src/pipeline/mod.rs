@@ -21,6 +21,7 @@ use std::sync::Arc;
 /// plugin. Only a prepared pipeline can be executed.
 #[derive(Debug)]
 pub struct PreparedPipeline {
+    /// The pipeline as written.
     pub pipeline: Pipeline,
     /// The file it was read from.
     pub path: PathBuf,
@@ -47,11 +48,15 @@ impl PreparedPipeline {
 /// A node bound to its plugin, with its grants and limits resolved.
 #[derive(Debug)]
 pub struct PreparedNode {
+    /// The node as written.
     pub node: Node,
+    /// The plugin it runs.
     pub plugin: Arc<Plugin>,
+    /// What the node grants.
     pub grants: GrantSet,
     /// The node's config as JSON text, serialized once.
     pub config: Arc<str>,
+    /// Deadline, memory cap and output limit of one run.
     pub limits: RunLimits,
     /// What an item on each output port means for its lead: the plugin's
     /// declaration, overridden port by port by the node's `lead`.

@@ -66,6 +66,7 @@ pub enum Trigger {
     },
     /// A cron schedule (5 fields: minute hour day-of-month month day-of-week).
     Schedule {
+        /// The cron expression.
         cron: String,
         /// IANA time zone the cron expression is read in; UTC by default.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,6 +75,7 @@ pub enum Trigger {
     /// A named event raised inside Handoff (e.g. `lead.rejected`).
     Event {
         #[schemars(regex(pattern = r"^[a-z][a-z0-9_.-]*$"))]
+        /// The event's name.
         name: String,
     },
     /// Started only by durable timers that plugins set with `schedule`.
@@ -171,9 +173,12 @@ impl Default for RetryPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Backoff {
+    /// The first wait.
     pub initial: HumanDuration,
+    /// The longest wait.
     pub max: HumanDuration,
     #[schemars(range(min = 1.0, max = 10.0))]
+    /// How much each wait grows.
     pub multiplier: f64,
 }
 

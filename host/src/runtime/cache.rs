@@ -20,7 +20,10 @@ pub enum CacheOutcome {
     /// Loaded from the cache; no compilation.
     Hit,
     /// Compiled (taking `compile_ms`) and stored for next time.
-    Compiled { compile_ms: u64 },
+    Compiled {
+        /// How long compiling took.
+        compile_ms: u64,
+    },
 }
 
 /// A directory of precompiled components for one engine configuration.

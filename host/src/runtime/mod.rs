@@ -192,7 +192,7 @@ impl StoreDropper {
         match self.tx.try_send(store) {
             Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(store) | std::sync::mpsc::TrySendError::Disconnected(store)) => {
-                drop(store)
+                drop(store);
             }
         }
     }

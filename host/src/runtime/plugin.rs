@@ -35,10 +35,15 @@ impl std::fmt::Display for PluginSource {
 /// What a plugin is, as `handoff plugins` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginInfo {
+    /// The name pipelines use.
     pub name: String,
+    /// Semantic version.
     pub version: String,
+    /// One line for people.
     pub description: String,
+    /// Input ports.
     pub inputs: Vec<String>,
+    /// Output ports.
     pub outputs: Vec<String>,
     /// Grants the plugin says it needs.
     pub capabilities: Vec<Grant>,
@@ -49,6 +54,7 @@ pub struct PluginInfo {
     /// What an item on each output port means for its lead (the schema's
     /// `x-handoff-lead` annotation); a pipeline node may say otherwise.
     pub lead: crate::lead::LeadMarks,
+    /// Where it was loaded from.
     pub source: PluginSource,
     /// SHA-256 of the component bytes.
     pub sha256: String,
@@ -58,6 +64,7 @@ pub struct PluginInfo {
 
 /// A plugin ready to run: a pre-instantiated component.
 pub struct Plugin {
+    /// What it said about itself, and where it came from.
     pub info: PluginInfo,
     pub(crate) pre: NodePre<RunState>,
     config_validator: jsonschema::Validator,

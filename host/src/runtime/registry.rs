@@ -14,6 +14,7 @@ include!(concat!(env!("OUT_DIR"), "/standard_plugins.rs"));
 pub struct LoadProblem {
     /// The file, or `built-in:NAME` for a standard plugin.
     pub source: String,
+    /// What went wrong.
     pub message: String,
 }
 

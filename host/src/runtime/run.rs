@@ -36,6 +36,7 @@ impl RunLimits {
 /// Everything one run needs.
 #[derive(Debug, Clone)]
 pub struct Invocation {
+    /// Who runs.
     pub identity: Arc<RunIdentity>,
     /// 1 for the first attempt.
     pub attempt: u32,
@@ -43,7 +44,9 @@ pub struct Invocation {
     pub config: Arc<str>,
     /// The input item, as JSON.
     pub item: String,
+    /// What the node grants.
     pub grants: GrantSet,
+    /// What the run is held to.
     pub limits: RunLimits,
 }
 
@@ -52,24 +55,55 @@ pub struct Invocation {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum NodeFailure {
     /// The plugin says the item or config cannot be processed.
-    InvalidInput { message: String },
+    InvalidInput {
+        /// What the plugin said.
+        message: String,
+    },
     /// The plugin reports a transient failure; worth retrying.
-    Retryable { message: String },
+    Retryable {
+        /// What the plugin said.
+        message: String,
+    },
     /// The plugin reports a failure that retrying will not fix.
-    Fatal { message: String },
+    Fatal {
+        /// What the plugin said.
+        message: String,
+    },
     /// The run passed its deadline and was stopped.
-    Timeout { limit_ms: u64 },
+    Timeout {
+        /// The deadline.
+        limit_ms: u64,
+    },
     /// The instance tried to grow its memory past the cap.
-    MemoryLimit { limit_bytes: usize, requested_bytes: usize },
+    MemoryLimit {
+        /// The cap.
+        limit_bytes: usize,
+        /// What it asked for.
+        requested_bytes: usize,
+    },
     /// The plugin trapped (panic, unreachable, stack overflow, ...).
-    Trap { message: String },
+    Trap {
+        /// The trap, with the innermost guest frames.
+        message: String,
+    },
     /// The emitted items are larger than allowed.
-    OutputTooLarge { limit_bytes: usize, size_bytes: usize },
+    OutputTooLarge {
+        /// The limit.
+        limit_bytes: usize,
+        /// What it emitted.
+        size_bytes: usize,
+    },
     /// The plugin broke the contract: an undeclared port, or an item that
     /// is not JSON.
-    BadOutput { message: String },
+    BadOutput {
+        /// What was wrong.
+        message: String,
+    },
     /// The host could not start the run (for example, the pool is full).
-    Host { message: String },
+    Host {
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl NodeFailure {
@@ -120,8 +154,11 @@ impl std::fmt::Display for NodeFailure {
 /// The result of one run, with what it logged.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunOutcome {
+    /// What it emitted, or why it failed.
     pub result: Result<Vec<Emitted>, NodeFailure>,
+    /// How long it took, waiting for a slot included.
     pub duration: Duration,
+    /// What it logged.
     pub logs: Vec<LogLine>,
     /// Grants the plugin tried to use without having them.
     pub denied: Vec<String>,
@@ -130,6 +167,11 @@ pub struct RunOutcome {
 impl Runtime {
     /// Runs `plugin` once on one item in a fresh instance. Never panics on
     /// plugin misbehaviour: every failure comes back as a [`NodeFailure`].
+    #[tracing::instrument(
+        name = "node_run",
+        skip_all,
+        fields(node = %invocation.identity.node, plugin = %invocation.identity.plugin, attempt = invocation.attempt)
+    )]
     pub async fn run(&self, plugin: &Plugin, capabilities: &Arc<Capabilities>, invocation: Invocation) -> RunOutcome {
         let started = Instant::now();
         // Wait for a pool slot rather than fail on a full pool; the
@@ -211,7 +253,7 @@ fn backtrace_summary(error: &wasmtime::Error) -> String {
         .frames()
         .iter()
         .take(3)
-        .map(|frame| frame.func_name().map(str::to_string).unwrap_or_else(|| format!("func #{}", frame.func_index())))
+        .map(|frame| frame.func_name().map_or_else(|| format!("func #{}", frame.func_index()), str::to_string))
         .collect();
     if frames.is_empty() { String::new() } else { format!(" (in {})", frames.join(" <- ")) }
 }

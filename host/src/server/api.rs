@@ -148,11 +148,11 @@ async fn sweep_now(State(state): State<Arc<AppState>>) -> Response {
 /// `notified_us`, and each node run's `[node, duration_us]`): what a load
 /// test reads.
 async fn timings(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let list = state.timings.lock().unwrap_or_else(|p| p.into_inner());
+    let list = state.timings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     Json(json!(list.iter().collect::<Vec<_>>()))
 }
 
 async fn executions(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let list = state.finished.lock().unwrap_or_else(|p| p.into_inner());
+    let list = state.finished.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     Json(json!(list.iter().collect::<Vec<_>>()))
 }

@@ -114,7 +114,7 @@ pub fn mql_events(body: &Value, now_ms: i64) -> Result<(Vec<Value>, usize), Stri
                 .find_map(|k| object.get(*k).filter(|v| !v.is_null()))
                 .or_else(|| object.get("properties").and_then(|p| p.get("hs_object_id")))
                 .ok_or("the workflow body has no objectId, id or vid")?;
-            let id = id.as_str().map(String::from).unwrap_or_else(|| id.to_string());
+            let id = id.as_str().map_or_else(|| id.to_string(), String::from);
             let day = crate::connectors::time::date(now_ms);
             Ok((
                 vec![
@@ -196,7 +196,7 @@ pub async fn receive(
 }
 
 fn event_id(event: &Value) -> String {
-    event["eventId"].as_str().map(String::from).unwrap_or_else(|| event["eventId"].to_string())
+    event["eventId"].as_str().map_or_else(|| event["eventId"].to_string(), String::from)
 }
 
 #[cfg(test)]

@@ -103,7 +103,7 @@ pub struct AppState {
 impl AppState {
     fn record(&self, finished: Finished) {
         {
-            let mut timings = self.timings.lock().unwrap_or_else(|p| p.into_inner());
+            let mut timings = self.timings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if timings.len() >= RECENT_TIMINGS {
                 timings.pop_front();
             }
@@ -113,7 +113,7 @@ impl AppState {
                 "nodes": finished.record.runs.iter().map(|r| json!([r.node, r.duration_us])).collect::<Vec<_>>(),
             }));
         }
-        let mut list = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list = self.finished.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if list.len() >= RECENT_EXECUTIONS {
             list.pop_front();
         }
@@ -215,7 +215,7 @@ impl Server {
 
     /// Executions finished so far (most recent last).
     pub fn finished(&self) -> Vec<Finished> {
-        self.state.finished.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.state.finished.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
     }
 
     /// Executions still running.

@@ -31,7 +31,7 @@ pub async fn sweep_once(state: &Arc<AppState>, hubspot: &HubSpot) -> Result<Vec<
     };
     let now = state.clock.now_ms();
     let since = match state.ledger.setting("last_sweep_at").await? {
-        Some(value) => value.parse::<i64>().map(|t| t - OVERLAP_MS).unwrap_or(now - FIRST_LOOKBACK_MS),
+        Some(value) => value.parse::<i64>().map_or(now - FIRST_LOOKBACK_MS, |t| t - OVERLAP_MS),
         None => now - FIRST_LOOKBACK_MS,
     };
     let mut newest = since;
@@ -77,12 +77,11 @@ pub async fn sweep_once(state: &Arc<AppState>, hubspot: &HubSpot) -> Result<Vec<
                 worker::start(state.clone(), pipeline.clone(), event, Instant::now());
             }
         }
-        match page.next_after {
-            Some(next) => after = Some(next),
-            None => {
-                truncated = false;
-                break;
-            }
+        if let Some(next) = page.next_after {
+            after = Some(next);
+        } else {
+            truncated = false;
+            break;
         }
     }
     // When the search was cut off, the next sweep starts from the newest

@@ -52,7 +52,12 @@ impl Worker {
     }
 
     fn running_events(&self) -> Vec<(String, String)> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).values().map(|r| r.event.clone()).collect()
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(|r| r.event.clone())
+            .collect()
     }
 }
 
@@ -90,7 +95,7 @@ async fn own_work(state: Arc<AppState>) {
                     stop_lost(&state, &lost);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot renew leases; other instances may take this one's work over")
+                    tracing::error!(error = %e, "cannot renew leases; other instances may take this one's work over");
                 }
             }
         }
@@ -107,7 +112,7 @@ fn stop_lost(state: &AppState, lost: &[(String, String)]) {
     if lost.is_empty() {
         return;
     }
-    let running = state.worker.running.lock().unwrap_or_else(|p| p.into_inner());
+    let running = state.worker.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for run in running.values().filter(|r| lost.contains(&r.event)) {
         tracing::warn!(event = %run.event.1, "another instance took this event over; stopping its run here");
         if let Some(stop) = &run.stop {
@@ -121,13 +126,12 @@ async fn claim_and_start(state: &Arc<AppState>) -> Result<usize> {
     let events = state.ledger.claim_due(256).await?;
     let count = events.len();
     for event in events {
-        match state.pipeline(&event.pipeline) {
-            Some(pipeline) => start(state.clone(), pipeline, event, Instant::now()),
-            None => {
-                tracing::error!(pipeline = %event.pipeline, event = %event.event_id, "an unfinished event's pipeline is no longer served; marking it failed");
-                if let Err(e) = state.ledger.finish_event(&event.source, &event.event_id, "", true).await {
-                    tracing::error!(error = %e, event = %event.event_id, "cannot mark the event failed");
-                }
+        if let Some(pipeline) = state.pipeline(&event.pipeline) {
+            start(state.clone(), pipeline, event, Instant::now());
+        } else {
+            tracing::error!(pipeline = %event.pipeline, event = %event.event_id, "an unfinished event's pipeline is no longer served; marking it failed");
+            if let Err(e) = state.ledger.finish_event(&event.source, &event.event_id, "", true).await {
+                tracing::error!(error = %e, event = %event.event_id, "cannot mark the event failed");
             }
         }
     }
@@ -145,7 +149,7 @@ fn execution_id(event: &InboundEvent) -> String {
 pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event: InboundEvent, received: Instant) {
     let execution = execution_id(&event);
     {
-        let mut running = state.worker.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = state.worker.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if running.contains_key(&execution) {
             tracing::info!(execution = %execution, "already running; not starting it twice");
             return;
@@ -181,7 +185,9 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
         state.record(Finished { event_id: id, total_us, notified_us, record });
         drop(in_flight);
     });
-    if let Some(run) = state.worker.running.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&execution) {
+    if let Some(run) =
+        state.worker.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(&execution)
+    {
         run.stop = Some(task.abort_handle());
     }
 }
@@ -275,7 +281,7 @@ struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.state.worker.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.execution);
+        self.state.worker.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.execution);
     }
 }
 

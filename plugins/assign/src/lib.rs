@@ -12,6 +12,10 @@ struct Assign;
 
 /// The Salesforce lead for an item: HubSpot properties mapped to Lead
 /// fields, the routed owner, and the existing lead's id when there is one.
+///
+/// # Errors
+///
+/// When the item has no email or no routed owner.
 pub fn lead_for(item: &Value, lead_source: &str) -> Result<Lead, String> {
     let email = item["validation"]["email"].as_str().or_else(|| prop(item, "email")).ok_or("the item has no email")?;
     let owner = item["routing"]["owner_id"].as_str().ok_or("the item has no routing.owner_id; run `route` first")?;

@@ -17,7 +17,7 @@ struct Dedupe;
 pub fn keys(item: &Value, now_ms: i64) -> Vec<String> {
     let mut keys = Vec::new();
     if let Some(event) = item.get("event").and_then(|e| e.get("eventId")).filter(|v| !v.is_null()) {
-        keys.push(format!("event:{}", event.as_str().map(String::from).unwrap_or_else(|| event.to_string())));
+        keys.push(format!("event:{}", event.as_str().map_or_else(|| event.to_string(), String::from)));
     }
     let occurred = item.get("event").and_then(|e| e.get("occurredAt")).and_then(Value::as_i64).unwrap_or(now_ms);
     if let Some(id) = item.get("id").and_then(Value::as_str) {

@@ -14,6 +14,7 @@ import { teams, getRep, availabilityAt } from 'handoff:plugin/roster@0.1.0';
 import { get, increment } from 'handoff:plugin/state@0.1.0';
 import { now } from 'handoff:plugin/clock@0.1.0';
 import { log } from 'handoff:plugin/log@0.1.0';
+import { describe as descriptor, emit, nodeError, parse } from './handoff-plugin.js';
 
 const REGIONS = {
   EMEA: ['germany', 'france', 'united kingdom', 'ireland', 'netherlands', 'belgium', 'italy', 'spain',
@@ -56,13 +57,6 @@ function region(country) {
   return Object.keys(REGIONS).find((name) => REGIONS[name].includes(c));
 }
 
-// Capability errors arrive as thrown errors whose payload is {tag, val}.
-function asNodeError(error) {
-  const payload = error?.payload;
-  if (payload?.tag === 'not-found') return { tag: 'fatal', val: payload.val };
-  return { tag: 'retryable', val: payload?.val ?? String(error) };
-}
-
 function pick(teamId, at, trail) {
   const team = teams().find((t) => t.id === teamId);
   if (!team) {
@@ -97,25 +91,19 @@ function pick(teamId, at, trail) {
 }
 
 export function describe() {
-  return {
+  return descriptor({
     name: 'score-router-js',
     version: '0.1.0',
     description: 'Routes by a fit-score model to enterprise or standard teams, least-loaded rep first (JavaScript)',
-    inputs: ['main'],
     outputs: ['routed'],
     capabilities: ['roster:read', 'state:read', 'state:write'],
-    configSchema: JSON.stringify(CONFIG_SCHEMA),
-  };
+    configSchema: CONFIG_SCHEMA,
+    lead: { routed: { state: 'routed', detail: '{/routing/explanation}', owner: '/routing/owner_name' } },
+  });
 }
 
 export function run(ctx, item) {
-  const config = JSON.parse(ctx.config);
-  let lead;
-  try {
-    lead = JSON.parse(item);
-  } catch (error) {
-    throw { tag: 'invalid-input', val: `item is not JSON: ${error}` };
-  }
+  const { config, item: lead } = parse(ctx, item);
   const properties = lead.properties ?? {};
   const score = fitScore(properties);
   const trail = [`fit score ${score}`];
@@ -130,7 +118,7 @@ export function run(ctx, item) {
       owner = pick(regionTeams[tier], now(), trail);
     }
   } catch (error) {
-    throw asNodeError(error);
+    throw nodeError(error);
   }
   if (!owner) trail.push(`fell back to ${config.fallback_owner_name ?? 'the queue'}`);
   lead.routing = {
@@ -146,5 +134,5 @@ export function run(ctx, item) {
     explanation: trail.join('; '),
   };
   log('info', `${ctx.node}: ${lead.routing.explanation}`);
-  return [{ port: 'routed', item: JSON.stringify(lead) }];
+  return [emit('routed', lead)];
 }

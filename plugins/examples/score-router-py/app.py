@@ -10,21 +10,14 @@ fallback owner. Emits on `routed` the same `routing` object as the standard
 Build: see plugins/README.md (componentize-py -d wit -w score-router componentize app -o score-router-py.wasm).
 """
 
-import json
 import math
 
 import wit_world
 from componentize_py_types import Err
 from wit_world.imports import clock, log, roster, state
-from wit_world.imports.types import (
-    CapabilityError_NotFound,
-    Context,
-    Descriptor,
-    Emit,
-    NodeError_Fatal,
-    NodeError_InvalidInput,
-    NodeError_Retryable,
-)
+from wit_world.imports.types import Context, Descriptor, Emit
+
+from handoff_plugin import describe, emit, node_error, parse
 
 REGIONS = {
     "EMEA": {"germany", "france", "united kingdom", "ireland", "netherlands", "belgium", "italy", "spain",
@@ -75,14 +68,6 @@ def region(country):
     return next((name for name, members in REGIONS.items() if country in members), None)
 
 
-def retryable_or_fatal(error):
-    value = error.value
-    message = getattr(value, "value", str(value))
-    if isinstance(value, CapabilityError_NotFound):
-        return Err(NodeError_Fatal(message))
-    return Err(NodeError_Retryable(message))
-
-
 def pick(team_id, now, trail):
     teams = {team.id: team for team in roster.teams()}
     team = teams.get(team_id)
@@ -117,22 +102,18 @@ def pick(team_id, now, trail):
 
 class WitWorld(wit_world.WitWorld):
     def describe(self) -> Descriptor:
-        return Descriptor(
-            name="score-router-py",
-            version="0.1.0",
-            description="Routes by a fit-score model to enterprise or standard teams, least-loaded rep first (Python)",
-            inputs=["main"],
+        return describe(
+            "score-router-py",
+            "0.1.0",
+            "Routes by a fit-score model to enterprise or standard teams, least-loaded rep first (Python)",
             outputs=["routed"],
             capabilities=["roster:read", "state:read", "state:write"],
-            config_schema=json.dumps(CONFIG_SCHEMA),
+            config_schema=CONFIG_SCHEMA,
+            lead={"routed": {"state": "routed", "detail": "{/routing/explanation}", "owner": "/routing/owner_name"}},
         )
 
     def run(self, ctx: Context, item: str) -> list[Emit]:
-        config = json.loads(ctx.config)
-        try:
-            lead = json.loads(item)
-        except ValueError as error:
-            raise Err(NodeError_InvalidInput(f"item is not JSON: {error}"))
+        config, lead = parse(ctx, item)
         properties = lead.get("properties") or {}
         score = fit_score(properties)
         trail = [f"fit score {score}"]
@@ -146,7 +127,7 @@ class WitWorld(wit_world.WitWorld):
                 trail.append(f"{tier} tier")
                 owner = pick(teams[tier], clock.now(), trail)
         except Err as error:
-            raise retryable_or_fatal(error)
+            raise Err(node_error(error))
         if owner is None:
             trail.append(f"fell back to {config.get('fallback_owner_name', 'the queue')}")
         routing = {
@@ -163,4 +144,4 @@ class WitWorld(wit_world.WitWorld):
         }
         log.log(log.Level.INFO, f"{ctx.node}: {routing['explanation']}")
         lead["routing"] = routing
-        return [Emit(port="routed", item=json.dumps(lead))]
+        return [emit("routed", lead)]

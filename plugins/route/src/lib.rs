@@ -116,7 +116,7 @@ impl Plugin for Route {
             };
         }
         if owner.is_none() {
-            match rules::first_match(&config, &item) {
+            match rules::first_match(config, &item) {
                 None => trail.push("no rule matched".into()),
                 Some(rule) => {
                     trail.push(format!("matched {}", rule.name));

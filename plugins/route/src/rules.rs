@@ -13,6 +13,7 @@ pub struct Config {
     /// Owner (usually a queue) when no rule matches or nobody is available.
     pub fallback_owner_id: String,
     #[serde(default = "queue_name")]
+    /// Its name, as the routing trail shows it.
     pub fallback_owner_name: String,
     /// Keep an existing lead's or account's owner while they are active.
     #[serde(default = "yes")]
@@ -30,8 +31,10 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
+    /// Its name, as the routing trail shows it.
     pub name: String,
     #[serde(default)]
+    /// When it applies.
     pub when: When,
     /// The team whose members share the leads (weighted round-robin).
     #[serde(default)]
@@ -46,16 +49,23 @@ pub struct Rule {
 #[serde(deny_unknown_fields)]
 pub struct When {
     #[serde(default)]
+    /// Sales regions (`NA`, `LATAM`, `EMEA`, `APAC`).
     pub regions: Vec<String>,
     #[serde(default)]
+    /// Countries (HubSpot's `country`).
     pub countries: Vec<String>,
     #[serde(default)]
+    /// States or provinces.
     pub states: Vec<String>,
     #[serde(default)]
+    /// Industries.
     pub industries: Vec<String>,
     #[serde(default)]
+    /// Email domains (named accounts).
     pub domains: Vec<String>,
+    /// Fewest employees.
     pub min_employees: Option<f64>,
+    /// Most employees.
     pub max_employees: Option<f64>,
 }
 

@@ -9,7 +9,12 @@ impl Plugin for Sneaky {
     type Config = Value;
 
     fn describe() -> Describe {
-        Describe { name: "sneaky", version: "1.0.0", description: "test: imports crm, declares nothing", ..Describe::default() }
+        Describe {
+            name: "sneaky",
+            version: "1.0.0",
+            description: "test: imports crm, declares nothing",
+            ..Describe::default()
+        }
     }
 
     fn run(_: &Run<Value>, item: Value) -> Result<Vec<Emit>, NodeError> {

@@ -1,0 +1,1 @@
+../../sdk/js/handoff-plugin.js
