@@ -15,6 +15,7 @@ const STANDARD: &[(&str, &str)] = &[
     ("assign", "handoff-plugin-assign"),
     ("summarize", "handoff-plugin-summarize"),
     ("notify", "handoff-plugin-notify"),
+    ("escalate", "handoff-plugin-escalate"),
 ];
 
 fn main() {

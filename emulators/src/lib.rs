@@ -20,7 +20,7 @@ mod fixture;
 mod hubspot;
 mod inspect;
 mod salesforce;
-mod slack;
+pub mod slack;
 mod smtp;
 pub mod soql;
 mod time;

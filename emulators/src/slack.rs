@@ -21,15 +21,20 @@ use std::time::Instant;
 /// A Slack user.
 #[derive(Debug, Clone, Serialize)]
 pub struct SlackUser {
+    /// `U...`.
     pub id: String,
+    /// Their email.
     pub email: String,
+    /// Their real name.
     pub name: String,
 }
 
 /// A channel or DM.
 #[derive(Debug, Clone, Serialize)]
 pub struct Channel {
+    /// `C...` for a channel, `D...` for a DM.
     pub id: String,
+    /// A channel's name (none for a DM).
     pub name: Option<String>,
     /// For a DM, the user on the other side.
     pub user: Option<String>,
@@ -38,9 +43,13 @@ pub struct Channel {
 /// A posted message.
 #[derive(Debug, Clone, Serialize)]
 pub struct Message {
+    /// The channel or DM it is in.
     pub channel: String,
+    /// Its timestamp (its id within the channel).
     pub ts: String,
+    /// Its text.
     pub text: String,
+    /// Its Block Kit blocks.
     pub blocks: Option<Value>,
     /// For a DM, the recipient's email.
     pub recipient: Option<String>,
@@ -54,8 +63,11 @@ pub struct Message {
 /// Slack's data.
 #[derive(Debug, Default)]
 pub struct Data {
+    /// The workspace's people.
     pub users: Vec<SlackUser>,
+    /// Channels and DMs by id.
     pub channels: BTreeMap<String, Channel>,
+    /// Every message, in order.
     pub messages: Vec<Message>,
     next_ts: u64,
     buckets: HashMap<String, (f64, Instant)>,
@@ -88,6 +100,44 @@ impl Data {
         self.users.iter().find(|u| &u.id == user).map(|u| u.email.clone())
     }
 
+    /// The `block_actions` payload Slack sends when the person a DM went to
+    /// clicks the element `action_id` in `message` (a button, or a select
+    /// with the option whose value is `option`); none when the message has
+    /// no such element or is not a DM.
+    pub fn block_action(&self, message: &Message, action_id: &str, option: Option<&str>, now_ms: i64) -> Option<Value> {
+        let user_id = self.channels.get(&message.channel)?.user.clone()?;
+        let user = self.users.iter().find(|u| u.id == user_id)?;
+        let (block, element) = message.blocks.as_ref()?.as_array()?.iter().find_map(|block| {
+            let element = block["elements"].as_array()?.iter().find(|e| e["action_id"] == action_id)?;
+            Some((block, element))
+        })?;
+        let action_ts = format!("{}.{:06}", now_ms / 1000, (now_ms % 1000) * 1000);
+        let mut action = json!({
+            "action_id": action_id, "block_id": block["block_id"], "type": element["type"], "action_ts": action_ts,
+        });
+        if element["type"] == "static_select" {
+            let selected = element["options"].as_array()?.iter().find(|o| o["value"].as_str() == option)?;
+            action["selected_option"] = selected.clone();
+        } else {
+            action["value"] = element["value"].clone();
+            action["text"] = element["text"].clone();
+        }
+        let handle = user.email.split('@').next().unwrap_or_default();
+        Some(json!({
+            "type": "block_actions",
+            "user": {"id": user.id, "username": handle, "name": handle, "team_id": "T0HANDOFF"},
+            "api_app_id": "A0HANDOFF",
+            "token": "verification-token-unused",
+            "container": {"type": "message", "message_ts": message.ts, "channel_id": message.channel, "is_ephemeral": false},
+            "trigger_id": format!("{}.{}.{}", now_ms, self.messages.len(), fastrand::u64(..)),
+            "team": {"id": "T0HANDOFF", "domain": "handoff-demo"},
+            "channel": {"id": message.channel, "name": "directmessage"},
+            "message": {"type": "message", "user": "U0HANDOFFBOT", "bot_id": "B0HANDOFF", "ts": message.ts, "text": message.text, "blocks": message.blocks},
+            "response_url": format!("https://hooks.slack.com/actions/T0HANDOFF/{}/unused", message.ts),
+            "actions": [action],
+        }))
+    }
+
     /// Token bucket per channel: `burst` messages, refilled at one a second.
     fn take_token(&mut self, channel: &str, burst: u32) -> bool {
         if burst == 0 {
@@ -106,6 +156,7 @@ impl Data {
     }
 }
 
+/// The Web API routes, under `/slack/api`.
 pub fn routes() -> Router<Arc<EmulatorState>> {
     Router::new().route("/{method}", any(method))
 }

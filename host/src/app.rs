@@ -95,7 +95,25 @@ pub struct AppOptions {
     pub waiting: crate::ledger::WaitPolicy,
 }
 
+/// The shipped pipelines `handoff serve` runs by default: the MQL
+/// handoff, the SLA ladder, and Slack's buttons.
+pub const STANDARD_PIPELINES: [&str; 3] = ["mql-handoff.json", "sla-enforcement.json", "slack-interactions.json"];
+
 impl AppOptions {
+    /// The shipped pipelines ([`STANDARD_PIPELINES`]) and roster from
+    /// `pipelines_dir`, otherwise as [`AppOptions::mql_handoff`].
+    pub fn standard(
+        pipelines_dir: &std::path::Path,
+        data_dir: PathBuf,
+        connectors: ConnectorsConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        AppOptions {
+            pipelines: STANDARD_PIPELINES.iter().map(|p| pipelines_dir.join(p)).collect(),
+            ..AppOptions::mql_handoff(pipelines_dir, data_dir, connectors, clock)
+        }
+    }
+
     /// The shipped MQL handoff (`mql-handoff.json` and `roster.json` from
     /// `pipelines_dir`) on `connectors`, on a free loopback port, with its
     /// ledger and state under `data_dir`; callers adjust the rest.
@@ -130,8 +148,6 @@ pub struct App {
     pub server: Server,
     /// The roster behind the `roster` capability.
     pub roster: Arc<FileRoster>,
-    /// Timers plugins set (kept in memory; see `capabilities::schedule`).
-    pub timers: Arc<TimerBook>,
 }
 
 impl App {
@@ -165,17 +181,16 @@ impl App {
             }
         }
 
-        let roster = Arc::new(FileRoster::load(&options.roster)?);
-        let timers = Arc::new(TimerBook::default());
         let database = options
             .database
             .clone()
             .unwrap_or_else(|| crate::ledger::Database::Sqlite(options.data_dir.join("handoff.db")));
         let ledger = crate::ledger::Roles::open(&database, options.instance.clone(), options.clock.clone()).await?;
+        let roster = Arc::new(FileRoster::load(&options.roster)?.with_pauses_in(ledger.ledger.clone()));
         let local = Capabilities {
             journal: Some(ledger.journal.clone()),
             state: Some(ledger.state.clone()),
-            schedule: Some(timers.clone()),
+            schedule: Some(ledger.timers.clone()),
             roster: Some(roster.clone()),
             clock: options.clock.clone(),
             ..Capabilities::none()
@@ -214,7 +229,7 @@ impl App {
                 .map(|client| (client, options.sweep_every.unwrap_or(std::time::Duration::from_secs(300)))),
         })
         .await?;
-        Ok(App { server, roster, timers })
+        Ok(App { server, roster })
     }
 }
 

@@ -406,26 +406,101 @@ pub fn render_leads(leads: &[crate::lead::LeadRecord]) -> String {
 ///
 /// When the ledger cannot be read.
 pub async fn lead(data_dir: &Path, id: &str, json: bool) -> Result<ExitCode> {
-    let Some(lead) = open_ledger(data_dir).await?.lead(id).await? else {
+    let ledger = open_ledger(data_dir).await?;
+    let Some(lead) = ledger.lead(id).await? else {
         eprintln!("no lead {id} in the ledger");
         return Ok(ExitCode::FAILURE);
     };
+    let timers = ledger.lead_timers(id).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&lead)?);
+        let mut body = serde_json::json!(lead);
+        body["timers"] = serde_json::json!(timers);
+        println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("lead {} · {} · {}", lead.id, lead.name.as_deref().unwrap_or("-"), lead.company.as_deref().unwrap_or("-"));
-    println!(
+    print!("{}", render_lead(&lead, &timers));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `handoff lead ID` prints: the lead, its timeline, and its timers
+/// (each step of the SLA ladder: due, fired or cancelled, and why).
+pub fn render_lead(lead: &crate::lead::LeadRecord, timers: &[crate::ledger::TimerRecord]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "lead {} · {} · {}",
+        lead.id,
+        lead.name.as_deref().unwrap_or("-"),
+        lead.company.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(
+        out,
         "email {} · owner {} · salesforce {}",
         lead.email.as_deref().unwrap_or("-"),
         lead.owner.as_deref().unwrap_or("-"),
         lead.salesforce_id.as_deref().unwrap_or("-")
     );
-    println!("state {}\n", lead.state.as_str());
+    let _ = writeln!(out, "state {}\n", lead.state.as_str());
     for step in &lead.timeline {
-        println!("  {}  {:<10} {}", when(step.at), step.state.as_str(), step.detail);
+        let _ = writeln!(out, "  {}  {:<10} {}", when(step.at), step.state.as_str(), step.detail);
+    }
+    if !timers.is_empty() {
+        let _ = writeln!(out, "\ntimers");
+        for timer in timers {
+            let what = timer.label.as_deref().unwrap_or(&timer.node);
+            let settled = match (&timer.settled_at, &timer.reason) {
+                (Some(at), Some(reason)) => format!(" at {}: {reason}", when(*at)),
+                (Some(at), None) => format!(" at {}", when(*at)),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "  {}  {:<9} {what}{settled}", when(timer.due_at), timer.state);
+        }
+    }
+    out
+}
+
+/// `handoff roster`: each team's reps, who can take a lead now and why
+/// not, and who is paused.
+///
+/// # Errors
+///
+/// When the roster or the ledger cannot be read.
+pub async fn roster(data_dir: &Path, roster: &Path, json: bool) -> Result<ExitCode> {
+    let ledger = open_ledger(data_dir).await?;
+    let file = crate::roster::FileRoster::load(roster)?.with_pauses_in(ledger.clone());
+    let now = crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock);
+    let view = crate::server::roster_view(&file, &*ledger, now).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", render_roster(&view));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The table `handoff roster` prints.
+pub fn render_roster(view: &Value) -> String {
+    let mut out = String::new();
+    for team in view["teams"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "{} ({})",
+            team["name"].as_str().unwrap_or_default(),
+            team["id"].as_str().unwrap_or_default()
+        );
+        for rep in team["reps"].as_array().into_iter().flatten() {
+            let now = if rep["available"] == true {
+                "available".to_string()
+            } else {
+                rep["why_not"].as_str().unwrap_or("unavailable").to_string()
+            };
+            let paused = if rep["paused"].is_null() { "" } else { "  [PAUSED]" };
+            let _ = writeln!(out, "  {:<20} {now}{paused}", rep["name"].as_str().unwrap_or_default());
+        }
+    }
+    let paused = view["paused"].as_array().map_or(0, Vec::len);
+    let _ = writeln!(out, "{paused} rep(s) paused");
+    out
 }
 
 /// `handoff retry`: asks a running server to run failed leads again.

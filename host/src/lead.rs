@@ -413,15 +413,27 @@ pub fn mark_for<'a>(marks: &'a LeadMarks, port: &str) -> Option<&'a LeadMark> {
     marks.get(port).or_else(|| marks.get(ANY_PORT))
 }
 
-/// The lead steps and facts an execution record shows, in order: each node
-/// run's first output, read through its node's marks (`marks_of` gives a
-/// node's marks by node id); where the execution ended decides the last.
-pub fn steps_of<'a>(
-    record: &ExecutionRecord,
+/// A lead entering a state during an execution, with the item that put it
+/// there: what lead events (`lead.<state>`) carry.
+#[derive(Debug, Clone)]
+pub struct Transition<'r> {
+    /// The node whose output it was.
+    pub node: &'r str,
+    /// The step it adds to the timeline.
+    pub step: Step,
+    /// The item emitted.
+    pub item: &'r Value,
+}
+
+/// The transitions an execution record shows, in order: each node run's
+/// first output read through its node's marks (`marks_of` gives a node's
+/// marks by node id), and the facts learned on the way.
+pub fn transitions<'r, 'a>(
+    record: &'r ExecutionRecord,
     marks_of: impl Fn(&str) -> Option<&'a LeadMarks>,
-) -> (LeadFacts, Vec<Step>) {
+) -> (LeadFacts, Vec<Transition<'r>>) {
     let mut facts = LeadFacts::default();
-    let mut steps = Vec::new();
+    let mut found = Vec::new();
     for run in &record.runs {
         let Some(out) = run.outputs.first() else {
             continue;
@@ -438,8 +450,23 @@ pub fn steps_of<'a>(
             facts.salesforce_id = Some(id);
         }
         let detail = render_detail(&mark.detail, &out.item, &out.port);
-        steps.push(Step { at: record.at_ms(run.finished_at_us), state, detail });
+        found.push(Transition {
+            node: &run.node,
+            step: Step { at: record.at_ms(run.finished_at_us), state, detail },
+            item: &out.item,
+        });
     }
+    (facts, found)
+}
+
+/// The lead steps and facts an execution record shows, in order: its
+/// transitions; where the execution ended decides the last.
+pub fn steps_of<'a>(
+    record: &ExecutionRecord,
+    marks_of: impl Fn(&str) -> Option<&'a LeadMarks>,
+) -> (LeadFacts, Vec<Step>) {
+    let (facts, found) = transitions(record, marks_of);
+    let mut steps: Vec<Step> = found.into_iter().map(|t| t.step).collect();
     let end = record.at_ms(record.duration_us);
     if record.status == ExecutionStatus::Failed {
         steps.push(Step { at: end, state: LeadState::FAILED, detail: record.error.clone().unwrap_or_default() });

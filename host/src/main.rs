@@ -91,7 +91,11 @@ enum Command {
         #[arg(long, value_name = "FILE", env = "HANDOFF_CONFIG")]
         config: Option<PathBuf>,
         /// Pipeline files to serve (repeatable).
-        #[arg(long = "pipeline", value_name = "FILE", default_value = "pipelines/mql-handoff.json")]
+        #[arg(
+            long = "pipeline",
+            value_name = "FILE",
+            default_values = ["pipelines/mql-handoff.json", "pipelines/sla-enforcement.json", "pipelines/slack-interactions.json"]
+        )]
         pipelines: Vec<PathBuf>,
         /// The roster file.
         #[arg(long, value_name = "FILE", default_value = "pipelines/roster.json")]
@@ -137,6 +141,16 @@ enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the roster: each team's reps, who can take a lead now and why
+    /// not, and who is paused by the SLA ladder.
+    Roster {
+        /// The roster file.
+        #[arg(long, value_name = "FILE", default_value = "pipelines/roster.json")]
+        roster: PathBuf,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -211,6 +225,13 @@ fn main() -> ExitCode {
         let (data_dir, state, limit, json) = (args.data_dir.clone(), state.clone(), *limit, *json);
         return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => report(rt.block_on(cli::leads(&data_dir, state.as_deref(), limit, json))),
+            Err(e) => report(Err(e.into())),
+        };
+    }
+    if let Command::Roster { roster, json } = &args.command {
+        let (data_dir, roster, json) = (args.data_dir.clone(), roster.clone(), *json);
+        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => report(rt.block_on(cli::roster(&data_dir, &roster, json))),
             Err(e) => report(Err(e.into())),
         };
     }
@@ -308,6 +329,7 @@ fn main() -> ExitCode {
             | Command::Serve { .. }
             | Command::Plugin { .. }
             | Command::Leads { .. }
+            | Command::Roster { .. }
             | Command::Retry { .. }
             | Command::Lead { .. } => {
                 unreachable!("handled above")

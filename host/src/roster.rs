@@ -6,12 +6,13 @@
 //! unavailable whatever the file says.
 
 use crate::capabilities::{Availability, CapabilityError, Rep, Roster, Team};
+use crate::ledger::{Ledger, PausedRep};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// The roster file.
@@ -25,6 +26,35 @@ pub struct RosterFile {
     pub teams: Vec<TeamSpec>,
     /// The reps.
     pub reps: Vec<RepSpec>,
+    /// People who lead reps but take no leads themselves (managers, VPs):
+    /// `get-rep` finds them, escalations reach them.
+    #[serde(default)]
+    pub leaders: Vec<LeaderSpec>,
+}
+
+/// A manager or VP: reachable for escalations, never routed a lead.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderSpec {
+    /// Salesforce user id.
+    pub id: String,
+    /// Their name.
+    pub name: String,
+    /// Their email (Slack and email).
+    pub email: String,
+    /// Their title, for people (`Sales Manager, EMEA`).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// IANA time zone.
+    #[serde(default = "utc")]
+    pub time_zone: String,
+    /// The CRM user id of whom they report to (a VP).
+    #[serde(default)]
+    pub manager_id: Option<String>,
+}
+
+fn utc() -> String {
+    "UTC".into()
 }
 
 /// A team and what it covers.
@@ -169,6 +199,12 @@ impl RosterFile {
                 }
             }
         }
+        for leader in &roster.leaders {
+            if jiff::tz::TimeZone::get(&leader.time_zone).is_err() {
+                problems
+                    .push(format!("leader {} ({}): unknown time zone '{}'", leader.id, leader.name, leader.time_zone));
+            }
+        }
         for team in &roster.teams {
             for member in &team.members {
                 if !roster.reps.iter().any(|r| &r.id == member) {
@@ -183,11 +219,13 @@ impl RosterFile {
     }
 }
 
-/// The roster served from a file, reloaded when it changes.
+/// The roster served from a file, reloaded when it changes; reps paused by
+/// the SLA ladder are kept in the ledger, where every instance sees them.
 pub struct FileRoster {
     path: PathBuf,
     current: Mutex<(RosterFile, Option<SystemTime>)>,
     inactive_in_crm: Mutex<HashSet<String>>,
+    pauses: Option<Arc<dyn Ledger>>,
 }
 
 impl FileRoster {
@@ -204,7 +242,42 @@ impl FileRoster {
             path: path.to_path_buf(),
             current: Mutex::new((roster, mtime)),
             inactive_in_crm: Mutex::new(HashSet::new()),
+            pauses: None,
         })
+    }
+
+    /// Keeps paused reps in `ledger` (without it, `pause` is refused).
+    #[must_use]
+    pub fn with_pauses_in(mut self, ledger: Arc<dyn Ledger>) -> Self {
+        self.pauses = Some(ledger);
+        self
+    }
+
+    /// Reps paused now.
+    ///
+    /// # Errors
+    ///
+    /// When the ledger cannot be read.
+    pub async fn paused(&self) -> Result<Vec<PausedRep>, CapabilityError> {
+        match &self.pauses {
+            Some(ledger) => ledger.paused_reps().await.map_err(|e| CapabilityError::Unavailable(format!("{e:#}"))),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn leader(spec: &LeaderSpec) -> Rep {
+        Rep {
+            id: spec.id.clone(),
+            name: spec.name.clone(),
+            email: spec.email.clone(),
+            team: String::new(),
+            manager_id: spec.manager_id.clone(),
+            time_zone: spec.time_zone.clone(),
+            weight: 0,
+            daily_capacity: 0,
+            working_hours: WorkingHours::default().to_string(),
+            active: true,
+        }
     }
 
     /// Marks the users Salesforce reports inactive.
@@ -301,7 +374,13 @@ impl Roster for FileRoster {
 
     async fn get_rep(&self, id: &str) -> Result<Option<Rep>, CapabilityError> {
         let inactive = self.inactive_in_crm.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        Ok(self.current().reps.iter().find(|r| r.id == id).map(|r| Self::rep(r, &inactive)))
+        let roster = self.current();
+        Ok(roster
+            .reps
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| Self::rep(r, &inactive))
+            .or_else(|| roster.leaders.iter().find(|l| l.id == id).map(Self::leader)))
     }
 
     async fn availability_at(&self, rep_id: &str, at: i64) -> Result<Availability, CapabilityError> {
@@ -313,8 +392,86 @@ impl Roster for FileRoster {
             .ok_or_else(|| CapabilityError::NotFound(format!("no rep {rep_id} in the roster")))?;
         let active_in_crm =
             !self.inactive_in_crm.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(rep_id);
-        Ok(availability(spec, active_in_crm, at))
+        let available = availability(spec, active_in_crm, at);
+        if available.available
+            && let Some(paused) = self.paused().await?.into_iter().find(|p| p.rep_id == rep_id)
+        {
+            return Ok(Availability {
+                available: false,
+                reason: Some(format!("paused: {}", paused.reason)),
+                ..available
+            });
+        }
+        Ok(available)
     }
+
+    async fn working_time_after(&self, rep_id: &str, start: i64, duration_ms: i64) -> Result<i64, CapabilityError> {
+        let roster = self.current();
+        let spec = roster
+            .reps
+            .iter()
+            .find(|r| r.id == rep_id)
+            .ok_or_else(|| CapabilityError::NotFound(format!("no rep {rep_id} in the roster")))?;
+        working_time_after(spec, start, duration_ms)
+            .ok_or_else(|| CapabilityError::Invalid(format!("rep {rep_id} has no working hours to count in")))
+    }
+
+    async fn pause(&self, rep_id: &str, reason: &str) -> Result<(), CapabilityError> {
+        let ledger =
+            self.pauses.as_ref().ok_or_else(|| CapabilityError::Unavailable("no ledger keeps pauses".into()))?;
+        if !self.current().reps.iter().any(|r| r.id == rep_id) {
+            return Err(CapabilityError::NotFound(format!("no rep {rep_id} in the roster")));
+        }
+        ledger.set_rep_paused(rep_id, Some(reason)).await.map_err(|e| CapabilityError::Unavailable(format!("{e:#}")))
+    }
+
+    async fn resume(&self, rep_id: &str) -> Result<(), CapabilityError> {
+        let ledger =
+            self.pauses.as_ref().ok_or_else(|| CapabilityError::Unavailable("no ledger keeps pauses".into()))?;
+        ledger.set_rep_paused(rep_id, None).await.map_err(|e| CapabilityError::Unavailable(format!("{e:#}")))
+    }
+}
+
+/// The time `duration_ms` of `spec`'s working time after `start`: working
+/// days and hours in the rep's time zone, absences not counted out (an SLA
+/// clock pauses for nights and weekends, not for vacations). `None` when the
+/// rep works no day at all.
+pub fn working_time_after(spec: &RepSpec, start: i64, duration_ms: i64) -> Option<i64> {
+    let zone = jiff::tz::TimeZone::get(&spec.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let hours = &spec.working_hours;
+    let (open, close) = (minutes(&hours.start)?, minutes(&hours.end)?);
+    if hours.days.is_empty() || open >= close {
+        return None;
+    }
+    // `minute` minutes into `date`, local time (24:00 is the next midnight).
+    let local = |date: jiff::civil::Date, minute: u32| -> Option<i64> {
+        let zoned = if minute >= 24 * 60 {
+            date.tomorrow().ok()?.to_zoned(zone.clone()).ok()?
+        } else {
+            date.at(i8::try_from(minute / 60).ok()?, i8::try_from(minute % 60).ok()?, 0, 0)
+                .to_zoned(zone.clone())
+                .ok()?
+        };
+        Some(zoned.timestamp().as_millisecond())
+    };
+    let mut left = duration_ms.max(0);
+    let mut date = jiff::Timestamp::from_millisecond(start).ok()?.to_zoned(zone.clone()).date();
+    // A few years of days at most: enough for any SLA, and bounded.
+    for _ in 0..1500 {
+        let day = DAYS[date.weekday().to_monday_zero_offset() as usize];
+        if hours.days.iter().any(|d| d == day) {
+            let (day_open, day_close) = (local(date, open)?, local(date, close)?);
+            let from = start.max(day_open);
+            if from < day_close {
+                if left <= day_close - from {
+                    return Some(from + left);
+                }
+                left -= day_close - from;
+            }
+        }
+        date = date.tomorrow().ok()?;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -332,6 +489,18 @@ mod tests {
 
     fn at(iso: &str) -> i64 {
         iso.parse::<jiff::Timestamp>().unwrap().as_millisecond()
+    }
+
+    #[test]
+    fn working_time_skips_nights_and_weekends_in_the_reps_time_zone() {
+        // Friday 17:55 in Berlin (16:55 UTC): 5 minutes that day, 25 on
+        // Monday from 08:00, so 08:25 Berlin (07:25 UTC).
+        let due = working_time_after(&rep(), at("2026-11-27T16:55:00Z"), 30 * 60_000).unwrap();
+        assert_eq!(due, at("2026-11-30T07:25:00Z"));
+        // Inside the day it is plain addition.
+        assert_eq!(working_time_after(&rep(), at("2026-11-25T09:00:00Z"), 60_000).unwrap(), at("2026-11-25T09:01:00Z"));
+        // Saturday: starts Monday 08:00.
+        assert_eq!(working_time_after(&rep(), at("2026-11-28T12:00:00Z"), 0).unwrap(), at("2026-11-30T07:00:00Z"));
     }
 
     #[test]

@@ -302,6 +302,7 @@ async fn events_received_before_a_crash_run_after_the_restart() {
         lead_id: Some("1002".into()),
         payload: mql_event(400, 1002),
         received_at: 1,
+        node: None,
     };
     assert!(ledger.record_event(&event).await.unwrap());
     let running = start_handoff_in(state_dir).await;

@@ -2,7 +2,7 @@
 //! PostgreSQL that several instances share (at `HANDOFF_TEST_DATABASE_URL`,
 //! default the machine's `test` database; each test in a schema of its own).
 
-use handoff::capabilities::{CapabilityError, Entry, SystemClock};
+use handoff::capabilities::{CapabilityError, Entry, SystemClock, Timer};
 use handoff::lead::{LeadFacts, LeadState, Step};
 use handoff::ledger::{Database, InboundEvent, Instance, Roles, WaitPolicy};
 use serde_json::json;
@@ -71,6 +71,7 @@ fn event(id: &str) -> InboundEvent {
         lead_id: Some("1001".into()),
         payload: json!({"objectId": 1001}),
         received_at: id.parse().unwrap_or(1),
+        node: None,
     }
 }
 
@@ -263,4 +264,99 @@ async fn a_later_duplicate_or_wait_does_not_undo_a_notified_lead(backend: &Backe
     assert_eq!(lead.timeline.len(), 4, "a replayed step is not written twice");
     assert_eq!(ledger.ledger.leads(Some(&LeadState::NOTIFIED), 10).await.unwrap().len(), 1);
     assert!(ledger.ledger.leads(Some(&LeadState::FAILED), 10).await.unwrap().is_empty());
+}
+
+fn timer(id: &str, plugin: &str, key: Option<&str>, at: i64) -> Timer {
+    Timer {
+        id: id.into(),
+        pipeline: "sla".into(),
+        node: "ladder".into(),
+        plugin: plugin.into(),
+        at,
+        payload: json!({"label": format!("step {id}"), "n": id}).to_string(),
+        key: key.map(str::to_string),
+        lead_id: Some("1001".into()),
+        execution_id: "exec".into(),
+    }
+}
+
+on_both!(a_due_timer_fires_once_whichever_instance_claims_it);
+async fn a_due_timer_fires_once_whichever_instance_claims_it(backend: &Backend) {
+    let (a, b) = (backend.open("a", 30_000).await, backend.open("b", 30_000).await);
+    a.timers.schedule(timer("t2", "escalate", None, 2_000), None).await.unwrap();
+    a.timers.schedule(timer("t1", "escalate", None, 1_000), None).await.unwrap();
+    a.timers.schedule(timer("t3", "escalate", None, 9_000), None).await.unwrap();
+    assert_eq!(a.ledger.next_timer_due().await.unwrap(), Some(1_000));
+    assert!(b.ledger.fire_due_timers(999, 10).await.unwrap().is_empty(), "nothing due yet");
+    // Both instances reach for the due timers at once: each fires once.
+    let (x, y) = tokio::join!(a.ledger.fire_due_timers(5_000, 10), b.ledger.fire_due_timers(5_000, 10));
+    let mut fired: Vec<String> = x.unwrap().into_iter().chain(y.unwrap()).map(|e| e.event_id).collect();
+    fired.sort();
+    assert_eq!(fired, ["t1", "t2"]);
+    let events = a.ledger.unfinished_events().await.unwrap();
+    let t1 = events.iter().find(|e| e.event_id == "t1").expect("a fired timer is an event");
+    assert_eq!(
+        (t1.source.as_str(), t1.node.as_deref(), t1.payload["n"].as_str()),
+        ("timer", Some("ladder"), Some("t1"))
+    );
+    assert!(b.ledger.fire_due_timers(5_000, 10).await.unwrap().is_empty(), "fired once");
+    let shown = a.ledger.lead_timers("1001").await.unwrap();
+    let states: Vec<(&str, &str)> = shown.iter().map(|t| (t.id.as_str(), t.state.as_str())).collect();
+    assert_eq!(states, [("t1", "fired"), ("t2", "fired"), ("t3", "pending")]);
+    assert_eq!((shown[0].label.as_deref(), shown[0].settled_at), (Some("step t1"), Some(5_000)));
+}
+
+on_both!(a_key_replaces_the_pending_timer_and_only_its_plugin_cancels);
+async fn a_key_replaces_the_pending_timer_and_only_its_plugin_cancels(backend: &Backend) {
+    let ledger = backend.open("a", 30_000).await;
+    ledger.timers.schedule(timer("old", "escalate", Some("sla:1"), 1_000), None).await.unwrap();
+    ledger.timers.schedule(timer("new", "escalate", Some("sla:1"), 2_000), None).await.unwrap();
+    ledger.timers.schedule(timer("theirs", "recycle", Some("sla:1"), 3_000), None).await.unwrap();
+    let states = |timers: Vec<handoff::ledger::TimerRecord>| -> Vec<(String, String)> {
+        timers.into_iter().map(|t| (t.id, t.state)).collect()
+    };
+    let strs = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| ((*a).to_string(), (*b).to_string())).collect()
+    };
+    assert_eq!(
+        states(ledger.ledger.lead_timers("1001").await.unwrap()),
+        strs(&[("old", "replaced"), ("new", "pending"), ("theirs", "pending")])
+    );
+    assert!(matches!(ledger.timers.cancel("recycle", "new", "x").await, Err(CapabilityError::NotFound(_))));
+    assert!(ledger.timers.cancel_key("escalate", "sla:1", "accepted").await.unwrap());
+    assert!(!ledger.timers.cancel_key("escalate", "sla:1", "accepted").await.unwrap(), "nothing pending now");
+    ledger.timers.cancel("escalate", "new", "again").await.unwrap();
+    let shown = ledger.ledger.lead_timers("1001").await.unwrap();
+    assert_eq!(states(shown.clone()), strs(&[("old", "replaced"), ("new", "cancelled"), ("theirs", "pending")]));
+    assert_eq!(shown[1].reason.as_deref(), Some("accepted"));
+    assert_eq!(ledger.ledger.next_timer_due().await.unwrap(), Some(3_000));
+}
+
+on_both!(a_timer_commits_with_its_journal_record);
+async fn a_timer_commits_with_its_journal_record(backend: &Backend) {
+    let ledger = backend.open("a", 30_000).await;
+    let first =
+        ledger.timers.schedule(timer("one", "escalate", None, 1_000), Some("exec/ladder/1/1:schedule.at")).await;
+    assert_eq!(first.unwrap(), "one");
+    assert_eq!(ledger.journal.recorded("exec/ladder/1/1:schedule.at").await.unwrap(), Some(json!("one")));
+    // A rerun of the same call (a new id drawn) gets the first timer back.
+    let again =
+        ledger.timers.schedule(timer("two", "escalate", None, 1_000), Some("exec/ladder/1/1:schedule.at")).await;
+    assert_eq!(again.unwrap(), "one");
+    assert_eq!(ledger.ledger.lead_timers("1001").await.unwrap().len(), 1, "one timer");
+}
+
+on_both!(paused_reps_are_kept_until_resumed);
+async fn paused_reps_are_kept_until_resumed(backend: &Backend) {
+    let ledger = backend.open("a", 30_000).await;
+    ledger.ledger.set_rep_paused("005A", Some("3 leads in a row reached reassignment")).await.unwrap();
+    let reopened = backend.open("b", 30_000).await;
+    let paused = reopened.ledger.paused_reps().await.unwrap();
+    assert_eq!(paused.len(), 1);
+    assert_eq!(
+        (paused[0].rep_id.as_str(), paused[0].reason.as_str()),
+        ("005A", "3 leads in a row reached reassignment")
+    );
+    reopened.ledger.set_rep_paused("005A", None).await.unwrap();
+    assert!(ledger.ledger.paused_reps().await.unwrap().is_empty());
 }

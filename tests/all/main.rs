@@ -14,4 +14,5 @@ mod pipeline_checks;
 mod registry;
 mod sandbox;
 mod scaffold;
+mod sla;
 mod validate_plugin;

@@ -185,6 +185,18 @@ impl Crm for RecordingCrm {
         self.record(format!("create_task {}", task.subject));
         Ok("00T000000000001".into())
     }
+    async fn get_lead(&self, id: &str) -> Result<Option<Lead>, CapabilityError> {
+        self.record(format!("get_lead {id}"));
+        Ok(self.leads.iter().find(|l| l.id.as_deref() == Some(id)).cloned())
+    }
+    async fn update_lead(&self, id: &str, fields: &str) -> Result<(), CapabilityError> {
+        self.record(format!("update_lead {id} {fields}"));
+        Ok(())
+    }
+    async fn update_task(&self, id: &str, fields: &str) -> Result<(), CapabilityError> {
+        self.record(format!("update_task {id} {fields}"));
+        Ok(())
+    }
 }
 
 /// Emulators on free loopback ports with default settings.

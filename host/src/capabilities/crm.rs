@@ -28,6 +28,12 @@ pub trait Crm: Send + Sync {
     async fn assign_owner(&self, lead_id: &str, owner_id: &str) -> Result<(), CapabilityError>;
     /// Creates a task; returns its id.
     async fn create_task(&self, task: Task) -> Result<String, CapabilityError>;
+    /// A lead by id.
+    async fn get_lead(&self, id: &str) -> Result<Option<Lead>, CapabilityError>;
+    /// Sets fields (a JSON object of CRM field names) on a lead.
+    async fn update_lead(&self, id: &str, fields: &str) -> Result<(), CapabilityError>;
+    /// Sets fields (a JSON object of CRM field names) on a task.
+    async fn update_task(&self, id: &str, fields: &str) -> Result<(), CapabilityError>;
 }
 
 impl Host for RunContext {
@@ -98,5 +104,30 @@ impl Host for RunContext {
             crm.create_task(task).await
         })
         .await
+    }
+
+    async fn get_lead(&mut self, id: String) -> Result<Option<Lead>, CapabilityError> {
+        self.provider(Grant::CrmRead, |c| &c.crm)?.get_lead(&id).await
+    }
+
+    async fn update_lead(&mut self, id: String, fields: String) -> Result<(), CapabilityError> {
+        require_object(&fields)?;
+        let crm = self.provider(Grant::CrmWrite, |c| &c.crm)?;
+        self.effect("crm.update-lead", Guard::Idempotent, |_| async move { crm.update_lead(&id, &fields).await }).await
+    }
+
+    async fn update_task(&mut self, id: String, fields: String) -> Result<(), CapabilityError> {
+        require_object(&fields)?;
+        let crm = self.provider(Grant::CrmWrite, |c| &c.crm)?;
+        self.effect("crm.update-task", Guard::Idempotent, |_| async move { crm.update_task(&id, &fields).await }).await
+    }
+}
+
+/// Field updates must be a JSON object; naming the mistake here beats the
+/// provider's error.
+fn require_object(fields: &str) -> Result<(), CapabilityError> {
+    match serde_json::from_str::<serde_json::Value>(fields) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        _ => Err(CapabilityError::Invalid("fields must be a JSON object of CRM field names".into())),
     }
 }

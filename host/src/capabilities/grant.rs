@@ -90,7 +90,7 @@ impl Interface {
             Interface::Chat => &[Grant::ChatWrite],
             Interface::Email => &[Grant::EmailSend],
             Interface::Llm => &[Grant::LlmComplete],
-            Interface::Roster => &[Grant::RosterRead],
+            Interface::Roster => &[Grant::RosterRead, Grant::RosterWrite],
             Interface::State => &[Grant::StateRead, Grant::StateWrite],
             Interface::Schedule => &[Grant::ScheduleWrite],
             Interface::Clock | Interface::Log => &[],
@@ -132,6 +132,9 @@ pub enum Grant {
     /// Read the sales roster.
     #[serde(rename = "roster:read")]
     RosterRead,
+    /// Pause and resume reps.
+    #[serde(rename = "roster:write")]
+    RosterWrite,
     /// Read the plugin's own durable key-value state.
     #[serde(rename = "state:read")]
     StateRead,
@@ -145,7 +148,7 @@ pub enum Grant {
 
 impl Grant {
     /// Every grant, in a stable order.
-    pub const ALL: [Grant; 11] = [
+    pub const ALL: [Grant; 12] = [
         Grant::MarketingRead,
         Grant::MarketingWrite,
         Grant::CrmRead,
@@ -154,6 +157,7 @@ impl Grant {
         Grant::EmailSend,
         Grant::LlmComplete,
         Grant::RosterRead,
+        Grant::RosterWrite,
         Grant::StateRead,
         Grant::StateWrite,
         Grant::ScheduleWrite,
@@ -170,6 +174,7 @@ impl Grant {
             Grant::EmailSend => "email:send",
             Grant::LlmComplete => "llm:complete",
             Grant::RosterRead => "roster:read",
+            Grant::RosterWrite => "roster:write",
             Grant::StateRead => "state:read",
             Grant::StateWrite => "state:write",
             Grant::ScheduleWrite => "schedule:write",

@@ -103,6 +103,15 @@ impl Recorded for String {
     }
 }
 
+impl Recorded for bool {
+    fn encode(&self) -> Value {
+        json!(self)
+    }
+    fn decode(value: &Value) -> Option<Self> {
+        value.as_bool()
+    }
+}
+
 impl Recorded for i64 {
     fn encode(&self) -> Value {
         json!(self)

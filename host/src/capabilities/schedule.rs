@@ -15,26 +15,49 @@ pub struct Timer {
     pub id: String,
     /// The pipeline whose node it runs.
     pub pipeline: String,
-    /// The node it runs.
+    /// The node it runs; empty to start the pipeline at its trigger.
     pub node: String,
-    /// Milliseconds since the Unix epoch.
+    /// The plugin that sets it: only it may replace or cancel it.
+    pub plugin: String,
+    /// Milliseconds since the Unix epoch (host clock).
     pub at: Timestamp,
     /// The item the node will receive, as JSON.
     pub payload: String,
-    /// Idempotency key: a new timer with the same key replaces the old one.
+    /// Idempotency key: a new timer of the same plugin with the same key
+    /// replaces the pending one.
     pub key: Option<String>,
+    /// The lead the execution that set it was about.
+    pub lead_id: Option<String>,
     /// The execution that set the timer.
     pub execution_id: String,
+}
+
+impl Timer {
+    /// What the timer is, for people: the payload's `label`, if any.
+    pub fn label(&self) -> Option<String> {
+        serde_json::from_str::<serde_json::Value>(&self.payload).ok()?.get("label")?.as_str().map(str::to_string)
+    }
 }
 
 /// Where timers are kept until they fire.
 #[async_trait::async_trait]
 pub trait Scheduler: Send + Sync {
-    /// Stores `timer` (replacing one with the same pipeline and key) and
-    /// returns its id.
-    async fn schedule(&self, timer: Timer) -> Result<String, CapabilityError>;
-    /// Cancels a pending timer of `pipeline`.
-    async fn cancel(&self, pipeline: &str, timer_id: &str) -> Result<(), CapabilityError>;
+    /// Stores `timer` (replacing a pending one of the same plugin and key)
+    /// and returns its id; a timer whose id is already stored is kept as it
+    /// is. With `effect` (the effect journal's key for this call), a store
+    /// that keeps the journal records the id under it in the same
+    /// transaction, so a crash can neither lose nor double the timer.
+    async fn schedule(&self, timer: Timer, effect: Option<&str>) -> Result<String, CapabilityError>;
+    /// Cancels a pending timer `plugin` set; a timer already fired or
+    /// cancelled is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// `not-found` when `plugin` set no timer with this id.
+    async fn cancel(&self, plugin: &str, timer_id: &str, reason: &str) -> Result<(), CapabilityError>;
+    /// Cancels the pending timer `plugin` set under `key`; false when there
+    /// is none.
+    async fn cancel_key(&self, plugin: &str, key: &str, reason: &str) -> Result<bool, CapabilityError>;
 }
 
 impl Host for RunContext {
@@ -52,23 +75,44 @@ impl Host for RunContext {
             id: uuid::Uuid::now_v7().to_string(),
             pipeline: identity.pipeline.clone(),
             node,
+            plugin: identity.plugin.clone(),
             at,
             payload,
             key,
+            lead_id: identity.lead_id.clone(),
             execution_id: identity.execution_id.clone(),
         };
-        self.effect("schedule.at", Guard::Idempotent, |_| async move { scheduler.schedule(timer).await }).await
+        // The timer and its journal record commit together.
+        self.effect("schedule.at", Guard::Atomic, |attempt| async move {
+            scheduler.schedule(timer, attempt.key.as_deref()).await
+        })
+        .await
     }
 
     async fn cancel(&mut self, timer_id: String) -> Result<(), CapabilityError> {
         let scheduler = self.provider(Grant::ScheduleWrite, |c| &c.schedule)?;
-        let pipeline = self.identity().pipeline.clone();
-        self.effect(
-            "schedule.cancel",
-            Guard::Idempotent,
-            |_| async move { scheduler.cancel(&pipeline, &timer_id).await },
-        )
+        let (plugin, reason) = self.cancel_reason();
+        self.effect("schedule.cancel", Guard::Idempotent, |_| async move {
+            scheduler.cancel(&plugin, &timer_id, &reason).await
+        })
         .await
+    }
+
+    async fn cancel_key(&mut self, key: String) -> Result<bool, CapabilityError> {
+        let scheduler = self.provider(Grant::ScheduleWrite, |c| &c.schedule)?;
+        let (plugin, reason) = self.cancel_reason();
+        self.effect("schedule.cancel-key", Guard::Idempotent, |_| async move {
+            scheduler.cancel_key(&plugin, &key, &reason).await
+        })
+        .await
+    }
+}
+
+impl RunContext {
+    /// The plugin cancelling, and the reason recorded with the timer.
+    fn cancel_reason(&self) -> (String, String) {
+        let id = self.identity();
+        (id.plugin.clone(), format!("cancelled by {} in {} ({})", id.node, id.pipeline, id.execution_id))
     }
 }
 
@@ -90,23 +134,30 @@ impl TimerBook {
 
 #[async_trait::async_trait]
 impl Scheduler for TimerBook {
-    async fn schedule(&self, timer: Timer) -> Result<String, CapabilityError> {
+    async fn schedule(&self, timer: Timer, _: Option<&str>) -> Result<String, CapabilityError> {
         let mut timers = self.timers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if timer.key.is_some() {
-            timers.retain(|t| !(t.pipeline == timer.pipeline && t.key == timer.key));
+            timers.retain(|t| !(t.plugin == timer.plugin && t.key == timer.key));
         }
         let id = timer.id.clone();
         timers.push(timer);
         Ok(id)
     }
 
-    async fn cancel(&self, pipeline: &str, timer_id: &str) -> Result<(), CapabilityError> {
+    async fn cancel(&self, plugin: &str, timer_id: &str, _: &str) -> Result<(), CapabilityError> {
         let mut timers = self.timers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = timers.len();
-        timers.retain(|t| !(t.pipeline == pipeline && t.id == timer_id));
+        timers.retain(|t| !(t.plugin == plugin && t.id == timer_id));
         if timers.len() == before {
-            return Err(CapabilityError::NotFound(format!("no pending timer {timer_id}")));
+            return Err(CapabilityError::NotFound(format!("no timer {timer_id}")));
         }
         Ok(())
+    }
+
+    async fn cancel_key(&self, plugin: &str, key: &str, _: &str) -> Result<bool, CapabilityError> {
+        let mut timers = self.timers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = timers.len();
+        timers.retain(|t| !(t.plugin == plugin && t.key.as_deref() == Some(key)));
+        Ok(timers.len() != before)
     }
 }

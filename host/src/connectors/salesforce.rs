@@ -537,6 +537,30 @@ impl Crm for Salesforce {
         let created = self.request(Method::POST, &self.data_path("/sobjects/Task"), Some(&body)).await?;
         Ok(created.as_ref().and_then(|b| b["id"].as_str()).unwrap_or_default().to_string())
     }
+
+    async fn get_lead(&self, id: &str) -> Result<Option<Lead>, CapabilityError> {
+        let soql = format!("SELECT {LEAD_FIELDS} FROM Lead WHERE Id = {}", quote(record_id(id)?));
+        Ok(self.query(&soql).await?.first().map(lead_from))
+    }
+
+    async fn update_lead(&self, id: &str, fields: &str) -> Result<(), CapabilityError> {
+        self.update("Lead", id, fields).await
+    }
+
+    async fn update_task(&self, id: &str, fields: &str) -> Result<(), CapabilityError> {
+        self.update("Task", id, fields).await
+    }
+}
+
+impl Salesforce {
+    /// PATCHes `fields` (a JSON object) onto the `object` record `id`.
+    async fn update(&self, object: &str, id: &str, fields: &str) -> Result<(), CapabilityError> {
+        let fields: Value = serde_json::from_str(fields)
+            .map_err(|e| CapabilityError::Invalid(format!("fields are not a JSON object: {e}")))?;
+        let path = self.data_path(&format!("/sobjects/{object}/{}", record_id(id)?));
+        self.request(Method::PATCH, &path, Some(&fields)).await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ mod sqlite;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-use crate::capabilities::{Clock, EffectJournal, StateStore};
+use crate::capabilities::{Clock, EffectJournal, Scheduler, StateStore};
 use crate::lead::{LeadFacts, LeadRecord, LeadState, Step};
 use anyhow::Result;
 use serde::Serialize;
@@ -29,10 +29,49 @@ pub struct InboundEvent {
     pub pipeline: String,
     /// The lead it is about (HubSpot contact id).
     pub lead_id: Option<String>,
-    /// The provider's event, as received.
+    /// The provider's event, as received (for a timer, the item its node
+    /// receives).
     pub payload: Value,
     /// When it was received (host clock, ms).
     pub received_at: i64,
+    /// The node it starts at; none for the pipeline's trigger.
+    pub node: Option<String>,
+}
+
+/// A durable timer as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimerRecord {
+    /// The timer's id.
+    pub id: String,
+    /// The pipeline it runs in.
+    pub pipeline: String,
+    /// The node it starts at; empty for the pipeline's trigger (a schedule).
+    pub node: String,
+    /// The plugin that set it (only it may cancel or replace it).
+    pub plugin: String,
+    /// Its idempotency key, if any.
+    pub key: Option<String>,
+    /// What it is, for people (the payload's `label`).
+    pub label: Option<String>,
+    /// When it is due (host clock, ms).
+    pub due_at: i64,
+    /// `pending`, `fired`, `cancelled` or `replaced`.
+    pub state: String,
+    /// When it fired or was cancelled.
+    pub settled_at: Option<i64>,
+    /// Why it was cancelled or replaced.
+    pub reason: Option<String>,
+}
+
+/// A rep who gets no new leads until resumed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PausedRep {
+    /// The rep's CRM user id.
+    pub rep_id: String,
+    /// Why.
+    pub reason: String,
+    /// Since when (host clock, ms).
+    pub since: i64,
 }
 
 /// Effect records handed to the database but perhaps not committed yet:
@@ -117,6 +156,8 @@ pub struct Roles {
     pub journal: Arc<dyn EffectJournal>,
     /// Plugin state.
     pub state: Arc<dyn StateStore>,
+    /// Durable timers.
+    pub timers: Arc<dyn Scheduler>,
 }
 
 impl Roles {
@@ -138,9 +179,9 @@ impl Roles {
     }
 }
 
-impl<T: Ledger + EffectJournal + StateStore + 'static> From<Arc<T>> for Roles {
+impl<T: Ledger + EffectJournal + StateStore + Scheduler + 'static> From<Arc<T>> for Roles {
     fn from(ledger: Arc<T>) -> Self {
-        Roles { ledger: ledger.clone(), journal: ledger.clone(), state: ledger }
+        Roles { ledger: ledger.clone(), journal: ledger.clone(), state: ledger.clone(), timers: ledger }
     }
 }
 
@@ -308,4 +349,17 @@ pub trait Ledger: Send + Sync {
     async fn lead_states(&self) -> Result<Vec<(LeadState, u64)>>;
     /// One lead with its timeline.
     async fn lead(&self, id: &str) -> Result<Option<LeadRecord>>;
+    /// Fires up to `limit` pending timers due at `now` (host clock), in
+    /// deadline order: each becomes an event (source `timer`, its id the
+    /// timer's) claimed by this instance, in the same transaction, so a
+    /// timer fires exactly once whichever instance claims it.
+    async fn fire_due_timers(&self, now: i64, limit: usize) -> Result<Vec<InboundEvent>>;
+    /// When the next pending timer is due, if any.
+    async fn next_timer_due(&self) -> Result<Option<i64>>;
+    /// Timers set about a lead, by due time.
+    async fn lead_timers(&self, lead_id: &str) -> Result<Vec<TimerRecord>>;
+    /// Reps paused now.
+    async fn paused_reps(&self) -> Result<Vec<PausedRep>>;
+    /// Pauses a rep (with a reason) or resumes one (`None`).
+    async fn set_rep_paused(&self, rep_id: &str, reason: Option<&str>) -> Result<()>;
 }

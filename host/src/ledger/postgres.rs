@@ -3,8 +3,8 @@
 //! (`handoff` unless told otherwise); claims use `FOR UPDATE SKIP LOCKED`
 //! so instances never wait on each other's work.
 
-use super::{Deferred, InboundEvent, Instance, Ledger, WaitPolicy};
-use crate::capabilities::{CapabilityError, Clock, EffectJournal, Entry, StateStore};
+use super::{Deferred, InboundEvent, Instance, Ledger, PausedRep, TimerRecord, WaitPolicy};
+use crate::capabilities::{CapabilityError, Clock, EffectJournal, Entry, Scheduler, StateStore, Timer};
 use crate::lead::{LeadFacts, LeadRecord, LeadState, Step};
 use anyhow::{Context, Result};
 use std::sync::{Arc, Mutex};
@@ -76,6 +76,32 @@ const MIGRATIONS: &[&str] = &[
     // Lead states are declared by plugins; each carries its phase. Rows
     // from before name only well-known states, whose phase is fixed.
     "ALTER TABLE leads ADD COLUMN phase TEXT; ALTER TABLE lead_steps ADD COLUMN phase TEXT;",
+    r#"
+    ALTER TABLE events ADD COLUMN node TEXT;
+    CREATE TABLE timers (
+        id TEXT PRIMARY KEY,
+        pipeline TEXT NOT NULL,
+        node TEXT NOT NULL,
+        plugin TEXT NOT NULL,
+        key TEXT,
+        label TEXT,
+        lead_id TEXT,
+        execution_id TEXT NOT NULL,
+        due_at BIGINT NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        settled_at BIGINT,
+        reason TEXT
+    );
+    CREATE INDEX timers_due ON timers (due_at) WHERE state = 'pending';
+    CREATE UNIQUE INDEX timers_key ON timers (plugin, key) WHERE state = 'pending' AND key IS NOT NULL;
+    CREATE INDEX timers_lead ON timers (lead_id, due_at);
+    CREATE TABLE paused_reps (
+        rep_id TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        since BIGINT NOT NULL
+    );
+"#,
 ];
 
 /// Most connections one instance opens.
@@ -243,7 +269,7 @@ async fn migrate(client: &mut Client, schema: &str) -> Result<()> {
     Ok(())
 }
 
-const EVENT_COLUMNS: &str = "source, event_id, pipeline, lead_id, payload, received_at";
+const EVENT_COLUMNS: &str = "source, event_id, pipeline, lead_id, payload, received_at, node";
 
 fn event_from_row(row: &Row) -> InboundEvent {
     InboundEvent {
@@ -253,6 +279,7 @@ fn event_from_row(row: &Row) -> InboundEvent {
         lead_id: row.get(3),
         payload: serde_json::from_str(row.get::<_, &str>(4)).unwrap_or_default(),
         received_at: row.get(5),
+        node: row.get(6),
     }
 }
 
@@ -314,8 +341,8 @@ impl Ledger for PostgresStore {
         let inserted = client
             .execute(
                 &format!(
-                    "INSERT INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {DB_NOW} + $9) ON CONFLICT DO NOTHING"
+                    "INSERT INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until, node)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {DB_NOW} + $9, $10) ON CONFLICT DO NOTHING"
                 ),
                 &[
                     &event.source,
@@ -327,6 +354,7 @@ impl Ledger for PostgresStore {
                     &me.id,
                     &me.boot,
                     &self.lease_ms(),
+                    &event.node,
                 ],
             )
             .await?;
@@ -435,7 +463,7 @@ impl Ledger for PostgresStore {
                 &[&source, &event_id],
             )
             .await?;
-        Ok(row.map(|r| (event_from_row(&r), r.get(6))))
+        Ok(row.map(|r| (event_from_row(&r), r.get(7))))
     }
 
     async fn failed_events(&self, lead_id: Option<&str>) -> Result<Vec<InboundEvent>> {
@@ -586,6 +614,205 @@ impl Ledger for PostgresStore {
     async fn lead(&self, id: &str) -> Result<Option<LeadRecord>> {
         let client = self.client().await?;
         load_lead(&client, id, true).await
+    }
+
+    async fn fire_due_timers(&self, now: i64, limit: usize) -> Result<Vec<InboundEvent>> {
+        let mut client = self.client().await?;
+        let me = &self.inner.instance;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let tx = client.transaction().await?;
+        // Each due timer is locked by one instance; the others skip it.
+        let rows = tx
+            .query(
+                "UPDATE timers SET state = 'fired', settled_at = $1
+                 WHERE id IN (
+                    SELECT id FROM timers WHERE state = 'pending' AND due_at <= $1
+                    ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, pipeline, node, lead_id, payload, due_at",
+                &[&now, &limit],
+            )
+            .await?;
+        let mut fired: Vec<(i64, InboundEvent)> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let node: String = row.get(2);
+            let event = InboundEvent {
+                source: "timer".into(),
+                event_id: row.get(0),
+                pipeline: row.get(1),
+                lead_id: row.get(3),
+                payload: serde_json::from_str(row.get::<_, &str>(4)).unwrap_or_default(),
+                received_at: now,
+                node: (!node.is_empty()).then_some(node),
+            };
+            tx.execute(
+                &format!(
+                    "INSERT INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until, node)
+                     VALUES ('timer', $1, $2, $3, $4, $5, $6, $7, {DB_NOW} + $8, $9) ON CONFLICT DO NOTHING"
+                ),
+                &[
+                    &event.event_id,
+                    &event.pipeline,
+                    &event.lead_id,
+                    &row.get::<_, &str>(4),
+                    &now,
+                    &me.id,
+                    &me.boot,
+                    &self.lease_ms(),
+                    &event.node,
+                ],
+            )
+            .await?;
+            fired.push((row.get(5), event));
+        }
+        tx.commit().await?;
+        fired.sort_by(|a, b| (a.0, &a.1.event_id).cmp(&(b.0, &b.1.event_id)));
+        Ok(fired.into_iter().map(|(_, e)| e).collect())
+    }
+
+    async fn next_timer_due(&self) -> Result<Option<i64>> {
+        let client = self.client().await?;
+        Ok(client.query_one("SELECT MIN(due_at) FROM timers WHERE state = 'pending'", &[]).await?.get(0))
+    }
+
+    async fn lead_timers(&self, lead_id: &str) -> Result<Vec<TimerRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, pipeline, node, plugin, key, label, due_at, state, settled_at, reason
+                 FROM timers WHERE lead_id = $1 ORDER BY due_at, id",
+                &[&lead_id],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TimerRecord {
+                id: r.get(0),
+                pipeline: r.get(1),
+                node: r.get(2),
+                plugin: r.get(3),
+                key: r.get(4),
+                label: r.get(5),
+                due_at: r.get(6),
+                state: r.get(7),
+                settled_at: r.get(8),
+                reason: r.get(9),
+            })
+            .collect())
+    }
+
+    async fn paused_reps(&self) -> Result<Vec<PausedRep>> {
+        let client = self.client().await?;
+        let rows = client.query("SELECT rep_id, reason, since FROM paused_reps ORDER BY since", &[]).await?;
+        Ok(rows.iter().map(|r| PausedRep { rep_id: r.get(0), reason: r.get(1), since: r.get(2) }).collect())
+    }
+
+    async fn set_rep_paused(&self, rep_id: &str, reason: Option<&str>) -> Result<()> {
+        let client = self.client().await?;
+        match reason {
+            Some(reason) => {
+                client
+                    .execute(
+                        "INSERT INTO paused_reps (rep_id, reason, since) VALUES ($1, $2, $3)
+                         ON CONFLICT (rep_id) DO UPDATE SET reason = excluded.reason",
+                        &[&rep_id, &reason, &self.business_now()],
+                    )
+                    .await?
+            }
+            None => client.execute("DELETE FROM paused_reps WHERE rep_id = $1", &[&rep_id]).await?,
+        };
+        Ok(())
+    }
+}
+
+/// Timers in the ledger: a timer and the journal record of the call that
+/// set it commit together.
+#[async_trait::async_trait]
+impl Scheduler for PostgresStore {
+    async fn schedule(&self, timer: Timer, effect: Option<&str>) -> Result<String, CapabilityError> {
+        let (now, label) = (self.business_now(), timer.label());
+        let mut client = self.client().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        if let Some(effect) = effect {
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&format!("handoff-effect:{effect}")])
+                .await
+                .map_err(unavailable)?;
+            let done =
+                tx.query_opt("SELECT result FROM effects WHERE key = $1", &[&effect]).await.map_err(unavailable)?;
+            if let Some(id) = done.and_then(|r| serde_json::from_str::<String>(r.get::<_, &str>(0)).ok()) {
+                return Ok(id);
+            }
+        }
+        if let Some(key) = &timer.key {
+            // One pending timer per plugin and key: serialize replacements.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                &[&format!("handoff-timer:{}:{}:{key}", timer.plugin.len(), timer.plugin)],
+            )
+            .await
+            .map_err(unavailable)?;
+            tx.execute(
+                "UPDATE timers SET state = 'replaced', settled_at = $3, reason = $4
+                 WHERE plugin = $1 AND key = $2 AND state = 'pending'",
+                &[&timer.plugin, key, &now, &format!("replaced by timer {}", timer.id)],
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        tx.execute(
+            "INSERT INTO timers (id, pipeline, node, plugin, key, label, lead_id, execution_id, due_at, payload)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+            &[
+                &timer.id,
+                &timer.pipeline,
+                &timer.node,
+                &timer.plugin,
+                &timer.key,
+                &label,
+                &timer.lead_id,
+                &timer.execution_id,
+                &timer.at,
+                &timer.payload,
+            ],
+        )
+        .await
+        .map_err(unavailable)?;
+        if let Some(effect) = effect {
+            let id = serde_json::to_string(&timer.id).map_err(|e| CapabilityError::Invalid(e.to_string()))?;
+            record_effect(&tx, effect, &id, now).await.map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(timer.id)
+    }
+
+    async fn cancel(&self, plugin: &str, timer_id: &str, reason: &str) -> Result<(), CapabilityError> {
+        let client = self.client().await.map_err(unavailable)?;
+        client
+            .execute(
+                "UPDATE timers SET state = 'cancelled', settled_at = $3, reason = $4
+                 WHERE id = $1 AND plugin = $2 AND state = 'pending'",
+                &[&timer_id, &plugin, &self.business_now(), &reason],
+            )
+            .await
+            .map_err(unavailable)?;
+        let known: bool = client
+            .query_one("SELECT EXISTS (SELECT 1 FROM timers WHERE id = $1 AND plugin = $2)", &[&timer_id, &plugin])
+            .await
+            .map_err(unavailable)?
+            .get(0);
+        if known { Ok(()) } else { Err(CapabilityError::NotFound(format!("no timer {timer_id} of this plugin"))) }
+    }
+
+    async fn cancel_key(&self, plugin: &str, key: &str, reason: &str) -> Result<bool, CapabilityError> {
+        let client = self.client().await.map_err(unavailable)?;
+        let changed = client
+            .execute(
+                "UPDATE timers SET state = 'cancelled', settled_at = $3, reason = $4
+                 WHERE plugin = $1 AND key = $2 AND state = 'pending'",
+                &[&plugin, &key, &self.business_now(), &reason],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(changed > 0)
     }
 }
 

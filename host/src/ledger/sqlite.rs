@@ -1,9 +1,9 @@
 //! The ledger in SQLite: WAL journal, `synchronous=FULL` (a commit is on
 //! disk before the webhook is answered), numbered migrations.
 
-use super::{Deferred, InboundEvent, Instance, Ledger, WaitPolicy, key_range};
+use super::{Deferred, InboundEvent, Instance, Ledger, PausedRep, TimerRecord, WaitPolicy, key_range};
 use crate::capabilities::Entry;
-use crate::capabilities::{CapabilityError, Clock, StateStore, SystemClock};
+use crate::capabilities::{CapabilityError, Clock, Scheduler, StateStore, SystemClock, Timer};
 use crate::lead::{LeadFacts, LeadRecord, LeadState, Step};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -77,6 +77,32 @@ const MIGRATIONS: &[&str] = &[
     // Lead states are declared by plugins; each carries its phase. Rows
     // from before name only well-known states, whose phase is fixed.
     "ALTER TABLE leads ADD COLUMN phase TEXT; ALTER TABLE lead_steps ADD COLUMN phase TEXT;",
+    r#"
+    ALTER TABLE events ADD COLUMN node TEXT;
+    CREATE TABLE timers (
+        id TEXT PRIMARY KEY,
+        pipeline TEXT NOT NULL,
+        node TEXT NOT NULL,
+        plugin TEXT NOT NULL,
+        key TEXT,
+        label TEXT,
+        lead_id TEXT,
+        execution_id TEXT NOT NULL,
+        due_at INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        settled_at INTEGER,
+        reason TEXT
+    );
+    CREATE INDEX timers_due ON timers (due_at) WHERE state = 'pending';
+    CREATE UNIQUE INDEX timers_key ON timers (plugin, key) WHERE state = 'pending' AND key IS NOT NULL;
+    CREATE INDEX timers_lead ON timers (lead_id, due_at);
+    CREATE TABLE paused_reps (
+        rep_id TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        since INTEGER NOT NULL
+    );
+"#,
 ];
 
 /// Most writes committed together in one transaction.
@@ -305,6 +331,7 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboundEvent> {
         lead_id: row.get(3)?,
         payload: serde_json::from_str(&payload).unwrap_or_default(),
         received_at: row.get(5)?,
+        node: row.get(6)?,
     })
 }
 
@@ -343,7 +370,7 @@ fn load_lead(connection: &Connection, id: &str) -> Result<Option<LeadRecord>> {
     Ok(Some(lead))
 }
 
-const EVENT_COLUMNS: &str = "source, event_id, pipeline, lead_id, payload, received_at";
+const EVENT_COLUMNS: &str = "source, event_id, pipeline, lead_id, payload, received_at, node";
 
 #[async_trait::async_trait]
 impl Ledger for SqliteStore {
@@ -362,8 +389,8 @@ impl Ledger for SqliteStore {
         let lease_until = Self::now().saturating_add(self.lease_ms());
         self.write(move |c| {
             let inserted = c.execute(
-                "INSERT OR IGNORE INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR IGNORE INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until, node)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     event.source,
                     event.event_id,
@@ -373,7 +400,8 @@ impl Ledger for SqliteStore {
                     event.received_at,
                     instance.id,
                     instance.boot,
-                    lease_until
+                    lease_until,
+                    event.node
                 ],
             )?;
             Ok(inserted == 1)
@@ -477,7 +505,7 @@ impl Ledger for SqliteStore {
                     "SELECT {EVENT_COLUMNS}, finished_at IS NOT NULL FROM events WHERE source = ?1 AND event_id = ?2"
                 ),
                 params![source, event_id],
-                |r| Ok((event_from_row(r)?, r.get::<_, bool>(6)?)),
+                |r| Ok((event_from_row(r)?, r.get::<_, bool>(7)?)),
             )
             .optional()?)
         })
@@ -652,6 +680,193 @@ impl Ledger for SqliteStore {
     async fn lead(&self, id: &str) -> Result<Option<LeadRecord>> {
         let id = id.to_string();
         self.read(move |c| load_lead(c, &id)).await
+    }
+
+    async fn fire_due_timers(&self, now: i64, limit: usize) -> Result<Vec<InboundEvent>> {
+        let instance = self.inner.instance.clone();
+        let lease_until = Self::now().saturating_add(self.lease_ms());
+        self.write(move |c| {
+            let due: Vec<(String, String, String, Option<String>, String)> = {
+                let mut statement = c.prepare_cached(
+                    "SELECT id, pipeline, node, lead_id, payload FROM timers
+                     WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
+                )?;
+                statement
+                    .query_map(params![now, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            let mut fired = Vec::with_capacity(due.len());
+            for (id, pipeline, node, lead_id, payload) in due {
+                let changed = c.execute(
+                    "UPDATE timers SET state = 'fired', settled_at = ?2 WHERE id = ?1 AND state = 'pending'",
+                    params![id, now],
+                )?;
+                if changed == 0 {
+                    continue;
+                }
+                let node = (!node.is_empty()).then_some(node);
+                c.execute(
+                    "INSERT OR IGNORE INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until, node)
+                     VALUES ('timer', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![id, pipeline, lead_id, payload, now, instance.id, instance.boot, lease_until, node],
+                )?;
+                fired.push(InboundEvent {
+                    source: "timer".into(),
+                    event_id: id,
+                    pipeline,
+                    lead_id,
+                    payload: serde_json::from_str(&payload).unwrap_or_default(),
+                    received_at: now,
+                    node,
+                });
+            }
+            Ok(fired)
+        })
+        .await
+    }
+
+    async fn next_timer_due(&self) -> Result<Option<i64>> {
+        self.read(|c| Ok(c.query_row("SELECT MIN(due_at) FROM timers WHERE state = 'pending'", [], |r| r.get(0))?))
+            .await
+    }
+
+    async fn lead_timers(&self, lead_id: &str) -> Result<Vec<TimerRecord>> {
+        let lead_id = lead_id.to_string();
+        self.read(move |c| {
+            let mut statement = c.prepare_cached(
+                "SELECT id, pipeline, node, plugin, key, label, due_at, state, settled_at, reason
+                 FROM timers WHERE lead_id = ?1 ORDER BY due_at, id",
+            )?;
+            let timers = statement
+                .query_map(params![lead_id], |r| {
+                    Ok(TimerRecord {
+                        id: r.get(0)?,
+                        pipeline: r.get(1)?,
+                        node: r.get(2)?,
+                        plugin: r.get(3)?,
+                        key: r.get(4)?,
+                        label: r.get(5)?,
+                        due_at: r.get(6)?,
+                        state: r.get(7)?,
+                        settled_at: r.get(8)?,
+                        reason: r.get(9)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(timers)
+        })
+        .await
+    }
+
+    async fn paused_reps(&self) -> Result<Vec<PausedRep>> {
+        self.read(|c| {
+            let mut statement = c.prepare_cached("SELECT rep_id, reason, since FROM paused_reps ORDER BY since")?;
+            let paused = statement
+                .query_map([], |r| Ok(PausedRep { rep_id: r.get(0)?, reason: r.get(1)?, since: r.get(2)? }))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(paused)
+        })
+        .await
+    }
+
+    async fn set_rep_paused(&self, rep_id: &str, reason: Option<&str>) -> Result<()> {
+        let (rep_id, reason, now) = (rep_id.to_string(), reason.map(str::to_string), self.business_now());
+        self.write(move |c| {
+            match reason {
+                Some(reason) => c.execute(
+                    "INSERT INTO paused_reps (rep_id, reason, since) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (rep_id) DO UPDATE SET reason = excluded.reason",
+                    params![rep_id, reason, now],
+                )?,
+                None => c.execute("DELETE FROM paused_reps WHERE rep_id = ?1", params![rep_id])?,
+            };
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Timers in the ledger: a timer and the journal record of the call that
+/// set it commit together.
+#[async_trait::async_trait]
+impl Scheduler for SqliteStore {
+    async fn schedule(&self, timer: Timer, effect: Option<&str>) -> Result<String, CapabilityError> {
+        let (effect, now, label) = (effect.map(str::to_string), self.business_now(), timer.label());
+        self.write(move |c| {
+            if let Some(effect) = &effect
+                && let Some(done) = c
+                    .query_row("SELECT result FROM effects WHERE key = ?1", params![effect], |r| r.get::<_, String>(0))
+                    .optional()?
+                && let Ok(id) = serde_json::from_str::<String>(&done)
+            {
+                return Ok(id);
+            }
+            if let Some(key) = &timer.key {
+                c.execute(
+                    "UPDATE timers SET state = 'replaced', settled_at = ?3, reason = ?4
+                     WHERE plugin = ?1 AND key = ?2 AND state = 'pending'",
+                    params![timer.plugin, key, now, format!("replaced by timer {}", timer.id)],
+                )?;
+            }
+            c.execute(
+                "INSERT OR IGNORE INTO timers (id, pipeline, node, plugin, key, label, lead_id, execution_id, due_at, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    timer.id,
+                    timer.pipeline,
+                    timer.node,
+                    timer.plugin,
+                    timer.key,
+                    label,
+                    timer.lead_id,
+                    timer.execution_id,
+                    timer.at,
+                    timer.payload
+                ],
+            )?;
+            if let Some(effect) = &effect {
+                record_effect(c, effect, &serde_json::to_string(&timer.id)?, now)?;
+            }
+            Ok(timer.id)
+        })
+        .await
+        .map_err(unavailable)
+    }
+
+    async fn cancel(&self, plugin: &str, timer_id: &str, reason: &str) -> Result<(), CapabilityError> {
+        let (plugin, id, reason, now) =
+            (plugin.to_string(), timer_id.to_string(), reason.to_string(), self.business_now());
+        let known = self
+            .write(move |c| {
+                c.execute(
+                    "UPDATE timers SET state = 'cancelled', settled_at = ?3, reason = ?4
+                     WHERE id = ?1 AND plugin = ?2 AND state = 'pending'",
+                    params![id, plugin, now, reason],
+                )?;
+                Ok(c.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM timers WHERE id = ?1 AND plugin = ?2)",
+                    params![id, plugin],
+                    |r| r.get::<_, bool>(0),
+                )?)
+            })
+            .await
+            .map_err(unavailable)?;
+        if known { Ok(()) } else { Err(CapabilityError::NotFound(format!("no timer {timer_id} of this plugin"))) }
+    }
+
+    async fn cancel_key(&self, plugin: &str, key: &str, reason: &str) -> Result<bool, CapabilityError> {
+        let (plugin, key, reason, now) = (plugin.to_string(), key.to_string(), reason.to_string(), self.business_now());
+        self.write(move |c| {
+            Ok(c.execute(
+                "UPDATE timers SET state = 'cancelled', settled_at = ?3, reason = ?4
+                 WHERE plugin = ?1 AND key = ?2 AND state = 'pending'",
+                params![plugin, key, now, reason],
+            )? > 0)
+        })
+        .await
+        .map_err(unavailable)
     }
 }
 

@@ -325,12 +325,21 @@ pub fn ungranted_import_message(pipeline: &str, node: &str, plugin: &str, interf
 
 fn check_trigger(trigger: &Trigger, report: &mut Report) {
     match trigger {
-        Trigger::Schedule { cron, .. } => {
+        Trigger::Schedule { cron, timezone } => {
             if let Err(problem) = check_cron(cron) {
                 report.error(
                     "/trigger/cron",
                     format!("'{cron}' is not a cron expression: {problem}"),
                     "write five fields: minute hour day-of-month month day-of-week, e.g. \"*/5 * * * *\"".into(),
+                );
+            }
+            if let Some(zone) = timezone
+                && jiff::tz::TimeZone::get(zone).is_err()
+            {
+                report.error(
+                    "/trigger/timezone",
+                    format!("'{zone}' is not an IANA time zone"),
+                    "use a name like \"Europe/Berlin\" or \"America/New_York\"".into(),
                 );
             }
         }
@@ -351,34 +360,7 @@ fn check_trigger(trigger: &Trigger, report: &mut Report) {
 ///
 /// What is wrong with it, naming the field.
 pub fn check_cron(cron: &str) -> Result<(), String> {
-    let fields: Vec<&str> = cron.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Err(format!("{} fields, expected 5", fields.len()));
-    }
-    let ranges = [("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7)];
-    for (field, (name, min, max)) in fields.iter().zip(ranges) {
-        for part in field.split(',') {
-            let (range, step) = match part.split_once('/') {
-                Some((range, step)) => (range, Some(step)),
-                None => (part, None),
-            };
-            if let Some(step) = step
-                && !step.parse::<u32>().is_ok_and(|s| s > 0)
-            {
-                return Err(format!("{name}: step '{step}' is not a positive number"));
-            }
-            if range == "*" {
-                continue;
-            }
-            for bound in range.split('-') {
-                let value: u32 = bound.parse().map_err(|_| format!("{name}: '{bound}' is not a number"))?;
-                if value < min || value > max {
-                    return Err(format!("{name}: {value} is outside {min}-{max}"));
-                }
-            }
-        }
-    }
-    Ok(())
+    super::cron::Cron::parse(cron).map(|_| ())
 }
 
 fn check_connections(pipeline: &Pipeline, prepared: &HashMap<String, PreparedNode>, report: &mut Report) {

@@ -2,6 +2,7 @@
 //! anything executes, and the executor that moves items through nodes.
 
 mod check;
+pub mod cron;
 mod executor;
 mod locate;
 pub mod model;

@@ -23,6 +23,7 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/leads/{id}/retry", post(retry_lead))
         .route("/api/retry-failed", post(retry_failed))
         .route("/api/sweep", post(sweep_now))
+        .route("/api/roster", get(roster))
         .layer(axum::middleware::from_fn_with_state(state, require_token))
 }
 
@@ -95,7 +96,15 @@ async fn leads(State(state): State<Arc<AppState>>, Query(query): Query<LeadQuery
 
 async fn lead(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     match state.ledger.lead(&id).await {
-        Ok(Some(lead)) => Json(json!(lead)).into_response(),
+        Ok(Some(lead)) => {
+            let timers = match state.ledger.lead_timers(&id).await {
+                Ok(timers) => timers,
+                Err(e) => return ledger_unavailable(&e),
+            };
+            let mut body = json!(lead);
+            body["timers"] = json!(timers);
+            Json(body).into_response()
+        }
         Ok(None) => refuse(StatusCode::NOT_FOUND, "not_found", format!("no lead {id}")),
         Err(e) => ledger_unavailable(&e),
     }
@@ -155,4 +164,46 @@ async fn timings(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> 
 async fn executions(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let list = state.finished.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     Json(json!(list.iter().collect::<Vec<_>>()))
+}
+
+/// The roster as routing sees it now: each team's reps, whether each can
+/// take a lead this minute and why not (paused reps among them).
+async fn roster(State(state): State<Arc<AppState>>) -> Response {
+    let Some(roster) = state.executor.capabilities().roster.clone() else {
+        return refuse(StatusCode::NOT_FOUND, "no_roster", "no roster is configured");
+    };
+    match roster_view(&*roster, &*state.ledger, state.clock.now_ms()).await {
+        Ok(view) => Json(view).into_response(),
+        Err(e) => ledger_unavailable(&e),
+    }
+}
+
+/// The roster view `/api/roster` and `handoff roster` show.
+///
+/// # Errors
+///
+/// When the roster or the ledger cannot be read.
+pub async fn roster_view(
+    roster: &dyn crate::capabilities::Roster,
+    ledger: &dyn crate::ledger::Ledger,
+    now: i64,
+) -> anyhow::Result<serde_json::Value> {
+    let fail = |e: crate::capabilities::CapabilityError| anyhow::anyhow!("the roster: {e:?}");
+    let paused = ledger.paused_reps().await?;
+    let mut teams = Vec::new();
+    for team in roster.teams().await.map_err(fail)? {
+        let mut reps = Vec::new();
+        for id in &team.members {
+            let Some(rep) = roster.get_rep(id).await.map_err(fail)? else { continue };
+            let availability = roster.availability_at(id, now).await.map_err(fail)?;
+            reps.push(json!({
+                "id": rep.id, "name": rep.name, "email": rep.email, "time_zone": rep.time_zone,
+                "working_hours": rep.working_hours, "weight": rep.weight, "daily_capacity": rep.daily_capacity,
+                "active": rep.active, "available": availability.available, "why_not": availability.reason,
+                "paused": paused.iter().find(|p| &p.rep_id == id),
+            }));
+        }
+        teams.push(json!({"id": team.id, "name": team.name, "manager_id": team.manager_id, "reps": reps}));
+    }
+    Ok(json!({"at": now, "teams": teams, "paused": paused}))
 }

@@ -145,6 +145,9 @@ pub async fn receive(
         return refuse(StatusCode::NOT_FOUND, "no_pipeline", format!("no pipeline listens at {}", uri.path()));
     };
     let Trigger::Webhook { signature, .. } = prepared.pipeline.trigger else { unreachable!("matched above") };
+    if signature == SignatureScheme::Slack {
+        return receive_slack(&state, &prepared, &headers, &body, received).await;
+    }
     if let Err(detail) = verify(&state, signature, &method, called_uri(&state, &headers, &uri), &headers, &body) {
         tracing::warn!(path = uri.path(), %detail, "webhook refused");
         return refuse(StatusCode::UNAUTHORIZED, "invalid_signature", detail);
@@ -172,6 +175,7 @@ pub async fn receive(
                 .or_else(|| payload["objectId"].as_u64().map(|n| n.to_string())),
             payload,
             received_at: state.clock.now_ms(),
+            node: None,
         };
         match state.ledger.record_event(&event).await {
             Ok(true) => fresh.push(event),
@@ -193,6 +197,102 @@ pub async fn receive(
     }
     (StatusCode::OK, Json(json!({"accepted": ids.len(), "duplicates": duplicates, "ignored": ignored, "events": ids})))
         .into_response()
+}
+
+/// A Slack interaction (`POST /slack/interactions`: a button click, a
+/// select, a modal submitted): the signature checked (v0, five minutes), the
+/// form's `payload` parsed, the interaction stored as an event, and only
+/// then the 200 Slack wants within three seconds; the work runs after.
+/// A request replayed (the same interaction again) is refused like a forged
+/// one: nothing new is stored.
+async fn receive_slack(
+    state: &Arc<AppState>,
+    prepared: &Arc<crate::pipeline::PreparedPipeline>,
+    headers: &HeaderMap,
+    body: &[u8],
+    received: Instant,
+) -> Response {
+    let Some(secret) = state.slack_signing_secret.as_ref() else {
+        return refuse(StatusCode::UNAUTHORIZED, "invalid_signature", "no Slack signing secret is configured");
+    };
+    let now_secs = crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock) / 1000;
+    let verified = match (header(headers, "x-slack-request-timestamp"), header(headers, "x-slack-signature")) {
+        (Some(ts), Some(signature)) => {
+            crate::connectors::slack::verify_signature(secret.expose(), ts, signature, body, now_secs)
+                .map_err(|e| e.to_string())
+        }
+        _ => Err("missing X-Slack-Request-Timestamp or X-Slack-Signature header".into()),
+    };
+    if let Err(detail) = verified {
+        tracing::warn!(%detail, "Slack interaction refused");
+        return refuse(StatusCode::UNAUTHORIZED, "invalid_signature", detail);
+    }
+    let payload = match slack_payload(body) {
+        Ok(payload) => payload,
+        Err(detail) => return refuse(StatusCode::BAD_REQUEST, "malformed_body", detail),
+    };
+    let event = InboundEvent {
+        source: "slack".into(),
+        event_id: slack_event_id(&payload, body),
+        pipeline: prepared.pipeline.name.clone(),
+        lead_id: slack_lead_id(&payload),
+        payload,
+        received_at: state.clock.now_ms(),
+        node: None,
+    };
+    match state.ledger.record_event(&event).await {
+        Ok(true) => {
+            worker::start(state.clone(), prepared.clone(), event, received);
+            StatusCode::OK.into_response()
+        }
+        Ok(false) => {
+            tracing::warn!(event = %event.event_id, "Slack interaction replayed; refused");
+            refuse(StatusCode::UNAUTHORIZED, "replayed", "this interaction was received before")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store a Slack interaction");
+            refuse(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
+        }
+    }
+}
+
+/// The JSON in a Slack interaction's form body (`payload=...`).
+///
+/// # Errors
+///
+/// What is wrong with the body.
+pub fn slack_payload(body: &[u8]) -> Result<Value, String> {
+    let text = form_urlencoded::parse(body).find(|(k, _)| k == "payload").map(|(_, v)| v.into_owned());
+    let text = text.ok_or("the body has no payload field (Slack sends payload=<JSON>, form-encoded)")?;
+    let payload: Value = serde_json::from_str(&text).map_err(|e| format!("the payload is not JSON: {e}"))?;
+    if !payload["type"].is_string() {
+        return Err("the payload has no type".into());
+    }
+    Ok(payload)
+}
+
+/// A Slack interaction's id: its `trigger_id` (unique per interaction), or
+/// a hash of the body.
+fn slack_event_id(payload: &Value, body: &[u8]) -> String {
+    match payload["trigger_id"].as_str() {
+        Some(trigger) if !trigger.is_empty() => trigger.to_string(),
+        _ => {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(body))
+        }
+    }
+}
+
+/// The lead a Slack interaction is about: the acting block's id when it
+/// reads `lead:<id>` (how Handoff's messages name their lead), or a modal's
+/// `private_metadata` `{"lead": id}`.
+fn slack_lead_id(payload: &Value) -> Option<String> {
+    let from_block =
+        payload["actions"][0]["block_id"].as_str().and_then(|b| b.strip_prefix("lead:")).map(str::to_string);
+    from_block.or_else(|| {
+        let metadata: Value = serde_json::from_str(payload["view"]["private_metadata"].as_str()?).ok()?;
+        metadata["lead"].as_str().map(str::to_string)
+    })
 }
 
 fn event_id(event: &Value) -> String {

@@ -10,6 +10,7 @@ mod intake;
 mod sweep;
 mod worker;
 
+pub use api::roster_view;
 pub use intake::mql_events;
 pub use sweep::FIRST_LOOKBACK_MS;
 pub use worker::CLAIM_EVERY;
@@ -87,7 +88,6 @@ pub struct AppState {
     executor: Executor,
     ledger: Arc<dyn Ledger>,
     hubspot_app_secret: Option<Secret>,
-    #[allow(dead_code)]
     slack_signing_secret: Option<Secret>,
     public_url: Option<String>,
     ops_channel: Option<String>,

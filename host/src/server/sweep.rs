@@ -71,6 +71,7 @@ pub async fn sweep_once(state: &Arc<AppState>, hubspot: &HubSpot) -> Result<Vec<
                 lead_id: Some(contact.id.clone()),
                 payload: json!({"eventId": format!("sweep:{}:{day}", contact.id), "subscriptionType": "reconciliation", "objectId": contact.id, "occurredAt": now}),
                 received_at: now,
+                node: None,
             };
             if state.ledger.record_event(&event).await? {
                 started.push(event.event_id.clone());

@@ -1,13 +1,15 @@
 //! The worker: claims the work that is due (events to resume after a crash,
-//! waiting events whose time has come, events whose owner's lease expired),
-//! keeps this instance's leases alive, runs one execution per event, and
-//! settles it: the lead's steps recorded, the event finished or put back to
-//! wait, ops told of a lead that failed for good.
+//! waiting events whose time has come, events whose owner's lease expired,
+//! timers whose deadline has come), keeps this instance's leases alive, runs
+//! one execution per event, and settles it: the lead's steps recorded, lead
+//! events raised for the pipelines that listen to them, the event finished
+//! or put back to wait, ops told of a lead that failed for good. It also
+//! keeps each `schedule` pipeline's next slot armed as a timer.
 
 use super::{AppState, Finished};
 use crate::lead::{LeadFacts, LeadState, Step};
 use crate::ledger::InboundEvent;
-use crate::pipeline::{PreparedPipeline, Start};
+use crate::pipeline::{PreparedPipeline, Start, Trigger};
 use crate::record::{ExecutionRecord, ExecutionStatus};
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -17,8 +19,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::Instrument;
 
-/// How often the worker looks for due work.
+/// How often the worker looks for due work in the ledger.
 pub const CLAIM_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often the worker compares the clock with the next timer's deadline:
+/// the bound on a timer's lateness beyond the ledger's own latency.
+pub const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(50);
+/// Timers fired per ledger transaction.
+const TIMER_BATCH: usize = 256;
 
 /// What the worker keeps: the executions it runs.
 #[derive(Default)]
@@ -72,22 +79,39 @@ pub(super) async fn run(state: &Arc<AppState>) -> Result<()> {
     if resumed > 0 {
         tracing::info!(count = resumed, "resuming events received before the last stop");
     }
+    arm_schedules(state, None).await.context("arming the schedule triggers")?;
+    // Timers due while every instance was down fire now, in deadline order.
+    fire_timers(state).await.context("firing due timers")?;
     tokio::spawn(own_work(state.clone()));
     Ok(())
 }
 
-/// Keeps this instance's claims alive and claims the work that is due.
-/// Once the server stops accepting it claims nothing new, but renews what
-/// still runs until the last execution ends.
+/// Keeps this instance's claims alive, claims the work that is due, and
+/// fires timers on time. Once the server stops accepting it claims nothing
+/// new, but renews what still runs until the last execution ends.
 async fn own_work(state: Arc<AppState>) {
     let renew_every = state.ledger.instance().lease / 3;
     let mut renewed = Instant::now();
+    let mut claimed = Instant::now();
+    let mut next_timer = next_timer_due(&state).await;
     loop {
-        tokio::time::sleep(CLAIM_EVERY).await;
+        tokio::time::sleep(TIMER_TICK).await;
         let stopping = state.worker.stopping.load(Ordering::SeqCst);
         if stopping && state.worker.in_flight() == 0 {
             return;
         }
+        if !stopping && next_timer.is_some_and(|due| due <= state.clock.now_ms()) {
+            if let Err(e) = fire_timers(&state).await {
+                tracing::warn!(error = %e, "cannot fire due timers; trying again");
+            }
+            next_timer = next_timer_due(&state).await;
+        }
+        if claimed.elapsed() < CLAIM_EVERY {
+            continue;
+        }
+        claimed = Instant::now();
+        // Timers another instance (or a plugin run here) set since.
+        next_timer = next_timer_due(&state).await;
         if renewed.elapsed() >= renew_every {
             match state.ledger.renew_leases(&state.worker.running_events()).await {
                 Ok(lost) => {
@@ -103,6 +127,85 @@ async fn own_work(state: Arc<AppState>) {
             tracing::warn!(error = %e, "cannot claim due work; trying again");
         }
     }
+}
+
+/// When the next pending timer is due; none when there is none or the
+/// ledger cannot tell (the next poll asks again).
+async fn next_timer_due(state: &AppState) -> Option<i64> {
+    match state.ledger.next_timer_due().await {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the next timer's deadline");
+            None
+        }
+    }
+}
+
+/// Fires every timer due now, in deadline order, each as an event of this
+/// instance; a fired `schedule` slot arms the pipeline's next slot.
+async fn fire_timers(state: &Arc<AppState>) -> Result<usize> {
+    let mut fired = 0;
+    loop {
+        let now = state.clock.now_ms();
+        let events = state.ledger.fire_due_timers(now, TIMER_BATCH).await?;
+        let batch = events.len();
+        for event in events {
+            tracing::debug!(timer = %event.event_id, pipeline = %event.pipeline, "timer fired");
+            let Some(pipeline) = state.pipeline(&event.pipeline) else {
+                tracing::error!(pipeline = %event.pipeline, timer = %event.event_id, "a timer's pipeline is no longer served; marking it failed");
+                state.ledger.finish_event(&event.source, &event.event_id, "", true).await?;
+                continue;
+            };
+            if event.node.is_none() && matches!(pipeline.pipeline.trigger, Trigger::Schedule { .. }) {
+                arm_schedules(state, Some((&pipeline, now))).await?;
+            }
+            start(state.clone(), pipeline, event, Instant::now());
+        }
+        fired += batch;
+        if batch < TIMER_BATCH {
+            return Ok(fired);
+        }
+    }
+}
+
+/// Arms the next slot of each `schedule` pipeline (or of one, after one of
+/// its slots fired at `after`) as a timer. A slot's timer id is derived
+/// from the pipeline and the slot, so however many instances arm it, it
+/// exists once and fires once; a slot missed while every instance was down
+/// is still pending at start and fires once then, not once per missed slot.
+async fn arm_schedules(state: &AppState, only: Option<(&PreparedPipeline, i64)>) -> Result<()> {
+    let now = state.clock.now_ms();
+    let (pipelines, after): (Vec<&PreparedPipeline>, i64) = match only {
+        Some((pipeline, fired_at)) => (vec![pipeline], fired_at.max(now)),
+        None => (state.pipelines.iter().map(AsRef::as_ref).collect(), now),
+    };
+    let Some(timers) = state.executor.capabilities().schedule.clone() else {
+        return Ok(());
+    };
+    for prepared in pipelines {
+        let Trigger::Schedule { cron, timezone } = &prepared.pipeline.trigger else { continue };
+        let zone = timezone.as_deref().map_or(Ok(jiff::tz::TimeZone::UTC), jiff::tz::TimeZone::get)?;
+        let parsed = crate::pipeline::cron::Cron::parse(cron).map_err(anyhow::Error::msg)?;
+        let Some(slot) = parsed.next_after(&zone, after) else {
+            tracing::warn!(pipeline = %prepared.pipeline.name, %cron, "the schedule has no slot in the next five years");
+            continue;
+        };
+        let name = &prepared.pipeline.name;
+        let payload = json!({"scheduled_for": slot, "cron": cron, "label": format!("{name} at {}", crate::connectors::time::iso8601(slot))});
+        let timer = crate::capabilities::Timer {
+            id: format!("schedule:{name}:{slot}"),
+            pipeline: name.clone(),
+            node: String::new(),
+            plugin: "@schedule".into(),
+            at: slot,
+            payload: payload.to_string(),
+            key: None,
+            lead_id: None,
+            execution_id: String::new(),
+        };
+        timers.schedule(timer, None).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    Ok(())
 }
 
 /// Stops the runs of events another instance took over (this one stalled
@@ -168,10 +271,13 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
         let (state, execution) = (task_state, task_execution);
         let id = event.event_id.clone();
         let lead = event.lead_id.clone();
-        let record = state
-            .executor
-            .execute_as(&prepared, json!({ "event": event.payload }), Start::Trigger, lead.clone(), execution)
-            .await;
+        // A timer starts at its node with its payload as the item; anything
+        // else starts at the trigger with the event.
+        let (input, start) = match &event.node {
+            Some(node) => (event.payload.clone(), Start::Node(node.clone())),
+            None => (json!({ "event": event.payload }), Start::Trigger),
+        };
+        let record = state.executor.execute_as(&prepared, input, start, lead.clone(), execution).await;
         let failed = settle(&state, &prepared, &event, &record).await;
         // No longer running: a retry asked for while ops is being told
         // starts at once.
@@ -205,7 +311,12 @@ async fn record_lead(state: &AppState, event: &InboundEvent, facts: &LeadFacts, 
 /// Records how an execution ended: the lead's steps, then the event
 /// finished, or waiting for another attempt when a provider was down.
 /// Returns whether the lead failed for good (and ops should hear of it).
-async fn settle(state: &AppState, prepared: &PreparedPipeline, event: &InboundEvent, record: &ExecutionRecord) -> bool {
+async fn settle(
+    state: &Arc<AppState>,
+    prepared: &PreparedPipeline,
+    event: &InboundEvent,
+    record: &ExecutionRecord,
+) -> bool {
     let (facts, mut steps) = crate::lead::steps_of(record, |node| prepared.lead_marks(node));
     let failed = record.status == ExecutionStatus::Failed;
     // A provider outage or rate limit outlasted the node's retries: the
@@ -241,6 +352,7 @@ async fn settle(state: &AppState, prepared: &PreparedPipeline, event: &InboundEv
         }
     }
     record_lead(state, event, &facts, &steps).await;
+    raise_lead_events(state, prepared, event, record).await;
     match state.ledger.finish_event(&event.source, &event.event_id, &record.execution_id, failed).await {
         Ok(true) => failed,
         Ok(false) => {
@@ -250,6 +362,46 @@ async fn settle(state: &AppState, prepared: &PreparedPipeline, event: &InboundEv
         Err(e) => {
             tracing::error!(error = %e, event = %event.event_id, "cannot mark the event finished; it will run again");
             false
+        }
+    }
+}
+
+/// Raises `lead.<state>` for each state the execution put its lead in, to
+/// every served pipeline whose trigger listens for it. Each is an event
+/// keyed by execution, node and state, stored before the execution is
+/// marked finished: a rerun after a crash raises none twice.
+async fn raise_lead_events(
+    state: &Arc<AppState>,
+    prepared: &PreparedPipeline,
+    event: &InboundEvent,
+    record: &ExecutionRecord,
+) {
+    let Some(lead) = &event.lead_id else { return };
+    let (_, transitions) = crate::lead::transitions(record, |node| prepared.lead_marks(node));
+    for transition in transitions {
+        let name = format!("lead.{}", transition.step.state);
+        for listener in
+            state.pipelines.iter().filter(|p| matches!(&p.pipeline.trigger, Trigger::Event { name: n } if *n == name))
+        {
+            let raised = InboundEvent {
+                source: "lead".into(),
+                event_id: format!("{}:{}:{}", record.execution_id, transition.node, transition.step.state),
+                pipeline: listener.pipeline.name.clone(),
+                lead_id: Some(lead.clone()),
+                payload: json!({
+                    "name": name, "lead_id": lead, "state": transition.step.state, "at": transition.step.at,
+                    "detail": transition.step.detail, "item": transition.item,
+                }),
+                received_at: transition.step.at,
+                node: None,
+            };
+            match state.ledger.record_event(&raised).await {
+                Ok(true) => start(state.clone(), listener.clone(), raised, Instant::now()),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, event = %raised.event_id, "cannot raise a lead event; it is raised again when the execution reruns");
+                }
+            }
         }
     }
 }

@@ -87,7 +87,10 @@ pub fn blocks(
         list.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("Priority: {reason}")}]}));
     }
     list.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("Why you: {why}").chars().take(3000).collect::<String>()}]}));
-    list.push(json!({"type": "actions", "block_id": format!("lead:{lead_id}"), "elements": [
+    // The block names the lead by its marketing (HubSpot) id, which is how
+    // Handoff's ledger knows it; the buttons carry the CRM id.
+    let contact = item["id"].as_str().unwrap_or(lead_id);
+    list.push(json!({"type": "actions", "block_id": format!("lead:{contact}"), "elements": [
         {"type": "button", "text": {"type": "plain_text", "text": "Open in Salesforce"}, "action_id": "open_salesforce", "url": url},
         {"type": "button", "text": {"type": "plain_text", "text": "Accept"}, "style": "primary", "action_id": "accept_lead", "value": lead_id},
         {"type": "static_select", "action_id": "reject_lead", "placeholder": {"type": "plain_text", "text": "Reject with a reason"}, "options": options}
@@ -150,7 +153,7 @@ impl Plugin for Notify {
         let blocks = blocks(&item, &lead_id, &url, &accept_within, &due, why_priority.as_deref()).to_string();
         let text = format!("New MQL: {name} ({company}). {summary}");
 
-        let mut notification = json!({"kind": "owner", "priority": why_priority, "task_due": due});
+        let mut notification = json!({"kind": "owner", "priority": why_priority, "task_due": due, "at": clock::now(), "owner_id": owner_id});
         if item["routing"]["owner_kind"] == "queue" || owner_email.is_empty() {
             let channel = config["queue_channel"].as_str().unwrap_or("#revops-alerts");
             let queue_text =

@@ -44,8 +44,14 @@ fn keep(owner_id: Option<&str>, what: &str, trail: &mut Vec<String>) -> Result<O
     }
 }
 
-/// Chooses an available rep of `team_id` by weighted round-robin.
-fn pick_from_team(team_id: &str, now: i64, trail: &mut Vec<String>) -> Result<Option<Owner>, NodeError> {
+/// Chooses an available rep of `team_id` by weighted round-robin, leaving
+/// out the reps in `exclude`.
+fn pick_from_team(
+    team_id: &str,
+    now: i64,
+    exclude: &[&str],
+    trail: &mut Vec<String>,
+) -> Result<Option<Owner>, NodeError> {
     let teams = roster::teams()?;
     let Some(team) = teams.iter().find(|t| t.id == team_id) else {
         trail.push(format!("team {team_id} is not on the roster"));
@@ -54,6 +60,9 @@ fn pick_from_team(team_id: &str, now: i64, trail: &mut Vec<String>) -> Result<Op
     let mut candidates = Vec::new();
     let mut reps = Vec::new();
     for member in &team.members {
+        if exclude.contains(&member.as_str()) {
+            continue;
+        }
         let Some(rep) = roster::get_rep(member)? else { continue };
         let availability = roster::availability_at(member, now)?;
         if !availability.available {
@@ -108,14 +117,24 @@ impl Plugin for Route {
 
         let matched = item["dedupe"]["match"].as_str().unwrap_or("new").to_string();
         let mut owner = None;
-        if config.keep_existing_owner {
+        // A reassignment (the SLA ladder's) goes to the next available rep
+        // of the same team, the reps it has been with left out.
+        if let Some(team) = item["reassign"]["team"].as_str().map(str::to_string) {
+            let exclude: Vec<&str> =
+                item["reassign"]["exclude"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            if let Some(from) = item["reassign"]["from"].as_str() {
+                trail.push(format!("reassigning from {from}"));
+            }
+            team_name = json!(team);
+            owner = pick_from_team(&team, now, &exclude, &mut trail)?;
+        } else if config.keep_existing_owner {
             owner = match matched.as_str() {
                 "existing-lead" => keep(item["dedupe"]["lead"]["owner_id"].as_str(), "existing lead", &mut trail)?,
                 "existing-account" => keep(item["dedupe"]["account"]["owner_id"].as_str(), "account", &mut trail)?,
                 _ => None,
             };
         }
-        if owner.is_none() {
+        if owner.is_none() && item["reassign"].is_null() {
             match rules::first_match(config, &item) {
                 None => trail.push("no rule matched".into()),
                 Some(rule) => {
@@ -125,7 +144,7 @@ impl Plugin for Route {
                         owner = keep(Some(owner_id), "named-account", &mut trail)?;
                     } else if let Some(team) = &rule.team {
                         team_name = json!(team);
-                        owner = pick_from_team(team, now, &mut trail)?;
+                        owner = pick_from_team(team, now, &[], &mut trail)?;
                     }
                 }
             }

@@ -1,0 +1,423 @@
+//! `escalate`: the SLA ladder, and the Slack buttons that stop it.
+//!
+//! In the SLA pipeline it starts a ladder when a lead is notified (a
+//! `lead.notified` event), then runs each step on a durable timer: when a
+//! step is due it first looks for activity (a task or event the rep logged
+//! on the lead, a worked status, an Accept click) and stops if there is
+//! any; otherwise it reminds the rep, tells their manager, hands the lead
+//! to the next available rep of the team (through `route`, on port
+//! `reassign`, and back here as the handover), or flags it for VP review.
+//! A rep who lets `pause_after` leads in a row reach reassignment is paused
+//! until they or their manager click Resume.
+//!
+//! In the Slack interactions pipeline it handles Accept (the lead becomes
+//! accepted in the ledger and Salesforce, the ladder stops, the DM says so;
+//! a click on a lead already reassigned is told who owns it now) and Resume.
+
+pub mod ladder;
+
+use handoff_plugin::time::utc_date;
+use handoff_plugin::types::{ActivityKind, Task};
+use handoff_plugin::{
+    Describe, Emit, NodeError, Plugin, Run, Value, chat, clock, crm, emit, json, roster, schedule, state,
+};
+use ladder::{Action, Config, Person, Sla, Touch};
+
+struct Escalate;
+
+impl Plugin for Escalate {
+    type Config = Config;
+
+    fn describe() -> Describe {
+        Describe {
+            name: "escalate",
+            version: env!("CARGO_PKG_VERSION"),
+            description: "The SLA ladder on durable timers (reminder, manager, reassignment, VP review), stopped by activity; Accept and Resume in Slack",
+            outputs: &[
+                "armed",
+                "stopped",
+                "reminded",
+                "escalated",
+                "reassign",
+                "reassigned",
+                "vp-review",
+                "accepted",
+                "answered",
+                "resumed",
+                "other",
+            ],
+            capabilities: &[
+                "crm:read",
+                "crm:write",
+                "chat:write",
+                "roster:read",
+                "roster:write",
+                "state:read",
+                "state:write",
+                "schedule:write",
+            ],
+            config_schema: include_str!("config.schema.json"),
+            lead: r#"{
+                "stopped": {"state": "contacted", "phase": "settled", "detail": "{/sla/did}"},
+                "reminded": {"state": "reminded", "phase": "settled", "detail": "{/sla/did}"},
+                "escalated": {"state": "escalated", "phase": "settled", "detail": "{/sla/did}"},
+                "reassigned": {"state": "reassigned", "phase": "settled", "detail": "{/sla/did}", "owner": "/sla/owner/name"},
+                "vp-review": {"state": "vp-review", "phase": "settled", "detail": "{/sla/did}"},
+                "accepted": {"state": "accepted", "detail": "{/accept/did}"}
+            }"#,
+            ..Describe::default()
+        }
+    }
+
+    fn run(run: &Run<Config>, item: Value) -> Result<Vec<Emit>, NodeError> {
+        if let Some(event) = item.get("event") {
+            return match (event["name"].as_str(), event["type"].as_str()) {
+                (Some("lead.notified"), _) => start(&run.config, event),
+                (_, Some("block_actions")) => click(&run.config, event),
+                _ => Ok(vec![emit("other", &item)]),
+            };
+        }
+        let sla: Sla = serde_json::from_value(item["sla"].clone())
+            .map_err(|e| NodeError::InvalidInput(format!("expected a ladder (`sla`) in the item: {e}")))?;
+        if item.get("routing").is_some() { handover(sla, &item) } else { step(sla) }
+    }
+}
+
+fn text(value: &Value) -> String {
+    value.as_str().unwrap_or_default().to_string()
+}
+
+/// The current owner of a lead, as the ladder last set it.
+fn owner_key(crm_id: &str) -> String {
+    format!("owner:{crm_id}")
+}
+
+fn accepted_key(crm_id: &str) -> String {
+    format!("accepted:{crm_id}")
+}
+
+fn breaches_key(rep_id: &str) -> String {
+    format!("breaches:{rep_id}")
+}
+
+/// A lead was notified: arm its ladder.
+fn start(config: &Config, event: &Value) -> Result<Vec<Emit>, NodeError> {
+    let item = &event["item"];
+    let notification = &item["notification"];
+    // Only a rep's own lead runs a ladder: not a queue post, not a heads-up
+    // to an opportunity's owner.
+    if notification["kind"] != "owner" || notification["dm"].is_null() {
+        return Ok(vec![emit("other", event)]);
+    }
+    let routing = &item["routing"];
+    let owner = Person {
+        id: text(&routing["owner_id"]),
+        name: text(&routing["owner_name"]),
+        email: text(&routing["owner_email"]),
+        dm_channel: notification["dm"]["channel"].as_str().map(str::to_string),
+    };
+    let team = match routing["team"].as_str() {
+        Some(team) => team.to_string(),
+        None => roster::get_rep(&owner.id)?.map(|r| r.team).unwrap_or_default(),
+    };
+    let properties = &item["properties"];
+    let name = [properties["firstname"].as_str(), properties["lastname"].as_str()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut sla = Sla {
+        lead: text(&event["lead_id"]),
+        crm_id: text(&item["salesforce"]["lead_id"]),
+        name,
+        company: text(&properties["company"]),
+        url: text(&item["salesforce"]["url"]),
+        summary: text(&item["summary"]["text"]),
+        team,
+        owners: vec![owner.id.clone()],
+        owner,
+        assigned_at: notification["at"].as_i64().or_else(|| event["at"].as_i64()).unwrap_or_else(clock::now),
+        reassigned_at: None,
+        tasks: notification["task_id"].as_str().map(|t| vec![t.to_string()]).unwrap_or_default(),
+        next: 0,
+        steps: config.steps.clone(),
+        business_hours: config.business_hours,
+        worked_statuses: config.worked_statuses.clone(),
+        pause_after: config.pause_after,
+        vp_task: config.vp_task,
+        ladder_node: config.ladder_node.clone(),
+        did: String::new(),
+    };
+    if sla.crm_id.is_empty() || sla.lead.is_empty() {
+        return Err(NodeError::InvalidInput("the notified item names no lead (lead_id, salesforce.lead_id)".into()));
+    }
+    state::set(&owner_key(&sla.crm_id), &json!(sla.owner).to_string())?;
+    schedule_next(&mut sla)?;
+    Ok(vec![emit("armed", &json!({"sla": sla}))])
+}
+
+/// Sets the timer of the ladder's next step, if there is one.
+fn schedule_next(sla: &mut Sla) -> Result<(), NodeError> {
+    let Some(step) = sla.steps.get(sla.next) else { return Ok(()) };
+    let base = sla.base(sla.next);
+    let due = if sla.business_hours {
+        roster::working_time_after(&sla.owner.id, base, step.after_ms())?
+    } else {
+        base + step.after_ms()
+    };
+    let payload = json!({"sla": sla, "label": sla.label(sla.next)});
+    schedule::at(due, &sla.ladder_node, &payload.to_string(), Some(&sla.timer_key()))?;
+    Ok(())
+}
+
+/// The rep's first own activity on the lead since the clock started, or a
+/// worked status, in words; none when the lead is untouched.
+fn activity(sla: &Sla) -> Result<Option<String>, NodeError> {
+    if let Some(accepted) = state::get(&accepted_key(&sla.crm_id))? {
+        let accepted: Value = serde_json::from_str(&accepted).unwrap_or_default();
+        return Ok(Some(format!("accepted by {} in Slack", text(&accepted["by"]))));
+    }
+    let since = sla.reassigned_at.unwrap_or(sla.assigned_at);
+    let touches: Vec<Touch> = crm::list_activities(&sla.crm_id, since)?
+        .into_iter()
+        .map(|a| Touch {
+            id: a.id,
+            kind: if a.kind == ActivityKind::Event { "event" } else { "task" },
+            subject: a.subject,
+            at: a.created_at,
+        })
+        .collect();
+    if let Some(touch) = ladder::first_touch(&touches, &sla.tasks, since) {
+        return Ok(Some(format!(
+            "{} logged a {} '{}' at {}, {} after assignment",
+            sla.owner.name,
+            touch.kind,
+            touch.subject,
+            ladder::clock_time(touch.at),
+            ladder::span(touch.at - since)
+        )));
+    }
+    if let Some(lead) = crm::get_lead(&sla.crm_id)?
+        && let Some(status) = lead.status.filter(|s| sla.worked_statuses.contains(s))
+    {
+        return Ok(Some(format!("the lead's status is '{status}'")));
+    }
+    Ok(None)
+}
+
+/// A ladder step is due.
+fn step(mut sla: Sla) -> Result<Vec<Emit>, NodeError> {
+    let Some(step) = sla.steps.get(sla.next).cloned() else { return Ok(Vec::new()) };
+    if let Some(touched) = activity(&sla)? {
+        // The rep is on it: the ladder stops, and their run of breaches too.
+        state::set(&breaches_key(&sla.owner.id), "0")?;
+        sla.did = format!("SLA met: {touched}");
+        return Ok(vec![emit("stopped", &json!({"sla": sla}))]);
+    }
+    let waited = ladder::span(clock::now() - sla.base(sla.next));
+    let port = match step.action {
+        Action::Remind => {
+            let text = format!(
+                ":hourglass: Reminder: *{}* ({}) has waited {waited} for you. Accept it or log your first touch in Salesforce.",
+                sla.name, sla.company
+            );
+            let sent = chat::send_dm(&sla.owner.email, &text, Some(&ladder::with_buttons(&sla, &text).to_string()))?;
+            sla.owner.dm_channel = Some(sent.channel);
+            sla.did = format!("{} reminded after {waited} without activity", sla.owner.name);
+            "reminded"
+        }
+        Action::NotifyManager => {
+            let manager = manager_of(&sla.owner.id)?;
+            match &manager {
+                Some(manager) => {
+                    let text = format!(
+                        ":warning: {} has not touched *{}* ({}) in {waited}. <{}|Open in Salesforce>",
+                        sla.owner.name, sla.name, sla.company, sla.url
+                    );
+                    chat::send_dm(&manager.email, &text, None)?;
+                    sla.did =
+                        format!("{}'s manager {} told after {waited} without activity", sla.owner.name, manager.name);
+                }
+                None => sla.did = format!("{} has no manager on the roster to tell", sla.owner.name),
+            }
+            "escalated"
+        }
+        Action::Reassign => {
+            sla.next += 1;
+            let reassign = json!({"team": sla.team, "exclude": sla.owners, "from": sla.owner.name, "after": waited});
+            return Ok(vec![emit("reassign", &json!({"sla": sla, "reassign": reassign}))]);
+        }
+        Action::VpReview => {
+            let vp = match manager_of(&sla.owner.id)? {
+                Some(manager) => manager_of(&manager.id)?,
+                None => None,
+            };
+            match &vp {
+                Some(vp) => {
+                    let text = format!(
+                        ":rotating_light: VP review: *{}* ({}) is still untouched {waited} after being reassigned to {}. <{}|Open in Salesforce>",
+                        sla.name, sla.company, sla.owner.name, sla.url
+                    );
+                    chat::send_dm(&vp.email, &text, None)?;
+                    if sla.vp_task {
+                        let task = Task {
+                            who_id: sla.crm_id.clone(),
+                            owner_id: vp.id.clone(),
+                            subject: format!("VP review: {} untouched {waited} after reassignment", sla.name),
+                            description: Some(format!("Owned by {}. {}", sla.owner.name, sla.summary)),
+                            due_date: utc_date(clock::now()),
+                            priority: "High".into(),
+                        };
+                        sla.tasks.push(crm::create_task(&task)?);
+                    }
+                    sla.did = format!("flagged for VP review by {} ({waited} after reassignment)", vp.name);
+                }
+                None => sla.did = format!("no VP on the roster above {}'s manager", sla.owner.name),
+            }
+            "vp-review"
+        }
+    };
+    sla.next += 1;
+    schedule_next(&mut sla)?;
+    Ok(vec![emit(port, &json!({"sla": sla}))])
+}
+
+/// The manager of a rep (or of a manager: their VP), from the roster.
+fn manager_of(id: &str) -> Result<Option<Person>, NodeError> {
+    let Some(manager_id) = roster::get_rep(id)?.and_then(|r| r.manager_id) else { return Ok(None) };
+    Ok(roster::get_rep(&manager_id)?.map(|m| Person { id: m.id, name: m.name, email: m.email, dm_channel: None }))
+}
+
+/// `route` chose the next owner: hand the lead over.
+fn handover(mut sla: Sla, item: &Value) -> Result<Vec<Emit>, NodeError> {
+    let routing = &item["routing"];
+    let previous = sla.owner.clone();
+    let next = Person {
+        id: text(&routing["owner_id"]),
+        name: text(&routing["owner_name"]),
+        email: text(&routing["owner_email"]),
+        dm_channel: None,
+    };
+    let after = text(&item["reassign"]["after"]);
+    crm::assign_owner(&sla.crm_id, &next.id)?;
+    if let Some(task) = sla.tasks.first() {
+        crm::update_task(task, &json!({"OwnerId": next.id}).to_string())?;
+    }
+    sla.owner = next.clone();
+    if !next.email.is_empty() {
+        let text = format!(
+            ":arrows_counterclockwise: *{}* ({}) is yours: reassigned from {} after {after} without a response.\n{}",
+            sla.name, sla.company, previous.name, sla.summary
+        );
+        let sent = chat::send_dm(&next.email, &text, Some(&ladder::with_buttons(&sla, &text).to_string()))?;
+        sla.owner.dm_channel = Some(sent.channel);
+    }
+    let manager = manager_of(&previous.id)?;
+    if let Some(manager) = &manager {
+        let text = format!(
+            ":arrows_counterclockwise: *{}* ({}) was reassigned from {} to {} after {after} without activity.",
+            sla.name, sla.company, previous.name, next.name
+        );
+        chat::send_dm(&manager.email, &text, None)?;
+    }
+    sla.did = format!("reassigned from {} to {} after {after} without activity", previous.name, next.name);
+    // A rep who lets leads reach reassignment again and again stops
+    // getting new ones until they, or their manager, say otherwise.
+    let breaches = state::increment(&breaches_key(&previous.id), 1)?;
+    if sla.pause_after > 0 && breaches >= i64::from(sla.pause_after) {
+        let reason = format!("{breaches} leads in a row reached reassignment");
+        roster::pause(&previous.id, &reason)?;
+        let text = format!(
+            ":pause_button: {} gets no new leads: {reason}. Click Resume when they are ready to take leads again.",
+            previous.name
+        );
+        chat::send_dm(&previous.email, &text, Some(&ladder::resume_blocks(&previous, &text).to_string()))?;
+        if let Some(manager) = &manager {
+            chat::send_dm(&manager.email, &text, Some(&ladder::resume_blocks(&previous, &text).to_string()))?;
+        }
+        sla.did.push_str(&format!("; {} paused ({reason})", previous.name));
+    }
+    sla.owners.push(next.id.clone());
+    sla.reassigned_at = Some(clock::now());
+    state::set(&owner_key(&sla.crm_id), &json!(sla.owner).to_string())?;
+    schedule_next(&mut sla)?;
+    Ok(vec![emit("reassigned", &json!({"sla": sla}))])
+}
+
+/// A button in Slack was clicked.
+fn click(config: &Config, payload: &Value) -> Result<Vec<Emit>, NodeError> {
+    let action = &payload["actions"][0];
+    let message = chat::MessageRef {
+        channel: payload["channel"]["id"]
+            .as_str()
+            .or_else(|| payload["container"]["channel_id"].as_str())
+            .unwrap_or_default()
+            .to_string(),
+        ts: payload["container"]["message_ts"]
+            .as_str()
+            .or_else(|| payload["message"]["ts"].as_str())
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let blocks = &payload["message"]["blocks"];
+    let now = ladder::clock_time(clock::now());
+    match action["action_id"].as_str() {
+        Some("accept_lead") => accept(config, action, &message, blocks, &now, payload),
+        Some("resume_rep") => {
+            let rep = text(&action["value"]);
+            roster::resume(&rep)?;
+            state::set(&breaches_key(&rep), "0")?;
+            let by = text(&payload["user"]["name"]);
+            let line = format!(":arrow_forward: Resumed by {by} at {now}: leads flow again.");
+            chat::update(&message, &line, Some(&ladder::settled_blocks(blocks, &line).to_string()))?;
+            Ok(vec![emit("resumed", &json!({"rep": rep, "by": by}))])
+        }
+        _ => Ok(vec![emit("other", &json!({"event": payload}))]),
+    }
+}
+
+/// Accept: the lead is the rep's (unless it was reassigned meanwhile).
+fn accept(
+    config: &Config,
+    action: &Value,
+    message: &chat::MessageRef,
+    blocks: &Value,
+    now: &str,
+    payload: &Value,
+) -> Result<Vec<Emit>, NodeError> {
+    let crm_id = text(&action["value"]);
+    let lead = action["block_id"].as_str().and_then(|b| b.strip_prefix("lead:")).unwrap_or_default().to_string();
+    let owner: Option<Person> = state::get(&owner_key(&crm_id))?.and_then(|o| serde_json::from_str(&o).ok());
+    if let Some(accepted) = state::get(&accepted_key(&crm_id))? {
+        let accepted: Value = serde_json::from_str(&accepted).unwrap_or_default();
+        let line = format!("Already accepted by {} at {}.", text(&accepted["by"]), text(&accepted["at_text"]));
+        chat::update(message, &line, Some(&ladder::settled_blocks(blocks, &line).to_string()))?;
+        return Ok(vec![emit("answered", &json!({"lead": lead, "answer": line}))]);
+    }
+    // The click came from a DM; a DM channel is one person's. A click in a
+    // DM that is not the current owner's is a lead reassigned meanwhile.
+    if let Some(owner) = &owner
+        && owner.dm_channel.as_deref().is_some_and(|c| c != message.channel)
+    {
+        let line = format!(
+            ":arrows_counterclockwise: This lead was reassigned and now belongs to {}; it can no longer be accepted here.",
+            owner.name
+        );
+        chat::update(message, &line, Some(&ladder::settled_blocks(blocks, &line).to_string()))?;
+        return Ok(vec![emit("answered", &json!({"lead": lead, "answer": line}))]);
+    }
+    let by = owner.as_ref().map_or_else(|| text(&payload["user"]["name"]), |o| o.name.clone());
+    crm::update_lead(&crm_id, &json!({"Status": config.accept_status}).to_string())?;
+    let at = clock::now();
+    state::set(&accepted_key(&crm_id), &json!({"by": by, "at": at, "at_text": now}).to_string())?;
+    schedule::cancel_key(&format!("sla:{crm_id}"))?;
+    if let Some(owner) = &owner {
+        state::set(&breaches_key(&owner.id), "0")?;
+    }
+    let line = format!(":white_check_mark: Accepted by {by} at {now}");
+    chat::update(message, &line, Some(&ladder::settled_blocks(blocks, &line).to_string()))?;
+    let did = format!("accepted by {by} in Slack at {now}");
+    Ok(vec![emit("accepted", &json!({"lead": lead, "crm_id": crm_id, "accept": {"by": by, "at": at, "did": did}}))])
+}
+
+handoff_plugin::export!(Escalate);
