@@ -126,7 +126,7 @@ pub async fn run(options: DemoOptions) -> Result<String> {
     let app = App::launch(AppOptions {
         plugin_dirs: options.plugin_dirs.clone(),
         database: Some(crate::ledger::Database::Sqlite(state_dir.join("handoff.db"))),
-        ..AppOptions::mql_handoff(
+        ..AppOptions::standard(
             &options.pipelines_dir,
             options.data_dir.clone(),
             crate::emulated::connectors(&sandbox),
@@ -227,9 +227,89 @@ pub async fn run(options: DemoOptions) -> Result<String> {
 
     app.server.settle(Duration::from_secs(120)).await;
     let finished = app.server.finished();
-    let report = render(&leads, &finished, &sandbox);
+    let mut report = render(&leads, &finished, &sandbox);
+    report.push_str(&sla_story(&app, &sandbox, &clock, &state_dir).await?);
     let _ = std::fs::remove_dir_all(&state_dir);
     Ok(report)
+}
+
+/// The lead whose rep never responds in the demo: Marcus Webb, Carlos
+/// Ruiz's.
+const UNTOUCHED: &str = "1002";
+
+/// The follow-up half of the demo, on virtual time: every rep accepts their
+/// new lead within minutes but one, whose lead walks the SLA ladder
+/// (reminder, manager, reassignment, VP review).
+async fn sla_story(app: &App, sandbox: &Emulators, clock: &ManualClock, state_dir: &std::path::Path) -> Result<String> {
+    use crate::ledger::Ledger;
+    let ledger = crate::ledger::SqliteStore::open(&state_dir.join("handoff.db"))?;
+    let t0 = clock.now_ms();
+    let mut out =
+        String::from("\nSLA enforcement, on virtual time (each step only if the rep has not touched the lead):\n");
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/slack/interactions", app.server.addr);
+    // Ten minutes on, every rep accepts their new lead in Slack but one.
+    clock.set(t0 + 10 * 60_000);
+    let clicks: Vec<Value> = {
+        let world = sandbox.state.world();
+        let slack = &world.slack;
+        slack
+            .messages
+            .iter()
+            .filter(|m| m.recipient.is_some())
+            .filter(|m| !m.blocks.as_ref().is_some_and(|b| b.to_string().contains(&format!("lead:{UNTOUCHED}"))))
+            .filter_map(|m| slack.block_action(m, "accept_lead", None, clock.now_ms()))
+            .collect()
+    };
+    let now_secs = crate::capabilities::SystemClock.now_ms() / 1000;
+    for payload in &clicks {
+        handoff_emulators::drive::send_slack_interaction(&http, &url, handoff_emulators::SECRET, payload, now_secs)
+            .await?;
+    }
+    app.server.settle(Duration::from_secs(60)).await;
+    let mut accepted = ledger.leads(Some(&crate::lead::LeadState::ACCEPTED), 1000).await?;
+    accepted.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(first) = accepted.first() {
+        let _ = writeln!(
+            out,
+            "  +10 min   {} accepts {} in Slack: accepted, 'Working - Contacted' in Salesforce, the DM updated, its ladder stopped",
+            first.owner.as_deref().unwrap_or("the rep"),
+            first.name.as_deref().unwrap_or(&first.id)
+        );
+    }
+    let _ = writeln!(out, "            {} leads accepted within 10 minutes in all", accepted.len());
+    let mut shown = ledger.lead(UNTOUCHED).await?.map_or(0, |l| l.timeline.len());
+    for (minutes, label) in [(30, "+30 min"), (120, "+2 h"), (240, "+4 h"), (28 * 60, "+28 h")] {
+        advance(app, &ledger, clock, t0 + minutes * 60_000).await?;
+        let Some(lead) = ledger.lead(UNTOUCHED).await? else { break };
+        let name = lead.name.clone().unwrap_or_else(|| UNTOUCHED.to_string());
+        for step in lead.timeline.iter().skip(shown).filter(|s| s.state.as_str() != "routed") {
+            let _ = writeln!(out, "  {label:<9} {name}: {} ({})", step.detail, step.state);
+        }
+        shown = lead.timeline.len();
+    }
+    let timers = ledger.lead_timers(UNTOUCHED).await?;
+    let on_time = timers.iter().filter(|t| t.state == "fired" && t.settled_at == Some(t.due_at)).count();
+    let _ = writeln!(out, "  {on_time} of {} ladder timers fired exactly at their deadline", timers.len());
+    Ok(out)
+}
+
+/// Moves the clock to `at` and waits for every timer due by then to fire
+/// and what it started to finish.
+async fn advance(app: &App, ledger: &crate::ledger::SqliteStore, clock: &ManualClock, at: i64) -> Result<()> {
+    use crate::ledger::Ledger;
+    clock.set(at);
+    for _ in 0..400 {
+        let due = ledger.next_timer_due().await?;
+        if due.is_none_or(|d| d > at) && app.server.in_flight() == 0 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            if app.server.in_flight() == 0 {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    anyhow::bail!("the timers due by {at} did not settle")
 }
 
 fn tempfile_dir(data_dir: &std::path::Path) -> Result<PathBuf> {

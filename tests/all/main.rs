@@ -14,5 +14,6 @@ mod pipeline_checks;
 mod registry;
 mod sandbox;
 mod scaffold;
+mod schedules;
 mod sla;
 mod validate_plugin;

@@ -41,6 +41,8 @@ struct World {
     listen: SocketAddr,
     /// The ledger every server of this world uses.
     database: Database,
+    /// The pipelines servers run; the shipped ones when empty.
+    pipelines: Vec<std::path::PathBuf>,
 }
 
 /// The unique name each lead carries, so its DM and Salesforce lead can be
@@ -114,7 +116,7 @@ from = "Handoff <handoff@sandbox.test>"
         contacts.push(id.parse().unwrap());
     }
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    World { sandbox, dir, contacts, listen, database }
+    World { sandbox, dir, contacts, listen, database, pipelines: Vec::new() }
 }
 
 impl World {
@@ -145,6 +147,7 @@ impl World {
             .arg(self.dir.path().join("handoff.toml"))
             .arg("--roster")
             .arg(self.dir.path().join("roster.json"))
+            .args(self.pipelines.iter().flat_map(|p| [std::ffi::OsStr::new("--pipeline"), p.as_os_str()]))
             .env("HANDOFF_INSTANCE_ID", id)
             .env("HANDOFF_WAIT_FIRST_MS", "250")
             .env("HANDOFF_WAIT_MAX_MS", "2000")
@@ -381,6 +384,113 @@ fn when_one_of_two_instances_sharing_postgres_dies_the_other_takes_its_leads_ove
         let leads = world.settled(Duration::from_secs(180)).await;
         world.assert_each_handed_off_once(&leads);
 
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    });
+}
+
+/// The SLA ladder in seconds instead of hours (reminder at 4 s, manager at
+/// 8 s, reassignment at 12 s, VP review 4 s after it), for the servers of
+/// `world` to run on real time.
+fn with_fast_ladder(world: &mut World) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    let mut sla: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo.join("sla-enforcement.json")).unwrap()).unwrap();
+    sla["nodes"][0]["config"]["steps"] = json!([
+        {"after": "4s", "action": "remind"},
+        {"after": "8s", "action": "notify-manager"},
+        {"after": "12s", "action": "reassign"},
+        {"after": "4s", "from": "reassignment", "action": "vp-review"}
+    ]);
+    sla.as_object_mut().unwrap().remove("$schema");
+    let fast = world.dir.path().join("sla-fast.json");
+    std::fs::write(&fast, sla.to_string()).unwrap();
+    world.pipelines = vec![repo.join("mql-handoff.json"), fast, repo.join("slack-interactions.json")];
+}
+
+impl World {
+    /// Waits until every lead's ladder has walked to VP review.
+    async fn ladders_done(&self, within: Duration) {
+        let ledger = self.ledger().await.ledger;
+        let deadline = Instant::now() + within;
+        loop {
+            let leads = ledger.leads(None, 10_000).await.unwrap();
+            let done = leads.iter().filter(|l| l.state.as_str() == "vp-review").count();
+            if done == self.contacts.len() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{done} of {} ladders reached VP review", self.contacts.len());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Every step of every lead's ladder happened exactly once: one
+    /// reminder, one word to the manager, one handover (a DM to the new rep
+    /// and one to the manager), one VP review with its task.
+    async fn assert_each_step_once(&self) {
+        let ledger = self.ledger().await.ledger;
+        let (messages, tasks): (Vec<String>, Vec<String>) = {
+            let world = self.sandbox.state.world();
+            let tasks = world.salesforce.objects["Task"].iter().filter_map(|t| t["Subject"].as_str().map(String::from));
+            (world.slack.messages.iter().map(|m| m.text.clone()).collect(), tasks.collect())
+        };
+        for i in 0..self.contacts.len() {
+            let tag = tag(i);
+            let count = |needle: &str| messages.iter().filter(|t| t.contains(&tag) && t.contains(needle)).count();
+            assert_eq!(count("Reminder"), 1, "{tag}: reminders");
+            assert_eq!(count("has not touched"), 1, "{tag}: manager told");
+            // To the next rep of the team, or to the queue when nobody is.
+            assert_eq!(count("is yours: reassigned from") + count("needs an owner"), 1, "{tag}: handovers");
+            assert_eq!(count("was reassigned from"), 1, "{tag}: manager told of the handover");
+            assert_eq!(count("VP review"), 1, "{tag}: VP reviews");
+            let vp_tasks = tasks.iter().filter(|s| s.contains("VP review") && s.contains(&tag)).count();
+            assert_eq!(vp_tasks, 1, "{tag}: VP tasks");
+            let timers = ledger.lead_timers(&self.contacts[i].to_string()).await.unwrap();
+            let fired = timers.iter().filter(|t| t.state == "fired").count();
+            assert_eq!(fired, 4, "{tag}: {timers:?}");
+        }
+    }
+}
+
+#[test]
+fn ladder_steps_fire_once_through_kills_between_and_during_steps() {
+    runtime().block_on(async {
+        let mut world = world(30).await;
+        with_fast_ladder(&mut world);
+        let mut server = world.serve().await;
+        world.send_all(4).await;
+        world.settled(Duration::from_secs(60)).await;
+        // SIGKILL between steps and while they fire: at the reminders, at
+        // the manager step, and at the reassignments.
+        for pause in [4_200_u64, 3_500, 4_300] {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            server.kill();
+            server = world.serve().await;
+        }
+        world.ladders_done(Duration::from_secs(120)).await;
+        world.assert_each_step_once().await;
+        drop(server);
+    });
+}
+
+#[test]
+fn ladder_timers_of_an_instance_that_dies_are_fired_by_the_other() {
+    runtime().block_on(async {
+        let mut world = world_on_postgres(30).await;
+        with_fast_ladder(&mut world);
+        let b_listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut a = world.serve_as("instance-a", world.listen).await;
+        let _b = world.serve_as("instance-b", b_listen).await;
+        world.send_to(&[world.listen, b_listen], 4).await;
+        world.settled(Duration::from_secs(60)).await;
+        // A dies while the ladders are at their manager and reassignment
+        // steps; B fires what A had claimed once A's leases expire.
+        tokio::time::sleep(Duration::from_millis(8_500)).await;
+        a.kill();
+        world.ladders_done(Duration::from_secs(120)).await;
+        world.assert_each_step_once().await;
+        let Database::Postgres { url, schema } = world.database.clone() else { unreachable!() };
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
         client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();

@@ -64,7 +64,7 @@ fn validate_accepts_the_shipped_pipeline_and_rejects_a_broken_one() {
     let stderr = text(&bad.stderr);
     assert!(stderr.contains("broken.json:6:21: error at /nodes/0/plugin: unknown plugin 'validat'"), "{stderr}");
     assert!(
-        stderr.contains("help: loaded plugins are: assign, dedupe, fetch-contact, notify, route, summarize, validate;"),
+        stderr.contains("help: loaded plugins are: assign, dedupe, escalate, fetch-contact, notify, route, summarize, validate;"),
         "{stderr}"
     );
 }
@@ -208,6 +208,13 @@ fn the_demo_hands_off_every_kind_of_lead() {
         "to queue 4",
         "routed, priority",
         "Tom Dubois skipped: out of office",
+        // The SLA half, on virtual time: one Accept, one lead up the ladder.
+        "in Slack: accepted, 'Working - Contacted' in Salesforce",
+        "Carlos Ruiz reminded after 30 min without activity",
+        "Carlos Ruiz's manager Nina Patel told after 2 h",
+        "reassigned from Carlos Ruiz to",
+        "flagged for VP review by Vera Voss",
+        "4 of 4 ladder timers fired exactly at their deadline",
     ] {
         assert!(report.contains(needle), "{needle:?} missing from:\n{report}");
     }

@@ -238,6 +238,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A dropped server claims and fires nothing more; what runs ends.
+        self.state.worker.stop_claiming();
         self.task.abort();
     }
 }

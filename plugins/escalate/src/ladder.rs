@@ -107,6 +107,13 @@ pub struct Config {
     /// The node that runs ladder steps.
     #[serde(default = "default_ladder_node")]
     pub ladder_node: String,
+    /// Where a lead reassigned to a queue (nobody available) is posted.
+    #[serde(default = "default_queue_channel")]
+    pub queue_channel: String,
+}
+
+fn default_queue_channel() -> String {
+    "#revops-alerts".into()
 }
 
 /// A person the ladder talks to.
@@ -168,6 +175,9 @@ pub struct Sla {
     pub vp_task: bool,
     /// The node timers go to.
     pub ladder_node: String,
+    /// Where a lead reassigned to a queue is posted.
+    #[serde(default = "default_queue_channel")]
+    pub queue_channel: String,
     /// What the last step did, in words (the lead's timeline).
     #[serde(default)]
     pub did: String,
@@ -231,7 +241,10 @@ pub fn clock_time(ms: i64) -> String {
 
 /// `45 min`, `2 h`, `1 d 4 h` for a span of milliseconds.
 pub fn span(ms: i64) -> String {
-    let minutes = ms.max(0) / 60_000;
+    if ms < 60_000 {
+        return format!("{} s", ms.max(0) / 1000);
+    }
+    let minutes = ms / 60_000;
     match (minutes / 1440, minutes % 1440 / 60, minutes % 60) {
         (0, 0, m) => format!("{m} min"),
         (0, h, 0) => format!("{h} h"),
@@ -298,6 +311,7 @@ mod tests {
             pause_after: 3,
             vp_task: true,
             ladder_node: "ladder".into(),
+            queue_channel: default_queue_channel(),
             did: String::new(),
         }
     }
@@ -328,6 +342,7 @@ mod tests {
 
     #[test]
     fn words_and_blocks() {
+        assert_eq!(span(4_000), "4 s");
         assert_eq!(clock_time(1_795_000_000_000), "11:06 UTC");
         assert_eq!(
             (span(30 * 60_000), span(4 * 3_600_000), span(90 * 60_000), span(26 * 3_600_000)),

@@ -146,6 +146,7 @@ fn start(config: &Config, event: &Value) -> Result<Vec<Emit>, NodeError> {
         pause_after: config.pause_after,
         vp_task: config.vp_task,
         ladder_node: config.ladder_node.clone(),
+        queue_channel: config.queue_channel.clone(),
         did: String::new(),
     };
     if sla.crm_id.is_empty() || sla.lead.is_empty() {
@@ -248,10 +249,15 @@ fn step(mut sla: Sla) -> Result<Vec<Emit>, NodeError> {
             return Ok(vec![emit("reassign", &json!({"sla": sla, "reassign": reassign}))]);
         }
         Action::VpReview => {
-            let vp = match manager_of(&sla.owner.id)? {
-                Some(manager) => manager_of(&manager.id)?,
-                None => None,
-            };
+            // The VP above the lead's owner, or, for a lead gone to a
+            // queue, above the rep it was first assigned to.
+            let mut vp = None;
+            for id in std::iter::once(&sla.owner.id).chain(sla.owners.first()) {
+                if let Some(manager) = manager_of(id)? {
+                    vp = manager_of(&manager.id)?;
+                    break;
+                }
+            }
             match &vp {
                 Some(vp) => {
                     let text = format!(
@@ -304,7 +310,14 @@ fn handover(mut sla: Sla, item: &Value) -> Result<Vec<Emit>, NodeError> {
         crm::update_task(task, &json!({"OwnerId": next.id}).to_string())?;
     }
     sla.owner = next.clone();
-    if !next.email.is_empty() {
+    if next.email.is_empty() {
+        // Nobody on the team could take it: the queue's channel hears.
+        let text = format!(
+            ":inbox_tray: *{}* ({}) needs an owner: {} did not respond within {after} and nobody else on the team is available.",
+            sla.name, sla.company, previous.name
+        );
+        chat::post(&sla.queue_channel, &text, Some(&ladder::with_buttons(&sla, &text).to_string()))?;
+    } else {
         let text = format!(
             ":arrows_counterclockwise: *{}* ({}) is yours: reassigned from {} after {after} without a response.\n{}",
             sla.name, sla.company, previous.name, sla.summary
