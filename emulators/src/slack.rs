@@ -106,7 +106,22 @@ impl Data {
     /// no such element or is not a DM.
     pub fn block_action(&self, message: &Message, action_id: &str, option: Option<&str>, now_ms: i64) -> Option<Value> {
         let user_id = self.channels.get(&message.channel)?.user.clone()?;
-        let user = self.users.iter().find(|u| u.id == user_id)?;
+        let email = self.users.iter().find(|u| u.id == user_id)?.email.clone();
+        self.block_action_by(&email, message, action_id, option, now_ms)
+    }
+
+    /// The `block_actions` payload Slack sends when the workspace member
+    /// with this email clicks an element of `message` (a DM or a channel
+    /// post); none when there is no such member or element.
+    pub fn block_action_by(
+        &self,
+        email: &str,
+        message: &Message,
+        action_id: &str,
+        option: Option<&str>,
+        now_ms: i64,
+    ) -> Option<Value> {
+        let user = self.users.iter().find(|u| u.email == email)?;
         let (block, element) = message.blocks.as_ref()?.as_array()?.iter().find_map(|block| {
             let element = block["elements"].as_array()?.iter().find(|e| e["action_id"] == action_id)?;
             Some((block, element))

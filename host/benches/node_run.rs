@@ -48,7 +48,7 @@ fn benches(c: &mut Criterion) {
         }),
         attempt: 1,
         config: Arc::from("{}"),
-        item: item.to_string(),
+        item: handoff::record::Item::from_value(item.clone()),
         grants: Default::default(),
         limits: RunLimits::default(),
     };

@@ -65,7 +65,7 @@ async fn run(count: usize) {
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         if clock.now_ms() > start + 60_000
-            && roles.ledger.next_timer_due().await.unwrap().is_none()
+            && roles.ledger.next_timer_due(None).await.unwrap().is_none()
             && app.server.in_flight() == 0
         {
             break;

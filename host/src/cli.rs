@@ -147,8 +147,12 @@ pub fn render_trace(record: &ExecutionRecord, full: bool) -> String {
         );
         let _ = writeln!(out, "    in    {}", shorten(&run.input.to_string(), full));
         for emitted in &run.outputs {
-            let _ =
-                writeln!(out, "    out   {:<8} {}", emitted.port, shorten(&changes(&run.input, &emitted.item), full));
+            let _ = writeln!(
+                out,
+                "    out   {:<8} {}",
+                emitted.port,
+                shorten(&changes(run.input.value(), emitted.item.value()), full)
+            );
         }
         if let Some(error) = &run.error {
             let retry = if error.retryable { " (retryable)" } else { "" };

@@ -300,7 +300,7 @@ async fn advance(app: &App, ledger: &crate::ledger::SqliteStore, clock: &ManualC
     use crate::ledger::Ledger;
     clock.set(at);
     for _ in 0..400 {
-        let due = ledger.next_timer_due().await?;
+        let due = ledger.next_timer_due(None).await?;
         if due.is_none_or(|d| d > at) && app.server.in_flight() == 0 {
             tokio::time::sleep(Duration::from_millis(30)).await;
             if app.server.in_flight() == 0 {
@@ -335,7 +335,7 @@ pub fn outcome(finished: &Finished) -> (String, String, String) {
                     return (
                         "invalid".into(),
                         String::new(),
-                        crate::lead::render_detail(INVALID_REASONS, item, "invalid"),
+                        crate::lead::render_detail(INVALID_REASONS, item.value(), "invalid"),
                     );
                 }
                 ("dedupe", "duplicate") => {

@@ -438,22 +438,25 @@ pub fn transitions<'r, 'a>(
         let Some(out) = run.outputs.first() else {
             continue;
         };
-        learn(&mut facts, &out.item);
+        // Only a marked output is read (and so parsed): an item that means
+        // nothing for its lead stays the bytes it is.
         let Some(mark) = marks_of(&run.node).and_then(|marks| mark_for(marks, &out.port)) else {
             continue;
         };
         let Ok(state) = mark.lead_state() else { continue };
-        if let Some(owner) = text_or_none(&out.item, mark.owner.as_deref()) {
+        let item = out.item.value();
+        learn(&mut facts, item);
+        if let Some(owner) = text_or_none(item, mark.owner.as_deref()) {
             facts.owner = Some(owner);
         }
-        if let Some(id) = text_or_none(&out.item, mark.crm_id.as_deref()) {
+        if let Some(id) = text_or_none(item, mark.crm_id.as_deref()) {
             facts.salesforce_id = Some(id);
         }
-        let detail = render_detail(&mark.detail, &out.item, &out.port);
+        let detail = render_detail(&mark.detail, item, &out.port);
         found.push(Transition {
             node: &run.node,
             step: Step { at: record.at_ms(run.finished_at_us), state, detail },
-            item: &out.item,
+            item,
         });
     }
     (facts, found)

@@ -5,14 +5,123 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
+use std::sync::{Arc, OnceLock};
+
+/// An item flowing through a pipeline: JSON text, checked once, parsed only
+/// when something reads its fields (a lead mark, a test, the CLI). A large
+/// item a plugin emits is carried and routed as the bytes it is, never
+/// blown up into a tree nobody reads.
+#[derive(Clone)]
+pub struct Item {
+    raw: Arc<RawValue>,
+    parsed: Arc<OnceLock<Value>>,
+}
+
+impl Item {
+    /// An item from JSON text.
+    ///
+    /// # Errors
+    ///
+    /// When the text is not JSON.
+    pub fn from_json(text: String) -> Result<Item, serde_json::Error> {
+        let raw: Box<RawValue> = RawValue::from_string(text)?;
+        Ok(Item { raw: Arc::from(raw), parsed: Arc::new(OnceLock::new()) })
+    }
+
+    /// An item from a JSON value.
+    pub fn from_value(value: Value) -> Item {
+        let raw = RawValue::from_string(value.to_string()).expect("a value serializes to JSON");
+        let parsed = OnceLock::new();
+        let _ = parsed.set(value);
+        Item { raw: Arc::from(raw), parsed: Arc::new(parsed) }
+    }
+
+    /// The JSON text.
+    pub fn json(&self) -> &str {
+        self.raw.get()
+    }
+
+    /// Its size in bytes of JSON.
+    pub fn len(&self) -> usize {
+        self.raw.get().len()
+    }
+
+    /// Whether it is empty JSON text (never, for a checked item).
+    pub fn is_empty(&self) -> bool {
+        self.raw.get().is_empty()
+    }
+
+    /// The item as a value, parsed on first use.
+    pub fn value(&self) -> &Value {
+        self.parsed.get_or_init(|| serde_json::from_str(self.raw.get()).unwrap_or(Value::Null))
+    }
+
+    /// The item, or a stand-in naming its size and hash when it is larger
+    /// than `max_bytes` (for records kept in memory).
+    #[must_use]
+    pub fn bounded(&self, max_bytes: usize) -> Item {
+        if self.len() <= max_bytes {
+            return self.clone();
+        }
+        use sha2::Digest;
+        let hash = hex::encode(sha2::Sha256::digest(self.raw.get().as_bytes()));
+        let head: String = self.raw.get().chars().take(256).collect();
+        Item::from_value(serde_json::json!({"truncated": true, "bytes": self.len(), "sha256": hash, "head": head}))
+    }
+}
+
+impl std::ops::Index<&str> for Item {
+    type Output = Value;
+    fn index(&self, key: &str) -> &Value {
+        &self.value()[key]
+    }
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Item) -> bool {
+        self.raw.get() == other.raw.get() || self.value() == other.value()
+    }
+}
+
+impl PartialEq<Value> for Item {
+    fn eq(&self, other: &Value) -> bool {
+        self.value() == other
+    }
+}
+
+impl std::fmt::Debug for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.raw.get())
+    }
+}
+
+impl std::fmt::Display for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.raw.get())
+    }
+}
+
+impl Serialize for Item {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.raw.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Item, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Ok(Item::from_value(value))
+    }
+}
 
 /// One item a run emitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Emitted {
     /// The output port it was emitted on.
     pub port: String,
-    /// The item, as JSON.
-    pub item: Value,
+    /// The item.
+    pub item: Item,
 }
 
 /// Where a plugin log line came from.
@@ -78,7 +187,7 @@ pub struct NodeRunRecord {
     /// 1 for the first attempt; 0 for a run replayed from the journal.
     pub attempt: u32,
     /// The item the node received.
-    pub input: Value,
+    pub input: Item,
     /// What it emitted.
     pub outputs: Vec<Emitted>,
     /// How long the run took.
@@ -107,7 +216,7 @@ pub enum BranchEnd {
         /// The unconnected port.
         port: String,
         /// The item.
-        item: Value,
+        item: Item,
     },
     /// A node failed on an item under `"on_error": "continue"`.
     Failed {

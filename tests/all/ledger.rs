@@ -252,11 +252,12 @@ async fn a_later_duplicate_or_wait_does_not_undo_a_notified_lead(backend: &Backe
         Step { at: 1, state: LeadState::VALIDATED, detail: String::new() },
         Step { at: 2, state: LeadState::NOTIFIED, detail: "told x".into() },
     ];
-    ledger.ledger.record_steps("1001", &facts, &steps).await.unwrap();
-    ledger.ledger.record_steps("1001", &facts, &steps).await.unwrap();
+    ledger.ledger.record_steps("1001", "exec-1", &facts, &steps).await.unwrap();
+    ledger.ledger.record_steps("1001", "exec-1", &facts, &steps).await.unwrap();
     for later in [LeadState::DUPLICATE, LeadState::WAITING] {
+        let execution = format!("exec-{later}");
         let step = Step { at: 3, detail: format!("later {later}"), state: later };
-        ledger.ledger.record_steps("1001", &LeadFacts::default(), &[step]).await.unwrap();
+        ledger.ledger.record_steps("1001", &execution, &LeadFacts::default(), &[step]).await.unwrap();
     }
     let lead = ledger.ledger.lead("1001").await.unwrap().unwrap();
     assert_eq!(lead.state, LeadState::NOTIFIED);
@@ -286,10 +287,10 @@ async fn a_due_timer_fires_once_whichever_instance_claims_it(backend: &Backend) 
     a.timers.schedule(timer("t2", "escalate", None, 2_000), None).await.unwrap();
     a.timers.schedule(timer("t1", "escalate", None, 1_000), None).await.unwrap();
     a.timers.schedule(timer("t3", "escalate", None, 9_000), None).await.unwrap();
-    assert_eq!(a.ledger.next_timer_due().await.unwrap(), Some(1_000));
-    assert!(b.ledger.fire_due_timers(999, 10).await.unwrap().is_empty(), "nothing due yet");
+    assert_eq!(a.ledger.next_timer_due(None).await.unwrap(), Some(1_000));
+    assert!(b.ledger.fire_due_timers(999, 10, None).await.unwrap().is_empty(), "nothing due yet");
     // Both instances reach for the due timers at once: each fires once.
-    let (x, y) = tokio::join!(a.ledger.fire_due_timers(5_000, 10), b.ledger.fire_due_timers(5_000, 10));
+    let (x, y) = tokio::join!(a.ledger.fire_due_timers(5_000, 10, None), b.ledger.fire_due_timers(5_000, 10, None));
     let mut fired: Vec<String> = x.unwrap().into_iter().chain(y.unwrap()).map(|e| e.event_id).collect();
     fired.sort();
     assert_eq!(fired, ["t1", "t2"]);
@@ -299,11 +300,29 @@ async fn a_due_timer_fires_once_whichever_instance_claims_it(backend: &Backend) 
         (t1.source.as_str(), t1.node.as_deref(), t1.payload["n"].as_str()),
         ("timer", Some("ladder"), Some("t1"))
     );
-    assert!(b.ledger.fire_due_timers(5_000, 10).await.unwrap().is_empty(), "fired once");
+    assert!(b.ledger.fire_due_timers(5_000, 10, None).await.unwrap().is_empty(), "fired once");
     let shown = a.ledger.lead_timers("1001").await.unwrap();
     let states: Vec<(&str, &str)> = shown.iter().map(|t| (t.id.as_str(), t.state.as_str())).collect();
     assert_eq!(states, [("t1", "fired"), ("t2", "fired"), ("t3", "pending")]);
     assert_eq!((shown[0].label.as_deref(), shown[0].settled_at), (Some("step t1"), Some(5_000)));
+}
+
+on_both!(an_instance_fires_only_the_timers_of_pipelines_it_serves);
+async fn an_instance_fires_only_the_timers_of_pipelines_it_serves(backend: &Backend) {
+    let (old, new) = (backend.open("old", 30_000).await, backend.open("new", 30_000).await);
+    let recycle = Timer { pipeline: "rejection-recycle".into(), ..timer("r1", "recycle", None, 1_000) };
+    old.timers.schedule(recycle, None).await.unwrap();
+    old.timers.schedule(timer("s1", "escalate", None, 2_000), None).await.unwrap();
+    // An instance from before the recycle pipeline existed serves only `sla`.
+    let served = ["sla".to_string()];
+    assert_eq!(old.ledger.next_timer_due(Some(&served)).await.unwrap(), Some(2_000));
+    let fired = old.ledger.fire_due_timers(5_000, 10, Some(&served)).await.unwrap();
+    assert_eq!(fired.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), ["s1"]);
+    // The recycle timer waits, pending, for an instance that serves it.
+    let both = ["sla".to_string(), "rejection-recycle".to_string()];
+    assert_eq!(new.ledger.next_timer_due(Some(&both)).await.unwrap(), Some(1_000));
+    let fired = new.ledger.fire_due_timers(5_000, 10, Some(&both)).await.unwrap();
+    assert_eq!(fired.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(), ["r1"]);
 }
 
 on_both!(a_key_replaces_the_pending_timer_and_only_its_plugin_cancels);
@@ -329,7 +348,7 @@ async fn a_key_replaces_the_pending_timer_and_only_its_plugin_cancels(backend: &
     let shown = ledger.ledger.lead_timers("1001").await.unwrap();
     assert_eq!(states(shown.clone()), strs(&[("old", "replaced"), ("new", "cancelled"), ("theirs", "pending")]));
     assert_eq!(shown[1].reason.as_deref(), Some("accepted"));
-    assert_eq!(ledger.ledger.next_timer_due().await.unwrap(), Some(3_000));
+    assert_eq!(ledger.ledger.next_timer_due(None).await.unwrap(), Some(3_000));
 }
 
 on_both!(a_timer_commits_with_its_journal_record);

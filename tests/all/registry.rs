@@ -33,7 +33,10 @@ async fn without_directories_the_standard_set_is_built_in() {
     let rt = runtime(&shared_cache_dir());
     let (registry, problems) = PluginRegistry::load(&rt, &[]).await;
     assert!(problems.is_empty(), "{problems:?}");
-    assert_eq!(registry.names(), ["assign", "dedupe", "escalate", "fetch-contact", "notify", "route", "summarize", "validate"]);
+    assert_eq!(
+        registry.names(),
+        ["assign", "dedupe", "escalate", "fetch-contact", "notify", "route", "summarize", "validate"]
+    );
     let validate = registry.get("validate").expect("validate is standard");
     assert_eq!(validate.info.source, PluginSource::Standard);
     assert_eq!(validate.info.outputs, ["valid", "invalid"]);

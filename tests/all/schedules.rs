@@ -77,12 +77,12 @@ async fn each_slot_fires_once_across_instances_and_a_missed_one_once_at_start() 
     let a = launch(&emulators, &clock, state.path(), dir.path()).await;
     let b = launch(&emulators, &clock, state.path(), dir.path()).await;
     let ledger = SqliteStore::open(&state.path().join("handoff.db")).unwrap();
-    assert_eq!(ledger.next_timer_due().await.unwrap(), Some(monday), "the next slot is armed, once");
+    assert_eq!(ledger.next_timer_due(None).await.unwrap(), Some(monday), "the next slot is armed, once");
 
     clock.set(monday);
     wait_for(&[&a, &b], 1).await;
     assert_eq!(runs(&[&a, &b]), [monday], "two instances, one run");
-    assert_eq!(ledger.next_timer_due().await.unwrap(), Some(monday + 7 * DAY), "the next Monday is armed");
+    assert_eq!(ledger.next_timer_due(None).await.unwrap(), Some(monday + 7 * DAY), "the next Monday is armed");
 
     // Every instance stops; three Mondays pass; one starts again.
     drop((a, b));
@@ -92,7 +92,7 @@ async fn each_slot_fires_once_across_instances_and_a_missed_one_once_at_start() 
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(runs(&[&c]), [monday + 7 * DAY], "the missed slot runs once at start, not three times");
     assert_eq!(
-        ledger.next_timer_due().await.unwrap(),
+        ledger.next_timer_due(None).await.unwrap(),
         Some(monday + 4 * 7 * DAY),
         "then the schedule goes on from now"
     );

@@ -48,7 +48,7 @@ async fn advance_to(running: &Running, at: i64) {
     running.clock.set(at);
     let ledger = ledger(running);
     for _ in 0..400 {
-        let pending = ledger.next_timer_due().await.unwrap();
+        let pending = ledger.next_timer_due(None).await.unwrap();
         if pending.is_none_or(|due| due > at) && running.app.server.in_flight() == 0 {
             // Give a just-fired timer's execution the chance to show.
             tokio::time::sleep(Duration::from_millis(30)).await;
@@ -413,4 +413,116 @@ async fn a_rep_who_lets_three_leads_reach_reassignment_is_paused_until_resume() 
     assert!(view["paused"].as_array().unwrap().is_empty(), "{view}");
     let after = new_na_lead(&running, 11).await;
     assert_eq!(ledger(&running).lead(&after.to_string()).await.unwrap().unwrap().owner.as_deref(), Some("Carlos Ruiz"));
+}
+
+#[tokio::test]
+async fn accept_survives_a_slack_outage_on_the_dm_update_and_is_recorded_once() {
+    let running = start_sla(|o| o).await;
+    let t0 = marcus_assigned_to_carlos(&running).await;
+    running.clock.set(t0 + 10 * MINUTE);
+    // Slack fails every try of the connector's first call to chat.update:
+    // the node fails retryable after the Accept is written, and runs again.
+    let tries = handoff_tests::fast_policy().max_attempts;
+    running.emulators.state.world().faults.add(handoff_emulators::Fault {
+        id: 0,
+        provider: "slack".into(),
+        endpoint: Some("chat.update".into()),
+        method: None,
+        kind: handoff_emulators::FaultKind::Status { status: 503, retry_after: None },
+        rate: 1.0,
+        times: Some(tries),
+    });
+    assert_eq!(click(&running, CARLOS, "accept_lead").await.status(), 200);
+    assert_eq!(lead_state(&running, "1002").await, "accepted", "the retry goes on as this click's Accept");
+    let dm = {
+        let world = running.emulators.state.world();
+        world.slack.messages.iter().find(|m| m.recipient.as_deref() == Some(CARLOS)).cloned().unwrap()
+    };
+    assert!(dm.text.contains("Accepted by Carlos Ruiz"), "not 'Already accepted': {}", dm.text);
+    assert_eq!(timers(&running, "1002").await[0].state, "cancelled");
+}
+
+#[tokio::test]
+async fn an_accept_from_an_earlier_handoff_does_not_stop_the_ladder_of_the_next() {
+    let running = start_sla(|o| o).await;
+    let t0 = marcus_assigned_to_carlos(&running).await;
+    running.clock.set(t0 + 10 * MINUTE);
+    assert_eq!(click(&running, CARLOS, "accept_lead").await.status(), 200);
+    assert_eq!(lead_state(&running, "1002").await, "accepted");
+
+    // A quarter later the same person qualifies again: same Salesforce lead.
+    let t1 = t0 + 90 * 24 * HOUR;
+    running.clock.set(t1);
+    let mut again = mql_event(2, 1002);
+    again["occurredAt"] = json!(t1);
+    deliver(&running, json!([again])).await;
+    assert_eq!(dms_to(&running, CARLOS).len(), 2, "the new handoff's DM");
+    let lead = sf_lead(&running, "marcus.webb@brightline-analytics.com");
+    assert_eq!(lead["Status"], "Open - Not Contacted", "open again for the new handoff");
+    let record = ledger(&running).lead("1002").await.unwrap().unwrap();
+    let notified = record.timeline.iter().filter(|s| s.state.as_str() == "notified").count();
+    assert_eq!(notified, 2, "the timeline shows both handoffs: {:#?}", record.timeline);
+    advance_to(&running, t1 + 30 * MINUTE).await;
+    let dms = dms_to(&running, CARLOS);
+    assert_eq!(dms.len(), 3, "the new ladder reminds: {dms:?}");
+    assert!(dms[2].contains("Reminder"), "{}", dms[2]);
+    assert_eq!(lead_state(&running, "1002").await, "reminded");
+}
+
+#[tokio::test]
+async fn a_lead_in_the_queue_goes_to_the_rep_who_takes_it_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let roster_path = carlos_alone(dir.path());
+    let roster = handoff::roster::FileRoster::load(&roster_path).unwrap().current();
+    let running = start_sla(|o| handoff::app::AppOptions { roster: roster_path, ..o }).await;
+    let t0 = running.clock.now_ms();
+    let lead = new_na_lead(&running, 1).await.to_string();
+    advance_to(&running, t0 + 4 * HOUR).await;
+    assert_eq!(lead_state(&running, &lead).await, "reassigned");
+    let post = {
+        let world = running.emulators.state.world();
+        world.slack.messages.iter().rev().find(|m| m.recipient.is_none() && m.text.contains("needs an owner")).cloned()
+    }
+    .expect("the queue hears of the lead");
+
+    // Carlos clicks his old DM: the lead is the queue's now, not his.
+    let url = format!("http://{}/slack/interactions", running.app.server.addr);
+    let send = |payload: Value| {
+        let url = url.clone();
+        async move {
+            let response = handoff_emulators::drive::send_slack_interaction(
+                &reqwest::Client::new(),
+                &url,
+                handoff_emulators::SECRET,
+                &payload,
+                jiff::Timestamp::now().as_second(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    };
+    let now = running.clock.now_ms();
+    let old_dm = {
+        let world = running.emulators.state.world();
+        let dm = world.slack.messages.iter().find(|m| m.recipient.as_deref() == Some(CARLOS)).unwrap().clone();
+        world.slack.block_action(&dm, "accept_lead", None, now).unwrap()
+    };
+    send(old_dm).await;
+    assert!(running.app.server.settle(Duration::from_secs(30)).await);
+    assert_eq!(lead_state(&running, &lead).await, "reassigned", "not accepted from an earlier owner's DM");
+
+    // A rep of another team takes it from the queue's post.
+    let taker = roster.reps.iter().find(|r| r.team == "emea").expect("an EMEA rep");
+    let click = running.emulators.state.world().slack.block_action_by(&taker.email, &post, "accept_lead", None, now);
+    send(click.expect("the post has Accept")).await;
+    assert!(running.app.server.settle(Duration::from_secs(30)).await);
+    assert_eq!(lead_state(&running, &lead).await, "accepted");
+    let record = ledger(&running).lead(&lead).await.unwrap().unwrap();
+    assert!(record.timeline.last().unwrap().detail.contains(&format!("accepted by {}", taker.name)));
+    let sf = {
+        let world = running.emulators.state.world();
+        world.salesforce.objects["Lead"].iter().find(|l| l["Email"] == "buyer1@na-prospect1.com").cloned().unwrap()
+    };
+    assert_eq!(sf["OwnerId"].as_str(), Some(taker.id.as_str()), "the taker owns it in Salesforce");
 }

@@ -64,7 +64,7 @@ fn main() {
                 }),
                 attempt: 1,
                 config: Arc::from(r#"{"tag": "hot"}"#),
-                item: r#"{"lead": 1}"#.into(),
+                item: handoff::record::Item::from_value(serde_json::json!({"lead": 1})),
                 grants: Default::default(),
                 limits: RunLimits { memory_bytes: 256 << 20, ..RunLimits::default() },
             };

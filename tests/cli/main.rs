@@ -64,7 +64,9 @@ fn validate_accepts_the_shipped_pipeline_and_rejects_a_broken_one() {
     let stderr = text(&bad.stderr);
     assert!(stderr.contains("broken.json:6:21: error at /nodes/0/plugin: unknown plugin 'validat'"), "{stderr}");
     assert!(
-        stderr.contains("help: loaded plugins are: assign, dedupe, escalate, fetch-contact, notify, route, summarize, validate;"),
+        stderr.contains(
+            "help: loaded plugins are: assign, dedupe, escalate, fetch-contact, notify, route, summarize, validate;"
+        ),
         "{stderr}"
     );
 }
@@ -260,7 +262,7 @@ fn leads_and_lead_read_the_ledger() {
                 detail: "told lena.fischer@handoff-demo.com".into(),
             },
         ];
-        store.record_steps("1005", &facts, &steps).await.unwrap();
+        store.record_steps("1005", "exec-1", &facts, &steps).await.unwrap();
     });
     let list = text(&handoff(dir.path(), &["leads", "--state", "notified"]).stdout);
     assert!(list.contains("1005") && list.contains("Greta Holm") && list.contains("Lena Fischer"), "{list}");

@@ -341,8 +341,10 @@ pub trait Ledger: Send + Sync {
     /// Marks an event's execution finished; `false` when this instance no
     /// longer held the event (another took it over), and nothing changed.
     async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<bool>;
-    /// Applies the steps of a finished execution to its lead.
-    async fn record_steps(&self, lead_id: &str, facts: &LeadFacts, steps: &[Step]) -> Result<()>;
+    /// Applies the steps of a finished execution (`execution`) to its lead.
+    /// Steps it recorded already (a rerun) are not repeated; the same steps
+    /// from another execution (the lead handed off again) are.
+    async fn record_steps(&self, lead_id: &str, execution: &str, facts: &LeadFacts, steps: &[Step]) -> Result<()>;
     /// Leads, most recently updated first, optionally in one state.
     async fn leads(&self, state: Option<&LeadState>, limit: usize) -> Result<Vec<LeadRecord>>;
     /// The states leads are in now, with how many are in each.
@@ -353,9 +355,13 @@ pub trait Ledger: Send + Sync {
     /// deadline order: each becomes an event (source `timer`, its id the
     /// timer's) claimed by this instance, in the same transaction, so a
     /// timer fires exactly once whichever instance claims it.
-    async fn fire_due_timers(&self, now: i64, limit: usize) -> Result<Vec<InboundEvent>>;
-    /// When the next pending timer is due, if any.
-    async fn next_timer_due(&self) -> Result<Option<i64>>;
+    /// Only timers of `pipelines` fire, when given: an instance that does
+    /// not serve a pipeline (an older one, during a rolling deploy) leaves
+    /// its timers pending for one that does.
+    async fn fire_due_timers(&self, now: i64, limit: usize, pipelines: Option<&[String]>) -> Result<Vec<InboundEvent>>;
+    /// When the next pending timer (of `pipelines`, when given) is due, if
+    /// any.
+    async fn next_timer_due(&self, pipelines: Option<&[String]>) -> Result<Option<i64>>;
     /// Timers set about a lead, by due time.
     async fn lead_timers(&self, lead_id: &str) -> Result<Vec<TimerRecord>>;
     /// Reps paused now.

@@ -102,6 +102,7 @@ const MIGRATIONS: &[&str] = &[
         since BIGINT NOT NULL
     );
 "#,
+    "ALTER TABLE lead_steps ADD COLUMN execution_id TEXT;",
 ];
 
 /// Most connections one instance opens.
@@ -537,7 +538,7 @@ impl Ledger for PostgresStore {
         Ok(changed == 1)
     }
 
-    async fn record_steps(&self, lead_id: &str, facts: &LeadFacts, steps: &[Step]) -> Result<()> {
+    async fn record_steps(&self, lead_id: &str, execution: &str, facts: &LeadFacts, steps: &[Step]) -> Result<()> {
         let Some(last) = steps.last() else { return Ok(()) };
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -573,10 +574,11 @@ impl Ledger for PostgresStore {
         .await?;
         for step in steps {
             tx.execute(
-                "INSERT INTO lead_steps (lead_id, at, state, detail, phase)
-                 SELECT $1, $2, $3, $4, $5
-                 WHERE NOT EXISTS (SELECT 1 FROM lead_steps WHERE lead_id = $1 AND state = $3 AND detail = $4)",
-                &[&lead_id, &step.at, &step.state.as_str(), &step.detail, &step.state.phase().as_str()],
+                "INSERT INTO lead_steps (lead_id, at, state, detail, phase, execution_id)
+                 SELECT $1, $2, $3, $4, $5, $6
+                 WHERE NOT EXISTS (SELECT 1 FROM lead_steps
+                   WHERE lead_id = $1 AND state = $3 AND detail = $4 AND execution_id IS NOT DISTINCT FROM $6)",
+                &[&lead_id, &step.at, &step.state.as_str(), &step.detail, &step.state.phase().as_str(), &execution],
             )
             .await?;
         }
@@ -616,7 +618,8 @@ impl Ledger for PostgresStore {
         load_lead(&client, id, true).await
     }
 
-    async fn fire_due_timers(&self, now: i64, limit: usize) -> Result<Vec<InboundEvent>> {
+    async fn fire_due_timers(&self, now: i64, limit: usize, pipelines: Option<&[String]>) -> Result<Vec<InboundEvent>> {
+        let pipelines: Option<Vec<String>> = pipelines.map(<[String]>::to_vec);
         let mut client = self.client().await?;
         let me = &self.inner.instance;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -627,9 +630,10 @@ impl Ledger for PostgresStore {
                 "UPDATE timers SET state = 'fired', settled_at = $1
                  WHERE id IN (
                     SELECT id FROM timers WHERE state = 'pending' AND due_at <= $1
+                      AND ($3::text[] IS NULL OR pipeline = ANY($3))
                     ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
                  RETURNING id, pipeline, node, lead_id, payload, due_at",
-                &[&now, &limit],
+                &[&now, &limit, &pipelines],
             )
             .await?;
         let mut fired: Vec<(i64, InboundEvent)> = Vec::with_capacity(rows.len());
@@ -669,9 +673,16 @@ impl Ledger for PostgresStore {
         Ok(fired.into_iter().map(|(_, e)| e).collect())
     }
 
-    async fn next_timer_due(&self) -> Result<Option<i64>> {
+    async fn next_timer_due(&self, pipelines: Option<&[String]>) -> Result<Option<i64>> {
+        let pipelines: Option<Vec<String>> = pipelines.map(<[String]>::to_vec);
         let client = self.client().await?;
-        Ok(client.query_one("SELECT MIN(due_at) FROM timers WHERE state = 'pending'", &[]).await?.get(0))
+        Ok(client
+            .query_one(
+                "SELECT MIN(due_at) FROM timers WHERE state = 'pending' AND ($1::text[] IS NULL OR pipeline = ANY($1))",
+                &[&pipelines],
+            )
+            .await?
+            .get(0))
     }
 
     async fn lead_timers(&self, lead_id: &str) -> Result<Vec<TimerRecord>> {

@@ -103,6 +103,9 @@ const MIGRATIONS: &[&str] = &[
         since INTEGER NOT NULL
     );
 "#,
+    // A step is the same step only within one execution: a lead handed off
+    // again shows its second handoff's steps too.
+    "ALTER TABLE lead_steps ADD COLUMN execution_id TEXT;",
 ];
 
 /// Most writes committed together in one transaction.
@@ -585,8 +588,9 @@ impl Ledger for SqliteStore {
         .await
     }
 
-    async fn record_steps(&self, lead_id: &str, facts: &LeadFacts, steps: &[Step]) -> Result<()> {
-        let (lead_id, facts, steps) = (lead_id.to_string(), facts.clone(), steps.to_vec());
+    async fn record_steps(&self, lead_id: &str, execution: &str, facts: &LeadFacts, steps: &[Step]) -> Result<()> {
+        let (lead_id, execution, facts, steps) =
+            (lead_id.to_string(), execution.to_string(), facts.clone(), steps.to_vec());
         self.write(move |tx| {
             let Some(last) = steps.last() else { return Ok(()) };
             let existing: Option<LeadState> = tx
@@ -622,16 +626,17 @@ impl Ledger for SqliteStore {
             for step in &steps {
                 // A rerun replays steps the lead already shows.
                 let known: bool = tx.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM lead_steps WHERE lead_id = ?1 AND state = ?2 AND detail = ?3)",
-                    params![lead_id, step.state.as_str(), step.detail],
+                    "SELECT EXISTS (SELECT 1 FROM lead_steps
+                     WHERE lead_id = ?1 AND state = ?2 AND detail = ?3 AND execution_id IS ?4)",
+                    params![lead_id, step.state.as_str(), step.detail, execution],
                     |r| r.get(0),
                 )?;
                 if known {
                     continue;
                 }
                 tx.execute(
-                    "INSERT INTO lead_steps (lead_id, at, state, phase, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![lead_id, step.at, step.state.as_str(), step.state.phase().as_str(), step.detail],
+                    "INSERT INTO lead_steps (lead_id, at, state, phase, detail, execution_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![lead_id, step.at, step.state.as_str(), step.state.phase().as_str(), step.detail, execution],
                 )?;
             }
             Ok(())
@@ -682,17 +687,20 @@ impl Ledger for SqliteStore {
         self.read(move |c| load_lead(c, &id)).await
     }
 
-    async fn fire_due_timers(&self, now: i64, limit: usize) -> Result<Vec<InboundEvent>> {
+    async fn fire_due_timers(&self, now: i64, limit: usize, pipelines: Option<&[String]>) -> Result<Vec<InboundEvent>> {
         let instance = self.inner.instance.clone();
+        let pipelines = pipelines.map(|p| serde_json::to_string(p).unwrap_or_default());
         let lease_until = Self::now().saturating_add(self.lease_ms());
         self.write(move |c| {
             let due: Vec<(String, String, String, Option<String>, String)> = {
                 let mut statement = c.prepare_cached(
                     "SELECT id, pipeline, node, lead_id, payload FROM timers
-                     WHERE state = 'pending' AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
+                     WHERE state = 'pending' AND due_at <= ?1
+                       AND (?3 IS NULL OR pipeline IN (SELECT value FROM json_each(?3)))
+                     ORDER BY due_at, id LIMIT ?2",
                 )?;
                 statement
-                    .query_map(params![now, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                    .query_map(params![now, i64::try_from(limit).unwrap_or(i64::MAX), pipelines], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                     })?
                     .collect::<rusqlite::Result<_>>()?
@@ -727,9 +735,17 @@ impl Ledger for SqliteStore {
         .await
     }
 
-    async fn next_timer_due(&self) -> Result<Option<i64>> {
-        self.read(|c| Ok(c.query_row("SELECT MIN(due_at) FROM timers WHERE state = 'pending'", [], |r| r.get(0))?))
-            .await
+    async fn next_timer_due(&self, pipelines: Option<&[String]>) -> Result<Option<i64>> {
+        let pipelines = pipelines.map(|p| serde_json::to_string(p).unwrap_or_default());
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT MIN(due_at) FROM timers WHERE state = 'pending'
+                   AND (?1 IS NULL OR pipeline IN (SELECT value FROM json_each(?1)))",
+                [pipelines],
+                |r| r.get(0),
+            )?)
+        })
+        .await
     }
 
     async fn lead_timers(&self, lead_id: &str) -> Result<Vec<TimerRecord>> {

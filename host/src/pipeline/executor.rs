@@ -4,7 +4,7 @@
 use super::PreparedPipeline;
 use super::model::{ERROR_PORT, OnError, TRIGGER, TRIGGER_PORT};
 use crate::capabilities::{Capabilities, RunIdentity};
-use crate::record::{BranchEnd, Emitted, ExecutionRecord, ExecutionStatus, NodeRunRecord, RunError};
+use crate::record::{BranchEnd, Emitted, ExecutionRecord, ExecutionStatus, Item, NodeRunRecord, RunError};
 use crate::runtime::{Invocation, NodeFailure, Runtime};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -85,7 +85,8 @@ impl Executor {
             ends: Vec::new(),
         };
 
-        let mut queue: VecDeque<(String, Value)> = match start {
+        let input = Item::from_value(input);
+        let mut queue: VecDeque<(String, Item)> = match start {
             Start::Trigger => {
                 pipeline.targets(TRIGGER, TRIGGER_PORT).iter().map(|t| (t.clone(), input.clone())).collect()
             }
@@ -116,7 +117,6 @@ impl Executor {
                 effect_scope: format!("{execution_id}/{node_id}/{nth}"),
                 journal_empty: first_run,
             });
-            let item_json = item.to_string();
             // A node run that completed in an earlier run of this execution
             // (before a crash, or before a later node failed) is not run
             // again: its recorded outputs are reused, so the rerun makes the
@@ -163,7 +163,7 @@ impl Executor {
                     identity,
                     attempt,
                     config: node.config.clone(),
-                    item: item_json.clone(),
+                    item: item.clone(),
                     grants: node.grants,
                     limits: node.limits,
                 };
@@ -186,7 +186,14 @@ impl Executor {
                 });
                 match outcome.result {
                     Ok(emitted) => {
-                        if let Some(journal) = &self.capabilities.journal
+                        // Outputs that go on to other nodes are journaled,
+                        // so a rerun resumes with the same items; a node
+                        // whose items all end their branch just runs again
+                        // (its effects replayed), and a large final item is
+                        // never copied into the ledger.
+                        let routed_on = emitted.iter().any(|e| !pipeline.targets(&node_id, &e.port).is_empty());
+                        if routed_on
+                            && let Some(journal) = &self.capabilities.journal
                             && let Err(e) = journal.record(&outputs_key, &serde_json::json!(emitted)).await
                         {
                             tracing::error!(error = %e, node = %node_id, "cannot journal a node's outputs");
@@ -223,13 +230,13 @@ fn run_error(failure: &NodeFailure) -> RunError {
 }
 
 /// The item a node with `"on_error": "error-port"` emits for a failure.
-fn error_item(node: &str, attempts: u32, failure: &NodeFailure, item: Value) -> Emitted {
+fn error_item(node: &str, attempts: u32, failure: &NodeFailure, item: Item) -> Emitted {
     Emitted {
         port: ERROR_PORT.to_string(),
-        item: json!({
+        item: Item::from_value(json!({
             "error": {"node": node, "kind": failure.kind(), "message": failure.to_string(), "attempts": attempts},
             "item": item,
-        }),
+        })),
     }
 }
 
@@ -239,7 +246,7 @@ fn route(
     prepared: &PreparedPipeline,
     node_id: &str,
     emitted: Vec<Emitted>,
-    queue: &mut VecDeque<(String, Value)>,
+    queue: &mut VecDeque<(String, Item)>,
     ends: &mut Vec<BranchEnd>,
 ) {
     for Emitted { port, item } in emitted {

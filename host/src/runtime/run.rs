@@ -42,8 +42,8 @@ pub struct Invocation {
     pub attempt: u32,
     /// The node's config, as JSON.
     pub config: Arc<str>,
-    /// The input item, as JSON.
-    pub item: String,
+    /// The input item.
+    pub item: crate::record::Item,
     /// What the node grants.
     pub grants: GrantSet,
     /// What the run is held to.
@@ -198,7 +198,7 @@ impl Runtime {
         let grace = limits.deadline + EPOCH_TICK * 4;
         let call = async {
             let node = plugin.pre.instantiate_async(&mut store).await?;
-            node.call_run(&mut store, &context, &item).await
+            node.call_run(&mut store, &context, &item.json().to_string()).await
         };
         let raw = tokio::time::timeout(grace, call).await;
 
@@ -283,7 +283,7 @@ fn check_output(
                     ),
                 });
             }
-            let item = serde_json::from_str(&emit.item).map_err(|e| NodeFailure::BadOutput {
+            let item = crate::record::Item::from_json(emit.item).map_err(|e| NodeFailure::BadOutput {
                 message: format!("item {index} on port '{}' is not valid JSON: {e}", emit.port),
             })?;
             Ok(Emitted { port: emit.port, item })

@@ -161,9 +161,48 @@ async fn timings(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> 
     Json(json!(list.iter().collect::<Vec<_>>()))
 }
 
-async fn executions(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let list = state.finished.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    Json(json!(list.iter().collect::<Vec<_>>()))
+/// Most bytes one page of `/api/executions` holds.
+const EXECUTIONS_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(serde::Deserialize)]
+struct ExecutionsQuery {
+    /// Return executions older than this sequence number (the page before).
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Recent executions, newest first, a page at a time: at most `limit`
+/// (default 100) and [`EXECUTIONS_PAGE_BYTES`] of JSON; `next` is the
+/// `before` of the page after, or null.
+async fn executions(State(state): State<Arc<AppState>>, Query(query): Query<ExecutionsQuery>) -> Response {
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let mut page = String::from("[");
+    let mut count = 0;
+    let mut next = None;
+    {
+        let recent = state.finished.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let oldest = recent.next.saturating_sub(recent.list.len() as u64);
+        for (index, (_, finished)) in recent.list.iter().enumerate().rev() {
+            let seq = oldest + index as u64;
+            if query.before.is_some_and(|before| seq >= before) {
+                continue;
+            }
+            let text = serde_json::to_string(&json!({"seq": seq, "execution": finished})).unwrap_or_default();
+            if count == limit || (count > 0 && page.len() + text.len() > EXECUTIONS_PAGE_BYTES) {
+                next = Some(seq + 1);
+                break;
+            }
+            if count > 0 {
+                page.push(',');
+            }
+            page.push_str(&text);
+            count += 1;
+        }
+    }
+    page.push(']');
+    let next = next.map_or_else(|| "null".to_string(), |n| n.to_string());
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], format!(r#"{{"executions":{page},"next":{next}}}"#))
+        .into_response()
 }
 
 /// The roster as routing sees it now: each team's reps, whether each can

@@ -34,8 +34,16 @@ use std::time::Instant;
 
 /// Largest webhook body accepted (HubSpot sends at most 100 events).
 pub const BODY_LIMIT: usize = 1024 * 1024;
-/// Executions kept in memory, in full, for `GET /api/executions`.
+/// Executions kept in memory for `GET /api/executions`, at most.
 pub const RECENT_EXECUTIONS: usize = 1_000;
+/// Bytes of items and logs those executions may hold in all: the oldest go
+/// first beyond it.
+pub const RECENT_BYTES: usize = 32 * 1024 * 1024;
+/// Largest item kept whole in a recent execution; a larger one is kept as
+/// its size, hash and first bytes.
+pub const RECENT_ITEM_BYTES: usize = 16 * 1024;
+/// Log lines kept per node run in a recent execution.
+pub const RECENT_LOG_LINES: usize = 100;
 /// Executions whose timings are kept for `GET /api/executions/timings`.
 pub const RECENT_TIMINGS: usize = 100_000;
 
@@ -93,11 +101,83 @@ pub struct AppState {
     ops_channel: Option<String>,
     sweep: Option<HubSpot>,
     api_token: Option<Secret>,
-    finished: Mutex<VecDeque<Finished>>,
+    finished: Mutex<Recent>,
     timings: Mutex<VecDeque<serde_json::Value>>,
     worker: worker::Worker,
     clock: Arc<dyn Clock>,
     waiting: WaitPolicy,
+}
+
+/// The recent executions kept in memory, bounded in count and in bytes.
+#[derive(Default)]
+struct Recent {
+    list: VecDeque<(usize, Finished)>,
+    bytes: usize,
+    /// Sequence number of the next one (what `/api/executions` pages by).
+    next: u64,
+}
+
+impl Recent {
+    fn push(&mut self, finished: Finished) {
+        let finished = compact(finished);
+        let size = record_bytes(&finished.record);
+        self.list.push_back((size, finished));
+        self.bytes += size;
+        self.next += 1;
+        while self.list.len() > RECENT_EXECUTIONS || (self.bytes > RECENT_BYTES && self.list.len() > 1) {
+            if let Some((size, _)) = self.list.pop_front() {
+                self.bytes -= size;
+            }
+        }
+    }
+}
+
+/// A finished execution as kept in memory: large items stand in for by
+/// their size and hash, logs cut to [`RECENT_LOG_LINES`] a run.
+fn compact(mut finished: Finished) -> Finished {
+    for run in &mut finished.record.runs {
+        run.input = run.input.bounded(RECENT_ITEM_BYTES);
+        for out in &mut run.outputs {
+            out.item = out.item.bounded(RECENT_ITEM_BYTES);
+        }
+        if run.logs.len() > RECENT_LOG_LINES {
+            let dropped = run.logs.len() - RECENT_LOG_LINES;
+            run.logs.truncate(RECENT_LOG_LINES);
+            run.logs.push(crate::record::LogLine {
+                stream: crate::record::LogStream::Warn,
+                message: format!("({dropped} more lines in this run, not kept)"),
+            });
+        }
+    }
+    for end in &mut finished.record.ends {
+        if let crate::record::BranchEnd::Unconnected { item, .. } = end {
+            *item = item.bounded(RECENT_ITEM_BYTES);
+        }
+    }
+    finished
+}
+
+/// About how many bytes a kept record holds.
+fn record_bytes(record: &ExecutionRecord) -> usize {
+    let runs: usize = record
+        .runs
+        .iter()
+        .map(|r| {
+            r.input.len()
+                + r.outputs.iter().map(|o| o.item.len()).sum::<usize>()
+                + r.logs.iter().map(|l| l.message.len()).sum::<usize>()
+                + 256
+        })
+        .sum();
+    let ends: usize = record
+        .ends
+        .iter()
+        .map(|e| match e {
+            crate::record::BranchEnd::Unconnected { item, .. } => item.len(),
+            crate::record::BranchEnd::Failed { error, .. } => error.message.len(),
+        })
+        .sum();
+    runs + ends + 512
 }
 
 impl AppState {
@@ -113,16 +193,17 @@ impl AppState {
                 "nodes": finished.record.runs.iter().map(|r| json!([r.node, r.duration_us])).collect::<Vec<_>>(),
             }));
         }
-        let mut list = self.finished.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if list.len() >= RECENT_EXECUTIONS {
-            list.pop_front();
-        }
-        list.push_back(finished);
+        self.finished.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(finished);
     }
 
     /// The served pipeline called `name`.
     fn pipeline(&self, name: &str) -> Option<Arc<PreparedPipeline>> {
         self.pipelines.iter().find(|p| p.pipeline.name == name).cloned()
+    }
+
+    /// The names of the pipelines this instance serves.
+    fn pipeline_names(&self) -> Vec<String> {
+        self.pipelines.iter().map(|p| p.pipeline.name.clone()).collect()
     }
 }
 
@@ -159,7 +240,7 @@ impl Server {
             ops_channel: config.ops_channel,
             sweep: config.sweep.as_ref().map(|(h, _)| h.clone()),
             api_token: config.api_token.clone(),
-            finished: Mutex::new(VecDeque::new()),
+            finished: Mutex::new(Recent::default()),
             timings: Mutex::new(VecDeque::new()),
             worker: worker::Worker::default(),
             clock,
@@ -215,7 +296,8 @@ impl Server {
 
     /// Executions finished so far (most recent last).
     pub fn finished(&self) -> Vec<Finished> {
-        self.state.finished.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
+        let recent = self.state.finished.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent.list.iter().map(|(_, f)| f.clone()).collect()
     }
 
     /// Executions still running.

@@ -26,6 +26,8 @@ pub const CLAIM_EVERY: std::time::Duration = std::time::Duration::from_millis(50
 pub const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(50);
 /// Timers fired per ledger transaction.
 const TIMER_BATCH: usize = 256;
+/// How often the schedule triggers' next slots are armed again.
+const REARM_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the worker keeps: the executions it runs.
 #[derive(Default)]
@@ -93,6 +95,7 @@ async fn own_work(state: Arc<AppState>) {
     let renew_every = state.ledger.instance().lease / 3;
     let mut renewed = Instant::now();
     let mut claimed = Instant::now();
+    let mut armed = Instant::now();
     let mut next_timer = next_timer_due(&state).await;
     loop {
         tokio::time::sleep(TIMER_TICK).await;
@@ -110,6 +113,15 @@ async fn own_work(state: Arc<AppState>) {
             continue;
         }
         claimed = Instant::now();
+        // A slot whose arming was lost (the instance that fired the last
+        // slot died first, or the ledger refused) is armed again here:
+        // slot ids are fixed, so arming twice is harmless.
+        if !stopping && armed.elapsed() >= REARM_EVERY {
+            armed = Instant::now();
+            if let Err(e) = arm_schedules(&state, None).await {
+                tracing::warn!(error = %e, "cannot arm the schedule triggers; trying again");
+            }
+        }
         // Timers another instance (or a plugin run here) set since.
         next_timer = next_timer_due(&state).await;
         if renewed.elapsed() >= renew_every {
@@ -132,7 +144,7 @@ async fn own_work(state: Arc<AppState>) {
 /// When the next pending timer is due; none when there is none or the
 /// ledger cannot tell (the next poll asks again).
 async fn next_timer_due(state: &AppState) -> Option<i64> {
-    match state.ledger.next_timer_due().await {
+    match state.ledger.next_timer_due(Some(&state.pipeline_names())).await {
         Ok(due) => due,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the next timer's deadline");
@@ -147,19 +159,28 @@ async fn fire_timers(state: &Arc<AppState>) -> Result<usize> {
     let mut fired = 0;
     loop {
         let now = state.clock.now_ms();
-        let events = state.ledger.fire_due_timers(now, TIMER_BATCH).await?;
+        let events = state.ledger.fire_due_timers(now, TIMER_BATCH, Some(&state.pipeline_names())).await?;
         let batch = events.len();
+        let mut slots_fired = Vec::new();
         for event in events {
             tracing::debug!(timer = %event.event_id, pipeline = %event.pipeline, "timer fired");
             let Some(pipeline) = state.pipeline(&event.pipeline) else {
-                tracing::error!(pipeline = %event.pipeline, timer = %event.event_id, "a timer's pipeline is no longer served; marking it failed");
-                state.ledger.finish_event(&event.source, &event.event_id, "", true).await?;
+                // Only served pipelines' timers fire here; this one went
+                // away between the query and now.
+                tracing::error!(pipeline = %event.pipeline, timer = %event.event_id, "a timer's pipeline is no longer served; it runs when an instance serving it claims it");
                 continue;
             };
             if event.node.is_none() && matches!(pipeline.pipeline.trigger, Trigger::Schedule { .. }) {
-                arm_schedules(state, Some((&pipeline, now))).await?;
+                slots_fired.push(pipeline.clone());
             }
             start(state.clone(), pipeline, event, Instant::now());
+        }
+        // The fired events run already; arming the next slots cannot hold
+        // them up, and a failure to arm is retried by the periodic re-arm.
+        for pipeline in slots_fired {
+            if let Err(e) = arm_schedules(state, Some((&pipeline, now))).await {
+                tracing::warn!(error = %e, pipeline = %pipeline.pipeline.name, "cannot arm the next schedule slot; the periodic re-arm will");
+            }
         }
         fired += batch;
         if batch < TIMER_BATCH {
@@ -302,7 +323,7 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
 /// failure is logged (the event's own state in the ledger is what reruns).
 async fn record_lead(state: &AppState, event: &InboundEvent, facts: &LeadFacts, steps: &[Step]) {
     if let Some(lead) = &event.lead_id
-        && let Err(e) = state.ledger.record_steps(lead, facts, steps).await
+        && let Err(e) = state.ledger.record_steps(lead, &execution_id(event), facts, steps).await
     {
         tracing::error!(error = %e, lead = %lead, "cannot record the lead's steps");
     }

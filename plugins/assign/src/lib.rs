@@ -1,5 +1,6 @@
 //! `assign`: creates the Salesforce lead (or updates the existing one) with
-//! the routed owner.
+//! the routed owner. An existing lead qualifying again is set back to an
+//! open status (`requalified_status`): a new handoff starts untouched.
 //!
 //! Output on `assigned`: the item plus `"salesforce": {"lead_id", "url",
 //! "created"}`.
@@ -51,6 +52,7 @@ impl Plugin for Assign {
             capabilities: &["crm:write"],
             config_schema: r#"{"type": "object", "additionalProperties": false, "properties": {
                 "lead_source": {"type": "string", "default": "Marketing - HubSpot MQL"},
+                "requalified_status": {"type": "string", "default": "Open - Not Contacted", "description": "Status an existing Salesforce lead is set back to when it qualifies again: its new handoff starts untouched, so the SLA ladder does not take an old status for the rep's work."},
                 "record_url_base": {"type": "string", "description": "Salesforce Lightning base URL for record links, e.g. https://acme.lightning.force.com"}
             }}"#,
             lead: r#"{"assigned": {"state": "assigned", "detail": "salesforce lead {/salesforce/lead_id}", "crm_id": "/salesforce/lead_id"}}"#,
@@ -62,8 +64,11 @@ impl Plugin for Assign {
         let source = run.config["lead_source"].as_str().unwrap_or("Marketing - HubSpot MQL");
         let base =
             run.config["record_url_base"].as_str().unwrap_or("https://login.salesforce.com").trim_end_matches('/');
-        let lead = lead_for(&item, source).map_err(NodeError::InvalidInput)?;
+        let mut lead = lead_for(&item, source).map_err(NodeError::InvalidInput)?;
         let created = lead.id.is_none();
+        if !created {
+            lead.status = Some(run.config["requalified_status"].as_str().unwrap_or("Open - Not Contacted").to_string());
+        }
         let lead_id = crm::upsert_lead(&lead)?;
         item["salesforce"] = json!({
             "lead_id": lead_id,

@@ -125,9 +125,22 @@ pub struct Person {
     pub name: String,
     /// Their email (how Slack finds them).
     pub email: String,
-    /// Their DM channel with Handoff, once one was sent.
+    /// Their DM channel with Handoff, once one was sent (for a queue, the
+    /// channel its post went to).
     #[serde(default)]
     pub dm_channel: Option<String>,
+    /// When the ladder this person owns the lead under started (host
+    /// clock): an Accept recorded before it belongs to an earlier handoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+}
+
+impl Person {
+    /// Whether this owner is a queue rather than a person (nobody on the
+    /// team could take the lead).
+    pub fn is_queue(&self) -> bool {
+        self.email.is_empty()
+    }
 }
 
 /// A running ladder: what each step needs, carried in the payload of the

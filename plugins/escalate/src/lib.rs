@@ -42,6 +42,7 @@ impl Plugin for Escalate {
                 "reassigned",
                 "vp-review",
                 "accepted",
+                "closed",
                 "answered",
                 "resumed",
                 "other",
@@ -115,6 +116,7 @@ fn start(config: &Config, event: &Value) -> Result<Vec<Emit>, NodeError> {
         name: text(&routing["owner_name"]),
         email: text(&routing["owner_email"]),
         dm_channel: notification["dm"]["channel"].as_str().map(str::to_string),
+        since: None,
     };
     let team = match routing["team"].as_str() {
         Some(team) => team.to_string(),
@@ -152,7 +154,9 @@ fn start(config: &Config, event: &Value) -> Result<Vec<Emit>, NodeError> {
     if sla.crm_id.is_empty() || sla.lead.is_empty() {
         return Err(NodeError::InvalidInput("the notified item names no lead (lead_id, salesforce.lead_id)".into()));
     }
-    state::set(&owner_key(&sla.crm_id), &json!(sla.owner).to_string())?;
+    let mut owner = sla.owner.clone();
+    owner.since = Some(sla.assigned_at);
+    state::set(&owner_key(&sla.crm_id), &json!(owner).to_string())?;
     schedule_next(&mut sla)?;
     Ok(vec![emit("armed", &json!({"sla": sla}))])
 }
@@ -161,22 +165,38 @@ fn start(config: &Config, event: &Value) -> Result<Vec<Emit>, NodeError> {
 fn schedule_next(sla: &mut Sla) -> Result<(), NodeError> {
     let Some(step) = sla.steps.get(sla.next) else { return Ok(()) };
     let base = sla.base(sla.next);
-    let due = if sla.business_hours {
-        roster::working_time_after(&sla.owner.id, base, step.after_ms())?
-    } else {
-        base + step.after_ms()
+    // A queue keeps no hours: its steps count from the rep it came from.
+    let clock_of = if sla.owner.is_queue() { sla.owners.iter().rev().nth(1) } else { Some(&sla.owner.id) };
+    let due = match clock_of {
+        Some(rep) if sla.business_hours => roster::working_time_after(rep, base, step.after_ms())?,
+        _ => base + step.after_ms(),
     };
     let payload = json!({"sla": sla, "label": sla.label(sla.next)});
     schedule::at(due, &sla.ladder_node, &payload.to_string(), Some(&sla.timer_key()))?;
     Ok(())
 }
 
-/// The rep's first own activity on the lead since the clock started, or a
-/// worked status, in words; none when the lead is untouched.
-fn activity(sla: &Sla) -> Result<Option<String>, NodeError> {
-    if let Some(accepted) = state::get(&accepted_key(&sla.crm_id))? {
-        let accepted: Value = serde_json::from_str(&accepted).unwrap_or_default();
-        return Ok(Some(format!("accepted by {} in Slack", text(&accepted["by"]))));
+/// What stopped a ladder.
+enum Activity {
+    /// The lead was accepted in Slack (and is `accepted` already).
+    Accepted(String),
+    /// The rep touched the lead, in words.
+    Touched(String),
+}
+
+/// The Accept recorded for this ladder, if any: one from before the
+/// ladder started belongs to an earlier handoff of the same CRM lead.
+fn accepted_since(crm_id: &str, since: i64) -> Result<Option<Value>, NodeError> {
+    let Some(accepted) = state::get(&accepted_key(crm_id))? else { return Ok(None) };
+    let accepted: Value = serde_json::from_str(&accepted).unwrap_or_default();
+    Ok(accepted["at"].as_i64().is_some_and(|at| at >= since).then_some(accepted))
+}
+
+/// The rep's first own activity on the lead since the clock started, a
+/// worked status, or an Accept; none when the lead is untouched.
+fn activity(sla: &Sla) -> Result<Option<Activity>, NodeError> {
+    if let Some(accepted) = accepted_since(&sla.crm_id, sla.assigned_at)? {
+        return Ok(Some(Activity::Accepted(format!("accepted by {} in Slack", text(&accepted["by"])))));
     }
     let since = sla.reassigned_at.unwrap_or(sla.assigned_at);
     let touches: Vec<Touch> = crm::list_activities(&sla.crm_id, since)?
@@ -189,19 +209,19 @@ fn activity(sla: &Sla) -> Result<Option<String>, NodeError> {
         })
         .collect();
     if let Some(touch) = ladder::first_touch(&touches, &sla.tasks, since) {
-        return Ok(Some(format!(
+        return Ok(Some(Activity::Touched(format!(
             "{} logged a {} '{}' at {}, {} after assignment",
             sla.owner.name,
             touch.kind,
             touch.subject,
             ladder::clock_time(touch.at),
             ladder::span(touch.at - since)
-        )));
+        ))));
     }
     if let Some(lead) = crm::get_lead(&sla.crm_id)?
         && let Some(status) = lead.status.filter(|s| sla.worked_statuses.contains(s))
     {
-        return Ok(Some(format!("the lead's status is '{status}'")));
+        return Ok(Some(Activity::Touched(format!("the lead's status is '{status}'"))));
     }
     Ok(None)
 }
@@ -209,13 +229,29 @@ fn activity(sla: &Sla) -> Result<Option<String>, NodeError> {
 /// A ladder step is due.
 fn step(mut sla: Sla) -> Result<Vec<Emit>, NodeError> {
     let Some(step) = sla.steps.get(sla.next).cloned() else { return Ok(Vec::new()) };
-    if let Some(touched) = activity(&sla)? {
+    match activity(&sla)? {
         // The rep is on it: the ladder stops, and their run of breaches too.
-        state::set(&breaches_key(&sla.owner.id), "0")?;
-        sla.did = format!("SLA met: {touched}");
-        return Ok(vec![emit("stopped", &json!({"sla": sla}))]);
+        Some(Activity::Touched(touched)) => {
+            state::set(&breaches_key(&sla.owner.id), "0")?;
+            sla.did = format!("SLA met: {touched}");
+            return Ok(vec![emit("stopped", &json!({"sla": sla}))]);
+        }
+        // Accepted in Slack: the lead is `accepted` already, and stays so
+        // (this port marks no state).
+        Some(Activity::Accepted(accepted)) => {
+            sla.did = format!("SLA met: {accepted}");
+            return Ok(vec![emit("closed", &json!({"sla": sla}))]);
+        }
+        None => {}
     }
-    let waited = ladder::span(clock::now() - sla.base(sla.next));
+    // The step's own threshold, not the time on the clock now: a rerun of
+    // this step (after a crash, or waiting out a Slack outage) must send
+    // the same words, which is how its DM is recognised as sent already.
+    let waited = if sla.business_hours {
+        format!("{} of working time", ladder::span(step.after_ms()))
+    } else {
+        ladder::span(step.after_ms())
+    };
     let port = match step.action {
         Action::Remind => {
             let text = format!(
@@ -288,10 +324,40 @@ fn step(mut sla: Sla) -> Result<Vec<Emit>, NodeError> {
     Ok(vec![emit(port, &json!({"sla": sla}))])
 }
 
+/// The rep whose email's local part is this Slack handle (how Slack's
+/// `user.name` reads for workspaces that sign in with company email).
+fn rep_by_slack_handle(handle: &str) -> Result<Option<Person>, NodeError> {
+    if handle.is_empty() {
+        return Ok(None);
+    }
+    for team in roster::teams()? {
+        for id in team.members {
+            if let Some(rep) = roster::get_rep(&id)?
+                && rep.email.split('@').next() == Some(handle)
+            {
+                return Ok(Some(Person {
+                    id: rep.id,
+                    name: rep.name,
+                    email: rep.email,
+                    dm_channel: None,
+                    since: None,
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// The manager of a rep (or of a manager: their VP), from the roster.
 fn manager_of(id: &str) -> Result<Option<Person>, NodeError> {
     let Some(manager_id) = roster::get_rep(id)?.and_then(|r| r.manager_id) else { return Ok(None) };
-    Ok(roster::get_rep(&manager_id)?.map(|m| Person { id: m.id, name: m.name, email: m.email, dm_channel: None }))
+    Ok(roster::get_rep(&manager_id)?.map(|m| Person {
+        id: m.id,
+        name: m.name,
+        email: m.email,
+        dm_channel: None,
+        since: None,
+    }))
 }
 
 /// `route` chose the next owner: hand the lead over.
@@ -303,20 +369,26 @@ fn handover(mut sla: Sla, item: &Value) -> Result<Vec<Emit>, NodeError> {
         name: text(&routing["owner_name"]),
         email: text(&routing["owner_email"]),
         dm_channel: None,
+        since: None,
     };
     let after = text(&item["reassign"]["after"]);
     crm::assign_owner(&sla.crm_id, &next.id)?;
-    if let Some(task) = sla.tasks.first() {
+    // Salesforce does not let a queue own a task: the first owner's task
+    // stays theirs until someone takes the lead from the queue.
+    if let Some(task) = sla.tasks.first()
+        && !next.is_queue()
+    {
         crm::update_task(task, &json!({"OwnerId": next.id}).to_string())?;
     }
     sla.owner = next.clone();
-    if next.email.is_empty() {
+    if next.is_queue() {
         // Nobody on the team could take it: the queue's channel hears.
         let text = format!(
             ":inbox_tray: *{}* ({}) needs an owner: {} did not respond within {after} and nobody else on the team is available.",
             sla.name, sla.company, previous.name
         );
-        chat::post(&sla.queue_channel, &text, Some(&ladder::with_buttons(&sla, &text).to_string()))?;
+        let posted = chat::post(&sla.queue_channel, &text, Some(&ladder::with_buttons(&sla, &text).to_string()))?;
+        sla.owner.dm_channel = Some(posted.channel);
     } else {
         let text = format!(
             ":arrows_counterclockwise: *{}* ({}) is yours: reassigned from {} after {after} without a response.\n{}",
@@ -352,7 +424,9 @@ fn handover(mut sla: Sla, item: &Value) -> Result<Vec<Emit>, NodeError> {
     }
     sla.owners.push(next.id.clone());
     sla.reassigned_at = Some(clock::now());
-    state::set(&owner_key(&sla.crm_id), &json!(sla.owner).to_string())?;
+    let mut owner = sla.owner.clone();
+    owner.since = Some(sla.assigned_at);
+    state::set(&owner_key(&sla.crm_id), &json!(owner).to_string())?;
     schedule_next(&mut sla)?;
     Ok(vec![emit("reassigned", &json!({"sla": sla}))])
 }
@@ -400,9 +474,14 @@ fn accept(
 ) -> Result<Vec<Emit>, NodeError> {
     let crm_id = text(&action["value"]);
     let lead = action["block_id"].as_str().and_then(|b| b.strip_prefix("lead:")).unwrap_or_default().to_string();
-    let owner: Option<Person> = state::get(&owner_key(&crm_id))?.and_then(|o| serde_json::from_str(&o).ok());
-    if let Some(accepted) = state::get(&accepted_key(&crm_id))? {
-        let accepted: Value = serde_json::from_str(&accepted).unwrap_or_default();
+    let mut owner: Option<Person> = state::get(&owner_key(&crm_id))?.and_then(|o| serde_json::from_str(&o).ok());
+    let trigger = text(&payload["trigger_id"]);
+    let since = owner.as_ref().and_then(|o| o.since).unwrap_or(i64::MIN);
+    // An Accept of this handoff by another click; this click's own marker
+    // (written by an earlier attempt of this run) goes on down the path.
+    if let Some(accepted) = accepted_since(&crm_id, since)?
+        && accepted["trigger"] != trigger.as_str()
+    {
         let line = format!("Already accepted by {} at {}.", text(&accepted["by"]), text(&accepted["at_text"]));
         chat::update(message, &line, Some(&ladder::settled_blocks(blocks, &line).to_string()))?;
         return Ok(vec![emit("answered", &json!({"lead": lead, "answer": line}))]);
@@ -419,10 +498,27 @@ fn accept(
         chat::update(message, &line, Some(&ladder::settled_blocks(blocks, &line).to_string()))?;
         return Ok(vec![emit("answered", &json!({"lead": lead, "answer": line}))]);
     }
+    // A lead waiting in the queue goes to whoever takes it there.
+    if let Some(queue) = owner.clone().filter(Person::is_queue) {
+        let handle = text(&payload["user"]["name"]);
+        let Some(taker) = rep_by_slack_handle(&handle)? else {
+            let line = format!(
+                "@{handle} is not a rep on the roster, so the lead stays in {}; take it in Salesforce.",
+                queue.name
+            );
+            chat::update(message, &line, Some(&ladder::settled_blocks(blocks, &line).to_string()))?;
+            return Ok(vec![emit("answered", &json!({"lead": lead, "answer": line}))]);
+        };
+        crm::assign_owner(&crm_id, &taker.id)?;
+        let taker = Person { dm_channel: Some(message.channel.clone()), since: queue.since, ..taker };
+        state::set(&owner_key(&crm_id), &json!(taker).to_string())?;
+        owner = Some(taker);
+    }
     let by = owner.as_ref().map_or_else(|| text(&payload["user"]["name"]), |o| o.name.clone());
     crm::update_lead(&crm_id, &json!({"Status": config.accept_status}).to_string())?;
     let at = clock::now();
-    state::set(&accepted_key(&crm_id), &json!({"by": by, "at": at, "at_text": now}).to_string())?;
+    let marker = json!({"by": by, "at": at, "at_text": now, "trigger": trigger});
+    state::set(&accepted_key(&crm_id), &marker.to_string())?;
     schedule::cancel_key(&format!("sla:{crm_id}"))?;
     if let Some(owner) = &owner {
         state::set(&breaches_key(&owner.id), "0")?;
