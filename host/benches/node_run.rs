@@ -28,6 +28,12 @@ fn benches(c: &mut Criterion) {
     if let Ok(bytes) = std::env::var("KEEP_RESIDENT") {
         config.keep_resident_bytes = bytes.parse().unwrap();
     }
+    // A server runs each execution on the plugin pool, so its node runs
+    // run in place there; measured in place here (no pool, no hop).
+    // POOL_HOP=1 measures a run called from outside the pool instead.
+    if std::env::var_os("POOL_HOP").is_none() {
+        config.plugin_threads = 0;
+    }
     let runtime = Runtime::new(config).unwrap();
     let (registry, problems) = rt.block_on(PluginRegistry::load(&runtime, &[]));
     assert!(problems.is_empty(), "{problems:?}");

@@ -20,6 +20,46 @@ pub struct HostOptions {
     pub data_dir: PathBuf,
     /// Extra plugin directories (`--plugins DIR`).
     pub plugin_dirs: Vec<PathBuf>,
+    /// What plugins are held to, beyond each node's own limits.
+    pub limits: PluginLimits,
+}
+
+/// What plugins are held to as a whole, beyond each node's own deadline,
+/// memory and output limits: so one plugin cannot crowd out the others.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginLimits {
+    /// Runs of one plugin in flight at once (`--max-runs-per-plugin`).
+    pub max_runs_per_plugin: u32,
+    /// Threads wasm runs on (`--plugin-threads`); default: one per CPU.
+    pub plugin_threads: Option<usize>,
+    /// When a plugin that keeps hitting its deadline is paused.
+    pub breaker: crate::runtime::BreakerConfig,
+    /// State each plugin may keep (`--state-max-keys`, `--state-max-bytes`).
+    pub state_quota: crate::capabilities::StateQuota,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits {
+            max_runs_per_plugin: 64,
+            plugin_threads: None,
+            breaker: crate::runtime::BreakerConfig::default(),
+            state_quota: crate::capabilities::StateQuota::default(),
+        }
+    }
+}
+
+impl PluginLimits {
+    /// The runtime's sizing with these limits applied.
+    pub fn runtime_config(&self, data_dir: &std::path::Path) -> RuntimeConfig {
+        let mut config = RuntimeConfig::new(data_dir);
+        config.max_runs_per_plugin = self.max_runs_per_plugin;
+        config.breaker = self.breaker;
+        if let Some(threads) = self.plugin_threads {
+            config.plugin_threads = threads;
+        }
+        config
+    }
 }
 
 /// A started runtime with its plugins loaded.
@@ -41,7 +81,8 @@ impl Host {
     ///
     /// When the runtime cannot start.
     pub async fn start(options: HostOptions) -> Result<Host> {
-        let runtime = Runtime::new(RuntimeConfig::new(&options.data_dir)).context("starting the plugin runtime")?;
+        let runtime =
+            Runtime::new(options.limits.runtime_config(&options.data_dir)).context("starting the plugin runtime")?;
         let (registry, problems) = PluginRegistry::load(&runtime, &options.plugin_dirs).await;
         for problem in problems {
             eprintln!("warning: plugin not loaded: {problem}");
@@ -57,6 +98,7 @@ impl Host {
         Capabilities {
             state: Some(Arc::new(FileStateStore::new(self.options.data_dir.join("state")))),
             schedule: Some(timers),
+            state_quota: self.options.limits.state_quota,
             ..Capabilities::none()
         }
     }
@@ -93,6 +135,8 @@ pub struct AppOptions {
     pub clock: Arc<dyn Clock>,
     /// How leads wait while a provider is down.
     pub waiting: crate::ledger::WaitPolicy,
+    /// What plugins are held to as a whole.
+    pub limits: PluginLimits,
 }
 
 /// The shipped pipelines `handoff serve` runs by default: the MQL
@@ -138,6 +182,7 @@ impl AppOptions {
             api_token: None,
             clock,
             waiting: crate::ledger::WaitPolicy::default(),
+            limits: PluginLimits::default(),
         }
     }
 }
@@ -158,9 +203,12 @@ impl App {
     /// Every pipeline problem (file, pointer, line), a bad roster, missing
     /// connector settings, or a port in use.
     pub async fn launch(options: AppOptions) -> Result<App> {
-        let host =
-            Host::start(HostOptions { data_dir: options.data_dir.clone(), plugin_dirs: options.plugin_dirs.clone() })
-                .await?;
+        let host = Host::start(HostOptions {
+            data_dir: options.data_dir.clone(),
+            plugin_dirs: options.plugin_dirs.clone(),
+            limits: options.limits,
+        })
+        .await?;
         let mut pipelines = Vec::new();
         let mut problems = Vec::new();
         for path in &options.pipelines {
@@ -193,6 +241,7 @@ impl App {
             schedule: Some(ledger.timers.clone()),
             roster: Some(roster.clone()),
             clock: options.clock.clone(),
+            state_quota: options.limits.state_quota,
             ..Capabilities::none()
         };
         let capabilities = options.connectors.connect(local).context("configuring connectors")?;

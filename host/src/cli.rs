@@ -259,6 +259,8 @@ pub struct ServeOptions {
     pub public_url: Option<String>,
     /// Slack channel told of failed leads.
     pub ops_channel: String,
+    /// What plugins are held to as a whole.
+    pub limits: crate::app::PluginLimits,
 }
 
 /// `handoff serve`: webhooks in, handoffs out, until interrupted.
@@ -300,6 +302,7 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
             .map(crate::connectors::Secret::new),
         clock: Arc::new(crate::capabilities::SystemClock),
         waiting: crate::ledger::WaitPolicy::from_env(|name| std::env::var(name).ok())?,
+        limits: options.limits,
     })
     .await?;
     println!(

@@ -20,8 +20,45 @@ struct Args {
     #[arg(long = "plugins", value_name = "DIR", global = true)]
     plugin_dirs: Vec<PathBuf>,
 
+    #[command(flatten)]
+    limits: LimitArgs,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// What plugins are held to as a whole (each node's own deadline, memory
+/// and output limits are in the pipeline).
+#[derive(Debug, clap::Args)]
+struct LimitArgs {
+    /// Runs of one plugin in flight at once, so one plugin cannot take
+    /// every slot.
+    #[arg(long, global = true, default_value_t = 64, env = "HANDOFF_MAX_RUNS_PER_PLUGIN")]
+    max_runs_per_plugin: u32,
+    /// Threads plugins run on, apart from those serving HTTP, the ledger
+    /// and timers (default: one per CPU; 0 runs them on the server's own).
+    #[arg(long, global = true, env = "HANDOFF_PLUGIN_THREADS")]
+    plugin_threads: Option<usize>,
+    /// Most state keys one plugin may keep.
+    #[arg(long, global = true, default_value_t = 10_000, env = "HANDOFF_STATE_MAX_KEYS")]
+    state_max_keys: u64,
+    /// Most state bytes (keys and values) one plugin may keep.
+    #[arg(long, global = true, default_value_t = 16 * 1024 * 1024, env = "HANDOFF_STATE_MAX_BYTES")]
+    state_max_bytes: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> handoff::app::PluginLimits {
+        handoff::app::PluginLimits {
+            max_runs_per_plugin: self.max_runs_per_plugin,
+            plugin_threads: self.plugin_threads,
+            state_quota: handoff::capabilities::StateQuota {
+                max_keys: self.state_max_keys,
+                max_bytes: self.state_max_bytes,
+            },
+            ..handoff::app::PluginLimits::default()
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,6 +327,7 @@ fn main() -> ExitCode {
             roster: roster.clone(),
             public_url: public_url.clone(),
             ops_channel: ops_channel.clone(),
+            limits: args.limits.limits(),
         };
         return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => report(rt.block_on(cli::serve(options))),
@@ -312,7 +350,8 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let options = HostOptions { data_dir: args.data_dir, plugin_dirs: args.plugin_dirs };
+        let options =
+            HostOptions { data_dir: args.data_dir, plugin_dirs: args.plugin_dirs, limits: args.limits.limits() };
         let host = match Host::start(options).await {
             Ok(host) => host,
             Err(e) => return report(Err(e)),

@@ -2,7 +2,7 @@
 //! PostgreSQL that several instances share (at `HANDOFF_TEST_DATABASE_URL`,
 //! default the machine's `test` database; each test in a schema of its own).
 
-use handoff::capabilities::{CapabilityError, Entry, SystemClock, Timer};
+use handoff::capabilities::{CapabilityError, Entry, StateQuota, SystemClock, Timer};
 use handoff::lead::{LeadFacts, LeadState, Step};
 use handoff::ledger::{Database, InboundEvent, Instance, Roles, WaitPolicy};
 use serde_json::json;
@@ -210,16 +210,44 @@ async fn concurrent_writes_are_all_committed(backend: &Backend) {
     assert_eq!(backend.open("a", 30_000).await.ledger.unfinished_events().await.unwrap().len(), 300);
 }
 
+on_both!(a_plugin_at_its_state_quota_is_refused_until_it_deletes);
+async fn a_plugin_at_its_state_quota_is_refused_until_it_deletes(backend: &Backend) {
+    let ledger = backend.open("a", 30_000).await;
+    let state = &ledger.state;
+    let quota = StateQuota { max_keys: 3, max_bytes: 64 };
+    for key in ["a", "b", "c"] {
+        state.set("hoard", key, "1", quota).await.unwrap();
+    }
+    let refused = state.set("hoard", "d", "1", quota).await;
+    assert!(matches!(&refused, Err(CapabilityError::Invalid(m)) if m.contains("holds 3 keys")), "{refused:?}");
+    assert!(matches!(state.increment("hoard", "n", 1, None, quota).await, Err(CapabilityError::Invalid(_))));
+    state.set("hoard", "a", "2", quota).await.expect("overwriting at the key limit");
+    state.set("other", "d", "1", quota).await.expect("another plugin has its own quota");
+    let big = format!("\"{}\"", "x".repeat(80));
+    let refused = state.set("hoard", "a", &big, quota).await;
+    assert!(matches!(&refused, Err(CapabilityError::Invalid(m)) if m.contains("the limit is 64")), "{refused:?}");
+    state.delete("hoard", "c").await.unwrap();
+    state.set("hoard", "d", "1", quota).await.expect("room again after a delete");
+    assert_eq!(state.get("hoard", "a").await.unwrap().as_deref(), Some("2"));
+}
+
 on_both!(an_increment_commits_with_its_journal_record);
 async fn an_increment_commits_with_its_journal_record(backend: &Backend) {
     let ledger = backend.open("a", 30_000).await;
     let (state, journal) = (&ledger.state, &ledger.journal);
-    assert_eq!(state.increment("route", "n", 2, Some("e/1")).await.unwrap(), 2);
+    assert_eq!(state.increment("route", "n", 2, Some("e/1"), StateQuota::default()).await.unwrap(), 2);
     assert_eq!(journal.entry("e/1").await.unwrap(), Some(Entry::Done(json!(2))));
-    assert_eq!(state.increment("route", "n", 2, Some("e/1")).await.unwrap(), 2, "a repeat returns the record");
-    assert_eq!(state.increment("route", "n", 1, None).await.unwrap(), 3);
-    state.set("route", "s", "\"x\"").await.unwrap();
-    assert!(matches!(state.increment("route", "s", 1, Some("e/2")).await, Err(CapabilityError::Invalid(_))));
+    assert_eq!(
+        state.increment("route", "n", 2, Some("e/1"), StateQuota::default()).await.unwrap(),
+        2,
+        "a repeat returns the record"
+    );
+    assert_eq!(state.increment("route", "n", 1, None, StateQuota::default()).await.unwrap(), 3);
+    state.set("route", "s", "\"x\"", StateQuota::default()).await.unwrap();
+    assert!(matches!(
+        state.increment("route", "s", 1, Some("e/2"), StateQuota::default()).await,
+        Err(CapabilityError::Invalid(_))
+    ));
     assert_eq!(journal.entry("e/2").await.unwrap(), None, "a refused increment records nothing");
     assert_eq!(state.get("other", "n").await.unwrap(), None, "scopes are separate");
     state.delete("route", "n").await.unwrap();
@@ -235,7 +263,9 @@ async fn an_increment_commits_with_its_journal_record(backend: &Backend) {
     let adds: Vec<_> = (0..50)
         .map(|i| {
             let state = ledger.state.clone();
-            tokio::spawn(async move { state.increment("route", "c", 1, Some(&format!("c/{i}"))).await.unwrap() })
+            tokio::spawn(async move {
+                state.increment("route", "c", 1, Some(&format!("c/{i}")), StateQuota::default()).await.unwrap()
+            })
         })
         .collect();
     for add in adds {

@@ -3,6 +3,7 @@
 mod cache;
 mod clock;
 mod connectors;
+mod containment;
 mod executor;
 mod grants;
 mod handoff;

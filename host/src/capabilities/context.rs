@@ -9,10 +9,65 @@ use crate::record::{LogLine, LogStream};
 use serde::Serialize;
 use std::sync::Arc;
 
-/// Log lines kept per run from the `log` interface; later ones are counted.
+/// Log lines kept per run (the `log` interface, stdout and stderr); later
+/// ones are counted.
 pub const MAX_LOG_LINES: usize = 1000;
+/// Bytes of log kept per run; later lines are counted.
+pub const MAX_LOG_BYTES: usize = 64 * 1024;
 /// Longest log line kept, in bytes; longer ones are cut.
 pub const MAX_LOG_LINE_BYTES: usize = 8 * 1024;
+/// Longest plugin log line written to the host's log, in bytes.
+pub const HOST_LOG_LINE_BYTES: usize = 1024;
+/// Plugin log lines per second (per plugin, burst [`HOST_LOG_BURST`]) that
+/// reach the host's log; the rest are counted and reported.
+pub const HOST_LOG_LINES_PER_SECOND: f64 = 20.0;
+/// Lines a plugin may log to the host's log at once before the rate applies.
+pub const HOST_LOG_BURST: f64 = 100.0;
+
+/// The host's log is one per process, so its rate limit is too: a token
+/// bucket per plugin, shared by all of that plugin's runs.
+struct HostLogBucket {
+    tokens: f64,
+    refilled: std::time::Instant,
+    dropped: u64,
+}
+
+static HOST_LOG: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, HostLogBucket>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Whether a line of `plugin` may go to the host's log now, and how many
+/// of its lines were dropped since the last one that did.
+fn host_log_admit(plugin: &str) -> (bool, u64) {
+    let now = std::time::Instant::now();
+    let mut buckets = HOST_LOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let bucket = buckets.entry(plugin.to_string()).or_insert(HostLogBucket {
+        tokens: HOST_LOG_BURST,
+        refilled: now,
+        dropped: 0,
+    });
+    let refill = now.duration_since(bucket.refilled).as_secs_f64() * HOST_LOG_LINES_PER_SECOND;
+    bucket.tokens = (bucket.tokens + refill).min(HOST_LOG_BURST);
+    bucket.refilled = now;
+    if bucket.tokens >= 1.0 {
+        bucket.tokens -= 1.0;
+        (true, std::mem::take(&mut bucket.dropped))
+    } else {
+        bucket.dropped += 1;
+        (false, 0)
+    }
+}
+
+/// Cuts `message` to `max` bytes on a character boundary, marking the cut.
+fn cut_line(message: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if message.len() <= max {
+        return std::borrow::Cow::Borrowed(message);
+    }
+    let mut at = max;
+    while !message.is_char_boundary(at) {
+        at -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes, cut)", &message[..at], message.len()))
+}
 
 /// Who is running: the tags every log line and error carries.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -42,6 +97,7 @@ pub struct RunContext {
     grants: GrantSet,
     capabilities: Arc<Capabilities>,
     logs: Vec<LogLine>,
+    log_bytes: usize,
     dropped_log_lines: usize,
     denied: Vec<String>,
     effect_seq: u32,
@@ -63,6 +119,7 @@ impl RunContext {
             grants,
             capabilities,
             logs: Vec::new(),
+            log_bytes: 0,
             dropped_log_lines: 0,
             denied: Vec::new(),
             effect_seq: 0,
@@ -117,29 +174,32 @@ impl RunContext {
         Err(CapabilityError::Denied(message))
     }
 
-    /// Records a log line from the plugin and emits it into the host's log
-    /// (inside the run's span, which carries pipeline, node and execution).
-    pub fn log_line(&mut self, stream: LogStream, mut message: String) {
-        if message.len() > MAX_LOG_LINE_BYTES {
-            let mut cut = MAX_LOG_LINE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
+    /// Records a log line from the plugin (up to [`MAX_LOG_LINES`] lines
+    /// and [`MAX_LOG_BYTES`] per run) and emits it into the host's log
+    /// (inside the run's span, which carries pipeline, node and execution),
+    /// cut to [`HOST_LOG_LINE_BYTES`] and rate-limited per plugin.
+    pub fn log_line(&mut self, stream: LogStream, message: String) {
+        let (admitted, dropped) = host_log_admit(&self.identity.plugin);
+        if admitted {
+            if dropped > 0 {
+                tracing::warn!(target: "plugin", dropped, "{dropped} log lines of plugin {} dropped (over {HOST_LOG_LINES_PER_SECOND} lines a second)", self.identity.plugin);
             }
-            message.truncate(cut);
-            message.push_str("… (cut)");
+            let line = cut_line(&message, HOST_LOG_LINE_BYTES);
+            macro_rules! emit {
+                ($level:ident) => {
+                    tracing::$level!(target: "plugin", stream = ?stream, "{line}")
+                };
+            }
+            match stream {
+                LogStream::Debug => emit!(debug),
+                LogStream::Info | LogStream::Stdout => emit!(info),
+                LogStream::Warn | LogStream::Stderr => emit!(warn),
+                LogStream::Error => emit!(error),
+            }
         }
-        macro_rules! emit {
-            ($level:ident) => {
-                tracing::$level!(target: "plugin", stream = ?stream, "{message}")
-            };
-        }
-        match stream {
-            LogStream::Debug => emit!(debug),
-            LogStream::Info | LogStream::Stdout => emit!(info),
-            LogStream::Warn | LogStream::Stderr => emit!(warn),
-            LogStream::Error => emit!(error),
-        }
-        if self.logs.len() < MAX_LOG_LINES {
+        let message = cut_line(&message, MAX_LOG_LINE_BYTES).into_owned();
+        if self.logs.len() < MAX_LOG_LINES && self.log_bytes + message.len() <= MAX_LOG_BYTES {
+            self.log_bytes += message.len();
             self.logs.push(LogLine { stream, message });
         } else {
             self.dropped_log_lines += 1;

@@ -34,7 +34,10 @@ pub use crate::bindings::handoff::plugin::types::{
 };
 pub use chat::Chat;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use context::{CapabilityLinks, MAX_LOG_LINE_BYTES, MAX_LOG_LINES, RunContext, RunIdentity};
+pub use context::{
+    CapabilityLinks, HOST_LOG_BURST, HOST_LOG_LINE_BYTES, HOST_LOG_LINES_PER_SECOND, MAX_LOG_BYTES, MAX_LOG_LINE_BYTES,
+    MAX_LOG_LINES, RunContext, RunIdentity,
+};
 pub use crm::Crm;
 pub use email::Email;
 pub use grant::{Grant, GrantSet, Interface};
@@ -43,7 +46,7 @@ pub use llm::Llm;
 pub use marketing::Marketing;
 pub use roster::Roster;
 pub use schedule::{Scheduler, Timer, TimerBook};
-pub use state::{FileStateStore, StateStore};
+pub use state::{FileStateStore, StateQuota, StateStore};
 
 /// The providers behind every capability interface, shared by all runs.
 ///
@@ -66,6 +69,8 @@ pub struct Capabilities {
     pub state: Option<Arc<dyn StateStore>>,
     /// Durable timers.
     pub schedule: Option<Arc<dyn Scheduler>>,
+    /// How much state each plugin may keep.
+    pub state_quota: StateQuota,
     /// "Now" for plugins; always present (system time unless virtual).
     pub clock: Arc<dyn Clock>,
     /// Where side effects are recorded for exactly-once replay; none for a
@@ -85,6 +90,7 @@ impl Capabilities {
             roster: None,
             state: None,
             schedule: None,
+            state_quota: StateQuota::default(),
             clock: Arc::new(SystemClock),
             journal: None,
         }

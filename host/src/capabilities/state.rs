@@ -13,22 +13,76 @@ pub const MAX_KEY_BYTES: usize = 256;
 /// Largest value a plugin may store, in bytes.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
+/// How much state one plugin may keep, across all its runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateQuota {
+    /// Most keys.
+    pub max_keys: u64,
+    /// Most bytes, keys and values together.
+    pub max_bytes: u64,
+}
+
+impl Default for StateQuota {
+    fn default() -> Self {
+        StateQuota { max_keys: 10_000, max_bytes: 16 * 1024 * 1024 }
+    }
+}
+
+impl StateQuota {
+    /// Checks a write of `entry_bytes` (key and value) to a key that now
+    /// holds `old_entry_bytes` (none: a new key), given what the plugin
+    /// holds. A write that does not grow the state always passes, so a
+    /// plugin at its limit can still overwrite and delete.
+    ///
+    /// # Errors
+    ///
+    /// `invalid`, saying which limit and what the plugin holds.
+    pub fn check(
+        &self,
+        scope: &str,
+        keys: u64,
+        bytes: u64,
+        old_entry_bytes: Option<u64>,
+        entry_bytes: u64,
+    ) -> Result<(), CapabilityError> {
+        if old_entry_bytes.is_none() && keys >= self.max_keys {
+            return Err(CapabilityError::Invalid(format!(
+                "state quota: plugin {scope} holds {keys} keys, the most it may; delete keys it no longer needs"
+            )));
+        }
+        let after = bytes.saturating_sub(old_entry_bytes.unwrap_or(0)).saturating_add(entry_bytes);
+        if after > self.max_bytes && after > bytes {
+            return Err(CapabilityError::Invalid(format!(
+                "state quota: plugin {scope} would hold {after} bytes; the limit is {}",
+                self.max_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Durable key-value storage. `scope` is the plugin's name, so plugins never
-/// see each other's keys.
+/// see each other's keys. Writes that grow a scope are held to its quota.
 #[async_trait::async_trait]
 pub trait StateStore: Send + Sync {
     /// The value at `key`, if any.
     async fn get(&self, scope: &str, key: &str) -> Result<Option<String>, CapabilityError>;
     /// Sets `key` to `value` (JSON).
-    async fn set(&self, scope: &str, key: &str, value: &str) -> Result<(), CapabilityError>;
+    async fn set(&self, scope: &str, key: &str, value: &str, quota: StateQuota) -> Result<(), CapabilityError>;
     /// Removes `key`.
     async fn delete(&self, scope: &str, key: &str) -> Result<(), CapabilityError>;
     /// Adds `delta`. With `effect` (the effect journal's key for this
     /// call), a store that keeps the journal records the result under it in
     /// the same transaction, so a crash can neither lose nor repeat the
     /// increment; other stores ignore it.
-    async fn increment(&self, scope: &str, key: &str, delta: i64, effect: Option<&str>)
-    -> Result<i64, CapabilityError>;
+    async fn increment(
+        &self,
+        scope: &str,
+        key: &str,
+        delta: i64,
+        effect: Option<&str>,
+        quota: StateQuota,
+    ) -> Result<i64, CapabilityError>;
 }
 
 impl Host for RunContext {
@@ -48,7 +102,7 @@ impl Host for RunContext {
         }
         require_json(&value, "value")?;
         let store = self.provider(Grant::StateWrite, |c| &c.state)?;
-        store.set(&self.identity().plugin, &key, &value).await
+        store.set(&self.identity().plugin, &key, &value, self.capabilities().state_quota).await
     }
 
     async fn delete(&mut self, key: String) -> Result<(), CapabilityError> {
@@ -61,9 +115,10 @@ impl Host for RunContext {
         check_key(&key)?;
         let store = self.provider(Grant::StateWrite, |c| &c.state)?;
         let scope = self.identity().plugin.clone();
+        let quota = self.capabilities().state_quota;
         // Not idempotent: a replay must return the first result, not add again.
         self.effect("state.increment", Guard::Atomic, |attempt| async move {
-            store.increment(&scope, &key, delta, attempt.key.as_deref()).await
+            store.increment(&scope, &key, delta, attempt.key.as_deref(), quota).await
         })
         .await
     }
@@ -144,22 +199,46 @@ impl FileStateStore {
     }
 }
 
+/// [`StateQuota::check`] for a scope held in memory.
+fn check_map_quota(
+    scope: &str,
+    map: &BTreeMap<String, String>,
+    key: &str,
+    value_len: usize,
+    quota: StateQuota,
+) -> Result<(), CapabilityError> {
+    let bytes: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let old = map.get(key).map(|v| (key.len() + v.len()) as u64);
+    quota.check(scope, map.len() as u64, bytes as u64, old, (key.len() + value_len) as u64)
+}
+
 #[async_trait::async_trait]
 impl StateStore for FileStateStore {
     async fn get(&self, scope: &str, key: &str) -> Result<Option<String>, CapabilityError> {
         self.with_scope(scope, |map| Ok((map.get(key).cloned(), false)))
     }
 
-    async fn set(&self, scope: &str, key: &str, value: &str) -> Result<(), CapabilityError> {
-        self.with_scope(scope, |map| Ok(((), map.insert(key.to_string(), value.to_string()).as_deref() != Some(value))))
+    async fn set(&self, scope: &str, key: &str, value: &str, quota: StateQuota) -> Result<(), CapabilityError> {
+        self.with_scope(scope, |map| {
+            check_map_quota(scope, map, key, value.len(), quota)?;
+            Ok(((), map.insert(key.to_string(), value.to_string()).as_deref() != Some(value)))
+        })
     }
 
     async fn delete(&self, scope: &str, key: &str) -> Result<(), CapabilityError> {
         self.with_scope(scope, |map| Ok(((), map.remove(key).is_some())))
     }
 
-    async fn increment(&self, scope: &str, key: &str, delta: i64, _: Option<&str>) -> Result<i64, CapabilityError> {
+    async fn increment(
+        &self,
+        scope: &str,
+        key: &str,
+        delta: i64,
+        _: Option<&str>,
+        quota: StateQuota,
+    ) -> Result<i64, CapabilityError> {
         self.with_scope(scope, |map| {
+            check_map_quota(scope, map, key, 20, quota)?;
             let current = match map.get(key) {
                 None => 0,
                 Some(text) => text
@@ -183,9 +262,10 @@ mod tests {
     async fn values_survive_a_new_store_on_the_same_directory() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStateStore::new(dir.path());
-        store.set("route", "cursor", "3").await.unwrap();
-        assert_eq!(store.increment("route", "cursor", 2, None).await.unwrap(), 5);
-        store.set("other", "cursor", "\"x\"").await.unwrap();
+        let quota = StateQuota::default();
+        store.set("route", "cursor", "3", quota).await.unwrap();
+        assert_eq!(store.increment("route", "cursor", 2, None, quota).await.unwrap(), 5);
+        store.set("other", "cursor", "\"x\"", quota).await.unwrap();
 
         let reopened = FileStateStore::new(dir.path());
         assert_eq!(reopened.get("route", "cursor").await.unwrap().as_deref(), Some("5"));
@@ -198,7 +278,24 @@ mod tests {
     async fn increment_refuses_a_non_integer() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStateStore::new(dir.path());
-        store.set("p", "k", "\"text\"").await.unwrap();
-        assert!(matches!(store.increment("p", "k", 1, None).await, Err(CapabilityError::Invalid(_))));
+        store.set("p", "k", "\"text\"", StateQuota::default()).await.unwrap();
+        assert!(matches!(
+            store.increment("p", "k", 1, None, StateQuota::default()).await,
+            Err(CapabilityError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_write_that_grows_past_the_quota_is_refused_and_one_that_shrinks_is_not() {
+        let invalid = |r: Result<(), CapabilityError>| match r {
+            Err(CapabilityError::Invalid(message)) => message,
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        let quota = StateQuota { max_keys: 2, max_bytes: 100 };
+        let full = invalid(quota.check("route", 2, 50, None, 10));
+        assert!(full.contains("holds 2 keys"), "{full}");
+        assert!(quota.check("route", 2, 50, Some(10), 10).is_ok(), "overwriting a key at the key limit");
+        assert!(invalid(quota.check("route", 1, 95, None, 10)).contains("105 bytes"));
+        assert!(quota.check("route", 2, 150, Some(60), 20).is_ok(), "shrinking while over the limit");
     }
 }

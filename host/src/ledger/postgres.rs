@@ -4,7 +4,7 @@
 //! so instances never wait on each other's work.
 
 use super::{Deferred, InboundEvent, Instance, Ledger, PausedRep, TimerRecord, WaitPolicy};
-use crate::capabilities::{CapabilityError, Clock, EffectJournal, Entry, Scheduler, StateStore, Timer};
+use crate::capabilities::{CapabilityError, Clock, EffectJournal, Entry, Scheduler, StateQuota, StateStore, Timer};
 use crate::lead::{LeadFacts, LeadRecord, LeadState, Step};
 use anyhow::{Context, Result};
 use std::sync::{Arc, Mutex};
@@ -103,6 +103,30 @@ const MIGRATIONS: &[&str] = &[
     );
 "#,
     "ALTER TABLE lead_steps ADD COLUMN execution_id TEXT;",
+    // What each plugin holds, kept by a trigger, for its state quota.
+    r#"
+    CREATE TABLE plugin_state_usage (scope TEXT PRIMARY KEY, keys BIGINT NOT NULL, bytes BIGINT NOT NULL);
+    INSERT INTO plugin_state_usage
+        SELECT scope, count(*), sum(octet_length(key) + octet_length(value)) FROM plugin_state GROUP BY scope;
+    CREATE FUNCTION plugin_state_usage_track() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO plugin_state_usage VALUES (NEW.scope, 1, octet_length(NEW.key) + octet_length(NEW.value))
+            ON CONFLICT (scope) DO UPDATE
+                SET keys = plugin_state_usage.keys + 1, bytes = plugin_state_usage.bytes + excluded.bytes;
+        ELSIF TG_OP = 'UPDATE' THEN
+            UPDATE plugin_state_usage SET bytes = bytes + octet_length(NEW.value) - octet_length(OLD.value)
+                WHERE scope = NEW.scope;
+        ELSE
+            UPDATE plugin_state_usage
+                SET keys = keys - 1, bytes = bytes - octet_length(OLD.key) - octet_length(OLD.value)
+                WHERE scope = OLD.scope;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER plugin_state_usage AFTER INSERT OR UPDATE OR DELETE ON plugin_state
+        FOR EACH ROW EXECUTE FUNCTION plugin_state_usage_track();
+"#,
 ];
 
 /// Most connections one instance opens.
@@ -923,17 +947,18 @@ impl StateStore for PostgresStore {
         Ok(row.map(|r| r.get(0)))
     }
 
-    async fn set(&self, scope: &str, key: &str, value: &str) -> Result<(), CapabilityError> {
-        let client = self.client().await.map_err(unavailable)?;
-        client
-            .execute(
-                "INSERT INTO plugin_state (scope, key, value) VALUES ($1, $2, $3)
-                 ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
-                &[&scope, &key, &value],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+    async fn set(&self, scope: &str, key: &str, value: &str, quota: StateQuota) -> Result<(), CapabilityError> {
+        let mut client = self.client().await.map_err(unavailable)?;
+        let tx = client.transaction().await.map_err(unavailable)?;
+        check_state_quota(&tx, scope, key, value.len(), quota).await?;
+        tx.execute(
+            "INSERT INTO plugin_state (scope, key, value) VALUES ($1, $2, $3)
+             ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+            &[&scope, &key, &value],
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn delete(&self, scope: &str, key: &str) -> Result<(), CapabilityError> {
@@ -951,6 +976,7 @@ impl StateStore for PostgresStore {
         key: &str,
         delta: i64,
         effect: Option<&str>,
+        quota: StateQuota,
     ) -> Result<i64, CapabilityError> {
         let at = self.business_now();
         let mut client = self.client().await.map_err(unavailable)?;
@@ -988,6 +1014,7 @@ impl StateStore for PostgresStore {
         };
         let next =
             current.checked_add(delta).ok_or_else(|| CapabilityError::Invalid(format!("'{key}' would overflow")))?;
+        check_state_quota(&tx, scope, key, next.to_string().len(), quota).await?;
         tx.execute(
             "INSERT INTO plugin_state (scope, key, value) VALUES ($1, $2, $3)
              ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
@@ -1001,6 +1028,39 @@ impl StateStore for PostgresStore {
         tx.commit().await.map_err(unavailable)?;
         Ok(next)
     }
+}
+
+/// [`StateQuota::check`] against what the scope holds, its usage row
+/// locked until `tx` ends so concurrent writers of one plugin take turns.
+async fn check_state_quota(
+    tx: &tokio_postgres::Transaction<'_>,
+    scope: &str,
+    key: &str,
+    value_len: usize,
+    quota: StateQuota,
+) -> Result<(), CapabilityError> {
+    tx.execute("INSERT INTO plugin_state_usage VALUES ($1, 0, 0) ON CONFLICT DO NOTHING", &[&scope])
+        .await
+        .map_err(unavailable)?;
+    let usage = tx
+        .query_one("SELECT keys, bytes FROM plugin_state_usage WHERE scope = $1 FOR UPDATE", &[&scope])
+        .await
+        .map_err(unavailable)?;
+    let old = tx
+        .query_opt(
+            "SELECT (octet_length(key) + octet_length(value))::bigint FROM plugin_state WHERE scope = $1 AND key = $2",
+            &[&scope, &key],
+        )
+        .await
+        .map_err(unavailable)?;
+    let size = |n: i64| u64::try_from(n).unwrap_or(0);
+    quota.check(
+        scope,
+        size(usage.get(0)),
+        size(usage.get(1)),
+        old.map(|r| size(r.get(0))),
+        (key.len() + value_len) as u64,
+    )
 }
 
 #[cfg(test)]

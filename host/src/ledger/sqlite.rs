@@ -3,7 +3,7 @@
 
 use super::{Deferred, InboundEvent, Instance, Ledger, PausedRep, TimerRecord, WaitPolicy, key_range};
 use crate::capabilities::Entry;
-use crate::capabilities::{CapabilityError, Clock, Scheduler, StateStore, SystemClock, Timer};
+use crate::capabilities::{CapabilityError, Clock, Scheduler, StateQuota, StateStore, SystemClock, Timer};
 use crate::lead::{LeadFacts, LeadRecord, LeadState, Step};
 use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -106,6 +106,28 @@ const MIGRATIONS: &[&str] = &[
     // A step is the same step only within one execution: a lead handed off
     // again shows its second handoff's steps too.
     "ALTER TABLE lead_steps ADD COLUMN execution_id TEXT;",
+    // What each plugin holds, kept by triggers, for its state quota.
+    r#"
+    CREATE TABLE plugin_state_usage (scope TEXT PRIMARY KEY, keys INTEGER NOT NULL, bytes INTEGER NOT NULL);
+    INSERT INTO plugin_state_usage
+        SELECT scope, count(*), sum(length(CAST(key AS BLOB)) + length(CAST(value AS BLOB))) FROM plugin_state GROUP BY scope;
+    CREATE TRIGGER plugin_state_inserted AFTER INSERT ON plugin_state BEGIN
+        INSERT OR IGNORE INTO plugin_state_usage VALUES (NEW.scope, 0, 0);
+        UPDATE plugin_state_usage
+            SET keys = keys + 1, bytes = bytes + length(CAST(NEW.key AS BLOB)) + length(CAST(NEW.value AS BLOB))
+            WHERE scope = NEW.scope;
+    END;
+    CREATE TRIGGER plugin_state_updated AFTER UPDATE ON plugin_state BEGIN
+        UPDATE plugin_state_usage
+            SET bytes = bytes + length(CAST(NEW.value AS BLOB)) - length(CAST(OLD.value AS BLOB))
+            WHERE scope = NEW.scope;
+    END;
+    CREATE TRIGGER plugin_state_deleted AFTER DELETE ON plugin_state BEGIN
+        UPDATE plugin_state_usage
+            SET keys = keys - 1, bytes = bytes - length(CAST(OLD.key AS BLOB)) - length(CAST(OLD.value AS BLOB))
+            WHERE scope = OLD.scope;
+    END;
+"#,
 ];
 
 /// Most writes committed together in one transaction.
@@ -975,18 +997,21 @@ impl StateStore for SqliteStore {
         .map_err(unavailable)
     }
 
-    async fn set(&self, scope: &str, key: &str, value: &str) -> Result<(), CapabilityError> {
+    async fn set(&self, scope: &str, key: &str, value: &str, quota: StateQuota) -> Result<(), CapabilityError> {
         let (scope, key, value) = (scope.to_string(), key.to_string(), value.to_string());
         self.write(move |c| {
+            if let Err(refused) = check_state_quota(c, &scope, &key, value.len(), quota)? {
+                return Ok(Err(refused));
+            }
             c.execute(
                 "INSERT INTO plugin_state (scope, key, value) VALUES (?1, ?2, ?3)
                  ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
                 params![scope, key, value],
             )?;
-            Ok(())
+            Ok(Ok(()))
         })
         .await
-        .map_err(unavailable)
+        .map_err(unavailable)?
     }
 
     async fn delete(&self, scope: &str, key: &str) -> Result<(), CapabilityError> {
@@ -1005,54 +1030,79 @@ impl StateStore for SqliteStore {
         key: &str,
         delta: i64,
         effect: Option<&str>,
+        quota: StateQuota,
     ) -> Result<i64, CapabilityError> {
         let (scope, key, effect) = (scope.to_string(), key.to_string(), effect.map(str::to_string));
         let at = self.business_now();
-        let outcome = self
-            .write(move |c| {
-                // Done already (by a run of this execution elsewhere): the
-                // recorded result, not a second increment.
-                if let Some(effect) = &effect
-                    && let Some(done) = c
-                        .query_row("SELECT result FROM effects WHERE key = ?1", params![effect], |r| {
-                            r.get::<_, String>(0)
-                        })
-                        .optional()?
-                    && let Ok(n) = done.parse::<i64>()
-                {
-                    return Ok(Ok(n));
-                }
-                let current: Option<String> = c
-                    .query_row(
-                        "SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2",
-                        params![scope, key],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let current = match current {
-                    None => 0,
-                    Some(text) => match text.parse::<i64>() {
-                        Ok(n) => n,
-                        Err(_) => return Ok(Err(format!("'{key}' holds {text}, not an integer"))),
-                    },
-                };
-                let Some(next) = current.checked_add(delta) else {
-                    return Ok(Err(format!("'{key}' would overflow")));
-                };
-                c.execute(
-                    "INSERT INTO plugin_state (scope, key, value) VALUES (?1, ?2, ?3)
+        self.write(move |c| {
+            // Done already (by a run of this execution elsewhere): the
+            // recorded result, not a second increment.
+            if let Some(effect) = &effect
+                && let Some(done) = c
+                    .query_row("SELECT result FROM effects WHERE key = ?1", params![effect], |r| r.get::<_, String>(0))
+                    .optional()?
+                && let Ok(n) = done.parse::<i64>()
+            {
+                return Ok(Ok(n));
+            }
+            let current: Option<String> = c
+                .query_row("SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2", params![scope, key], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let current = match current {
+                None => 0,
+                Some(text) => match text.parse::<i64>() {
+                    Ok(n) => n,
+                    Err(_) => {
+                        return Ok(Err(CapabilityError::Invalid(format!("'{key}' holds {text}, not an integer"))));
+                    }
+                },
+            };
+            let Some(next) = current.checked_add(delta) else {
+                return Ok(Err(CapabilityError::Invalid(format!("'{key}' would overflow"))));
+            };
+            if let Err(refused) = check_state_quota(c, &scope, &key, next.to_string().len(), quota)? {
+                return Ok(Err(refused));
+            }
+            c.execute(
+                "INSERT INTO plugin_state (scope, key, value) VALUES (?1, ?2, ?3)
                      ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
-                    params![scope, key, next.to_string()],
-                )?;
-                if let Some(effect) = &effect {
-                    record_effect(c, effect, &next.to_string(), at)?;
-                }
-                Ok(Ok(next))
-            })
-            .await
-            .map_err(unavailable)?;
-        outcome.map_err(CapabilityError::Invalid)
+                params![scope, key, next.to_string()],
+            )?;
+            if let Some(effect) = &effect {
+                record_effect(c, effect, &next.to_string(), at)?;
+            }
+            Ok(Ok(next))
+        })
+        .await
+        .map_err(unavailable)?
     }
+}
+
+/// [`StateQuota::check`] against what the scope holds in the ledger.
+fn check_state_quota(
+    c: &Connection,
+    scope: &str,
+    key: &str,
+    value_len: usize,
+    quota: StateQuota,
+) -> Result<Result<(), CapabilityError>> {
+    let (keys, bytes): (i64, i64) = c
+        .query_row("SELECT keys, bytes FROM plugin_state_usage WHERE scope = ?1", params![scope], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?
+        .unwrap_or((0, 0));
+    let old: Option<i64> = c
+        .query_row(
+            "SELECT length(CAST(key AS BLOB)) + length(CAST(value AS BLOB)) FROM plugin_state WHERE scope = ?1 AND key = ?2",
+            params![scope, key],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let size = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(quota.check(scope, size(keys), size(bytes), old.map(size), (key.len() + value_len) as u64))
 }
 
 fn unavailable(e: anyhow::Error) -> CapabilityError {

@@ -41,6 +41,11 @@ impl Executor {
         &self.capabilities
     }
 
+    /// The plugin sandbox.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
     /// Runs one execution of `prepared` on `input` to its end, under a new
     /// execution id.
     pub async fn execute(

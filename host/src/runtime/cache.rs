@@ -80,6 +80,37 @@ impl ComponentCache {
         Ok((component, CacheOutcome::Compiled { compile_ms }))
     }
 
+    fn description_path(&self, content_hash: &str) -> PathBuf {
+        self.dir.join(format!("{}-{}.describe.json", &content_hash[..32], self.engine_key))
+    }
+
+    /// What the component with this content hash said in `describe()` (or
+    /// why its answer was refused), when a load stored it.
+    pub(crate) fn load_description(&self, content_hash: &str) -> Option<Result<super::plugin::Description, String>> {
+        let bytes = std::fs::read(self.description_path(content_hash)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Stores what `describe()` said, so the next load does not call it.
+    /// A failure to store only costs a call next time (logged).
+    pub(crate) fn store_description(
+        &self,
+        content_hash: &str,
+        description: &Result<super::plugin::Description, String>,
+    ) {
+        let path = self.description_path(content_hash);
+        let write = || -> Result<()> {
+            std::fs::create_dir_all(&self.dir)?;
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            std::fs::write(&tmp, serde_json::to_vec(description)?)?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::warn!(path = %path.display(), error = %e, "cannot cache a plugin's description");
+        }
+    }
+
     fn store(&self, path: &Path, component: &Component) -> Result<()> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
         let bytes = component.serialize().map_err(anyhow::Error::from)?;

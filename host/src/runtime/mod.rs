@@ -6,20 +6,23 @@
 //! so nothing leaks between leads. A plugin that loops, traps or allocates
 //! without end is stopped and reported as a node error; the host goes on.
 
+mod breaker;
+mod budget;
 mod cache;
 mod plugin;
 mod registry;
 mod run;
 mod run_state;
 
+pub use breaker::{BreakerConfig, PluginPause};
 pub use cache::{CacheOutcome, ComponentCache};
 pub use plugin::{Plugin, PluginInfo, PluginSource, is_plugin_name};
 pub use registry::{LoadProblem, PluginRegistry};
-pub use run::{Invocation, NodeFailure, RunLimits, RunOutcome};
+pub use run::{Invocation, MAX_ERROR_BYTES, NodeFailure, RunLimits, RunOutcome};
 pub use run_state::{RunState, STDIO_CAPTURE_BYTES};
 
 use crate::capabilities::CapabilityLinks;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +47,15 @@ pub struct RuntimeConfig {
     /// fewer page faults in the next run, more work when a store is dropped
     /// (which happens off the lead's path).
     pub keep_resident_bytes: usize,
+    /// Threads of the plugin pool: wasm runs on these, never on the
+    /// threads that serve HTTP, the ledger and timers. 0 runs plugins on
+    /// the caller's runtime (they still yield every tick).
+    pub plugin_threads: usize,
+    /// Runs of one plugin that may be in flight at once, so one plugin
+    /// cannot hold every slot.
+    pub max_runs_per_plugin: u32,
+    /// When a plugin that keeps hitting its deadline is paused.
+    pub breaker: BreakerConfig,
 }
 
 impl RuntimeConfig {
@@ -54,6 +66,9 @@ impl RuntimeConfig {
             max_concurrent_runs: 256,
             max_memory_bytes: 512 * 1024 * 1024,
             keep_resident_bytes: 2 * 1024 * 1024,
+            plugin_threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            max_runs_per_plugin: 64,
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -69,6 +84,10 @@ pub struct Runtime {
     /// One permit per pool slot for runs: a burst of work waits for a slot
     /// instead of failing on a full pool.
     pub(crate) slots: tokio::sync::Semaphore,
+    /// Per-plugin run caps and circuit breakers.
+    gates: breaker::Gates,
+    /// The threads wasm runs on (none: the caller's).
+    pool: Option<tokio::runtime::Runtime>,
 }
 
 impl Runtime {
@@ -118,7 +137,30 @@ impl Runtime {
         let cache = ComponentCache::new(&config.cache_dir, &engine);
         let ticker = EpochTicker::start(engine.clone());
         let slots = tokio::sync::Semaphore::new(config.max_concurrent_runs as usize);
-        Ok(Arc::new(Runtime { engine, linker, cache, config, _ticker: ticker, dropper: StoreDropper::start(), slots }))
+        let gates = breaker::Gates::new(config.max_runs_per_plugin.max(1) as usize, config.breaker);
+        let pool = match config.plugin_threads {
+            0 => None,
+            threads => Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("handoff-plugin")
+                    .on_thread_start(|| ON_POOL.set(true))
+                    .enable_all()
+                    .build()
+                    .context("starting the plugin pool")?,
+            ),
+        };
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            cache,
+            config,
+            _ticker: ticker,
+            dropper: StoreDropper::start(),
+            slots,
+            gates,
+            pool,
+        }))
     }
 
     /// The wasmtime engine.
@@ -135,6 +177,52 @@ impl Runtime {
     pub fn config(&self) -> &RuntimeConfig {
         &self.config
     }
+
+    /// Spawns `work` (an execution) on the plugin pool, or on the current
+    /// runtime without one: its node runs then run in place, with no hop
+    /// between threads per run, and never on the server's own threads.
+    pub fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        use tracing::Instrument;
+        match &self.pool {
+            Some(pool) => pool.spawn(work.in_current_span()),
+            None => tokio::spawn(work),
+        }
+    }
+
+    /// Plugins their circuit breaker paused since the last call: each is
+    /// told to ops once.
+    pub fn take_pauses(&self) -> Vec<PluginPause> {
+        self.gates.take_pauses()
+    }
+
+    /// Plugins paused now: name, time left, and why.
+    pub fn paused_plugins(&self) -> Vec<(String, Duration, String)> {
+        self.gates.paused()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // Runs still on the pool are abandoned; dropping a tokio runtime
+        // from async code must not block.
+        if let Some(pool) = self.pool.take() {
+            pool.shutdown_background();
+        }
+    }
+}
+
+thread_local! {
+    /// Set on the plugin pool's threads: a run started there runs in place.
+    static ON_POOL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is a plugin pool thread.
+pub(crate) fn on_pool_thread() -> bool {
+    ON_POOL.get()
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread, which
@@ -172,6 +260,7 @@ const DROP_QUEUE: usize = 32;
 /// Drops finished stores on a background thread: returning an instance's
 /// memory to the pool costs more than the run itself, and no lead should
 /// wait for it.
+#[derive(Clone)]
 struct StoreDropper {
     tx: std::sync::mpsc::SyncSender<Store<RunState>>,
 }

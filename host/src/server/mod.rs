@@ -341,5 +341,12 @@ fn router(state: Arc<AppState>) -> Router {
 
 async fn ready(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let names: Vec<&str> = state.pipelines.iter().map(|p| p.pipeline.name.as_str()).collect();
-    Json(json!({"status": "ready", "pipelines": names}))
+    let paused: Vec<serde_json::Value> = state
+        .executor
+        .runtime()
+        .paused_plugins()
+        .into_iter()
+        .map(|(plugin, left, reason)| json!({"plugin": plugin, "reason": reason, "resumes_in_ms": left.as_millis()}))
+        .collect();
+    Json(json!({"status": "ready", "pipelines": names, "paused_plugins": paused}))
 }

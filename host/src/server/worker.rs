@@ -103,6 +103,9 @@ async fn own_work(state: Arc<AppState>) {
         if stopping && state.worker.in_flight() == 0 {
             return;
         }
+        for pause in state.executor.runtime().take_pauses() {
+            alert_plugin_paused(&state, &pause).await;
+        }
         if !stopping && next_timer.is_some_and(|due| due <= state.clock.now_ms()) {
             if let Err(e) = fire_timers(&state).await {
                 tracing::warn!(error = %e, "cannot fire due timers; trying again");
@@ -288,7 +291,10 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
     let running = Running { state: state.clone(), execution: execution.clone() };
     let task_state = state.clone();
     let task_execution = execution.clone();
-    let task = tokio::spawn(async move {
+    // On the plugin pool: the execution's node runs run in place there,
+    // and never on the threads serving HTTP and timers.
+    let runtime = state.executor.runtime().clone();
+    let task = runtime.spawn(async move {
         let (state, execution) = (task_state, task_execution);
         let id = event.event_id.clone();
         let lead = event.lead_id.clone();
@@ -443,6 +449,25 @@ async fn alert_ops(state: &AppState, event: &InboundEvent, record: &ExecutionRec
     );
     if let Err(e) = chat.post(channel, &text, None).instrument(tracing::info_span!("ops_alert", lead)).await {
         tracing::error!(error = %e, lead, "cannot alert the ops channel");
+    }
+}
+
+/// Tells the ops channel that a plugin's circuit breaker paused it.
+async fn alert_plugin_paused(state: &AppState, pause: &crate::runtime::PluginPause) {
+    let (Some(channel), Some(chat)) = (&state.ops_channel, state.executor.capabilities().chat.clone()) else {
+        return;
+    };
+    let text = format!(
+        ":no_entry: Plugin `{}` is paused for {} s: {} (last at node `{}`). Leads that need it wait and run again when it is back; if it keeps failing, fix or replace the plugin.",
+        pause.plugin,
+        pause.pause_ms / 1000,
+        pause.reason,
+        pause.last_node
+    );
+    if let Err(e) =
+        chat.post(channel, &text, None).instrument(tracing::info_span!("ops_alert", plugin = %pause.plugin)).await
+    {
+        tracing::error!(error = %e, plugin = %pause.plugin, "cannot alert the ops channel");
     }
 }
 
