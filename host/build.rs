@@ -16,6 +16,7 @@ const STANDARD: &[(&str, &str)] = &[
     ("summarize", "handoff-plugin-summarize"),
     ("notify", "handoff-plugin-notify"),
     ("escalate", "handoff-plugin-escalate"),
+    ("recycle", "handoff-plugin-recycle"),
 ];
 
 fn main() {

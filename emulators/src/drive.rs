@@ -131,6 +131,30 @@ pub async fn click(
     Ok(send_slack_interaction(http, url, crate::SECRET, &payload, now_secs).await?)
 }
 
+/// The member with `email` submits the newest modal with `values` (its
+/// `state.values`) and the submission is POSTed to Handoff's interactivity
+/// URL, signed with the emulated app's secret.
+///
+/// # Errors
+///
+/// When no modal is open or `email` is no member, or the request fails.
+pub async fn submit_view(
+    http: &reqwest::Client,
+    url: &str,
+    state: &crate::EmulatorState,
+    email: &str,
+    values: &Value,
+) -> Result<reqwest::Response> {
+    let payload = {
+        let now = state.clock.now_ms();
+        let world = state.world();
+        let view = world.slack.views.last().context("no modal is open")?;
+        world.slack.view_submission(email, &view.id, values, now).with_context(|| format!("{email} is no member"))?
+    };
+    let now_secs = jiff::Timestamp::now().as_second();
+    Ok(send_slack_interaction(http, url, crate::SECRET, &payload, now_secs).await?)
+}
+
 /// POSTs a webhook body to `url` signed as HubSpot does (v3, with the
 /// wall clock's time, as HubSpot's own).
 ///

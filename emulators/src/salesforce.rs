@@ -60,6 +60,7 @@ fn known_fields(object: &str) -> &'static [&'static str] {
             "IsConverted",
             "CreatedDate",
             "LastModifiedDate",
+            "SystemModstamp",
             "LastActivityDate",
             "Description",
             "Website",
@@ -171,6 +172,7 @@ impl Data {
                 let mut record = record.clone();
                 record.entry("CreatedDate").or_insert_with(|| json!(sf_datetime(now_ms)));
                 record.entry("LastModifiedDate").or_insert_with(|| json!(sf_datetime(now_ms)));
+                record.entry("SystemModstamp").or_insert_with(|| json!(sf_datetime(now_ms)));
                 list.push(record);
             }
         }
@@ -220,6 +222,7 @@ impl Data {
         record.insert("Id".into(), json!(id));
         record.insert("CreatedDate".into(), json!(sf_datetime(now_ms)));
         record.insert("LastModifiedDate".into(), json!(sf_datetime(now_ms)));
+        record.insert("SystemModstamp".into(), json!(sf_datetime(now_ms)));
         derive(object, &mut record);
         self.touch_who(object, &record, now_ms);
         self.objects.entry(object.to_string()).or_default().push(record);
@@ -240,6 +243,7 @@ impl Data {
         check_required(object, &record)?;
         self.check_record(object, &record)?;
         record.insert("LastModifiedDate".into(), json!(sf_datetime(now_ms)));
+        record.insert("SystemModstamp".into(), json!(sf_datetime(now_ms)));
         derive(object, &mut record);
         *self.find_mut(object, id).expect("found above") = record;
         Ok(())
@@ -358,7 +362,7 @@ fn check_writable(object: &str, field: &str) -> Result<(), SfError> {
             &[],
         ));
     }
-    if ["Id", "CreatedDate", "LastModifiedDate"].iter().any(|f| f.eq_ignore_ascii_case(field)) {
+    if ["Id", "CreatedDate", "LastModifiedDate", "SystemModstamp"].iter().any(|f| f.eq_ignore_ascii_case(field)) {
         return Err(SfError::new(
             400,
             "INVALID_FIELD_FOR_INSERT_UPDATE",
@@ -418,6 +422,12 @@ fn derive(object: &str, record: &mut Map<String, Value>) {
     if object == "Task" {
         let closed = record.get("Status").and_then(Value::as_str) == Some("Completed");
         record.insert("IsClosed".into(), json!(closed));
+    }
+    if object == "Opportunity" {
+        // Salesforce derives both from the stage's picklist entry.
+        let stage = record.get("StageName").and_then(Value::as_str).unwrap_or_default().to_string();
+        record.insert("IsClosed".into(), json!(stage.starts_with("Closed")));
+        record.insert("IsWon".into(), json!(stage == "Closed Won"));
     }
 }
 

@@ -1,5 +1,6 @@
 //! The Slack Web API emulator: users.lookupByEmail, conversations.open,
-//! chat.postMessage and chat.update with Block Kit checks, bearer auth,
+//! chat.postMessage and chat.update with Block Kit checks, views.open (a
+//! trigger id lasts three seconds), bearer auth,
 //! HTTP 200 `ok: false` errors, and per-channel rate limits (429 with
 //! Retry-After).
 
@@ -60,6 +61,20 @@ pub struct Message {
     pub received_at_us: i64,
 }
 
+/// A modal opened with views.open.
+#[derive(Debug, Clone, Serialize)]
+pub struct View {
+    /// `V...`.
+    pub id: String,
+    /// The trigger id it was opened with.
+    pub trigger_id: String,
+    /// The view as sent.
+    pub view: Value,
+}
+
+/// How long a trigger id can open a modal, in milliseconds.
+pub const TRIGGER_TTL_MS: i64 = 3_000;
+
 /// Slack's data.
 #[derive(Debug, Default)]
 pub struct Data {
@@ -69,6 +84,8 @@ pub struct Data {
     pub channels: BTreeMap<String, Channel>,
     /// Every message, in order.
     pub messages: Vec<Message>,
+    /// Every modal opened, in order.
+    pub views: Vec<View>,
     next_ts: u64,
     buckets: HashMap<String, (f64, Instant)>,
 }
@@ -150,6 +167,31 @@ impl Data {
             "message": {"type": "message", "user": "U0HANDOFFBOT", "bot_id": "B0HANDOFF", "ts": message.ts, "text": message.text, "blocks": message.blocks},
             "response_url": format!("https://hooks.slack.com/actions/T0HANDOFF/{}/unused", message.ts),
             "actions": [action],
+        }))
+    }
+
+    /// The `view_submission` payload Slack sends when the member with this
+    /// email submits modal `view_id` with `values` (its
+    /// `state.values`: block id → action id → `{"type", "value"}`); none
+    /// when there is no such member or modal.
+    pub fn view_submission(&self, email: &str, view_id: &str, values: &Value, now_ms: i64) -> Option<Value> {
+        let user = self.users.iter().find(|u| u.email == email)?;
+        let opened = self.views.iter().find(|v| v.id == view_id)?;
+        let handle = user.email.split('@').next().unwrap_or_default();
+        let mut view = opened.view.clone();
+        view["id"] = json!(opened.id);
+        view["team_id"] = json!("T0HANDOFF");
+        view["state"] = json!({ "values": values });
+        view["hash"] = json!(format!("{now_ms}.{}", opened.id));
+        Some(json!({
+            "type": "view_submission",
+            "team": {"id": "T0HANDOFF", "domain": "handoff-demo"},
+            "user": {"id": user.id, "username": handle, "name": handle, "team_id": "T0HANDOFF"},
+            "api_app_id": "A0HANDOFF",
+            "token": "verification-token-unused",
+            "trigger_id": format!("{}.{}.{}", now_ms, self.views.len(), fastrand::u64(..)),
+            "view": view,
+            "response_urls": [],
         }))
     }
 
@@ -288,6 +330,38 @@ async fn method(
                 "message": { "type": "message", "text": text("text"), "user": "U0HANDOFFBOT", "bot_id": "B0HANDOFF", "ts": ts, "blocks": blocks },
             }))
             .into_response()
+        }
+        "views.open" => {
+            // A trigger id reads `<ms issued>.<n>.<random>`; it opens one
+            // modal within three seconds.
+            let trigger = text("trigger_id");
+            let Some(issued) = trigger.split('.').next().and_then(|t| t.parse::<i64>().ok()) else {
+                return fail("invalid_trigger_id");
+            };
+            if state.clock.now_ms() - issued > TRIGGER_TTL_MS || data.views.iter().any(|v| v.trigger_id == trigger) {
+                return fail("expired_trigger_id");
+            }
+            let view = match args.get("view") {
+                Some(Value::Object(view)) => Value::Object(view.clone()),
+                Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
+                    Ok(view @ Value::Object(_)) => view,
+                    _ => return fail("invalid_arguments"),
+                },
+                _ => return fail("invalid_arguments"),
+            };
+            let title_ok = view["title"]["text"].as_str().is_some_and(|t| !t.is_empty() && t.chars().count() <= 24);
+            let blocks_ok = view["blocks"].as_array().is_some_and(|b| b.len() <= 100);
+            if view["type"] != "modal" || !title_ok || !blocks_ok {
+                return fail("invalid_arguments");
+            }
+            if view["private_metadata"].as_str().is_some_and(|m| m.len() > 3000) {
+                return fail("invalid_arguments");
+            }
+            let id = format!("V{:010}", data.views.len() + 1);
+            data.views.push(View { id: id.clone(), trigger_id: trigger, view: view.clone() });
+            let mut shown = view;
+            shown["id"] = json!(id);
+            Json(json!({ "ok": true, "view": shown })).into_response()
         }
         "conversations.list" => {
             // Public and private channels (no DMs), one page; a cursor is

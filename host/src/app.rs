@@ -140,8 +140,15 @@ pub struct AppOptions {
 }
 
 /// The shipped pipelines `handoff serve` runs by default: the MQL
-/// handoff, the SLA ladder, and Slack's buttons.
-pub const STANDARD_PIPELINES: [&str; 3] = ["mql-handoff.json", "sla-enforcement.json", "slack-interactions.json"];
+/// handoff, the SLA ladder, Slack's buttons, rejection recycling and the
+/// Salesforce rejection poll.
+pub const STANDARD_PIPELINES: [&str; 5] = [
+    "mql-handoff.json",
+    "sla-enforcement.json",
+    "slack-interactions.json",
+    "rejection-recycle.json",
+    "salesforce-rejections.json",
+];
 
 impl AppOptions {
     /// The shipped pipelines ([`STANDARD_PIPELINES`]) and roster from

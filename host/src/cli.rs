@@ -355,6 +355,25 @@ pub async fn leads(data_dir: &Path, state: Option<&str>, limit: usize, json: boo
     Ok(ExitCode::SUCCESS)
 }
 
+/// `handoff rejections`: what sales sent back in a period, and what became
+/// of it.
+///
+/// # Errors
+///
+/// When the ledger cannot be read or a date is not one.
+pub async fn rejections(data_dir: &Path, from: Option<&str>, to: Option<&str>, json: bool) -> Result<ExitCode> {
+    let now = crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock);
+    let from = from.map_or(Ok(now - 30 * 86_400_000), crate::reports::parse_time).map_err(anyhow::Error::msg)?;
+    let to = to.map_or(Ok(now + 1), crate::reports::parse_time).map_err(anyhow::Error::msg)?;
+    let report = crate::reports::rejections(&*open_ledger(data_dir).await?, from, to).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::reports::render_rejections(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What `handoff leads` prints: a table, or JSON.
 ///
 /// # Errors

@@ -237,6 +237,10 @@ pub async fn run(options: DemoOptions) -> Result<String> {
 /// Ruiz's.
 const UNTOUCHED: &str = "1002";
 
+/// The lead its rep rejects in the demo ("Timing not right"), and which
+/// comes back to sales 90 days later.
+const REJECTED: &str = "1003";
+
 /// The follow-up half of the demo, on virtual time: every rep accepts their
 /// new lead within minutes but one, whose lead walks the SLA ladder
 /// (reminder, manager, reassignment, VP review).
@@ -257,12 +261,37 @@ async fn sla_story(app: &App, sandbox: &Emulators, clock: &ManualClock, state_di
             .messages
             .iter()
             .filter(|m| m.recipient.is_some())
-            .filter(|m| !m.blocks.as_ref().is_some_and(|b| b.to_string().contains(&format!("lead:{UNTOUCHED}"))))
+            .filter(|m| {
+                let blocks = m.blocks.as_ref().map(ToString::to_string).unwrap_or_default();
+                !blocks.contains(&format!("lead:{UNTOUCHED}")) && !blocks.contains(&format!("lead:{REJECTED}\""))
+            })
             .filter_map(|m| slack.block_action(m, "accept_lead", None, clock.now_ms()))
             .collect()
     };
+    // One rep rejects theirs instead: not now, budget is next year.
+    let rejection: Option<Value> = {
+        let world = sandbox.state.world();
+        let slack = &world.slack;
+        slack.messages.iter().filter(|m| m.recipient.is_some()).find_map(|m| {
+            let blocks = m.blocks.as_ref()?;
+            if !blocks.to_string().contains(&format!("lead:{REJECTED}\"")) {
+                return None;
+            }
+            let option = blocks
+                .as_array()?
+                .iter()
+                .flat_map(|b| b["elements"].as_array().into_iter().flatten())
+                .find(|e| e["action_id"] == "reject_lead")?["options"]
+                .as_array()?
+                .iter()
+                .filter_map(|o| o["value"].as_str())
+                .find(|v| v.ends_with(":timing"))?
+                .to_string();
+            slack.block_action(m, "reject_lead", Some(&option), clock.now_ms())
+        })
+    };
     let now_secs = crate::capabilities::SystemClock.now_ms() / 1000;
-    for payload in &clicks {
+    for payload in clicks.iter().chain(&rejection) {
         handoff_emulators::drive::send_slack_interaction(&http, &url, handoff_emulators::SECRET, payload, now_secs)
             .await?;
     }
@@ -278,6 +307,15 @@ async fn sla_story(app: &App, sandbox: &Emulators, clock: &ManualClock, state_di
         );
     }
     let _ = writeln!(out, "            {} leads accepted within 10 minutes in all", accepted.len());
+    let mut rejected_shown = 0;
+    if let Some(lead) = ledger.lead(REJECTED).await? {
+        let name = lead.name.clone().unwrap_or_else(|| REJECTED.to_string());
+        let from = lead.timeline.iter().position(|s| s.state.as_str() == "rejected").unwrap_or(lead.timeline.len());
+        for step in &lead.timeline[from..] {
+            let _ = writeln!(out, "  +10 min   {name}: {} ({})", step.detail, step.state);
+        }
+        rejected_shown = lead.timeline.len();
+    }
     let mut shown = ledger.lead(UNTOUCHED).await?.map_or(0, |l| l.timeline.len());
     for (minutes, label) in [(30, "+30 min"), (120, "+2 h"), (240, "+4 h"), (28 * 60, "+28 h")] {
         advance(app, &ledger, clock, t0 + minutes * 60_000).await?;
@@ -291,6 +329,22 @@ async fn sla_story(app: &App, sandbox: &Emulators, clock: &ManualClock, state_di
     let timers = ledger.lead_timers(UNTOUCHED).await?;
     let on_time = timers.iter().filter(|t| t.state == "fired" && t.settled_at == Some(t.due_at)).count();
     let _ = writeln!(out, "  {on_time} of {} ladder timers fired exactly at their deadline", timers.len());
+
+    // Ninety days on, the rejected lead is looked at again.
+    let _ = writeln!(out, "\nRejection recycling, on virtual time:");
+    advance(app, &ledger, clock, t0 + 90 * 86_400_000 + 10 * 60_000).await?;
+    if let Some(lead) = ledger.lead(REJECTED).await? {
+        let name = lead.name.clone().unwrap_or_else(|| REJECTED.to_string());
+        for step in lead.timeline.iter().skip(rejected_shown).filter(|s| s.state.as_str() != "routed") {
+            let _ = writeln!(out, "  +90 days  {name}: {} ({})", step.detail, step.state);
+        }
+    }
+    let report = crate::reports::rejections(&ledger, t0, t0 + 91 * 86_400_000).await?;
+    let _ = writeln!(
+        out,
+        "  rejections: {} in all, {} recycled to sales, {} converted (`handoff rejections`, GET /api/rejections)",
+        report.total.rejected, report.total.recycled, report.total.converted
+    );
     Ok(out)
 }
 

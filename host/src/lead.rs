@@ -199,7 +199,13 @@ pub struct Step {
     pub state: LeadState,
     /// Why, in words.
     pub detail: String,
+    /// What the mark's `data` pointer found in the item, for reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
 }
+
+/// Largest `data` kept with a step, in bytes of JSON.
+pub const MAX_STEP_DATA_BYTES: usize = 4 * 1024;
 
 /// What an execution learned about a lead.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -265,6 +271,10 @@ pub struct LeadMark {
     /// JSON pointer to the CRM record id in the item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crm_id: Option<String>,
+    /// JSON pointer to an object kept with the step, for reports (a
+    /// rejection's reason, who rejected, the source): at most 4 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 /// A node's marks by output port; `*` stands for every port not named.
@@ -453,9 +463,15 @@ pub fn transitions<'r, 'a>(
             facts.salesforce_id = Some(id);
         }
         let detail = render_detail(&mark.detail, item, &out.port);
+        let data = mark
+            .data
+            .as_deref()
+            .and_then(|pointer| item.pointer(pointer))
+            .filter(|v| v.is_object() && v.to_string().len() <= MAX_STEP_DATA_BYTES)
+            .cloned();
         found.push(Transition {
             node: &run.node,
-            step: Step { at: record.at_ms(run.finished_at_us), state, detail },
+            step: Step { at: record.at_ms(run.finished_at_us), state, detail, data },
             item,
         });
     }
@@ -472,9 +488,19 @@ pub fn steps_of<'a>(
     let mut steps: Vec<Step> = found.into_iter().map(|t| t.step).collect();
     let end = record.at_ms(record.duration_us);
     if record.status == ExecutionStatus::Failed {
-        steps.push(Step { at: end, state: LeadState::FAILED, detail: record.error.clone().unwrap_or_default() });
+        steps.push(Step {
+            at: end,
+            state: LeadState::FAILED,
+            detail: record.error.clone().unwrap_or_default(),
+            data: None,
+        });
     } else if record.ends.iter().any(|e| matches!(e, BranchEnd::Failed { .. })) {
-        steps.push(Step { at: end, state: LeadState::FAILED, detail: "a step failed and its branch ended".into() });
+        steps.push(Step {
+            at: end,
+            state: LeadState::FAILED,
+            detail: "a step failed and its branch ended".into(),
+            data: None,
+        });
     }
     (facts, steps)
 }
@@ -496,7 +522,7 @@ mod tests {
     use serde_json::json;
 
     fn mark(state: &str, detail: &str) -> LeadMark {
-        LeadMark { state: state.into(), detail: detail.into(), phase: None, owner: None, crm_id: None }
+        LeadMark { state: state.into(), detail: detail.into(), phase: None, owner: None, crm_id: None, data: None }
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod lead;
 pub mod ledger;
 pub mod pipeline;
 pub mod record;
+pub mod reports;
 pub mod roster;
 pub mod runtime;
 pub mod scaffold;

@@ -131,7 +131,13 @@ enum Command {
         #[arg(
             long = "pipeline",
             value_name = "FILE",
-            default_values = ["pipelines/mql-handoff.json", "pipelines/sla-enforcement.json", "pipelines/slack-interactions.json"]
+            default_values = [
+                "pipelines/mql-handoff.json",
+                "pipelines/sla-enforcement.json",
+                "pipelines/slack-interactions.json",
+                "pipelines/rejection-recycle.json",
+                "pipelines/salesforce-rejections.json",
+            ]
         )]
         pipelines: Vec<PathBuf>,
         /// The roster file.
@@ -193,6 +199,20 @@ enum Command {
         json: bool,
     },
     /// Show one lead's timeline (HubSpot contact id).
+    /// What sales sent back to marketing, by reason, source, campaign and
+    /// rep, and what became of each lead (reads the ledger).
+    Rejections {
+        /// From this date (2026-11-01), timestamp or milliseconds; default
+        /// 30 days ago.
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to (not including) this date; default now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     Lead {
         id: String,
         /// Print as JSON.
@@ -262,6 +282,13 @@ fn main() -> ExitCode {
         let (data_dir, state, limit, json) = (args.data_dir.clone(), state.clone(), *limit, *json);
         return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => report(rt.block_on(cli::leads(&data_dir, state.as_deref(), limit, json))),
+            Err(e) => report(Err(e.into())),
+        };
+    }
+    if let Command::Rejections { from, to, json } = &args.command {
+        let (data_dir, from, to, json) = (args.data_dir.clone(), from.clone(), to.clone(), *json);
+        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => report(rt.block_on(cli::rejections(&data_dir, from.as_deref(), to.as_deref(), json))),
             Err(e) => report(Err(e.into())),
         };
     }
@@ -368,6 +395,7 @@ fn main() -> ExitCode {
             | Command::Serve { .. }
             | Command::Plugin { .. }
             | Command::Leads { .. }
+            | Command::Rejections { .. }
             | Command::Roster { .. }
             | Command::Retry { .. }
             | Command::Lead { .. } => {

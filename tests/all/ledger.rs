@@ -279,14 +279,14 @@ async fn a_later_duplicate_or_wait_does_not_undo_a_notified_lead(backend: &Backe
     let ledger = backend.open("a", 30_000).await;
     let facts = LeadFacts { email: Some("a@b.co".into()), ..Default::default() };
     let steps = [
-        Step { at: 1, state: LeadState::VALIDATED, detail: String::new() },
-        Step { at: 2, state: LeadState::NOTIFIED, detail: "told x".into() },
+        Step { at: 1, state: LeadState::VALIDATED, detail: String::new(), data: None },
+        Step { at: 2, state: LeadState::NOTIFIED, detail: "told x".into(), data: None },
     ];
     ledger.ledger.record_steps("1001", "exec-1", &facts, &steps).await.unwrap();
     ledger.ledger.record_steps("1001", "exec-1", &facts, &steps).await.unwrap();
     for later in [LeadState::DUPLICATE, LeadState::WAITING] {
         let execution = format!("exec-{later}");
-        let step = Step { at: 3, detail: format!("later {later}"), state: later };
+        let step = Step { at: 3, detail: format!("later {later}"), state: later, data: None };
         ledger.ledger.record_steps("1001", &execution, &LeadFacts::default(), &[step]).await.unwrap();
     }
     let lead = ledger.ledger.lead("1001").await.unwrap().unwrap();

@@ -12,6 +12,7 @@ mod languages;
 mod lead_states;
 mod ledger;
 mod pipeline_checks;
+mod recycling;
 mod registry;
 mod sandbox;
 mod scaffold;

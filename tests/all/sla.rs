@@ -3,8 +3,10 @@
 //! reassignment, VP review, pausing a rep, and Slack's signatures.
 
 use handoff::capabilities::Clock;
-use handoff::ledger::{Ledger, SqliteStore, TimerRecord};
-use handoff_tests::{Running, mql_event, post_webhook, start_handoff_with};
+use handoff::ledger::Ledger;
+use handoff_tests::{
+    Running, advance_to, click, deliver, dms_to, lead_state, ledger, mql_event, sf_lead, start_handoff_with, timers,
+};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,69 +32,6 @@ async fn start_sla(adjust: impl FnOnce(handoff::app::AppOptions) -> handoff::app
         adjust(handoff::app::AppOptions { pipelines: standard, ..options })
     })
     .await
-}
-
-fn ledger(running: &Running) -> SqliteStore {
-    SqliteStore::open(&running.state_dir.path().join("handoff.db")).unwrap()
-}
-
-async fn deliver(running: &Running, events: Value) {
-    let response = post_webhook(running, &events, handoff_emulators::SECRET).await;
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    assert!(running.app.server.settle(Duration::from_secs(60)).await, "executions finish");
-}
-
-/// Moves the virtual clock to `at` and waits until every timer due by then
-/// has fired and what it started has finished.
-async fn advance_to(running: &Running, at: i64) {
-    running.clock.set(at);
-    let ledger = ledger(running);
-    for _ in 0..400 {
-        let pending = ledger.next_timer_due(None).await.unwrap();
-        if pending.is_none_or(|due| due > at) && running.app.server.in_flight() == 0 {
-            // Give a just-fired timer's execution the chance to show.
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            if running.app.server.in_flight() == 0 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timers due by {at} did not fire and settle");
-}
-
-fn dms_to(running: &Running, email: &str) -> Vec<String> {
-    let world = running.emulators.state.world();
-    world.slack.messages.iter().filter(|m| m.recipient.as_deref() == Some(email)).map(|m| m.text.clone()).collect()
-}
-
-fn sf_lead(running: &Running, email: &str) -> serde_json::Map<String, Value> {
-    let world = running.emulators.state.world();
-    world.salesforce.objects["Lead"].iter().find(|l| l["Email"] == email).cloned().expect("the Salesforce lead")
-}
-
-async fn timers(running: &Running, lead: &str) -> Vec<TimerRecord> {
-    ledger(running).lead_timers(lead).await.unwrap()
-}
-
-async fn lead_state(running: &Running, lead: &str) -> String {
-    ledger(running).lead(lead).await.unwrap().unwrap().state.as_str().to_string()
-}
-
-async fn click(running: &Running, recipient: &str, action: &str) -> reqwest::Response {
-    let url = format!("http://{}/slack/interactions", running.app.server.addr);
-    let response = handoff_emulators::drive::click(
-        &reqwest::Client::new(),
-        &url,
-        &running.emulators.state,
-        recipient,
-        action,
-        None,
-    )
-    .await
-    .unwrap();
-    assert!(running.app.server.settle(Duration::from_secs(30)).await);
-    response
 }
 
 /// Marcus Webb (contact 1002) is routed to Carlos Ruiz at the test's "now";

@@ -496,3 +496,105 @@ fn ladder_timers_of_an_instance_that_dies_are_fired_by_the_other() {
         client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
     });
 }
+
+/// Rejected leads re-evaluated after 6 s instead of 90 days, for the
+/// servers of `world` to run on real time: the MQL handoff, Slack's buttons
+/// and the recycle pipeline.
+fn with_fast_recycling(world: &mut World) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    let mut recycle: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo.join("rejection-recycle.json")).unwrap()).unwrap();
+    recycle["nodes"][0]["config"]["reasons"]["timing"]["reevaluate_after"] = json!("6s");
+    recycle.as_object_mut().unwrap().remove("$schema");
+    let fast = world.dir.path().join("recycle-fast.json");
+    std::fs::write(&fast, recycle.to_string()).unwrap();
+    world.pipelines = vec![repo.join("mql-handoff.json"), repo.join("slack-interactions.json"), fast];
+}
+
+impl World {
+    /// Every rep rejects their lead in Slack: "Timing not right".
+    async fn reject_all_for_timing(&self) {
+        let url = format!("http://{}/slack/interactions", self.listen);
+        let payloads: Vec<Value> = {
+            let world = self.sandbox.state.world();
+            let slack = &world.slack;
+            slack
+                .messages
+                .iter()
+                .filter(|m| m.recipient.is_some())
+                .filter_map(|m| {
+                    let option = m.blocks.as_ref()?.as_array()?.iter().find_map(|b| {
+                        let select = b["elements"].as_array()?.iter().find(|e| e["action_id"] == "reject_lead")?;
+                        select["options"]
+                            .as_array()?
+                            .iter()
+                            .find_map(|o| o["value"].as_str().filter(|v| v.ends_with(":timing")).map(str::to_string))
+                    })?;
+                    slack.block_action(m, "reject_lead", Some(&option), SystemClock.now_ms())
+                })
+                .collect()
+        };
+        assert_eq!(payloads.len(), self.contacts.len(), "one DM with Reject per lead");
+        let http = reqwest::Client::new();
+        for payload in payloads {
+            let now = jiff::Timestamp::now().as_second();
+            let response =
+                handoff_emulators::drive::send_slack_interaction(&http, &url, handoff_emulators::SECRET, &payload, now)
+                    .await
+                    .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    }
+
+    /// Waits until every lead is in `state`.
+    async fn all_in(&self, state: &str, within: Duration) {
+        let ledger = self.ledger().await.ledger;
+        let deadline = Instant::now() + within;
+        loop {
+            let leads = ledger.leads(None, 10_000).await.unwrap();
+            let there = leads.iter().filter(|l| l.state.as_str() == state).count();
+            if there == self.contacts.len() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{there} of {} leads are {state}", self.contacts.len());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+#[test]
+fn a_re_evaluation_killed_midway_hands_each_lead_back_once() {
+    runtime().block_on(async {
+        let mut world = world(20).await;
+        with_fast_recycling(&mut world);
+        let mut server = world.serve().await;
+        world.send_all(4).await;
+        world.settled(Duration::from_secs(60)).await;
+        world.reject_all_for_timing().await;
+        world.all_in("nurture", Duration::from_secs(60)).await;
+        // SIGKILL as the re-evaluations fire (6 s after each rejection) and
+        // while the leads they bring back are being handed off.
+        for pause in [5_800_u64, 600, 900] {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            server.kill();
+            server = world.serve().await;
+        }
+        world.all_in("notified", Duration::from_secs(120)).await;
+        let ledger = world.ledger().await.ledger;
+        let messages: Vec<String> = {
+            let sandbox = world.sandbox.state.world();
+            sandbox.slack.messages.iter().filter(|m| m.recipient.is_some()).map(|m| m.text.clone()).collect()
+        };
+        for (i, contact) in world.contacts.iter().enumerate() {
+            let tag = tag(i);
+            // The first DM now reads "Rejected by ..."; the handoff after
+            // the re-evaluation is the one new DM.
+            let new_dms = messages.iter().filter(|t| t.contains(&tag) && t.contains("MQL: ")).count();
+            assert_eq!(new_dms, 1, "{tag}: one DM after the re-evaluation, not two");
+            let lead = ledger.lead(&contact.to_string()).await.unwrap().unwrap();
+            let recycled = lead.timeline.iter().filter(|s| s.state.as_str() == "recycled").count();
+            assert_eq!(recycled, 1, "{tag}: {:?}", lead.timeline);
+        }
+        drop(server);
+    });
+}

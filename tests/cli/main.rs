@@ -65,7 +65,7 @@ fn validate_accepts_the_shipped_pipeline_and_rejects_a_broken_one() {
     assert!(stderr.contains("broken.json:6:21: error at /nodes/0/plugin: unknown plugin 'validat'"), "{stderr}");
     assert!(
         stderr.contains(
-            "help: loaded plugins are: assign, dedupe, escalate, fetch-contact, notify, route, summarize, validate;"
+            "help: loaded plugins are: assign, dedupe, escalate, fetch-contact, notify, recycle, route, summarize, validate;"
         ),
         "{stderr}"
     );
@@ -217,6 +217,13 @@ fn the_demo_hands_off_every_kind_of_lead() {
         "reassigned from Carlos Ruiz to",
         "flagged for VP review by Vera Voss",
         "4 of 4 ladder timers fired exactly at their deadline",
+        // Rejection recycling: rejected for timing, back to sales at day 90.
+        "Sofia Moreno: rejected by",
+        ": Timing not right (rejected)",
+        "back to marketing (Timing not right): nurture list 501",
+        "an MQL again, back to sales (recycle #1) (recycled)",
+        "+90 days  Sofia Moreno: told",
+        "rejections: 1 in all, 1 recycled to sales",
     ] {
         assert!(report.contains(needle), "{needle:?} missing from:\n{report}");
     }
@@ -255,11 +262,17 @@ fn leads_and_lead_read_the_ledger() {
             ..Default::default()
         };
         let steps = [
-            Step { at: 1_795_000_000_000, state: LeadState::VALIDATED, detail: "meets the MQL criteria".into() },
+            Step {
+                at: 1_795_000_000_000,
+                state: LeadState::VALIDATED,
+                detail: "meets the MQL criteria".into(),
+                data: None,
+            },
             Step {
                 at: 1_795_000_000_020,
                 state: LeadState::NOTIFIED,
                 detail: "told lena.fischer@handoff-demo.com".into(),
+                data: None,
             },
         ];
         store.record_steps("1005", "exec-1", &facts, &steps).await.unwrap();

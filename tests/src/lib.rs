@@ -13,6 +13,7 @@ use handoff_emulators::{Emulators, Settings};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub mod toolchains;
 
@@ -149,6 +150,16 @@ pub fn lead(id: &str, email: &str, owner: &str) -> Lead {
 
 #[async_trait::async_trait]
 impl Crm for RecordingCrm {
+    async fn changed_leads(
+        &self,
+        status: &str,
+        since: i64,
+        _: &[String],
+        _: u32,
+    ) -> Result<Vec<handoff::capabilities::LeadChange>, CapabilityError> {
+        self.record(format!("changed_leads {status} {since}"));
+        Ok(Vec::new())
+    }
     async fn find_lead_by_email(&self, email: &str) -> Result<Option<Lead>, CapabilityError> {
         self.record(format!("find_lead_by_email {email}"));
         Ok(self.leads.iter().find(|l| l.email == email).cloned())
@@ -321,4 +332,81 @@ pub async fn post_webhook(running: &Running, events: &Value, secret: &str) -> re
     handoff_emulators::drive::send_hubspot_webhook(&reqwest::Client::new(), &url, secret, events.to_string())
         .await
         .unwrap()
+}
+
+/// The ledger (SQLite) of a running Handoff.
+pub fn ledger(running: &Running) -> handoff::ledger::SqliteStore {
+    handoff::ledger::SqliteStore::open(&running.state_dir.path().join("handoff.db")).unwrap()
+}
+
+/// Posts signed HubSpot webhook events and waits for their executions.
+pub async fn deliver(running: &Running, events: Value) {
+    let response = post_webhook(running, &events, handoff_emulators::SECRET).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert!(running.app.server.settle(Duration::from_secs(60)).await, "executions finish");
+}
+
+/// Moves the virtual clock to `at` and waits until every timer due by then
+/// has fired and what it started has finished.
+pub async fn advance_to(running: &Running, at: i64) {
+    running.clock.set(at);
+    let ledger = ledger(running);
+    for _ in 0..400 {
+        let pending = handoff::ledger::Ledger::next_timer_due(&ledger, None).await.unwrap();
+        if pending.is_none_or(|due| due > at) && running.app.server.in_flight() == 0 {
+            // Give a just-fired timer's execution the chance to show.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            if running.app.server.in_flight() == 0 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timers due by {at} did not fire and settle");
+}
+
+/// The texts of the DMs sent to `email`, oldest first.
+pub fn dms_to(running: &Running, email: &str) -> Vec<String> {
+    let world = running.emulators.state.world();
+    world.slack.messages.iter().filter(|m| m.recipient.as_deref() == Some(email)).map(|m| m.text.clone()).collect()
+}
+
+/// The Salesforce lead with this email.
+pub fn sf_lead(running: &Running, email: &str) -> serde_json::Map<String, Value> {
+    let world = running.emulators.state.world();
+    world.salesforce.objects["Lead"].iter().find(|l| l["Email"] == email).cloned().expect("the Salesforce lead")
+}
+
+/// The timers set about a lead.
+pub async fn timers(running: &Running, lead: &str) -> Vec<handoff::ledger::TimerRecord> {
+    handoff::ledger::Ledger::lead_timers(&ledger(running), lead).await.unwrap()
+}
+
+/// The lead's state in the ledger.
+pub async fn lead_state(running: &Running, lead: &str) -> String {
+    handoff::ledger::Ledger::lead(&ledger(running), lead).await.unwrap().unwrap().state.as_str().to_string()
+}
+
+/// `recipient` clicks `action` in their newest DM that has it, and the
+/// executions it starts finish.
+pub async fn click(running: &Running, recipient: &str, action: &str) -> reqwest::Response {
+    choose(running, recipient, action, None).await
+}
+
+/// `recipient` clicks `action` (picking `option` in a select) in their
+/// newest DM that has it, and the executions it starts finish.
+pub async fn choose(running: &Running, recipient: &str, action: &str, option: Option<&str>) -> reqwest::Response {
+    let url = format!("http://{}/slack/interactions", running.app.server.addr);
+    let response = handoff_emulators::drive::click(
+        &reqwest::Client::new(),
+        &url,
+        &running.emulators.state,
+        recipient,
+        action,
+        option,
+    )
+    .await
+    .unwrap();
+    assert!(running.app.server.settle(Duration::from_secs(30)).await);
+    response
 }

@@ -20,6 +20,9 @@ pub trait Chat: Send + Sync {
     /// learns that its first attempt was delivered. `None` when there is
     /// none, or when the service cannot tell (a channel given by name).
     async fn find_sent(&self, to: &str, text: &str, since_ms: i64) -> Result<Option<MessageRef>, CapabilityError>;
+    /// Opens a modal (a view, JSON) for the person whose interaction gave
+    /// `trigger_id`.
+    async fn open_view(&self, trigger_id: &str, view: &str) -> Result<(), CapabilityError>;
 }
 
 /// Sends unless an earlier attempt whose outcome is unknown already did.
@@ -80,6 +83,19 @@ impl Host for RunContext {
             chat.update(&message, &text, blocks.as_deref()).await
         })
         .await
+    }
+
+    async fn open_view(&mut self, trigger_id: String, view: String) -> Result<(), CapabilityError> {
+        match serde_json::from_str::<serde_json::Value>(&view) {
+            Ok(serde_json::Value::Object(_)) => {}
+            Ok(_) => return Err(CapabilityError::Invalid("a view must be a JSON object (Block Kit view)".into())),
+            Err(e) => return Err(CapabilityError::Invalid(format!("the view is not valid JSON: {e}"))),
+        }
+        let chat = self.provider(Grant::ChatWrite, |c| &c.chat)?;
+        // A trigger id opens one modal and expires in seconds: a replay
+        // returns the recorded outcome rather than trying again.
+        self.effect("chat.open-view", Guard::Idempotent, |_| async move { chat.open_view(&trigger_id, &view).await })
+            .await
     }
 }
 

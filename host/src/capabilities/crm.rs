@@ -4,12 +4,22 @@ use super::RunContext;
 use super::journal::Guard;
 use super::{Account, Activity, CapabilityError, CrmContact, Grant, Lead, Opportunity, Owner, Task};
 use crate::bindings::handoff::plugin::crm::Host;
+pub use crate::bindings::handoff::plugin::crm::LeadChange;
 use crate::bindings::handoff::plugin::types::Timestamp;
 
 /// A sales CRM, as a connector implements it. Errors keep the provider's
 /// code and message.
 #[async_trait::async_trait]
 pub trait Crm: Send + Sync {
+    /// Leads in `status` changed after `since`, oldest change first, at
+    /// most `limit`, each with `fields` in its `extra`.
+    async fn changed_leads(
+        &self,
+        status: &str,
+        since: Timestamp,
+        fields: &[String],
+        limit: u32,
+    ) -> Result<Vec<LeadChange>, CapabilityError>;
     /// An unconverted lead with this email.
     async fn find_lead_by_email(&self, email: &str) -> Result<Option<Lead>, CapabilityError>;
     /// A contact with this email.
@@ -37,6 +47,20 @@ pub trait Crm: Send + Sync {
 }
 
 impl Host for RunContext {
+    async fn changed_leads(
+        &mut self,
+        status: String,
+        since: Timestamp,
+        fields: Vec<String>,
+        limit: u32,
+    ) -> Result<Vec<LeadChange>, CapabilityError> {
+        if fields.iter().any(|f| f.is_empty() || !f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
+            return Err(CapabilityError::Invalid("field names are letters, digits and '_'".into()));
+        }
+        let limit = limit.clamp(1, 2000);
+        self.provider(Grant::CrmRead, |c| &c.crm)?.changed_leads(&status, since, &fields, limit).await
+    }
+
     async fn find_lead_by_email(&mut self, email: String) -> Result<Option<Lead>, CapabilityError> {
         self.provider(Grant::CrmRead, |c| &c.crm)?.find_lead_by_email(&email).await
     }

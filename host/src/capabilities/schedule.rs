@@ -60,9 +60,11 @@ pub trait Scheduler: Send + Sync {
     async fn cancel_key(&self, plugin: &str, key: &str, reason: &str) -> Result<bool, CapabilityError>;
 }
 
-impl Host for RunContext {
-    async fn at(
+impl RunContext {
+    /// Sets a timer about `lead` (journaled with the call).
+    async fn set_timer(
         &mut self,
+        lead: Option<String>,
         at: Timestamp,
         node: String,
         payload: String,
@@ -79,7 +81,7 @@ impl Host for RunContext {
             at,
             payload,
             key,
-            lead_id: identity.lead_id.clone(),
+            lead_id: lead,
             execution_id: identity.execution_id.clone(),
         };
         // The timer and its journal record commit together.
@@ -87,6 +89,33 @@ impl Host for RunContext {
             scheduler.schedule(timer, attempt.key.as_deref()).await
         })
         .await
+    }
+}
+
+impl Host for RunContext {
+    async fn at(
+        &mut self,
+        at: Timestamp,
+        node: String,
+        payload: String,
+        key: Option<String>,
+    ) -> Result<String, CapabilityError> {
+        let lead = self.identity().lead_id.clone();
+        self.set_timer(lead, at, node, payload, key).await
+    }
+
+    async fn at_for_lead(
+        &mut self,
+        lead_id: String,
+        at: Timestamp,
+        node: String,
+        payload: String,
+        key: Option<String>,
+    ) -> Result<String, CapabilityError> {
+        if lead_id.is_empty() || lead_id.len() > 128 {
+            return Err(CapabilityError::Invalid("a lead id is 1 to 128 bytes".into()));
+        }
+        self.set_timer(Some(lead_id), at, node, payload, key).await
     }
 
     async fn cancel(&mut self, timer_id: String) -> Result<(), CapabilityError> {

@@ -410,6 +410,41 @@ fn lead_fields(lead: &Lead) -> Result<Map<String, Value>, CapabilityError> {
 
 #[async_trait::async_trait]
 impl Crm for Salesforce {
+    async fn changed_leads(
+        &self,
+        status: &str,
+        since: i64,
+        fields: &[String],
+        limit: u32,
+    ) -> Result<Vec<crate::capabilities::LeadChange>, CapabilityError> {
+        let extra: String = fields.iter().fold(String::new(), |mut out, f| {
+            out.push_str(", ");
+            out.push_str(f);
+            out
+        });
+        // SystemModstamp changes on every write, by a person or the system,
+        // and is indexed: what integrations poll on.
+        let soql = format!(
+            "SELECT {LEAD_FIELDS}, SystemModstamp{extra} FROM Lead WHERE Status = {} AND SystemModstamp > {} ORDER BY SystemModstamp LIMIT {limit}",
+            quote(status),
+            super::time::soql_datetime(since)
+        );
+        Ok(self
+            .query(&soql)
+            .await?
+            .iter()
+            .map(|r| {
+                let mut lead = lead_from(r);
+                let values: Map<String, Value> = fields.iter().map(|f| (f.clone(), r[f.as_str()].clone())).collect();
+                lead.extra = Value::Object(values).to_string();
+                crate::capabilities::LeadChange {
+                    lead,
+                    modified_at: r["SystemModstamp"].as_str().and_then(super::time::parse).unwrap_or(since),
+                }
+            })
+            .collect())
+    }
+
     async fn find_lead_by_email(&self, email: &str) -> Result<Option<Lead>, CapabilityError> {
         let soql = format!(
             "SELECT {LEAD_FIELDS} FROM Lead WHERE Email = {} AND IsConverted = false ORDER BY CreatedDate DESC LIMIT 1",

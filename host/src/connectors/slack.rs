@@ -245,6 +245,12 @@ impl Chat for Slack {
         self.api("chat.update", &[], Some(&body)).await?;
         Ok(())
     }
+
+    async fn open_view(&self, trigger_id: &str, view: &str) -> Result<(), CapabilityError> {
+        let view: Value = serde_json::from_str(view).map_err(|e| CapabilityError::Invalid(format!("view: {e}")))?;
+        self.api("views.open", &[], Some(&json!({ "trigger_id": trigger_id, "view": view }))).await?;
+        Ok(())
+    }
 }
 
 /// Largest accepted clock difference for a signed Slack request, seconds.

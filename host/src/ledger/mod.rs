@@ -351,6 +351,9 @@ pub trait Ledger: Send + Sync {
     async fn lead_states(&self) -> Result<Vec<(LeadState, u64)>>;
     /// One lead with its timeline.
     async fn lead(&self, id: &str) -> Result<Option<LeadRecord>>;
+    /// Steps into any of `states` from `from` up to `to` (host clock, ms),
+    /// oldest first, each with its lead's id: what reports read.
+    async fn steps_between(&self, states: &[&str], from: i64, to: i64) -> Result<Vec<(String, Step)>>;
     /// Fires up to `limit` pending timers due at `now` (host clock), in
     /// deadline order: each becomes an event (source `timer`, its id the
     /// timer's) claimed by this instance, in the same transaction, so a

@@ -127,6 +127,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER plugin_state_usage AFTER INSERT OR UPDATE OR DELETE ON plugin_state
         FOR EACH ROW EXECUTE FUNCTION plugin_state_usage_track();
 "#,
+    "ALTER TABLE lead_steps ADD COLUMN data TEXT; CREATE INDEX lead_steps_state ON lead_steps (state, at);",
 ];
 
 /// Most connections one instance opens.
@@ -335,10 +336,15 @@ async fn load_lead(client: &Client, id: &str, timeline: bool) -> Result<Option<L
     };
     if timeline {
         lead.timeline = client
-            .query("SELECT at, state, detail, phase FROM lead_steps WHERE lead_id = $1 ORDER BY seq", &[&id])
+            .query("SELECT at, state, detail, phase, data FROM lead_steps WHERE lead_id = $1 ORDER BY seq", &[&id])
             .await?
             .iter()
-            .map(|r| Step { at: r.get(0), state: stored_state(r, 1, 3), detail: r.get(2) })
+            .map(|r| Step {
+                at: r.get(0),
+                state: stored_state(r, 1, 3),
+                detail: r.get(2),
+                data: r.get::<_, Option<String>>(4).and_then(|t| serde_json::from_str(&t).ok()),
+            })
             .collect();
     }
     Ok(Some(lead))
@@ -598,16 +604,47 @@ impl Ledger for PostgresStore {
         .await?;
         for step in steps {
             tx.execute(
-                "INSERT INTO lead_steps (lead_id, at, state, detail, phase, execution_id)
-                 SELECT $1, $2, $3, $4, $5, $6
+                "INSERT INTO lead_steps (lead_id, at, state, detail, phase, execution_id, data)
+                 SELECT $1, $2, $3, $4, $5, $6, $7
                  WHERE NOT EXISTS (SELECT 1 FROM lead_steps
                    WHERE lead_id = $1 AND state = $3 AND detail = $4 AND execution_id IS NOT DISTINCT FROM $6)",
-                &[&lead_id, &step.at, &step.state.as_str(), &step.detail, &step.state.phase().as_str(), &execution],
+                &[
+                    &lead_id,
+                    &step.at,
+                    &step.state.as_str(),
+                    &step.detail,
+                    &step.state.phase().as_str(),
+                    &execution,
+                    &step.data.as_ref().map(ToString::to_string),
+                ],
             )
             .await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn steps_between(&self, states: &[&str], from: i64, to: i64) -> Result<Vec<(String, Step)>> {
+        let states: Vec<String> = states.iter().map(|s| (*s).to_string()).collect();
+        let client = self.client().await?;
+        Ok(client
+            .query(
+                "SELECT lead_id, at, state, detail, phase, data FROM lead_steps
+                 WHERE state = ANY($1) AND at >= $2 AND at < $3 ORDER BY at, seq",
+                &[&states, &from, &to],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                let step = Step {
+                    at: r.get(1),
+                    state: stored_state(r, 2, 4),
+                    detail: r.get(3),
+                    data: r.get::<_, Option<String>>(5).and_then(|t| serde_json::from_str(&t).ok()),
+                };
+                (r.get(0), step)
+            })
+            .collect())
     }
 
     async fn leads(&self, state: Option<&LeadState>, limit: usize) -> Result<Vec<LeadRecord>> {

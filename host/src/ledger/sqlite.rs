@@ -128,6 +128,9 @@ const MIGRATIONS: &[&str] = &[
             WHERE scope = OLD.scope;
     END;
 "#,
+    // What a step's mark kept for reports (a rejection's reason), and the
+    // reports' lookup by state and time.
+    "ALTER TABLE lead_steps ADD COLUMN data TEXT; CREATE INDEX lead_steps_state ON lead_steps (state, at);",
 ];
 
 /// Most writes committed together in one transaction.
@@ -382,13 +385,14 @@ fn load_lead(connection: &Connection, id: &str) -> Result<Option<LeadRecord>> {
         .optional()?;
     let Some(mut lead) = lead else { return Ok(None) };
     let mut statement =
-        connection.prepare("SELECT at, state, detail, phase FROM lead_steps WHERE lead_id = ?1 ORDER BY seq")?;
+        connection.prepare("SELECT at, state, detail, phase, data FROM lead_steps WHERE lead_id = ?1 ORDER BY seq")?;
     lead.timeline = statement
         .query_map(params![id], |r| {
             Ok(Step {
                 at: r.get(0)?,
                 state: LeadState::stored(&r.get::<_, String>(1)?, r.get::<_, Option<String>>(3)?.as_deref()),
                 detail: r.get(2)?,
+                data: step_data(r.get(4)?),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -657,11 +661,48 @@ impl Ledger for SqliteStore {
                     continue;
                 }
                 tx.execute(
-                    "INSERT INTO lead_steps (lead_id, at, state, phase, detail, execution_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![lead_id, step.at, step.state.as_str(), step.state.phase().as_str(), step.detail, execution],
+                    "INSERT INTO lead_steps (lead_id, at, state, phase, detail, execution_id, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        lead_id,
+                        step.at,
+                        step.state.as_str(),
+                        step.state.phase().as_str(),
+                        step.detail,
+                        execution,
+                        step.data.as_ref().map(ToString::to_string)
+                    ],
                 )?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn steps_between(&self, states: &[&str], from: i64, to: i64) -> Result<Vec<(String, Step)>> {
+        let states = serde_json::to_string(states)?;
+        self.read(move |c| {
+            let mut statement = c.prepare(
+                "SELECT lead_id, at, state, detail, phase, data FROM lead_steps
+                 WHERE state IN (SELECT value FROM json_each(?1)) AND at >= ?2 AND at < ?3 ORDER BY at, seq",
+            )?;
+            let steps = statement
+                .query_map(params![states, from, to], |r| {
+                    Ok((
+                        r.get(0)?,
+                        Step {
+                            at: r.get(1)?,
+                            state: LeadState::stored(
+                                &r.get::<_, String>(2)?,
+                                r.get::<_, Option<String>>(4)?.as_deref(),
+                            ),
+                            detail: r.get(3)?,
+                            data: step_data(r.get(5)?),
+                        },
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(steps)
         })
         .await
     }
@@ -1103,6 +1144,11 @@ fn check_state_quota(
         .optional()?;
     let size = |n: i64| u64::try_from(n).unwrap_or(0);
     Ok(quota.check(scope, size(keys), size(bytes), old.map(size), (key.len() + value_len) as u64))
+}
+
+/// A step's stored `data` column, parsed.
+fn step_data(text: Option<String>) -> Option<serde_json::Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
 }
 
 fn unavailable(e: anyhow::Error) -> CapabilityError {

@@ -63,6 +63,11 @@ pub enum Trigger {
         path: String,
         /// How the request's signature is verified.
         signature: SignatureScheme,
+        /// Lead events that also start the pipeline (e.g. `lead.recycled`:
+        /// a rejected lead re-evaluated comes back through the handoff);
+        /// the item is `{"event": {"name", "lead_id", "state", "detail", "item"}}`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<String>,
     },
     /// A cron schedule (5 fields: minute hour day-of-month month day-of-week).
     Schedule {

@@ -24,6 +24,7 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/retry-failed", post(retry_failed))
         .route("/api/sweep", post(sweep_now))
         .route("/api/roster", get(roster))
+        .route("/api/rejections", get(rejections))
         .layer(axum::middleware::from_fn_with_state(state, require_token))
 }
 
@@ -90,6 +91,28 @@ async fn leads(State(state): State<Arc<AppState>>, Query(query): Query<LeadQuery
     };
     match state.ledger.leads(filter.as_ref(), query.limit.unwrap_or(100)).await {
         Ok(list) => Json(json!(list)).into_response(),
+        Err(e) => ledger_unavailable(&e),
+    }
+}
+
+/// `?from=&to=` of a report: dates, timestamps or milliseconds.
+#[derive(Debug, serde::Deserialize)]
+struct PeriodQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// Rejections in a period (default: the last 30 days) by reason, source,
+/// campaign and rep, and what became of each lead.
+async fn rejections(State(state): State<Arc<AppState>>, Query(query): Query<PeriodQuery>) -> Response {
+    let now = state.clock.now_ms();
+    let parse = |value: Option<&str>, default: i64| value.map_or(Ok(default), crate::reports::parse_time);
+    let (from, to) = match (parse(query.from.as_deref(), now - 30 * 86_400_000), parse(query.to.as_deref(), now + 1)) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(e), _) | (_, Err(e)) => return refuse(StatusCode::BAD_REQUEST, "bad_period", e),
+    };
+    match crate::reports::rejections(&*state.ledger, from, to).await {
+        Ok(report) => Json(json!(report)).into_response(),
         Err(e) => ledger_unavailable(&e),
     }
 }

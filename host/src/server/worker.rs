@@ -407,9 +407,12 @@ async fn raise_lead_events(
     let (_, transitions) = crate::lead::transitions(record, |node| prepared.lead_marks(node));
     for transition in transitions {
         let name = format!("lead.{}", transition.step.state);
-        for listener in
-            state.pipelines.iter().filter(|p| matches!(&p.pipeline.trigger, Trigger::Event { name: n } if *n == name))
-        {
+        let listens = |p: &&Arc<PreparedPipeline>| match &p.pipeline.trigger {
+            Trigger::Event { name: n } => *n == name,
+            Trigger::Webhook { events, .. } => events.contains(&name),
+            _ => false,
+        };
+        for listener in state.pipelines.iter().filter(listens) {
             let raised = InboundEvent {
                 source: "lead".into(),
                 event_id: format!("{}:{}:{}", record.execution_id, transition.node, transition.step.state),

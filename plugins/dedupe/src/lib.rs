@@ -20,8 +20,14 @@ pub fn keys(item: &Value, now_ms: i64) -> Vec<String> {
         keys.push(format!("event:{}", event.as_str().map_or_else(|| event.to_string(), String::from)));
     }
     let occurred = item.get("event").and_then(|e| e.get("occurredAt")).and_then(Value::as_i64).unwrap_or(now_ms);
-    if let Some(id) = item.get("id").and_then(Value::as_str) {
-        keys.push(format!("mql:{id}:{}", utc_date(occurred)));
+    let Some(id) = item.get("id").and_then(Value::as_str) else { return keys };
+    // A rejected lead re-evaluated and back (`lead.recycled`) is a new
+    // handoff, whatever day it was first handed off: its recycle number
+    // tells its repeats apart.
+    let recycle = item.get("event").filter(|e| e["name"] == "lead.recycled").map(|e| &e["item"]["recycle"]["count"]);
+    match recycle {
+        Some(count) => keys.push(format!("recycled:{id}:{count}")),
+        None => keys.push(format!("mql:{id}:{}", utc_date(occurred))),
     }
     keys
 }
@@ -116,6 +122,8 @@ mod tests {
     fn keys_cover_the_event_and_the_contact_per_day() {
         let item = json!({"id": "1001", "event": {"eventId": 3029365631u64, "occurredAt": 1_715_203_101_896i64}});
         assert_eq!(keys(&item, 0), ["event:3029365631", "mql:1001:2024-05-08"]);
+        let recycled = json!({"id": "1001", "event": {"name": "lead.recycled", "item": {"recycle": {"count": 2}}}});
+        assert_eq!(keys(&recycled, 0), ["recycled:1001:2"]);
         assert_eq!(
             keys(&json!({"id": "7"}), 1_715_203_101_896),
             ["mql:7:2024-05-08"],

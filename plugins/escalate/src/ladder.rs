@@ -110,6 +110,50 @@ pub struct Config {
     /// Where a lead reassigned to a queue (nobody available) is posted.
     #[serde(default = "default_queue_channel")]
     pub queue_channel: String,
+    /// The Reject menu (code, label); the standard picklist when empty.
+    #[serde(default)]
+    pub reject_reasons: Vec<RejectReason>,
+    /// The Salesforce lead status a rejection in Slack sets.
+    #[serde(default = "default_reject_status")]
+    pub reject_status: String,
+    /// The Salesforce lead field that holds the rejection reason.
+    #[serde(default = "default_reason_field")]
+    pub reason_field: String,
+}
+
+/// One entry of the Reject menu.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectReason {
+    /// Stable code (`timing`).
+    pub code: String,
+    /// What the menu shows.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+impl Config {
+    /// The Reject menu as (code, label) pairs.
+    pub fn reasons(&self) -> Vec<(String, String)> {
+        if self.reject_reasons.is_empty() {
+            return handoff_plugin::rejection::standard();
+        }
+        self.reject_reasons
+            .iter()
+            .map(|r| {
+                let label = r.label.clone().unwrap_or_else(|| handoff_plugin::rejection::label(&r.code).to_string());
+                (r.code.clone(), label)
+            })
+            .collect()
+    }
+}
+
+fn default_reject_status() -> String {
+    "Closed - Not Converted".into()
+}
+
+fn default_reason_field() -> String {
+    "Rejection_Reason__c".into()
 }
 
 fn default_queue_channel() -> String {
@@ -191,6 +235,9 @@ pub struct Sla {
     /// Where a lead reassigned to a queue is posted.
     #[serde(default = "default_queue_channel")]
     pub queue_channel: String,
+    /// The Reject menu on the ladder's messages.
+    #[serde(default = "handoff_plugin::rejection::standard")]
+    pub reasons: Vec<(String, String)>,
     /// What the last step did, in words (the lead's timeline).
     #[serde(default)]
     pub did: String,
@@ -271,7 +318,8 @@ pub fn span(ms: i64) -> String {
 pub fn lead_actions(sla: &Sla) -> Value {
     json!({"type": "actions", "block_id": format!("lead:{}", sla.lead), "elements": [
         {"type": "button", "text": {"type": "plain_text", "text": "Open in Salesforce"}, "action_id": "open_salesforce", "url": sla.url},
-        {"type": "button", "text": {"type": "plain_text", "text": "Accept"}, "style": "primary", "action_id": "accept_lead", "value": sla.crm_id}
+        {"type": "button", "text": {"type": "plain_text", "text": "Accept"}, "style": "primary", "action_id": "accept_lead", "value": sla.crm_id},
+        handoff_plugin::rejection::select(&sla.crm_id, &sla.reasons)
     ]})
 }
 
@@ -325,6 +373,7 @@ mod tests {
             vp_task: true,
             ladder_node: "ladder".into(),
             queue_channel: default_queue_channel(),
+            reasons: handoff_plugin::rejection::standard(),
             did: String::new(),
         }
     }

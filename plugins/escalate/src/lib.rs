@@ -42,6 +42,7 @@ impl Plugin for Escalate {
                 "reassigned",
                 "vp-review",
                 "accepted",
+                "rejected",
                 "closed",
                 "answered",
                 "resumed",
@@ -64,7 +65,8 @@ impl Plugin for Escalate {
                 "escalated": {"state": "escalated", "phase": "settled", "detail": "{/sla/did}"},
                 "reassigned": {"state": "reassigned", "phase": "settled", "detail": "{/sla/did}", "owner": "/sla/owner/name"},
                 "vp-review": {"state": "vp-review", "phase": "settled", "detail": "{/sla/did}"},
-                "accepted": {"state": "accepted", "detail": "{/accept/did}"}
+                "accepted": {"state": "accepted", "detail": "{/accept/did}"},
+                "rejected": {"state": "rejected", "phase": "settled", "detail": "rejected by {/rejection/by}: {/rejection/label}", "data": "/rejection"}
             }"#,
             ..Describe::default()
         }
@@ -75,6 +77,7 @@ impl Plugin for Escalate {
             return match (event["name"].as_str(), event["type"].as_str()) {
                 (Some("lead.notified"), _) => start(&run.config, event),
                 (_, Some("block_actions")) => click(&run.config, event),
+                (_, Some("view_submission")) => submit_note(&run.config, event),
                 _ => Ok(vec![emit("other", &item)]),
             };
         }
@@ -95,6 +98,10 @@ fn owner_key(crm_id: &str) -> String {
 
 fn accepted_key(crm_id: &str) -> String {
     format!("accepted:{crm_id}")
+}
+
+fn rejected_key(crm_id: &str) -> String {
+    format!("rejected:{crm_id}")
 }
 
 fn breaches_key(rep_id: &str) -> String {
@@ -149,6 +156,7 @@ fn start(config: &Config, event: &Value) -> Result<Vec<Emit>, NodeError> {
         vp_task: config.vp_task,
         ladder_node: config.ladder_node.clone(),
         queue_channel: config.queue_channel.clone(),
+        reasons: config.reasons(),
         did: String::new(),
     };
     if sla.crm_id.is_empty() || sla.lead.is_empty() {
@@ -187,9 +195,14 @@ enum Activity {
 /// The Accept recorded for this ladder, if any: one from before the
 /// ladder started belongs to an earlier handoff of the same CRM lead.
 fn accepted_since(crm_id: &str, since: i64) -> Result<Option<Value>, NodeError> {
-    let Some(accepted) = state::get(&accepted_key(crm_id))? else { return Ok(None) };
-    let accepted: Value = serde_json::from_str(&accepted).unwrap_or_default();
-    Ok(accepted["at"].as_i64().is_some_and(|at| at >= since).then_some(accepted))
+    marker_since(&accepted_key(crm_id), since)
+}
+
+/// A marker (`{"at", ...}`) stored at `key` at or after `since`.
+fn marker_since(key: &str, since: i64) -> Result<Option<Value>, NodeError> {
+    let Some(marker) = state::get(key)? else { return Ok(None) };
+    let marker: Value = serde_json::from_str(&marker).unwrap_or_default();
+    Ok(marker["at"].as_i64().is_some_and(|at| at >= since).then_some(marker))
 }
 
 /// The rep's first own activity on the lead since the clock started, a
@@ -197,6 +210,9 @@ fn accepted_since(crm_id: &str, since: i64) -> Result<Option<Value>, NodeError> 
 fn activity(sla: &Sla) -> Result<Option<Activity>, NodeError> {
     if let Some(accepted) = accepted_since(&sla.crm_id, sla.assigned_at)? {
         return Ok(Some(Activity::Accepted(format!("accepted by {} in Slack", text(&accepted["by"])))));
+    }
+    if let Some(rejected) = marker_since(&rejected_key(&sla.crm_id), sla.assigned_at)? {
+        return Ok(Some(Activity::Accepted(format!("rejected by {} in Slack", text(&rejected["by"])))));
     }
     let since = sla.reassigned_at.unwrap_or(sla.assigned_at);
     let touches: Vec<Touch> = crm::list_activities(&sla.crm_id, since)?
@@ -450,6 +466,10 @@ fn click(config: &Config, payload: &Value) -> Result<Vec<Emit>, NodeError> {
     let now = ladder::clock_time(clock::now());
     match action["action_id"].as_str() {
         Some("accept_lead") => accept(config, action, &message, blocks, &now, payload),
+        Some(id @ ("reject_lead" | "reject_reason")) => {
+            let source = if id == "reject_reason" { "salesforce" } else { "slack" };
+            reject(config, action, &message, blocks, &now, payload, source)
+        }
         Some("resume_rep") => {
             let rep = text(&action["value"]);
             roster::resume(&rep)?;
@@ -483,6 +503,11 @@ fn accept(
         && accepted["trigger"] != trigger.as_str()
     {
         let line = format!("Already accepted by {} at {}.", text(&accepted["by"]), text(&accepted["at_text"]));
+        chat::update(message, &line, Some(&ladder::settled_blocks(blocks, &line).to_string()))?;
+        return Ok(vec![emit("answered", &json!({"lead": lead, "answer": line}))]);
+    }
+    if let Some(rejected) = marker_since(&rejected_key(&crm_id), since)? {
+        let line = format!("Already rejected by {} ({}).", text(&rejected["by"]), text(&rejected["label"]));
         chat::update(message, &line, Some(&ladder::settled_blocks(blocks, &line).to_string()))?;
         return Ok(vec![emit("answered", &json!({"lead": lead, "answer": line}))]);
     }
@@ -527,6 +552,153 @@ fn accept(
     chat::update(message, &line, Some(&ladder::settled_blocks(blocks, &line).to_string()))?;
     let did = format!("accepted by {by} in Slack at {now}");
     Ok(vec![emit("accepted", &json!({"lead": lead, "crm_id": crm_id, "accept": {"by": by, "at": at, "did": did}}))])
+}
+
+/// A reason picked in a Reject menu (`<crm id>:<code>` in the option's
+/// value): the lead goes back to marketing. "Other" first asks for a note.
+fn reject(
+    config: &Config,
+    action: &Value,
+    message: &chat::MessageRef,
+    blocks: &Value,
+    now: &str,
+    payload: &Value,
+    source: &str,
+) -> Result<Vec<Emit>, NodeError> {
+    let value = text(&action["selected_option"]["value"]);
+    let Some((crm_id, code)) = value.rsplit_once(':') else {
+        return Err(NodeError::InvalidInput(format!("a Reject option's value reads <crm id>:<code>, not '{value}'")));
+    };
+    let lead = action["block_id"].as_str().and_then(|b| b.strip_prefix("lead:")).unwrap_or_default().to_string();
+    let owner: Option<Person> = state::get(&owner_key(crm_id))?.and_then(|o| serde_json::from_str(&o).ok());
+    let since = owner.as_ref().and_then(|o| o.since).unwrap_or(i64::MIN);
+    if let Some(answer) = settled_already(crm_id, since, owner.as_ref(), message)? {
+        chat::update(message, &answer, Some(&ladder::settled_blocks(blocks, &answer).to_string()))?;
+        return Ok(vec![emit("answered", &json!({"lead": lead, "answer": answer}))]);
+    }
+    let by = text(&payload["user"]["name"]);
+    let by_name = owner.as_ref().filter(|o| !o.is_queue()).map_or_else(|| by.clone(), |o| o.name.clone());
+    if code == handoff_plugin::rejection::OTHER {
+        let metadata = json!({"lead": lead, "crm_id": crm_id, "channel": message.channel, "ts": message.ts,
+                              "by": by_name, "source": source});
+        chat::open_view(&text(&payload["trigger_id"]), &note_view(&metadata).to_string())?;
+        return Ok(vec![emit("answered", &json!({"lead": lead, "answer": "asked for a note"}))]);
+    }
+    let label = config.reasons().into_iter().find(|(c, _)| c == code).map_or_else(|| code.to_string(), |(_, l)| l);
+    let rejection =
+        Rejection { lead, crm_id: crm_id.to_string(), code: code.to_string(), label, note: None, by: by_name, source };
+    finish_rejection(config, &rejection, message, Some(blocks), now)
+}
+
+/// What a rejection carries to the recycle pipeline.
+struct Rejection<'a> {
+    lead: String,
+    crm_id: String,
+    code: String,
+    label: String,
+    note: Option<String>,
+    by: String,
+    source: &'a str,
+}
+
+/// Why a click on a lead can no longer act, if it cannot: accepted or
+/// rejected already in this handoff, or now someone else's.
+fn settled_already(
+    crm_id: &str,
+    since: i64,
+    owner: Option<&Person>,
+    message: &chat::MessageRef,
+) -> Result<Option<String>, NodeError> {
+    if let Some(accepted) = accepted_since(crm_id, since)? {
+        return Ok(Some(format!("Already accepted by {} at {}.", text(&accepted["by"]), text(&accepted["at_text"]))));
+    }
+    if let Some(rejected) = marker_since(&rejected_key(crm_id), since)? {
+        return Ok(Some(format!("Already rejected by {} ({}).", text(&rejected["by"]), text(&rejected["label"]))));
+    }
+    if let Some(owner) = owner
+        && owner.dm_channel.as_deref().is_some_and(|c| c != message.channel)
+    {
+        return Ok(Some(format!(
+            ":arrows_counterclockwise: This lead was reassigned and now belongs to {}; it can no longer be changed here.",
+            owner.name
+        )));
+    }
+    Ok(None)
+}
+
+/// The modal that asks why, for "Other".
+fn note_view(metadata: &Value) -> Value {
+    json!({
+        "type": "modal",
+        "callback_id": "reject_note",
+        "private_metadata": metadata.to_string(),
+        "title": {"type": "plain_text", "text": "Reject lead"},
+        "submit": {"type": "plain_text", "text": "Reject"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {"type": "input", "block_id": "note", "label": {"type": "plain_text", "text": "Why is it not a fit for sales?"},
+             "element": {"type": "plain_text_input", "action_id": "note", "multiline": true, "max_length": 500}}
+        ]
+    })
+}
+
+/// The "Other" modal was submitted: reject with its note.
+fn submit_note(config: &Config, payload: &Value) -> Result<Vec<Emit>, NodeError> {
+    let view = &payload["view"];
+    if view["callback_id"] != "reject_note" {
+        return Ok(vec![emit("other", &json!({"event": payload}))]);
+    }
+    let metadata: Value = serde_json::from_str(view["private_metadata"].as_str().unwrap_or("{}")).unwrap_or_default();
+    let note = text(&view["state"]["values"]["note"]["note"]["value"]).trim().chars().take(500).collect::<String>();
+    let message = chat::MessageRef { channel: text(&metadata["channel"]), ts: text(&metadata["ts"]) };
+    let rejection = Rejection {
+        lead: text(&metadata["lead"]),
+        crm_id: text(&metadata["crm_id"]),
+        code: handoff_plugin::rejection::OTHER.into(),
+        label: handoff_plugin::rejection::label(handoff_plugin::rejection::OTHER)
+            .trim_end_matches(" (add a note)")
+            .into(),
+        note: (!note.is_empty()).then_some(note),
+        by: text(&metadata["by"]),
+        source: if metadata["source"] == "salesforce" { "salesforce" } else { "slack" },
+    };
+    let now = ladder::clock_time(clock::now());
+    finish_rejection(config, &rejection, &message, None, &now)
+}
+
+/// Records a rejection: Salesforce status and reason, the ladder stopped,
+/// the DM updated; the `rejected` item starts the recycle pipeline.
+fn finish_rejection(
+    config: &Config,
+    rejection: &Rejection,
+    message: &chat::MessageRef,
+    blocks: Option<&Value>,
+    now: &str,
+) -> Result<Vec<Emit>, NodeError> {
+    let Rejection { lead, crm_id, code, label, note, by, source } = rejection;
+    let mut fields = json!({ config.reason_field.clone(): label });
+    if *source == "slack" {
+        fields["Status"] = json!(config.reject_status);
+    }
+    crm::update_lead(crm_id, &fields.to_string())?;
+    let at = clock::now();
+    let marker = json!({"by": by, "label": label, "at": at});
+    state::set(&rejected_key(crm_id), &marker.to_string())?;
+    schedule::cancel_key(&format!("sla:{crm_id}"))?;
+    let line = match note {
+        Some(note) => {
+            format!(":leftwards_arrow_with_hook: Rejected by {by} at {now}: {label} ({note}). Back to marketing.")
+        }
+        None => format!(":leftwards_arrow_with_hook: Rejected by {by} at {now}: {label}. Back to marketing."),
+    };
+    let settled = match blocks {
+        Some(blocks) => ladder::settled_blocks(blocks, &line),
+        None => json!([{"type": "section", "text": {"type": "mrkdwn", "text": line}}]),
+    };
+    chat::update(message, &line, Some(&settled.to_string()))?;
+    let rejection =
+        json!({"reason": code, "label": label, "note": note, "by": by, "source": source, "at": at, "crm_id": crm_id});
+    Ok(vec![emit("rejected", &json!({"lead": lead, "crm_id": crm_id, "rejection": rejection}))])
 }
 
 handoff_plugin::export!(Escalate);

@@ -1,7 +1,9 @@
 //! `fetch-contact`: turns a HubSpot webhook event into the contact it is
 //! about, reading the properties the rest of the pipeline needs.
 //!
-//! Input: `{"event": {"objectId": 123, ...}}` (or `{"contact_id": "123"}`).
+//! Input: `{"event": {"objectId": 123, ...}}` (a HubSpot webhook event),
+//! `{"event": {"name": "lead.recycled", "lead_id": "123", ...}}` (a lead
+//! event) or `{"contact_id": "123"}`.
 //! Output on `main`: `{"event", "id", "properties"}`.
 
 use handoff_plugin::{CapabilityError, Describe, Emit, NodeError, Plugin, Run, Value, emit, json, marketing};
@@ -37,7 +39,11 @@ struct FetchContact;
 
 /// The contact id an item refers to.
 pub fn contact_id(item: &Value) -> Option<String> {
-    let id = item.get("contact_id").or_else(|| item.get("event")?.get("objectId"))?;
+    let event = item.get("event");
+    let id = item
+        .get("contact_id")
+        .or_else(|| event?.get("objectId"))
+        .or_else(|| event?.get("lead_id").filter(|_| event.is_some_and(|e| e.get("name").is_some())))?;
     match id {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -90,6 +96,7 @@ mod tests {
     #[test]
     fn the_contact_id_comes_from_the_event_or_the_item() {
         assert_eq!(contact_id(&json!({"event": {"objectId": 847297356}})), Some("847297356".into()));
+        assert_eq!(contact_id(&json!({"event": {"name": "lead.recycled", "lead_id": "1002"}})), Some("1002".into()));
         assert_eq!(contact_id(&json!({"contact_id": "12"})), Some("12".into()));
         assert_eq!(contact_id(&json!({"event": {}})), None);
     }

@@ -15,16 +15,6 @@ use handoff_plugin::{Describe, Emit, NodeError, Plugin, Run, Value, chat, clock,
 
 struct Notify;
 
-/// Rejection reasons offered in the DM (the standard picklist).
-pub const REJECT_REASONS: [(&str, &str); 6] = [
-    ("timing", "Bad timing"),
-    ("budget", "No budget"),
-    ("not-a-fit", "Not a fit"),
-    ("wrong-contact", "Wrong contact"),
-    ("duplicate", "Duplicate"),
-    ("unresponsive", "Unresponsive"),
-];
-
 /// Whether a lead takes the priority path, and why.
 pub fn priority(item: &Value, config: &Value) -> Option<String> {
     let p = &config["priority"];
@@ -55,6 +45,7 @@ pub fn blocks(
     accept_within: &str,
     due: &str,
     why_priority: Option<&str>,
+    reasons: &[(String, String)],
 ) -> Value {
     let name = full_name(item);
     let header = match why_priority {
@@ -74,10 +65,6 @@ pub fn blocks(
     .collect();
     let summary = item["summary"]["text"].as_str().unwrap_or("No engagement summary.");
     let why = item["routing"]["explanation"].as_str().unwrap_or_default();
-    let options: Vec<Value> = REJECT_REASONS
-        .iter()
-        .map(|(value, text)| json!({"text": {"type": "plain_text", "text": text}, "value": format!("{lead_id}:{value}")}))
-        .collect();
     let mut list = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": header.chars().take(150).collect::<String>()}}),
         json!({"type": "section", "fields": fields}),
@@ -93,7 +80,7 @@ pub fn blocks(
     list.push(json!({"type": "actions", "block_id": format!("lead:{contact}"), "elements": [
         {"type": "button", "text": {"type": "plain_text", "text": "Open in Salesforce"}, "action_id": "open_salesforce", "url": url},
         {"type": "button", "text": {"type": "plain_text", "text": "Accept"}, "style": "primary", "action_id": "accept_lead", "value": lead_id},
-        {"type": "static_select", "action_id": "reject_lead", "placeholder": {"type": "plain_text", "text": "Reject with a reason"}, "options": options}
+        handoff_plugin::rejection::select(lead_id, reasons)
     ]}));
     list.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("Accept within {accept_within}. Follow-up task due {due}.")}]}));
     Value::Array(list)
@@ -150,7 +137,8 @@ impl Plugin for Notify {
         let sla = config["sla"].as_str().and_then(duration_ms).unwrap_or(4 * 3_600_000);
         let due = utc_date(clock::now() + sla);
         let why_priority = priority(&item, config);
-        let blocks = blocks(&item, &lead_id, &url, &accept_within, &due, why_priority.as_deref()).to_string();
+        let reasons = handoff_plugin::rejection::from_config(&run.config["reject_reasons"]);
+        let blocks = blocks(&item, &lead_id, &url, &accept_within, &due, why_priority.as_deref(), &reasons).to_string();
         let text = format!("New MQL: {name} ({company}). {summary}");
 
         let mut notification = json!({"kind": "owner", "priority": why_priority, "task_due": due, "at": clock::now(), "owner_id": owner_id});
@@ -232,7 +220,8 @@ mod tests {
 
     #[test]
     fn the_dm_has_the_lead_the_reasons_and_the_buttons() {
-        let b = blocks(&lead("50", "60", "1"), "00Q1", "https://sf/00Q1", "30m", "2026-11-25", None);
+        let reasons = handoff_plugin::rejection::standard();
+        let b = blocks(&lead("50", "60", "1"), "00Q1", "https://sf/00Q1", "30m", "2026-11-25", None, &reasons);
         let text = b.to_string();
         assert!(
             text.contains("New MQL: Ann Lee")
@@ -243,6 +232,6 @@ mod tests {
         let ids: Vec<&str> =
             actions["elements"].as_array().unwrap().iter().map(|e| e["action_id"].as_str().unwrap()).collect();
         assert_eq!(ids, ["open_salesforce", "accept_lead", "reject_lead"]);
-        assert_eq!(actions["elements"][2]["options"].as_array().unwrap().len(), REJECT_REASONS.len());
+        assert_eq!(actions["elements"][2]["options"].as_array().unwrap().len(), reasons.len());
     }
 }
