@@ -355,6 +355,34 @@ pub async fn leads(data_dir: &Path, state: Option<&str>, limit: usize, json: boo
     Ok(ExitCode::SUCCESS)
 }
 
+/// `handoff metrics`: handoff health for a period (default: the last 7
+/// days), overall and by a grouping.
+///
+/// # Errors
+///
+/// When the ledger cannot be read, a date is not one or the grouping is
+/// unknown.
+pub async fn metrics(
+    data_dir: &Path,
+    from: Option<&str>,
+    to: Option<&str>,
+    by: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let now = crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock);
+    let from = from.map_or(Ok(now - 7 * 86_400_000), crate::reports::parse_time).map_err(anyhow::Error::msg)?;
+    let to = to.map_or(Ok(now + 1), crate::reports::parse_time).map_err(anyhow::Error::msg)?;
+    let by = by.map(str::parse::<crate::reports::GroupBy>).transpose().map_err(anyhow::Error::msg)?;
+    let ledger = open_ledger(data_dir).await?;
+    let metrics = crate::reports::metrics(&*ledger, from, to, now, by, crate::reports::MetricRules::default()).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&metrics)?);
+    } else {
+        print!("{}", crate::reports::render_metrics(&metrics));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `handoff rejections`: what sales sent back in a period, and what became
 /// of it.
 ///

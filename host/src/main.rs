@@ -199,6 +199,24 @@ enum Command {
         json: bool,
     },
     /// Show one lead's timeline (HubSpot contact id).
+    /// Handoff health: speed to contact, SLA compliance, acceptance rate,
+    /// drop rate and recycle conversion, overall and by a grouping (reads
+    /// the ledger).
+    Metrics {
+        /// From this date (2026-11-01), timestamp or milliseconds; default
+        /// 7 days ago.
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to (not including) this date; default now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Also by team, rep, source or campaign.
+        #[arg(long)]
+        by: Option<String>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// What sales sent back to marketing, by reason, source, campaign and
     /// rep, and what became of each lead (reads the ledger).
     Rejections {
@@ -282,6 +300,13 @@ fn main() -> ExitCode {
         let (data_dir, state, limit, json) = (args.data_dir.clone(), state.clone(), *limit, *json);
         return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => report(rt.block_on(cli::leads(&data_dir, state.as_deref(), limit, json))),
+            Err(e) => report(Err(e.into())),
+        };
+    }
+    if let Command::Metrics { from, to, by, json } = &args.command {
+        let (data_dir, from, to, by, json) = (args.data_dir.clone(), from.clone(), to.clone(), by.clone(), *json);
+        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => report(rt.block_on(cli::metrics(&data_dir, from.as_deref(), to.as_deref(), by.as_deref(), json))),
             Err(e) => report(Err(e.into())),
         };
     }
@@ -396,6 +421,7 @@ fn main() -> ExitCode {
             | Command::Plugin { .. }
             | Command::Leads { .. }
             | Command::Rejections { .. }
+            | Command::Metrics { .. }
             | Command::Roster { .. }
             | Command::Retry { .. }
             | Command::Lead { .. } => {

@@ -11,6 +11,7 @@ mod journal;
 mod languages;
 mod lead_states;
 mod ledger;
+mod metrics;
 mod pipeline_checks;
 mod recycling;
 mod registry;

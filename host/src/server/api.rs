@@ -25,6 +25,7 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/sweep", post(sweep_now))
         .route("/api/roster", get(roster))
         .route("/api/rejections", get(rejections))
+        .route("/api/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(state, require_token))
 }
 
@@ -100,6 +101,34 @@ async fn leads(State(state): State<Arc<AppState>>, Query(query): Query<LeadQuery
 struct PeriodQuery {
     from: Option<String>,
     to: Option<String>,
+}
+
+/// `?from=&to=&by=` of the health metrics.
+#[derive(Debug, serde::Deserialize)]
+struct MetricsQuery {
+    from: Option<String>,
+    to: Option<String>,
+    by: Option<String>,
+}
+
+/// Handoff health for a period (default: the last 7 days): the five
+/// metrics overall and by team, rep, source or campaign, each with its
+/// leads.
+async fn metrics(State(state): State<Arc<AppState>>, Query(query): Query<MetricsQuery>) -> Response {
+    let now = state.clock.now_ms();
+    let parse = |value: Option<&str>, default: i64| value.map_or(Ok(default), crate::reports::parse_time);
+    let (from, to) = match (parse(query.from.as_deref(), now - 7 * 86_400_000), parse(query.to.as_deref(), now + 1)) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(e), _) | (_, Err(e)) => return refuse(StatusCode::BAD_REQUEST, "bad_period", e),
+    };
+    let by = match query.by.as_deref().map(str::parse::<crate::reports::GroupBy>).transpose() {
+        Ok(by) => by,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "bad_grouping", e),
+    };
+    match crate::reports::metrics(&*state.ledger, from, to, now, by, crate::reports::MetricRules::default()).await {
+        Ok(metrics) => Json(json!(metrics)).into_response(),
+        Err(e) => ledger_unavailable(&e),
+    }
 }
 
 /// Rejections in a period (default: the last 30 days) by reason, source,

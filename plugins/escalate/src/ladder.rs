@@ -241,6 +241,9 @@ pub struct Sla {
     /// What the last step did, in words (the lead's timeline).
     #[serde(default)]
     pub did: String,
+    /// The rep's first touch, when a step found one: `{"at", "what"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touch: Option<serde_json::Value>,
 }
 
 impl Sla {
@@ -374,6 +377,7 @@ mod tests {
             ladder_node: "ladder".into(),
             queue_channel: default_queue_channel(),
             reasons: handoff_plugin::rejection::standard(),
+            touch: None,
             did: String::new(),
         }
     }

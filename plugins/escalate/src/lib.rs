@@ -60,12 +60,12 @@ impl Plugin for Escalate {
             ],
             config_schema: include_str!("config.schema.json"),
             lead: r#"{
-                "stopped": {"state": "contacted", "phase": "settled", "detail": "{/sla/did}"},
+                "stopped": {"state": "contacted", "phase": "settled", "detail": "{/sla/did}", "data": "/sla/touch"},
                 "reminded": {"state": "reminded", "phase": "settled", "detail": "{/sla/did}"},
                 "escalated": {"state": "escalated", "phase": "settled", "detail": "{/sla/did}"},
                 "reassigned": {"state": "reassigned", "phase": "settled", "detail": "{/sla/did}", "owner": "/sla/owner/name"},
                 "vp-review": {"state": "vp-review", "phase": "settled", "detail": "{/sla/did}"},
-                "accepted": {"state": "accepted", "detail": "{/accept/did}"},
+                "accepted": {"state": "accepted", "detail": "{/accept/did}", "data": "/accept"},
                 "rejected": {"state": "rejected", "phase": "settled", "detail": "rejected by {/rejection/by}: {/rejection/label}", "data": "/rejection"}
             }"#,
             ..Describe::default()
@@ -158,6 +158,7 @@ fn start(config: &Config, event: &Value) -> Result<Vec<Emit>, NodeError> {
         queue_channel: config.queue_channel.clone(),
         reasons: config.reasons(),
         did: String::new(),
+        touch: None,
     };
     if sla.crm_id.is_empty() || sla.lead.is_empty() {
         return Err(NodeError::InvalidInput("the notified item names no lead (lead_id, salesforce.lead_id)".into()));
@@ -188,8 +189,8 @@ fn schedule_next(sla: &mut Sla) -> Result<(), NodeError> {
 enum Activity {
     /// The lead was accepted in Slack (and is `accepted` already).
     Accepted(String),
-    /// The rep touched the lead, in words.
-    Touched(String),
+    /// The rep touched the lead: in words, and when (host clock, ms).
+    Touched(String, i64),
 }
 
 /// The Accept recorded for this ladder, if any: one from before the
@@ -225,19 +226,23 @@ fn activity(sla: &Sla) -> Result<Option<Activity>, NodeError> {
         })
         .collect();
     if let Some(touch) = ladder::first_touch(&touches, &sla.tasks, since) {
-        return Ok(Some(Activity::Touched(format!(
-            "{} logged a {} '{}' at {}, {} after assignment",
-            sla.owner.name,
-            touch.kind,
-            touch.subject,
-            ladder::clock_time(touch.at),
-            ladder::span(touch.at - since)
-        ))));
+        let at = touch.at;
+        return Ok(Some(Activity::Touched(
+            format!(
+                "{} logged a {} '{}' at {}, {} after assignment",
+                sla.owner.name,
+                touch.kind,
+                touch.subject,
+                ladder::clock_time(touch.at),
+                ladder::span(touch.at - since)
+            ),
+            at,
+        )));
     }
     if let Some(lead) = crm::get_lead(&sla.crm_id)?
         && let Some(status) = lead.status.filter(|s| sla.worked_statuses.contains(s))
     {
-        return Ok(Some(Activity::Touched(format!("the lead's status is '{status}'"))));
+        return Ok(Some(Activity::Touched(format!("the lead's status is '{status}'"), clock::now())));
     }
     Ok(None)
 }
@@ -247,9 +252,10 @@ fn step(mut sla: Sla) -> Result<Vec<Emit>, NodeError> {
     let Some(step) = sla.steps.get(sla.next).cloned() else { return Ok(Vec::new()) };
     match activity(&sla)? {
         // The rep is on it: the ladder stops, and their run of breaches too.
-        Some(Activity::Touched(touched)) => {
+        Some(Activity::Touched(touched, at)) => {
             state::set(&breaches_key(&sla.owner.id), "0")?;
             sla.did = format!("SLA met: {touched}");
+            sla.touch = Some(json!({"at": at, "what": touched}));
             return Ok(vec![emit("stopped", &json!({"sla": sla}))]);
         }
         // Accepted in Slack: the lead is `accepted` already, and stays so

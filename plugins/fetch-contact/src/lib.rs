@@ -31,6 +31,7 @@ pub const DEFAULT_PROPERTIES: &[&str] = &[
     "hs_email_open",
     "num_conversion_events",
     "recent_conversion_event_name",
+    "hs_analytics_source",
     "icp_fit",
     "website",
 ];

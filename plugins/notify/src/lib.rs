@@ -97,7 +97,7 @@ impl Plugin for Notify {
             outputs: &["notified"],
             capabilities: &["chat:write", "email:send", "crm:read", "crm:write"],
             config_schema: include_str!("config.schema.json"),
-            lead: r#"{"notified": {"state": "notified", "detail": "told {/notification/to|/notification/queue_post/channel}"}}"#,
+            lead: r#"{"notified": {"state": "notified", "detail": "told {/notification/to|/notification/queue_post/channel}", "data": "/notification/report"}}"#,
             ..Describe::default()
         }
     }
@@ -141,7 +141,13 @@ impl Plugin for Notify {
         let blocks = blocks(&item, &lead_id, &url, &accept_within, &due, why_priority.as_deref(), &reasons).to_string();
         let text = format!("New MQL: {name} ({company}). {summary}");
 
-        let mut notification = json!({"kind": "owner", "priority": why_priority, "task_due": due, "at": clock::now(), "owner_id": owner_id});
+        // What the health report groups this handoff by (the lead mark keeps it).
+        let report = json!({
+            "owner": item["routing"]["owner_name"], "team": item["routing"]["team"],
+            "source": prop(&item, "hs_analytics_source"), "campaign": prop(&item, "recent_conversion_event_name"),
+            "priority": why_priority.is_some(),
+        });
+        let mut notification = json!({"kind": "owner", "priority": why_priority, "task_due": due, "at": clock::now(), "owner_id": owner_id, "report": report});
         if item["routing"]["owner_kind"] == "queue" || owner_email.is_empty() {
             let channel = config["queue_channel"].as_str().unwrap_or("#revops-alerts");
             let queue_text =
