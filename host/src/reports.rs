@@ -345,7 +345,7 @@ fn median(values: &mut [i64]) -> Option<i64> {
     }
     values.sort_unstable();
     let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 { (values[mid - 1] + values[mid]) / 2 } else { values[mid] })
+    Some(if values.len().is_multiple_of(2) { i64::midpoint(values[mid - 1], values[mid]) } else { values[mid] })
 }
 
 fn share(part: usize, whole: usize) -> Option<f64> {
@@ -511,7 +511,7 @@ pub fn human_ms(ms: i64) -> String {
 /// The five metrics with their targets, as lines: (name, value, target,
 /// met).
 pub fn scorecard(figures: &Figures) -> Vec<(&'static str, String, &'static str, Option<bool>)> {
-    use targets::*;
+    use targets::{ACCEPTANCE_RATE, DROP_RATE, RECYCLE_CONVERSION, SLA_COMPLIANCE, SPEED_TO_CONTACT_MS};
     vec![
         (
             "Speed to contact (median)",
