@@ -23,3 +23,4 @@ pub mod roster;
 pub mod runtime;
 pub mod scaffold;
 pub mod server;
+pub mod telemetry;

@@ -519,3 +519,36 @@ async fn the_api_requires_its_token_and_is_never_exposed_without_one() {
     let health = http.get(format!("http://{}/healthz", guarded.server.addr)).send().await.unwrap();
     assert_eq!(health.status(), 200, "probes stay open");
 }
+
+#[tokio::test]
+async fn prometheus_metrics_parse_and_count_the_work() {
+    let running = start_handoff().await;
+    deliver(&running, json!([mql_event(310, 1002)])).await;
+    let url = format!("http://{}/metrics", running.app.server.addr);
+    let response = reqwest::get(&url).await.unwrap();
+    assert!(
+        response.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"),
+        "{:?}",
+        response.headers()
+    );
+    let text = response.text().await.unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("a Prometheus parser reads it");
+    let value = |name: &str, label: (&str, &str)| {
+        scrape.samples.iter().find(|s| s.metric == name && s.labels.get(label.0) == Some(label.1)).map(|s| {
+            match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            }
+        })
+    };
+    // Counters are process-wide (other tests run in this process too).
+    assert!(value("handoff_webhooks_total", ("outcome", "200")).is_some_and(|v| v >= 1.0), "{text}");
+    assert!(value("handoff_node_runs_total", ("plugin", "notify")).is_some_and(|v| v >= 1.0), "{text}");
+    assert!(value("handoff_provider_calls_total", ("provider", "slack")).is_some_and(|v| v >= 1.0), "{text}");
+    // The leads gauge is this server's ledger at scrape time.
+    assert_eq!(value("handoff_leads", ("state", "notified")), Some(1.0), "{text}");
+    assert!(scrape.samples.iter().any(|s| s.metric == "handoff_node_run_seconds_count"), "histograms too");
+}

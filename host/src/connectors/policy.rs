@@ -154,7 +154,8 @@ impl CallPolicy {
         // One span per provider call, inside the node run's span (pipeline,
         // node, execution, lead) when a plugin made it.
         let span = tracing::debug_span!("provider_call", provider);
-        async move {
+        let started = std::time::Instant::now();
+        let result = async move {
         let mut n = 1;
         loop {
             let outcome = match tokio::time::timeout(self.timeout, attempt(n)).await {
@@ -191,7 +192,18 @@ impl CallPolicy {
         }
         }
         .instrument(span)
-        .await
+        .await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => match e.class {
+                ErrorClass::Transient => "transient",
+                ErrorClass::NotFound => "not-found",
+                ErrorClass::Invalid => "invalid",
+                ErrorClass::Auth => "auth",
+            },
+        };
+        crate::telemetry::TELEMETRY.provider_call(provider, outcome, started.elapsed());
+        result
     }
 
     /// Exponential backoff with jitter: between half and all of

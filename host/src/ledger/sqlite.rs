@@ -304,6 +304,7 @@ fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>) 
                 Err(_) => break,
             }
         }
+        let began = std::time::Instant::now();
         if let Err(e) = connection.execute_batch("BEGIN IMMEDIATE") {
             let error = e.to_string();
             for job in group {
@@ -325,6 +326,7 @@ fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>) 
         if commit.is_err() {
             let _ = connection.execute_batch("ROLLBACK");
         }
+        crate::telemetry::TELEMETRY.ledger_commit_seconds.observe(began.elapsed().as_secs_f64());
         for answer in answers {
             answer(commit.clone());
         }

@@ -206,6 +206,10 @@ impl Executor {
                         break emitted;
                     }
                     Err(failure) if failure.is_retryable() && attempt < node.node.retry.max_attempts => {
+                        crate::telemetry::TELEMETRY
+                            .retries
+                            .get_or_create(&crate::telemetry::PluginLabel { plugin: node.plugin.name().to_string() })
+                            .inc();
                         tokio::time::sleep(node.node.retry.backoff.delay(attempt)).await;
                         attempt += 1;
                     }

@@ -285,6 +285,8 @@ impl Runtime {
         };
         outcome.duration = started.elapsed();
         self.gates.observe(name, &node, outcome.result.as_ref().map(|_| ()));
+        let kind = outcome.result.as_ref().map_or_else(NodeFailure::kind, |_| "ok");
+        crate::telemetry::TELEMETRY.node_run(name, kind, outcome.duration);
         outcome
     }
 }

@@ -127,8 +127,20 @@ pub fn mql_events(body: &Value, now_ms: i64) -> Result<(Vec<Value>, usize), Stri
     }
 }
 
-/// `POST <webhook path>`.
+/// `POST <webhook path>`, counted by status for `/metrics`.
 pub async fn receive(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let response = receive_request(State(state), method, OriginalUri(uri), headers, body).await;
+    crate::telemetry::TELEMETRY.webhook(response.status().as_str());
+    response
+}
+
+async fn receive_request(
     State(state): State<Arc<AppState>>,
     method: Method,
     OriginalUri(uri): OriginalUri,

@@ -330,6 +330,7 @@ fn router(state: Arc<AppState>) -> Router {
     let mut app = Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(prometheus))
         .merge(api::routes(state.clone()));
     for pipeline in &state.pipelines {
         if let crate::pipeline::Trigger::Webhook { path, .. } = &pipeline.pipeline.trigger {
@@ -337,6 +338,25 @@ fn router(state: Arc<AppState>) -> Router {
         }
     }
     app.layer(DefaultBodyLimit::max(BODY_LIMIT)).with_state(state)
+}
+
+/// `GET /metrics`: Prometheus exposition (OpenMetrics text).
+async fn prometheus(State(state): State<Arc<AppState>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let by_state: Vec<(String, u64)> = match state.ledger.lead_states().await {
+        Ok(states) => states.into_iter().map(|(s, n)| (s.as_str().to_string(), n)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count leads by state for /metrics");
+            Vec::new()
+        }
+    };
+    match crate::telemetry::TELEMETRY.encode(&by_state) {
+        Ok(text) => {
+            ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                .into_response()
+        }
+        Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 async fn ready(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {

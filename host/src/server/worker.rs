@@ -164,6 +164,7 @@ async fn fire_timers(state: &Arc<AppState>) -> Result<usize> {
         let now = state.clock.now_ms();
         let events = state.ledger.fire_due_timers(now, TIMER_BATCH, Some(&state.pipeline_names())).await?;
         let batch = events.len();
+        crate::telemetry::TELEMETRY.timers_fired.inc_by(batch as u64);
         let mut slots_fired = Vec::new();
         for event in events {
             tracing::debug!(timer = %event.event_id, pipeline = %event.pipeline, "timer fired");
