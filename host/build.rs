@@ -17,6 +17,7 @@ const STANDARD: &[(&str, &str)] = &[
     ("notify", "handoff-plugin-notify"),
     ("escalate", "handoff-plugin-escalate"),
     ("recycle", "handoff-plugin-recycle"),
+    ("digest", "handoff-plugin-digest"),
 ];
 
 fn main() {

@@ -140,14 +140,15 @@ pub struct AppOptions {
 }
 
 /// The shipped pipelines `handoff serve` runs by default: the MQL
-/// handoff, the SLA ladder, Slack's buttons, rejection recycling and the
-/// Salesforce rejection poll.
-pub const STANDARD_PIPELINES: [&str; 5] = [
+/// handoff, the SLA ladder, Slack's buttons, rejection recycling, the
+/// Salesforce rejection poll and the weekly digest.
+pub const STANDARD_PIPELINES: [&str; 6] = [
     "mql-handoff.json",
     "sla-enforcement.json",
     "slack-interactions.json",
     "rejection-recycle.json",
     "salesforce-rejections.json",
+    "weekly-digest.json",
 ];
 
 impl AppOptions {
@@ -247,6 +248,10 @@ impl App {
             state: Some(ledger.state.clone()),
             schedule: Some(ledger.timers.clone()),
             roster: Some(roster.clone()),
+            reports: Some(Arc::new(crate::reports::LedgerReports {
+                ledger: ledger.ledger.clone(),
+                clock: options.clock.clone(),
+            })),
             clock: options.clock.clone(),
             state_quota: options.limits.state_quota,
             ..Capabilities::none()

@@ -137,6 +137,7 @@ enum Command {
                 "pipelines/slack-interactions.json",
                 "pipelines/rejection-recycle.json",
                 "pipelines/salesforce-rejections.json",
+                "pipelines/weekly-digest.json",
             ]
         )]
         pipelines: Vec<PathBuf>,

@@ -601,3 +601,23 @@ pub fn render_metrics(metrics: &Metrics) -> String {
     }
     out
 }
+
+/// The `reports` capability over a ledger: what the digest plugin reads.
+pub struct LedgerReports {
+    /// The ledger.
+    pub ledger: std::sync::Arc<dyn Ledger>,
+    /// "Now" for the metrics that depend on it (SLA and drops still due).
+    pub clock: std::sync::Arc<dyn crate::capabilities::Clock>,
+}
+
+#[async_trait::async_trait]
+impl crate::capabilities::Reports for LedgerReports {
+    async fn metrics(&self, from: i64, to: i64) -> Result<String, crate::capabilities::CapabilityError> {
+        let now = self.clock.now_ms();
+        let report = metrics(&*self.ledger, from, to, now, Some(GroupBy::Team), MetricRules::default())
+            .await
+            .map_err(|e| crate::capabilities::CapabilityError::Unavailable(format!("the ledger: {e}")))?;
+        serde_json::to_string(&report)
+            .map_err(|e| crate::capabilities::CapabilityError::Unavailable(format!("encoding the metrics: {e}")))
+    }
+}

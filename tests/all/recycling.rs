@@ -291,3 +291,40 @@ fn the_report_table_lists_groups_and_rejections() {
         "{table}"
     );
 }
+
+#[tokio::test]
+async fn the_weekly_digest_posts_the_metrics_the_api_reports() {
+    let running = start().await;
+    let t0 = running.clock.now_ms();
+    let crm_id = marcus_to_carlos(&running).await;
+    running.clock.set(t0 + 5 * MINUTE);
+    reject(&running, &crm_id, "budget").await;
+    // The demo's "now" is Wednesday 2026-11-25 15:00 UTC; the digest runs
+    // on Monday at 09:00 in Berlin, 08:00 UTC.
+    let monday = t0 + 4 * DAY + 17 * 60 * MINUTE;
+    advance_to(&running, monday).await;
+    let posts: Vec<(String, Value)> = {
+        let world = running.emulators.state.world();
+        let channel =
+            world.slack.channels.values().find(|c| c.name.as_deref() == Some("handoff-digest")).unwrap().id.clone();
+        world
+            .slack
+            .messages
+            .iter()
+            .filter(|m| m.channel == channel)
+            .map(|m| (m.text.clone(), m.blocks.clone().unwrap_or_default()))
+            .collect()
+    };
+    assert_eq!(posts.len(), 1, "one digest: {posts:?}");
+    let (text, blocks) = &posts[0];
+    assert!(text.starts_with("Handoff health, week of 2026-11-23"), "{text}");
+    assert!(text.contains("Acceptance rate 0.0% (> 60%) :x: target missed"), "{text}");
+    assert!(text.contains("Drop rate 0.0% (< 2%) :white_check_mark: target met"), "a rejection is a response: {text}");
+    assert!(text.contains("Top rejection reasons: No budget (1)"), "{text}");
+    assert_eq!(blocks[0]["type"], "header");
+    // The same numbers as the API for the same week.
+    let url = format!("http://{}/api/metrics?from={}&to={}", running.app.server.addr, monday - 7 * DAY, monday);
+    let api: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    assert_eq!(api["overall"]["acceptance_rate"], 0.0);
+    assert_eq!(api["overall"]["leads"]["rejected"], json!(["1002"]));
+}

@@ -5,7 +5,7 @@ use handoff::runtime::{PluginRegistry, PluginSource};
 use handoff_tests::{programs, runtime, shared_cache_dir};
 
 /// validate, fetch-contact, dedupe, route, assign, summarize, notify.
-const STANDARD_COUNT: usize = 9;
+const STANDARD_COUNT: usize = 10;
 
 #[tokio::test]
 async fn a_plugin_directory_adds_and_overrides_by_name() {
@@ -35,7 +35,18 @@ async fn without_directories_the_standard_set_is_built_in() {
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(
         registry.names(),
-        ["assign", "dedupe", "escalate", "fetch-contact", "notify", "recycle", "route", "summarize", "validate"]
+        [
+            "assign",
+            "dedupe",
+            "digest",
+            "escalate",
+            "fetch-contact",
+            "notify",
+            "recycle",
+            "route",
+            "summarize",
+            "validate"
+        ]
     );
     let validate = registry.get("validate").expect("validate is standard");
     assert_eq!(validate.info.source, PluginSource::Standard);

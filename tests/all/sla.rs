@@ -417,7 +417,8 @@ async fn a_lead_in_the_queue_goes_to_the_rep_who_takes_it_there() {
     let t0 = running.clock.now_ms();
     let lead = new_na_lead(&running, 1).await.to_string();
     advance_to(&running, t0 + 4 * HOUR).await;
-    assert_eq!(lead_state(&running, &lead).await, "reassigned");
+    let record = ledger(&running).lead(&lead).await.unwrap().unwrap();
+    assert_eq!(record.state.as_str(), "reassigned", "{:#?} {:#?}", record.timeline, timers(&running, &lead).await);
     let post = {
         let world = running.emulators.state.world();
         world.slack.messages.iter().rev().find(|m| m.recipient.is_none() && m.text.contains("needs an owner")).cloned()

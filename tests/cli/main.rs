@@ -65,7 +65,7 @@ fn validate_accepts_the_shipped_pipeline_and_rejects_a_broken_one() {
     assert!(stderr.contains("broken.json:6:21: error at /nodes/0/plugin: unknown plugin 'validat'"), "{stderr}");
     assert!(
         stderr.contains(
-            "help: loaded plugins are: assign, dedupe, escalate, fetch-contact, notify, recycle, route, summarize, validate;"
+            "help: loaded plugins are: assign, dedupe, digest, escalate, fetch-contact, notify, recycle, route, summarize, validate;"
         ),
         "{stderr}"
     );

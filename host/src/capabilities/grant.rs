@@ -25,6 +25,8 @@ pub enum Interface {
     State,
     /// `handoff:plugin/schedule`
     Schedule,
+    /// `handoff:plugin/reports`
+    Reports,
     /// `handoff:plugin/clock`
     Clock,
     /// `handoff:plugin/log`
@@ -33,7 +35,7 @@ pub enum Interface {
 
 impl Interface {
     /// Every interface, in WIT order.
-    pub const ALL: [Interface; 10] = [
+    pub const ALL: [Interface; 11] = [
         Interface::Marketing,
         Interface::Crm,
         Interface::Chat,
@@ -42,6 +44,7 @@ impl Interface {
         Interface::Roster,
         Interface::State,
         Interface::Schedule,
+        Interface::Reports,
         Interface::Clock,
         Interface::Log,
     ];
@@ -60,6 +63,7 @@ impl Interface {
             Interface::Roster => "roster",
             Interface::State => "state",
             Interface::Schedule => "schedule",
+            Interface::Reports => "reports",
             Interface::Clock => "clock",
             Interface::Log => "log",
         }
@@ -93,6 +97,7 @@ impl Interface {
             Interface::Roster => &[Grant::RosterRead, Grant::RosterWrite],
             Interface::State => &[Grant::StateRead, Grant::StateWrite],
             Interface::Schedule => &[Grant::ScheduleWrite],
+            Interface::Reports => &[Grant::ReportsRead],
             Interface::Clock | Interface::Log => &[],
         }
     }
@@ -144,11 +149,14 @@ pub enum Grant {
     /// Set and cancel durable timers.
     #[serde(rename = "schedule:write")]
     ScheduleWrite,
+    /// Read the handoff health metrics.
+    #[serde(rename = "reports:read")]
+    ReportsRead,
 }
 
 impl Grant {
     /// Every grant, in a stable order.
-    pub const ALL: [Grant; 12] = [
+    pub const ALL: [Grant; 13] = [
         Grant::MarketingRead,
         Grant::MarketingWrite,
         Grant::CrmRead,
@@ -161,6 +169,7 @@ impl Grant {
         Grant::StateRead,
         Grant::StateWrite,
         Grant::ScheduleWrite,
+        Grant::ReportsRead,
     ];
 
     /// The name used in pipeline JSON, e.g. `crm:write`.
@@ -178,6 +187,7 @@ impl Grant {
             Grant::StateRead => "state:read",
             Grant::StateWrite => "state:write",
             Grant::ScheduleWrite => "schedule:write",
+            Grant::ReportsRead => "reports:read",
         }
     }
 

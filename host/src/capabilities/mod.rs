@@ -19,6 +19,7 @@ mod journal;
 mod llm;
 mod log;
 mod marketing;
+mod reports;
 mod roster;
 mod schedule;
 mod state;
@@ -44,6 +45,7 @@ pub use grant::{Grant, GrantSet, Interface};
 pub use journal::{EffectJournal, Entry};
 pub use llm::Llm;
 pub use marketing::Marketing;
+pub use reports::Reports;
 pub use roster::Roster;
 pub use schedule::{Scheduler, Timer, TimerBook};
 pub use state::{FileStateStore, StateQuota, StateStore};
@@ -69,6 +71,8 @@ pub struct Capabilities {
     pub state: Option<Arc<dyn StateStore>>,
     /// Durable timers.
     pub schedule: Option<Arc<dyn Scheduler>>,
+    /// Handoff health from the ledger.
+    pub reports: Option<Arc<dyn Reports>>,
     /// How much state each plugin may keep.
     pub state_quota: StateQuota,
     /// "Now" for plugins; always present (system time unless virtual).
@@ -90,6 +94,7 @@ impl Capabilities {
             roster: None,
             state: None,
             schedule: None,
+            reports: None,
             state_quota: StateQuota::default(),
             clock: Arc::new(SystemClock),
             journal: None,
@@ -109,6 +114,7 @@ impl std::fmt::Debug for Capabilities {
             .field("roster", &on(self.roster.is_some()))
             .field("state", &on(self.state.is_some()))
             .field("schedule", &on(self.schedule.is_some()))
+            .field("reports", &on(self.reports.is_some()))
             .finish_non_exhaustive()
     }
 }

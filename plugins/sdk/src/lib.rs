@@ -48,7 +48,9 @@ pub mod bindings {
 }
 
 pub use bindings::handoff::plugin::types::{CapabilityError, Context, Descriptor, Emit, NodeError};
-pub use bindings::handoff::plugin::{chat, clock, crm, email, llm, log, marketing, roster, schedule, state, types};
+pub use bindings::handoff::plugin::{
+    chat, clock, crm, email, llm, log, marketing, reports, roster, schedule, state, types,
+};
 pub use serde_json::{self, Value, json};
 #[doc(hidden)]
 pub use wit_bindgen;
