@@ -25,6 +25,9 @@ pub struct DemoOptions {
     pub plugin_dirs: Vec<PathBuf>,
     /// Where `mql-handoff.json` and `roster.json` are.
     pub pipelines_dir: PathBuf,
+    /// Leave the server (and its dashboard) up after the story, until
+    /// interrupted.
+    pub keep_running: bool,
 }
 
 /// The demo's fixed "now": Wednesday 2026-11-25, 15:00 UTC (afternoon in
@@ -229,6 +232,19 @@ pub async fn run(options: DemoOptions) -> Result<String> {
     let finished = app.server.finished();
     let mut report = render(&leads, &finished, &sandbox);
     report.push_str(&sla_story(&app, &sandbox, &clock, &state_dir).await?);
+    report.push_str(&health_story(&sandbox, &clock, &state_dir).await?);
+    if options.keep_running {
+        print!("{report}");
+        println!(
+            "\nThe server is still up: the dashboard for the demo's week at http://{}/?from={} , the API at /api/metrics, /api/rejections, /api/leads; the sandbox at http://{}/_sandbox/stats. Ctrl-C to stop.",
+            app.server.addr,
+            &DEMO_NOW[..10],
+            sandbox.http
+        );
+        tokio::signal::ctrl_c().await?;
+        let _ = std::fs::remove_dir_all(&state_dir);
+        return Ok(String::new());
+    }
     let _ = std::fs::remove_dir_all(&state_dir);
     Ok(report)
 }
@@ -345,6 +361,35 @@ async fn sla_story(app: &App, sandbox: &Emulators, clock: &ManualClock, state_di
         "  rejections: {} in all, {} recycled to sales, {} converted (`handoff rejections`, GET /api/rejections)",
         report.total.rejected, report.total.recycled, report.total.converted
     );
+    Ok(out)
+}
+
+/// The end of the story: the five metrics for the demo's week, and the
+/// weekly digest as it was posted to Slack on the Monday after.
+async fn health_story(sandbox: &Emulators, clock: &ManualClock, state_dir: &std::path::Path) -> Result<String> {
+    let ledger = crate::ledger::SqliteStore::open(&state_dir.join("handoff.db"))?;
+    let start = crate::reports::parse_time(DEMO_NOW).map_err(anyhow::Error::msg)?;
+    let week = crate::reports::metrics(
+        &ledger,
+        start,
+        start + 7 * 86_400_000,
+        clock.now_ms(),
+        Some(crate::reports::GroupBy::Team),
+        crate::reports::MetricRules::default(),
+    )
+    .await?;
+    let mut out = String::from("\n");
+    out.push_str(&crate::reports::render_metrics(&week));
+    let digest = {
+        let world = sandbox.state.world();
+        let channel =
+            world.slack.channels.values().find(|c| c.name.as_deref() == Some("handoff-digest")).map(|c| c.id.clone());
+        world.slack.messages.iter().find(|m| Some(&m.channel) == channel.as_ref()).map(|m| m.text.clone())
+    };
+    if let Some(text) = digest {
+        let _ =
+            writeln!(out, "\nThe weekly digest, as posted to #handoff-digest on Monday at 09:00 (Berlin):\n  {text}");
+    }
     Ok(out)
 }
 

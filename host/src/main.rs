@@ -174,6 +174,9 @@ enum Command {
         /// Where mql-handoff.json and roster.json are.
         #[arg(long, default_value = "pipelines")]
         pipelines_dir: PathBuf,
+        /// Leave the server and its dashboard up afterwards (prints the URL).
+        #[arg(long)]
+        keep_running: bool,
     },
     /// List leads from the ledger, most recently updated first.
     Leads {
@@ -336,11 +339,12 @@ fn main() -> ExitCode {
         return report(cli::schema(output.as_deref()));
     }
     #[cfg(feature = "emulators")]
-    if let Command::Demo { pipelines_dir } = &args.command {
+    if let Command::Demo { pipelines_dir, keep_running } = &args.command {
         let options = handoff::demo::DemoOptions {
             data_dir: args.data_dir.clone(),
             plugin_dirs: args.plugin_dirs.clone(),
             pipelines_dir: pipelines_dir.clone(),
+            keep_running: *keep_running,
         };
         return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => report(rt.block_on(async move {

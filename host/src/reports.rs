@@ -501,8 +501,10 @@ fn percent(value: Option<f64>) -> String {
 /// A duration for people: `4 min`, `2.5 h`.
 pub fn human_ms(ms: i64) -> String {
     match ms {
-        ms if ms < 60_000 => format!("{} s", ms / 1000),
-        ms if ms < 3_600_000 => format!("{} min", ms / 60_000),
+        ms if ms < 59_500 => format!("{} s", (ms + 500) / 1000),
+        // Below ten minutes (the speed-to-contact target) a tenth matters.
+        ms if ms < 597_000 => format!("{:.1} min", ms as f64 / 60_000.0),
+        ms if ms < 3_570_000 => format!("{} min", (ms + 30_000) / 60_000),
         ms if ms < 86_400_000 => format!("{:.1} h", ms as f64 / 3_600_000.0),
         ms => format!("{:.1} d", ms as f64 / 86_400_000.0),
     }

@@ -4,6 +4,7 @@ mod cache;
 mod clock;
 mod connectors;
 mod containment;
+mod dashboard;
 mod executor;
 mod grants;
 mod handoff;

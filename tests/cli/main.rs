@@ -224,6 +224,11 @@ fn the_demo_hands_off_every_kind_of_lead() {
         "an MQL again, back to sales (recycle #1) (recycled)",
         "+90 days  Sofia Moreno: told",
         "rejections: 1 in all, 1 recycled to sales",
+        // Handoff health for the week, and the digest as posted.
+        "Speed to contact (median)",
+        "SLA ladder steps fired: escalated 1, reassigned 1, reminded 1, vp-review 1",
+        "The weekly digest, as posted to #handoff-digest",
+        "Top rejection reasons: Timing not right (1)",
     ] {
         assert!(report.contains(needle), "{needle:?} missing from:\n{report}");
     }

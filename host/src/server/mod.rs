@@ -6,6 +6,7 @@
 //! shared state, the routes and the server's lifecycle.
 
 mod api;
+mod dashboard;
 mod intake;
 mod sweep;
 mod worker;
@@ -331,7 +332,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(ready))
         .route("/metrics", get(prometheus))
-        .merge(api::routes(state.clone()));
+        .merge(api::routes(state.clone()))
+        .merge(dashboard::routes(state.clone()));
     for pipeline in &state.pipelines {
         if let crate::pipeline::Trigger::Webhook { path, .. } = &pipeline.pipeline.trigger {
             app = app.route(path, post(intake::receive));
