@@ -305,7 +305,11 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
             Some(node) => (event.payload.clone(), Start::Node(node.clone())),
             None => (json!({ "event": event.payload }), Start::Trigger),
         };
-        let record = state.executor.execute_as(&prepared, input, start, lead.clone(), execution).await;
+        let mut record = state.executor.execute_as(&prepared, input, start, lead.clone(), execution).await;
+        // An execution never starts before the event it handles: on a
+        // clock that stands still (virtual time), a lead event's execution
+        // would otherwise seem to precede the step that raised it.
+        record.started_at_ms = record.started_at_ms.max(event.received_at);
         let failed = settle(&state, &prepared, &event, &record).await;
         // No longer running: a retry asked for while ops is being told
         // starts at once.
