@@ -161,6 +161,11 @@ impl EmulatorState {
         salesforce::expire_tokens(&mut self.world().salesforce);
     }
 
+    /// Salesforce API calls counted against the org's daily allowance.
+    pub fn api_usage(&self) -> u64 {
+        self.world().salesforce.api_usage
+    }
+
     /// Back to the fixture: data, faults and request log.
     pub fn reset(&self) {
         *self.world() = self.fixture.world(self.clock.now_ms());

@@ -156,6 +156,15 @@ fn is_field(object: &str, field: &str) -> bool {
     field.ends_with("__c") || known_fields(object).iter().any(|f| f.eq_ignore_ascii_case(field))
 }
 
+/// A parent relationship field (`Account.Website` on an Opportunity): the
+/// parent object and its field, when the object has the lookup.
+fn parent_field<'f>(object: &str, field: &'f str) -> Option<(&'static str, &'f str)> {
+    let (relation, rest) = field.split_once('.')?;
+    let parent = object_name(relation)?;
+    let lookup = format!("{parent}Id");
+    (is_field(object, &lookup) && is_field(parent, rest)).then_some((parent, rest))
+}
+
 /// Salesforce's datetime format.
 pub fn sf_datetime(ms: i64) -> String {
     let iso = time::iso8601(ms);
@@ -334,14 +343,44 @@ impl Data {
         }
     }
 
+    /// `record` with the parent fields a filter names (`Account.Website`),
+    /// read through the record's lookup (`AccountId`).
+    fn joined(&self, object: &str, record: &Map<String, Value>, fields: &[String]) -> Map<String, Value> {
+        let mut joined = record.clone();
+        for name in fields {
+            let Some((parent, field)) = parent_field(object, name) else { continue };
+            let id = soql::field(record, &format!("{parent}Id")).as_str().unwrap_or_default();
+            let value = self
+                .objects
+                .get(parent)
+                .and_then(|rows| rows.iter().find(|r| r["Id"] == id))
+                .map_or(Value::Null, |r| soql::field(r, field).clone());
+            joined.insert(name.clone(), value);
+        }
+        joined
+    }
+
     /// Records of `object`, matching a parsed query.
     fn run(&self, query: &Query) -> Vec<Map<String, Value>> {
+        let mut parents = Vec::new();
+        if let Some(filter) = &query.filter {
+            soql::condition_fields(filter, &mut parents);
+        }
+        parents.retain(|f| f.contains('.'));
         let mut rows: Vec<&Map<String, Value>> = self
             .objects
             .get(&query.object)
             .into_iter()
             .flatten()
-            .filter(|r| query.filter.as_ref().is_none_or(|c| soql::matches(r, c)))
+            .filter(|r| {
+                query.filter.as_ref().is_none_or(|c| {
+                    if parents.is_empty() {
+                        soql::matches(r, c)
+                    } else {
+                        soql::matches(&self.joined(&query.object, r, &parents), c)
+                    }
+                })
+            })
             .collect();
         if let Some((field, descending)) = &query.order_by {
             rows.sort_by(|a, b| {
@@ -469,6 +508,7 @@ pub fn routes() -> Router<Arc<EmulatorState>> {
     Router::new()
         .route("/services/oauth2/token", post(token))
         .route("/services/data/{version}/query", get(query))
+        .route("/services/data/{version}/composite", post(composite))
         .route("/services/data/{version}/query/{locator}", get(query_more))
         .route("/services/data/{version}/sobjects/{object}", post(create))
         .route("/services/data/{version}/sobjects/{object}/{id}", get(read).patch(update))
@@ -662,21 +702,29 @@ async fn query(
         Err(r) => return r,
     };
     let soql_text = params.get("q").cloned().unwrap_or_default();
-    let parsed = match soql::parse(&soql_text) {
-        Ok(q) => q,
-        Err(message) => return respond(limit, SfError::new(400, "MALFORMED_QUERY", &message, &[]).into_response()),
-    };
+    match run_query(&state, &version, &soql_text) {
+        Ok(body) => respond(limit, Json(body).into_response()),
+        Err(e) => respond(limit, e.into_response()),
+    }
+}
+
+/// One SOQL query's first page, as `/query` answers it.
+fn run_query(state: &EmulatorState, version: &str, soql_text: &str) -> Result<Value, SfError> {
+    let parsed = soql::parse(soql_text).map_err(|message| SfError::new(400, "MALFORMED_QUERY", &message, &[]))?;
     let Some(object) = object_name(&parsed.object) else {
         let message = format!("sObject type '{}' is not supported.", parsed.object);
-        return respond(limit, SfError::new(400, "INVALID_TYPE", &message, &[]).into_response());
+        return Err(SfError::new(400, "INVALID_TYPE", &message, &[]));
     };
-    let mut mentioned = parsed.fields.clone();
+    let mut mentioned = Vec::new();
     if let Some(filter) = &parsed.filter {
         soql::condition_fields(filter, &mut mentioned);
     }
+    // Parent fields (Account.Website) are answered in WHERE only.
+    mentioned.retain(|f| parent_field(object, f).is_none());
+    mentioned.extend(parsed.fields.iter().cloned());
     if let Some(bad) = mentioned.iter().find(|f| !is_field(object, f)) {
         let message = format!("No such column '{bad}' on entity '{object}'.");
-        return respond(limit, SfError::new(400, "INVALID_FIELD", &message, &[]).into_response());
+        return Err(SfError::new(400, "INVALID_FIELD", &message, &[]));
     }
     let query = Query { object: object.to_string(), ..parsed };
     let batch = state.settings().salesforce_batch_size.max(1);
@@ -687,7 +735,7 @@ async fn query(
         .iter()
         .map(|record| {
             let mut row = Map::new();
-            row.insert("attributes".into(), attributes(&version, object, record));
+            row.insert("attributes".into(), attributes(version, object, record));
             for field in &query.fields {
                 row.insert(field.clone(), soql::field(record, field).clone());
             }
@@ -705,7 +753,80 @@ async fn query(
         data.cursors.insert(locator.clone(), rest);
         body["nextRecordsUrl"] = json!(format!("/services/data/{version}/query/{locator}-{batch}"));
     }
-    respond(limit, Json(body).into_response())
+    Ok(body)
+}
+
+/// Most subrequests one Composite request may carry.
+const MAX_SUBREQUESTS: usize = 25;
+
+/// `POST /composite`: up to 25 subrequests in one API call. This emulator
+/// answers query subrequests (`GET .../query?q=`); any other subrequest is
+/// answered with Salesforce's error for a request it cannot serve.
+async fn composite(
+    State(state): State<Arc<EmulatorState>>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+    body: Bytes,
+) -> Response {
+    let limit = match admit(&state, &headers) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return respond(limit, SfError::new(400, "JSON_PARSER_ERROR", &e.to_string(), &[]).into_response()),
+    };
+    let Some(subrequests) = request["compositeRequest"].as_array() else {
+        let message = "compositeRequest is required";
+        return respond(limit, SfError::new(400, "INVALID_INPUT", message, &[]).into_response());
+    };
+    if subrequests.is_empty() || subrequests.len() > MAX_SUBREQUESTS {
+        let message = format!("compositeRequest takes 1 to {MAX_SUBREQUESTS} subrequests");
+        return respond(limit, SfError::new(400, "INVALID_INPUT", &message, &[]).into_response());
+    }
+    let all_or_none = request["allOrNone"].as_bool().unwrap_or(false);
+    let mut answers = Vec::new();
+    let mut failed = false;
+    for sub in subrequests {
+        let reference = sub["referenceId"].clone();
+        let method = sub["method"].as_str().unwrap_or_default();
+        let url = sub["url"].as_str().unwrap_or_default();
+        let result = if failed && all_or_none {
+            Err(SfError::new(
+                400,
+                "PROCESSING_HALTED",
+                "The transaction was rolled back since another operation in the same transaction failed.",
+                &[],
+            ))
+        } else {
+            match (method, url.split_once("/query?")) {
+                ("GET", Some((prefix, query))) if prefix.starts_with("/services/data/") => {
+                    let params = form_decode(query.as_bytes());
+                    run_query(&state, &version, params.get("q").map_or("", String::as_str))
+                }
+                _ => Err(SfError::new(
+                    400,
+                    "INVALID_URL",
+                    &format!("this emulator's composite answers query subrequests only, not {method} {url}"),
+                    &[],
+                )),
+            }
+        };
+        let (status, body) = match result {
+            Ok(body) => (200, body),
+            Err(e) => {
+                failed = true;
+                let status = e.status;
+                let mut entry = json!({ "message": e.message, "errorCode": e.code });
+                if !e.fields.is_empty() {
+                    entry["fields"] = json!(e.fields);
+                }
+                (status, json!([entry]))
+            }
+        };
+        answers.push(json!({"body": body, "httpHeaders": {}, "httpStatusCode": status, "referenceId": reference}));
+    }
+    respond(limit, Json(json!({ "compositeResponse": answers })).into_response())
 }
 
 async fn query_more(

@@ -104,6 +104,18 @@ impl Data {
         data
     }
 
+    /// The DM channel with a user, opened if need be (`conversations.open`,
+    /// or `chat.postMessage` to a user id, which posts in the user's DM with
+    /// the app).
+    fn open_dm(&mut self, user: &str) -> Option<String> {
+        if !self.users.iter().any(|u| u.id == user) {
+            return None;
+        }
+        let id = format!("D{}", user.trim_start_matches(['U', 'W']));
+        self.channels.entry(id.clone()).or_insert(Channel { id: id.clone(), name: None, user: Some(user.to_string()) });
+        Some(id)
+    }
+
     fn resolve_channel(&self, channel: &str) -> Option<String> {
         if self.channels.contains_key(channel) {
             return Some(channel.to_string());
@@ -288,15 +300,15 @@ async fn method(
         "conversations.open" => {
             let users = text("users");
             let user = users.split(',').next().unwrap_or_default().trim().to_string();
-            if !data.users.iter().any(|u| u.id == user) {
+            let Some(id) = data.open_dm(&user) else {
                 return fail("user_not_found");
-            }
-            let id = format!("D{}", user.trim_start_matches(['U', 'W']));
-            data.channels.entry(id.clone()).or_insert(Channel { id: id.clone(), name: None, user: Some(user) });
+            };
             Json(json!({ "ok": true, "channel": { "id": id } })).into_response()
         }
         "chat.postMessage" => {
-            let Some(channel) = data.resolve_channel(&text("channel")) else {
+            let target = text("channel");
+            let dm = if target.starts_with(['U', 'W']) { data.open_dm(&target) } else { None };
+            let Some(channel) = dm.or_else(|| data.resolve_channel(&target)) else {
                 return fail("channel_not_found");
             };
             let blocks = args.get("blocks").cloned().filter(|b| !b.is_null());

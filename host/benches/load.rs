@@ -1,6 +1,10 @@
-//! Load: signed MQL webhooks to `handoff serve --sandbox` (the release
-//! binary in its own process, its ledger on disk with full sync, the
-//! emulators in that process with their rate limits lifted).
+//! Load: signed MQL webhooks to `handoff serve` (the release binary in its
+//! own process, its ledger on disk with full sync). By default the
+//! emulators run as a process of their own (`handoff sandbox`), so the
+//! server's CPU and memory are the host's alone; `SPLIT=0` runs them inside
+//! the server (`serve --sandbox`), as before. `LATENCY_MS` makes every
+//! provider answer that much later and `LLM_MS` the language model, to
+//! measure webhook → DM against real providers' round trips.
 //!
 //! Two phases:
 //! - throughput: `LEADS` webhooks from `CONCURRENCY` senders as fast as the
@@ -9,9 +13,12 @@
 //! - latency: `PACED_LEADS` webhooks sent at `RATE` per second (open loop);
 //!   reports acknowledgement and webhook → DM latency at that rate.
 //!
-//! Peak RSS is the server process's (host and emulators together).
+//! Reported besides: the server's CPU per lead (utime + stime from /proc
+//! over the paced phase), provider API calls per lead (the emulators'
+//! request log), ledger bytes per lead, and peak RSS (VmHWM).
 //!
 //! `LEADS=2000 CONCURRENCY=32 PACED_LEADS=1000 RATE=100 cargo bench -p handoff --bench load`
+//! `LEADS=0 PACED_LEADS=300 RATE=10 LATENCY_MS=100 LLM_MS=800 cargo bench -p handoff --bench load`
 
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -46,6 +53,8 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 struct Server {
     child: Child,
+    /// The emulators' own process, when they run apart.
+    sandbox_child: Option<Child>,
     api: String,
     sandbox: SocketAddr,
     db: PathBuf,
@@ -53,41 +62,139 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in std::iter::once(&mut self.child).chain(self.sandbox_child.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
-/// Starts `handoff serve --sandbox` with every rep always available and no
-/// daily capacity, so every lead reaches a rep's DMs.
-async fn serve(dir: &Path) -> Server {
+async fn up(url: &str) -> bool {
+    for _ in 0..1200 {
+        if reqwest::get(url).await.is_ok_and(|r| r.status().is_success()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The connectors of `handoff serve --config`, pointed at emulators on
+/// `http` and `smtp`.
+fn sandbox_config(http: SocketAddr, smtp: SocketAddr) -> String {
+    let (token, secret) = (handoff_emulators::TOKEN, handoff_emulators::SECRET);
+    format!(
+        r#"[hubspot]
+base_url = "http://{http}/hubspot"
+token = "{token}"
+app_secret = "{secret}"
+[salesforce]
+login_url = "http://{http}/salesforce"
+auth = {{ flow = "client-credentials", client_id = "sandbox-client", client_secret = "{secret}" }}
+[slack]
+base_url = "http://{http}/slack/api"
+bot_token = "{token}"
+signing_secret = "{secret}"
+[anthropic]
+base_url = "http://{http}/anthropic"
+api_key = "{token}"
+model = "claude-sandbox"
+[smtp]
+host = "{}"
+port = {}
+security = "none"
+from = "Handoff <handoff@sandbox.test>"
+"#,
+        smtp.ip(),
+        smtp.port()
+    )
+}
+
+/// Starts `handoff serve` (and, with `split`, `handoff sandbox` beside it)
+/// with every rep always available and no daily capacity, so every lead
+/// reaches a rep's DMs.
+async fn serve(dir: &Path, split: bool) -> Server {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     handoff::demo::write_open_roster(&repo.join("pipelines"), &dir.join("roster.json")).unwrap();
     let (listen, sandbox, smtp) = (free_port(), free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_handoff"))
-        .current_dir(&repo)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["serve", "--sandbox", "--listen", &listen.to_string()])
-        .args(["--sandbox-listen", &sandbox.to_string(), "--sandbox-smtp-listen", &smtp.to_string()])
+    let mut sandbox_child = None;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_handoff"));
+    command.current_dir(&repo).arg("--data-dir").arg(dir.join("data"));
+    if split {
+        sandbox_child = Some(
+            Command::new(env!("CARGO_BIN_EXE_handoff"))
+                .args(["sandbox", "--listen", &sandbox.to_string(), "--smtp-listen", &smtp.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(up(&format!("http://{sandbox}/_sandbox/health")).await, "handoff sandbox did not come up");
+        std::fs::write(dir.join("connectors.toml"), sandbox_config(sandbox, smtp)).unwrap();
+        command.args(["serve", "--listen", &listen.to_string(), "--config"]).arg(dir.join("connectors.toml"));
+    } else {
+        command.args(["serve", "--sandbox", "--listen", &listen.to_string()]).args([
+            "--sandbox-listen",
+            &sandbox.to_string(),
+            "--sandbox-smtp-listen",
+            &smtp.to_string(),
+        ]);
+    }
+    let child = command
         .arg("--roster")
         .arg(dir.join("roster.json"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let server = Server { child, api: format!("http://{listen}"), sandbox, db: dir.join("data/handoff.db") };
-    for _ in 0..1200 {
-        if reqwest::get(format!("{}/healthz", server.api)).await.is_ok_and(|r| r.status().is_success()) {
-            let limits = json!({"hubspot_per_ten_seconds": 0, "hubspot_search_per_second": 0,
-                "salesforce_api_limit": u64::MAX, "slack_channel_burst": 0});
-            let url = format!("http://{sandbox}/_sandbox/limits");
-            reqwest::Client::new().patch(url).json(&limits).send().await.unwrap().error_for_status().unwrap();
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let server =
+        Server { child, sandbox_child, api: format!("http://{listen}"), sandbox, db: dir.join("data/handoff.db") };
+    assert!(up(&format!("{}/healthz", server.api)).await, "handoff serve did not come up");
+    let limits = json!({"hubspot_per_ten_seconds": 0, "hubspot_search_per_second": 0,
+        "salesforce_api_limit": u64::MAX, "slack_channel_burst": 0});
+    let url = format!("http://{sandbox}/_sandbox/limits");
+    reqwest::Client::new().patch(url).json(&limits).send().await.unwrap().error_for_status().unwrap();
+    server
+}
+
+/// Makes `provider` (or `*`) answer `ms` later.
+async fn slow(server: &Server, provider: &str, ms: usize) {
+    let fault = json!({"provider": provider, "kind": {"type": "latency", "ms": ms}});
+    let url = format!("http://{}/_sandbox/faults", server.sandbox);
+    reqwest::Client::new().post(url).json(&fault).send().await.unwrap().error_for_status().unwrap();
+}
+
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    // SC_CLK_TCK is 100 on Linux.
+    ticks / 100.0
+}
+
+/// The emulators' request log, counted by provider.
+async fn calls_by_provider(server: &Server) -> std::collections::BTreeMap<String, usize> {
+    let url = format!("http://{}/_sandbox/requests", server.sandbox);
+    let log: Vec<Value> = reqwest::get(url).await.unwrap().json().await.unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for request in &log {
+        *counts.entry(request["provider"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
     }
-    panic!("handoff serve did not come up");
+    counts
+}
+
+async fn clear_requests(server: &Server) {
+    let url = format!("http://{}/_sandbox/requests", server.sandbox);
+    reqwest::Client::new().delete(url).send().await.unwrap();
+}
+
+/// The ledger's size on disk (database and WAL).
+fn ledger_bytes(server: &Server) -> u64 {
+    let wal = server.db.with_extension("db-wal");
+    [&server.db, &wal].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
 }
 
 async fn contacts(server: &Server, from: usize, count: usize) -> Vec<u64> {
@@ -151,9 +258,20 @@ fn main() {
 }
 
 async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
+    let split = env("SPLIT", 1) == 1;
+    let (latency, llm_latency) = (env("LATENCY_MS", 0), env("LLM_MS", 0));
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path()).await;
+    let server = serve(dir.path(), split).await;
     let ids = contacts(&server, 0, leads + paced).await;
+    // Providers' round trips, when asked for (the model first: the first
+    // matching fault applies).
+    if llm_latency > 0 {
+        slow(&server, "anthropic", llm_latency).await;
+    }
+    if latency > 0 {
+        slow(&server, "*", latency).await;
+    }
+    clear_requests(&server).await;
     let url = format!("{}/webhooks/hubspot", server.api);
     let http = reqwest::Client::new();
 
@@ -183,6 +301,9 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     acks.sort_unstable();
 
     // Latency at a steady rate.
+    let calls_before = calls_by_provider(&server).await;
+    let bytes_before = ledger_bytes(&server);
+    let cpu_before = cpu_seconds(server.child.id());
     let gap = Duration::from_secs_f64(1.0 / rate as f64);
     let mut ticker = tokio::time::interval(gap);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -201,6 +322,9 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     }
     let paced_sent = paced_started.elapsed();
     finished(&server, leads + paced).await;
+    let cpu = cpu_seconds(server.child.id()) - cpu_before;
+    let bytes = ledger_bytes(&server).saturating_sub(bytes_before);
+    let calls_after = calls_by_provider(&server).await;
     paced_acks.sort_unstable();
 
     let timings: Vec<Value> =
@@ -243,7 +367,11 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let mut notified_all: Vec<u64> = timings.iter().filter_map(|t| t["notified_us"].as_u64()).collect();
     notified_all.sort_unstable();
 
-    println!("load: handoff serve --sandbox (release), ledger on disk, full sync");
+    let where_emulators = if split { "in their own process (handoff sandbox)" } else { "inside the server" };
+    println!("load: handoff serve (release), ledger on disk, full sync; emulators {where_emulators}");
+    if latency + llm_latency > 0 {
+        println!("injected latency: {latency} ms per provider call, language model {llm_latency} ms");
+    }
     println!("throughput: {leads} leads from {concurrency} senders");
     println!(
         "  webhook ack: p50 {:.2} ms, p99 {:.2} ms; {:.0} webhooks/s acknowledged",
@@ -280,6 +408,25 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let breakdown: Vec<String> =
         per_node.iter().map(|(node, (us, n))| format!("{node} {:.1} ms", *us as f64 / *n as f64 / 1000.0)).collect();
     println!("  mean node run (calls to providers included): {}", breakdown.join(", "));
+    let per_lead: Vec<String> = calls_after
+        .iter()
+        .map(|(provider, n)| {
+            let before = calls_before.get(provider).copied().unwrap_or(0);
+            format!("{provider} {:.2}", (n - before) as f64 / paced.max(1) as f64)
+        })
+        .collect();
+    let api_calls: usize = calls_after
+        .iter()
+        .filter(|(p, _)| p.as_str() != "smtp")
+        .map(|(p, n)| n - calls_before.get(p).copied().unwrap_or(0))
+        .sum();
+    println!(
+        "  provider calls per lead: {:.2} API calls ({}); SMTP counted apart",
+        api_calls as f64 / paced.max(1) as f64,
+        per_lead.join(", ")
+    );
+    println!("  server CPU per lead: {:.2} ms ({cpu:.2} s for {paced} leads)", cpu * 1000.0 / paced.max(1) as f64);
+    println!("  ledger growth per lead: {:.1} KB", bytes as f64 / 1024.0 / paced.max(1) as f64);
     println!("all: {} notified, {failed} failed", notified_all.len());
     println!("peak RSS of the server process: {:.0} MiB", peak_rss_mib(server.child.id()));
 }

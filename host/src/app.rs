@@ -129,6 +129,8 @@ pub struct AppOptions {
     pub ops_channel: Option<String>,
     /// How often the reconciliation sweep runs (default 5 minutes).
     pub sweep_every: Option<std::time::Duration>,
+    /// How long settled work's journal is kept (default 30 days).
+    pub retention: std::time::Duration,
     /// Bearer token for `/api/*` (required when not listening on loopback).
     pub api_token: Option<crate::connectors::Secret>,
     /// "Now" for plugins.
@@ -187,6 +189,7 @@ impl AppOptions {
             instance: crate::ledger::Instance::from_env(),
             ops_channel: Some("#revops-alerts".into()),
             sweep_every: None,
+            retention: crate::server::DEFAULT_RETENTION,
             api_token: None,
             clock,
             waiting: crate::ledger::WaitPolicy::default(),
@@ -284,6 +287,7 @@ impl App {
             ops_channel: options.ops_channel,
             api_token: options.api_token.clone(),
             waiting: options.waiting,
+            retention: options.retention,
             sweep: options
                 .connectors
                 .hubspot_client(&crate::connectors::policy::http_client())

@@ -175,6 +175,9 @@ pub fn render_trace(record: &ExecutionRecord, full: bool) -> String {
                 BranchEnd::Failed { node, error } => {
                     let _ = writeln!(out, "  {node}: failed ({}), continued", error.kind);
                 }
+                BranchEnd::Incomplete { node, missing, .. } => {
+                    let _ = writeln!(out, "  {node}: merge incomplete, no {}", missing.join(", "));
+                }
             }
         }
     }
@@ -259,6 +262,8 @@ pub struct ServeOptions {
     pub public_url: Option<String>,
     /// Slack channel told of failed leads.
     pub ops_channel: String,
+    /// How long settled work's journal is kept (`--retention`).
+    pub retention: std::time::Duration,
     /// What plugins are held to as a whole.
     pub limits: crate::app::PluginLimits,
 }
@@ -296,6 +301,7 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
         public_url: options.public_url,
         ops_channel: Some(options.ops_channel),
         sweep_every: None,
+        retention: options.retention,
         api_token: std::env::var("HANDOFF_API_TOKEN")
             .ok()
             .filter(|t| !t.is_empty())

@@ -444,35 +444,43 @@ pub fn outcome(finished: &Finished) -> (String, String, String) {
                         format!("already handed off ({})", item["dedupe"]["key"].as_str().unwrap_or_default()),
                     );
                 }
-                ("notify", "notified") => {
-                    let n = &item["notification"];
-                    if n["kind"] == "opportunity-owner" {
-                        let opp = &item["dedupe"]["opportunity"];
-                        return (
-                            "opp owner told".into(),
-                            n["to"].as_str().unwrap_or_default().into(),
-                            format!("open deal: {}", opp["name"].as_str().unwrap_or_default()),
-                        );
-                    }
-                    let routing = &item["routing"];
-                    let kind = if routing["fallback"] == true {
-                        "to queue"
-                    } else if n["priority"].is_string() {
-                        "routed, priority"
-                    } else {
-                        "routed"
-                    };
-                    return (
-                        kind.into(),
-                        routing["owner_name"].as_str().unwrap_or_default().into(),
-                        routing["explanation"].as_str().unwrap_or_default().into(),
-                    );
-                }
                 _ => {}
             }
         }
     }
+    // notify's output goes on (to the late-summary merge): read its run.
+    let notified =
+        record.runs.iter().filter(|r| r.node == "notify").find_map(|r| r.outputs.iter().find(|o| o.port == "notified"));
+    if let Some(out) = notified {
+        return told(out.item.value());
+    }
     ("ended".into(), String::new(), String::new())
+}
+
+/// The words for a lead `notify` told someone about.
+fn told(item: &serde_json::Value) -> (String, String, String) {
+    let n = &item["notification"];
+    if n["kind"] == "opportunity-owner" {
+        let opp = &item["dedupe"]["opportunity"];
+        return (
+            "opp owner told".into(),
+            n["to"].as_str().unwrap_or_default().into(),
+            format!("open deal: {}", opp["name"].as_str().unwrap_or_default()),
+        );
+    }
+    let routing = &item["routing"];
+    let kind = if routing["fallback"] == true {
+        "to queue"
+    } else if n["priority"].is_string() {
+        "routed, priority"
+    } else {
+        "routed"
+    };
+    (
+        kind.into(),
+        routing["owner_name"].as_str().unwrap_or_default().into(),
+        routing["explanation"].as_str().unwrap_or_default().into(),
+    )
 }
 
 fn render(leads: &[Lead], finished: &[Finished], sandbox: &Emulators) -> String {

@@ -150,6 +150,11 @@ enum Command {
         /// Slack channel told when a lead fails after its retries.
         #[arg(long, default_value = "#revops-alerts")]
         ops_channel: String,
+        /// How long the effect journal of settled leads, settled timers and
+        /// finished events' payloads are kept (lead timelines are kept for
+        /// the metrics); pruned every 10 minutes.
+        #[arg(long, env = "HANDOFF_RETENTION", default_value = "30d", value_parser = parse_duration)]
+        retention: handoff::pipeline::model::HumanDuration,
         // The /api bearer token comes from HANDOFF_API_TOKEN (never a flag,
         // so it stays out of process listings); it is required when
         // listening beyond loopback.
@@ -372,6 +377,7 @@ fn main() -> ExitCode {
         roster,
         public_url,
         ops_channel,
+        retention,
     } = &args.command
     {
         let options = cli::ServeOptions {
@@ -384,6 +390,7 @@ fn main() -> ExitCode {
             roster: roster.clone(),
             public_url: public_url.clone(),
             ops_channel: ops_channel.clone(),
+            retention: retention.0,
             limits: args.limits.limits(),
         };
         return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -441,4 +448,9 @@ fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
         eprintln!("error: {e:#}");
         ExitCode::FAILURE
     })
+}
+
+fn parse_duration(text: &str) -> Result<handoff::pipeline::model::HumanDuration, String> {
+    handoff::pipeline::model::HumanDuration::parse(text)
+        .ok_or_else(|| format!("'{text}' is not a duration like 12h, 30d or 90d"))
 }

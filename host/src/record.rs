@@ -225,6 +225,15 @@ pub enum BranchEnd {
         /// Why.
         error: RunError,
     },
+    /// A merge node's group never went on: a required input never came.
+    Incomplete {
+        /// The merge node.
+        node: String,
+        /// The inputs that had an item.
+        present: Vec<String>,
+        /// The required inputs that had none.
+        missing: Vec<String>,
+    },
 }
 
 /// The full record of one execution.
@@ -242,6 +251,9 @@ pub struct ExecutionRecord {
     pub status: ExecutionStatus,
     /// Why the execution failed, when it did.
     pub error: Option<String>,
+    /// Whether the failure that stopped it may pass on a later attempt (a
+    /// provider that stayed unavailable through the node's retries).
+    pub retryable: bool,
     /// Host clock, milliseconds since the Unix epoch.
     pub started_at_ms: i64,
     /// How long it took.
@@ -257,6 +269,14 @@ impl ExecutionRecord {
     pub fn fail(&mut self, error: String) {
         self.status = ExecutionStatus::Failed;
         self.error = Some(error);
+    }
+
+    /// Marks the execution failed by a node run's failure, which another
+    /// attempt later may not meet (`retryable`: a provider outage or rate
+    /// limit that outlasted the node's retries).
+    pub fn fail_by(&mut self, error: String, retryable: bool) {
+        self.fail(error);
+        self.retryable = retryable;
     }
 
     /// When a run that finished `finished_at_us` into the execution ended,

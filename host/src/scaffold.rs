@@ -70,6 +70,7 @@ wit-bindgen = { version = "0.61", default-features = false, features = ["macros"
         ("handoff-plugin/src/contact.rs".into(), include_str!("../../plugins/sdk/src/contact.rs").into()),
         ("handoff-plugin/src/time.rs".into(), include_str!("../../plugins/sdk/src/time.rs").into()),
         ("handoff-plugin/src/rejection.rs".into(), include_str!("../../plugins/sdk/src/rejection.rs").into()),
+        ("handoff-plugin/src/summary.rs".into(), include_str!("../../plugins/sdk/src/summary.rs").into()),
     ]
 }
 

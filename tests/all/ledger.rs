@@ -409,3 +409,43 @@ async fn paused_reps_are_kept_until_resumed(backend: &Backend) {
     reopened.ledger.set_rep_paused("005A", None).await.unwrap();
     assert!(ledger.ledger.paused_reps().await.unwrap().is_empty());
 }
+
+on_both!(settled_work_is_pruned_and_work_that_may_run_again_is_not);
+async fn settled_work_is_pruned_and_work_that_may_run_again_is_not(backend: &Backend) {
+    let ledger = backend.open("a", 30_000).await;
+    let (events, journal) = (&ledger.ledger, &ledger.journal);
+    // Execution ids are `pipeline:source:event id`.
+    for id in ["1", "2", "3"] {
+        events.record_event(&event(id)).await.unwrap();
+        journal.record(&format!("p:hubspot:{id}/notify/1/1"), &json!({"ts": id})).await.unwrap();
+        journal.record(&format!("p:hubspot:{id}/route/1:outputs"), &json!([])).await.unwrap();
+    }
+    journal.start("p:hubspot:2/notify/1/2", 5).await.unwrap();
+    events.flush().await.unwrap();
+    assert!(events.finish_event("hubspot", "1", "p:hubspot:1", false).await.unwrap(), "1 completed");
+    assert!(events.finish_event("hubspot", "3", "p:hubspot:3", true).await.unwrap(), "3 failed");
+    // 2 is still running.
+    assert_eq!(
+        journal.entry("p:hubspot:1/route/1:outputs").await.unwrap(),
+        None,
+        "a completed execution's resume points go at once"
+    );
+    assert!(journal.entry("p:hubspot:1/notify/1/1").await.unwrap().is_some(), "its effects stay until the retention");
+    assert!(journal.entry("p:hubspot:3/route/1:outputs").await.unwrap().is_some(), "a failed one may be retried");
+
+    let nothing_old = events.prune(0, 100).await.unwrap();
+    assert_eq!(nothing_old.total(), 0, "nothing is older than the epoch");
+    let pruned = events.prune(i64::MAX, 100).await.unwrap();
+    assert_eq!(pruned.effects, 1, "{pruned:?}");
+    assert_eq!(pruned.payloads, 1, "{pruned:?}");
+    assert_eq!(journal.entry("p:hubspot:1/notify/1/1").await.unwrap(), None);
+    for kept in ["p:hubspot:2/notify/1/1", "p:hubspot:2/route/1:outputs", "p:hubspot:3/notify/1/1"] {
+        assert!(journal.entry(kept).await.unwrap().is_some(), "{kept} belongs to work that may run again");
+    }
+    assert!(journal.entry("p:hubspot:2/notify/1/2").await.unwrap().is_some(), "and so does its intent");
+    let (finished, done) = events.event("hubspot", "1").await.unwrap().unwrap();
+    assert!(done);
+    assert_eq!(finished.payload, json!({}), "the finished event's payload is emptied, its row kept");
+    assert!(!events.record_event(&event("1")).await.unwrap(), "so a redelivery is still recognised");
+    assert_eq!(events.unfinished_events().await.unwrap()[0].payload, json!({"objectId": 1001}));
+}

@@ -208,3 +208,45 @@ async fn all_problems_are_reported_at_once() {
         assert!(pointers.contains(&expected), "{expected} missing from {pointers:?}");
     }
 }
+
+#[tokio::test]
+async fn a_merge_names_its_inputs_by_the_nodes_that_feed_it() {
+    let json = pipeline_json(
+        r#"[
+            {"id": "a", "plugin": "echo"},
+            {"id": "b", "plugin": "echo"},
+            {"id": "c", "plugin": "echo"},
+            {"id": "join", "plugin": "merge", "retry": {"max_attempts": 2}, "config": {"inputs": [
+                {"name": "first", "from": ["a"]}, {"name": "second", "from": ["nowhere"]}]}}
+        ]"#,
+        r#"{"trigger": {"main": ["a", "b", "c"]}, "a": {"main": ["join"]}, "b": {"main": ["join"]}, "c": {"main": ["join"]}}"#,
+    );
+    let diagnostics = problems(&json).await;
+    let missing = at(&diagnostics, "/nodes/3/config/inputs/1/from/0");
+    assert!(missing.message.contains("'nowhere' sends nothing to 'join'"), "{}", missing.message);
+    let unlisted = at(&diagnostics, "/connections/b");
+    assert!(unlisted.message.contains("none of its inputs lists 'b'"), "{}", unlisted.message);
+    at(&diagnostics, "/connections/c");
+    let retry = at(&diagnostics, "/nodes/3/retry");
+    assert!(retry.message.contains("runs no plugin"), "{}", retry.message);
+}
+
+#[tokio::test]
+async fn a_bad_merge_config_is_named_and_a_merge_cannot_wait_on_itself() {
+    let json = pipeline_json(
+        r#"[{"id": "a", "plugin": "echo"},
+            {"id": "join", "plugin": "merge", "config": {"inputs": [{"name": "x", "from": ["a"]}], "mode": "sometimes"}}]"#,
+        r#"{"trigger": {"main": ["a"]}, "a": {"main": ["join"]}}"#,
+    );
+    let diagnostics = problems(&json).await;
+    assert!(at(&diagnostics, "/nodes/1/config").message.contains("sometimes"), "{}", render(&diagnostics));
+
+    // An input fed from downstream of the merge would wait forever: a cycle.
+    let json = pipeline_json(
+        r#"[{"id": "a", "plugin": "echo"}, {"id": "b", "plugin": "echo"},
+            {"id": "join", "plugin": "merge", "config": {"inputs": [{"name": "x", "from": ["a"]}, {"name": "y", "from": ["b"]}]}}]"#,
+        r#"{"trigger": {"main": ["a"]}, "a": {"main": ["join"]}, "join": {"main": ["b"]}, "b": {"main": ["join"]}}"#,
+    );
+    let diagnostics = problems(&json).await;
+    assert!(diagnostics.iter().any(|d| d.message.contains("cycle")), "{}", render(&diagnostics));
+}

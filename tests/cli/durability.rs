@@ -226,12 +226,23 @@ impl World {
             if leads.len() == self.contacts.len() && leads.iter().all(|l| l.state.is_final()) {
                 return leads;
             }
-            let waiting = leads.iter().filter(|l| !l.state.is_final()).count();
+            let waiting: Vec<String> = leads
+                .iter()
+                .filter(|l| !l.state.is_final())
+                .map(|l| format!("{} {}", l.id, l.state.as_str()))
+                .collect();
+            if Instant::now() >= deadline {
+                for lead in leads.iter().filter(|l| !l.state.is_final()).take(3) {
+                    let full = ledger.lead(&lead.id).await.unwrap();
+                    eprintln!("{}: {:#?}", lead.id, full.map(|l| l.timeline));
+                }
+            }
             assert!(
                 Instant::now() < deadline,
-                "{} of {} leads recorded, {waiting} not final",
+                "{} of {} leads recorded, {} not final: {waiting:?}",
                 leads.len(),
-                self.contacts.len()
+                self.contacts.len(),
+                waiting.len()
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -556,7 +567,21 @@ impl World {
             if there == self.contacts.len() {
                 return;
             }
-            assert!(Instant::now() < deadline, "{there} of {} leads are {state}", self.contacts.len());
+            if Instant::now() >= deadline {
+                let others: Vec<String> = leads
+                    .iter()
+                    .filter(|l| l.state.as_str() != state)
+                    .map(|l| {
+                        format!(
+                            "{} {}: {:?}",
+                            l.id,
+                            l.state.as_str(),
+                            l.timeline.iter().rev().take(4).collect::<Vec<_>>()
+                        )
+                    })
+                    .collect();
+                panic!("{there} of {} leads are {state}; the others: {others:#?}", self.contacts.len());
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }

@@ -101,6 +101,30 @@ pub struct RunContext {
     dropped_log_lines: usize,
     denied: Vec<String>,
     effect_seq: u32,
+    run_clock: Option<Arc<dyn RunClock>>,
+}
+
+/// A run's deadline clock, as the sandbox keeps it. Capability calls that
+/// wait on the host's own ledger (plugin state, the effect journal) stop it:
+/// the ledger's load is the host's, not the plugin's, and must not push a
+/// plugin past its deadline (or trip its circuit breaker). The wall-clock
+/// cap on a run still applies.
+pub trait RunClock: Send + Sync {
+    /// Stops counting the run's time.
+    fn pause(&self);
+    /// Counts it again.
+    fn resume(&self);
+}
+
+/// While it lives, the run's clock is stopped.
+pub(crate) struct LedgerWait(Option<Arc<dyn RunClock>>);
+
+impl Drop for LedgerWait {
+    fn drop(&mut self) {
+        if let Some(clock) = &self.0 {
+            clock.resume();
+        }
+    }
 }
 
 /// Links the capability interfaces to a run's [`RunContext`] (wasmtime's
@@ -112,6 +136,20 @@ impl wasmtime::component::HasData for CapabilityLinks {
 }
 
 impl RunContext {
+    /// Lets ledger waits stop the run's deadline clock.
+    pub fn set_run_clock(&mut self, clock: Arc<dyn RunClock>) {
+        self.run_clock = Some(clock);
+    }
+
+    /// Stops the run's clock until the returned guard is dropped: for a
+    /// wait on the host's ledger.
+    pub(crate) fn ledger_wait(&self) -> LedgerWait {
+        if let Some(clock) = &self.run_clock {
+            clock.pause();
+        }
+        LedgerWait(self.run_clock.clone())
+    }
+
     /// The context of one run of `identity` with `grants`.
     pub fn new(identity: Arc<RunIdentity>, grants: GrantSet, capabilities: Arc<Capabilities>) -> Self {
         RunContext {
@@ -123,6 +161,7 @@ impl RunContext {
             dropped_log_lines: 0,
             denied: Vec::new(),
             effect_seq: 0,
+            run_clock: None,
         }
     }
 

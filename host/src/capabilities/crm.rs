@@ -4,7 +4,7 @@ use super::RunContext;
 use super::journal::Guard;
 use super::{Account, Activity, CapabilityError, CrmContact, Grant, Lead, Opportunity, Owner, Task};
 use crate::bindings::handoff::plugin::crm::Host;
-pub use crate::bindings::handoff::plugin::crm::LeadChange;
+pub use crate::bindings::handoff::plugin::crm::{CrmMatches, LeadChange};
 use crate::bindings::handoff::plugin::types::Timestamp;
 
 /// A sales CRM, as a connector implements it. Errors keep the provider's
@@ -28,6 +28,19 @@ pub trait Crm: Send + Sync {
     async fn find_accounts_by_domain(&self, domain: &str) -> Result<Vec<Account>, CapabilityError>;
     /// Open opportunities on accounts with web domain `domain`.
     async fn find_open_opportunities_by_domain(&self, domain: &str) -> Result<Vec<Opportunity>, CapabilityError>;
+    /// What the CRM holds for `email` and (when given) `domain`, in as few
+    /// round trips as the provider allows; by default the four lookups at
+    /// once.
+    async fn find_matches(&self, email: &str, domain: Option<&str>) -> Result<CrmMatches, CapabilityError> {
+        let (lead, contact) = tokio::try_join!(self.find_lead_by_email(email), self.find_contact_by_email(email))?;
+        let (accounts, opportunities) = match domain {
+            Some(domain) => {
+                tokio::try_join!(self.find_accounts_by_domain(domain), self.find_open_opportunities_by_domain(domain))?
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(CrmMatches { lead, contact, accounts, opportunities })
+    }
     /// A user or queue by id.
     async fn get_owner(&self, id: &str) -> Result<Option<Owner>, CapabilityError>;
     /// Tasks and events logged on a lead or contact since `since`.
@@ -75,6 +88,11 @@ impl Host for RunContext {
 
     async fn find_open_opportunities_by_domain(&mut self, domain: String) -> Result<Vec<Opportunity>, CapabilityError> {
         self.provider(Grant::CrmRead, |c| &c.crm)?.find_open_opportunities_by_domain(&domain).await
+    }
+
+    async fn find_matches(&mut self, email: String, domain: Option<String>) -> Result<CrmMatches, CapabilityError> {
+        let domain = domain.filter(|d| !d.trim().is_empty());
+        self.provider(Grant::CrmRead, |c| &c.crm)?.find_matches(&email, domain.as_deref()).await
     }
 
     async fn get_owner(&mut self, id: String) -> Result<Option<Owner>, CapabilityError> {

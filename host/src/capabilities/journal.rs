@@ -155,6 +155,7 @@ impl RunContext {
         };
         let key = self.next_effect_key(what);
         let unavailable = |e: anyhow::Error| CapabilityError::Unavailable(format!("effect journal: {e}"));
+        let wait = self.ledger_wait();
         let entry =
             if self.identity().journal_empty { None } else { journal.entry(&key).await.map_err(unavailable)? };
         let earlier = match entry {
@@ -176,7 +177,12 @@ impl RunContext {
         if guard == Guard::Intent && earlier.is_none() {
             journal.start(&key, self.capabilities().clock.now_ms()).await.map_err(unavailable)?;
         }
+        // The provider's own time counts; an atomic effect is the ledger's.
+        if guard != Guard::Atomic {
+            drop(wait);
+        }
         let result = call(Attempt { key: Some(key.clone()), earlier }).await?;
+        let _wait = self.ledger_wait();
         if guard != Guard::Atomic
             && let Err(e) = journal.record(&key, &result.encode()).await
         {

@@ -37,9 +37,9 @@ pub use chat::Chat;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::{
     CapabilityLinks, HOST_LOG_BURST, HOST_LOG_LINE_BYTES, HOST_LOG_LINES_PER_SECOND, MAX_LOG_BYTES, MAX_LOG_LINE_BYTES,
-    MAX_LOG_LINES, RunContext, RunIdentity,
+    MAX_LOG_LINES, RunClock, RunContext, RunIdentity,
 };
-pub use crm::{Crm, LeadChange};
+pub use crm::{Crm, CrmMatches, LeadChange};
 pub use email::Email;
 pub use grant::{Grant, GrantSet, Interface};
 pub use journal::{EffectJournal, Entry};

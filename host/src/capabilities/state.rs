@@ -89,6 +89,7 @@ impl Host for RunContext {
     async fn get(&mut self, key: String) -> Result<Option<String>, CapabilityError> {
         check_key(&key)?;
         let store = self.provider(Grant::StateRead, |c| &c.state)?;
+        let _wait = self.ledger_wait();
         store.get(&self.identity().plugin, &key).await
     }
 
@@ -102,12 +103,14 @@ impl Host for RunContext {
         }
         require_json(&value, "value")?;
         let store = self.provider(Grant::StateWrite, |c| &c.state)?;
+        let _wait = self.ledger_wait();
         store.set(&self.identity().plugin, &key, &value, self.capabilities().state_quota).await
     }
 
     async fn delete(&mut self, key: String) -> Result<(), CapabilityError> {
         check_key(&key)?;
         let store = self.provider(Grant::StateWrite, |c| &c.state)?;
+        let _wait = self.ledger_wait();
         store.delete(&self.identity().plugin, &key).await
     }
 

@@ -6,7 +6,8 @@ use super::policy::{Attempt, CallPolicy, ErrorClass, ProviderError, retry_after,
 use super::secret::Secret;
 use super::time;
 use crate::capabilities::{
-    Account, Activity, ActivityKind, CapabilityError, Crm, CrmContact, Lead, Opportunity, Owner, OwnerKind, Task,
+    Account, Activity, ActivityKind, CapabilityError, Crm, CrmContact, CrmMatches, Lead, Opportunity, Owner, OwnerKind,
+    Task,
 };
 use base64::Engine as _;
 use reqwest::Method;
@@ -157,8 +158,20 @@ impl Salesforce {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Option<Value>, ProviderError> {
-        let refreshed = AtomicBool::new(false);
         let creating = method == Method::POST;
+        self.send(method, path, body, creating).await
+    }
+
+    /// A request; `creating` (it may make a record) means one that may have
+    /// reached Salesforce is not sent again.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        creating: bool,
+    ) -> Result<Option<Value>, ProviderError> {
+        let refreshed = AtomicBool::new(false);
         self.policy
             .run(PROVIDER, |_| {
                 let method = method.clone();
@@ -225,6 +238,55 @@ impl Salesforce {
                 _ => return Ok(records),
             }
         }
+    }
+
+    /// Runs SOQL queries in one Composite API request (`/composite`, one
+    /// API call against the org's daily allowance) and returns each query's
+    /// records in order, following any further pages.
+    ///
+    /// # Errors
+    ///
+    /// The request's error, or the first failed query's, classified.
+    pub async fn queries(&self, soqls: &[String]) -> Result<Vec<Vec<Value>>, ProviderError> {
+        let subrequests: Vec<Value> = soqls
+            .iter()
+            .enumerate()
+            .map(|(i, soql)| {
+                json!({"method": "GET", "url": format!("{}?q={}", self.data_path("/query"), encode_query(soql)), "referenceId": format!("q{i}")})
+            })
+            .collect();
+        let body = json!({"allOrNone": false, "compositeRequest": subrequests});
+        // Only reads: safe to send again.
+        let answer =
+            self.send(Method::POST, &self.data_path("/composite"), Some(&body), false).await?.unwrap_or_default();
+        let responses = answer["compositeResponse"].as_array().cloned().unwrap_or_default();
+        let mut all = Vec::with_capacity(soqls.len());
+        for i in 0..soqls.len() {
+            let reference = format!("q{i}");
+            let Some(response) = responses.iter().find(|r| r["referenceId"] == reference.as_str()) else {
+                return Err(ProviderError::new(
+                    PROVIDER,
+                    None,
+                    "composite",
+                    format!("no answer for subrequest {reference}"),
+                    ErrorClass::Transient,
+                ));
+            };
+            let status = response["httpStatusCode"].as_u64().unwrap_or(500);
+            let page = &response["body"];
+            if status >= 400 {
+                return Err(subrequest_error(u16::try_from(status).unwrap_or(500), page));
+            }
+            let mut records: Vec<Value> = page["records"].as_array().cloned().unwrap_or_default();
+            let mut next = page["nextRecordsUrl"].as_str().filter(|_| page["done"] == false).map(str::to_string);
+            while let Some(path) = next {
+                let more = self.request(Method::GET, &path, None).await?.unwrap_or_default();
+                records.extend(more["records"].as_array().into_iter().flatten().cloned());
+                next = more["nextRecordsUrl"].as_str().filter(|_| more["done"] == false).map(str::to_string);
+            }
+            all.push(records);
+        }
+        Ok(all)
     }
 
     /// Active and inactive users: `(id, name, email, active)`.
@@ -302,6 +364,20 @@ async fn classify(response: reqwest::Response) -> Attempt<Option<Value>> {
     }
 }
 
+/// A failed Composite subrequest as the error its own request would have
+/// been.
+fn subrequest_error(status: u16, body: &Value) -> ProviderError {
+    let code = body[0]["errorCode"].as_str().unwrap_or("error").to_string();
+    let message = body[0]["message"].as_str().unwrap_or("subrequest failed").to_string();
+    let class = match (status, code.as_str()) {
+        (401 | 403, "REQUEST_LIMIT_EXCEEDED") | (408 | 429 | 500..=599, _) => ErrorClass::Transient,
+        (401 | 403, _) => ErrorClass::Auth,
+        (404, _) => ErrorClass::NotFound,
+        _ => ErrorClass::Invalid,
+    };
+    ProviderError::new(PROVIDER, Some(status), code, message, class)
+}
+
 /// Checks a record id before it goes into a URL path (15 or 18
 /// alphanumerics), so a plugin cannot reach another object through it.
 fn record_id(id: &str) -> Result<&str, CapabilityError> {
@@ -360,6 +436,64 @@ pub fn website_domain(website: &str) -> String {
 }
 
 const LEAD_FIELDS: &str = "Id, Email, FirstName, LastName, Company, Title, Phone, Country, State, Industry, NumberOfEmployees, LeadSource, Status, OwnerId";
+
+const OPPORTUNITY_FIELDS: &str = "Id, Name, AccountId, OwnerId, StageName, Amount, CloseDate";
+
+fn lead_by_email(email: &str) -> String {
+    format!(
+        "SELECT {LEAD_FIELDS} FROM Lead WHERE Email = {} AND IsConverted = false ORDER BY CreatedDate DESC LIMIT 1",
+        quote(email)
+    )
+}
+
+fn contact_by_email(email: &str) -> String {
+    format!("SELECT Id, Email, Name, AccountId, OwnerId FROM Contact WHERE Email = {} LIMIT 1", quote(email))
+}
+
+/// Accounts whose website contains `domain` (lower case); `accounts_from`
+/// keeps those whose domain it is.
+fn accounts_by_domain(domain: &str) -> String {
+    format!(
+        "SELECT Id, Name, Website, OwnerId, NumberOfEmployees, Industry FROM Account WHERE Website LIKE {}",
+        quote(&format!("%{domain}%"))
+    )
+}
+
+fn contact_from(r: &Value) -> CrmContact {
+    CrmContact {
+        id: text(r, "Id"),
+        email: text(r, "Email"),
+        name: text(r, "Name"),
+        account_id: opt(r, "AccountId"),
+        owner_id: opt(r, "OwnerId"),
+    }
+}
+
+fn accounts_from(rows: &[Value], domain: &str) -> Vec<Account> {
+    rows.iter()
+        .filter(|r| r["Website"].as_str().is_some_and(|w| website_domain(w) == domain))
+        .map(|r| Account {
+            id: text(r, "Id"),
+            name: text(r, "Name"),
+            domain: r["Website"].as_str().map(website_domain),
+            owner_id: opt(r, "OwnerId"),
+            employees: r["NumberOfEmployees"].as_u64().and_then(|n| u32::try_from(n).ok()),
+            industry: opt(r, "Industry"),
+        })
+        .collect()
+}
+
+fn opportunity_from(r: &Value) -> Opportunity {
+    Opportunity {
+        id: text(r, "Id"),
+        name: text(r, "Name"),
+        account_id: text(r, "AccountId"),
+        owner_id: text(r, "OwnerId"),
+        stage: text(r, "StageName"),
+        amount: r["Amount"].as_f64(),
+        close_date: opt(r, "CloseDate"),
+    }
+}
 
 fn lead_from(record: &Value) -> Lead {
     Lead {
@@ -446,45 +580,16 @@ impl Crm for Salesforce {
     }
 
     async fn find_lead_by_email(&self, email: &str) -> Result<Option<Lead>, CapabilityError> {
-        let soql = format!(
-            "SELECT {LEAD_FIELDS} FROM Lead WHERE Email = {} AND IsConverted = false ORDER BY CreatedDate DESC LIMIT 1",
-            quote(email)
-        );
-        Ok(self.query(&soql).await?.first().map(lead_from))
+        Ok(self.query(&lead_by_email(email)).await?.first().map(lead_from))
     }
 
     async fn find_contact_by_email(&self, email: &str) -> Result<Option<CrmContact>, CapabilityError> {
-        let soql =
-            format!("SELECT Id, Email, Name, AccountId, OwnerId FROM Contact WHERE Email = {} LIMIT 1", quote(email));
-        Ok(self.query(&soql).await?.first().map(|r| CrmContact {
-            id: text(r, "Id"),
-            email: text(r, "Email"),
-            name: text(r, "Name"),
-            account_id: opt(r, "AccountId"),
-            owner_id: opt(r, "OwnerId"),
-        }))
+        Ok(self.query(&contact_by_email(email)).await?.first().map(contact_from))
     }
 
     async fn find_accounts_by_domain(&self, domain: &str) -> Result<Vec<Account>, CapabilityError> {
         let domain = domain.trim().to_ascii_lowercase();
-        let soql = format!(
-            "SELECT Id, Name, Website, OwnerId, NumberOfEmployees, Industry FROM Account WHERE Website LIKE {}",
-            quote(&format!("%{domain}%"))
-        );
-        Ok(self
-            .query(&soql)
-            .await?
-            .iter()
-            .filter(|r| r["Website"].as_str().is_some_and(|w| website_domain(w) == domain))
-            .map(|r| Account {
-                id: text(r, "Id"),
-                name: text(r, "Name"),
-                domain: r["Website"].as_str().map(website_domain),
-                owner_id: opt(r, "OwnerId"),
-                employees: r["NumberOfEmployees"].as_u64().and_then(|n| u32::try_from(n).ok()),
-                industry: opt(r, "Industry"),
-            })
-            .collect())
+        Ok(accounts_from(&self.query(&accounts_by_domain(&domain)).await?, &domain))
     }
 
     async fn find_open_opportunities_by_domain(&self, domain: &str) -> Result<Vec<Opportunity>, CapabilityError> {
@@ -494,23 +599,42 @@ impl Crm for Salesforce {
         }
         let ids: Vec<String> = accounts.iter().map(|a| quote(&a.id)).collect();
         let soql = format!(
-            "SELECT Id, Name, AccountId, OwnerId, StageName, Amount, CloseDate FROM Opportunity WHERE IsClosed = false AND AccountId IN ({}) ORDER BY CloseDate",
+            "SELECT {OPPORTUNITY_FIELDS} FROM Opportunity WHERE IsClosed = false AND AccountId IN ({}) ORDER BY CloseDate",
             ids.join(", ")
         );
-        Ok(self
-            .query(&soql)
-            .await?
-            .iter()
-            .map(|r| Opportunity {
-                id: text(r, "Id"),
-                name: text(r, "Name"),
-                account_id: text(r, "AccountId"),
-                owner_id: text(r, "OwnerId"),
-                stage: text(r, "StageName"),
-                amount: r["Amount"].as_f64(),
-                close_date: opt(r, "CloseDate"),
-            })
-            .collect())
+        Ok(self.query(&soql).await?.iter().map(opportunity_from).collect())
+    }
+
+    async fn find_matches(&self, email: &str, domain: Option<&str>) -> Result<CrmMatches, CapabilityError> {
+        let mut soqls = vec![lead_by_email(email), contact_by_email(email)];
+        let domain = domain.map(|d| d.trim().to_ascii_lowercase());
+        if let Some(domain) = &domain {
+            soqls.push(accounts_by_domain(domain));
+            soqls.push(format!(
+                "SELECT {OPPORTUNITY_FIELDS} FROM Opportunity WHERE IsClosed = false AND Account.Website LIKE {} ORDER BY CloseDate",
+                quote(&format!("%{domain}%"))
+            ));
+        }
+        let mut found = self.queries(&soqls).await?.into_iter();
+        let lead = found.next().unwrap_or_default().first().map(lead_from);
+        let contact = found.next().unwrap_or_default().first().map(contact_from);
+        let (accounts, opportunities) = match &domain {
+            Some(domain) => {
+                let accounts = accounts_from(&found.next().unwrap_or_default(), domain);
+                // LIKE matched the domain anywhere in the website: keep the
+                // opportunities of the accounts whose domain it is.
+                let opportunities = found
+                    .next()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(opportunity_from)
+                    .filter(|o| accounts.iter().any(|a| a.id == o.account_id))
+                    .collect();
+                (accounts, opportunities)
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(CrmMatches { lead, contact, accounts, opportunities })
     }
 
     async fn get_owner(&self, id: &str) -> Result<Option<Owner>, CapabilityError> {

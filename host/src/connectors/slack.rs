@@ -114,6 +114,12 @@ impl Slack {
         }
     }
 
+    /// Drops what the caches hold for this person.
+    fn forget(&self, email: &str, user: &str) {
+        self.users.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&email.to_ascii_lowercase());
+        self.dms.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(user);
+    }
+
     async fn dm_channel(&self, user: &str) -> Result<String, ProviderError> {
         if let Some(id) = self.dms.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(user) {
             return Ok(id.clone());
@@ -193,9 +199,22 @@ async fn classify(response: reqwest::Response) -> Attempt<Value> {
 #[async_trait::async_trait]
 impl Chat for Slack {
     async fn send_dm(&self, email: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError> {
+        // Posting to a user id lands in their DM with the app: no
+        // `conversations.open` round trip. The DM channel Slack answers
+        // with is kept for `find_sent`.
         let user = self.user_id(email).await?;
-        let channel = self.dm_channel(&user).await?;
-        self.post_message(&channel, text, blocks).await
+        let posted = match self.post_message(&user, text, blocks).await {
+            // The cached user id went stale (the person left and came
+            // back): forget it, look again, and send once more.
+            Err(CapabilityError::NotFound(_)) => {
+                self.forget(email, &user);
+                let user = self.user_id(email).await?;
+                self.post_message(&user, text, blocks).await?
+            }
+            other => other?,
+        };
+        self.dms.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(user, posted.channel.clone());
+        Ok(posted)
     }
 
     async fn find_sent(&self, to: &str, text: &str, since_ms: i64) -> Result<Option<MessageRef>, CapabilityError> {

@@ -38,6 +38,33 @@ pub struct InboundEvent {
     pub node: Option<String>,
 }
 
+/// What one pass of the pruner removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    /// Effect-journal records and intents.
+    pub effects: u64,
+    /// Fired or cancelled timers.
+    pub timers: u64,
+    /// Event payloads emptied (the event row stays: it recognises a
+    /// redelivery).
+    pub payloads: u64,
+}
+
+impl Pruned {
+    /// Rows touched in all.
+    pub fn total(&self) -> u64 {
+        self.effects + self.timers + self.payloads
+    }
+}
+
+/// The effect-journal keys an execution's completed node runs left for a
+/// rerun to resume from (`{execution}/.../...:outputs`): the range and the
+/// suffix. A completed execution is never run again, so they go when it
+/// finishes.
+pub(crate) fn outputs_of(execution_id: &str) -> (String, String) {
+    key_range(&format!("{execution_id}/"))
+}
+
 /// A durable timer as the ledger keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TimerRecord {
@@ -305,6 +332,13 @@ pub trait Ledger: Send + Sync {
     /// Waits until every write handed over so far (effect records
     /// included) is committed.
     async fn flush(&self) -> Result<()>;
+    /// Removes, at most `limit` rows at a time, what settled work no longer
+    /// needs once it is older than `before` (business time): effect-journal
+    /// records and intents of executions that are neither in flight nor
+    /// failed (a failed one may be retried), settled timers, and the
+    /// payloads of events that finished without failing. Lead timelines
+    /// stay (the metrics read them).
+    async fn prune(&self, before: i64, limit: usize) -> Result<Pruned>;
     /// Stores an event, claimed by this instance; `false` when one with the
     /// same source and id is already stored (a redelivery). Returns only
     /// once it is durable.

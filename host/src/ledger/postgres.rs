@@ -565,7 +565,54 @@ impl Ledger for PostgresStore {
                 &[&source, &event_id, &execution_id, &self.business_now(), &failed, &me.id, &me.boot],
             )
             .await?;
+        if changed == 1 && !failed {
+            let (low, high) = super::outputs_of(execution_id);
+            client
+                .execute("DELETE FROM effects WHERE key >= $1 AND key < $2 AND key LIKE '%:outputs'", &[&low, &high])
+                .await?;
+        }
         Ok(changed == 1)
+    }
+
+    async fn prune(&self, before: i64, limit: usize) -> Result<super::Pruned> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        // Executions a retry or a rerun may still need.
+        let keep =
+            "SELECT pipeline || ':' || source || ':' || event_id FROM events WHERE finished_at IS NULL OR failed";
+        let effects = client
+            .execute(
+                &format!(
+                    "DELETE FROM effects WHERE ctid IN (SELECT ctid FROM effects WHERE recorded_at < $1
+                       AND split_part(key, '/', 1) NOT IN ({keep}) LIMIT $2)"
+                ),
+                &[&before, &limit],
+            )
+            .await?;
+        let intents = client
+            .execute(
+                &format!(
+                    "DELETE FROM effect_intents WHERE ctid IN (SELECT ctid FROM effect_intents WHERE started_at < $1
+                       AND split_part(key, '/', 1) NOT IN ({keep}) LIMIT $2)"
+                ),
+                &[&before, &limit],
+            )
+            .await?;
+        let timers = client
+            .execute(
+                "DELETE FROM timers WHERE ctid IN (SELECT ctid FROM timers
+                   WHERE state <> 'pending' AND settled_at < $1 LIMIT $2)",
+                &[&before, &limit],
+            )
+            .await?;
+        let payloads = client
+            .execute(
+                "UPDATE events SET payload = '{}' WHERE ctid IN (SELECT ctid FROM events
+                   WHERE finished_at < $1 AND NOT failed AND payload <> '{}' LIMIT $2)",
+                &[&before, &limit],
+            )
+            .await?;
+        Ok(super::Pruned { effects: effects + intents, timers, payloads })
     }
 
     async fn record_steps(&self, lead_id: &str, execution: &str, facts: &LeadFacts, steps: &[Step]) -> Result<()> {

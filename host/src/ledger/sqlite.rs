@@ -168,6 +168,9 @@ fn connect(path: &Path) -> Result<Connection> {
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    // Statements are prepared once per connection and reused: parsing SQL
+    // on every call was a visible share of a lead's CPU.
+    connection.set_prepared_statement_cache_capacity(128);
     Ok(connection)
 }
 
@@ -336,17 +339,16 @@ fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>) 
 fn migrate(connection: &Connection) -> Result<()> {
     connection.execute_batch("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")?;
     let applied: usize = connection
-        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get::<_, String>(0))
+        .prepare_cached("SELECT value FROM meta WHERE key = 'schema_version'")?
+        .query_row([], |r| r.get::<_, String>(0))
         .optional()?
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     for (i, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = connection.unchecked_transaction()?;
         tx.execute_batch(migration).with_context(|| format!("migration {}", i + 1))?;
-        tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
-            params![(i + 1).to_string()],
-        )?;
+        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)")?
+            .execute(params![(i + 1).to_string()])?;
         tx.commit()?;
     }
     Ok(())
@@ -367,23 +369,22 @@ fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboundEvent> {
 
 fn load_lead(connection: &Connection, id: &str) -> Result<Option<LeadRecord>> {
     let lead = connection
-        .query_row(
+        .prepare_cached(
             "SELECT id, email, name, company, state, owner, salesforce_id, updated_at, phase FROM leads WHERE id = ?1",
-            params![id],
-            |r| {
-                Ok(LeadRecord {
-                    id: r.get(0)?,
-                    email: r.get(1)?,
-                    name: r.get(2)?,
-                    company: r.get(3)?,
-                    state: LeadState::stored(&r.get::<_, String>(4)?, r.get::<_, Option<String>>(8)?.as_deref()),
-                    owner: r.get(5)?,
-                    salesforce_id: r.get(6)?,
-                    updated_at: r.get(7)?,
-                    timeline: Vec::new(),
-                })
-            },
-        )
+        )?
+        .query_row(params![id], |r| {
+            Ok(LeadRecord {
+                id: r.get(0)?,
+                email: r.get(1)?,
+                name: r.get(2)?,
+                company: r.get(3)?,
+                state: LeadState::stored(&r.get::<_, String>(4)?, r.get::<_, Option<String>>(8)?.as_deref()),
+                owner: r.get(5)?,
+                salesforce_id: r.get(6)?,
+                updated_at: r.get(7)?,
+                timeline: Vec::new(),
+            })
+        })
         .optional()?;
     let Some(mut lead) = lead else { return Ok(None) };
     let mut statement =
@@ -419,10 +420,8 @@ impl Ledger for SqliteStore {
         let instance = self.inner.instance.clone();
         let lease_until = Self::now().saturating_add(self.lease_ms());
         self.write(move |c| {
-            let inserted = c.execute(
-                "INSERT OR IGNORE INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until, node)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
+            let inserted = c.prepare_cached("INSERT OR IGNORE INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until, node)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?.execute(params![
                     event.source,
                     event.event_id,
                     event.pipeline,
@@ -433,8 +432,7 @@ impl Ledger for SqliteStore {
                     instance.boot,
                     lease_until,
                     event.node
-                ],
-            )?;
+                ],)?;
             Ok(inserted == 1)
         })
         .await
@@ -491,12 +489,9 @@ impl Ledger for SqliteStore {
         let instance = self.inner.instance.clone();
         self.write(move |c| {
             let held: Option<(i64, Option<i64>)> = c
-                .query_row(
-                    "SELECT attempts, waiting_since FROM events
-                     WHERE source = ?1 AND event_id = ?2 AND finished_at IS NULL AND claimed_by = ?3 AND claim_boot = ?4",
-                    params![source, event_id, instance.id, instance.boot],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+                .prepare_cached("SELECT attempts, waiting_since FROM events
+                     WHERE source = ?1 AND event_id = ?2 AND finished_at IS NULL AND claimed_by = ?3 AND claim_boot = ?4")?.query_row(params![source, event_id, instance.id, instance.boot],
+                    |r| Ok((r.get(0)?, r.get(1)?)),)
                 .optional()?;
             let Some((attempts, since)) = held else {
                 anyhow::bail!("this instance no longer holds event {event_id}");
@@ -507,12 +502,9 @@ impl Ledger for SqliteStore {
             }
             let attempts = u32::try_from(attempts + 1).unwrap_or(u32::MAX);
             let next_attempt_ms = now.saturating_add(policy.delay_ms(attempts - 1));
-            c.execute(
-                "UPDATE events SET attempts = ?3, next_attempt_at = ?4, waiting_since = COALESCE(waiting_since, ?5),
+            c.prepare_cached("UPDATE events SET attempts = ?3, next_attempt_at = ?4, waiting_since = COALESCE(waiting_since, ?5),
                     claimed_by = NULL, claim_boot = NULL, lease_until = NULL
-                 WHERE source = ?1 AND event_id = ?2",
-                params![source, event_id, attempts, next_attempt_ms, now],
-            )?;
+                 WHERE source = ?1 AND event_id = ?2")?.execute(params![source, event_id, attempts, next_attempt_ms, now],)?;
             Ok(Some(Deferred { attempts, next_attempt_ms }))
         })
         .await
@@ -531,13 +523,10 @@ impl Ledger for SqliteStore {
     async fn event(&self, source: &str, event_id: &str) -> Result<Option<(InboundEvent, bool)>> {
         let (source, event_id) = (source.to_string(), event_id.to_string());
         self.read(move |c| {
-            Ok(c.query_row(
-                &format!(
-                    "SELECT {EVENT_COLUMNS}, finished_at IS NOT NULL FROM events WHERE source = ?1 AND event_id = ?2"
-                ),
-                params![source, event_id],
-                |r| Ok((event_from_row(r)?, r.get::<_, bool>(7)?)),
-            )
+            Ok(c.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS}, finished_at IS NOT NULL FROM events WHERE source = ?1 AND event_id = ?2"
+            ))?
+            .query_row(params![source, event_id], |r| Ok((event_from_row(r)?, r.get::<_, bool>(7)?)))
             .optional()?)
         })
         .await
@@ -560,12 +549,9 @@ impl Ledger for SqliteStore {
         let instance = self.inner.instance.clone();
         let lease_until = Self::now().saturating_add(self.lease_ms());
         self.write(move |c| {
-            let changed = c.execute(
-                "UPDATE events SET failed = 0, finished_at = NULL, attempts = 0, next_attempt_at = NULL, waiting_since = NULL,
+            let changed = c.prepare_cached("UPDATE events SET failed = 0, finished_at = NULL, attempts = 0, next_attempt_at = NULL, waiting_since = NULL,
                     claimed_by = ?3, claim_boot = ?4, lease_until = ?5
-                 WHERE source = ?1 AND event_id = ?2 AND failed = 1",
-                params![source, event_id, instance.id, instance.boot, lease_until],
-            )?;
+                 WHERE source = ?1 AND event_id = ?2 AND failed = 1")?.execute(params![source, event_id, instance.id, instance.boot, lease_until],)?;
             Ok(changed == 1)
         })
         .await
@@ -574,11 +560,8 @@ impl Ledger for SqliteStore {
     async fn has_event_since(&self, lead_id: &str, since: i64) -> Result<bool> {
         let lead_id = lead_id.to_string();
         self.read(move |c| {
-            Ok(c.query_row(
-                "SELECT EXISTS (SELECT 1 FROM events WHERE lead_id = ?1 AND received_at >= ?2)",
-                params![lead_id, since],
-                |r| r.get(0),
-            )?)
+            Ok(c.prepare_cached("SELECT EXISTS (SELECT 1 FROM events WHERE lead_id = ?1 AND received_at >= ?2)")?
+                .query_row(params![lead_id, since], |r| r.get(0))?)
         })
         .await
     }
@@ -586,7 +569,9 @@ impl Ledger for SqliteStore {
     async fn setting(&self, name: &str) -> Result<Option<String>> {
         let key = format!("setting:{name}");
         self.read(move |c| {
-            Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0)).optional()?)
+            Ok(c.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                .query_row(params![key], |r| r.get(0))
+                .optional()?)
         })
         .await
     }
@@ -594,7 +579,8 @@ impl Ledger for SqliteStore {
     async fn set_setting(&self, name: &str, value: &str) -> Result<()> {
         let (key, value) = (format!("setting:{name}"), value.to_string());
         self.write(move |c| {
-            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])?;
+            c.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+                .execute(params![key, value])?;
             Ok(())
         })
         .await
@@ -605,13 +591,55 @@ impl Ledger for SqliteStore {
         let instance = self.inner.instance.clone();
         let now = self.business_now();
         self.write(move |c| {
-            let changed = c.execute(
-                "UPDATE events SET execution_id = ?3, finished_at = ?4, failed = ?5, next_attempt_at = NULL,
+            let changed = c
+                .prepare_cached(
+                    "UPDATE events SET execution_id = ?3, finished_at = ?4, failed = ?5, next_attempt_at = NULL,
                     claimed_by = NULL, claim_boot = NULL, lease_until = NULL
                  WHERE source = ?1 AND event_id = ?2 AND finished_at IS NULL AND claimed_by = ?6 AND claim_boot = ?7",
-                params![source, event_id, execution_id, now, failed, instance.id, instance.boot],
-            )?;
+                )?
+                .execute(params![source, event_id, execution_id, now, failed, instance.id, instance.boot])?;
+            if changed == 1 && !failed {
+                let (low, high) = super::outputs_of(&execution_id);
+                c.prepare_cached("DELETE FROM effects WHERE key >= ?1 AND key < ?2 AND key LIKE '%:outputs'")?
+                    .execute(params![low, high])?;
+            }
             Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn prune(&self, before: i64, limit: usize) -> Result<super::Pruned> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.write(move |c| {
+            // Executions a retry or a rerun may still need.
+            let keep = "SELECT pipeline || ':' || source || ':' || event_id FROM events
+                        WHERE finished_at IS NULL OR failed = 1";
+            let effects = c
+                .prepare_cached(&format!(
+                    "DELETE FROM effects WHERE rowid IN (SELECT rowid FROM effects WHERE recorded_at < ?1
+                       AND substr(key, 1, instr(key, '/') - 1) NOT IN ({keep}) LIMIT ?2)"
+                ))?
+                .execute(params![before, limit])?;
+            let intents = c
+                .prepare_cached(&format!(
+                    "DELETE FROM effect_intents WHERE rowid IN (SELECT rowid FROM effect_intents WHERE started_at < ?1
+                       AND substr(key, 1, instr(key, '/') - 1) NOT IN ({keep}) LIMIT ?2)"
+                ))?
+                .execute(params![before, limit])?;
+            let timers = c
+                .prepare_cached(
+                    "DELETE FROM timers WHERE rowid IN (SELECT rowid FROM timers
+                       WHERE state <> 'pending' AND settled_at < ?1 LIMIT ?2)",
+                )?
+                .execute(params![before, limit])?;
+            let payloads = c
+                .prepare_cached(
+                    "UPDATE events SET payload = '{}' WHERE rowid IN (SELECT rowid FROM events
+                       WHERE finished_at < ?1 AND failed = 0 AND payload <> '{}' LIMIT ?2)",
+                )?
+                .execute(params![before, limit])?;
+            let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+            Ok(super::Pruned { effects: count(effects + intents), timers: count(timers), payloads: count(payloads) })
         })
         .await
     }
@@ -622,12 +650,13 @@ impl Ledger for SqliteStore {
         self.write(move |tx| {
             let Some(last) = steps.last() else { return Ok(()) };
             let existing: Option<LeadState> = tx
-                .query_row("SELECT state, phase FROM leads WHERE id = ?1", params![lead_id], |r| {
+                .prepare_cached("SELECT state, phase FROM leads WHERE id = ?1")?
+                .query_row(params![lead_id], |r| {
                     Ok(LeadState::stored(&r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?.as_deref()))
                 })
                 .optional()?;
             let state = crate::lead::next_state(existing, &last.state);
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO leads (id, email, name, company, state, phase, owner, salesforce_id, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (id) DO UPDATE SET
@@ -639,42 +668,42 @@ impl Ledger for SqliteStore {
                     owner = COALESCE(excluded.owner, leads.owner),
                     salesforce_id = COALESCE(excluded.salesforce_id, leads.salesforce_id),
                     updated_at = excluded.updated_at",
-                params![
-                    lead_id,
-                    facts.email,
-                    facts.name,
-                    facts.company,
-                    state.as_str(),
-                    state.phase().as_str(),
-                    facts.owner,
-                    facts.salesforce_id,
-                    last.at
-                ],
-            )?;
+            )?
+            .execute(params![
+                lead_id,
+                facts.email,
+                facts.name,
+                facts.company,
+                state.as_str(),
+                state.phase().as_str(),
+                facts.owner,
+                facts.salesforce_id,
+                last.at
+            ])?;
             for step in &steps {
                 // A rerun replays steps the lead already shows.
-                let known: bool = tx.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM lead_steps
+                let known: bool = tx
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM lead_steps
                      WHERE lead_id = ?1 AND state = ?2 AND detail = ?3 AND execution_id IS ?4)",
-                    params![lead_id, step.state.as_str(), step.detail, execution],
-                    |r| r.get(0),
-                )?;
+                    )?
+                    .query_row(params![lead_id, step.state.as_str(), step.detail, execution], |r| r.get(0))?;
                 if known {
                     continue;
                 }
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO lead_steps (lead_id, at, state, phase, detail, execution_id, data)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
-                        lead_id,
-                        step.at,
-                        step.state.as_str(),
-                        step.state.phase().as_str(),
-                        step.detail,
-                        execution,
-                        step.data.as_ref().map(ToString::to_string)
-                    ],
-                )?;
+                )?
+                .execute(params![
+                    lead_id,
+                    step.at,
+                    step.state.as_str(),
+                    step.state.phase().as_str(),
+                    step.detail,
+                    execution,
+                    step.data.as_ref().map(ToString::to_string)
+                ])?;
             }
             Ok(())
         })
@@ -772,19 +801,13 @@ impl Ledger for SqliteStore {
             };
             let mut fired = Vec::with_capacity(due.len());
             for (id, pipeline, node, lead_id, payload) in due {
-                let changed = c.execute(
-                    "UPDATE timers SET state = 'fired', settled_at = ?2 WHERE id = ?1 AND state = 'pending'",
-                    params![id, now],
-                )?;
+                let changed = c.prepare_cached("UPDATE timers SET state = 'fired', settled_at = ?2 WHERE id = ?1 AND state = 'pending'")?.execute(params![id, now],)?;
                 if changed == 0 {
                     continue;
                 }
                 let node = (!node.is_empty()).then_some(node);
-                c.execute(
-                    "INSERT OR IGNORE INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until, node)
-                     VALUES ('timer', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![id, pipeline, lead_id, payload, now, instance.id, instance.boot, lease_until, node],
-                )?;
+                c.prepare_cached("INSERT OR IGNORE INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until, node)
+                     VALUES ('timer', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?.execute(params![id, pipeline, lead_id, payload, now, instance.id, instance.boot, lease_until, node],)?;
                 fired.push(InboundEvent {
                     source: "timer".into(),
                     event_id: id,
@@ -803,12 +826,11 @@ impl Ledger for SqliteStore {
     async fn next_timer_due(&self, pipelines: Option<&[String]>) -> Result<Option<i64>> {
         let pipelines = pipelines.map(|p| serde_json::to_string(p).unwrap_or_default());
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.prepare_cached(
                 "SELECT MIN(due_at) FROM timers WHERE state = 'pending'
                    AND (?1 IS NULL OR pipeline IN (SELECT value FROM json_each(?1)))",
-                [pipelines],
-                |r| r.get(0),
-            )?)
+            )?
+            .query_row([pipelines], |r| r.get(0))?)
         })
         .await
     }
@@ -856,12 +878,13 @@ impl Ledger for SqliteStore {
         let (rep_id, reason, now) = (rep_id.to_string(), reason.map(str::to_string), self.business_now());
         self.write(move |c| {
             match reason {
-                Some(reason) => c.execute(
-                    "INSERT INTO paused_reps (rep_id, reason, since) VALUES (?1, ?2, ?3)
+                Some(reason) => c
+                    .prepare_cached(
+                        "INSERT INTO paused_reps (rep_id, reason, since) VALUES (?1, ?2, ?3)
                      ON CONFLICT (rep_id) DO UPDATE SET reason = excluded.reason",
-                    params![rep_id, reason, now],
-                )?,
-                None => c.execute("DELETE FROM paused_reps WHERE rep_id = ?1", params![rep_id])?,
+                    )?
+                    .execute(params![rep_id, reason, now])?,
+                None => c.prepare_cached("DELETE FROM paused_reps WHERE rep_id = ?1")?.execute(params![rep_id])?,
             };
             Ok(())
         })
@@ -878,23 +901,18 @@ impl Scheduler for SqliteStore {
         self.write(move |c| {
             if let Some(effect) = &effect
                 && let Some(done) = c
-                    .query_row("SELECT result FROM effects WHERE key = ?1", params![effect], |r| r.get::<_, String>(0))
+                    .prepare_cached("SELECT result FROM effects WHERE key = ?1")?.query_row(params![effect], |r| r.get::<_, String>(0))
                     .optional()?
                 && let Ok(id) = serde_json::from_str::<String>(&done)
             {
                 return Ok(id);
             }
             if let Some(key) = &timer.key {
-                c.execute(
-                    "UPDATE timers SET state = 'replaced', settled_at = ?3, reason = ?4
-                     WHERE plugin = ?1 AND key = ?2 AND state = 'pending'",
-                    params![timer.plugin, key, now, format!("replaced by timer {}", timer.id)],
-                )?;
+                c.prepare_cached("UPDATE timers SET state = 'replaced', settled_at = ?3, reason = ?4
+                     WHERE plugin = ?1 AND key = ?2 AND state = 'pending'")?.execute(params![timer.plugin, key, now, format!("replaced by timer {}", timer.id)],)?;
             }
-            c.execute(
-                "INSERT OR IGNORE INTO timers (id, pipeline, node, plugin, key, label, lead_id, execution_id, due_at, payload)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![
+            c.prepare_cached("INSERT OR IGNORE INTO timers (id, pipeline, node, plugin, key, label, lead_id, execution_id, due_at, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?.execute(params![
                     timer.id,
                     timer.pipeline,
                     timer.node,
@@ -905,8 +923,7 @@ impl Scheduler for SqliteStore {
                     timer.execution_id,
                     timer.at,
                     timer.payload
-                ],
-            )?;
+                ],)?;
             if let Some(effect) = &effect {
                 record_effect(c, effect, &serde_json::to_string(&timer.id)?, now)?;
             }
@@ -921,16 +938,13 @@ impl Scheduler for SqliteStore {
             (plugin.to_string(), timer_id.to_string(), reason.to_string(), self.business_now());
         let known = self
             .write(move |c| {
-                c.execute(
+                c.prepare_cached(
                     "UPDATE timers SET state = 'cancelled', settled_at = ?3, reason = ?4
                      WHERE id = ?1 AND plugin = ?2 AND state = 'pending'",
-                    params![id, plugin, now, reason],
-                )?;
-                Ok(c.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM timers WHERE id = ?1 AND plugin = ?2)",
-                    params![id, plugin],
-                    |r| r.get::<_, bool>(0),
-                )?)
+                )?
+                .execute(params![id, plugin, now, reason])?;
+                Ok(c.prepare_cached("SELECT EXISTS (SELECT 1 FROM timers WHERE id = ?1 AND plugin = ?2)")?
+                    .query_row(params![id, plugin], |r| r.get::<_, bool>(0))?)
             })
             .await
             .map_err(unavailable)?;
@@ -940,11 +954,12 @@ impl Scheduler for SqliteStore {
     async fn cancel_key(&self, plugin: &str, key: &str, reason: &str) -> Result<bool, CapabilityError> {
         let (plugin, key, reason, now) = (plugin.to_string(), key.to_string(), reason.to_string(), self.business_now());
         self.write(move |c| {
-            Ok(c.execute(
+            Ok(c.prepare_cached(
                 "UPDATE timers SET state = 'cancelled', settled_at = ?3, reason = ?4
                  WHERE plugin = ?1 AND key = ?2 AND state = 'pending'",
-                params![plugin, key, now, reason],
-            )? > 0)
+            )?
+            .execute(params![plugin, key, now, reason])?
+                > 0)
         })
         .await
         .map_err(unavailable)
@@ -959,13 +974,16 @@ impl crate::capabilities::EffectJournal for SqliteStore {
         }
         let key = key.to_string();
         self.read(move |c| {
-            let done: Option<String> =
-                c.query_row("SELECT result FROM effects WHERE key = ?1", params![key], |r| r.get(0)).optional()?;
+            let done: Option<String> = c
+                .prepare_cached("SELECT result FROM effects WHERE key = ?1")?
+                .query_row(params![key], |r| r.get(0))
+                .optional()?;
             if let Some(text) = done {
                 return Ok(Some(Entry::Done(serde_json::from_str(&text).unwrap_or_default())));
             }
             let started: Option<i64> = c
-                .query_row("SELECT started_at FROM effect_intents WHERE key = ?1", params![key], |r| r.get(0))
+                .prepare_cached("SELECT started_at FROM effect_intents WHERE key = ?1")?
+                .query_row(params![key], |r| r.get(0))
                 .optional()?;
             Ok(started.map(|at_ms| Entry::Started { at_ms }))
         })
@@ -978,12 +996,11 @@ impl crate::capabilities::EffectJournal for SqliteStore {
         }
         let (low, high) = key_range(prefix);
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(c.prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM effects WHERE key >= ?1 AND key < ?2)
                      OR EXISTS (SELECT 1 FROM effect_intents WHERE key >= ?1 AND key < ?2)",
-                params![low, high],
-                |r| r.get(0),
-            )?)
+            )?
+            .query_row(params![low, high], |r| r.get(0))?)
         })
         .await
     }
@@ -991,7 +1008,8 @@ impl crate::capabilities::EffectJournal for SqliteStore {
     async fn start(&self, key: &str, at_ms: i64) -> Result<()> {
         let key = key.to_string();
         self.write(move |c| {
-            c.execute("INSERT OR IGNORE INTO effect_intents (key, started_at) VALUES (?1, ?2)", params![key, at_ms])?;
+            c.prepare_cached("INSERT OR IGNORE INTO effect_intents (key, started_at) VALUES (?1, ?2)")?
+                .execute(params![key, at_ms])?;
             Ok(())
         })
         .await
@@ -1016,11 +1034,9 @@ impl crate::capabilities::EffectJournal for SqliteStore {
 
 /// Records an effect's result at `at` (host clock) and drops its intent.
 fn record_effect(c: &Connection, key: &str, result: &str, at: i64) -> Result<()> {
-    c.execute(
-        "INSERT OR IGNORE INTO effects (key, result, recorded_at) VALUES (?1, ?2, ?3)",
-        params![key, result, at],
-    )?;
-    c.execute("DELETE FROM effect_intents WHERE key = ?1", params![key])?;
+    c.prepare_cached("INSERT OR IGNORE INTO effects (key, result, recorded_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![key, result, at])?;
+    c.prepare_cached("DELETE FROM effect_intents WHERE key = ?1")?.execute(params![key])?;
     Ok(())
 }
 
@@ -1031,10 +1047,9 @@ impl StateStore for SqliteStore {
     async fn get(&self, scope: &str, key: &str) -> Result<Option<String>, CapabilityError> {
         let (scope, key) = (scope.to_string(), key.to_string());
         self.read(move |c| {
-            Ok(c.query_row("SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2", params![scope, key], |r| {
-                r.get(0)
-            })
-            .optional()?)
+            Ok(c.prepare_cached("SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2")?
+                .query_row(params![scope, key], |r| r.get(0))
+                .optional()?)
         })
         .await
         .map_err(unavailable)
@@ -1046,11 +1061,11 @@ impl StateStore for SqliteStore {
             if let Err(refused) = check_state_quota(c, &scope, &key, value.len(), quota)? {
                 return Ok(Err(refused));
             }
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO plugin_state (scope, key, value) VALUES (?1, ?2, ?3)
                  ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
-                params![scope, key, value],
-            )?;
+            )?
+            .execute(params![scope, key, value])?;
             Ok(Ok(()))
         })
         .await
@@ -1060,7 +1075,7 @@ impl StateStore for SqliteStore {
     async fn delete(&self, scope: &str, key: &str) -> Result<(), CapabilityError> {
         let (scope, key) = (scope.to_string(), key.to_string());
         self.write(move |c| {
-            c.execute("DELETE FROM plugin_state WHERE scope = ?1 AND key = ?2", params![scope, key])?;
+            c.prepare_cached("DELETE FROM plugin_state WHERE scope = ?1 AND key = ?2")?.execute(params![scope, key])?;
             Ok(())
         })
         .await
@@ -1082,16 +1097,16 @@ impl StateStore for SqliteStore {
             // recorded result, not a second increment.
             if let Some(effect) = &effect
                 && let Some(done) = c
-                    .query_row("SELECT result FROM effects WHERE key = ?1", params![effect], |r| r.get::<_, String>(0))
+                    .prepare_cached("SELECT result FROM effects WHERE key = ?1")?
+                    .query_row(params![effect], |r| r.get::<_, String>(0))
                     .optional()?
                 && let Ok(n) = done.parse::<i64>()
             {
                 return Ok(Ok(n));
             }
             let current: Option<String> = c
-                .query_row("SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2", params![scope, key], |r| {
-                    r.get(0)
-                })
+                .prepare_cached("SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2")?
+                .query_row(params![scope, key], |r| r.get(0))
                 .optional()?;
             let current = match current {
                 None => 0,
@@ -1108,11 +1123,11 @@ impl StateStore for SqliteStore {
             if let Err(refused) = check_state_quota(c, &scope, &key, next.to_string().len(), quota)? {
                 return Ok(Err(refused));
             }
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO plugin_state (scope, key, value) VALUES (?1, ?2, ?3)
                      ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
-                params![scope, key, next.to_string()],
-            )?;
+            )?
+            .execute(params![scope, key, next.to_string()])?;
             if let Some(effect) = &effect {
                 record_effect(c, effect, &next.to_string(), at)?;
             }
@@ -1132,17 +1147,13 @@ fn check_state_quota(
     quota: StateQuota,
 ) -> Result<Result<(), CapabilityError>> {
     let (keys, bytes): (i64, i64) = c
-        .query_row("SELECT keys, bytes FROM plugin_state_usage WHERE scope = ?1", params![scope], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .prepare_cached("SELECT keys, bytes FROM plugin_state_usage WHERE scope = ?1")?
+        .query_row(params![scope], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
         .unwrap_or((0, 0));
     let old: Option<i64> = c
-        .query_row(
-            "SELECT length(CAST(key AS BLOB)) + length(CAST(value AS BLOB)) FROM plugin_state WHERE scope = ?1 AND key = ?2",
-            params![scope, key],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT length(CAST(key AS BLOB)) + length(CAST(value AS BLOB)) FROM plugin_state WHERE scope = ?1 AND key = ?2")?.query_row(params![scope, key],
+            |r| r.get(0),)
         .optional()?;
     let size = |n: i64| u64::try_from(n).unwrap_or(0);
     Ok(quota.check(scope, size(keys), size(bytes), old.map(size), (key.len() + value_len) as u64))

@@ -4,8 +4,9 @@
 //! file, the JSON pointer and line, what is wrong and what to do.
 
 use super::locate::{Position, SourceMap, escape_segment};
+use super::merge::{LATE_PORT, MERGE_PLUGIN, MERGED_PORT, MergeSpec};
 use super::model::{ERROR_PORT, OnError, Pipeline, TRIGGER, TRIGGER_PORT, Trigger};
-use super::{PreparedNode, PreparedPipeline};
+use super::{NodeKind, PreparedNode, PreparedPipeline};
 use crate::capabilities::{GrantSet, Interface};
 use crate::runtime::{PluginRegistry, RunLimits};
 use jsonschema::error::ValidationErrorKind;
@@ -113,7 +114,7 @@ pub fn check(path: &Path, text: &str, registry: &PluginRegistry) -> Result<Prepa
     if !report.diagnostics.is_empty() {
         return Err(report.diagnostics);
     }
-    Ok(PreparedPipeline { pipeline, path: path.to_path_buf(), nodes })
+    Ok(PreparedPipeline::new(pipeline, path.to_path_buf(), nodes))
 }
 
 struct Report {
@@ -214,6 +215,12 @@ fn check_semantics(
 
     let mut prepared = HashMap::new();
     for (i, node) in pipeline.nodes.iter().enumerate() {
+        if node.plugin == MERGE_PLUGIN {
+            if let Some(merge) = prepare_merge(i, node, report) {
+                prepared.insert(node.id.clone(), merge);
+            }
+            continue;
+        }
         let Some(plugin) = registry.get(&node.plugin) else {
             report.error(
                 &node_pointer(i, "plugin"),
@@ -300,7 +307,7 @@ fn check_semantics(
             node.id.clone(),
             PreparedNode {
                 node: node.clone(),
-                plugin: plugin.clone(),
+                kind: NodeKind::Plugin(plugin.clone()),
                 grants,
                 config: Arc::from(node.config.to_string()),
                 limits,
@@ -310,8 +317,111 @@ fn check_semantics(
     }
 
     check_connections(pipeline, &prepared, report);
+    check_merges(pipeline, &prepared, report);
     check_graph(pipeline, &index_of, report);
     prepared
+}
+
+/// A `"plugin": "merge"` node: its config read, and nothing set that only
+/// plugin nodes have.
+fn prepare_merge(i: usize, node: &crate::pipeline::Node, report: &mut Report) -> Option<PreparedNode> {
+    let spec = match MergeSpec::parse(&node.config) {
+        Ok(spec) => Some(spec),
+        Err(problems) => {
+            for (pointer, message) in problems {
+                report.error(
+                    &format!("{}{pointer}", node_pointer(i, "config")),
+                    format!("merge node '{}': {message}", node.id),
+                    "a merge's config is {\"inputs\": [{\"name\", \"from\": [node ids], \"required\", \"fields\"}], \"mode\": \"wait-for-all\" | \"first\", \"key\": \"/json/pointer\"}".into(),
+                );
+            }
+            None
+        }
+    };
+    let plugin_only = [
+        ("capabilities", !node.capabilities.is_empty()),
+        ("retry", node.retry != crate::pipeline::model::RetryPolicy::default()),
+        ("memory_mb", node.memory_mb.is_some()),
+        ("on_error", node.on_error != OnError::Stop),
+    ];
+    for (field, set) in plugin_only {
+        if set {
+            report.error(
+                &node_pointer(i, field),
+                format!("merge node '{}' runs no plugin, so '{field}' means nothing for it", node.id),
+                "remove it; `timeout` is how long the merge waits for its optional inputs".into(),
+            );
+        }
+    }
+    if let Some(timeout) = node.timeout
+        && timeout.0 > MAX_NODE_TIMEOUT
+    {
+        report.error(
+            &node_pointer(i, "timeout"),
+            format!("timeout {timeout} is out of range"),
+            format!("use at most {}s", MAX_NODE_TIMEOUT.as_secs()),
+        );
+    }
+    for port in node.lead.keys() {
+        if ![crate::lead::ANY_PORT, MERGED_PORT, LATE_PORT].contains(&port.as_str()) {
+            report.error(
+                &node_pointer(i, &format!("lead/{port}")),
+                format!("a merge node has no output port '{port}'"),
+                format!("its ports are \"{MERGED_PORT}\" and \"{LATE_PORT}\""),
+            );
+        }
+    }
+    Some(PreparedNode {
+        node: node.clone(),
+        kind: NodeKind::Merge(spec?),
+        grants: GrantSet::default(),
+        config: Arc::from(node.config.to_string()),
+        limits: RunLimits::default(),
+        lead: node.lead.clone(),
+    })
+}
+
+/// Every input of a merge is fed by the nodes it names, and every node
+/// that feeds a merge is named by one of its inputs.
+fn check_merges(pipeline: &Pipeline, prepared: &HashMap<String, PreparedNode>, report: &mut Report) {
+    for (i, node) in pipeline.nodes.iter().enumerate() {
+        let Some(NodeKind::Merge(spec)) = prepared.get(&node.id).map(|n| &n.kind) else { continue };
+        let feeders: BTreeSet<&str> = pipeline
+            .connections
+            .iter()
+            .filter(|(_, ports)| ports.values().flatten().any(|t| t == &node.id))
+            .map(|(source, _)| source.as_str())
+            .collect();
+        for (k, input) in spec.inputs.iter().enumerate() {
+            for (j, source) in input.from.iter().enumerate() {
+                if !feeders.contains(source.as_str()) {
+                    report.error(
+                        &node_pointer(i, &format!("config/inputs/{k}/from/{j}")),
+                        format!(
+                            "merge input '{}' is fed by '{source}', but '{source}' sends nothing to '{}'",
+                            input.name, node.id
+                        ),
+                        format!(
+                            "connect a port of '{source}' to \"{}\" in connections, or remove it from `from`",
+                            node.id
+                        ),
+                    );
+                }
+            }
+        }
+        for feeder in feeders {
+            if spec.input_of(feeder).is_none() {
+                report.error(
+                    &connection_pointer(feeder, None),
+                    format!(
+                        "'{feeder}' sends items to merge node '{}', but none of its inputs lists '{feeder}'",
+                        node.id
+                    ),
+                    format!("add \"{feeder}\" to the `from` of one of the merge's inputs"),
+                );
+            }
+        }
+    }
 }
 
 /// The message for a component that imports an interface its node grants
@@ -368,11 +478,7 @@ fn check_connections(pipeline: &Pipeline, prepared: &HashMap<String, PreparedNod
         let outputs: Vec<String> = if source == TRIGGER {
             vec![TRIGGER_PORT.to_string()]
         } else if let Some(node) = prepared.get(source) {
-            let mut outputs = node.plugin.info.outputs.clone();
-            if node.node.on_error == OnError::ErrorPort {
-                outputs.push(ERROR_PORT.to_string());
-            }
-            outputs
+            node.outputs()
         } else {
             if pipeline.node(source).is_none() {
                 report.error(

@@ -27,6 +27,8 @@ pub(crate) struct Budget {
     waiting: AtomicBool,
     /// Slices ended so far (yields).
     slices: AtomicU64,
+    /// Ledger waits in progress (the clock stands while above zero).
+    paused: std::sync::atomic::AtomicU32,
 }
 
 impl Budget {
@@ -38,6 +40,7 @@ impl Budget {
             slice_from_ns: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
             slices: AtomicU64::new(0),
+            paused: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -101,9 +104,47 @@ impl Budget {
     }
 }
 
+impl crate::capabilities::RunClock for Budget {
+    /// The slice so far counts; then the clock stands, as while the run
+    /// waits to be resumed.
+    fn pause(&self) {
+        if self.paused.fetch_add(1, Ordering::AcqRel) == 0 {
+            let now = self.now_ns();
+            let slice = now.saturating_sub(self.slice_from_ns.load(Ordering::Acquire));
+            self.used_ns.fetch_add(slice, Ordering::AcqRel);
+            self.slice_from_ns.store(now, Ordering::Release);
+            self.waiting.store(true, Ordering::Release);
+        }
+    }
+
+    fn resume(&self) {
+        if self.paused.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.slice_from_ns.store(self.now_ns(), Ordering::Release);
+            self.waiting.store(false, Ordering::Release);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ledger_wait_does_not_count() {
+        use crate::capabilities::RunClock;
+        let budget = Budget::new(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(10));
+        budget.pause();
+        budget.pause();
+        let before = budget.used();
+        std::thread::sleep(Duration::from_millis(40));
+        budget.resume();
+        assert_eq!(budget.used(), before, "still inside the outer wait");
+        budget.resume();
+        std::thread::sleep(Duration::from_millis(5));
+        let after = budget.used();
+        assert!(after >= before + Duration::from_millis(5) && after < before + Duration::from_millis(40), "{after:?}");
+    }
 
     #[test]
     fn time_spent_waiting_to_resume_is_not_used() {

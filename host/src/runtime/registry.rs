@@ -63,6 +63,9 @@ impl PluginRegistry {
     async fn load_file(&mut self, runtime: &Runtime, path: &Path) -> anyhow::Result<()> {
         let bytes = std::fs::read(path)?;
         let plugin = runtime.load(PluginSource::File(path.to_path_buf()), bytes).await?;
+        if plugin.name() == crate::pipeline::MERGE_PLUGIN {
+            anyhow::bail!("the plugin name 'merge' is the host's built-in merge node; rename the plugin");
+        }
         if let Some(previous) = self.plugins.get(plugin.name()) {
             tracing::info!(plugin = plugin.name(), from = %plugin.info.source, replaces = %previous.info.source, "plugin overrides an earlier one");
         }

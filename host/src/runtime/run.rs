@@ -371,11 +371,12 @@ impl RunJob {
         let started = Instant::now();
         let RunJob { engine, plugin, capabilities, invocation, dropper } = self;
         let Invocation { identity, attempt, config, item, grants, limits } = invocation;
-        let context = RunContext::new(identity.clone(), grants, capabilities);
+        let budget = Budget::new(limits.deadline);
+        let mut context = RunContext::new(identity.clone(), grants, capabilities);
+        context.set_run_clock(budget.clone());
         let state = RunState::new(context, limits.memory_bytes);
         let mut store = wasmtime::Store::new(&engine, state);
         store.limiter(|state| &mut state.memory);
-        let budget = Budget::new(limits.deadline);
         let ticker = budget.clone();
         store.epoch_deadline_callback(move |_| Ok(ticker.tick()));
         store.set_epoch_deadline(1);

@@ -74,6 +74,45 @@ pub struct ServerConfig {
     pub api_token: Option<Secret>,
     /// How leads wait while a provider is down.
     pub waiting: WaitPolicy,
+    /// How long settled work's journal is kept before the pruner removes it.
+    pub retention: std::time::Duration,
+}
+
+/// The default `--retention`: 30 days.
+pub const DEFAULT_RETENTION: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+/// How often the pruner runs.
+pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+/// Rows the pruner removes per statement, so a pass never holds the
+/// writer long.
+const PRUNE_BATCH: usize = 2000;
+
+/// One pass of the pruner: batches until one removes less than a batch.
+pub async fn prune(state: &AppState, retention: std::time::Duration) -> crate::ledger::Pruned {
+    let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let before = state.executor.capabilities().clock.now_ms().saturating_sub(keep_ms);
+    let mut all = crate::ledger::Pruned::default();
+    loop {
+        match state.ledger.prune(before, PRUNE_BATCH).await {
+            Ok(pruned) => {
+                all.effects += pruned.effects;
+                all.timers += pruned.timers;
+                all.payloads += pruned.payloads;
+                let batch = PRUNE_BATCH as u64;
+                if pruned.effects < batch && pruned.timers < batch && pruned.payloads < batch {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning the ledger failed; the next pass tries again");
+                break;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    if all.total() > 0 {
+        tracing::info!(effects = all.effects, timers = all.timers, payloads = all.payloads, "pruned settled work");
+    }
+    all
 }
 
 /// One finished execution, as `GET /api/executions` lists it.
@@ -176,6 +215,7 @@ fn record_bytes(record: &ExecutionRecord) -> usize {
         .map(|e| match e {
             crate::record::BranchEnd::Unconnected { item, .. } => item.len(),
             crate::record::BranchEnd::Failed { error, .. } => error.message.len(),
+            crate::record::BranchEnd::Incomplete { missing, .. } => missing.len() * 16,
         })
         .sum();
     runs + ends + 512
@@ -261,6 +301,16 @@ impl Server {
             }
         });
         worker::run(&state).await?;
+        {
+            let state = state.clone();
+            let retention = config.retention;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(PRUNE_EVERY).await;
+                    prune(&state, retention).await;
+                }
+            });
+        }
         if let Some((hubspot, every)) = config.sweep {
             let state = state.clone();
             tokio::spawn(async move {

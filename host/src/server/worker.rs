@@ -353,7 +353,7 @@ async fn settle(
     let failed = record.status == ExecutionStatus::Failed;
     // A provider outage or rate limit outlasted the node's retries: the
     // lead waits and runs again later (the journal keeps what is done).
-    let transient = failed && record.runs.last().and_then(|r| r.error.as_ref()).is_some_and(|e| e.retryable);
+    let transient = failed && record.retryable;
     if transient {
         match state.ledger.defer_event(&event.source, &event.event_id, state.waiting).await {
             Ok(Some(deferred)) => {

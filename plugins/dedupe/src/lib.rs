@@ -75,9 +75,11 @@ impl Plugin for Dedupe {
             }
         }
 
-        let (port, found) = if let Some(opportunity) =
-            if by_domain { crm::find_open_opportunities_by_domain(&domain)?.into_iter().next() } else { None }
-        {
+        // One round trip for all four lookups (Salesforce: one Composite
+        // request), then the strongest match wins.
+        let domain = by_domain.then_some(domain).filter(|d| !d.is_empty());
+        let matches = crm::find_matches(&email, domain.as_deref())?;
+        let (port, found) = if let Some(opportunity) = matches.opportunities.into_iter().next() {
             (
                 "open-opportunity",
                 json!({"opportunity": {
@@ -85,19 +87,17 @@ impl Plugin for Dedupe {
                     "owner_id": opportunity.owner_id, "stage": opportunity.stage, "amount": opportunity.amount,
                 }}),
             )
-        } else if let Some(lead) = crm::find_lead_by_email(&email)? {
+        } else if let Some(lead) = matches.lead {
             (
                 "existing-lead",
                 json!({"lead": {"id": lead.id, "owner_id": lead.owner_id, "status": lead.status, "company": lead.company}}),
             )
-        } else if let Some(contact) = crm::find_contact_by_email(&email)? {
+        } else if let Some(contact) = matches.contact {
             (
                 "existing-account",
                 json!({"contact": {"id": contact.id, "name": contact.name}, "account": {"id": contact.account_id, "owner_id": contact.owner_id}}),
             )
-        } else if let Some(account) =
-            if by_domain { crm::find_accounts_by_domain(&domain)?.into_iter().next() } else { None }
-        {
+        } else if let Some(account) = matches.accounts.into_iter().next() {
             (
                 "existing-account",
                 json!({"account": {"id": account.id, "name": account.name, "owner_id": account.owner_id}}),

@@ -7,6 +7,10 @@
 //! owner is told (no buttons, no task).
 //!
 //! Output on `notified`: the item plus `"notification": {...}`.
+//!
+//! With `"mode": "update-summary"` it updates a DM it sent to carry the
+//! language model's summary, which came after the DM went out (output on
+//! `updated`).
 
 use handoff_plugin::contact::{full_name, prop, prop_number};
 use handoff_plugin::time::{duration_ms, utc_date};
@@ -14,6 +18,71 @@ use handoff_plugin::types::Task;
 use handoff_plugin::{Describe, Emit, NodeError, Plugin, Run, Value, chat, clock, crm, email, emit, json};
 
 struct Notify;
+
+/// The engagement summary: `summarize`'s, or the template until it comes.
+pub fn summary_text(item: &Value) -> String {
+    match item["summary"]["text"].as_str() {
+        Some(text) if !text.is_empty() => text.to_string(),
+        _ => handoff_plugin::summary::template(item),
+    }
+}
+
+/// The heads-up to an open opportunity's owner.
+fn opportunity_text(item: &Value) -> String {
+    let opp = &item["dedupe"]["opportunity"];
+    let company = prop(item, "company").unwrap_or("(no company)");
+    format!(
+        "Heads-up: {} from {company} just became an MQL. {company} has an open opportunity, {} ({}), so no new lead was created. {}",
+        full_name(item),
+        opp["name"].as_str().unwrap_or_default(),
+        opp["stage"].as_str().unwrap_or_default(),
+        summary_text(item)
+    )
+}
+
+/// The rep's message: the fallback text and the Block Kit blocks.
+fn owner_message(item: &Value, notification: &Value, reasons: &[(String, String)]) -> (String, String) {
+    let lead_id = item["salesforce"]["lead_id"].as_str().unwrap_or_default();
+    let url = item["salesforce"]["url"].as_str().unwrap_or_default();
+    let accept_within = notification["accept_within"].as_str().unwrap_or("30m");
+    let due = notification["task_due"].as_str().unwrap_or_default();
+    let why_priority = notification["priority"].as_str();
+    let blocks = blocks(item, lead_id, url, accept_within, due, why_priority, reasons).to_string();
+    let company = prop(item, "company").unwrap_or("(no company)");
+    let mut text = format!("New MQL: {} ({company}). {}", full_name(item), summary_text(item));
+    if notification.get("queue_post").is_some() || notification["kind"] == "queue" {
+        text = format!("Unassigned MQL for {}: {text}", item["routing"]["owner_name"].as_str().unwrap_or("the queue"));
+    }
+    (text, blocks)
+}
+
+/// `"mode": "update-summary"`: the language model's summary came after
+/// the DM went out (a merge's `late` port); the DM (or queue post) is
+/// updated in place to carry it.
+fn update_summary(run: &Run<Value>, mut item: Value) -> Result<Vec<Emit>, NodeError> {
+    let _ = run;
+    let notification = item["notification"].clone();
+    if item["summary"]["source"] != "llm" {
+        item["notification"]["summary_update"] = json!("kept: no model summary to show");
+        return Ok(vec![emit("updated", &item)]);
+    }
+    let message = if notification.get("dm").is_some() { &notification["dm"] } else { &notification["queue_post"] };
+    let (Some(channel), Some(ts)) = (message["channel"].as_str(), message["ts"].as_str()) else {
+        return Err(NodeError::InvalidInput(
+            "no notification.dm or notification.queue_post to update; run notify first".into(),
+        ));
+    };
+    let message = chat::MessageRef { channel: channel.to_string(), ts: ts.to_string() };
+    if notification["kind"] == "opportunity-owner" {
+        chat::update(&message, &opportunity_text(&item), None)?;
+    } else {
+        let reasons = handoff_plugin::rejection::from_config(&notification["reject_reasons"]);
+        let (text, blocks) = owner_message(&item, &notification, &reasons);
+        chat::update(&message, &text, Some(&blocks))?;
+    }
+    item["notification"]["summary_update"] = json!("updated");
+    Ok(vec![emit("updated", &item)])
+}
 
 /// Whether a lead takes the priority path, and why.
 pub fn priority(item: &Value, config: &Value) -> Option<String> {
@@ -48,6 +117,7 @@ pub fn blocks(
     reasons: &[(String, String)],
 ) -> Value {
     let name = full_name(item);
+    let summary = summary_text(item);
     let header = match why_priority {
         Some(_) => format!(":rotating_light: Priority MQL: {name}"),
         None => format!("New MQL: {name}"),
@@ -63,7 +133,6 @@ pub fn blocks(
     .into_iter()
     .flatten()
     .collect();
-    let summary = item["summary"]["text"].as_str().unwrap_or("No engagement summary.");
     let why = item["routing"]["explanation"].as_str().unwrap_or_default();
     let mut list = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": header.chars().take(150).collect::<String>()}}),
@@ -94,7 +163,7 @@ impl Plugin for Notify {
             name: "notify",
             version: env!("CARGO_PKG_VERSION"),
             description: "Slack DM with Accept/Reject, email backup, Salesforce task due at the SLA deadline, priority channel post",
-            outputs: &["notified"],
+            outputs: &["notified", "updated"],
             capabilities: &["chat:write", "email:send", "crm:read", "crm:write"],
             config_schema: include_str!("config.schema.json"),
             lead: r#"{"notified": {"state": "notified", "detail": "told {/notification/to|/notification/queue_post/channel}", "data": "/notification/report"}}"#,
@@ -104,23 +173,20 @@ impl Plugin for Notify {
 
     fn run(run: &Run<Value>, mut item: Value) -> Result<Vec<Emit>, NodeError> {
         let config = &run.config;
+        if config["mode"] == "update-summary" {
+            return update_summary(run, item);
+        }
         let name = full_name(&item);
         let company = prop(&item, "company").unwrap_or("(no company)").to_string();
-        let summary = item["summary"]["text"].as_str().unwrap_or_default().to_string();
+        let summary = summary_text(&item);
 
         if item["dedupe"]["match"] == "open-opportunity" {
-            let opp = &item["dedupe"]["opportunity"];
-            let owner_id = opp["owner_id"].as_str().unwrap_or_default();
+            let owner_id = item["dedupe"]["opportunity"]["owner_id"].as_str().unwrap_or_default();
             let owner = crm::get_owner(owner_id)?
                 .ok_or_else(|| NodeError::Fatal(format!("opportunity owner {owner_id} not found")))?;
-            let text = format!(
-                "Heads-up: {name} from {company} just became an MQL. {company} has an open opportunity, {} ({}), so no new lead was created. {summary}",
-                opp["name"].as_str().unwrap_or_default(),
-                opp["stage"].as_str().unwrap_or_default()
-            );
             // Each effect below happens once per execution: the host's
             // effect journal replays it on a retry or a rerun.
-            let dm = chat::send_dm(&owner.email, &text, None)?;
+            let dm = chat::send_dm(&owner.email, &opportunity_text(&item), None)?;
             let dm = json!({"channel": dm.channel, "ts": dm.ts});
             item["notification"] = json!({"kind": "opportunity-owner", "to": owner.email, "dm": dm});
             return Ok(vec![emit("notified", &item)]);
@@ -138,8 +204,6 @@ impl Plugin for Notify {
         let due = utc_date(clock::now() + sla);
         let why_priority = priority(&item, config);
         let reasons = handoff_plugin::rejection::from_config(&run.config["reject_reasons"]);
-        let blocks = blocks(&item, &lead_id, &url, &accept_within, &due, why_priority.as_deref(), &reasons).to_string();
-        let text = format!("New MQL: {name} ({company}). {summary}");
 
         // What the health report groups this handoff by (the lead mark keeps it).
         let report = json!({
@@ -147,12 +211,13 @@ impl Plugin for Notify {
             "source": prop(&item, "hs_analytics_source"), "campaign": prop(&item, "recent_conversion_event_name"),
             "priority": why_priority.is_some(),
         });
-        let mut notification = json!({"kind": "owner", "priority": why_priority, "task_due": due, "at": clock::now(), "owner_id": owner_id, "report": report});
-        if item["routing"]["owner_kind"] == "queue" || owner_email.is_empty() {
+        let on_queue = item["routing"]["owner_kind"] == "queue" || owner_email.is_empty();
+        let mut notification = json!({"kind": if on_queue { "queue" } else { "owner" }, "priority": why_priority, "task_due": due, "at": clock::now(), "owner_id": owner_id, "report": report,
+            "accept_within": accept_within, "reject_reasons": run.config["reject_reasons"]});
+        let (text, blocks) = owner_message(&item, &notification, &reasons);
+        if on_queue {
             let channel = config["queue_channel"].as_str().unwrap_or("#revops-alerts");
-            let queue_text =
-                format!("Unassigned MQL for {}: {text}", item["routing"]["owner_name"].as_str().unwrap_or("the queue"));
-            let posted = chat::post(channel, &queue_text, Some(&blocks))?;
+            let posted = chat::post(channel, &text, Some(&blocks))?;
             notification["queue_post"] = json!({"channel": posted.channel, "ts": posted.ts});
         } else {
             let dm = chat::send_dm(&owner_email, &text, Some(&blocks))?;

@@ -28,6 +28,7 @@
 
 pub mod contact;
 pub mod rejection;
+pub mod summary;
 pub mod time;
 
 // The generated code names this crate by its path, also from inside it.

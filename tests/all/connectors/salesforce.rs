@@ -252,3 +252,40 @@ async fn signs_in_with_a_jwt_bearer_assertion() {
     let error = wrong_key.get_owner("005000000000001AAA").await.unwrap_err();
     assert!(matches!(&error, CapabilityError::Unavailable(m) if m.contains("invalid_client")), "{error:?}");
 }
+
+#[tokio::test]
+async fn one_composite_request_finds_what_the_four_lookups_find() {
+    let sb = emulators().await;
+    let sf = client(&sb);
+    for (email, domain) in [
+        ("peter.gibbons@initech.com", "initech.com"),
+        ("hank.scorpio@globex.com", "globex.com"),
+        ("someone@umbrellahealth.de", "umbrellahealth.de"),
+        ("nobody@nowhere.example", "nowhere.example"),
+    ] {
+        let before = sb.state.api_usage();
+        let matches = sf.find_matches(email, Some(domain)).await.unwrap();
+        assert_eq!(sb.state.api_usage() - before, 1, "one API call for {email}");
+        assert_eq!(matches.lead, sf.find_lead_by_email(email).await.unwrap(), "{email}");
+        assert_eq!(matches.contact, sf.find_contact_by_email(email).await.unwrap(), "{email}");
+        assert_eq!(matches.accounts, sf.find_accounts_by_domain(domain).await.unwrap(), "{domain}");
+        assert_eq!(matches.opportunities, sf.find_open_opportunities_by_domain(domain).await.unwrap(), "{domain}");
+    }
+    let found = sf.find_matches("peter.gibbons@initech.com", Some("initech.com")).await.unwrap();
+    assert!(found.lead.is_some() && found.opportunities.len() == 1, "the seeded lead and open opportunity");
+    let without_domain = sf.find_matches("peter.gibbons@initech.com", None).await.unwrap();
+    assert!(without_domain.accounts.is_empty() && without_domain.opportunities.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_composite_subrequest_is_the_error_its_own_request_would_be() {
+    let sb = emulators().await;
+    let sf = client(&sb);
+    let error = sf.queries(&["SELECT Id FROM Lead".into(), "SELECT Nonsense FROM Lead".into()]).await.unwrap_err();
+    assert_eq!(error.code, "INVALID_FIELD", "{error}");
+    assert_eq!(error.status, Some(400));
+    let body = serde_json::json!({"compositeRequest": [{"method": "POST", "url": "/services/data/v59.0/sobjects/Lead", "referenceId": "x"}]});
+    let answer =
+        sf.request(reqwest::Method::POST, "/services/data/v59.0/composite", Some(&body)).await.unwrap().unwrap();
+    assert_eq!(answer["compositeResponse"][0]["httpStatusCode"], 400, "{answer}");
+}
