@@ -17,6 +17,16 @@ use super::{CapabilityError, Contact, MessageRef};
 use serde_json::{Value, json};
 use std::future::Future;
 
+/// What ends the journal key of a node run's outputs (recorded so a rerun
+/// resumes after the last completed node, and dropped once the execution
+/// completes).
+pub const OUTPUTS_SUFFIX: &str = ":outputs";
+
+/// The journal key of the outputs of the node run with effect scope `scope`.
+pub fn outputs_key(scope: &str) -> String {
+    format!("{scope}{OUTPUTS_SUFFIX}")
+}
+
 /// What the journal holds for one effect key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {

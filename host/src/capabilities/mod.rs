@@ -42,7 +42,7 @@ pub use context::{
 pub use crm::{Crm, CrmMatches, LeadChange};
 pub use email::Email;
 pub use grant::{Grant, GrantSet, Interface};
-pub use journal::{EffectJournal, Entry};
+pub use journal::{EffectJournal, Entry, OUTPUTS_SUFFIX, outputs_key};
 pub use llm::Llm;
 pub use marketing::Marketing;
 pub use reports::Reports;

@@ -50,6 +50,14 @@ pub struct Pruned {
     pub payloads: u64,
 }
 
+impl std::ops::AddAssign for Pruned {
+    fn add_assign(&mut self, other: Pruned) {
+        self.effects += other.effects;
+        self.timers += other.timers;
+        self.payloads += other.payloads;
+    }
+}
+
 impl Pruned {
     /// Rows touched in all.
     pub fn total(&self) -> u64 {
@@ -58,11 +66,13 @@ impl Pruned {
 }
 
 /// The effect-journal keys an execution's completed node runs left for a
-/// rerun to resume from (`{execution}/.../...:outputs`): the range and the
-/// suffix. A completed execution is never run again, so they go when it
-/// finishes.
-pub(crate) fn outputs_of(execution_id: &str) -> (String, String) {
-    key_range(&format!("{execution_id}/"))
+/// rerun to resume from (`{execution}/...` ending in
+/// [`OUTPUTS_SUFFIX`](crate::capabilities::OUTPUTS_SUFFIX)): the
+/// key range and a LIKE pattern for the suffix. A completed execution is
+/// never run again, so they go when it finishes.
+pub(crate) fn outputs_of(execution_id: &str) -> (String, String, String) {
+    let (low, high) = key_range(&format!("{execution_id}/"));
+    (low, high, format!("%{}", crate::capabilities::OUTPUTS_SUFFIX))
 }
 
 /// A durable timer as the ledger keeps it.

@@ -566,9 +566,9 @@ impl Ledger for PostgresStore {
             )
             .await?;
         if changed == 1 && !failed {
-            let (low, high) = super::outputs_of(execution_id);
+            let (low, high, suffix) = super::outputs_of(execution_id);
             client
-                .execute("DELETE FROM effects WHERE key >= $1 AND key < $2 AND key LIKE '%:outputs'", &[&low, &high])
+                .execute("DELETE FROM effects WHERE key >= $1 AND key < $2 AND key LIKE $3", &[&low, &high, &suffix])
                 .await?;
         }
         Ok(changed == 1)

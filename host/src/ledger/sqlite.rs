@@ -599,9 +599,9 @@ impl Ledger for SqliteStore {
                 )?
                 .execute(params![source, event_id, execution_id, now, failed, instance.id, instance.boot])?;
             if changed == 1 && !failed {
-                let (low, high) = super::outputs_of(&execution_id);
-                c.prepare_cached("DELETE FROM effects WHERE key >= ?1 AND key < ?2 AND key LIKE '%:outputs'")?
-                    .execute(params![low, high])?;
+                let (low, high, suffix) = super::outputs_of(&execution_id);
+                c.prepare_cached("DELETE FROM effects WHERE key >= ?1 AND key < ?2 AND key LIKE ?3")?
+                    .execute(params![low, high, suffix])?;
             }
             Ok(changed == 1)
         })

@@ -270,7 +270,7 @@ impl Executor {
         // (before a crash, or before a later node failed) is not run
         // again: its recorded outputs are reused, so the rerun makes the
         // same decisions and resumes after the last completed node.
-        let outputs_key = format!("{}:outputs", identity.effect_scope);
+        let outputs_key = crate::capabilities::outputs_key(&identity.effect_scope);
         if !shared.first_run
             && let Some(journal) = &self.capabilities.journal
             && let Ok(Some(recorded)) = journal.recorded(&outputs_key).await
@@ -544,7 +544,7 @@ fn replayed(node: &str, key: String, item: Item, held: &mut HashMap<String, Vec<
 }
 
 fn merge_record_key(execution_id: &str, node: &str, key: &str) -> String {
-    format!("{execution_id}/{node}/{}:outputs", merge_branch(key))
+    crate::capabilities::outputs_key(&format!("{execution_id}/{node}/{}", merge_branch(key)))
 }
 
 /// The branch a merged group's item goes on with: the root branch for the

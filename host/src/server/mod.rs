@@ -94,9 +94,7 @@ pub async fn prune(state: &AppState, retention: std::time::Duration) -> crate::l
     loop {
         match state.ledger.prune(before, PRUNE_BATCH).await {
             Ok(pruned) => {
-                all.effects += pruned.effects;
-                all.timers += pruned.timers;
-                all.payloads += pruned.payloads;
+                all += pruned;
                 let batch = PRUNE_BATCH as u64;
                 if pruned.effects < batch && pruned.timers < batch && pruned.payloads < batch {
                     break;
