@@ -4,7 +4,7 @@
 
 use crate::capabilities::{Capabilities, Clock, FileStateStore, TimerBook};
 use crate::connectors::ConnectorsConfig;
-use crate::pipeline::{self, Executor, Trigger};
+use crate::pipeline::{self, Executor};
 use crate::roster::FileRoster;
 use crate::runtime::{PluginRegistry, Runtime, RuntimeConfig};
 use crate::server::{Server, ServerConfig};
@@ -139,6 +139,8 @@ pub struct AppOptions {
     pub waiting: crate::ledger::WaitPolicy,
     /// What plugins are held to as a whole.
     pub limits: PluginLimits,
+    /// What the server accepts of its clients.
+    pub server_limits: crate::server::ServerLimits,
 }
 
 /// The shipped pipelines `handoff serve` runs by default: the MQL
@@ -194,6 +196,7 @@ impl AppOptions {
             clock,
             waiting: crate::ledger::WaitPolicy::default(),
             limits: PluginLimits::default(),
+            server_limits: crate::server::ServerLimits::default(),
         }
     }
 }
@@ -231,14 +234,6 @@ impl App {
         if !problems.is_empty() {
             bail!("invalid pipelines:\n{}", problems.join("\n"));
         }
-        let mut paths = std::collections::HashSet::new();
-        for p in &pipelines {
-            if let Trigger::Webhook { path, .. } = &p.pipeline.trigger
-                && !paths.insert(path.clone())
-            {
-                bail!("two pipelines listen at {path}; give each webhook trigger its own path");
-            }
-        }
 
         let database = options
             .database
@@ -246,6 +241,15 @@ impl App {
             .unwrap_or_else(|| crate::ledger::Database::Sqlite(options.data_dir.join("handoff.db")));
         let ledger = crate::ledger::Roles::open(&database, options.instance.clone(), options.clock.clone()).await?;
         let roster = Arc::new(FileRoster::load(&options.roster)?.with_pauses_in(ledger.ledger.clone()));
+        let together = pipeline::check_together(&pipelines, Some(&roster.current()));
+        if !together.is_empty() {
+            let problems: Vec<String> = together.iter().map(ToString::to_string).collect();
+            bail!(
+                "the pipelines do not fit together or with the roster {}:\n{}",
+                options.roster.display(),
+                problems.join("\n")
+            );
+        }
         let local = Capabilities {
             journal: Some(ledger.journal.clone()),
             state: Some(ledger.state.clone()),
@@ -288,6 +292,7 @@ impl App {
             api_token: options.api_token.clone(),
             waiting: options.waiting,
             retention: options.retention,
+            limits: options.server_limits,
             sweep: options
                 .connectors
                 .hubspot_client(&crate::connectors::policy::http_client())
@@ -317,15 +322,15 @@ async fn sync_roster(salesforce: &crate::connectors::salesforce::Salesforce, ros
 pub fn require_for_serve(connectors: &ConnectorsConfig) -> Result<()> {
     let mut missing: Vec<String> = Vec::new();
     if connectors.hubspot.is_none() {
-        missing.push("[hubspot] (token, app_secret)".into());
+        missing.push("[hubspot] token and app_secret (or HANDOFF_HUBSPOT_TOKEN and HANDOFF_HUBSPOT_APP_SECRET)".into());
     } else if connectors.hubspot.as_ref().is_some_and(|h| h.app_secret.is_none()) {
         missing.push("hubspot.app_secret (or HANDOFF_HUBSPOT_APP_SECRET)".into());
     }
     if connectors.salesforce.is_none() {
-        missing.push("[salesforce] (login_url, auth)".into());
+        missing.push("[salesforce] auth (or HANDOFF_SALESFORCE_CLIENT_ID and HANDOFF_SALESFORCE_CLIENT_SECRET)".into());
     }
     if connectors.slack.is_none() {
-        missing.push("[slack] (bot_token)".into());
+        missing.push("[slack] bot_token (or HANDOFF_SLACK_BOT_TOKEN)".into());
     }
     missing.extend(connectors.missing().into_iter().map(String::from));
     if !missing.is_empty() {

@@ -14,13 +14,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 /// `handoff validate FILE...`: prints every problem, exits 1 if any.
-pub fn validate(host: &Host, files: &[PathBuf]) -> ExitCode {
+pub fn validate(host: &Host, files: &[PathBuf], roster: Option<&Path>) -> ExitCode {
     let mut failed = false;
+    let mut valid = Vec::new();
     for file in files {
         match pipeline::load_file(file, &host.registry) {
             Ok(prepared) => {
                 let p = &prepared.pipeline;
                 println!("ok: {} (pipeline '{}' v{}, {} nodes)", file.display(), p.name, p.version, p.nodes.len());
+                valid.push(prepared);
             }
             Err(diagnostics) => {
                 failed = true;
@@ -31,7 +33,26 @@ pub fn validate(host: &Host, files: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    let beside = files.first().and_then(|f| f.parent()).map(|dir| dir.join("roster.json")).filter(|r| r.is_file());
+    let roster_file = roster.map(Path::to_path_buf).or(beside);
+    let roster = match &roster_file {
+        Some(path) => match crate::roster::FileRoster::load(path).map(|r| r.current()) {
+            Ok(roster) => {
+                println!("roster: {}", path.display());
+                Some(roster)
+            }
+            Err(e) => {
+                eprintln!("{}: error: {e:#}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let together = pipeline::check_together(&valid, roster.as_ref());
+    for d in &together {
+        eprintln!("{d}");
+    }
+    if failed || !together.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
 /// Options of `handoff run`.
@@ -266,6 +287,8 @@ pub struct ServeOptions {
     pub retention: std::time::Duration,
     /// What plugins are held to as a whole.
     pub limits: crate::app::PluginLimits,
+    /// What the server accepts of its clients.
+    pub server_limits: crate::server::ServerLimits,
 }
 
 /// `handoff serve`: webhooks in, handoffs out, until interrupted.
@@ -309,6 +332,7 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
         clock: Arc::new(crate::capabilities::SystemClock),
         waiting: crate::ledger::WaitPolicy::from_env(|name| std::env::var(name).ok())?,
         limits: options.limits,
+        server_limits: options.server_limits,
     })
     .await?;
     println!(
@@ -616,6 +640,30 @@ pub fn plugins(host: &Host, json: bool, schema_of: Option<&str>) -> Result<ExitC
         println!("    needs: {}   imports: {}", list(&grants), list(&imports));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `handoff serve --help` lists after its options: every `HANDOFF_*`
+/// variable that is not already an option's `[env: ...]`.
+pub fn serve_environment_help() -> String {
+    let server: &[(&str, &str)] = &[
+        ("HANDOFF_API_TOKEN", "bearer token for /api and the dashboard; required beyond loopback"),
+        (
+            "HANDOFF_DATABASE_URL",
+            "postgres://... to share one ledger between instances (default: SQLite in --data-dir)",
+        ),
+        ("HANDOFF_DATABASE_SCHEMA", "the PostgreSQL schema (default handoff)"),
+        ("HANDOFF_INSTANCE_ID", "this instance's name in claims (default the host name)"),
+        ("HANDOFF_LEASE_SECS", "how long a claim on a running lead lasts without renewal"),
+        ("HANDOFF_WAIT_FIRST_MS", "first wait before retrying a lead whose provider is down"),
+        ("HANDOFF_WAIT_MAX_MS", "longest such wait"),
+        ("HANDOFF_GIVE_UP_AFTER_S", "when a waiting lead is marked failed"),
+        ("HANDOFF_LOG", "log filter, e.g. info or handoff=debug (default warn)"),
+    ];
+    let mut text = String::from("Environment (a setting in the --config file wins over its variable):\n");
+    for (name, what) in server.iter().chain(crate::connectors::ENV_VARIABLES) {
+        let _ = writeln!(text, "  {name:<34} {what}");
+    }
+    text
 }
 
 /// `handoff schema`: the pipeline JSON Schema, to stdout or a file.

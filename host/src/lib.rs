@@ -16,6 +16,7 @@ pub mod demo;
 pub mod emulated;
 pub mod lead;
 pub mod ledger;
+pub mod logging;
 pub mod pipeline;
 pub mod record;
 pub mod reports;

@@ -66,9 +66,15 @@ enum Command {
     /// Check pipeline files: schema, plugins, ports, cycles, reachability,
     /// capability grants and each node's config. Exits 1 on any error.
     Validate {
-        /// Pipeline JSON files.
+        /// Pipeline JSON files, checked one by one and then as served
+        /// together.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// The roster the pipelines will run on: the teams and reps their
+        /// rules name must be in it. Default: roster.json beside the first
+        /// file, when there is one.
+        #[arg(long, value_name = "FILE")]
+        roster: Option<PathBuf>,
     },
     /// Run a pipeline once on one input item and print a trace of each node.
     Run {
@@ -110,6 +116,7 @@ enum Command {
         fixture: Option<PathBuf>,
     },
     /// Serve the webhook triggers of pipelines over HTTP.
+    #[command(after_help = handoff::cli::serve_environment_help())]
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -155,6 +162,13 @@ enum Command {
         /// the metrics); pruned every 10 minutes.
         #[arg(long, env = "HANDOFF_RETENTION", default_value = "30d", value_parser = parse_duration)]
         retention: handoff::pipeline::model::HumanDuration,
+        /// Connections held at once; one more is answered 503 and closed.
+        #[arg(long, env = "HANDOFF_MAX_CONNECTIONS", default_value_t = handoff::server::ServerLimits::default().max_connections)]
+        max_connections: usize,
+        /// Leads running or waiting to run at once; beyond it webhooks are
+        /// answered 503 with Retry-After (the provider delivers them again).
+        #[arg(long, env = "HANDOFF_MAX_IN_FLIGHT", default_value_t = handoff::server::ServerLimits::default().max_in_flight)]
+        max_in_flight: usize,
         // The /api bearer token comes from HANDOFF_API_TOKEN (never a flag,
         // so it stays out of process listings); it is required when
         // listening beyond loopback.
@@ -285,9 +299,12 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Colour only on a terminal; one line per record whatever its fields hold.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HANDOFF_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_writer(handoff::logging::OneLine::new(std::io::stderr, ansi))
         .init();
 
     if let Command::Plugin { action: PluginCommand::New { name, lang, dir } } = &args.command {
@@ -378,6 +395,8 @@ fn main() -> ExitCode {
         public_url,
         ops_channel,
         retention,
+        max_connections,
+        max_in_flight,
     } = &args.command
     {
         let options = cli::ServeOptions {
@@ -392,6 +411,11 @@ fn main() -> ExitCode {
             ops_channel: ops_channel.clone(),
             retention: retention.0,
             limits: args.limits.limits(),
+            server_limits: handoff::server::ServerLimits {
+                max_connections: *max_connections,
+                max_in_flight: *max_in_flight,
+                ..handoff::server::ServerLimits::default()
+            },
         };
         return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => report(rt.block_on(cli::serve(options))),
@@ -421,7 +445,7 @@ fn main() -> ExitCode {
             Err(e) => return report(Err(e)),
         };
         match args.command {
-            Command::Validate { files } => cli::validate(&host, &files),
+            Command::Validate { files, roster } => cli::validate(&host, &files, roster.as_deref()),
             Command::Run { pipeline, input, json, full, lead_id, sandbox, config } => {
                 report(cli::run(&host, &RunOptions { pipeline, input, json, full, lead_id, sandbox, config }).await)
             }

@@ -165,7 +165,91 @@ fn minutes(hhmm: &str) -> Option<u32> {
     (h <= 24 && m < 60).then_some(h * 60 + m)
 }
 
+/// The annotation with which a plugin's config schema marks a string that
+/// names a roster entry: `"x-handoff-roster": "team"` (a team id) or
+/// `"rep"` (a rep's or leader's CRM user id). `handoff validate --roster`
+/// and `handoff serve` check each such value against the roster.
+pub const REFERENCE_KEY: &str = "x-handoff-roster";
+
+/// A value in a node's config that names a roster entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// Where, as a JSON pointer into the config.
+    pub pointer: String,
+    /// What it names: `team` or `rep`.
+    pub kind: String,
+    /// The id it names.
+    pub id: String,
+}
+
+/// The values of `config` that `schema` marks with [`REFERENCE_KEY`],
+/// following `properties`, `items`, `additionalProperties`, local `$ref`s
+/// and `allOf`/`anyOf`/`oneOf`.
+pub fn references(schema: &Value, config: &Value) -> Vec<Reference> {
+    fn walk(root: &Value, schema: &Value, value: &Value, pointer: &str, depth: usize, out: &mut Vec<Reference>) {
+        if depth > 32 {
+            return;
+        }
+        if let Some(target) = schema.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#'))
+            && let Some(target) = root.pointer(target)
+        {
+            walk(root, target, value, pointer, depth + 1, out);
+        }
+        if let (Some(kind), Some(id)) = (schema.get(REFERENCE_KEY).and_then(Value::as_str), value.as_str()) {
+            let found = Reference { pointer: pointer.to_string(), kind: kind.to_string(), id: id.to_string() };
+            if !out.contains(&found) {
+                out.push(found);
+            }
+        }
+        for combined in ["allOf", "anyOf", "oneOf"] {
+            for sub in schema.get(combined).and_then(Value::as_array).into_iter().flatten() {
+                walk(root, sub, value, pointer, depth + 1, out);
+            }
+        }
+        let properties = schema.get("properties").and_then(Value::as_object);
+        if let Value::Object(members) = value {
+            for (key, member) in members {
+                let at = format!("{pointer}/{}", crate::pipeline::escape_segment(key));
+                match properties.and_then(|p| p.get(key)) {
+                    Some(sub) => walk(root, sub, member, &at, depth + 1, out),
+                    None => {
+                        if let Some(sub) = schema.get("additionalProperties").filter(|s| s.is_object()) {
+                            walk(root, sub, member, &at, depth + 1, out);
+                        }
+                    }
+                }
+            }
+        }
+        if let (Value::Array(items), Some(sub)) = (value, schema.get("items").filter(|s| s.is_object())) {
+            for (i, item) in items.iter().enumerate() {
+                walk(root, sub, item, &format!("{pointer}/{i}"), depth + 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(schema, schema, config, "", 0, &mut out);
+    out
+}
+
 impl RosterFile {
+    /// What is wrong with `reference` against this roster, if anything:
+    /// (the problem, what to do).
+    pub fn dangling(&self, reference: &Reference) -> Option<(String, String)> {
+        let known: Vec<&str> = match reference.kind.as_str() {
+            "team" => self.teams.iter().map(|t| t.id.as_str()).collect(),
+            "rep" => {
+                self.reps.iter().map(|r| r.id.as_str()).chain(self.leaders.iter().map(|l| l.id.as_str())).collect()
+            }
+            _ => return None,
+        };
+        (!known.contains(&reference.id.as_str())).then(|| {
+            (
+                format!("{} '{}' is not in the roster", reference.kind, reference.id),
+                format!("use one of the roster's {}s: {}", reference.kind, known.join(", ")),
+            )
+        })
+    }
+
     /// Parses and checks a roster: time zones, hours, team membership.
     ///
     /// # Errors
@@ -477,6 +561,34 @@ pub fn working_time_after(spec: &RepSpec, start: i64, duration_ms: i64) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_are_found_through_refs_items_and_maps_and_checked() {
+        let schema = serde_json::json!({
+            "$defs": {"team": {"type": "string", "x-handoff-roster": "team"}},
+            "properties": {
+                "rules": {"items": {"oneOf": [{"properties": {"team": {"$ref": "#/$defs/team"}}}]}},
+                "by_region": {"additionalProperties": {"type": "string", "x-handoff-roster": "rep"}}
+            }
+        });
+        let config = serde_json::json!({
+            "rules": [{"team": "emea"}, {"owner_id": "x"}, {"team": "nowhere"}],
+            "by_region": {"EMEA": "005A", "NA": "005Z"}
+        });
+        let found = references(&schema, &config);
+        let pointers: Vec<&str> = found.iter().map(|r| r.pointer.as_str()).collect();
+        assert_eq!(pointers, ["/rules/0/team", "/rules/2/team", "/by_region/EMEA", "/by_region/NA"]);
+        let roster = RosterFile {
+            comment: None,
+            teams: vec![
+                serde_json::from_value(serde_json::json!({"id": "emea", "name": "EMEA", "members": ["005A"]})).unwrap(),
+            ],
+            reps: vec![rep()],
+            leaders: Vec::new(),
+        };
+        let dangling: Vec<String> = found.iter().filter_map(|r| roster.dangling(r)).map(|(m, _)| m).collect();
+        assert_eq!(dangling, ["team 'nowhere' is not in the roster", "rep '005Z' is not in the roster"]);
+    }
 
     fn rep() -> RepSpec {
         serde_json::from_value(serde_json::json!({

@@ -468,11 +468,31 @@ async fn a_stopping_server_refuses_new_webhooks_and_finishes_what_it_took() {
     assert!(reqwest::Client::new().post(&url).body("[]").send().await.is_err(), "no longer accepting");
 }
 
-#[tokio::test]
-async fn a_failed_lead_alerts_ops_and_a_retry_finishes_it() {
-    let running = start_handoff().await;
-    // Salesforce refuses lead creation: a permanent error, so the lead fails.
-    let fault = running.emulators.state.world().faults.add(handoff_emulators::Fault {
+/// The ops channel's messages, once there are at least `count` of them
+/// (or after 10 s).
+async fn ops_alerts(running: &Running, count: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let alerts: Vec<String> = running
+            .emulators
+            .state
+            .world()
+            .slack
+            .messages
+            .iter()
+            .filter(|m| m.channel == "C0REVOPS01")
+            .map(|m| m.text.clone())
+            .collect();
+        if alerts.len() >= count || std::time::Instant::now() > deadline {
+            return alerts;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A Salesforce fault that makes every lead fail: lead creation refused.
+fn refuse_lead_creation(running: &Running) -> u64 {
+    running.emulators.state.world().faults.add(handoff_emulators::Fault {
         id: 0,
         provider: "salesforce".into(),
         endpoint: Some("/sobjects/Lead".into()),
@@ -480,18 +500,74 @@ async fn a_failed_lead_alerts_ops_and_a_retry_finishes_it() {
         kind: handoff_emulators::FaultKind::Status { status: 400, retry_after: None },
         rate: 1.0,
         times: None,
+    })
+}
+
+#[tokio::test]
+async fn a_burst_of_failures_is_one_alert_held_through_slack_rate_limits() {
+    let running = start_handoff().await;
+    refuse_lead_creation(&running);
+    // Slack rate-limits every post: once, thousands of alerts were dropped here.
+    running.emulators.state.world().faults.add(handoff_emulators::Fault {
+        id: 0,
+        provider: "slack".into(),
+        endpoint: Some("/chat.postMessage".into()),
+        method: None,
+        kind: handoff_emulators::FaultKind::Status { status: 429, retry_after: Some(0) },
+        rate: 1.0,
+        times: None,
     });
-    assert!(fault > 0);
+    let mut burst = Vec::new();
+    for i in 0..30 {
+        let id = create_contact(&running, &format!("buyer{i}@burst{i}.com"), "United States", "NY").await;
+        burst.push(mql_event(7_100 + i, id));
+    }
+    deliver(&running, json!(burst)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(ops_alerts(&running, 0).await.is_empty(), "Slack took nothing");
+
+    // Slack recovers; the next failure wakes the alerter, which tells all.
+    running.emulators.state.world().faults.clear();
+    refuse_lead_creation(&running);
+    let one_more = create_contact(&running, "buyer@burst-after.com", "United States", "NY").await;
+    deliver(&running, json!([mql_event(7_200, one_more)])).await;
+    let alerts = ops_alerts(&running, 1).await;
+    let failed_leads = |text: &str| -> u64 {
+        match text.strip_prefix(":warning: ").and_then(|t| t.split_once(" leads failed")) {
+            Some((count, _)) => count.parse().unwrap(),
+            None => u64::from(text.contains(" failed in ")),
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let alerts = if alerts.is_empty() { alerts } else { ops_alerts(&running, alerts.len()).await };
+    assert_eq!(alerts.len(), 1, "one message for the burst: {alerts:#?}");
+    let db = rusqlite::Connection::open(running.state_dir.path().join("handoff.db")).unwrap();
+    let failed: u64 = db.query_row("SELECT count(*) FROM events WHERE failed = 1", [], |r| r.get(0)).unwrap();
+    assert_eq!(failed, 31, "the burst and the one after it failed");
+    let told: u64 = alerts.iter().map(|a| failed_leads(a)).sum();
+    assert_eq!(told, failed, "every failure is told: {alerts:#?}");
+    assert!(alerts[0].contains(&format!("and {} more", failed - 5)), "{}", alerts[0]);
+    assert!(alerts[0].contains("handoff retry --all-failed"), "{}", alerts[0]);
+    let untold: u64 =
+        db.query_row("SELECT count(*) FROM events WHERE failed = 1 AND told_at IS NULL", [], |r| r.get(0)).unwrap();
+    assert_eq!(untold, 0);
+}
+
+#[tokio::test]
+async fn a_failed_lead_alerts_ops_and_a_retry_finishes_it() {
+    let running = start_handoff().await;
+    // Salesforce refuses lead creation: a permanent error, so the lead fails.
+    assert!(refuse_lead_creation(&running) > 0);
     deliver(&running, json!([mql_event(700, 1002)])).await;
     let base = format!("http://{}", running.app.server.addr);
     let lead: Value = get_json(format!("{base}/api/leads/1002")).await;
     assert_eq!(lead["state"], "failed");
-    {
-        let world = running.emulators.state.world();
-        let alert = world.slack.messages.iter().find(|m| m.channel == "C0REVOPS01").expect("ops were told");
-        assert!(alert.text.contains("Lead 1002 failed") && alert.text.contains("handoff retry 1002"), "{}", alert.text);
-        assert!(world.slack.messages.iter().all(|m| m.recipient.is_none()), "no DM for a failed lead");
-    }
+    let alerts = ops_alerts(&running, 1).await;
+    assert!(alerts[0].contains("Lead 1002 failed") && alerts[0].contains("handoff retry 1002"), "{}", alerts[0]);
+    assert!(
+        running.emulators.state.world().slack.messages.iter().all(|m| m.recipient.is_none()),
+        "no DM for a failed lead"
+    );
 
     running.emulators.state.world().faults.clear();
     // Two retries at once: exactly one runs.

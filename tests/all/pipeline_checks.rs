@@ -67,6 +67,45 @@ async fn malformed_json_reports_line_and_column() {
 }
 
 #[tokio::test]
+async fn a_stray_bracket_or_deep_nesting_is_an_error_not_a_hang() {
+    // `[}` once spun the line locator forever; 50,000 `[` overflowed its stack.
+    for text in ["[}".to_string(), "{\"name\": [}".to_string(), "[".repeat(50_000), "{\"a\":".repeat(50_000)] {
+        let d = problems(&text).await;
+        assert!(d[0].message.starts_with("not valid JSON"), "{}", d[0]);
+        assert_eq!(d[0].position.map(|p| p.line), Some(1), "{}", d[0]);
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_cannot_take_a_route_the_server_owns() {
+    // `/api/sweep` once passed here, then made `serve` panic at start.
+    for (path, owner) in [
+        ("/api/sweep", "the API"),
+        ("/api", "the API"),
+        ("/", "the dashboard"),
+        ("/leads/42", "the dashboard's lead pages"),
+        ("/healthz", "the health check"),
+        ("/readyz", "the readiness check"),
+        ("/metrics", "the Prometheus metrics"),
+    ] {
+        let json = pipeline_json(r#"[{"id": "a", "plugin": "echo"}]"#, &format!("{{{TRIGGER}}}"))
+            .replace("\"path\": \"/hook\"", &format!("\"path\": \"{path}\""));
+        let d = problems(&json).await;
+        let problem = at(&d, "/trigger/path");
+        assert!(problem.message.contains(owner), "{path}: {problem}");
+        assert_eq!(problem.position.map(|p| p.line), Some(4), "{problem}");
+    }
+    let host = TestHost::new().await;
+    for path in ["/apis", "/leadsx", "/webhooks/api", "/metrics2"] {
+        let json = pipeline_json(r#"[{"id": "a", "plugin": "echo"}]"#, &format!("{{{TRIGGER}}}"))
+            .replace("\"path\": \"/hook\"", &format!("\"path\": \"{path}\""));
+        if let Err(d) = host.check(&json) {
+            panic!("{path} is free:\n{}", render(&d));
+        }
+    }
+}
+
+#[tokio::test]
 async fn schema_violations_point_at_the_field_and_its_line() {
     let json = pipeline_json(r#"[{"id": "a", "plugin": "echo", "retyr": {}}]"#, &format!("{{{TRIGGER}}}"));
     let d = problems(&json).await;

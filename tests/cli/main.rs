@@ -72,6 +72,51 @@ fn validate_accepts_the_shipped_pipeline_and_rejects_a_broken_one() {
 }
 
 #[test]
+fn validate_ends_on_hostile_files_and_checks_files_together() {
+    let dir = tempfile::tempdir().unwrap();
+    // `[}` once spun forever at 100% CPU; 50,000 `[` aborted on the stack.
+    for (name, content) in [("stray.json", "[}".to_string()), ("deep.json", "[".repeat(50_000))] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, content).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["validate", file.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("validate {name} never ends");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains(&format!("{name}:1:")), "{name}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("not valid JSON"), "{name}: {}", text(&out.stderr));
+    }
+
+    // Two pipelines at one path, and a rule naming a team the roster lacks.
+    let handoff_file = dir.path().join("mql-handoff.json");
+    let shipped = std::fs::read_to_string(repo("pipelines/mql-handoff.json")).unwrap();
+    std::fs::write(&handoff_file, shipped.replace("\"team\": \"apac\"", "\"team\": \"apak\"")).unwrap();
+    let intake = repo("pipelines/mql-intake.json");
+    let roster = repo("pipelines/roster.json");
+    let args =
+        ["validate", "--roster", roster.to_str().unwrap(), intake.to_str().unwrap(), handoff_file.to_str().unwrap()];
+    let out = handoff(dir.path(), &args);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("mql-intake.json listens at /webhooks/hubspot too"), "{stderr}");
+    assert!(stderr.contains("team 'apak' is not in the roster"), "{stderr}");
+    assert!(text(&out.stdout).contains("roster: "), "says which roster: {}", text(&out.stdout));
+}
+
+#[test]
 fn run_prints_a_trace_and_json_on_request() {
     let dir = tempfile::tempdir().unwrap();
     let pipeline = repo("pipelines/mql-intake.json");

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod browser;
+pub mod fuzz;
 pub mod toolchains;
 
 /// Paths of the guest programs built by `build.rs`.

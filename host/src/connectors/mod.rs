@@ -43,6 +43,31 @@ pub struct ConnectorsConfig {
     pub policy: CallPolicy,
 }
 
+/// The model summaries use when only `HANDOFF_ANTHROPIC_API_KEY` is given.
+pub const DEFAULT_ANTHROPIC_MODEL: &str = "claude-haiku-4-5";
+
+/// Every environment variable the connectors read, with what it sets. A
+/// setting in the `--config` file wins over its variable.
+pub const ENV_VARIABLES: &[(&str, &str)] = &[
+    ("HANDOFF_HUBSPOT_TOKEN", "hubspot.token: the private app's access token"),
+    ("HANDOFF_HUBSPOT_APP_SECRET", "hubspot.app_secret: the app's client secret, which signs webhooks"),
+    ("HANDOFF_SALESFORCE_LOGIN_URL", "salesforce.login_url (default https://login.salesforce.com)"),
+    ("HANDOFF_SALESFORCE_CLIENT_ID", "salesforce.auth.client_id: the connected app's consumer key"),
+    ("HANDOFF_SALESFORCE_CLIENT_SECRET", "salesforce.auth.client_secret (client-credentials flow)"),
+    ("HANDOFF_SALESFORCE_USERNAME", "salesforce.auth.username: chooses the JWT bearer flow"),
+    ("HANDOFF_SALESFORCE_PRIVATE_KEY", "salesforce.auth.private_key_pem (JWT bearer flow)"),
+    ("HANDOFF_SALESFORCE_AUDIENCE", "salesforce.auth.audience (JWT bearer flow; default the login URL)"),
+    ("HANDOFF_SLACK_BOT_TOKEN", "slack.bot_token: xoxb-..."),
+    ("HANDOFF_SLACK_SIGNING_SECRET", "slack.signing_secret: verifies button clicks"),
+    ("HANDOFF_ANTHROPIC_API_KEY", "anthropic.api_key: turns on model-written summaries"),
+    ("HANDOFF_ANTHROPIC_MODEL", "anthropic.model (default claude-haiku-4-5)"),
+    ("HANDOFF_SMTP_HOST", "smtp.host: turns on email"),
+    ("HANDOFF_SMTP_PORT", "smtp.port (default 587, STARTTLS; 465 means TLS)"),
+    ("HANDOFF_SMTP_FROM", "smtp.from: the sender address"),
+    ("HANDOFF_SMTP_USERNAME", "smtp.username"),
+    ("HANDOFF_SMTP_PASSWORD", "smtp.password"),
+];
+
 /// HubSpot: a private app's token, and the app secret that signs webhooks.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,12 +170,42 @@ impl ConnectorsConfig {
         Ok(config)
     }
 
-    /// Fills secrets the file leaves out from `HANDOFF_*` variables.
+    /// Fills what the file leaves out from `HANDOFF_*` variables (see
+    /// [`ENV_VARIABLES`]): a provider the file does not name is configured
+    /// from the environment alone when its variables are set.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
+        let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         let secret = |name: &str| env(name).map(Secret::new);
+        if self.hubspot.is_none()
+            && (env("HANDOFF_HUBSPOT_TOKEN").is_some() || env("HANDOFF_HUBSPOT_APP_SECRET").is_some())
+        {
+            self.hubspot = Some(HubSpotConfig { base_url: default_hubspot_url(), token: None, app_secret: None });
+        }
         if let Some(h) = &mut self.hubspot {
             h.token = h.token.take().or_else(|| secret("HANDOFF_HUBSPOT_TOKEN"));
             h.app_secret = h.app_secret.take().or_else(|| secret("HANDOFF_HUBSPOT_APP_SECRET"));
+        }
+        // A secret without its client id still makes the section, so that
+        // `missing` names the id.
+        let salesforce_secret =
+            env("HANDOFF_SALESFORCE_CLIENT_SECRET").is_some() || env("HANDOFF_SALESFORCE_PRIVATE_KEY").is_some();
+        if self.salesforce.is_none()
+            && let Some(client_id) = env("HANDOFF_SALESFORCE_CLIENT_ID").or_else(|| salesforce_secret.then(String::new))
+        {
+            let auth = match env("HANDOFF_SALESFORCE_USERNAME") {
+                Some(username) => SalesforceAuth::JwtBearer {
+                    client_id,
+                    username,
+                    private_key_pem: Secret::new(""),
+                    audience: env("HANDOFF_SALESFORCE_AUDIENCE"),
+                },
+                None => SalesforceAuth::ClientCredentials { client_id, client_secret: Secret::new("") },
+            };
+            self.salesforce = Some(SalesforceConfig {
+                login_url: env("HANDOFF_SALESFORCE_LOGIN_URL").unwrap_or_else(default_salesforce_url),
+                api_version: default_api_version(),
+                auth,
+            });
         }
         if let Some(s) = &mut self.salesforce {
             match &mut s.auth {
@@ -167,12 +222,41 @@ impl ConnectorsConfig {
                 _ => {}
             }
         }
+        if self.slack.is_none()
+            && (env("HANDOFF_SLACK_BOT_TOKEN").is_some() || env("HANDOFF_SLACK_SIGNING_SECRET").is_some())
+        {
+            self.slack = Some(SlackConfig { base_url: default_slack_url(), bot_token: None, signing_secret: None });
+        }
         if let Some(s) = &mut self.slack {
             s.bot_token = s.bot_token.take().or_else(|| secret("HANDOFF_SLACK_BOT_TOKEN"));
             s.signing_secret = s.signing_secret.take().or_else(|| secret("HANDOFF_SLACK_SIGNING_SECRET"));
         }
+        if self.anthropic.is_none() && env("HANDOFF_ANTHROPIC_API_KEY").is_some() {
+            self.anthropic = Some(AnthropicConfig {
+                base_url: default_anthropic_url(),
+                api_key: None,
+                model: env("HANDOFF_ANTHROPIC_MODEL").unwrap_or_else(|| DEFAULT_ANTHROPIC_MODEL.into()),
+            });
+        }
         if let Some(a) = &mut self.anthropic {
             a.api_key = a.api_key.take().or_else(|| secret("HANDOFF_ANTHROPIC_API_KEY"));
+        }
+        if self.smtp.is_none()
+            && let Some(host) = env("HANDOFF_SMTP_HOST")
+        {
+            let port = env("HANDOFF_SMTP_PORT").and_then(|p| p.trim().parse().ok());
+            self.smtp = Some(SmtpConfig {
+                host,
+                port: port.unwrap_or(587),
+                security: match port {
+                    Some(465) => SmtpSecurity::Tls,
+                    _ => SmtpSecurity::Starttls,
+                },
+                username: env("HANDOFF_SMTP_USERNAME"),
+                password: None,
+                // Empty until given: `missing` names it.
+                from: env("HANDOFF_SMTP_FROM").unwrap_or_default(),
+            });
         }
         if let Some(m) = &mut self.smtp {
             m.password = m.password.take().or_else(|| secret("HANDOFF_SMTP_PASSWORD"));
@@ -188,6 +272,11 @@ impl ConnectorsConfig {
             missing.push("hubspot.token (or HANDOFF_HUBSPOT_TOKEN)");
         }
         if let Some(s) = &self.salesforce {
+            let (SalesforceAuth::ClientCredentials { client_id, .. } | SalesforceAuth::JwtBearer { client_id, .. }) =
+                &s.auth;
+            if client_id.is_empty() {
+                missing.push("salesforce.auth.client_id (or HANDOFF_SALESFORCE_CLIENT_ID)");
+            }
             match &s.auth {
                 SalesforceAuth::ClientCredentials { client_secret, .. } if client_secret.expose().is_empty() => {
                     missing.push("salesforce.auth.client_secret (or HANDOFF_SALESFORCE_CLIENT_SECRET)");
@@ -207,6 +296,11 @@ impl ConnectorsConfig {
             && a.api_key.is_none()
         {
             missing.push("anthropic.api_key (or HANDOFF_ANTHROPIC_API_KEY)");
+        }
+        if let Some(m) = &self.smtp
+            && m.from.trim().is_empty()
+        {
+            missing.push("smtp.from (or HANDOFF_SMTP_FROM)");
         }
         missing
     }
@@ -300,6 +394,63 @@ mod tests {
         assert_eq!(config.slack.unwrap().bot_token.unwrap().expose(), "xoxb-file", "the file wins");
         let debug = format!("{:?}", config.salesforce);
         assert!(!debug.contains("sf-env"), "secrets are redacted: {debug}");
+    }
+
+    #[test]
+    fn the_environment_alone_configures_every_provider() {
+        // Once reported missing, with a message naming these very variables.
+        let vars = [
+            ("HANDOFF_HUBSPOT_TOKEN", "pat-env"),
+            ("HANDOFF_HUBSPOT_APP_SECRET", "hub-secret"),
+            ("HANDOFF_SALESFORCE_CLIENT_ID", "consumer-key"),
+            ("HANDOFF_SALESFORCE_CLIENT_SECRET", "sf-env"),
+            ("HANDOFF_SLACK_BOT_TOKEN", "xoxb-env"),
+            ("HANDOFF_ANTHROPIC_API_KEY", "sk-ant"),
+            ("HANDOFF_SMTP_HOST", "smtp.example.com"),
+            ("HANDOFF_SMTP_PORT", "465"),
+            ("HANDOFF_SMTP_FROM", "Handoff <handoff@example.com>"),
+        ];
+        let mut config = ConnectorsConfig::default();
+        config.apply_env(|name| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()));
+        assert!(config.missing().is_empty(), "{:?}", config.missing());
+        assert!(crate::app::require_for_serve(&config).is_ok());
+        let hubspot = config.hubspot.as_ref().unwrap();
+        assert_eq!(hubspot.app_secret.as_ref().unwrap().expose(), "hub-secret");
+        assert_eq!(hubspot.base_url, "https://api.hubapi.com");
+        let salesforce = config.salesforce.as_ref().unwrap();
+        assert!(matches!(&salesforce.auth, SalesforceAuth::ClientCredentials { client_id, client_secret }
+            if client_id == "consumer-key" && client_secret.expose() == "sf-env"));
+        assert_eq!(config.anthropic.as_ref().unwrap().model, DEFAULT_ANTHROPIC_MODEL);
+        let smtp = config.smtp.as_ref().unwrap();
+        assert_eq!((smtp.port, smtp.security), (465, SmtpSecurity::Tls));
+
+        // A username chooses the JWT flow, whose key is then what is missing.
+        let mut config = ConnectorsConfig::default();
+        config.apply_env(|name| match name {
+            "HANDOFF_SALESFORCE_CLIENT_ID" => Some("consumer-key".into()),
+            "HANDOFF_SALESFORCE_USERNAME" => Some("handoff@acme.example".into()),
+            _ => None,
+        });
+        assert_eq!(config.missing(), ["salesforce.auth.private_key_pem (or HANDOFF_SALESFORCE_PRIVATE_KEY)"]);
+
+        // Half a provider is named by the variable it lacks.
+        let mut config = ConnectorsConfig::default();
+        config.apply_env(|name| match name {
+            "HANDOFF_SALESFORCE_CLIENT_SECRET" | "HANDOFF_SMTP_HOST" => Some("x".into()),
+            _ => None,
+        });
+        let missing = config.missing().join(", ");
+        assert!(missing.contains("HANDOFF_SALESFORCE_CLIENT_ID") && missing.contains("HANDOFF_SMTP_FROM"), "{missing}");
+    }
+
+    #[test]
+    fn every_variable_read_is_listed() {
+        let source = include_str!("mod.rs");
+        let code = &source[..source.find("#[cfg(test)]").unwrap()];
+        for read in code.split("env(\"").skip(1).chain(code.split("secret(\"").skip(1)) {
+            let name = &read[..read.find('"').unwrap()];
+            assert!(ENV_VARIABLES.iter().any(|(n, _)| *n == name), "{name} is read but not listed");
+        }
     }
 
     #[test]

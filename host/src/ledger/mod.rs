@@ -38,6 +38,31 @@ pub struct InboundEvent {
     pub node: Option<String>,
 }
 
+/// Leads that failed for good and ops has not yet been told of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FailuresToTell {
+    /// How many there are.
+    pub count: u64,
+    /// The first few, oldest first.
+    pub first: Vec<FailedLead>,
+    /// The latest finish time among them: [`Ledger::mark_told`] up to it
+    /// marks exactly these (and any that failed at the same instant).
+    pub through: i64,
+}
+
+/// One lead that failed for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedLead {
+    /// The pipeline it failed in.
+    pub pipeline: String,
+    /// Its event.
+    pub event_id: String,
+    /// The lead (a HubSpot contact id), when the event names one.
+    pub lead_id: Option<String>,
+    /// Why, as its timeline's `failed` step says.
+    pub error: Option<String>,
+}
+
 /// What one pass of the pruner removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Pruned {
@@ -411,6 +436,11 @@ pub trait Ledger: Send + Sync {
     async fn next_timer_due(&self, pipelines: Option<&[String]>) -> Result<Option<i64>>;
     /// Timers set about a lead, by due time.
     async fn lead_timers(&self, lead_id: &str) -> Result<Vec<TimerRecord>>;
+    /// Leads that failed for good since ops was last told (a retried lead
+    /// that fails again counts again), with the first `limit` of them.
+    async fn failures_to_tell(&self, limit: usize) -> Result<FailuresToTell>;
+    /// Marks the failures finished up to `through` as told.
+    async fn mark_told(&self, through: i64) -> Result<()>;
     /// Reps paused now.
     async fn paused_reps(&self) -> Result<Vec<PausedRep>>;
     /// Pauses a rep (with a reason) or resumes one (`None`).

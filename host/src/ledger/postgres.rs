@@ -128,6 +128,10 @@ const MIGRATIONS: &[&str] = &[
         FOR EACH ROW EXECUTE FUNCTION plugin_state_usage_track();
 "#,
     "ALTER TABLE lead_steps ADD COLUMN data TEXT; CREATE INDEX lead_steps_state ON lead_steps (state, at);",
+    // Failed leads ops has been told of; untold ones are found by index.
+    "ALTER TABLE events ADD COLUMN told_at BIGINT;
+     CREATE INDEX events_untold ON events (finished_at) WHERE failed AND told_at IS NULL;
+     UPDATE events SET told_at = finished_at WHERE failed AND finished_at IS NOT NULL;",
 ];
 
 /// Most connections one instance opens.
@@ -560,7 +564,7 @@ impl Ledger for PostgresStore {
         let changed = client
             .execute(
                 "UPDATE events SET execution_id = $3, finished_at = $4, failed = $5, next_attempt_at = NULL,
-                    claimed_by = NULL, claim_boot = NULL, lease_until = NULL
+                    claimed_by = NULL, claim_boot = NULL, lease_until = NULL, told_at = NULL
                  WHERE source = $1 AND event_id = $2 AND finished_at IS NULL AND claimed_by = $6 AND claim_boot = $7",
                 &[&source, &event_id, &execution_id, &self.business_now(), &failed, &me.id, &me.boot],
             )
@@ -817,6 +821,53 @@ impl Ledger for PostgresStore {
                 reason: r.get(9),
             })
             .collect())
+    }
+
+    async fn failures_to_tell(&self, limit: usize) -> Result<super::FailuresToTell> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let totals = client
+            .query_one(
+                "SELECT count(*), max(finished_at) FROM events
+                 WHERE failed AND told_at IS NULL AND finished_at IS NOT NULL",
+                &[],
+            )
+            .await?;
+        let rows = client
+            .query(
+                "SELECT e.pipeline, e.event_id, e.lead_id,
+                    (SELECT s.detail FROM lead_steps s WHERE s.lead_id = e.lead_id
+                       AND s.execution_id = e.execution_id AND s.state = 'failed' ORDER BY s.seq DESC LIMIT 1)
+                 FROM events e WHERE e.failed AND e.told_at IS NULL AND e.finished_at IS NOT NULL
+                 ORDER BY e.finished_at LIMIT $1",
+                &[&limit],
+            )
+            .await?;
+        Ok(super::FailuresToTell {
+            count: u64::try_from(totals.get::<_, i64>(0)).unwrap_or_default(),
+            first: rows
+                .iter()
+                .map(|r| super::FailedLead {
+                    pipeline: r.get(0),
+                    event_id: r.get(1),
+                    lead_id: r.get(2),
+                    error: r.get(3),
+                })
+                .collect(),
+            through: totals.get::<_, Option<i64>>(1).unwrap_or_default(),
+        })
+    }
+
+    async fn mark_told(&self, through: i64) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE events SET told_at = $2
+                 WHERE failed AND told_at IS NULL AND finished_at IS NOT NULL AND finished_at <= $1",
+                &[&through, &self.business_now()],
+            )
+            .await?;
+        Ok(())
     }
 
     async fn paused_reps(&self) -> Result<Vec<PausedRep>> {

@@ -131,6 +131,10 @@ const MIGRATIONS: &[&str] = &[
     // What a step's mark kept for reports (a rejection's reason), and the
     // reports' lookup by state and time.
     "ALTER TABLE lead_steps ADD COLUMN data TEXT; CREATE INDEX lead_steps_state ON lead_steps (state, at);",
+    // Failed leads ops has been told of; untold ones are found by index.
+    "ALTER TABLE events ADD COLUMN told_at INTEGER;
+     CREATE INDEX events_untold ON events (finished_at) WHERE failed = 1 AND told_at IS NULL;
+     UPDATE events SET told_at = finished_at WHERE failed = 1 AND finished_at IS NOT NULL;",
 ];
 
 /// Most writes committed together in one transaction.
@@ -594,7 +598,7 @@ impl Ledger for SqliteStore {
             let changed = c
                 .prepare_cached(
                     "UPDATE events SET execution_id = ?3, finished_at = ?4, failed = ?5, next_attempt_at = NULL,
-                    claimed_by = NULL, claim_boot = NULL, lease_until = NULL
+                    claimed_by = NULL, claim_boot = NULL, lease_until = NULL, told_at = NULL
                  WHERE source = ?1 AND event_id = ?2 AND finished_at IS NULL AND claimed_by = ?6 AND claim_boot = ?7",
                 )?
                 .execute(params![source, event_id, execution_id, now, failed, instance.id, instance.boot])?;
@@ -859,6 +863,54 @@ impl Ledger for SqliteStore {
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(timers)
+        })
+        .await
+    }
+
+    async fn failures_to_tell(&self, limit: usize) -> Result<super::FailuresToTell> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let (count, through): (i64, Option<i64>) = c
+                .prepare_cached(
+                    "SELECT count(*), max(finished_at) FROM events
+                     WHERE failed = 1 AND told_at IS NULL AND finished_at IS NOT NULL",
+                )?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let first = c
+                .prepare_cached(
+                    "SELECT e.pipeline, e.event_id, e.lead_id,
+                        (SELECT s.detail FROM lead_steps s WHERE s.lead_id = e.lead_id
+                           AND s.execution_id = e.execution_id AND s.state = 'failed' ORDER BY s.seq DESC LIMIT 1)
+                     FROM events e WHERE e.failed = 1 AND e.told_at IS NULL AND e.finished_at IS NOT NULL
+                     ORDER BY e.finished_at LIMIT ?1",
+                )?
+                .query_map(params![limit], |r| {
+                    Ok(super::FailedLead {
+                        pipeline: r.get(0)?,
+                        event_id: r.get(1)?,
+                        lead_id: r.get(2)?,
+                        error: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(super::FailuresToTell {
+                count: u64::try_from(count).unwrap_or_default(),
+                first,
+                through: through.unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn mark_told(&self, through: i64) -> Result<()> {
+        let now = self.business_now();
+        self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE events SET told_at = ?2
+                 WHERE failed = 1 AND told_at IS NULL AND finished_at IS NOT NULL AND finished_at <= ?1",
+            )?
+            .execute(params![through, now])?;
+            Ok(())
         })
         .await
     }

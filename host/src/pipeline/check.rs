@@ -68,6 +68,50 @@ pub fn load_file(path: &Path, registry: &PluginRegistry) -> Result<PreparedPipel
     }
 }
 
+/// Checks pipelines that are served together: no two listen at one webhook
+/// path, and, with the roster they will run on, every team or rep their
+/// node configs name is in it.
+pub fn check_together(pipelines: &[PreparedPipeline], roster: Option<&crate::roster::RosterFile>) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    let mut paths: HashMap<&str, &Path> = HashMap::new();
+    for prepared in pipelines {
+        if let Trigger::Webhook { path, .. } = &prepared.pipeline.trigger
+            && let Some(first) = paths.insert(path, &prepared.path)
+        {
+            let text = std::fs::read_to_string(&prepared.path).unwrap_or_default();
+            let mut report =
+                Report { file: prepared.path.clone(), map: SourceMap::new(&text), diagnostics: Vec::new() };
+            report.error(
+                "/trigger/path",
+                format!("{} listens at {path} too", first.display()),
+                "give each webhook trigger its own path".into(),
+            );
+            diagnostics.extend(report.diagnostics);
+        }
+        if let Some(roster) = roster {
+            diagnostics.extend(check_roster(prepared, roster));
+        }
+    }
+    diagnostics
+}
+
+/// Checks what the pipeline's node configs name in `roster`: each value a
+/// plugin's config schema marks as a team or rep (see
+/// [`crate::roster::REFERENCE_KEY`]) must be in it.
+fn check_roster(prepared: &PreparedPipeline, roster: &crate::roster::RosterFile) -> Vec<Diagnostic> {
+    let text = std::fs::read_to_string(&prepared.path).unwrap_or_default();
+    let mut report = Report { file: prepared.path.clone(), map: SourceMap::new(&text), diagnostics: Vec::new() };
+    for (i, node) in prepared.pipeline.nodes.iter().enumerate() {
+        let Some(NodeKind::Plugin(plugin)) = prepared.nodes.get(&node.id).map(|n| &n.kind) else { continue };
+        for reference in crate::roster::references(&plugin.info.config_schema, &node.config) {
+            if let Some((message, help)) = roster.dangling(&reference) {
+                report.error(&format!("{}{}", node_pointer(i, "config"), reference.pointer), message, help);
+            }
+        }
+    }
+    report.diagnostics
+}
+
 /// Checks pipeline source `text` (from `path`, for messages).
 ///
 /// # Errors
@@ -458,6 +502,14 @@ fn check_trigger(trigger: &Trigger, report: &mut Report) {
                 "/trigger/path",
                 format!("path '{path}' has an empty segment"),
                 "remove the doubled '/'".into(),
+            );
+        }
+        Trigger::Webhook { path, .. } if crate::server::owned_route(path).is_some() => {
+            let owned = crate::server::owned_route(path).unwrap_or_default();
+            report.error(
+                "/trigger/path",
+                format!("path '{path}' is the server's own ({owned})"),
+                "give the webhook a path of its own, e.g. \"/webhooks/<source>\"".into(),
             );
         }
         _ => {}

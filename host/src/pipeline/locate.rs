@@ -23,7 +23,7 @@ impl SourceMap {
     /// Scans `text`. Malformed JSON yields a partial map (what was read
     /// before the error), which is all an error message needs.
     pub fn new(text: &str) -> Self {
-        let mut scanner = Scanner { bytes: text.as_bytes(), at: 0, offsets: HashMap::new() };
+        let mut scanner = Scanner { bytes: text.as_bytes(), at: 0, depth: 0, offsets: HashMap::new() };
         let _ = scanner.value(String::new());
         let line_starts = std::iter::once(0)
             .chain(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1))
@@ -57,9 +57,15 @@ pub fn escape_segment(segment: &str) -> String {
     segment.replace('~', "~0").replace('/', "~1")
 }
 
+/// Deeper than this the scan stops: no pipeline nests anywhere near it, and
+/// the scanner recurses once per level.
+const MAX_DEPTH: usize = 128;
+
 struct Scanner<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// Arrays and objects open around the current value.
+    depth: usize,
     offsets: HashMap<String, usize>,
 }
 
@@ -78,16 +84,27 @@ impl Scanner<'_> {
         self.skip_ws();
         self.offsets.entry(pointer.clone()).or_insert(self.at);
         match self.peek()? {
-            b'{' => self.object(pointer),
-            b'[' => self.array(pointer),
+            b'{' | b'[' if self.depth >= MAX_DEPTH => None,
+            b'{' => self.nested(|scanner| scanner.object(pointer)),
+            b'[' => self.nested(|scanner| scanner.array(pointer)),
             b'"' => self.string().map(|_| ()),
             _ => {
+                let start = self.at;
                 while self.peek().is_some_and(|b| !matches!(b, b',' | b'}' | b']') && !b.is_ascii_whitespace()) {
                     self.at += 1;
                 }
-                Some(())
+                // A closing bracket where a value should be (`[}`): the text
+                // is malformed here, and the scan must not stand still.
+                (self.at > start).then_some(())
             }
         }
+    }
+
+    fn nested(&mut self, scan: impl FnOnce(&mut Self) -> Option<()>) -> Option<()> {
+        self.depth += 1;
+        let scanned = scan(self);
+        self.depth -= 1;
+        scanned
     }
 
     fn object(&mut self, pointer: String) -> Option<()> {
@@ -183,6 +200,27 @@ mod tests {
         assert_eq!(map.locate("/nodes/1/plugin"), map.locate("/nodes/1"));
         assert_eq!(map.locate("/nodes/1"), Some(Position { line: 5, column: 5 }));
         assert_eq!(map.locate(""), Some(Position { line: 1, column: 1 }));
+    }
+
+    #[test]
+    fn a_stray_closing_bracket_ends_the_scan() {
+        // Each of these once looped forever, growing without bound.
+        for text in ["[}", "{\"a\": [1, }", "[[}]", "{\"a\": }"] {
+            let map = SourceMap::new(text);
+            assert_eq!(map.locate(""), Some(Position { line: 1, column: 1 }), "{text}");
+        }
+        let map = SourceMap::new("{\n \"a\": [1, }");
+        assert_eq!(map.locate("/a/0"), Some(Position { line: 2, column: 8 }));
+    }
+
+    #[test]
+    fn deep_nesting_stops_the_scan_instead_of_the_stack() {
+        let text = "[".repeat(50_000);
+        let map = SourceMap::new(&text);
+        assert_eq!(map.locate("/0/0"), Some(Position { line: 1, column: 3 }));
+        let deepest = "/0".repeat(MAX_DEPTH - 1);
+        assert!(map.offsets.contains_key(&deepest));
+        assert!(!map.offsets.contains_key(&format!("{deepest}/0/0")));
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/roster", get(roster))
         .route("/api/rejections", get(rejections))
         .route("/api/metrics", get(metrics))
-        .layer(axum::middleware::from_fn_with_state(state, require_token))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(axum::middleware::from_fn_with_state(state, super::origin::same_origin_only))
 }
 
 /// An error answer: `{"error": code, "detail": ...}`.

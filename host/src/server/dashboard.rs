@@ -27,7 +27,8 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(overview))
         .route("/leads/{id}", get(lead_page))
-        .layer(axum::middleware::from_fn_with_state(state, require_viewer))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), require_viewer))
+        .layer(axum::middleware::from_fn_with_state(state, super::origin::same_origin_only))
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -74,6 +74,72 @@ fn verify(
     result.map_err(|e| e.to_string())
 }
 
+/// The MQL events of a HubSpot webhook body, and how many other events it
+/// carried: what intake stores, one event each.
+///
+/// # Errors
+///
+/// Why the body is refused (400), naming the element.
+pub fn hubspot_events(body: &[u8], now_ms: i64) -> Result<(Vec<Value>, usize), String> {
+    let parsed = parse_body(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    mql_events(&parsed, now_ms)
+}
+
+/// A HubSpot event's id (its redelivery is recognised by it) and its lead.
+pub fn hubspot_identity(event: &Value) -> (String, Option<String>) {
+    let lead =
+        event["objectId"].as_str().map(String::from).or_else(|| event["objectId"].as_u64().map(|n| n.to_string()));
+    (event_id(event), lead)
+}
+
+/// A webhook body as JSON, with every integer too large for 64 bits at the
+/// top level of an event (`eventId`, `objectId`, ...) kept as its exact
+/// digits in a string: parsed as a number it would round to a float, and two
+/// events whose ids differ only past the 17th digit would become one.
+///
+/// # Errors
+///
+/// When the body is not JSON.
+pub fn parse_body(body: &[u8]) -> Result<Value, serde_json::Error> {
+    let mut parsed: Value = serde_json::from_slice(body)?;
+    let rounded = |object: &serde_json::Map<String, Value>| object.values().any(Value::is_f64);
+    let needs_digits = match &parsed {
+        Value::Array(events) => events.iter().any(|e| e.as_object().is_some_and(rounded)),
+        Value::Object(object) => rounded(object),
+        _ => false,
+    };
+    if needs_digits {
+        // Read the body again, keeping each top-level value's source text.
+        type Fields<'a> = std::collections::HashMap<String, &'a serde_json::value::RawValue>;
+        let exact = |object: &mut serde_json::Map<String, Value>, raw: &Fields| {
+            for (key, value) in object.iter_mut() {
+                let text = raw.get(key).map(|r| r.get()).unwrap_or_default();
+                let integer = text.strip_prefix('-').unwrap_or(text);
+                if value.is_f64() && !integer.is_empty() && integer.bytes().all(|b| b.is_ascii_digit()) {
+                    *value = Value::String(text.to_string());
+                }
+            }
+        };
+        match &mut parsed {
+            Value::Array(events) => {
+                let raw: Vec<Option<Fields>> = serde_json::from_slice(body).unwrap_or_default();
+                for (event, raw) in events.iter_mut().zip(raw) {
+                    if let (Value::Object(object), Some(raw)) = (event, raw) {
+                        exact(object, &raw);
+                    }
+                }
+            }
+            Value::Object(object) => {
+                if let Ok(raw) = serde_json::from_slice::<Fields>(body) {
+                    exact(object, &raw);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(parsed)
+}
+
 /// MQL events in a HubSpot webhook body: the Webhooks API's event array
 /// (`contact.propertyChange` on lifecyclestage to MQL, `contact.creation`),
 /// or a workflow webhook's contact object. Returns (events, ignored count).
@@ -164,11 +230,17 @@ async fn receive_request(
         tracing::warn!(path = uri.path(), %detail, "webhook refused");
         return refuse(StatusCode::UNAUTHORIZED, "invalid_signature", detail);
     }
-    let parsed: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return refuse(StatusCode::BAD_REQUEST, "malformed_body", format!("the body is not JSON: {e}")),
-    };
-    let (events, ignored) = match mql_events(&parsed, state.clock.now_ms()) {
+    if state.worker.in_flight() >= state.limits.max_in_flight {
+        // Refused before anything is stored: HubSpot delivers it again.
+        let mut response = refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("{} leads are in flight, the most this server runs at once", state.limits.max_in_flight),
+        );
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, super::RETRY_AFTER_SECS.into());
+        return response;
+    }
+    let (events, ignored) = match hubspot_events(&body, state.clock.now_ms()) {
         Ok(found) => found,
         Err(detail) => return refuse(StatusCode::BAD_REQUEST, "malformed_body", detail),
     };
@@ -177,14 +249,12 @@ async fn receive_request(
     let mut fresh = Vec::new();
     let mut duplicates = 0;
     for payload in events {
+        let (event_id, lead_id) = hubspot_identity(&payload);
         let event = InboundEvent {
             source: "hubspot".into(),
-            event_id: event_id(&payload),
+            event_id,
             pipeline: prepared.pipeline.name.clone(),
-            lead_id: payload["objectId"]
-                .as_str()
-                .map(String::from)
-                .or_else(|| payload["objectId"].as_u64().map(|n| n.to_string())),
+            lead_id,
             payload,
             received_at: state.clock.now_ms(),
             node: None,
@@ -239,15 +309,15 @@ async fn receive_slack(
         tracing::warn!(%detail, "Slack interaction refused");
         return refuse(StatusCode::UNAUTHORIZED, "invalid_signature", detail);
     }
-    let payload = match slack_payload(body) {
-        Ok(payload) => payload,
+    let (payload, event_id, lead_id) = match slack_interaction(body) {
+        Ok(interaction) => interaction,
         Err(detail) => return refuse(StatusCode::BAD_REQUEST, "malformed_body", detail),
     };
     let event = InboundEvent {
         source: "slack".into(),
-        event_id: slack_event_id(&payload, body),
+        event_id,
         pipeline: prepared.pipeline.name.clone(),
-        lead_id: slack_lead_id(&payload),
+        lead_id,
         payload,
         received_at: state.clock.now_ms(),
         node: None,
@@ -266,6 +336,19 @@ async fn receive_slack(
             refuse(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
         }
     }
+}
+
+/// A Slack interaction's form body as intake stores it: its payload, its id
+/// (a replay is recognised by it) and the lead it is about.
+///
+/// # Errors
+///
+/// What is wrong with the body (400).
+pub fn slack_interaction(body: &[u8]) -> Result<(Value, String, Option<String>), String> {
+    let payload = slack_payload(body)?;
+    let id = slack_event_id(&payload, body);
+    let lead = slack_lead_id(&payload);
+    Ok((payload, id, lead))
 }
 
 /// The JSON in a Slack interaction's form body (`payload=...`).
@@ -328,6 +411,28 @@ mod tests {
         let ids: Vec<i64> = events.iter().map(|e| e["objectId"].as_i64().unwrap()).collect();
         assert_eq!(ids, [11, 13]);
         assert_eq!(ignored, 3);
+    }
+
+    #[test]
+    fn event_ids_beyond_64_bits_stay_distinct() {
+        // Parsed as numbers, both ids once rounded to 1.2345678901234568e23
+        // and the second event was taken for a redelivery of the first.
+        let body = br#"[
+            {"eventId": 123456789012345678901234, "subscriptionType": "contact.creation", "objectId": 98765432109876543210987},
+            {"eventId": 123456789012345678901235, "subscriptionType": "contact.creation", "objectId": 98765432109876543210988, "score": 1.5}
+        ]"#;
+        let (events, _) = mql_events(&parse_body(body).unwrap(), 0).unwrap();
+        let ids: Vec<String> = events.iter().map(event_id).collect();
+        assert_eq!(ids, ["123456789012345678901234", "123456789012345678901235"]);
+        assert_eq!(events[1]["objectId"], "98765432109876543210988");
+        assert_eq!(events[1]["score"], 1.5, "fractions stay numbers");
+        // Ids that fit stay numbers, as HubSpot sends them.
+        let body = br#"[{"eventId": 18446744073709551615, "subscriptionType": "contact.creation", "objectId": -7}]"#;
+        let (events, _) = mql_events(&parse_body(body).unwrap(), 0).unwrap();
+        assert_eq!(event_id(&events[0]), "18446744073709551615");
+        assert!(events[0]["objectId"].is_i64());
+        let workflow = parse_body(br#"{"vid": 123456789012345678901234}"#).unwrap();
+        assert_eq!(mql_events(&workflow, 0).unwrap().0[0]["objectId"], "123456789012345678901234");
     }
 
     #[test]

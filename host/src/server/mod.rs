@@ -5,14 +5,18 @@
 //! (`api.rs`: leads, executions, retries, the sweep). This file holds the
 //! shared state, the routes and the server's lifecycle.
 
+mod alerts;
 mod api;
 mod dashboard;
 mod intake;
+mod listener;
+mod origin;
 mod sweep;
 mod worker;
 
 pub use api::roster_view;
-pub use intake::mql_events;
+pub use intake::{hubspot_events, hubspot_identity, mql_events, slack_interaction};
+pub use listener::{RETRY_AFTER_SECS, ServerLimits};
 pub use sweep::FIRST_LOOKBACK_MS;
 pub use worker::CLAIM_EVERY;
 
@@ -76,6 +80,8 @@ pub struct ServerConfig {
     pub waiting: WaitPolicy,
     /// How long settled work's journal is kept before the pruner removes it.
     pub retention: std::time::Duration,
+    /// Connections, request read times and executions in flight.
+    pub limits: ServerLimits,
 }
 
 /// The default `--retention`: 30 days.
@@ -144,6 +150,10 @@ pub struct AppState {
     worker: worker::Worker,
     clock: Arc<dyn Clock>,
     waiting: WaitPolicy,
+    /// Connections, read times and executions in flight.
+    limits: ServerLimits,
+    /// Woken when a lead fails for good: the alerter tells ops.
+    alerts: tokio::sync::Notify,
 }
 
 /// The recent executions kept in memory, bounded in count and in bytes.
@@ -253,7 +263,7 @@ pub struct Server {
     /// Its shared state.
     pub state: Arc<AppState>,
     task: tokio::task::JoinHandle<()>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Server {
@@ -284,21 +294,17 @@ impl Server {
             worker: worker::Worker::default(),
             clock,
             waiting: config.waiting,
+            limits: config.limits,
+            alerts: tokio::sync::Notify::new(),
         });
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
         let app = router(state.clone());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "server stopped");
-            }
-        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(listener::serve(listener, app, config.limits, stopped));
         worker::run(&state).await?;
+        tokio::spawn(alerts::run(state.clone()));
         {
             let state = state.clone();
             let retention = config.retention;
@@ -320,7 +326,7 @@ impl Server {
                 }
             });
         }
-        Ok(Server { addr, state, task, stop: Some(stop) })
+        Ok(Server { addr, state, task, stop })
     }
 
     /// Stops accepting requests (requests being answered finish). Running
@@ -328,9 +334,7 @@ impl Server {
     /// at the next start.
     pub fn stop_accepting(&mut self) {
         self.state.worker.stop_claiming();
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop.send_replace(true);
     }
 
     /// Waits until every ledger write handed over so far is committed (at
@@ -373,6 +377,28 @@ impl Drop for Server {
         self.state.worker.stop_claiming();
         self.task.abort();
     }
+}
+
+/// Routes the server answers itself, which no webhook trigger may take: a
+/// path ending in `/` stands for everything under it. Kept beside [`router`]:
+/// a route added there belongs here too.
+const OWN_ROUTES: &[(&str, &str)] = &[
+    ("/", "the dashboard"),
+    ("/leads/", "the dashboard's lead pages"),
+    ("/healthz", "the health check"),
+    ("/readyz", "the readiness check"),
+    ("/metrics", "the Prometheus metrics"),
+    ("/api", "the API"),
+    ("/api/", "the API"),
+];
+
+/// What the server itself answers at `path`, if anything: a webhook there
+/// would collide with it.
+pub fn owned_route(path: &str) -> Option<&'static str> {
+    OWN_ROUTES.iter().find_map(|(route, what)| {
+        let owned = if route.len() > 1 && route.ends_with('/') { path.starts_with(route) } else { path == *route };
+        owned.then_some(*what)
+    })
 }
 
 fn router(state: Arc<AppState>) -> Router {

@@ -315,7 +315,8 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
         // starts at once.
         drop(running);
         if failed {
-            alert_ops(&state, &event, &record).await;
+            // The failure is in the ledger: the alerter tells ops of it.
+            state.alerts.notify_one();
         }
         let total_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
         let notified_us = crate::lead::settled_at_us(&record, |node| prepared.lead_marks(node))
@@ -438,25 +439,6 @@ async fn raise_lead_events(
                 }
             }
         }
-    }
-}
-
-/// Tells the ops channel that a lead failed after its retries, and how to
-/// drive it again. A failure to alert is logged; the lead is `failed` in the
-/// ledger either way.
-async fn alert_ops(state: &AppState, event: &InboundEvent, record: &ExecutionRecord) {
-    let (Some(channel), Some(chat)) = (&state.ops_channel, state.executor.capabilities().chat.clone()) else {
-        return;
-    };
-    let lead = event.lead_id.as_deref().unwrap_or("?");
-    let text = format!(
-        ":warning: Lead {lead} failed in {} (event {}): {}. Fix the cause, then `handoff retry {lead}`.",
-        event.pipeline,
-        event.event_id,
-        record.error.as_deref().unwrap_or("a step failed")
-    );
-    if let Err(e) = chat.post(channel, &text, None).instrument(tracing::info_span!("ops_alert", lead)).await {
-        tracing::error!(error = %e, lead, "cannot alert the ops channel");
     }
 }
 
