@@ -191,10 +191,19 @@ async fn clear_requests(server: &Server) {
     reqwest::Client::new().delete(url).send().await.unwrap();
 }
 
-/// The ledger's size on disk (database and WAL).
-fn ledger_bytes(server: &Server) -> u64 {
-    let wal = server.db.with_extension("db-wal");
-    [&server.db, &wal].iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
+/// The ledger's pages in use, by table and index: after a checkpoint (so
+/// what sits in the WAL counts once), without free pages (which later
+/// writes reuse). A file's size would count a WAL of up to 4 MB and the
+/// pages freed by completed executions' resume points.
+fn ledger_bytes(server: &Server) -> std::collections::BTreeMap<String, u64> {
+    let db = rusqlite::Connection::open(&server.db).unwrap();
+    let _ = db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    let mut statement = db.prepare("SELECT name, sum(pgsize) FROM dbstat GROUP BY name").unwrap();
+    statement
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .unwrap()
+        .map(|row| row.map(|(name, bytes)| (name, u64::try_from(bytes).unwrap_or_default())).unwrap())
+        .collect()
 }
 
 async fn contacts(server: &Server, from: usize, count: usize) -> Vec<u64> {
@@ -323,7 +332,11 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let paced_sent = paced_started.elapsed();
     finished(&server, leads + paced).await;
     let cpu = cpu_seconds(server.child.id()) - cpu_before;
-    let bytes = ledger_bytes(&server).saturating_sub(bytes_before);
+    let bytes_after = ledger_bytes(&server);
+    let grown = |name: &str| bytes_after[name].saturating_sub(bytes_before.get(name).copied().unwrap_or(0));
+    let bytes: u64 = bytes_after.keys().map(|name| grown(name)).sum();
+    let mut by_table: Vec<(&String, u64)> = bytes_after.keys().map(|name| (name, grown(name))).collect();
+    by_table.sort_by_key(|(_, grown)| std::cmp::Reverse(*grown));
     let calls_after = calls_by_provider(&server).await;
     paced_acks.sort_unstable();
 
@@ -426,7 +439,10 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
         per_lead.join(", ")
     );
     println!("  server CPU per lead: {:.2} ms ({cpu:.2} s for {paced} leads)", cpu * 1000.0 / paced.max(1) as f64);
-    println!("  ledger growth per lead: {:.1} KB", bytes as f64 / 1024.0 / paced.max(1) as f64);
+    let per_lead = |bytes: u64| bytes as f64 / 1024.0 / paced.max(1) as f64;
+    let largest: Vec<String> =
+        by_table.iter().take(6).map(|(name, grown)| format!("{name} {:.2}", per_lead(*grown))).collect();
+    println!("  ledger growth per lead: {:.1} KB in pages in use ({} KB, ...)", per_lead(bytes), largest.join(", "));
     println!("all: {} notified, {failed} failed", notified_all.len());
     println!("peak RSS of the server process: {:.0} MiB", peak_rss_mib(server.child.id()));
 }

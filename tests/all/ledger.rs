@@ -311,6 +311,36 @@ fn timer(id: &str, plugin: &str, key: Option<&str>, at: i64) -> Timer {
     }
 }
 
+on_both!(large_payloads_come_back_whole_and_sqlite_keeps_them_small);
+async fn large_payloads_come_back_whole_and_sqlite_keeps_them_small(backend: &Backend) {
+    let ledger = backend.open("a", 30_000).await;
+    // A lead event carries the whole item: kilobytes of JSON, much of it repeated.
+    let item: Vec<serde_json::Value> = (0..200)
+        .map(|i| json!({"property": format!("hs_analytics_{i}"), "value": null, "note": "a \"quoted\" line\nand é ✓"}))
+        .collect();
+    let large = InboundEvent { payload: json!({"name": "lead.notified", "item": item}), ..event("7") };
+    assert!(ledger.ledger.record_event(&large).await.unwrap());
+    let mut timer = timer("t9", "escalate", None, 1_000);
+    timer.payload = json!({"label": "step t9", "n": "t9", "item": item}).to_string();
+    ledger.timers.schedule(timer, None).await.unwrap();
+    let fired = ledger.ledger.fire_due_timers(2_000, 10, None).await.unwrap();
+    assert_eq!(fired[0].payload["item"], json!(item), "a fired timer's payload, whole");
+    drop(ledger);
+    let reopened = backend.open("a", 30_000).await;
+    let unfinished = reopened.ledger.unfinished_events().await.unwrap();
+    let stored = unfinished.iter().find(|e| e.event_id == "7").unwrap();
+    assert_eq!(stored.payload, large.payload, "the event's payload, whole");
+    let from_timer = unfinished.iter().find(|e| e.event_id == "t9").unwrap();
+    assert_eq!(from_timer.payload["item"], json!(item));
+    if let Database::Sqlite(path) = &backend.database {
+        let db = rusqlite::Connection::open(path).unwrap();
+        let stored: i64 =
+            db.query_row("SELECT length(payload) FROM events WHERE event_id = '7'", [], |r| r.get(0)).unwrap();
+        let written = i64::try_from(large.payload.to_string().len()).unwrap();
+        assert!(stored * 4 < written, "kept deflated: {stored} bytes of {written}");
+    }
+}
+
 on_both!(a_due_timer_fires_once_whichever_instance_claims_it);
 async fn a_due_timer_fires_once_whichever_instance_claims_it(backend: &Backend) {
     let (a, b) = (backend.open("a", 30_000).await, backend.open("b", 30_000).await);

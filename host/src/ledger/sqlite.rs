@@ -135,7 +135,49 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE events ADD COLUMN told_at INTEGER;
      CREATE INDEX events_untold ON events (finished_at) WHERE failed = 1 AND told_at IS NULL;
      UPDATE events SET told_at = finished_at WHERE failed = 1 AND finished_at IS NOT NULL;",
+    // The journal keyed by its key alone (no rowid, no second copy of every
+    // key in an index): about half its bytes.
+    r#"
+    CREATE TABLE effects_by_key (key TEXT PRIMARY KEY, result TEXT NOT NULL, recorded_at INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO effects_by_key SELECT key, result, recorded_at FROM effects;
+    DROP TABLE effects;
+    ALTER TABLE effects_by_key RENAME TO effects;
+    CREATE TABLE effect_intents_by_key (key TEXT PRIMARY KEY, started_at INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO effect_intents_by_key SELECT key, started_at FROM effect_intents;
+    DROP TABLE effect_intents;
+    ALTER TABLE effect_intents_by_key RENAME TO effect_intents;
+"#,
 ];
+
+/// Event and timer payloads at least this long are stored deflated (a BLOB
+/// in the same column); shorter ones as JSON text, where compression saves
+/// little.
+const PACK_FROM: usize = 512;
+/// The most a stored payload inflates to: far above the 1 MiB body limit.
+const UNPACK_LIMIT: usize = 64 * 1024 * 1024;
+
+/// A payload as stored: JSON text, or deflated when long.
+fn pack(json: String) -> rusqlite::types::Value {
+    if json.len() < PACK_FROM {
+        rusqlite::types::Value::Text(json)
+    } else {
+        rusqlite::types::Value::Blob(miniz_oxide::deflate::compress_to_vec(json.as_bytes(), 6))
+    }
+}
+
+/// A stored payload as JSON (`{}` for one that cannot be read).
+fn unpack(stored: rusqlite::types::ValueRef<'_>) -> serde_json::Value {
+    use rusqlite::types::ValueRef;
+    let parsed = match stored {
+        ValueRef::Text(text) => serde_json::from_slice(text),
+        ValueRef::Blob(packed) => match miniz_oxide::inflate::decompress_to_vec_with_limit(packed, UNPACK_LIMIT) {
+            Ok(json) => serde_json::from_slice(&json),
+            Err(_) => return serde_json::Value::Object(serde_json::Map::new()),
+        },
+        _ => return serde_json::Value::Object(serde_json::Map::new()),
+    };
+    parsed.unwrap_or_default()
+}
 
 /// Most writes committed together in one transaction.
 const MAX_GROUP: usize = 512;
@@ -359,13 +401,12 @@ fn migrate(connection: &Connection) -> Result<()> {
 }
 
 fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboundEvent> {
-    let payload: String = row.get(4)?;
     Ok(InboundEvent {
         source: row.get(0)?,
         event_id: row.get(1)?,
         pipeline: row.get(2)?,
         lead_id: row.get(3)?,
-        payload: serde_json::from_str(&payload).unwrap_or_default(),
+        payload: unpack(row.get_ref(4)?),
         received_at: row.get(5)?,
         node: row.get(6)?,
     })
@@ -430,7 +471,7 @@ impl Ledger for SqliteStore {
                     event.event_id,
                     event.pipeline,
                     event.lead_id,
-                    event.payload.to_string(),
+                    pack(event.payload.to_string()),
                     event.received_at,
                     instance.id,
                     instance.boot,
@@ -620,13 +661,13 @@ impl Ledger for SqliteStore {
                         WHERE finished_at IS NULL OR failed = 1";
             let effects = c
                 .prepare_cached(&format!(
-                    "DELETE FROM effects WHERE rowid IN (SELECT rowid FROM effects WHERE recorded_at < ?1
+                    "DELETE FROM effects WHERE key IN (SELECT key FROM effects WHERE recorded_at < ?1
                        AND substr(key, 1, instr(key, '/') - 1) NOT IN ({keep}) LIMIT ?2)"
                 ))?
                 .execute(params![before, limit])?;
             let intents = c
                 .prepare_cached(&format!(
-                    "DELETE FROM effect_intents WHERE rowid IN (SELECT rowid FROM effect_intents WHERE started_at < ?1
+                    "DELETE FROM effect_intents WHERE key IN (SELECT key FROM effect_intents WHERE started_at < ?1
                        AND substr(key, 1, instr(key, '/') - 1) NOT IN ({keep}) LIMIT ?2)"
                 ))?
                 .execute(params![before, limit])?;
@@ -790,7 +831,8 @@ impl Ledger for SqliteStore {
         let pipelines = pipelines.map(|p| serde_json::to_string(p).unwrap_or_default());
         let lease_until = Self::now().saturating_add(self.lease_ms());
         self.write(move |c| {
-            let due: Vec<(String, String, String, Option<String>, String)> = {
+            type Due = (String, String, String, Option<String>, rusqlite::types::Value);
+            let due: Vec<Due> = {
                 let mut statement = c.prepare_cached(
                     "SELECT id, pipeline, node, lead_id, payload FROM timers
                      WHERE state = 'pending' AND due_at <= ?1
@@ -817,7 +859,7 @@ impl Ledger for SqliteStore {
                     event_id: id,
                     pipeline,
                     lead_id,
-                    payload: serde_json::from_str(&payload).unwrap_or_default(),
+                    payload: unpack((&payload).into()),
                     received_at: now,
                     node,
                 });
@@ -974,7 +1016,7 @@ impl Scheduler for SqliteStore {
                     timer.lead_id,
                     timer.execution_id,
                     timer.at,
-                    timer.payload
+                    pack(timer.payload)
                 ],)?;
             if let Some(effect) = &effect {
                 record_effect(c, effect, &serde_json::to_string(&timer.id)?, now)?;
