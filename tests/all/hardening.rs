@@ -160,3 +160,30 @@ async fn a_route_rule_naming_no_roster_team_is_refused() {
     assert!(error.contains("/nodes/") && error.contains("/config/rules/"), "names where: {error}");
     assert!(error.contains("emea-enterprise, emea"), "lists the teams: {error}");
 }
+
+#[tokio::test]
+async fn one_client_hammering_the_api_is_slowed_and_others_are_not() {
+    let running =
+        start(handoff::server::ServerLimits { api_per_second: 5, ..handoff::server::ServerLimits::default() }).await;
+    let url = format!("http://{}/api/leads", running.app.server.addr);
+    let hammer = reqwest::Client::new();
+    let mut limited = None;
+    for _ in 0..40 {
+        let response = hammer.get(&url).send().await.unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let limited = limited.expect("a client far over its rate is refused");
+    assert!(limited.headers().contains_key("retry-after"));
+    let body: serde_json::Value = limited.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    // Another address (loopback has them all) is served as before.
+    let other =
+        reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    assert_eq!(other.get(&url).send().await.unwrap().status(), 200);
+    // Webhooks are not /api: HubSpot is never slowed by it.
+    let response = post_webhook(&running, &json!([mql_event(9_101, 1002)]), SECRET).await;
+    assert_eq!(response.status(), 200);
+}

@@ -27,6 +27,7 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/rejections", get(rejections))
         .route("/api/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), per_client_limit))
         .layer(axum::middleware::from_fn_with_state(state, super::origin::same_origin_only))
 }
 
@@ -37,6 +38,29 @@ pub(super) fn refuse(status: StatusCode, error: &str, detail: impl Into<String>)
 
 fn ledger_unavailable(e: &anyhow::Error) -> Response {
     refuse(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
+}
+
+/// `/api/*` answers each client address at most `api_per_second` (twice
+/// that in a burst): a script gone wrong cannot starve the dashboard or
+/// the webhooks of the ledger's time.
+async fn per_client_limit(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let client = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    if let Some(client) = client
+        && let Err(wait_s) = state.per_client.take(client, state.limits.api_per_second)
+    {
+        let mut response = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("over {} requests per second to /api from {client}", state.limits.api_per_second),
+        );
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, wait_s.max(1).into());
+        return response;
+    }
+    next.run(request).await
 }
 
 /// `/api/*` requires the configured bearer token, compared in constant time.

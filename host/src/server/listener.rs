@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -33,6 +34,9 @@ pub struct ServerLimits {
     pub header_read: Duration,
     /// Time to receive a request's body once its headers are in.
     pub body_read: Duration,
+    /// Requests per second one client address may make to `/api` (twice
+    /// as many in a burst); beyond it, 429 with Retry-After.
+    pub api_per_second: u32,
 }
 
 impl Default for ServerLimits {
@@ -42,6 +46,7 @@ impl Default for ServerLimits {
             max_in_flight: 10_000,
             header_read: Duration::from_secs(10),
             body_read: Duration::from_secs(30),
+            api_per_second: 50,
         }
     }
 }
@@ -60,7 +65,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ServerLimits, mut
         "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {RETRY_AFTER_SECS}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     ));
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -81,7 +86,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ServerLimits, mut
             });
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(WithPeer { app: app.clone(), peer });
         let mut stop = stop.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -97,6 +102,63 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ServerLimits, mut
                 }
             }
         });
+    }
+}
+
+/// The router, with each request told which address it came from
+/// (`ConnectInfo`), for the per-client limits.
+#[derive(Clone)]
+struct WithPeer {
+    app: Router,
+    peer: SocketAddr,
+}
+
+impl<B> tower_service::Service<axum::http::Request<B>> for WithPeer
+where
+    Router: tower_service::Service<axum::http::Request<B>>,
+{
+    type Response = <Router as tower_service::Service<axum::http::Request<B>>>::Response;
+    type Error = <Router as tower_service::Service<axum::http::Request<B>>>::Error;
+    type Future = <Router as tower_service::Service<axum::http::Request<B>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        tower_service::Service::<axum::http::Request<B>>::poll_ready(&mut self.app, cx)
+    }
+
+    fn call(&mut self, mut request: axum::http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(axum::extract::ConnectInfo(self.peer));
+        self.app.call(request)
+    }
+}
+
+/// Requests each client address may still make, refilled over time: a
+/// token bucket per address, forgotten once full again.
+#[derive(Debug, Default)]
+pub(super) struct PerClient {
+    buckets: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (f64, std::time::Instant)>>,
+}
+
+impl PerClient {
+    /// Takes one request for `client` at `per_second`; `Err` holds the
+    /// seconds until it may ask again.
+    pub(super) fn take(&self, client: std::net::IpAddr, per_second: u32) -> Result<(), u64> {
+        let rate = f64::from(per_second.max(1));
+        let burst = rate * 2.0;
+        let now = std::time::Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() > 10_000 {
+            // Full buckets hold nothing worth keeping.
+            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate < burst);
+        }
+        let (tokens, at) = buckets.entry(client).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / rate).ceil() as u64)
+        }
     }
 }
 

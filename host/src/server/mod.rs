@@ -154,6 +154,8 @@ pub struct AppState {
     limits: ServerLimits,
     /// Woken when a lead fails for good: the alerter tells ops.
     alerts: tokio::sync::Notify,
+    /// What each client address may still ask of `/api`.
+    per_client: listener::PerClient,
 }
 
 /// The recent executions kept in memory, bounded in count and in bytes.
@@ -296,6 +298,7 @@ impl Server {
             waiting: config.waiting,
             limits: config.limits,
             alerts: tokio::sync::Notify::new(),
+            per_client: listener::PerClient::default(),
         });
         let listener =
             tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
