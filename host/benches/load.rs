@@ -309,7 +309,9 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let done = started.elapsed();
     acks.sort_unstable();
 
-    // Latency at a steady rate.
+    // Latency at a steady rate. The line below marks when it starts, for a
+    // profiler to attach (`perf record -p <serve pid>`; see BENCHMARKS.md).
+    eprintln!("load: paced phase starts (serve pid {})", server.child.id());
     let calls_before = calls_by_provider(&server).await;
     let bytes_before = ledger_bytes(&server);
     let cpu_before = cpu_seconds(server.child.id());
