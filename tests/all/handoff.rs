@@ -424,18 +424,14 @@ async fn crash_between_each_effect_and_its_record(now_ms: i64) {
     assert_eq!(lead.state, handoff::lead::LeadState::NOTIFIED);
 }
 
+/// The texts of the messages the sandbox's Slack took that `which` picks.
+fn slack_texts(running: &Running, which: impl Fn(&handoff_emulators::slack::Message) -> bool) -> Vec<String> {
+    running.emulators.state.world().slack.messages.iter().filter(|m| which(m)).map(|m| m.text.clone()).collect()
+}
+
 /// Every DM the sandbox's Slack took.
 fn dms(running: &Running) -> Vec<String> {
-    running
-        .emulators
-        .state
-        .world()
-        .slack
-        .messages
-        .iter()
-        .filter(|m| m.recipient.is_some())
-        .map(|m| m.text.clone())
-        .collect()
+    slack_texts(running, |m| m.recipient.is_some())
 }
 
 const WEEK_MS: i64 = 7 * 86_400_000;
@@ -473,16 +469,7 @@ async fn a_stopping_server_refuses_new_webhooks_and_finishes_what_it_took() {
 async fn ops_alerts(running: &Running, count: usize) -> Vec<String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let alerts: Vec<String> = running
-            .emulators
-            .state
-            .world()
-            .slack
-            .messages
-            .iter()
-            .filter(|m| m.channel == "C0REVOPS01")
-            .map(|m| m.text.clone())
-            .collect();
+        let alerts = slack_texts(running, |m| m.channel == "C0REVOPS01");
         if alerts.len() >= count || std::time::Instant::now() > deadline {
             return alerts;
         }
