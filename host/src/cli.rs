@@ -312,13 +312,32 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
         crate::app::require_for_serve(&connectors)?;
         connectors
     };
+    // The default files come from the binary when there is no pipelines/
+    // directory here: the server runs from any directory.
+    let mut built_in = None;
+    let mut shipped = |path: &Path| -> Result<PathBuf> {
+        let (path, origin) = crate::shipped::file(path, &options.data_dir)?;
+        if let crate::shipped::Origin::BuiltIn(dir) = origin {
+            built_in = Some(dir);
+        }
+        Ok(path)
+    };
+    let pipelines = options.pipelines.iter().map(|p| shipped(p)).collect::<Result<Vec<_>>>()?;
+    let roster = shipped(&options.roster)?;
+    if let Some(dir) = built_in {
+        println!(
+            "handoff: no {}/ here; serving the built-in pipelines and roster (copies in {})",
+            crate::shipped::DIR,
+            dir.display()
+        );
+    }
     let app = crate::app::App::launch(crate::app::AppOptions {
         database: Some(crate::ledger::Database::from_env(&options.data_dir)),
         instance: crate::ledger::Instance::from_env(),
         data_dir: options.data_dir,
         plugin_dirs: options.plugin_dirs,
-        pipelines: options.pipelines,
-        roster: options.roster,
+        pipelines,
+        roster,
         connectors,
         listen: options.listen,
         public_url: options.public_url,

@@ -122,6 +122,8 @@ fn props(row: &Mql) -> Value {
 ///
 /// When the sandbox or the server cannot start.
 pub async fn run(options: DemoOptions) -> Result<String> {
+    let (pipelines_dir, _) = crate::shipped::directory(&options.pipelines_dir, &options.data_dir)?;
+    let options = DemoOptions { pipelines_dir, ..options };
     let clock = demo_clock();
     let now = clock.now_ms();
     let sandbox = crate::emulated::start(Settings::default(), clock.clone()).await?;

@@ -24,4 +24,5 @@ pub mod roster;
 pub mod runtime;
 pub mod scaffold;
 pub mod server;
+pub mod shipped;
 pub mod telemetry;

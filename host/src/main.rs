@@ -134,7 +134,8 @@ enum Command {
         /// Connector settings (TOML): base URLs and credentials.
         #[arg(long, value_name = "FILE", env = "HANDOFF_CONFIG")]
         config: Option<PathBuf>,
-        /// Pipeline files to serve (repeatable).
+        /// Pipeline files to serve (repeatable). A default one missing here
+        /// (no pipelines/ directory) is served from the binary's built-in copy.
         #[arg(
             long = "pipeline",
             value_name = "FILE",
@@ -190,7 +191,8 @@ enum Command {
     /// and a table of what happened to each lead.
     #[cfg(feature = "emulators")]
     Demo {
-        /// Where mql-handoff.json and roster.json are.
+        /// Where the shipped pipelines and roster are; without a
+        /// pipelines/ directory here, the ones built into the binary.
         #[arg(long, default_value = "pipelines")]
         pipelines_dir: PathBuf,
         /// Leave the server and its dashboard up afterwards (prints the URL).

@@ -238,11 +238,12 @@ fn serve_refuses_to_start_without_credentials_and_names_them() {
 
 #[test]
 fn the_demo_hands_off_every_kind_of_lead() {
+    // Run away from the checkout: the binary carries its pipelines and roster.
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
-        .current_dir(repo(""))
+        .current_dir(dir.path())
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir.path().join("data"))
         .arg("demo")
         .output()
         .unwrap();
@@ -278,6 +279,49 @@ fn the_demo_hands_off_every_kind_of_lead() {
         assert!(report.contains(needle), "{needle:?} missing from:\n{report}");
     }
     assert!(!report.contains("FAILED"), "{report}");
+}
+
+#[test]
+fn serve_sandbox_runs_from_any_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let sandbox = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let smtp = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .current_dir(dir.path())
+        .args(["serve", "--sandbox", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--sandbox-listen",
+            &format!("127.0.0.1:{sandbox}"),
+            "--sandbox-smtp-listen",
+            &format!("127.0.0.1:{smtp}"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let ready = loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            break answer;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break String::new();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}\n{}", text(&out.stderr));
+    for pipeline in ["mql-handoff", "sla-enforcement", "slack-interactions", "weekly-digest"] {
+        assert!(ready.contains(pipeline), "{pipeline} served: {ready}");
+    }
+    assert!(text(&out.stdout).contains("serving the built-in pipelines and roster"), "{}", text(&out.stdout));
+    assert!(dir.path().join(".handoff/shipped/roster.json").exists(), "copies kept in the data dir");
 }
 
 #[test]
