@@ -661,28 +661,56 @@ pub fn plugins(host: &Host, json: bool, schema_of: Option<&str>) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// The server's own `HANDOFF_*` variables (the connectors' are
+/// [`crate::connectors::ENV_VARIABLES`]), beyond those that are an option's
+/// `[env: ...]`.
+const SERVER_ENV_VARIABLES: &[(&str, &str)] = &[
+    ("HANDOFF_API_TOKEN", "bearer token for /api and the dashboard; required beyond loopback"),
+    ("HANDOFF_DATABASE_URL", "postgres://... to share one ledger between instances (default: SQLite in --data-dir)"),
+    ("HANDOFF_DATABASE_SCHEMA", "the PostgreSQL schema (default handoff)"),
+    ("HANDOFF_INSTANCE_ID", "this instance's name in claims (default the host name)"),
+    ("HANDOFF_LEASE_SECS", "how long a claim on a running lead lasts without renewal"),
+    ("HANDOFF_WAIT_FIRST_MS", "first wait before retrying a lead whose provider is down"),
+    ("HANDOFF_WAIT_MAX_MS", "longest such wait"),
+    ("HANDOFF_GIVE_UP_AFTER_S", "when a waiting lead is marked failed"),
+    ("HANDOFF_LOG", "log filter, e.g. info or handoff=debug (default warn)"),
+];
+
 /// What `handoff serve --help` lists after its options: every `HANDOFF_*`
 /// variable that is not already an option's `[env: ...]`.
 pub fn serve_environment_help() -> String {
-    let server: &[(&str, &str)] = &[
-        ("HANDOFF_API_TOKEN", "bearer token for /api and the dashboard; required beyond loopback"),
-        (
-            "HANDOFF_DATABASE_URL",
-            "postgres://... to share one ledger between instances (default: SQLite in --data-dir)",
-        ),
-        ("HANDOFF_DATABASE_SCHEMA", "the PostgreSQL schema (default handoff)"),
-        ("HANDOFF_INSTANCE_ID", "this instance's name in claims (default the host name)"),
-        ("HANDOFF_LEASE_SECS", "how long a claim on a running lead lasts without renewal"),
-        ("HANDOFF_WAIT_FIRST_MS", "first wait before retrying a lead whose provider is down"),
-        ("HANDOFF_WAIT_MAX_MS", "longest such wait"),
-        ("HANDOFF_GIVE_UP_AFTER_S", "when a waiting lead is marked failed"),
-        ("HANDOFF_LOG", "log filter, e.g. info or handoff=debug (default warn)"),
-    ];
     let mut text = String::from("Environment (a setting in the --config file wins over its variable):\n");
-    for (name, what) in server.iter().chain(crate::connectors::ENV_VARIABLES) {
+    for (name, what) in SERVER_ENV_VARIABLES.iter().chain(crate::connectors::ENV_VARIABLES) {
         let _ = writeln!(text, "  {name:<34} {what}");
     }
     text
+}
+
+/// `handoff init [DIR]`: writes the starter and says what to do next.
+///
+/// # Errors
+///
+/// When a file it would write exists, or writing fails.
+pub fn init(dir: &Path) -> Result<ExitCode> {
+    let mut environment = String::from(
+        "# Secrets and settings for `handoff serve`, as environment variables: copy to .env,\n\
+         # fill in, and load it (systemd EnvironmentFile=, or `set -a; . ./.env; set +a`).\n\
+         # Never commit the filled-in copy.\n",
+    );
+    for (name, what) in crate::connectors::ENV_VARIABLES.iter().chain(SERVER_ENV_VARIABLES) {
+        let _ = write!(environment, "\n# {what}\n# {name}=\n");
+    }
+    let written = crate::shipped::init(dir, &environment)?;
+    for path in &written {
+        println!("wrote {}", path.display());
+    }
+    let at = |name: &str| dir.join(name).display().to_string();
+    println!(
+        "\nNext:\n  cd {}\n  handoff validate pipelines/mql-handoff.json   # edit pipelines/ and roster.json, validate again\n  handoff serve --sandbox                      # try it against the emulators\n  handoff serve --config handoff.toml          # once {} (or .env) has real credentials",
+        dir.display(),
+        at("handoff.toml")
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `handoff schema`: the pipeline JSON Schema, to stdout or a file.

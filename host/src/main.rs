@@ -276,6 +276,13 @@ enum Command {
         #[arg(long, value_name = "PLUGIN")]
         schema: Option<String>,
     },
+    /// Write an editable starter into DIR: handoff.toml (every setting,
+    /// commented), pipelines/ with the roster, and .env.example.
+    Init {
+        /// Where (created if missing; nothing in it is overwritten).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Print the JSON Schema of pipeline files (or write it to a file).
     Schema {
         /// Write to this file instead of stdout.
@@ -361,6 +368,9 @@ fn main() -> ExitCode {
     }
     if let Command::Schema { output } = &args.command {
         return report(cli::schema(output.as_deref()));
+    }
+    if let Command::Init { dir } = &args.command {
+        return report(cli::init(dir));
     }
     #[cfg(feature = "emulators")]
     if let Command::Demo { pipelines_dir, keep_running } = &args.command {
@@ -455,6 +465,7 @@ fn main() -> ExitCode {
             #[cfg(feature = "emulators")]
             Command::Sandbox { .. } | Command::Demo { .. } => unreachable!("handled above"),
             Command::Schema { .. }
+            | Command::Init { .. }
             | Command::Serve { .. }
             | Command::Plugin { .. }
             | Command::Leads { .. }

@@ -75,6 +75,77 @@ pub fn file(path: &Path, data_dir: &Path) -> Result<(PathBuf, Origin)> {
     Ok((dir.join(path.file_name().expect("a shipped file has a name")), origin))
 }
 
+/// The connector settings `handoff init` writes: every setting, commented
+/// out, with what it means. As written it configures nothing (a server
+/// started on it names what is missing); `--sandbox` needs none of it.
+pub const STARTER_CONFIG: &str = r#"# Handoff connector settings: `handoff serve --config handoff.toml`.
+# Every setting is here, commented out. Secrets may stay out of this file:
+# each has a HANDOFF_* variable (see .env.example); a value here wins.
+
+# [hubspot]
+# base_url = "https://api.hubapi.com"
+# token = "pat-na1-..."            # private app token (HANDOFF_HUBSPOT_TOKEN); scopes: crm.objects.contacts.read/write
+# app_secret = "..."               # signs webhooks (HANDOFF_HUBSPOT_APP_SECRET)
+
+# [salesforce]
+# login_url = "https://acme.my.salesforce.com"   # your My Domain URL
+# api_version = "v59.0"
+# auth = { flow = "client-credentials", client_id = "3MVG9...", client_secret = "" }   # secret: HANDOFF_SALESFORCE_CLIENT_SECRET
+# auth = { flow = "jwt-bearer", client_id = "3MVG9...", username = "handoff@acme.com", private_key_pem = "" }   # key: HANDOFF_SALESFORCE_PRIVATE_KEY
+
+# [slack]
+# base_url = "https://slack.com/api"
+# bot_token = "xoxb-..."           # HANDOFF_SLACK_BOT_TOKEN; scopes: chat:write, im:write, users:read.email
+# signing_secret = "..."           # verifies button clicks (HANDOFF_SLACK_SIGNING_SECRET)
+
+# [anthropic]                      # optional: model-written summaries (a template otherwise)
+# base_url = "https://api.anthropic.com"
+# api_key = "sk-ant-..."           # HANDOFF_ANTHROPIC_API_KEY
+# model = "claude-haiku-4-5"
+
+# [smtp]                           # optional: the email backup of each DM
+# host = "smtp.example.com"
+# port = 587
+# security = "starttls"            # none, starttls or tls
+# username = "handoff"
+# password = ""                    # HANDOFF_SMTP_PASSWORD
+# from = "Handoff <handoff@example.com>"
+
+# [policy]                         # timeouts and retries of every provider call (milliseconds)
+# timeout = 10000
+# max_attempts = 4
+# base_backoff = 250
+# max_wait = 30000
+# rolling_limit_wait = 10000
+"#;
+
+/// `handoff init DIR`: an editable starter (the connector settings, the
+/// shipped pipelines and roster, a `.env.example` for secrets). Returns the
+/// files written.
+///
+/// # Errors
+///
+/// When a file it would write exists already (nothing is overwritten:
+/// nothing is written then), or writing fails.
+pub fn init(dir: &Path, environment: &str) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<(PathBuf, &str)> =
+        vec![(dir.join("handoff.toml"), STARTER_CONFIG), (dir.join(".env.example"), environment)];
+    files.extend(FILES.iter().map(|(name, text)| (dir.join(DIR).join(name), *text)));
+    let existing: Vec<String> =
+        files.iter().filter(|(path, _)| path.exists()).map(|(path, _)| path.display().to_string()).collect();
+    if !existing.is_empty() {
+        anyhow::bail!(
+            "{} exist already; init overwrites nothing (move them, or init another directory)",
+            existing.join(", ")
+        );
+    }
+    std::fs::create_dir_all(dir.join(DIR)).with_context(|| format!("creating {}", dir.join(DIR).display()))?;
+    for (path, text) in &files {
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(files.into_iter().map(|(path, _)| path).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +166,31 @@ mod tests {
         for (name, text) in FILES {
             assert_eq!(std::fs::read_to_string(dir.join(name)).unwrap(), *text, "{name}");
         }
+    }
+
+    #[test]
+    fn init_writes_a_starter_that_loads_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = init(dir.path(), "# HANDOFF_SLACK_BOT_TOKEN=\n").unwrap();
+        assert_eq!(written.len(), FILES.len() + 2);
+        let config = crate::connectors::ConnectorsConfig::load(&dir.path().join("handoff.toml")).unwrap();
+        assert_eq!(config, crate::connectors::ConnectorsConfig::default(), "all commented out");
+        // Uncommented, every line is a setting the loader knows.
+        let uncommented: String = STARTER_CONFIG
+            .lines()
+            .filter(|l| {
+                l.starts_with("# [") || l.starts_with("# ") && l.contains(" = ") && !l.contains("auth = { flow = \"jwt")
+            })
+            .map(|l| {
+                l.trim_start_matches("# ").split("   #").next().unwrap().split("  #").next().unwrap().to_string() + "\n"
+            })
+            .collect();
+        let mut parsed: crate::connectors::ConnectorsConfig =
+            toml::from_str(&uncommented).unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        parsed.apply_env(|name| (name == "HANDOFF_SALESFORCE_CLIENT_SECRET").then(|| "from-env".to_string()));
+        assert!(parsed.missing().is_empty(), "{:?}", parsed.missing());
+        let again = init(dir.path(), "").unwrap_err().to_string();
+        assert!(again.contains("handoff.toml") && again.contains("overwrites nothing"), "{again}");
     }
 
     #[test]

@@ -29,7 +29,9 @@ fn every_command_has_help() {
     let dir = tempfile::tempdir().unwrap();
     let top = handoff(dir.path(), &["--help"]);
     assert!(top.status.success());
-    for command in ["validate", "run", "plugins", "schema", "sandbox", "serve", "demo", "plugin", "leads", "lead"] {
+    for command in
+        ["validate", "run", "plugins", "schema", "init", "sandbox", "serve", "demo", "plugin", "leads", "lead"]
+    {
         assert!(text(&top.stdout).contains(command), "{command} missing from --help");
         let help = handoff(dir.path(), &[command, "--help"]);
         assert!(help.status.success(), "{command} --help");
@@ -322,6 +324,56 @@ fn serve_sandbox_runs_from_any_directory() {
     }
     assert!(text(&out.stdout).contains("serving the built-in pipelines and roster"), "{}", text(&out.stdout));
     assert!(dir.path().join(".handoff/shipped/roster.json").exists(), "copies kept in the data dir");
+}
+
+#[test]
+fn init_writes_a_starter_that_validates_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let starter = dir.path().join("acme-handoff");
+    let out = handoff(dir.path(), &["init", starter.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("handoff serve --sandbox"), "{}", text(&out.stdout));
+    let env = std::fs::read_to_string(starter.join(".env.example")).unwrap();
+    for variable in
+        ["HANDOFF_HUBSPOT_APP_SECRET=", "HANDOFF_SLACK_BOT_TOKEN=", "HANDOFF_API_TOKEN=", "HANDOFF_DATABASE_URL="]
+    {
+        assert!(env.contains(&format!("# {variable}")), "{variable} in .env.example");
+    }
+    let pipelines: Vec<String> = [
+        "mql-handoff",
+        "sla-enforcement",
+        "slack-interactions",
+        "rejection-recycle",
+        "salesforce-rejections",
+        "weekly-digest",
+    ]
+    .iter()
+    .map(|p| format!("pipelines/{p}.json"))
+    .collect();
+    let mut args =
+        vec!["--data-dir".to_string(), dir.path().join("data").display().to_string(), "validate".to_string()];
+    args.extend(pipelines);
+    let validated = Command::new(env!("CARGO_BIN_EXE_handoff")).current_dir(&starter).args(&args).output().unwrap();
+    assert!(validated.status.success(), "{}", text(&validated.stderr));
+    assert!(text(&validated.stdout).contains("roster: pipelines/roster.json"), "{}", text(&validated.stdout));
+    // Serving on the starter's own settings names what is still to fill in.
+    let serve = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .current_dir(&starter)
+        .args([
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "serve",
+            "--config",
+            "handoff.toml",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(serve.status.code(), Some(1));
+    assert!(text(&serve.stderr).contains("HANDOFF_HUBSPOT_TOKEN"), "{}", text(&serve.stderr));
+    let again = handoff(dir.path(), &["init", starter.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1), "an existing starter is never overwritten");
 }
 
 #[test]
