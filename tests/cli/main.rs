@@ -377,6 +377,50 @@ fn init_writes_a_starter_that_validates_as_written() {
 }
 
 #[test]
+fn the_deployment_files_match_the_binary() {
+    // The Slack manifest grants every scope the connector's calls need, and
+    // its interactivity URL is the shipped pipeline's trigger path.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("slack-app-manifest.json")).unwrap()).unwrap();
+    let scopes: Vec<&str> =
+        manifest["oauth_config"]["scopes"]["bot"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let connector = std::fs::read_to_string(repo("host/src/connectors/slack.rs")).unwrap();
+    let needs = [
+        ("chat.postMessage", "chat:write"),
+        ("chat.update", "chat:write"),
+        ("conversations.open", "im:write"),
+        ("conversations.history", "im:history"),
+        ("conversations.list", "channels:read"),
+        ("users.lookupByEmail", "users:read.email"),
+        ("views.open", "chat:write"),
+    ];
+    for method in
+        connector.split('"').filter(|w| w.contains('.') && w.chars().all(|c| c.is_ascii_alphabetic() || c == '.'))
+    {
+        if !["chat", "conversations", "users", "views"].iter().any(|api| method.starts_with(&format!("{api}."))) {
+            continue;
+        }
+        let (_, scope) = needs.iter().find(|(m, _)| *m == method).unwrap_or_else(|| panic!("{method}: which scope?"));
+        assert!(scopes.contains(scope), "{method} needs {scope}");
+    }
+    let interactions: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("pipelines/slack-interactions.json")).unwrap()).unwrap();
+    let url = manifest["settings"]["interactivity"]["request_url"].as_str().unwrap();
+    assert!(url.ends_with(interactions["trigger"]["path"].as_str().unwrap()), "{url}");
+
+    // Every option the systemd unit passes is one the binary takes.
+    let unit = std::fs::read_to_string(repo("deploy/handoff.service")).unwrap();
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let help =
+        text(&handoff(dir.path(), &["serve", "--help"]).stdout) + &text(&handoff(dir.path(), &["--help"]).stdout);
+    for flag in exec.split_whitespace().filter(|w| w.starts_with("--")) {
+        assert!(help.contains(flag), "{flag} is not an option of handoff serve");
+    }
+    assert!(unit.contains("KillSignal=SIGINT"), "the server stops gracefully on SIGINT");
+}
+
+#[test]
 fn plugin_new_scaffolds_a_project() {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("lead-tagger");
