@@ -178,9 +178,20 @@ fn tokenize(soql: &str) -> Result<Vec<Token>, String> {
     Ok(tokens)
 }
 
+/// Parentheses and NOTs nested deeper than this, or more conditions than
+/// [`MAX_CONDITIONS`] in one WHERE, are refused: the parser, the matcher and
+/// the tree's drop all recurse once per level.
+const MAX_NESTING: usize = 32;
+/// Conditions one WHERE may hold.
+const MAX_CONDITIONS: usize = 200;
+
 struct Parser {
     tokens: Vec<Token>,
     at: usize,
+    /// Parentheses and NOTs open around the current condition.
+    nesting: usize,
+    /// Conditions read so far.
+    conditions: usize,
 }
 
 impl Parser {
@@ -244,6 +255,16 @@ impl Parser {
         })
     }
 
+    fn nested(&mut self, read: fn(&mut Self) -> Result<Condition, String>) -> Result<Condition, String> {
+        if self.nesting >= MAX_NESTING {
+            return Err(format!("conditions nested more than {MAX_NESTING} deep at {}", self.describe()));
+        }
+        self.nesting += 1;
+        let inner = read(self);
+        self.nesting -= 1;
+        inner
+    }
+
     fn condition(&mut self) -> Result<Condition, String> {
         let mut left = self.conjunction()?;
         while self.keyword("OR") {
@@ -261,11 +282,16 @@ impl Parser {
     }
 
     fn unary(&mut self) -> Result<Condition, String> {
+        self.conditions += 1;
+        if self.conditions > MAX_CONDITIONS {
+            return Err(format!("more than {MAX_CONDITIONS} conditions at {}", self.describe()));
+        }
         if self.keyword("NOT") {
-            return Ok(Condition::Not(Box::new(self.unary()?)));
+            let inner = self.nested(Self::unary)?;
+            return Ok(Condition::Not(Box::new(inner)));
         }
         if self.symbol("(") {
-            let inner = self.condition()?;
+            let inner = self.nested(Self::condition)?;
             if !self.symbol(")") {
                 return Err(format!("expected ')' at {}", self.describe()));
             }
@@ -325,7 +351,7 @@ fn is_reserved(word: &str) -> bool {
 ///
 /// A message in the spirit of Salesforce's `MALFORMED_QUERY`.
 pub fn parse(soql: &str) -> Result<Query, String> {
-    let mut p = Parser { tokens: tokenize(soql)?, at: 0 };
+    let mut p = Parser { tokens: tokenize(soql)?, at: 0, nesting: 0, conditions: 0 };
     p.expect_keyword("SELECT")?;
     let mut fields = vec![p.identifier()?];
     while p.symbol(",") {
@@ -391,17 +417,24 @@ fn like(value: &Value, pattern: &Literal) -> bool {
     let (Value::String(text), Literal::Text(pattern)) = (value, pattern) else {
         return false;
     };
-    fn matches(t: &[char], p: &[char]) -> bool {
-        match p.split_first() {
-            None => t.is_empty(),
-            Some(('%', rest)) => (0..=t.len()).any(|i| matches(&t[i..], rest)),
-            Some(('_', rest)) => !t.is_empty() && matches(&t[1..], rest),
-            Some((c, rest)) => t.first() == Some(c) && matches(&t[1..], rest),
-        }
-    }
+    // Row by row over the pattern (`%` any run, `_` one character): time
+    // text × pattern, where backtracking was exponential in the `%`s.
     let t: Vec<char> = text.to_lowercase().chars().collect();
     let p: Vec<char> = pattern.to_lowercase().chars().collect();
-    matches(&t, &p)
+    let mut row = vec![false; t.len() + 1];
+    row[0] = true;
+    for c in &p {
+        let mut next = vec![false; t.len() + 1];
+        for i in 0..=t.len() {
+            next[i] = match c {
+                '%' => row[i] || (i > 0 && next[i - 1]),
+                '_' => i > 0 && row[i - 1],
+                c => i > 0 && row[i - 1] && t[i - 1] == *c,
+            };
+        }
+        row = next;
+    }
+    row[t.len()]
 }
 
 /// Whether `record` satisfies `condition`.
@@ -493,6 +526,24 @@ mod tests {
         let q = parse("SELECT Id FROM Account WHERE NOT (Industry = 'Retail' OR NumberOfEmployees < 100)").unwrap();
         assert!(matches(&record(json!({"Industry": "Tech", "NumberOfEmployees": 500})), q.filter.as_ref().unwrap()));
         assert!(!matches(&record(json!({"Industry": "Tech", "NumberOfEmployees": 50})), q.filter.as_ref().unwrap()));
+    }
+
+    #[test]
+    fn deep_or_long_conditions_are_refused_and_like_is_not_exponential() {
+        // Found by the fuzzer: 2,000 nested parentheses overflowed the stack.
+        let deep = format!("SELECT Id FROM Lead WHERE {}Email = 'a'{}", "(".repeat(2000), ")".repeat(2000));
+        assert!(parse(&deep).unwrap_err().contains("nested more than 32"));
+        let nots = format!("SELECT Id FROM Lead WHERE {}Email = 'a'", "NOT ".repeat(2000));
+        assert!(parse(&nots).is_err());
+        let long = format!("SELECT Id FROM Lead WHERE Email = 'a'{}", " AND Email = 'a'".repeat(300));
+        assert!(parse(&long).unwrap_err().contains("more than 200 conditions"));
+        assert!(parse(&format!("SELECT Id FROM Lead WHERE {}Email = 'a'{}", "(".repeat(30), ")".repeat(30))).is_ok());
+        let text = "a".repeat(200);
+        let pattern = Literal::Text(format!("{}b", "%a".repeat(30)));
+        assert!(!like(&Value::String(text.clone()), &pattern));
+        assert!(like(&Value::String(text), &Literal::Text("%a_a%".into())));
+        assert!(like(&Value::String("Acme.com".into()), &Literal::Text("%ACME%".into())));
+        assert!(!like(&Value::String("acme".into()), &Literal::Text("acme_".into())));
     }
 
     #[test]
