@@ -681,7 +681,7 @@ const SERVER_ENV_VARIABLES: &[(&str, &str)] = &[
 pub fn serve_environment_help() -> String {
     let mut text = String::from("Environment (a setting in the --config file wins over its variable):\n");
     for (name, what) in SERVER_ENV_VARIABLES.iter().chain(crate::connectors::ENV_VARIABLES) {
-        let _ = writeln!(text, "  {name:<34} {what}");
+        let _ = writeln!(text, "  {name}\n          {what}");
     }
     text
 }
