@@ -17,11 +17,22 @@ use std::sync::Arc;
 pub fn validate(host: &Host, files: &[PathBuf], roster: Option<&Path>) -> ExitCode {
     let mut failed = false;
     let mut valid = Vec::new();
-    for file in files {
-        match pipeline::load_file(file, &host.registry) {
+    for given in files {
+        // A shipped pipeline named where there is no pipelines/ directory is
+        // the binary's built-in copy, and says so.
+        let (file, origin) = crate::shipped::file(given, &host.options.data_dir)
+            .unwrap_or_else(|_| (given.clone(), crate::shipped::Origin::Disk));
+        let copy = if origin == crate::shipped::Origin::Disk { "" } else { ", the built-in copy" };
+        match pipeline::load_file(&file, &host.registry) {
             Ok(prepared) => {
                 let p = &prepared.pipeline;
-                println!("ok: {} (pipeline '{}' v{}, {} nodes)", file.display(), p.name, p.version, p.nodes.len());
+                println!(
+                    "ok: {} (pipeline '{}' v{}, {} nodes{copy})",
+                    file.display(),
+                    p.name,
+                    p.version,
+                    p.nodes.len()
+                );
                 valid.push(prepared);
             }
             Err(diagnostics) => {

@@ -327,6 +327,20 @@ fn serve_sandbox_runs_from_any_directory() {
 }
 
 #[test]
+fn validate_names_the_built_in_copy_it_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .current_dir(dir.path())
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap(), "validate", "pipelines/mql-handoff.json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("pipeline 'mql-handoff'") && stdout.contains("the built-in copy"), "{stdout}");
+    assert!(stdout.contains("data/shipped/mql-handoff.json"), "names the file it read: {stdout}");
+}
+
+#[test]
 fn init_writes_a_starter_that_validates_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let starter = dir.path().join("acme-handoff");
