@@ -79,37 +79,6 @@ async fn up(url: &str) -> bool {
     false
 }
 
-/// The connectors of `handoff serve --config`, pointed at emulators on
-/// `http` and `smtp`.
-fn sandbox_config(http: SocketAddr, smtp: SocketAddr) -> String {
-    let (token, secret) = (handoff_emulators::TOKEN, handoff_emulators::SECRET);
-    format!(
-        r#"[hubspot]
-base_url = "http://{http}/hubspot"
-token = "{token}"
-app_secret = "{secret}"
-[salesforce]
-login_url = "http://{http}/salesforce"
-auth = {{ flow = "client-credentials", client_id = "sandbox-client", client_secret = "{secret}" }}
-[slack]
-base_url = "http://{http}/slack/api"
-bot_token = "{token}"
-signing_secret = "{secret}"
-[anthropic]
-base_url = "http://{http}/anthropic"
-api_key = "{token}"
-model = "claude-sandbox"
-[smtp]
-host = "{}"
-port = {}
-security = "none"
-from = "Handoff <handoff@sandbox.test>"
-"#,
-        smtp.ip(),
-        smtp.port()
-    )
-}
-
 /// Starts `handoff serve` (and, with `split`, `handoff sandbox` beside it)
 /// with every rep always available and no daily capacity, so every lead
 /// reaches a rep's DMs.
@@ -130,7 +99,7 @@ async fn serve(dir: &Path, split: bool) -> Server {
                 .unwrap(),
         );
         assert!(up(&format!("http://{sandbox}/_sandbox/health")).await, "handoff sandbox did not come up");
-        std::fs::write(dir.join("connectors.toml"), sandbox_config(sandbox, smtp)).unwrap();
+        std::fs::write(dir.join("connectors.toml"), handoff::emulated::config_toml(sandbox, smtp, true)).unwrap();
         command.args(["serve", "--listen", &listen.to_string(), "--config"]).arg(dir.join("connectors.toml"));
     } else {
         command.args(["serve", "--sandbox", "--listen", &listen.to_string()]).args([

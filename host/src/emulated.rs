@@ -52,6 +52,42 @@ pub fn connectors_at(http: SocketAddr, smtp: SocketAddr) -> ConnectorsConfig {
     }
 }
 
+/// [`connectors_at`] as the `--config` file `handoff serve` reads, for a
+/// server in a process apart from the emulators (`handoff sandbox`): the
+/// load tool and the durability tests. Without `model`, no `[anthropic]`:
+/// summaries come from the template.
+pub fn config_toml(http: SocketAddr, smtp: SocketAddr, model: bool) -> String {
+    let (token, secret) = (handoff_emulators::TOKEN, handoff_emulators::SECRET);
+    let anthropic = if model {
+        format!(
+            "[anthropic]\nbase_url = \"http://{http}/anthropic\"\napi_key = \"{token}\"\nmodel = \"claude-sandbox\"\n"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"[hubspot]
+base_url = "http://{http}/hubspot"
+token = "{token}"
+app_secret = "{secret}"
+[salesforce]
+login_url = "http://{http}/salesforce"
+auth = {{ flow = "client-credentials", client_id = "sandbox-client", client_secret = "{secret}" }}
+[slack]
+base_url = "http://{http}/slack/api"
+bot_token = "{token}"
+signing_secret = "{secret}"
+{anthropic}[smtp]
+host = "{}"
+port = {}
+security = "none"
+from = "Handoff <handoff@sandbox.test>"
+"#,
+        smtp.ip(),
+        smtp.port()
+    )
+}
+
 /// Every connector pointed at `emulators`.
 pub fn connectors(emulators: &Emulators) -> ConnectorsConfig {
     connectors_at(emulators.http, emulators.smtp)
@@ -69,4 +105,18 @@ pub fn clock(clock: Arc<dyn Clock>) -> Arc<dyn handoff_emulators::Clock> {
 /// When no port can be bound.
 pub async fn start(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Emulators> {
     Emulators::start_loopback(settings, self::clock(clock)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_file_says_what_connectors_at_builds() {
+        let (http, smtp): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:8090".parse().unwrap(), "127.0.0.1:2525".parse().unwrap());
+        let read = |model| toml::from_str::<ConnectorsConfig>(&config_toml(http, smtp, model)).unwrap();
+        assert_eq!(read(true), connectors_at(http, smtp));
+        assert_eq!(read(false), ConnectorsConfig { anthropic: None, ..connectors_at(http, smtp) });
+    }
 }

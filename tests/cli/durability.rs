@@ -76,31 +76,7 @@ async fn world_on(leads: usize, dir: tempfile::TempDir, database: Database) -> W
     let sandbox = Emulators::start_loopback(settings, handoff_emulators::system_clock()).await.unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     handoff::demo::write_open_roster(&repo.join("pipelines"), &dir.path().join("roster.json")).unwrap();
-    let config = format!(
-        r#"[hubspot]
-base_url = "http://{http}/hubspot"
-token = "sandbox"
-app_secret = "sandbox-secret"
-
-[salesforce]
-login_url = "http://{http}/salesforce"
-auth = {{ flow = "client-credentials", client_id = "sandbox-client", client_secret = "sandbox-secret" }}
-
-[slack]
-base_url = "http://{http}/slack/api"
-bot_token = "sandbox"
-signing_secret = "sandbox-secret"
-
-[smtp]
-host = "{smtp_host}"
-port = {smtp_port}
-security = "none"
-from = "Handoff <handoff@sandbox.test>"
-"#,
-        http = sandbox.http,
-        smtp_host = sandbox.smtp.ip(),
-        smtp_port = sandbox.smtp.port()
-    );
+    let config = handoff::emulated::config_toml(sandbox.http, sandbox.smtp, false);
     std::fs::write(dir.path().join("handoff.toml"), config).unwrap();
 
     let http = reqwest::Client::new();
