@@ -74,6 +74,8 @@ pub struct Telemetry {
     pub timers_fired: Counter,
     /// Leads by state, as of the last scrape.
     pub leads: Family<StateLabel, Gauge>,
+    /// Executions this process runs now.
+    pub executions_in_flight: Gauge,
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -107,6 +109,8 @@ pub static TELEMETRY: LazyLock<Telemetry> = LazyLock::new(|| {
     registry.register("timers_fired", "Durable timers fired by this process", timers_fired.clone());
     let leads = Family::<StateLabel, Gauge>::default();
     registry.register("leads", "Leads by state in the ledger, as of this scrape", leads.clone());
+    let executions_in_flight = Gauge::default();
+    registry.register("executions_in_flight", "Executions this process runs now", executions_in_flight.clone());
     Telemetry {
         registry,
         webhooks,
@@ -118,6 +122,7 @@ pub static TELEMETRY: LazyLock<Telemetry> = LazyLock::new(|| {
         ledger_commit_seconds,
         timers_fired,
         leads,
+        executions_in_flight,
     }
 });
 

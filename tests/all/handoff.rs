@@ -576,6 +576,44 @@ async fn a_failed_lead_alerts_ops_and_a_retry_finishes_it() {
 }
 
 #[tokio::test]
+async fn a_lead_whose_steps_the_ledger_refuses_is_not_finished_until_they_are_recorded() {
+    let running = start_handoff().await;
+    // The ledger refuses every lead step for a while (a lost connection, a
+    // database at its connection limit): a trigger that aborts while the
+    // flag is set.
+    let db = rusqlite::Connection::open(running.state_dir.path().join("handoff.db")).unwrap();
+    db.execute_batch(
+        "CREATE TABLE refuse_steps (x); INSERT INTO refuse_steps VALUES (1);
+         CREATE TRIGGER refuse BEFORE INSERT ON lead_steps WHEN EXISTS (SELECT 1 FROM refuse_steps)
+         BEGIN SELECT RAISE(ABORT, 'the disk is away'); END;",
+    )
+    .unwrap();
+    let response = post_webhook(&running, &json!([mql_event(710, 1002)]), SECRET).await;
+    assert_eq!(response.status(), 200);
+    // The execution ran (the rep has the DM), but its event is not finished
+    // while the lead has no trace in the ledger.
+    let ledger = handoff_tests::ledger(&running);
+    for _ in 0..200 {
+        if !dms_to(&running, "carlos.ruiz@handoff-demo.com").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(dms_to(&running, "carlos.ruiz@handoff-demo.com").len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(ledger.lead("1002").await.unwrap().is_none(), "no step could be recorded");
+    let unfinished = ledger.unfinished_events().await.unwrap();
+    assert!(unfinished.iter().any(|e| e.event_id == "710"), "the event is not finished without its lead's steps");
+
+    db.execute_batch("DELETE FROM refuse_steps").unwrap();
+    assert!(running.app.server.settle(Duration::from_secs(60)).await);
+    let lead = ledger.lead("1002").await.unwrap().expect("the lead is in the ledger");
+    assert_eq!(lead.state.as_str(), "notified");
+    assert!(ledger.unfinished_events().await.unwrap().iter().all(|e| e.event_id != "710"));
+    assert_eq!(dms_to(&running, "carlos.ruiz@handoff-demo.com").len(), 1, "one DM, however often it was tried");
+}
+
+#[tokio::test]
 async fn the_sweep_finds_mqls_no_webhook_delivered() {
     let running = start_handoff().await;
     deliver(&running, json!([mql_event(800, 1002)])).await;

@@ -10,7 +10,7 @@ use handoff_emulators::{Emulators, Settings};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,81 @@ impl Drop for Served {
     }
 }
 
+/// The log file of the servers of instance `id` (appended to by each
+/// restart), so a failing test can show what the servers said.
+fn log_file(dir: &tempfile::TempDir, id: &str) -> std::fs::File {
+    std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join(format!("{id}.log"))).unwrap()
+}
+
+/// The last lines each server of `dir` logged.
+fn log_tails(dir: &tempfile::TempDir) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out += &format!("--- {} (last 60 of {} lines)\n", path.display(), lines.len());
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                out += line;
+                out += "\n";
+            }
+        }
+    }
+    out
+}
+
+/// What the PostgreSQL ledger's unfinished events and the database's
+/// sessions look like: who holds what, and what each session waits for.
+async fn postgres_activity(url: &str, schema: &str) -> String {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let mut out = String::new();
+    let claims = client
+        .query(
+            &format!(
+                "SELECT coalesce(claimed_by, '-'), count(*)::bigint,
+                    coalesce(min(lease_until - (extract(epoch from clock_timestamp()) * 1000)::bigint), 0)::bigint,
+                    max(attempts)::bigint, count(next_attempt_at)::bigint
+                 FROM {schema}.events WHERE finished_at IS NULL GROUP BY 1"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    for r in claims {
+        out += &format!(
+            "unfinished: claimed by {} x{}, lease left {} ms, attempts {}, deferred {}\n",
+            r.get::<_, String>(0),
+            r.get::<_, i64>(1),
+            r.get::<_, i64>(2),
+            r.get::<_, i64>(3),
+            r.get::<_, i64>(4)
+        );
+    }
+    let sessions = client
+        .query(
+            "SELECT pid, coalesce(state, ''), coalesce(wait_event_type, ''), coalesce(wait_event, ''),
+                left(query, 160), coalesce(extract(epoch from clock_timestamp() - xact_start), 0)::float8
+             FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    for r in sessions {
+        out += &format!(
+            "session {} {} wait {}:{} xact {:.1}s: {}\n",
+            r.get::<_, i32>(0),
+            r.get::<_, String>(1),
+            r.get::<_, String>(2),
+            r.get::<_, String>(3),
+            r.get::<_, f64>(5),
+            r.get::<_, String>(4).replace('\n', " ")
+        );
+    }
+    out
+}
+
 /// A sandbox org with `leads` new MQL contacts, a roster on which every rep
 /// is always available, and a connector config pointing at the sandbox.
 struct World {
@@ -43,6 +118,9 @@ struct World {
     database: Database,
     /// The pipelines servers run; the shipped ones when empty.
     pipelines: Vec<std::path::PathBuf>,
+    /// Where servers of this world were started, for a failing test to ask
+    /// the ones still up what they run.
+    served_at: std::sync::Mutex<Vec<SocketAddr>>,
 }
 
 /// The unique name each lead carries, so its DM and Salesforce lead can be
@@ -92,7 +170,7 @@ async fn world_on(leads: usize, dir: tempfile::TempDir, database: Database) -> W
         contacts.push(id.parse().unwrap());
     }
     let listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    World { sandbox, dir, contacts, listen, database, pipelines: Vec::new() }
+    World { sandbox, dir, contacts, listen, database, pipelines: Vec::new(), served_at: Default::default() }
 }
 
 impl World {
@@ -129,13 +207,15 @@ impl World {
             .env("HANDOFF_WAIT_MAX_MS", "2000")
             .env("HANDOFF_LEASE_SECS", "5")
             .env_remove("HANDOFF_DATABASE_URL")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .env("HANDOFF_LOG", "warn,handoff=info")
+            .stdout(log_file(&self.dir, id))
+            .stderr(log_file(&self.dir, id));
         if let Database::Postgres { url, schema } = &self.database {
             command.env("HANDOFF_DATABASE_URL", url).env("HANDOFF_DATABASE_SCHEMA", schema);
         }
         // Wrapped at once, so a server that never answers is still killed.
         let served = Served(command.spawn().unwrap());
+        self.served_at.lock().unwrap().push(listen);
         let health = format!("http://{listen}/healthz");
         for _ in 0..600 {
             if reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
@@ -208,6 +288,22 @@ impl World {
                 .map(|l| format!("{} {}", l.id, l.state.as_str()))
                 .collect();
             if Instant::now() >= deadline {
+                eprintln!("{}", log_tails(&self.dir));
+                let addrs = self.served_at.lock().unwrap().clone();
+                for addr in addrs {
+                    if let Ok(r) = reqwest::get(format!("http://{addr}/readyz")).await {
+                        eprintln!("{addr} /readyz: {}", r.text().await.unwrap_or_default());
+                    }
+                }
+                if let Database::Postgres { url, schema } = &self.database {
+                    eprintln!("{}", postgres_activity(url, schema).await);
+                }
+                let unfinished = ledger.unfinished_events().await.unwrap();
+                eprintln!(
+                    "{} unfinished events, the first: {:?}",
+                    unfinished.len(),
+                    unfinished.iter().take(5).map(|e| (&e.pipeline, &e.event_id, &e.lead_id)).collect::<Vec<_>>()
+                );
                 for lead in leads.iter().filter(|l| !l.state.is_final()).take(3) {
                     let full = ledger.lead(&lead.id).await.unwrap();
                     eprintln!("{}: {:#?}", lead.id, full.map(|l| l.timeline));

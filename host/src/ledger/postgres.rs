@@ -232,12 +232,32 @@ impl PostgresStore {
         Ok(client)
     }
 
+    /// [`Self::open`], tried again for about two seconds while the server
+    /// refuses: a database at its connection limit (instances and tools
+    /// share it) or restarting is a pause, not a failed lead.
+    async fn open_patiently(&self) -> Result<Client> {
+        let mut pause = std::time::Duration::from_millis(25);
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            match self.open().await {
+                Ok(client) => return Ok(client),
+                Err(e) if waited >= std::time::Duration::from_secs(2) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot connect to PostgreSQL yet; trying again");
+                    tokio::time::sleep(pause).await;
+                    waited += pause;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(400));
+                }
+            }
+        }
+    }
+
     async fn client(&self) -> Result<Pooled<'_>> {
         let permit = self.inner.permits.acquire().await.context("the connection pool closed")?;
         let idle = self.inner.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
         let client = match idle {
             Some(client) => client,
-            None => self.open().await?,
+            None => self.open_patiently().await?,
         };
         Ok(Pooled { inner: &self.inner, client: Some(client), _permit: permit })
     }

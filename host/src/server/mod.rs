@@ -447,5 +447,8 @@ async fn ready(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
         .into_iter()
         .map(|(plugin, left, reason)| json!({"plugin": plugin, "reason": reason, "resumes_in_ms": left.as_millis()}))
         .collect();
-    Json(json!({"status": "ready", "pipelines": names, "paused_plugins": paused}))
+    Json(json!({
+        "status": "ready", "pipelines": names, "paused_plugins": paused,
+        "executions_in_flight": state.worker.in_flight(),
+    }))
 }

@@ -253,6 +253,9 @@ fn stop_lost(state: &AppState, lost: &[(String, String)]) {
 async fn claim_and_start(state: &Arc<AppState>) -> Result<usize> {
     let events = state.ledger.claim_due(256).await?;
     let count = events.len();
+    if count > 0 {
+        tracing::info!(count, "claimed due events: waiting ones whose time came, or ones whose owner stopped");
+    }
     for event in events {
         if let Some(pipeline) = state.pipeline(&event.pipeline) {
             start(state.clone(), pipeline, event, Instant::now());
@@ -286,6 +289,7 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
         running.insert(execution.clone(), run);
     }
     state.worker.in_flight.fetch_add(1, Ordering::SeqCst);
+    crate::telemetry::TELEMETRY.executions_in_flight.inc();
     // Count the execution down and release its id however the task ends: a
     // panic, or being stopped (even before it first runs).
     let in_flight = InFlight(state.clone());
@@ -331,14 +335,34 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
     }
 }
 
-/// Applies an execution's steps to the event's lead, if it names one; a
-/// failure is logged (the event's own state in the ledger is what reruns).
-async fn record_lead(state: &AppState, event: &InboundEvent, facts: &LeadFacts, steps: &[Step]) {
-    if let Some(lead) = &event.lead_id
-        && let Err(e) = state.ledger.record_steps(lead, &execution_id(event), facts, steps).await
-    {
-        tracing::error!(error = %e, lead = %lead, "cannot record the lead's steps");
+/// How many times the worker tries to record a lead's steps before it
+/// leaves the event unfinished, and the longest pause between tries.
+const RECORD_ATTEMPTS: u32 = 8;
+const RECORD_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Applies an execution's steps to the event's lead, if it names one,
+/// trying again while the ledger refuses (a lost connection, a database at
+/// its connection limit). Returns false when they could not be recorded:
+/// the event must then stay unfinished, so that it runs again (its effects
+/// replayed from the journal) and the lead never ends without a trace.
+async fn record_lead(state: &AppState, event: &InboundEvent, facts: &LeadFacts, steps: &[Step]) -> bool {
+    let Some(lead) = &event.lead_id else { return true };
+    let mut pause = std::time::Duration::from_millis(100);
+    for attempt in 1..=RECORD_ATTEMPTS {
+        match state.ledger.record_steps(lead, &execution_id(event), facts, steps).await {
+            Ok(()) => return true,
+            Err(e) if attempt == RECORD_ATTEMPTS => {
+                tracing::error!(error = %e, lead = %lead, attempts = attempt,
+                    "cannot record the lead's steps; its event stays unfinished and runs again");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, lead = %lead, attempt, "cannot record the lead's steps yet; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RECORD_PAUSE_MAX);
+            }
+        }
     }
+    false
 }
 
 /// Records how an execution ended: the lead's steps, then the event
@@ -370,6 +394,7 @@ async fn settle(
                         deferred.attempts
                     );
                 }
+                // Unrecorded, the lead still runs again when its wait ends.
                 record_lead(state, event, &facts, &steps).await;
                 tracing::info!(event = %event.event_id, attempts = deferred.attempts, "waiting for a provider");
                 return false;
@@ -384,7 +409,11 @@ async fn settle(
             }
         }
     }
-    record_lead(state, event, &facts, &steps).await;
+    if !record_lead(state, event, &facts, &steps).await {
+        // Not finished: the claim lapses once this run ends, and whoever
+        // claims the event next runs it again.
+        return false;
+    }
     raise_lead_events(state, prepared, event, record).await;
     match state.ledger.finish_event(&event.source, &event.event_id, &record.execution_id, failed).await {
         Ok(true) => failed,
@@ -479,5 +508,6 @@ struct InFlight(Arc<AppState>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.worker.in_flight.fetch_sub(1, Ordering::SeqCst);
+        crate::telemetry::TELEMETRY.executions_in_flight.dec();
     }
 }
