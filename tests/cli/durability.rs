@@ -120,7 +120,7 @@ struct World {
     pipelines: Vec<std::path::PathBuf>,
     /// Where servers of this world were started, for a failing test to ask
     /// the ones still up what they run.
-    served_at: std::sync::Mutex<Vec<SocketAddr>>,
+    served_at: std::sync::Mutex<Vec<(SocketAddr, u32)>>,
 }
 
 /// The unique name each lead carries, so its DM and Salesforce lead can be
@@ -215,7 +215,7 @@ impl World {
         }
         // Wrapped at once, so a server that never answers is still killed.
         let served = Served(command.spawn().unwrap());
-        self.served_at.lock().unwrap().push(listen);
+        self.served_at.lock().unwrap().push((listen, served.0.id()));
         let health = format!("http://{listen}/healthz");
         for _ in 0..600 {
             if reqwest::get(&health).await.is_ok_and(|r| r.status().is_success()) {
@@ -290,9 +290,16 @@ impl World {
             if Instant::now() >= deadline {
                 eprintln!("{}", log_tails(&self.dir));
                 let addrs = self.served_at.lock().unwrap().clone();
-                for addr in addrs {
+                for (addr, pid) in addrs {
                     if let Ok(r) = reqwest::get(format!("http://{addr}/readyz")).await {
                         eprintln!("{addr} /readyz: {}", r.text().await.unwrap_or_default());
+                        // What each of its threads is doing, where gdb is at hand.
+                        if let Ok(out) = std::process::Command::new("gdb")
+                            .args(["-batch", "-p", &pid.to_string(), "-ex", "thread apply all bt 25"])
+                            .output()
+                        {
+                            eprintln!("threads of {pid}:\n{}", String::from_utf8_lossy(&out.stdout));
+                        }
                     }
                 }
                 if let Database::Postgres { url, schema } = &self.database {

@@ -50,7 +50,13 @@ impl Smtp {
             SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)?,
         }
         .port(port)
-        .timeout(Some(policy.timeout));
+        .timeout(Some(policy.timeout))
+        // Connections are kept and reused (checked with NOOP first): a new
+        // connection per email cost a TCP handshake and an SMTP greeting,
+        // EHLO (and TLS and AUTH against a real relay) every time.
+        .pool_config(
+            lettre::transport::smtp::PoolConfig::new().max_size(4).idle_timeout(std::time::Duration::from_secs(30)),
+        );
         if let Some((user, password)) = credentials {
             builder = builder.credentials(Credentials::new(user, password.expose().to_string()));
         }

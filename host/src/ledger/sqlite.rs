@@ -1,5 +1,6 @@
-//! The ledger in SQLite: WAL journal, `synchronous=FULL` (a commit is on
-//! disk before the webhook is answered), numbered migrations.
+//! The ledger in SQLite: WAL journal, group commit on one writer thread
+//! (a commit an outside party is told of, such as a webhook's event, is
+//! fsynced first; see `Reach`), numbered migrations.
 
 use super::{Deferred, InboundEvent, Instance, Ledger, PausedRep, TimerRecord, WaitPolicy, key_range};
 use crate::capabilities::Entry;
@@ -207,7 +208,31 @@ struct Inner {
 
 /// A write: runs inside the group's transaction (or, given no connection,
 /// does not run) and returns what to do once the group's commit is known.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> Box<dyn FnOnce(Result<(), String>) + Send> + Send>;
+struct Job {
+    run: Box<dyn FnOnce(Option<&Connection>) -> Box<dyn FnOnce(Result<(), String>) + Send> + Send>,
+    /// Whether its commit must reach the disk before it is answered (see
+    /// [`Reach`]).
+    reach: Reach,
+}
+
+/// How far a write's commit goes before the writer answers it.
+///
+/// Every commit is in the WAL (the OS holds it) before it is answered, so a
+/// killed process loses nothing. Only `Disk` commits also wait for the
+/// WAL's fsync, which is what survives a power cut; and since the WAL is
+/// one sequence, that fsync makes every commit before it durable too. So
+/// only writes that precede a promise to the outside world need it: an
+/// event acknowledged to its sender, and an effect's intent before the
+/// effect. Everything else (claims, journal results, lead steps, timers,
+/// state) is made durable by the next such fsync, or by the checkpoint,
+/// and a power cut in between loses only work that runs again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// In the WAL (`synchronous = NORMAL`).
+    Wal,
+    /// In the WAL and fsynced (`synchronous = FULL`).
+    Disk,
+}
 
 fn connect(path: &Path) -> Result<Connection> {
     let connection = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -261,31 +286,45 @@ impl SqliteStore {
         })
     }
 
-    /// Reads on a connection of their own.
+    /// Reads on a connection of their own, on a blocking thread: for reads
+    /// that scan (reports, listings).
     async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = inner.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
-            let connection = match pooled {
-                Some(c) => c,
-                None => connect(&inner.path)?,
-            };
-            let result = f(&connection);
-            inner.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(connection);
-            result
-        })
-        .await
-        .context("the store's reader stopped")?
+        tokio::task::spawn_blocking(move || read_on(&inner, f)).await.context("the store's reader stopped")?
+    }
+
+    /// Reads by key, here and now: a lookup by primary key in WAL mode
+    /// never waits for the writer and takes microseconds, less than handing
+    /// it to another thread and back.
+    fn read_now<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        read_on(&self.inner, f)
     }
 
     /// Writes through the writer thread; the write is queued at once, and
-    /// the future resolves once it is committed.
+    /// the future resolves once it is committed (in the WAL, see [`Reach`]).
     fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<T>> + Send + 'static {
+        self.write_as(Reach::Wal, f)
+    }
+
+    /// [`Self::write`], resolving once the commit is on the disk: for
+    /// writes the outside world is told of.
+    fn write_durable<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static {
+        self.write_as(Reach::Disk, f)
+    }
+
+    fn write_as<T: Send + 'static>(
+        &self,
+        reach: Reach,
+        f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static {
         let (done, result) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |connection: Option<&Connection>| {
+        let run = Box::new(move |connection: Option<&Connection>| {
             let outcome = match connection {
                 Some(c) => in_savepoint(c, f),
                 None => Err(anyhow::anyhow!("not run: the group's transaction was rolled back")),
@@ -295,8 +334,9 @@ impl SqliteStore {
                     Ok(()) => outcome,
                     Err(e) => Err(anyhow::anyhow!("the ledger could not commit: {e}")),
                 });
-            })
+            }) as Box<dyn FnOnce(Result<(), String>) + Send>
         });
+        let job = Job { run, reach };
         let queued = self
             .inner
             .writer
@@ -327,6 +367,18 @@ impl SqliteStore {
     }
 }
 
+/// Runs `f` on a pooled reader connection (opening one when none is idle).
+fn read_on<T>(inner: &Inner, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    let pooled = inner.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+    let connection = match pooled {
+        Some(c) => c,
+        None => connect(&inner.path)?,
+    };
+    let result = f(&connection);
+    inner.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(connection);
+    result
+}
+
 /// Runs `f` in a savepoint: its writes stay only if it succeeds.
 fn in_savepoint<T>(connection: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     connection.execute_batch("SAVEPOINT job")?;
@@ -345,6 +397,8 @@ fn in_savepoint<T>(connection: &Connection, f: impl FnOnce(&Connection) -> Resul
 /// The writer thread: takes every queued write, runs them in one
 /// transaction, commits once, then answers them all.
 fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>) {
+    // As `connect` leaves it.
+    let mut synchronous = Reach::Disk;
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -354,11 +408,19 @@ fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>) 
             }
         }
         let began = std::time::Instant::now();
-        if let Err(e) = connection.execute_batch("BEGIN IMMEDIATE") {
+        // The group goes to the disk if any of its writes must.
+        let wanted = if group.iter().any(|j| j.reach == Reach::Disk) { Reach::Disk } else { Reach::Wal };
+        let set = if wanted == synchronous {
+            Ok(())
+        } else {
+            let level = if wanted == Reach::Disk { "FULL" } else { "NORMAL" };
+            connection.pragma_update(None, "synchronous", level).map(|()| synchronous = wanted)
+        };
+        if let Err(e) = set.and_then(|()| connection.execute_batch("BEGIN IMMEDIATE")) {
             let error = e.to_string();
             for job in group {
                 // Nothing runs: each caller hears why.
-                let answer = job(None);
+                let answer = (job.run)(None);
                 answer(Err(error.clone()));
             }
             continue;
@@ -369,7 +431,7 @@ fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>) 
         let mut answers = Vec::with_capacity(group.len());
         for job in group {
             let live = !connection.is_autocommit();
-            answers.push(job(live.then_some(connection)));
+            answers.push((job.run)(live.then_some(connection)));
         }
         let commit = connection.execute_batch("COMMIT").map_err(|e| e.to_string());
         if commit.is_err() {
@@ -457,14 +519,15 @@ impl Ledger for SqliteStore {
 
     async fn flush(&self) -> Result<()> {
         // The writer commits in order: when this commits, so has all before.
-        self.write(|_| Ok(())).await
+        self.write_durable(|_| Ok(())).await
     }
 
     async fn record_event(&self, event: &InboundEvent) -> Result<bool> {
         let event = event.clone();
         let instance = self.inner.instance.clone();
         let lease_until = Self::now().saturating_add(self.lease_ms());
-        self.write(move |c| {
+        // Acknowledged to its sender once this returns.
+        self.write_durable(move |c| {
             let inserted = c.prepare_cached("INSERT OR IGNORE INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until, node)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?.execute(params![
                     event.source,
@@ -567,14 +630,13 @@ impl Ledger for SqliteStore {
 
     async fn event(&self, source: &str, event_id: &str) -> Result<Option<(InboundEvent, bool)>> {
         let (source, event_id) = (source.to_string(), event_id.to_string());
-        self.read(move |c| {
+        self.read_now(move |c| {
             Ok(c.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS}, finished_at IS NOT NULL FROM events WHERE source = ?1 AND event_id = ?2"
             ))?
             .query_row(params![source, event_id], |r| Ok((event_from_row(r)?, r.get::<_, bool>(7)?)))
             .optional()?)
         })
-        .await
     }
 
     async fn failed_events(&self, lead_id: Option<&str>) -> Result<Vec<InboundEvent>> {
@@ -604,21 +666,19 @@ impl Ledger for SqliteStore {
 
     async fn has_event_since(&self, lead_id: &str, since: i64) -> Result<bool> {
         let lead_id = lead_id.to_string();
-        self.read(move |c| {
+        self.read_now(move |c| {
             Ok(c.prepare_cached("SELECT EXISTS (SELECT 1 FROM events WHERE lead_id = ?1 AND received_at >= ?2)")?
                 .query_row(params![lead_id, since], |r| r.get(0))?)
         })
-        .await
     }
 
     async fn setting(&self, name: &str) -> Result<Option<String>> {
         let key = format!("setting:{name}");
-        self.read(move |c| {
+        self.read_now(move |c| {
             Ok(c.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
                 .query_row(params![key], |r| r.get(0))
                 .optional()?)
         })
-        .await
     }
 
     async fn set_setting(&self, name: &str, value: &str) -> Result<()> {
@@ -823,7 +883,7 @@ impl Ledger for SqliteStore {
 
     async fn lead(&self, id: &str) -> Result<Option<LeadRecord>> {
         let id = id.to_string();
-        self.read(move |c| load_lead(c, &id)).await
+        self.read_now(move |c| load_lead(c, &id))
     }
 
     async fn fire_due_timers(&self, now: i64, limit: usize, pipelines: Option<&[String]>) -> Result<Vec<InboundEvent>> {
@@ -871,14 +931,13 @@ impl Ledger for SqliteStore {
 
     async fn next_timer_due(&self, pipelines: Option<&[String]>) -> Result<Option<i64>> {
         let pipelines = pipelines.map(|p| serde_json::to_string(p).unwrap_or_default());
-        self.read(move |c| {
+        self.read_now(move |c| {
             Ok(c.prepare_cached(
                 "SELECT MIN(due_at) FROM timers WHERE state = 'pending'
                    AND (?1 IS NULL OR pipeline IN (SELECT value FROM json_each(?1)))",
             )?
             .query_row([pipelines], |r| r.get(0))?)
         })
-        .await
     }
 
     async fn lead_timers(&self, lead_id: &str) -> Result<Vec<TimerRecord>> {
@@ -958,14 +1017,13 @@ impl Ledger for SqliteStore {
     }
 
     async fn paused_reps(&self) -> Result<Vec<PausedRep>> {
-        self.read(|c| {
+        self.read_now(|c| {
             let mut statement = c.prepare_cached("SELECT rep_id, reason, since FROM paused_reps ORDER BY since")?;
             let paused = statement
                 .query_map([], |r| Ok(PausedRep { rep_id: r.get(0)?, reason: r.get(1)?, since: r.get(2)? }))?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(paused)
         })
-        .await
     }
 
     async fn set_rep_paused(&self, rep_id: &str, reason: Option<&str>) -> Result<()> {
@@ -1067,7 +1125,7 @@ impl crate::capabilities::EffectJournal for SqliteStore {
             return Ok(Some(Entry::Done(result)));
         }
         let key = key.to_string();
-        self.read(move |c| {
+        self.read_now(move |c| {
             let done: Option<String> = c
                 .prepare_cached("SELECT result FROM effects WHERE key = ?1")?
                 .query_row(params![key], |r| r.get(0))
@@ -1081,7 +1139,6 @@ impl crate::capabilities::EffectJournal for SqliteStore {
                 .optional()?;
             Ok(started.map(|at_ms| Entry::Started { at_ms }))
         })
-        .await
     }
 
     async fn any_under(&self, prefix: &str) -> Result<bool> {
@@ -1089,19 +1146,19 @@ impl crate::capabilities::EffectJournal for SqliteStore {
             return Ok(true);
         }
         let (low, high) = key_range(prefix);
-        self.read(move |c| {
+        self.read_now(move |c| {
             Ok(c.prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM effects WHERE key >= ?1 AND key < ?2)
                      OR EXISTS (SELECT 1 FROM effect_intents WHERE key >= ?1 AND key < ?2)",
             )?
             .query_row(params![low, high], |r| r.get(0))?)
         })
-        .await
     }
 
     async fn start(&self, key: &str, at_ms: i64) -> Result<()> {
         let key = key.to_string();
-        self.write(move |c| {
+        // On the disk before the effect it announces.
+        self.write_durable(move |c| {
             c.prepare_cached("INSERT OR IGNORE INTO effect_intents (key, started_at) VALUES (?1, ?2)")?
                 .execute(params![key, at_ms])?;
             Ok(())
@@ -1140,12 +1197,11 @@ fn record_effect(c: &Connection, key: &str, result: &str, at: i64) -> Result<()>
 impl StateStore for SqliteStore {
     async fn get(&self, scope: &str, key: &str) -> Result<Option<String>, CapabilityError> {
         let (scope, key) = (scope.to_string(), key.to_string());
-        self.read(move |c| {
+        self.read_now(move |c| {
             Ok(c.prepare_cached("SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2")?
                 .query_row(params![scope, key], |r| r.get(0))
                 .optional()?)
         })
-        .await
         .map_err(unavailable)
     }
 
