@@ -587,7 +587,7 @@ pub async fn roster(data_dir: &Path, roster: &Path, json: bool) -> Result<ExitCo
     if json {
         println!("{}", serde_json::to_string_pretty(&view)?);
     } else {
-        print!("{}", render_roster(&view));
+        print!("{}", render_roster(&serde_json::to_value(&view)?));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -729,13 +729,21 @@ pub fn init(dir: &Path) -> Result<ExitCode> {
 /// # Errors
 ///
 /// When the file cannot be written.
-pub fn schema(output: Option<&Path>) -> Result<ExitCode> {
-    let text = pipeline_schema_text();
+pub fn schema(output: Option<&Path>, openapi: bool) -> Result<ExitCode> {
+    let text = if openapi { openapi_text() } else { pipeline_schema_text() };
     match output {
         Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?,
         None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The committed form of the OpenAPI document of the shipped pipelines'
+/// server (`docs/openapi.json`: pretty JSON, final newline).
+pub fn openapi_text() -> String {
+    let mut text = serde_json::to_string_pretty(&crate::server::openapi_document()).expect("the document serializes");
+    text.push('\n');
+    text
 }
 
 /// The committed form of the pipeline schema (pretty JSON, final newline).

@@ -49,6 +49,20 @@ impl std::hash::Hash for LeadState {
     }
 }
 
+impl JsonSchema for LeadState {
+    fn schema_name() -> Cow<'static, str> {
+        "LeadState".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A lead state: a well-known one (received, validated, deduped, routed, assigned, notified, waiting, invalid, duplicate, failed, ...) or one a plugin declares.",
+            "pattern": "^[a-z][a-z0-9-]*$"
+        })
+    }
+}
+
 impl Serialize for LeadState {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.name)
@@ -191,7 +205,7 @@ pub fn next_state(current: Option<LeadState>, last: &LeadState) -> LeadState {
 }
 
 /// One step in a lead's timeline.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Step {
     /// When (host clock, ms).
     pub at: i64,
@@ -223,7 +237,7 @@ pub struct LeadFacts {
 }
 
 /// A lead as the ledger knows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct LeadRecord {
     /// The marketing system's contact id (HubSpot).
     pub id: String,

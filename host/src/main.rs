@@ -288,6 +288,9 @@ enum Command {
         /// Write to this file instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// The server's OpenAPI 3.1 document instead (docs/openapi.json).
+        #[arg(long)]
+        openapi: bool,
     },
 }
 
@@ -366,8 +369,8 @@ fn main() -> ExitCode {
             Err(e) => report(Err(e.into())),
         };
     }
-    if let Command::Schema { output } = &args.command {
-        return report(cli::schema(output.as_deref()));
+    if let Command::Schema { output, openapi } = &args.command {
+        return report(cli::schema(output.as_deref(), *openapi));
     }
     if let Command::Init { dir } = &args.command {
         return report(cli::init(dir));

@@ -3,6 +3,7 @@
 //! writes these records; the lead timeline, the ledger, the API and the
 //! CLI read them. Nothing here depends on the rest of the host.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -102,6 +103,16 @@ impl std::fmt::Display for Item {
     }
 }
 
+impl JsonSchema for Item {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Item".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"description": "An item: any JSON value (a node's input or output)."})
+    }
+}
+
 impl Serialize for Item {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.raw.serialize(serializer)
@@ -116,7 +127,7 @@ impl<'de> Deserialize<'de> for Item {
 }
 
 /// One item a run emitted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Emitted {
     /// The output port it was emitted on.
     pub port: String,
@@ -125,7 +136,7 @@ pub struct Emitted {
 }
 
 /// Where a plugin log line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogStream {
     /// `log` at debug level.
@@ -143,7 +154,7 @@ pub enum LogStream {
 }
 
 /// One line a plugin logged or printed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct LogLine {
     /// Where it came from.
     pub stream: LogStream,
@@ -152,7 +163,7 @@ pub struct LogLine {
 }
 
 /// A failed node run, as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct RunError {
     /// The failure class (`timeout`, `trap`, `retryable`, ...).
     pub kind: &'static str,
@@ -163,7 +174,7 @@ pub struct RunError {
 }
 
 /// How an execution ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionStatus {
     /// Every branch ended (some may have ended in a recorded failure under
@@ -174,7 +185,7 @@ pub enum ExecutionStatus {
 }
 
 /// One node run: what went in, what came out, how long it took.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct NodeRunRecord {
     /// Order within the execution, from 1.
     pub seq: usize,
@@ -206,7 +217,7 @@ pub struct NodeRunRecord {
 }
 
 /// Where a branch of the execution ended.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum BranchEnd {
     /// An item was emitted on a port nothing is connected to.
@@ -237,7 +248,7 @@ pub enum BranchEnd {
 }
 
 /// The full record of one execution.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ExecutionRecord {
     /// Stable across reruns of the same work (after a crash).
     pub execution_id: String,

@@ -8,13 +8,14 @@
 use crate::lead::Step;
 use crate::ledger::Ledger;
 use anyhow::Result;
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 /// One rejection and what became of its lead.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Rejection {
     /// The lead (marketing contact id).
     pub lead: String,
@@ -40,7 +41,7 @@ pub struct Rejection {
 }
 
 /// Counts of one group (a reason, a source, a campaign, a rep).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
 pub struct Tally {
     /// Rejections.
     pub rejected: u64,
@@ -51,7 +52,7 @@ pub struct Tally {
 }
 
 /// The rejection report for a period.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct RejectionReport {
     /// From (inclusive), host clock ms.
     pub from: i64,
@@ -227,7 +228,7 @@ pub mod targets {
 }
 
 /// How the metrics are grouped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum GroupBy {
     /// The team the lead was routed to.
@@ -270,7 +271,7 @@ impl Default for MetricRules {
 }
 
 /// The leads behind each number, so each can be opened.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
 pub struct MetricLeads {
     /// Handed to a rep in the period.
     pub notified: Vec<String>,
@@ -291,7 +292,7 @@ pub struct MetricLeads {
 }
 
 /// The five numbers for a set of leads.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
 pub struct Figures {
     /// Median MQL → first sales touch, ms (none when nobody was touched).
     pub speed_to_contact_ms: Option<i64>,
@@ -310,7 +311,7 @@ pub struct Figures {
 }
 
 /// Handoff health for a period.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Metrics {
     /// From (inclusive), host clock ms.
     pub from: i64,

@@ -15,6 +15,7 @@ mod languages;
 mod lead_states;
 mod ledger;
 mod metrics;
+mod openapi;
 mod pipeline_checks;
 mod recycling;
 mod registry;

@@ -284,8 +284,10 @@ fn the_demo_hands_off_every_kind_of_lead() {
         .lines()
         .find(|l| l.contains("Marcus Webb") && l.contains(" routed "))
         .and_then(|l| l.split(" routed ").nth(1))
-        .map(|rest| rest.trim_start().split("  ").next().unwrap_or_default().to_string())
-        .unwrap_or_else(|| panic!("Marcus Webb's row names his rep:\n{report}"));
+        .map_or_else(
+            || panic!("Marcus Webb's row names his rep:\n{report}"),
+            |rest| rest.trim_start().split("  ").next().unwrap_or_default().to_string(),
+        );
     for needle in [
         format!("Marcus Webb: {owner} reminded after 30 min without activity"),
         format!("Marcus Webb: {owner}'s manager"),

@@ -8,6 +8,8 @@ use std::sync::Mutex;
 
 /// componentize-py release the tests and the guide use.
 pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+/// schemathesis release the API contract test runs.
+pub const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 /// componentize-js release (0.23.0 with its preview2-shim pairing works on Node 20).
 pub const COMPONENTIZE_JS: &str = "@bytecodealliance/componentize-js@0.23.0";
 
@@ -41,6 +43,22 @@ pub fn componentize_py() -> (PathBuf, PathBuf) {
             .arg(&dir)
             .arg(COMPONENTIZE_PY);
         run(pip, "pip install componentize-py");
+    }
+    (bin, dir)
+}
+
+/// The schemathesis executable and the directory to put on `PYTHONPATH`,
+/// installing it with pip on first use.
+pub fn schemathesis() -> (PathBuf, PathBuf) {
+    let _guard = INSTALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = root().join("schemathesis");
+    let bin = dir.join("bin").join("schemathesis");
+    if !bin.exists() {
+        let mut pip = Command::new("python3");
+        pip.args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+            .arg(&dir)
+            .arg(SCHEMATHESIS);
+        run(pip, "pip install schemathesis");
     }
     (bin, dir)
 }

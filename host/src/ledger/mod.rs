@@ -14,6 +14,7 @@ pub use sqlite::SqliteStore;
 use crate::capabilities::{Clock, EffectJournal, Scheduler, StateStore};
 use crate::lead::{LeadFacts, LeadRecord, LeadState, Step};
 use anyhow::Result;
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -101,7 +102,7 @@ pub(crate) fn outputs_of(execution_id: &str) -> (String, String, String) {
 }
 
 /// A durable timer as the ledger keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct TimerRecord {
     /// The timer's id.
     pub id: String,
@@ -126,7 +127,7 @@ pub struct TimerRecord {
 }
 
 /// A rep who gets no new leads until resumed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct PausedRep {
     /// The rep's CRM user id.
     pub rep_id: String,

@@ -206,10 +206,17 @@ struct Inner {
     pending: super::PendingRecords,
 }
 
+/// What a write does once its group's commit is known: answers its caller.
+type Answer = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// A write's work in its group's transaction (none: the group failed to
+/// begin), returning its [`Answer`].
+type Work = Box<dyn FnOnce(Option<&Connection>) -> Answer + Send>;
+
 /// A write: runs inside the group's transaction (or, given no connection,
 /// does not run) and returns what to do once the group's commit is known.
 struct Job {
-    run: Box<dyn FnOnce(Option<&Connection>) -> Box<dyn FnOnce(Result<(), String>) + Send> + Send>,
+    run: Work,
     /// Whether its commit must reach the disk before it is answered (see
     /// [`Reach`]).
     reach: Reach,
@@ -334,14 +341,14 @@ impl SqliteStore {
                     Ok(()) => outcome,
                     Err(e) => Err(anyhow::anyhow!("the ledger could not commit: {e}")),
                 });
-            }) as Box<dyn FnOnce(Result<(), String>) + Send>
+            }) as Answer
         });
         let job = Job { run, reach };
         let queued = self
             .inner
             .writer
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .send(job)
             .map_err(|_| anyhow::anyhow!("the ledger's writer stopped"));
         async move {

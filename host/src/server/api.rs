@@ -9,6 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use schemars::JsonSchema;
+use serde::Serialize;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,14 +28,112 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/roster", get(roster))
         .route("/api/rejections", get(rejections))
         .route("/api/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi))
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
         .layer(axum::middleware::from_fn_with_state(state.clone(), per_client_limit))
         .layer(axum::middleware::from_fn_with_state(state, super::origin::same_origin_only))
 }
 
+/// Every error the server answers with (4xx and 5xx), as JSON.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ApiError {
+    /// A code a program can match (`unauthorized`, `not_found`,
+    /// `rate_limited`, `bad_query`, ...).
+    pub error: String,
+    /// What went wrong and what to do, in words.
+    pub detail: String,
+}
+
 /// An error answer: `{"error": code, "detail": ...}`.
 pub(super) fn refuse(status: StatusCode, error: &str, detail: impl Into<String>) -> Response {
-    (status, Json(json!({"error": error, "detail": detail.into()}))).into_response()
+    (status, Json(ApiError { error: error.to_string(), detail: detail.into() })).into_response()
+}
+
+/// A query string, its errors answered as [`ApiError`]s (`bad_query`)
+/// instead of axum's plain-text rejections.
+pub(super) struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Response> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(query)) => Ok(ApiQuery(query)),
+            Err(e) => Err(refuse(StatusCode::BAD_REQUEST, "bad_query", e.body_text())),
+        }
+    }
+}
+
+/// The lead one lead route names, with [`ApiError`] rejections.
+pub(super) struct LeadId(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for LeadId {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Response> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(LeadId(id)),
+            Err(e) => Err(refuse(StatusCode::BAD_REQUEST, "bad_path", e.body_text())),
+        }
+    }
+}
+
+/// `GET /api/leads/{id}`: the lead, its timeline and its timers.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LeadDetail {
+    /// The lead and its timeline.
+    #[serde(flatten)]
+    pub lead: crate::lead::LeadRecord,
+    /// Timers set about it (its SLA steps, its re-evaluation), by due time.
+    pub timers: Vec<crate::ledger::TimerRecord>,
+}
+
+/// What a retry started.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Retried {
+    /// The events run again (none when nothing had failed, or a retry of
+    /// them already runs).
+    pub retried: Vec<String>,
+}
+
+/// What the sweep started.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Swept {
+    /// Events started for MQLs no webhook had delivered.
+    pub started: Vec<String>,
+}
+
+/// One page of `GET /api/executions`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ExecutionsPage {
+    /// Newest first.
+    pub executions: Vec<ExecutionEntry>,
+    /// The `before` of the next (older) page, or null on the last.
+    pub next: Option<u64>,
+}
+
+/// One execution in a page.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ExecutionEntry {
+    /// Its place in this server's list (larger is newer).
+    pub seq: u64,
+    /// The execution.
+    pub execution: super::Finished,
+}
+
+/// One execution's timings, as `GET /api/executions/timings` lists them.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Timing {
+    /// The event that started it.
+    pub event_id: String,
+    /// Whether it failed.
+    pub failed: bool,
+    /// Receipt of the event to the end of the execution, µs.
+    pub total_us: u64,
+    /// Receipt to the hand-off to a person, µs.
+    pub notified_us: Option<u64>,
+    /// Each node run: `[node, duration_us]`.
+    pub nodes: Vec<(String, u64)>,
 }
 
 fn ledger_unavailable(e: &anyhow::Error) -> Response {
@@ -86,9 +186,15 @@ async fn require_token(
     next.run(request).await
 }
 
-#[derive(serde::Deserialize)]
-struct LeadQuery {
+/// `GET /api/leads?state=&limit=`.
+#[derive(serde::Deserialize, JsonSchema)]
+pub(super) struct LeadQuery {
+    /// Only leads in this state (a well-known one, or one a served
+    /// pipeline declares).
+    #[schemars(length(min = 1))]
     state: Option<String>,
+    /// At most this many (default 100), most recently changed first.
+    #[schemars(range(max = 10_000))]
     limit: Option<usize>,
 }
 
@@ -104,7 +210,7 @@ async fn known_state(state: &AppState, name: &str) -> anyhow::Result<Option<Lead
     Ok(state.ledger.lead_states().await?.into_iter().map(|(s, _)| s).find(|s| s.as_str() == name))
 }
 
-async fn leads(State(state): State<Arc<AppState>>, Query(query): Query<LeadQuery>) -> Response {
+async fn leads(State(state): State<Arc<AppState>>, ApiQuery(query): ApiQuery<LeadQuery>) -> Response {
     let filter = match query.state.as_deref() {
         None => None,
         Some(name) => match known_state(&state, name).await {
@@ -115,31 +221,45 @@ async fn leads(State(state): State<Arc<AppState>>, Query(query): Query<LeadQuery
             Err(e) => return ledger_unavailable(&e),
         },
     };
-    match state.ledger.leads(filter.as_ref(), query.limit.unwrap_or(100)).await {
-        Ok(list) => Json(json!(list)).into_response(),
+    let limit = query.limit.unwrap_or(100);
+    if limit > 10_000 {
+        return refuse(StatusCode::BAD_REQUEST, "bad_query", "limit is at most 10000");
+    }
+    match state.ledger.leads(filter.as_ref(), limit).await {
+        Ok(list) => Json(list).into_response(),
         Err(e) => ledger_unavailable(&e),
     }
 }
 
 /// `?from=&to=` of a report: dates, timestamps or milliseconds.
-#[derive(Debug, serde::Deserialize)]
-struct PeriodQuery {
+#[derive(Debug, serde::Deserialize, JsonSchema)]
+pub(super) struct PeriodQuery {
+    /// From (inclusive): `2026-11-01`, an RFC 3339 time, or milliseconds.
+    #[schemars(length(min = 1))]
     from: Option<String>,
+    /// To (exclusive), in the same forms.
+    #[schemars(length(min = 1))]
     to: Option<String>,
 }
 
 /// `?from=&to=&by=` of the health metrics.
-#[derive(Debug, serde::Deserialize)]
-struct MetricsQuery {
+#[derive(Debug, serde::Deserialize, JsonSchema)]
+pub(super) struct MetricsQuery {
+    /// From (inclusive): `2026-11-01`, an RFC 3339 time, or milliseconds.
+    #[schemars(length(min = 1))]
     from: Option<String>,
+    /// To (exclusive), in the same forms.
+    #[schemars(length(min = 1))]
     to: Option<String>,
+    /// Group by `team`, `rep`, `source` or `campaign`.
+    #[schemars(with = "Option<crate::reports::GroupBy>")]
     by: Option<String>,
 }
 
 /// Handoff health for a period (default: the last 7 days): the five
 /// metrics overall and by team, rep, source or campaign, each with its
 /// leads.
-async fn metrics(State(state): State<Arc<AppState>>, Query(query): Query<MetricsQuery>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>, ApiQuery(query): ApiQuery<MetricsQuery>) -> Response {
     let now = state.clock.now_ms();
     let parse = |value: Option<&str>, default: i64| value.map_or(Ok(default), crate::reports::parse_time);
     let (from, to) = match (parse(query.from.as_deref(), now - 7 * 86_400_000), parse(query.to.as_deref(), now + 1)) {
@@ -151,14 +271,14 @@ async fn metrics(State(state): State<Arc<AppState>>, Query(query): Query<Metrics
         Err(e) => return refuse(StatusCode::BAD_REQUEST, "bad_grouping", e),
     };
     match crate::reports::metrics(&*state.ledger, from, to, now, by, crate::reports::MetricRules::default()).await {
-        Ok(metrics) => Json(json!(metrics)).into_response(),
+        Ok(metrics) => Json(metrics).into_response(),
         Err(e) => ledger_unavailable(&e),
     }
 }
 
 /// Rejections in a period (default: the last 30 days) by reason, source,
 /// campaign and rep, and what became of each lead.
-async fn rejections(State(state): State<Arc<AppState>>, Query(query): Query<PeriodQuery>) -> Response {
+async fn rejections(State(state): State<Arc<AppState>>, ApiQuery(query): ApiQuery<PeriodQuery>) -> Response {
     let now = state.clock.now_ms();
     let parse = |value: Option<&str>, default: i64| value.map_or(Ok(default), crate::reports::parse_time);
     let (from, to) = match (parse(query.from.as_deref(), now - 30 * 86_400_000), parse(query.to.as_deref(), now + 1)) {
@@ -166,21 +286,19 @@ async fn rejections(State(state): State<Arc<AppState>>, Query(query): Query<Peri
         (Err(e), _) | (_, Err(e)) => return refuse(StatusCode::BAD_REQUEST, "bad_period", e),
     };
     match crate::reports::rejections(&*state.ledger, from, to).await {
-        Ok(report) => Json(json!(report)).into_response(),
+        Ok(report) => Json(report).into_response(),
         Err(e) => ledger_unavailable(&e),
     }
 }
 
-async fn lead(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+async fn lead(State(state): State<Arc<AppState>>, LeadId(id): LeadId) -> Response {
     match state.ledger.lead(&id).await {
         Ok(Some(lead)) => {
             let timers = match state.ledger.lead_timers(&id).await {
                 Ok(timers) => timers,
                 Err(e) => return ledger_unavailable(&e),
             };
-            let mut body = json!(lead);
-            body["timers"] = json!(timers);
-            Json(body).into_response()
+            Json(LeadDetail { lead, timers }).into_response()
         }
         Ok(None) => refuse(StatusCode::NOT_FOUND, "not_found", format!("no lead {id}")),
         Err(e) => ledger_unavailable(&e),
@@ -209,10 +327,10 @@ async fn retry(state: &Arc<AppState>, lead: Option<&str>) -> Response {
             Err(e) => tracing::error!(error = %e, event = %event.event_id, "cannot claim a failed event for retry"),
         }
     }
-    Json(json!({"retried": started})).into_response()
+    Json(Retried { retried: started }).into_response()
 }
 
-async fn retry_lead(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+async fn retry_lead(State(state): State<Arc<AppState>>, LeadId(id): LeadId) -> Response {
     retry(&state, Some(&id)).await
 }
 
@@ -225,7 +343,7 @@ async fn sweep_now(State(state): State<Arc<AppState>>) -> Response {
         return refuse(StatusCode::NOT_FOUND, "no_sweep", "HubSpot is not configured");
     };
     match sweep::sweep_once(&state, &hubspot).await {
-        Ok(started) => Json(json!({"started": started})).into_response(),
+        Ok(started) => Json(Swept { started }).into_response(),
         Err(e) => refuse(StatusCode::BAD_GATEWAY, "sweep_failed", e.to_string()),
     }
 }
@@ -233,26 +351,38 @@ async fn sweep_now(State(state): State<Arc<AppState>>) -> Response {
 /// Recent executions' timings only (`event_id`, `failed`, `total_us`,
 /// `notified_us`, and each node run's `[node, duration_us]`): what a load
 /// test reads.
-async fn timings(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+async fn timings(State(state): State<Arc<AppState>>) -> Json<Vec<Timing>> {
     let list = state.timings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    Json(json!(list.iter().collect::<Vec<_>>()))
+    Json(list.iter().cloned().collect())
+}
+
+/// `GET /api/openapi.json`: this server's routes, as an OpenAPI 3.1
+/// document (its webhook paths those of the pipelines it serves).
+async fn openapi(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(super::openapi::document(&super::openapi::webhooks_of(&state.pipelines)))
 }
 
 /// Most bytes one page of `/api/executions` holds.
 const EXECUTIONS_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
-#[derive(serde::Deserialize)]
-struct ExecutionsQuery {
-    /// Return executions older than this sequence number (the page before).
+/// `GET /api/executions?before=&limit=`.
+#[derive(serde::Deserialize, JsonSchema)]
+pub(super) struct ExecutionsQuery {
+    /// Executions older than this `seq` (the `next` of the page before).
     before: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    #[schemars(range(min = 1, max = 1000))]
     limit: Option<usize>,
 }
 
 /// Recent executions, newest first, a page at a time: at most `limit`
 /// (default 100) and [`EXECUTIONS_PAGE_BYTES`] of JSON; `next` is the
 /// `before` of the page after, or null.
-async fn executions(State(state): State<Arc<AppState>>, Query(query): Query<ExecutionsQuery>) -> Response {
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+async fn executions(State(state): State<Arc<AppState>>, ApiQuery(query): ApiQuery<ExecutionsQuery>) -> Response {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return refuse(StatusCode::BAD_REQUEST, "bad_query", "limit is from 1 to 1000");
+    }
     let mut page = String::from("[");
     let mut count = 0;
     let mut next = None;
@@ -294,6 +424,57 @@ async fn roster(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// The roster as routing sees it at one moment.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RosterView {
+    /// When (host clock, ms).
+    pub at: i64,
+    /// Each team and its reps.
+    pub teams: Vec<TeamView>,
+    /// Reps the SLA ladder paused.
+    pub paused: Vec<crate::ledger::PausedRep>,
+}
+
+/// One team in a [`RosterView`].
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TeamView {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its manager's CRM user id.
+    pub manager_id: Option<String>,
+    /// Its reps, in round-robin order.
+    pub reps: Vec<RepView>,
+}
+
+/// One rep in a [`TeamView`], and whether they can take a lead now.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RepView {
+    /// CRM user id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Email.
+    pub email: String,
+    /// IANA time zone.
+    pub time_zone: String,
+    /// Working hours in their time zone.
+    pub working_hours: String,
+    /// Round-robin weight.
+    pub weight: u32,
+    /// Most new leads a day (0: no limit).
+    pub daily_capacity: u32,
+    /// Active in the CRM and the roster.
+    pub active: bool,
+    /// Can take a lead now.
+    pub available: bool,
+    /// Why not, when not.
+    pub why_not: Option<String>,
+    /// Paused by the SLA ladder, since when and why.
+    pub paused: Option<crate::ledger::PausedRep>,
+}
+
 /// The roster view `/api/roster` and `handoff roster` show.
 ///
 /// # Errors
@@ -303,7 +484,7 @@ pub async fn roster_view(
     roster: &dyn crate::capabilities::Roster,
     ledger: &dyn crate::ledger::Ledger,
     now: i64,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<RosterView> {
     let fail = |e: crate::capabilities::CapabilityError| anyhow::anyhow!("the roster: {e:?}");
     let paused = ledger.paused_reps().await?;
     let mut teams = Vec::new();
@@ -312,14 +493,21 @@ pub async fn roster_view(
         for id in &team.members {
             let Some(rep) = roster.get_rep(id).await.map_err(fail)? else { continue };
             let availability = roster.availability_at(id, now).await.map_err(fail)?;
-            reps.push(json!({
-                "id": rep.id, "name": rep.name, "email": rep.email, "time_zone": rep.time_zone,
-                "working_hours": rep.working_hours, "weight": rep.weight, "daily_capacity": rep.daily_capacity,
-                "active": rep.active, "available": availability.available, "why_not": availability.reason,
-                "paused": paused.iter().find(|p| &p.rep_id == id),
-            }));
+            reps.push(RepView {
+                paused: paused.iter().find(|p| &p.rep_id == id).cloned(),
+                id: rep.id,
+                name: rep.name,
+                email: rep.email,
+                time_zone: rep.time_zone,
+                working_hours: rep.working_hours,
+                weight: rep.weight,
+                daily_capacity: rep.daily_capacity,
+                active: rep.active,
+                available: availability.available,
+                why_not: availability.reason,
+            });
         }
-        teams.push(json!({"id": team.id, "name": team.name, "manager_id": team.manager_id, "reps": reps}));
+        teams.push(TeamView { id: team.id, name: team.name, manager_id: team.manager_id, reps });
     }
-    Ok(json!({"at": now, "teams": teams, "paused": paused}))
+    Ok(RosterView { at: now, teams, paused })
 }

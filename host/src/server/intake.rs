@@ -206,6 +206,20 @@ pub async fn receive(
     response
 }
 
+/// A webhook's events, stored: the answer HubSpot gets.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+#[allow(clippy::struct_field_names)] // the wire format's names
+pub struct Accepted {
+    /// New MQL events stored (each runs once).
+    pub accepted: usize,
+    /// Events stored before (a redelivery): not run again.
+    pub duplicates: usize,
+    /// Events in the body that are not MQL events.
+    pub ignored: usize,
+    /// The ids of the new events.
+    pub events: Vec<String>,
+}
+
 async fn receive_request(
     State(state): State<Arc<AppState>>,
     method: Method,
@@ -277,8 +291,7 @@ async fn receive_request(
     for event in fresh {
         worker::start(state.clone(), prepared.clone(), event, received);
     }
-    (StatusCode::OK, Json(json!({"accepted": ids.len(), "duplicates": duplicates, "ignored": ignored, "events": ids})))
-        .into_response()
+    (StatusCode::OK, Json(Accepted { accepted: ids.len(), duplicates, ignored, events: ids })).into_response()
 }
 
 /// A Slack interaction (`POST /slack/interactions`: a button click, a

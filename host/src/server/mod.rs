@@ -10,6 +10,7 @@ mod api;
 mod dashboard;
 mod intake;
 mod listener;
+mod openapi;
 mod origin;
 mod sweep;
 mod worker;
@@ -17,6 +18,7 @@ mod worker;
 pub use api::roster_view;
 pub use intake::{hubspot_events, hubspot_identity, mql_events, slack_interaction};
 pub use listener::{RETRY_AFTER_SECS, ServerLimits};
+pub use openapi::shipped_document as openapi_document;
 pub use sweep::FIRST_LOOKBACK_MS;
 pub use worker::CLAIM_EVERY;
 
@@ -31,7 +33,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::json;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -120,7 +121,7 @@ pub async fn prune(state: &AppState, retention: std::time::Duration) -> crate::l
 }
 
 /// One finished execution, as `GET /api/executions` lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Finished {
     /// The event that started it.
     pub event_id: String,
@@ -146,7 +147,7 @@ pub struct AppState {
     sweep: Option<HubSpot>,
     api_token: Option<Secret>,
     finished: Mutex<Recent>,
-    timings: Mutex<VecDeque<serde_json::Value>>,
+    timings: Mutex<VecDeque<api::Timing>>,
     worker: worker::Worker,
     clock: Arc<dyn Clock>,
     waiting: WaitPolicy,
@@ -238,11 +239,13 @@ impl AppState {
             if timings.len() >= RECENT_TIMINGS {
                 timings.pop_front();
             }
-            timings.push_back(json!({
-                "event_id": finished.event_id, "failed": finished.record.error.is_some(),
-                "total_us": finished.total_us, "notified_us": finished.notified_us,
-                "nodes": finished.record.runs.iter().map(|r| json!([r.node, r.duration_us])).collect::<Vec<_>>(),
-            }));
+            timings.push_back(api::Timing {
+                event_id: finished.event_id.clone(),
+                failed: finished.record.error.is_some(),
+                total_us: finished.total_us,
+                notified_us: finished.notified_us,
+                nodes: finished.record.runs.iter().map(|r| (r.node.clone(), r.duration_us)).collect(),
+            });
         }
         self.finished.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(finished);
     }
@@ -406,7 +409,7 @@ pub fn owned_route(path: &str) -> Option<&'static str> {
 
 fn router(state: Arc<AppState>) -> Router {
     let mut app = Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(|| async { Json(Health { status: "ok".into() }) }))
         .route("/readyz", get(ready))
         .route("/metrics", get(prometheus))
         .merge(api::routes(state.clone()))
@@ -438,17 +441,53 @@ async fn prometheus(State(state): State<Arc<AppState>>) -> axum::response::Respo
     }
 }
 
-async fn ready(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    let names: Vec<&str> = state.pipelines.iter().map(|p| p.pipeline.name.as_str()).collect();
-    let paused: Vec<serde_json::Value> = state
+/// `GET /healthz`: the process answers.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+/// `GET /readyz`: what this server serves and whether any plugin is paused.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Ready {
+    /// `ready`.
+    pub status: String,
+    /// The pipelines served.
+    pub pipelines: Vec<String>,
+    /// Plugins their circuit breaker paused (their leads wait).
+    pub paused_plugins: Vec<PausedPlugin>,
+    /// Executions this server runs now.
+    pub executions_in_flight: usize,
+}
+
+/// A plugin paused by its circuit breaker.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct PausedPlugin {
+    /// The plugin.
+    pub plugin: String,
+    /// Why.
+    pub reason: String,
+    /// When it runs again, from now.
+    pub resumes_in_ms: u64,
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Json<Ready> {
+    let paused = state
         .executor
         .runtime()
         .paused_plugins()
         .into_iter()
-        .map(|(plugin, left, reason)| json!({"plugin": plugin, "reason": reason, "resumes_in_ms": left.as_millis()}))
+        .map(|(plugin, left, reason)| PausedPlugin {
+            plugin,
+            reason,
+            resumes_in_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+        })
         .collect();
-    Json(json!({
-        "status": "ready", "pipelines": names, "paused_plugins": paused,
-        "executions_in_flight": state.worker.in_flight(),
-    }))
+    Json(Ready {
+        status: "ready".into(),
+        pipelines: state.pipelines.iter().map(|p| p.pipeline.name.clone()).collect(),
+        paused_plugins: paused,
+        executions_in_flight: state.worker.in_flight(),
+    })
 }
