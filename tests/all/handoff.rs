@@ -374,6 +374,7 @@ async fn a_rerun_after_a_crash_sends_no_second_dm_and_creates_no_second_lead() {
 
     // The process "died" after every side effect but before the event was
     // marked finished: the ledger still has it as unfinished.
+    running.app.server.flush().await.unwrap();
     let db = running.state_dir.path().join("handoff.db");
     rusqlite::Connection::open(&db).unwrap().execute("UPDATE events SET finished_at = NULL", []).unwrap();
 
@@ -401,6 +402,8 @@ async fn crash_between_each_effect_and_its_record(now_ms: i64) {
     assert_eq!(dms(&running).len(), 1, "one DM for the lead");
 
     // Plugin-state increments commit with their record, so they stay.
+    // Every record handed to the ledger is in the file before it is edited.
+    running.app.server.flush().await.unwrap();
     let db = running.state_dir.path().join("handoff.db");
     let ledger = rusqlite::Connection::open(&db).unwrap();
     let moved = ledger
