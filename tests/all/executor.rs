@@ -2,9 +2,10 @@
 //! three `on_error` behaviours, each run recorded.
 
 use handoff::capabilities::Capabilities;
+use handoff::pipeline::{Executor, Start};
 use handoff::record::{BranchEnd, ExecutionStatus};
 use handoff_tests::{TestHost, pipeline_json};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const FAST_RETRY: &str = r#""retry": {"max_attempts": 3, "backoff": {"initial": "1ms", "max": "5ms"}}"#;
 
@@ -273,4 +274,90 @@ async fn a_merge_whose_required_input_never_comes_ends_its_branch_saying_so() {
         "{:?}",
         record.ends
     );
+}
+
+/// A journal on one shared "connection": a rerun's lookups queue for it.
+struct OneConnectionJournal {
+    connection: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait::async_trait]
+impl handoff::capabilities::EffectJournal for OneConnectionJournal {
+    async fn entry(&self, _: &str) -> anyhow::Result<Option<handoff::capabilities::Entry>> {
+        let _connection = self.connection.acquire().await?;
+        Ok(None)
+    }
+    async fn start(&self, _: &str, _: i64) -> anyhow::Result<()> {
+        Ok(())
+    }
+    async fn any_under(&self, _: &str) -> anyhow::Result<bool> {
+        // Something is recorded: this is a rerun, and merges look in the
+        // journal for what they decided before.
+        Ok(true)
+    }
+    async fn record(&self, _: &str, _: &Value) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// A model whose first call holds the same connection for a while, as a
+/// run waiting on the ledger's answer does; later calls just take a moment.
+struct HoldingModel {
+    connection: std::sync::Arc<tokio::sync::Semaphore>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl handoff::capabilities::Llm for HoldingModel {
+    async fn complete(
+        &self,
+        _: handoff::capabilities::CompletionRequest,
+    ) -> Result<String, handoff::capabilities::CapabilityError> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            let _connection = self.connection.acquire().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        } else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok("model says: hello".into())
+    }
+}
+
+#[tokio::test]
+async fn a_merge_reading_the_journal_does_not_starve_the_runs_in_flight() {
+    // Once, on a rerun the merge awaited its journal lookup while the other
+    // branch's run (holding the one connection the lookup needed) was not
+    // polled: the execution, and with it every ledger connection, stalled
+    // for good (two instances on PostgreSQL, after one died).
+    let host = TestHost::new().await;
+    let connection = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+    let mut capabilities = Capabilities::none();
+    capabilities.llm = Some(std::sync::Arc::new(HoldingModel { connection: connection.clone(), calls: 0.into() }));
+    capabilities.journal = Some(std::sync::Arc::new(OneConnectionJournal { connection }));
+    let pipeline = pipeline_json(
+        &format!(
+            r#"[
+            {{"id": "slow", {SUMMARIZE}}},
+            {{"id": "quick", {SUMMARIZE}}},
+            {{"id": "join", "plugin": "merge", "timeout": "5s", "config": {{"inputs": [
+                {{"name": "slow", "from": ["slow"]}}, {{"name": "quick", "from": ["quick"]}}]}}}},
+            {{"id": "after", "plugin": "echo"}}
+        ]"#
+        ),
+        r#"{"trigger": {"main": ["slow", "quick"]}, "slow": {"main": ["join"]}, "quick": {"main": ["join"]},
+            "join": {"main": ["after"]}}"#,
+    );
+    let prepared = host.prepare(&pipeline);
+    let executor = Executor::new(host.runtime.clone(), std::sync::Arc::new(capabilities));
+    // On the plugin pool, as the server runs executions: node runs run in
+    // place there, inside the execution's task.
+    let run = host.runtime.spawn(async move {
+        executor.execute(&prepared, json!({"properties": {"email": "a@b.co"}}), Start::Trigger, None).await
+    });
+    let record = tokio::time::timeout(std::time::Duration::from_secs(20), run)
+        .await
+        .expect("the execution ends: the runs in flight are polled while the merge waits")
+        .unwrap();
+    assert_eq!(record.status, ExecutionStatus::Completed, "{record:?}");
+    assert!(record.runs.iter().any(|r| r.node == "after"), "the merged item went on: {record:?}");
 }

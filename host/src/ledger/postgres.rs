@@ -137,6 +137,9 @@ const MIGRATIONS: &[&str] = &[
 /// Most connections one instance opens.
 const MAX_CONNECTIONS: usize = 16;
 
+/// Longest wait for a free connection.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The PostgreSQL ledger. Cheap to clone.
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -253,7 +256,17 @@ impl PostgresStore {
     }
 
     async fn client(&self) -> Result<Pooled<'_>> {
-        let permit = self.inner.permits.acquire().await.context("the connection pool closed")?;
+        // A wait this long is a stall, not load: fail the call (it is
+        // retried) rather than wait on forever.
+        let permit = tokio::time::timeout(POOL_WAIT, self.inner.permits.acquire())
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "no PostgreSQL connection came free in {} s (all {MAX_CONNECTIONS} in use)",
+                    POOL_WAIT.as_secs()
+                )
+            })?
+            .context("the connection pool closed")?;
         let idle = self.inner.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
         let client = match idle {
             Some(client) => client,

@@ -131,6 +131,8 @@ impl Executor {
         };
         // Node runs in flight: items on different branches run at once.
         let mut running = FuturesUnordered::new();
+        // Node runs that finished while a merge waited on the journal.
+        let mut finished_early: VecDeque<NodeDone> = VecDeque::new();
         let mut merges: HashMap<String, MergeState> = HashMap::new();
         // Late items waiting for a replayed merge to go on first.
         let mut held: HashMap<String, Vec<(String, Work)>> = HashMap::new();
@@ -166,17 +168,30 @@ impl Executor {
                         let merge = merges
                             .entry(work.node.clone())
                             .or_insert_with(|| MergeState::new(spec.clone(), node.node.timeout.map(|t| t.0)));
-                        let done = self.arrive(&shared, &work, merge, &mut held).await;
+                        // The node runs in flight are polled while the merge
+                        // reads the journal: a run left unpolled holds its
+                        // ledger connection (and its answer) hostage, and
+                        // the journal read may need that very connection.
+                        let done = {
+                            let arriving = self.arrive(&shared, &work, merge, &mut held);
+                            tokio::pin!(arriving);
+                            loop {
+                                tokio::select! {
+                                    done = &mut arriving => break done,
+                                    Some(finished) = running.next() => finished_early.push_back(finished),
+                                }
+                            }
+                        };
                         for merged in done {
                             self.settle_merge(&shared, &work.node, merged, &mut record, &mut ready);
                         }
                     }
                 }
             }
-            if stopping && running.is_empty() {
+            if stopping && running.is_empty() && finished_early.is_empty() {
                 break;
             }
-            if running.is_empty() {
+            if running.is_empty() && finished_early.is_empty() {
                 // Nothing can reach a waiting merge any more: each goes on
                 // with what it has, or ends its branch as incomplete.
                 let now = Instant::now();
@@ -204,9 +219,12 @@ impl Executor {
                 continue;
             }
             let deadline = merges.values().filter_map(MergeState::next_deadline).min();
-            let finished = tokio::select! {
-                finished = running.next() => finished,
-                () = sleep_until(deadline) => None,
+            let finished = match finished_early.pop_front() {
+                Some(finished) => Some(finished),
+                None => tokio::select! {
+                    finished = running.next() => finished,
+                    () = sleep_until(deadline) => None,
+                },
             };
             let Some(finished) = finished else {
                 let now = Instant::now();
