@@ -219,12 +219,13 @@ impl Executor {
                 continue;
             }
             let deadline = merges.values().filter_map(MergeState::next_deadline).min();
-            let finished = match finished_early.pop_front() {
-                Some(finished) => Some(finished),
-                None => tokio::select! {
+            let finished = if let Some(finished) = finished_early.pop_front() {
+                Some(finished)
+            } else {
+                tokio::select! {
                     finished = running.next() => finished,
                     () = sleep_until(deadline) => None,
-                },
+                }
             };
             let Some(finished) = finished else {
                 let now = Instant::now();
