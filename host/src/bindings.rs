@@ -11,5 +11,5 @@ wasmtime::component::bindgen!({
     path: "../wit",
     imports: { default: async },
     exports: { default: async },
-    additional_derives: [PartialEq],
+    additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
 });

@@ -788,3 +788,118 @@ fn shorten(text: &str, full: bool) -> String {
 fn micros(us: u64) -> String {
     if us >= 10_000 { format!("{:.1} ms", us as f64 / 1000.0) } else { format!("{:.2} ms", us as f64 / 1000.0) }
 }
+
+/// Where `handoff simulate` takes its leads from.
+#[derive(Debug, Clone)]
+pub enum SimulateLeads {
+    /// The ledger's events of the last `since_ms`, of `events_of` (default:
+    /// the simulated pipeline's name).
+    Ledger {
+        /// How far back.
+        since_ms: i64,
+        /// Whose events.
+        events_of: Option<String>,
+    },
+    /// A HubSpot export (.csv) or JSON lines (.jsonl).
+    File(PathBuf),
+}
+
+/// Options of `handoff simulate`.
+#[derive(Debug, Clone)]
+pub struct SimulateOptions {
+    /// The pipeline to simulate.
+    pub pipeline: PathBuf,
+    /// The leads.
+    pub leads: SimulateLeads,
+    /// The roster file (default: the shipped one).
+    pub roster: Option<PathBuf>,
+    /// A pipeline to compare with.
+    pub compare: Option<PathBuf>,
+    /// Compare with the decisions made live.
+    pub baseline_live: bool,
+    /// Print JSON.
+    pub json: bool,
+    /// Write an HTML report here.
+    pub html: Option<PathBuf>,
+    /// Connector config whose providers answer reads the recording lacks.
+    pub live_reads: Option<PathBuf>,
+}
+
+/// `handoff simulate`: see [`crate::simulate`]. Exits 1 when a pipeline is
+/// invalid.
+///
+/// # Errors
+///
+/// When the leads, the roster or the ledger cannot be read.
+pub async fn simulate(host: &Host, options: &SimulateOptions) -> Result<ExitCode> {
+    use crate::simulate;
+    let load = |path: &Path| match pipeline::load_file(path, &host.registry) {
+        Ok(prepared) => Ok(Arc::new(prepared.tried_once())),
+        Err(diagnostics) => Err(diagnostics),
+    };
+    let (prepared, baseline) = match (load(&options.pipeline), options.compare.as_deref().map(load).transpose()) {
+        (Ok(prepared), Ok(baseline)) => (prepared, baseline),
+        (Err(diagnostics), _) | (_, Err(diagnostics)) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let now = crate::capabilities::Clock::now_ms(&crate::capabilities::SystemClock);
+    let set = match &options.leads {
+        SimulateLeads::Ledger { since_ms, events_of } => {
+            let ledger = open_ledger(&host.options.data_dir).await?;
+            let events_of = events_of.as_deref().unwrap_or(&prepared.pipeline.name);
+            simulate::leads_from_ledger(&*ledger, events_of, now.saturating_sub(*since_ms), i64::MAX).await?
+        }
+        SimulateLeads::File(path) => simulate::leads_from_file(path, now)?,
+    };
+    let roster_path = match &options.roster {
+        Some(path) => path.clone(),
+        None => crate::shipped::file(Path::new("pipelines/roster.json"), &host.options.data_dir)?.0,
+    };
+    let roster = Arc::new(crate::roster::FileRoster::load(&roster_path)?);
+    let live = match &options.live_reads {
+        Some(config) => {
+            let connected = ConnectorsConfig::load(config)?.connect(crate::capabilities::Capabilities::none())?;
+            crate::dry_run::LiveReads { marketing: connected.marketing, crm: connected.crm, llm: connected.llm }
+        }
+        None => crate::dry_run::LiveReads::default(),
+    };
+    let dry = || crate::dry_run::DryRun {
+        live: live.clone(),
+        ..crate::dry_run::DryRun::new(Some(roster.clone() as Arc<dyn crate::capabilities::Roster>), set.missing)
+    };
+    let run = simulate::run(&host.runtime, &prepared, &set.leads, &dry()).await;
+    let roster_file = roster.current();
+    let (baseline_run, comparison) = match &baseline {
+        Some(baseline) => {
+            let before = simulate::run(&host.runtime, baseline, &set.leads, &dry()).await;
+            let decisions: Vec<_> =
+                before.leads.iter().map(|l| l.not_simulated.is_none().then(|| l.decision.clone())).collect();
+            let name =
+                format!("{} ({})", before.pipeline, options.compare.as_deref().unwrap_or(Path::new("")).display());
+            let comparison = simulate::compare(&name, &decisions, &run, Some(&roster_file));
+            (Some(before), Some(comparison))
+        }
+        None if options.baseline_live => {
+            let decisions: Vec<_> = set.leads.iter().map(|l| l.live.clone()).collect();
+            (None, Some(simulate::compare("live", &decisions, &run, Some(&roster_file))))
+        }
+        None => (None, None),
+    };
+    let report = simulate::Report { source: set.source, skipped: set.skipped, run, baseline: baseline_run, comparison };
+    if let Some(path) = &options.html {
+        std::fs::write(path, simulate::html(&report)).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", simulate::render(&report));
+        if let Some(path) = &options.html {
+            println!("Report: {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -218,6 +218,64 @@ pub struct Step {
     pub data: Option<Value>,
 }
 
+/// What a pipeline decided for a lead, as a simulation or a shadow reports
+/// it: where the lead ended up and who owns it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Decision {
+    /// The state the execution left the lead in (`notified`, `invalid`,
+    /// `duplicate`, `failed`, ...).
+    pub state: String,
+    /// The owner's name, when one was chosen.
+    pub owner: Option<String>,
+    /// The owner's CRM id, when the routing said.
+    pub owner_id: Option<String>,
+    /// The team routing chose, when it said.
+    pub team: Option<String>,
+    /// Whether the lead went to the fallback queue (nobody available).
+    pub fallback: bool,
+    /// Why, in words (the routing's explanation, or the last step's detail).
+    pub why: String,
+    /// Why the execution failed, when it did.
+    pub error: Option<String>,
+}
+
+impl Decision {
+    /// Whether `other` puts the lead elsewhere: another state, owner or
+    /// team, or the fallback queue where this did not (or the reverse).
+    pub fn differs(&self, other: &Decision) -> bool {
+        self.state != other.state
+            || self.owner != other.owner
+            || self.team != other.team
+            || self.fallback != other.fallback
+    }
+}
+
+/// What an execution decided for its lead: the state it left it in, the
+/// owner (the nodes' owner pointers), and, where a routing plugin said so
+/// (its item's `routing` object: `owner_id`, `team`, `fallback`,
+/// `explanation`, as the standard `route` and the example routers emit),
+/// the team and whether the fallback queue took it.
+pub fn decision_of<'a>(record: &ExecutionRecord, marks_of: impl Fn(&str) -> Option<&'a LeadMarks>) -> Decision {
+    let (facts, steps) = steps_of(record, marks_of);
+    let routing = record
+        .runs
+        .iter()
+        .flat_map(|r| r.outputs.iter())
+        .filter_map(|e| e.item.value().get("routing").filter(|r| r.is_object()).cloned())
+        .next_back();
+    let text = |key: &str| routing.as_ref().and_then(|r| r[key].as_str()).map(str::to_string);
+    let last = steps.last();
+    Decision {
+        state: last.map_or_else(|| "received".to_string(), |s| s.state.as_str().to_string()),
+        owner: facts.owner.clone().or_else(|| text("owner_name")),
+        owner_id: text("owner_id"),
+        team: text("team"),
+        fallback: routing.as_ref().is_some_and(|r| r["fallback"].as_bool().unwrap_or(false)),
+        why: text("explanation").or_else(|| last.map(|s| s.detail.clone())).unwrap_or_default(),
+        error: record.error.clone(),
+    }
+}
+
 /// Largest `data` kept with a step, in bytes of JSON.
 pub const MAX_STEP_DATA_BYTES: usize = 4 * 1024;
 

@@ -8,10 +8,12 @@
 pub mod app;
 pub mod bindings;
 pub mod capabilities;
+pub mod charts;
 pub mod cli;
 pub mod connectors;
 #[cfg(feature = "emulators")]
 pub mod demo;
+pub mod dry_run;
 #[cfg(feature = "emulators")]
 pub mod emulated;
 pub mod lead;
@@ -25,4 +27,5 @@ pub mod runtime;
 pub mod scaffold;
 pub mod server;
 pub mod shipped;
+pub mod simulate;
 pub mod telemetry;

@@ -262,6 +262,53 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a pipeline over past leads (the ledger) or exported ones (a
+    /// HubSpot CSV export, JSON lines) with nothing sent, and print what
+    /// each lead would get; with --compare or --baseline live, what a
+    /// change does: owners that change, load per rep and team, round-robin
+    /// fairness, the fallback queue, new failures.
+    #[command(
+        after_help = "Examples:\n  handoff simulate pipelines/mql-handoff.json --from-ledger --since 30d --baseline live\n  handoff simulate new-rules.json --from-ledger --compare pipelines/mql-handoff.json --report change.html\n  handoff simulate pipelines/mql-handoff.json --leads hubspot-export.csv"
+    )]
+    Simulate {
+        /// The pipeline file to simulate.
+        pipeline: PathBuf,
+        /// The leads the ledger (`--data-dir`, or HANDOFF_DATABASE_URL)
+        /// received, with the answers their executions got.
+        #[arg(long, conflicts_with = "leads", required_unless_present = "leads")]
+        from_ledger: bool,
+        /// How far back --from-ledger looks.
+        #[arg(long, value_parser = parse_duration, default_value = "30d")]
+        since: handoff::pipeline::model::HumanDuration,
+        /// Whose events --from-ledger takes (default: the simulated
+        /// pipeline's name).
+        #[arg(long, value_name = "PIPELINE_NAME")]
+        events_of: Option<String>,
+        /// Leads from a file instead: a HubSpot contact export (.csv) or
+        /// JSON lines (.jsonl); their Salesforce side is taken as empty.
+        #[arg(long, value_name = "FILE")]
+        leads: Option<PathBuf>,
+        /// The roster routing reads (default: pipelines/roster.json, or the
+        /// built-in one).
+        #[arg(long, value_name = "FILE")]
+        roster: Option<PathBuf>,
+        /// Compare with this pipeline run over the same leads.
+        #[arg(long, value_name = "PIPELINE", conflicts_with = "baseline")]
+        compare: Option<PathBuf>,
+        /// Compare with what was decided live (`live`; --from-ledger only).
+        #[arg(long, value_parser = ["live"], requires = "from_ledger")]
+        baseline: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also write the report as an HTML page with the per-rep chart.
+        #[arg(long, value_name = "FILE.html")]
+        report: Option<PathBuf>,
+        /// Answer reads the recording lacks from the real providers (reads
+        /// only; writes are never sent), with this connector config.
+        #[arg(long, value_name = "FILE")]
+        live_reads: Option<PathBuf>,
+    },
     /// Work on plugins of your own.
     Plugin {
         #[command(subcommand)]
@@ -465,6 +512,38 @@ fn main() -> ExitCode {
                 report(cli::run(&host, &RunOptions { pipeline, input, json, full, lead_id, sandbox, config }).await)
             }
             Command::Plugins { json, schema } => report(cli::plugins(&host, json, schema.as_deref())),
+            Command::Simulate {
+                pipeline,
+                from_ledger,
+                since,
+                events_of,
+                leads,
+                roster,
+                compare,
+                baseline,
+                json,
+                report: html,
+                live_reads,
+            } => {
+                let options = cli::SimulateOptions {
+                    pipeline,
+                    leads: if from_ledger {
+                        cli::SimulateLeads::Ledger {
+                            since_ms: i64::try_from(since.0.as_millis()).unwrap_or(i64::MAX),
+                            events_of,
+                        }
+                    } else {
+                        cli::SimulateLeads::File(leads.expect("clap requires --leads without --from-ledger"))
+                    },
+                    roster,
+                    compare,
+                    baseline_live: baseline.is_some(),
+                    json,
+                    html,
+                    live_reads,
+                };
+                report(cli::simulate(&host, &options).await)
+            }
             #[cfg(feature = "emulators")]
             Command::Sandbox { .. } | Command::Demo { .. } => unreachable!("handled above"),
             Command::Schema { .. }

@@ -135,6 +135,31 @@ pub struct Emitted {
     pub item: Item,
 }
 
+/// One answer a provider gave a node run: what was asked and what came
+/// back. Kept with the run and in the ledger, so a simulation or a replay
+/// can answer the same question the same way without asking again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CallRecord {
+    /// The capability call (`marketing.get-contact`, `state.get`).
+    pub call: String,
+    /// Its arguments, as JSON.
+    pub args: Value,
+    /// What it answered, as JSON.
+    pub answer: Value,
+}
+
+impl CallRecord {
+    /// The key a recorded answer is found by: the call and its arguments.
+    pub fn key(&self) -> String {
+        read_key(&self.call, &self.args)
+    }
+}
+
+/// The key of the answer to `call` with `args`.
+pub fn read_key(call: &str, args: &Value) -> String {
+    format!("{call}{args}")
+}
+
 /// Where a plugin log line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -211,6 +236,9 @@ pub struct NodeRunRecord {
     pub logs: Vec<LogLine>,
     /// Grants the plugin tried to use without having them.
     pub denied: Vec<String>,
+    /// What its providers answered (reads only; writes are in the journal).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<CallRecord>,
     /// The run completed in an earlier run of this execution; its recorded
     /// outputs were used instead of running it again.
     pub replayed: bool,

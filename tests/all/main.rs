@@ -22,5 +22,6 @@ mod registry;
 mod sandbox;
 mod scaffold;
 mod schedules;
+mod simulate;
 mod sla;
 mod validate_plugin;

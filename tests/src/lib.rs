@@ -289,7 +289,23 @@ pub async fn start_handoff_with(
     clock: Arc<handoff::capabilities::ManualClock>,
     adjust: impl FnOnce(handoff::app::AppOptions) -> handoff::app::AppOptions,
 ) -> Running {
-    let emulators = handoff::emulated::start(Settings::default(), clock.clone()).await.unwrap();
+    start_handoff_on(Settings::default(), state_dir, clock, adjust).await
+}
+
+/// Emulator settings without rate limits: for tests that send a thousand
+/// leads and are not about limits.
+pub fn unlimited() -> Settings {
+    Settings { hubspot_per_ten_seconds: 0, hubspot_search_per_second: 0, slack_channel_burst: 0, ..Settings::default() }
+}
+
+/// [`start_handoff_with`] on emulators with `settings`.
+pub async fn start_handoff_on(
+    settings: Settings,
+    state_dir: tempfile::TempDir,
+    clock: Arc<handoff::capabilities::ManualClock>,
+    adjust: impl FnOnce(handoff::app::AppOptions) -> handoff::app::AppOptions,
+) -> Running {
+    let emulators = handoff::emulated::start(settings, clock.clone()).await.unwrap();
     let options = adjust(handoff_options(&emulators, clock.clone(), state_dir.path()));
     let app = handoff::app::App::launch(options).await.expect("handoff starts");
     Running { emulators, app, clock, state_dir }

@@ -102,7 +102,13 @@ pub struct RunContext {
     denied: Vec<String>,
     effect_seq: u32,
     run_clock: Option<Arc<dyn RunClock>>,
+    reads: Vec<crate::record::CallRecord>,
+    read_bytes: usize,
 }
+
+/// Bytes of provider answers kept per run; later answers are not kept (a
+/// simulation then asks for them again, or reports them missing).
+pub const MAX_READ_BYTES: usize = 256 * 1024;
 
 /// A run's deadline clock, as the sandbox keeps it. Capability calls that
 /// wait on the host's own ledger (plugin state, the effect journal) stop it:
@@ -162,6 +168,8 @@ impl RunContext {
             denied: Vec::new(),
             effect_seq: 0,
             run_clock: None,
+            reads: Vec::new(),
+            read_bytes: 0,
         }
     }
 
@@ -248,6 +256,30 @@ impl RunContext {
     /// What the run logged (taken), and how many lines were dropped.
     pub fn take_logs(&mut self) -> (Vec<LogLine>, usize) {
         (std::mem::take(&mut self.logs), self.dropped_log_lines)
+    }
+
+    /// Keeps what a provider answered to `call` with `args` (successful
+    /// reads only), up to [`MAX_READ_BYTES`] per run.
+    pub(crate) fn record_read<T: Serialize>(&mut self, call: &str, args: serde_json::Value, answer: &T) {
+        let Ok(answer) = serde_json::to_value(answer) else { return };
+        let size = call.len() + args.to_string().len() + answer.to_string().len();
+        if self.read_bytes + size > MAX_READ_BYTES {
+            return;
+        }
+        self.read_bytes += size;
+        self.reads.push(crate::record::CallRecord { call: call.to_string(), args, answer });
+    }
+
+    /// [`Self::record_read`] of an answer, when it is one.
+    pub(crate) fn keep_read<T: Serialize, E>(&mut self, call: &str, args: serde_json::Value, answer: &Result<T, E>) {
+        if let Ok(answer) = answer {
+            self.record_read(call, args, answer);
+        }
+    }
+
+    /// What the run's providers answered (taken).
+    pub fn take_reads(&mut self) -> Vec<crate::record::CallRecord> {
+        std::mem::take(&mut self.reads)
     }
 
     /// Grants the plugin tried to use without having them (taken).

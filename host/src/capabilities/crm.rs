@@ -6,6 +6,7 @@ use super::{Account, Activity, CapabilityError, CrmContact, Grant, Lead, Opportu
 use crate::bindings::handoff::plugin::crm::Host;
 pub use crate::bindings::handoff::plugin::crm::{CrmMatches, LeadChange};
 use crate::bindings::handoff::plugin::types::Timestamp;
+use serde_json::json;
 
 /// A sales CRM, as a connector implements it. Errors keep the provider's
 /// code and message.
@@ -71,36 +72,53 @@ impl Host for RunContext {
             return Err(CapabilityError::Invalid("field names are letters, digits and '_'".into()));
         }
         let limit = limit.clamp(1, 2000);
-        self.provider(Grant::CrmRead, |c| &c.crm)?.changed_leads(&status, since, &fields, limit).await
+        let crm = self.provider(Grant::CrmRead, |c| &c.crm)?;
+        let answer = crm.changed_leads(&status, since, &fields, limit).await;
+        self.keep_read("crm.changed-leads", json!([status, since, fields, limit]), &answer);
+        answer
     }
 
     async fn find_lead_by_email(&mut self, email: String) -> Result<Option<Lead>, CapabilityError> {
-        self.provider(Grant::CrmRead, |c| &c.crm)?.find_lead_by_email(&email).await
+        let answer = self.provider(Grant::CrmRead, |c| &c.crm)?.find_lead_by_email(&email).await;
+        self.keep_read("crm.find-lead-by-email", json!([email]), &answer);
+        answer
     }
 
     async fn find_contact_by_email(&mut self, email: String) -> Result<Option<CrmContact>, CapabilityError> {
-        self.provider(Grant::CrmRead, |c| &c.crm)?.find_contact_by_email(&email).await
+        let answer = self.provider(Grant::CrmRead, |c| &c.crm)?.find_contact_by_email(&email).await;
+        self.keep_read("crm.find-contact-by-email", json!([email]), &answer);
+        answer
     }
 
     async fn find_accounts_by_domain(&mut self, domain: String) -> Result<Vec<Account>, CapabilityError> {
-        self.provider(Grant::CrmRead, |c| &c.crm)?.find_accounts_by_domain(&domain).await
+        let answer = self.provider(Grant::CrmRead, |c| &c.crm)?.find_accounts_by_domain(&domain).await;
+        self.keep_read("crm.find-accounts-by-domain", json!([domain]), &answer);
+        answer
     }
 
     async fn find_open_opportunities_by_domain(&mut self, domain: String) -> Result<Vec<Opportunity>, CapabilityError> {
-        self.provider(Grant::CrmRead, |c| &c.crm)?.find_open_opportunities_by_domain(&domain).await
+        let answer = self.provider(Grant::CrmRead, |c| &c.crm)?.find_open_opportunities_by_domain(&domain).await;
+        self.keep_read("crm.find-open-opportunities-by-domain", json!([domain]), &answer);
+        answer
     }
 
     async fn find_matches(&mut self, email: String, domain: Option<String>) -> Result<CrmMatches, CapabilityError> {
         let domain = domain.filter(|d| !d.trim().is_empty());
-        self.provider(Grant::CrmRead, |c| &c.crm)?.find_matches(&email, domain.as_deref()).await
+        let answer = self.provider(Grant::CrmRead, |c| &c.crm)?.find_matches(&email, domain.as_deref()).await;
+        self.keep_read("crm.find-matches", json!([email, domain]), &answer);
+        answer
     }
 
     async fn get_owner(&mut self, id: String) -> Result<Option<Owner>, CapabilityError> {
-        self.provider(Grant::CrmRead, |c| &c.crm)?.get_owner(&id).await
+        let answer = self.provider(Grant::CrmRead, |c| &c.crm)?.get_owner(&id).await;
+        self.keep_read("crm.get-owner", json!([id]), &answer);
+        answer
     }
 
     async fn list_activities(&mut self, who_id: String, since: Timestamp) -> Result<Vec<Activity>, CapabilityError> {
-        self.provider(Grant::CrmRead, |c| &c.crm)?.list_activities(&who_id, since).await
+        let answer = self.provider(Grant::CrmRead, |c| &c.crm)?.list_activities(&who_id, since).await;
+        self.keep_read("crm.list-activities", json!([who_id, since]), &answer);
+        answer
     }
 
     async fn upsert_lead(&mut self, lead: Lead) -> Result<String, CapabilityError> {
@@ -149,7 +167,9 @@ impl Host for RunContext {
     }
 
     async fn get_lead(&mut self, id: String) -> Result<Option<Lead>, CapabilityError> {
-        self.provider(Grant::CrmRead, |c| &c.crm)?.get_lead(&id).await
+        let answer = self.provider(Grant::CrmRead, |c| &c.crm)?.get_lead(&id).await;
+        self.keep_read("crm.get-lead", json!([id]), &answer);
+        answer
     }
 
     async fn update_lead(&mut self, id: String, fields: String) -> Result<(), CapabilityError> {

@@ -18,9 +18,13 @@ impl Host for RunContext {
         // The plugin's time budget is enforced here, so a slow model can
         // never hold the node past what the plugin asked for.
         let budget = Duration::from_millis(u64::from(request.timeout_ms.max(1)));
-        match tokio::time::timeout(budget, llm.complete(request)).await {
+        // The time budget is not part of the question.
+        let args = serde_json::json!([request.system, request.prompt, request.max_tokens]);
+        let answer = match tokio::time::timeout(budget, llm.complete(request)).await {
             Ok(result) => result,
             Err(_) => Err(CapabilityError::Unavailable(format!("no reply within {} ms", budget.as_millis()))),
-        }
+        };
+        self.keep_read("llm.complete", args, &answer);
+        answer
     }
 }

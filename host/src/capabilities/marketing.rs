@@ -24,7 +24,10 @@ pub trait Marketing: Send + Sync {
 
 impl Host for RunContext {
     async fn get_contact(&mut self, id: String, properties: Vec<String>) -> Result<Contact, CapabilityError> {
-        self.provider(Grant::MarketingRead, |c| &c.marketing)?.get_contact(&id, &properties).await
+        let marketing = self.provider(Grant::MarketingRead, |c| &c.marketing)?;
+        let answer = marketing.get_contact(&id, &properties).await;
+        self.keep_read("marketing.get-contact", serde_json::json!([id, properties]), &answer);
+        answer
     }
 
     async fn find_contact_by_email(
@@ -32,7 +35,10 @@ impl Host for RunContext {
         email: String,
         properties: Vec<String>,
     ) -> Result<Option<Contact>, CapabilityError> {
-        self.provider(Grant::MarketingRead, |c| &c.marketing)?.find_contact_by_email(&email, &properties).await
+        let marketing = self.provider(Grant::MarketingRead, |c| &c.marketing)?;
+        let answer = marketing.find_contact_by_email(&email, &properties).await;
+        self.keep_read("marketing.find-contact-by-email", serde_json::json!([email, properties]), &answer);
+        answer
     }
 
     async fn update_contact(&mut self, id: String, properties: String) -> Result<Contact, CapabilityError> {

@@ -89,8 +89,13 @@ impl Host for RunContext {
     async fn get(&mut self, key: String) -> Result<Option<String>, CapabilityError> {
         check_key(&key)?;
         let store = self.provider(Grant::StateRead, |c| &c.state)?;
-        let _wait = self.ledger_wait();
-        store.get(&self.identity().plugin, &key).await
+        let answer = {
+            let _wait = self.ledger_wait();
+            store.get(&self.identity().plugin, &key).await
+        };
+        let scope = self.identity().plugin.clone();
+        self.keep_read("state.get", serde_json::json!([scope, key]), &answer);
+        answer
     }
 
     async fn set(&mut self, key: String, value: String) -> Result<(), CapabilityError> {

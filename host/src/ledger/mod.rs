@@ -12,7 +12,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::capabilities::{Clock, EffectJournal, Scheduler, StateStore};
-use crate::lead::{LeadFacts, LeadRecord, LeadState, Step};
+use crate::lead::{Decision, LeadFacts, LeadRecord, LeadState, Step};
 use anyhow::Result;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -37,6 +37,46 @@ pub struct InboundEvent {
     pub received_at: i64,
     /// The node it starts at; none for the pipeline's trigger.
     pub node: Option<String>,
+}
+
+/// What one execution left behind for later: what its providers answered
+/// (a simulation or a replay answers from it) and what it decided (a
+/// simulation's `--baseline live`, a shadow's comparison).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Trace {
+    /// The execution.
+    pub execution_id: String,
+    /// Its pipeline.
+    pub pipeline: String,
+    /// Its lead.
+    pub lead_id: Option<String>,
+    /// When it started (host clock, ms).
+    pub at: i64,
+    /// What it decided.
+    pub decision: Decision,
+    /// What its providers answered, in order.
+    pub reads: Vec<crate::record::CallRecord>,
+}
+
+/// A shadow pipeline's decision beside the live one's, for one lead.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, JsonSchema)]
+pub struct ShadowDecision {
+    /// The shadow pipeline.
+    pub pipeline: String,
+    /// The live pipeline it shadows.
+    pub shadows: String,
+    /// The live execution it ran beside.
+    pub execution_id: String,
+    /// The lead.
+    pub lead_id: Option<String>,
+    /// When (host clock, ms).
+    pub at: i64,
+    /// What the live pipeline decided.
+    pub live: Decision,
+    /// What the shadow would have decided.
+    pub shadow: Decision,
+    /// Whether they differ in state, owner or team.
+    pub differs: bool,
 }
 
 /// Leads that failed for good and ops has not yet been told of.
@@ -74,6 +114,8 @@ pub struct Pruned {
     /// Event payloads emptied (the event row stays: it recognises a
     /// redelivery).
     pub payloads: u64,
+    /// Executions' recorded provider answers and shadow decisions.
+    pub reads: u64,
 }
 
 impl std::ops::AddAssign for Pruned {
@@ -81,13 +123,14 @@ impl std::ops::AddAssign for Pruned {
         self.effects += other.effects;
         self.timers += other.timers;
         self.payloads += other.payloads;
+        self.reads += other.reads;
     }
 }
 
 impl Pruned {
     /// Rows touched in all.
     pub fn total(&self) -> u64 {
-        self.effects + self.timers + self.payloads
+        self.effects + self.timers + self.payloads + self.reads
     }
 }
 
@@ -437,6 +480,26 @@ pub trait Ledger: Send + Sync {
     async fn next_timer_due(&self, pipelines: Option<&[String]>) -> Result<Option<i64>>;
     /// Timers set about a lead, by due time.
     async fn lead_timers(&self, lead_id: &str) -> Result<Vec<TimerRecord>>;
+    /// Keeps an execution's trace (replacing the one of an earlier run of it).
+    async fn record_trace(&self, trace: &Trace) -> Result<()>;
+    /// The trace an execution left.
+    async fn trace(&self, execution_id: &str) -> Result<Option<Trace>>;
+    /// Events of `pipeline` (every pipeline when none) received in
+    /// `[from, to)` (host clock), in the order they arrived.
+    async fn events_between(&self, pipeline: Option<&str>, from: i64, to: i64) -> Result<Vec<InboundEvent>>;
+    /// The event an execution ran for.
+    async fn event_of_execution(&self, execution_id: &str) -> Result<Option<InboundEvent>>;
+    /// Keeps a shadow pipeline's decision (replaced when the live execution
+    /// runs again).
+    async fn record_shadow(&self, decision: &ShadowDecision) -> Result<()>;
+    /// Shadow decisions, newest first: about one lead, or of one shadow
+    /// pipeline, or all.
+    async fn shadow_decisions(
+        &self,
+        lead_id: Option<&str>,
+        pipeline: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ShadowDecision>>;
     /// Leads that failed for good since ops was last told (a retried lead
     /// that fails again counts again), with the first `limit` of them.
     async fn failures_to_tell(&self, limit: usize) -> Result<FailuresToTell>;

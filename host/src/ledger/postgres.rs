@@ -132,6 +132,19 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE events ADD COLUMN told_at BIGINT;
      CREATE INDEX events_untold ON events (finished_at) WHERE failed AND told_at IS NULL;
      UPDATE events SET told_at = finished_at WHERE failed AND finished_at IS NOT NULL;",
+    // What providers answered each execution (simulation, replay), and
+    // shadow pipelines' decisions.
+    r#"
+    CREATE TABLE traces (execution_id TEXT PRIMARY KEY, at BIGINT NOT NULL, record TEXT NOT NULL);
+    CREATE INDEX traces_at ON traces (at);
+    CREATE TABLE shadow_decisions (
+        pipeline TEXT NOT NULL, execution_id TEXT NOT NULL, lead_id TEXT, at BIGINT NOT NULL, record TEXT NOT NULL,
+        PRIMARY KEY (pipeline, execution_id)
+    );
+    CREATE INDEX shadow_decisions_lead ON shadow_decisions (lead_id, at);
+    CREATE INDEX shadow_decisions_at ON shadow_decisions (at);
+    CREATE INDEX events_received ON events (received_at);
+"#,
 ];
 
 /// Most connections one instance opens.
@@ -649,7 +662,19 @@ impl Ledger for PostgresStore {
                 &[&before, &limit],
             )
             .await?;
-        Ok(super::Pruned { effects: effects + intents, timers, payloads })
+        let reads = client
+            .execute(
+                "DELETE FROM traces WHERE ctid IN (SELECT ctid FROM traces WHERE at < $1 LIMIT $2)",
+                &[&before, &limit],
+            )
+            .await?;
+        let shadows = client
+            .execute(
+                "DELETE FROM shadow_decisions WHERE ctid IN (SELECT ctid FROM shadow_decisions WHERE at < $1 LIMIT $2)",
+                &[&before, &limit],
+            )
+            .await?;
+        Ok(super::Pruned { effects: effects + intents, timers, payloads, reads: reads + shadows })
     }
 
     async fn record_steps(&self, lead_id: &str, execution: &str, facts: &LeadFacts, steps: &[Step]) -> Result<()> {
@@ -901,6 +926,86 @@ impl Ledger for PostgresStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn record_trace(&self, trace: &super::Trace) -> Result<()> {
+        let record = serde_json::to_string(trace)?;
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO traces (execution_id, at, record) VALUES ($1, $2, $3)
+                 ON CONFLICT (execution_id) DO UPDATE SET at = excluded.at, record = excluded.record",
+                &[&trace.execution_id, &trace.at, &record],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn trace(&self, execution_id: &str) -> Result<Option<super::Trace>> {
+        let client = self.client().await?;
+        let row = client.query_opt("SELECT record FROM traces WHERE execution_id = $1", &[&execution_id]).await?;
+        Ok(row.and_then(|r| serde_json::from_str(r.get::<_, &str>(0)).ok()))
+    }
+
+    async fn events_between(&self, pipeline: Option<&str>, from: i64, to: i64) -> Result<Vec<InboundEvent>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events
+                     WHERE received_at >= $1 AND received_at < $2 AND ($3::text IS NULL OR pipeline = $3)
+                     ORDER BY received_at, ctid"
+                ),
+                &[&from, &to, &pipeline],
+            )
+            .await?;
+        Ok(rows.iter().map(event_from_row).collect())
+    }
+
+    async fn event_of_execution(&self, execution_id: &str) -> Result<Option<InboundEvent>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events
+                     WHERE execution_id = $1 OR pipeline || ':' || source || ':' || event_id = $1 LIMIT 1"
+                ),
+                &[&execution_id],
+            )
+            .await?;
+        Ok(row.as_ref().map(event_from_row))
+    }
+
+    async fn record_shadow(&self, decision: &super::ShadowDecision) -> Result<()> {
+        let record = serde_json::to_string(decision)?;
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO shadow_decisions (pipeline, execution_id, lead_id, at, record) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (pipeline, execution_id) DO UPDATE SET lead_id = excluded.lead_id, at = excluded.at,
+                    record = excluded.record",
+                &[&decision.pipeline, &decision.execution_id, &decision.lead_id, &decision.at, &record],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn shadow_decisions(
+        &self,
+        lead_id: Option<&str>,
+        pipeline: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<super::ShadowDecision>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT record FROM shadow_decisions WHERE ($1::text IS NULL OR lead_id = $1) AND ($2::text IS NULL OR pipeline = $2)
+                 ORDER BY at DESC, execution_id DESC LIMIT $3",
+                &[&lead_id, &pipeline, &limit],
+            )
+            .await?;
+        Ok(rows.iter().filter_map(|r| serde_json::from_str(r.get::<_, &str>(0)).ok()).collect())
     }
 
     async fn paused_reps(&self) -> Result<Vec<PausedRep>> {

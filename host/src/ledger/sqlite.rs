@@ -148,6 +148,19 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE effect_intents;
     ALTER TABLE effect_intents_by_key RENAME TO effect_intents;
 "#,
+    // What providers answered each execution (simulation, replay), and
+    // shadow pipelines' decisions.
+    r#"
+    CREATE TABLE traces (execution_id TEXT PRIMARY KEY, at INTEGER NOT NULL, record BLOB NOT NULL);
+    CREATE INDEX traces_at ON traces (at);
+    CREATE TABLE shadow_decisions (
+        pipeline TEXT NOT NULL, execution_id TEXT NOT NULL, lead_id TEXT, at INTEGER NOT NULL, record TEXT NOT NULL,
+        PRIMARY KEY (pipeline, execution_id)
+    );
+    CREATE INDEX shadow_decisions_lead ON shadow_decisions (lead_id, at);
+    CREATE INDEX shadow_decisions_at ON shadow_decisions (at);
+    CREATE INDEX events_received ON events (received_at);
+"#,
 ];
 
 /// Event and timer payloads at least this long are stored deflated (a BLOB
@@ -750,8 +763,24 @@ impl Ledger for SqliteStore {
                        WHERE finished_at < ?1 AND failed = 0 AND payload <> '{}' LIMIT ?2)",
                 )?
                 .execute(params![before, limit])?;
+            let reads = c
+                .prepare_cached(
+                    "DELETE FROM traces WHERE execution_id IN (SELECT execution_id FROM traces WHERE at < ?1 LIMIT ?2)",
+                )?
+                .execute(params![before, limit])?;
+            let shadows = c
+                .prepare_cached(
+                    "DELETE FROM shadow_decisions WHERE rowid IN (SELECT rowid FROM shadow_decisions
+                       WHERE at < ?1 LIMIT ?2)",
+                )?
+                .execute(params![before, limit])?;
             let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-            Ok(super::Pruned { effects: count(effects + intents), timers: count(timers), payloads: count(payloads) })
+            Ok(super::Pruned {
+                effects: count(effects + intents),
+                timers: count(timers),
+                payloads: count(payloads),
+                reads: count(reads + shadows),
+            })
         })
         .await
     }
@@ -1019,6 +1048,95 @@ impl Ledger for SqliteStore {
             )?
             .execute(params![through, now])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn record_trace(&self, trace: &super::Trace) -> Result<()> {
+        let (execution_id, at) = (trace.execution_id.clone(), trace.at);
+        let record = pack(serde_json::to_string(trace)?);
+        self.write(move |c| {
+            c.prepare_cached("INSERT OR REPLACE INTO traces (execution_id, at, record) VALUES (?1, ?2, ?3)")?
+                .execute(params![execution_id, at, record])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn trace(&self, execution_id: &str) -> Result<Option<super::Trace>> {
+        let execution_id = execution_id.to_string();
+        self.read_now(move |c| {
+            let stored = c
+                .prepare_cached("SELECT record FROM traces WHERE execution_id = ?1")?
+                .query_row(params![execution_id], |r| Ok(unpack(r.get_ref(0)?)))
+                .optional()?;
+            Ok(stored.and_then(|v| serde_json::from_value(v).ok()))
+        })
+    }
+
+    async fn events_between(&self, pipeline: Option<&str>, from: i64, to: i64) -> Result<Vec<InboundEvent>> {
+        let pipeline = pipeline.map(str::to_string);
+        self.read(move |c| {
+            let mut statement = c.prepare_cached(
+                "SELECT source, event_id, pipeline, lead_id, payload, received_at, node FROM events
+                 WHERE received_at >= ?1 AND received_at < ?2 AND (?3 IS NULL OR pipeline = ?3)
+                 ORDER BY received_at, rowid",
+            )?;
+            let events =
+                statement.query_map(params![from, to, pipeline], event_from_row)?.collect::<rusqlite::Result<_>>()?;
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn event_of_execution(&self, execution_id: &str) -> Result<Option<InboundEvent>> {
+        let execution_id = execution_id.to_string();
+        self.read_now(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT source, event_id, pipeline, lead_id, payload, received_at, node FROM events
+                 WHERE execution_id = ?1 OR pipeline || ':' || source || ':' || event_id = ?1 LIMIT 1",
+            )?
+            .query_row(params![execution_id], event_from_row)
+            .optional()?)
+        })
+    }
+
+    async fn record_shadow(&self, decision: &super::ShadowDecision) -> Result<()> {
+        let record = serde_json::to_string(decision)?;
+        let (pipeline, execution, lead, at) =
+            (decision.pipeline.clone(), decision.execution_id.clone(), decision.lead_id.clone(), decision.at);
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO shadow_decisions (pipeline, execution_id, lead_id, at, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![pipeline, execution, lead, at, record])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn shadow_decisions(
+        &self,
+        lead_id: Option<&str>,
+        pipeline: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<super::ShadowDecision>> {
+        let (lead_id, pipeline) = (lead_id.map(str::to_string), pipeline.map(str::to_string));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut statement = c.prepare_cached(
+                "SELECT record FROM shadow_decisions WHERE (?1 IS NULL OR lead_id = ?1) AND (?2 IS NULL OR pipeline = ?2)
+                 ORDER BY at DESC, execution_id DESC LIMIT ?3",
+            )?;
+            let rows = statement.query_map(params![lead_id, pipeline, limit], |r| r.get::<_, String>(0))?;
+            let mut decisions = Vec::new();
+            for row in rows {
+                if let Ok(decision) = serde_json::from_str(&row?) {
+                    decisions.push(decision);
+                }
+            }
+            Ok(decisions)
         })
         .await
     }

@@ -308,6 +308,7 @@ impl Executor {
                 error: None,
                 logs: Vec::new(),
                 denied: Vec::new(),
+                reads: Vec::new(),
                 replayed: true,
             });
             return NodeDone { work, runs, outcome: Outcome::Emitted(emitted) };
@@ -348,6 +349,7 @@ impl Executor {
                 error: error.clone(),
                 logs: outcome.logs,
                 denied: outcome.denied,
+                reads: outcome.reads,
                 replayed: false,
             });
             match outcome.result {
@@ -498,6 +500,7 @@ impl Executor {
             error: None,
             logs: logs.into_iter().map(|message| LogLine { stream: LogStream::Info, message }).collect(),
             denied: Vec::new(),
+            reads: Vec::new(),
             replayed: was_replayed,
         });
         route(prepared, node, &branch, outputs, ready, &mut record.ends);

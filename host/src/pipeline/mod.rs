@@ -45,6 +45,16 @@ impl PreparedPipeline {
         PreparedPipeline { pipeline, path, nodes, joins }
     }
 
+    /// The pipeline with every node tried once: a dry run answers from a
+    /// recording, and asking again would get the same answer.
+    #[must_use]
+    pub fn tried_once(mut self) -> Self {
+        for node in self.nodes.values_mut() {
+            node.node.retry.max_attempts = 1;
+        }
+        self
+    }
+
     /// Whether more than one node (or the trigger) sends items to `id`.
     pub fn is_join(&self, id: &str) -> bool {
         self.joins.contains(id)

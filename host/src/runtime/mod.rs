@@ -18,6 +18,7 @@ pub use breaker::{BreakerConfig, PluginPause};
 pub use cache::{CacheOutcome, ComponentCache};
 pub use plugin::{Plugin, PluginInfo, PluginSource, is_plugin_name};
 pub use registry::{LoadProblem, PluginRegistry};
+pub(crate) use run::cut;
 pub use run::{Invocation, MAX_ERROR_BYTES, NodeFailure, RunLimits, RunOutcome};
 pub use run_state::{RunState, STDIO_CAPTURE_BYTES};
 

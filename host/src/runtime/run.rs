@@ -203,6 +203,8 @@ pub struct RunOutcome {
     pub logs: Vec<LogLine>,
     /// Grants the plugin tried to use without having them.
     pub denied: Vec<String>,
+    /// What its providers answered.
+    pub reads: Vec<crate::record::CallRecord>,
 }
 
 /// Bytes of a plugin's error message (or trap text) kept; the rest is cut.
@@ -232,7 +234,7 @@ pub(crate) fn cut(mut text: String, max: usize) -> String {
 
 impl RunOutcome {
     fn failed(failure: NodeFailure, duration: Duration) -> Self {
-        RunOutcome { result: Err(failure), duration, logs: Vec::new(), denied: Vec::new() }
+        RunOutcome { result: Err(failure), duration, logs: Vec::new(), denied: Vec::new(), reads: Vec::new() }
     }
 }
 
@@ -421,8 +423,9 @@ impl RunJob {
         if let Err(failure) = &result {
             tracing::warn!(attempt, kind = failure.kind(), "node run failed: {failure}");
         }
+        let reads = state.context.take_reads();
         dropper.dispose(store);
-        RunOutcome { result, duration: started.elapsed(), logs, denied }
+        RunOutcome { result, duration: started.elapsed(), logs, denied, reads }
     }
 }
 

@@ -6,6 +6,7 @@
 //! the cookie `/?token=` sets.
 
 use super::AppState;
+use crate::charts::{bar_chart, line_chart};
 use crate::reports::{Figures, GroupBy, MetricRules, Metrics};
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -13,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
-use plotters::prelude::*;
+use plotters::style::RGBColor;
 use std::sync::Arc;
 
 const WEEK: i64 = 7 * 86_400_000;
@@ -135,82 +136,6 @@ fn cards(figures: &Figures) -> Markup {
 }
 
 /// A line chart of weekly series (values in `unit`), as SVG.
-fn line_chart(title: &str, weeks: &[String], series: &[(&str, RGBColor, Vec<Option<f64>>)], max: f64) -> String {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (560, 240)).into_drawing_area();
-        let _ = root.fill(&WHITE);
-        let n = i32::try_from(weeks.len()).unwrap_or(1).max(1);
-        let chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 15))
-            .margin(10)
-            .x_label_area_size(28)
-            .y_label_area_size(44)
-            .build_cartesian_2d(0..(n - 1).max(1), 0f64..max.max(1.0));
-        let Ok(mut chart) = chart else { return svg_error() };
-        let labels = weeks.to_vec();
-        let _ = chart
-            .configure_mesh()
-            .x_labels(weeks.len())
-            .x_label_formatter(&|i| labels.get(usize::try_from(*i).unwrap_or(0)).cloned().unwrap_or_default())
-            .light_line_style(WHITE.mix(0.0))
-            .draw();
-        for (name, color, values) in series {
-            let points: Vec<(i32, f64)> =
-                values.iter().enumerate().filter_map(|(i, v)| v.map(|v| (i32::try_from(i).unwrap_or(0), v))).collect();
-            let color = *color;
-            if let Ok(drawn) = chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2))) {
-                drawn
-                    .label(*name)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-            }
-            let _ = chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())));
-        }
-        let _ = chart.configure_series_labels().background_style(WHITE.mix(0.9)).border_style(BLACK.mix(0.2)).draw();
-        let _ = root.present();
-    }
-    svg
-}
-
-/// A bar chart of counts by name, as SVG.
-fn bar_chart(title: &str, bars: &[(String, u64)]) -> String {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (560, 240)).into_drawing_area();
-        let _ = root.fill(&WHITE);
-        let top = bars.iter().map(|(_, n)| *n).max().unwrap_or(1).max(1);
-        let n = u32::try_from(bars.len()).unwrap_or(1).max(1);
-        let chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 15))
-            .margin(10)
-            .x_label_area_size(28)
-            .y_label_area_size(36)
-            .build_cartesian_2d((0u32..n).into_segmented(), 0u64..top + 1);
-        let Ok(mut chart) = chart else { return svg_error() };
-        let names: Vec<String> = bars.iter().map(|(name, _)| name.chars().take(22).collect()).collect();
-        let _ = chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => names.get(*i as usize).cloned().unwrap_or_default(),
-                _ => String::new(),
-            })
-            .draw();
-        let _ = chart.draw_series(
-            Histogram::vertical(&chart)
-                .style(RGBColor(11, 87, 208).filled())
-                .margin(12)
-                .data(bars.iter().enumerate().map(|(i, (_, count))| (u32::try_from(i).unwrap_or(0), *count))),
-        );
-        let _ = root.present();
-    }
-    svg
-}
-
-fn svg_error() -> String {
-    r#"<svg xmlns="http://www.w3.org/2000/svg" width="560" height="40"><text x="8" y="24">chart unavailable</text></svg>"#.into()
-}
-
 /// A lead in flight toward its SLA deadline.
 struct AtRisk {
     lead: String,

@@ -414,6 +414,7 @@ async fn settle(
         // claims the event next runs it again.
         return false;
     }
+    keep_trace(state, prepared, event, record).await;
     raise_lead_events(state, prepared, event, record).await;
     match state.ledger.finish_event(&event.source, &event.event_id, &record.execution_id, failed).await {
         Ok(true) => failed,
@@ -425,6 +426,27 @@ async fn settle(
             tracing::error!(error = %e, event = %event.event_id, "cannot mark the event finished; it will run again");
             false
         }
+    }
+}
+
+/// Keeps the execution's trace: what its providers answered and what it
+/// decided, for simulations (`handoff simulate --from-ledger`), shadow
+/// pipelines and replays. Losing it loses none of the lead's work, so a
+/// failure is only logged.
+async fn keep_trace(state: &AppState, prepared: &PreparedPipeline, event: &InboundEvent, record: &ExecutionRecord) {
+    if event.lead_id.is_none() {
+        return;
+    }
+    let trace = crate::ledger::Trace {
+        execution_id: record.execution_id.clone(),
+        pipeline: record.pipeline.clone(),
+        lead_id: event.lead_id.clone(),
+        at: record.started_at_ms,
+        decision: crate::lead::decision_of(record, |node| prepared.lead_marks(node)),
+        reads: record.runs.iter().flat_map(|r| r.reads.iter().cloned()).collect(),
+    };
+    if let Err(e) = state.ledger.record_trace(&trace).await {
+        tracing::warn!(error = %e, execution = %record.execution_id, "cannot keep the execution's trace");
     }
 }
 
