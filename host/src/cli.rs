@@ -903,3 +903,89 @@ pub async fn simulate(host: &Host, options: &SimulateOptions) -> Result<ExitCode
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Options of `handoff replay`.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// The execution.
+    pub execution_id: String,
+    /// Plugins replaced: `NAME=FILE.wasm`.
+    pub plugins: Vec<String>,
+    /// The changed pipeline.
+    pub pipeline: Option<PathBuf>,
+    /// The original pipeline.
+    pub original: Option<PathBuf>,
+    /// The roster.
+    pub roster: Option<PathBuf>,
+    /// Print JSON.
+    pub json: bool,
+}
+
+/// `handoff replay`: see [`crate::replay`]. Exits 1 when a pipeline is
+/// invalid.
+///
+/// # Errors
+///
+/// When the execution, a plugin file or the roster cannot be read.
+pub async fn replay(host: &Host, options: &ReplayOptions) -> Result<ExitCode> {
+    let ledger = open_ledger(&host.options.data_dir).await?;
+    let (event, trace) = crate::replay::recorded(&*ledger, &options.execution_id).await?;
+    let mut registry = host.registry.clone();
+    let mut change = Vec::new();
+    for spec in &options.plugins {
+        let (name, file) = spec.split_once('=').with_context(|| format!("--plugin {spec}: write NAME=FILE.wasm"))?;
+        let bytes = std::fs::read(file).with_context(|| format!("--plugin {spec}: reading {file}"))?;
+        let source = crate::runtime::PluginSource::File(PathBuf::from(file));
+        let plugin =
+            host.runtime.load(source, bytes).await.with_context(|| format!("--plugin {spec}: loading {file}"))?;
+        anyhow::ensure!(
+            plugin.name() == name,
+            "--plugin {spec}: {file} calls itself '{}', not '{name}'",
+            plugin.name()
+        );
+        change.push(format!("{name} = {file} (v{})", plugin.info.version));
+        registry.insert(plugin);
+    }
+    let original_path = match &options.original {
+        Some(path) => path.clone(),
+        None => {
+            crate::shipped::file(
+                &Path::new("pipelines").join(format!("{}.json", event.pipeline)),
+                &host.options.data_dir,
+            )?
+            .0
+        }
+    };
+    let changed_path = options.pipeline.clone().unwrap_or_else(|| original_path.clone());
+    if options.pipeline.is_some() {
+        change.push(format!("pipeline {}", changed_path.display()));
+    }
+    anyhow::ensure!(!change.is_empty(), "nothing to change: give --plugin NAME=FILE.wasm or --pipeline FILE");
+    let load = |path: &Path, registry: &crate::runtime::PluginRegistry| match pipeline::load_file(path, registry) {
+        Ok(prepared) => Ok(Arc::new(prepared.tried_once())),
+        Err(diagnostics) => Err(diagnostics),
+    };
+    let (original, changed) = match (load(&original_path, &host.registry), load(&changed_path, &registry)) {
+        (Ok(original), Ok(changed)) => (original, changed),
+        (Err(diagnostics), _) | (_, Err(diagnostics)) => {
+            for d in &diagnostics {
+                eprintln!("{d}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let roster_path = match &options.roster {
+        Some(path) => path.clone(),
+        None => crate::shipped::file(Path::new("pipelines/roster.json"), &host.options.data_dir)?.0,
+    };
+    let roster: Arc<dyn crate::capabilities::Roster> = Arc::new(crate::roster::FileRoster::load(&roster_path)?);
+    let report =
+        crate::replay::replay(&host.runtime, &event, &trace, &original, &changed, &change.join(", "), Some(roster))
+            .await;
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::replay::render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -21,6 +21,7 @@ pub mod ledger;
 pub mod logging;
 pub mod pipeline;
 pub mod record;
+pub mod replay;
 pub mod reports;
 pub mod roster;
 pub mod runtime;

@@ -309,6 +309,33 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         live_reads: Option<PathBuf>,
     },
+    /// Run one past execution again from its recording (the same input,
+    /// provider answers and state reads) with a new plugin version or
+    /// pipeline, nothing sent, and print the difference node by node.
+    #[command(
+        after_help = "Examples:\n  handoff replay mql-handoff:hubspot:4242 --plugin route=target/route-v2.wasm\n  handoff replay mql-handoff:hubspot:4242 --pipeline new-rules.json --json\n\nExecution ids are in `handoff lead ID --json` and GET /api/executions."
+    )]
+    Replay {
+        /// The execution (`<pipeline>:<source>:<event id>`).
+        execution_id: String,
+        /// Replace a plugin: NAME=FILE.wasm (the component must call itself
+        /// NAME). May be given more than once.
+        #[arg(long = "plugin", value_name = "NAME=FILE.wasm")]
+        plugins: Vec<String>,
+        /// The changed pipeline (default: the original with --plugin).
+        #[arg(long, value_name = "FILE")]
+        pipeline: Option<PathBuf>,
+        /// The original pipeline (default: pipelines/<name>.json, or the
+        /// built-in one).
+        #[arg(long, value_name = "FILE")]
+        original: Option<PathBuf>,
+        /// The roster (default: pipelines/roster.json, or the built-in one).
+        #[arg(long, value_name = "FILE")]
+        roster: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Work on plugins of your own.
     Plugin {
         #[command(subcommand)]
@@ -512,6 +539,10 @@ fn main() -> ExitCode {
                 report(cli::run(&host, &RunOptions { pipeline, input, json, full, lead_id, sandbox, config }).await)
             }
             Command::Plugins { json, schema } => report(cli::plugins(&host, json, schema.as_deref())),
+            Command::Replay { execution_id, plugins, pipeline, original, roster, json } => {
+                let options = cli::ReplayOptions { execution_id, plugins, pipeline, original, roster, json };
+                report(cli::replay(&host, &options).await)
+            }
             Command::Simulate {
                 pipeline,
                 from_ledger,

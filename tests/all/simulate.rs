@@ -165,3 +165,62 @@ async fn a_rules_change_simulated_over_recorded_leads_gives_the_owners_the_chang
     }
     assert_eq!(states(&simulated.leads), live_states);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_with_a_changed_route_plugin_shows_the_change_at_the_route_node_only() {
+    let running = start_handoff().await;
+    let properties = json!({
+        "email": "greta.brandt@kessler-maschinenbau.de", "firstname": "Greta", "lastname": "Brandt",
+        "company": "Kessler Maschinenbau", "country": "Germany", "numemployees": "2400",
+        "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "80",
+    });
+    let id = handoff_emulators::drive::create_contact(&reqwest::Client::new(), running.emulators.http, &properties)
+        .await
+        .unwrap();
+    deliver(&running, json!([mql_event(4242, id.parse().unwrap())])).await;
+    let live_owner = handoff::ledger::Ledger::lead(&ledger(&running), &id).await.unwrap().unwrap().owner.unwrap();
+    assert_ne!(live_owner, "Tom Dubois", "EMEA enterprise has no Tom");
+
+    let host = handoff::app::Host::start(handoff::app::HostOptions {
+        data_dir: shared_cache_dir(),
+        plugin_dirs: Vec::new(),
+        limits: handoff::app::PluginLimits::default(),
+    })
+    .await
+    .unwrap();
+    let mut changed_plugins = host.registry.clone();
+    let bytes = std::fs::read(programs::REROUTE).unwrap();
+    let source = handoff::runtime::PluginSource::File(programs::REROUTE.into());
+    changed_plugins.insert(host.runtime.load(source, bytes).await.unwrap());
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/mql-handoff.json");
+    let original = Arc::new(handoff::pipeline::load_file(&shipped, &host.registry).unwrap().tried_once());
+    let changed = Arc::new(handoff::pipeline::load_file(&shipped, &changed_plugins).unwrap().tried_once());
+    let roster_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/roster.json");
+    let roster: Arc<dyn handoff::capabilities::Roster> =
+        Arc::new(handoff::roster::FileRoster::load(&roster_path).unwrap());
+    let requests_before = running.emulators.state.world().requests.len();
+
+    let (event, trace) = handoff::replay::recorded(&ledger(&running), "mql-handoff:hubspot:4242").await.unwrap();
+    let report =
+        handoff::replay::replay(&host.runtime, &event, &trace, &original, &changed, "route v2", Some(roster)).await;
+
+    assert!(report.reproduced, "the original replays as it ran: {:?} vs {:?}", report.before, report.recorded);
+    assert_eq!(report.before.owner.as_deref(), Some(live_owner.as_str()));
+    assert_eq!(report.after.owner.as_deref(), Some("Tom Dubois"));
+    let verdicts: BTreeMap<&str, handoff::replay::Verdict> =
+        report.nodes.iter().map(|n| (n.node.as_str(), n.verdict)).collect();
+    use handoff::replay::Verdict::*;
+    let changed_nodes: Vec<&str> = verdicts.iter().filter(|(_, v)| **v == Changed).map(|(n, _)| *n).collect();
+    assert_eq!(changed_nodes, ["route"], "{verdicts:?}");
+    for node in ["fetch", "validate", "dedupe", "summarize"] {
+        assert_eq!(verdicts[node], Same, "{node}: {verdicts:?}");
+    }
+    assert_eq!(verdicts["assign"], InputChanged, "{verdicts:?}");
+    let route = report.nodes.iter().find(|n| n.node == "route").unwrap();
+    assert_eq!(route.fields, ["routing"]);
+    assert!(report.effects_only_after.iter().any(|e| e.contains("DM to tom.dubois@handoff-demo.com")), "{report:?}");
+    assert!(report.effects_only_before.iter().any(|e| e.starts_with("chat.send-dm")), "{report:?}");
+    assert_eq!(running.emulators.state.world().requests.len(), requests_before, "a replay sends nothing");
+    let text = handoff::replay::render(&report);
+    assert!(text.contains("route            CHANGED (same input): routing"), "{text}");
+}
