@@ -526,13 +526,27 @@ pub async fn lead(data_dir: &Path, id: &str, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let timers = ledger.lead_timers(id).await?;
+    let shadow = ledger.shadow_decisions(Some(id), None, 100).await?;
     if json {
         let mut body = serde_json::json!(lead);
         body["timers"] = serde_json::json!(timers);
+        body["shadow"] = serde_json::json!(shadow);
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", render_lead(&lead, &timers));
+    for d in &shadow {
+        let side = |d: &crate::lead::Decision| format!("{} {}", d.state, d.owner.as_deref().unwrap_or("-"));
+        let verdict = if d.differs { "differs" } else { "agrees" };
+        println!(
+            "{}shadow {} {verdict}: live {}, shadow {}{}",
+            if std::ptr::eq(d, &shadow[0]) { "\n" } else { "" },
+            d.pipeline,
+            side(&d.live),
+            side(&d.shadow),
+            if d.differs { format!(" ({})", d.shadow.why) } else { String::new() }
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -986,6 +1000,28 @@ pub async fn replay(host: &Host, options: &ReplayOptions) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", crate::replay::render(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `handoff shadow report`: shadow pipelines' decisions beside the live
+/// ones.
+///
+/// # Errors
+///
+/// When the ledger cannot be read.
+pub async fn shadow_report(
+    data_dir: &Path,
+    pipeline: Option<&str>,
+    lead: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    let report = crate::reports::shadow_report(&*open_ledger(data_dir).await?, pipeline, lead, limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::reports::render_shadow_report(&report));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -336,6 +336,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What shadow pipelines would have decided, beside the live ones.
+    Shadow {
+        #[command(subcommand)]
+        action: ShadowCommand,
+    },
     /// Work on plugins of your own.
     Plugin {
         #[command(subcommand)]
@@ -365,6 +370,26 @@ enum Command {
         /// The server's OpenAPI 3.1 document instead (docs/openapi.json).
         #[arg(long)]
         openapi: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ShadowCommand {
+    /// Per shadow pipeline, how often it disagrees with the live one, and
+    /// the leads where it does (newest first).
+    Report {
+        /// Only this shadow pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only this lead (its HubSpot contact id).
+        #[arg(long)]
+        lead: Option<String>,
+        /// At most this many decisions.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -440,6 +465,16 @@ fn main() -> ExitCode {
         let (data_dir, id, json) = (args.data_dir.clone(), id.clone(), *json);
         return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => report(rt.block_on(cli::lead(&data_dir, &id, json))),
+            Err(e) => report(Err(e.into())),
+        };
+    }
+    if let Command::Shadow { action: ShadowCommand::Report { pipeline, lead, limit, json } } = &args.command {
+        let (data_dir, pipeline, lead, limit, json) =
+            (args.data_dir.clone(), pipeline.clone(), lead.clone(), *limit, *json);
+        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => {
+                report(rt.block_on(cli::shadow_report(&data_dir, pipeline.as_deref(), lead.as_deref(), limit, json)))
+            }
             Err(e) => report(Err(e.into())),
         };
     }
@@ -586,7 +621,8 @@ fn main() -> ExitCode {
             | Command::Metrics { .. }
             | Command::Roster { .. }
             | Command::Retry { .. }
-            | Command::Lead { .. } => {
+            | Command::Lead { .. }
+            | Command::Shadow { .. } => {
                 unreachable!("handled above")
             }
         }

@@ -624,3 +624,89 @@ impl crate::capabilities::Reports for LedgerReports {
             .map_err(|e| crate::capabilities::CapabilityError::Unavailable(format!("encoding the metrics: {e}")))
     }
 }
+
+/// Shadow pipelines' decisions beside the live ones: how often each
+/// disagrees, and the decisions themselves, newest first.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ShadowReport {
+    /// Per shadow pipeline, over the decisions listed.
+    pub pipelines: Vec<ShadowSummary>,
+    /// The decisions, newest first.
+    pub decisions: Vec<crate::ledger::ShadowDecision>,
+}
+
+/// How one shadow pipeline compares with the live one it shadows.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ShadowSummary {
+    /// The shadow pipeline.
+    pub pipeline: String,
+    /// The live pipeline.
+    pub shadows: String,
+    /// Leads it decided.
+    pub decisions: usize,
+    /// Leads where its decision differs (state, owner, team or fallback).
+    pub differ: usize,
+    /// Leads it would give another owner.
+    pub owners_changed: usize,
+}
+
+/// The latest `limit` shadow decisions, of one shadow pipeline or about
+/// one lead when given, with a summary per shadow pipeline.
+///
+/// # Errors
+///
+/// When the ledger cannot be read.
+pub async fn shadow_report(
+    ledger: &dyn Ledger,
+    pipeline: Option<&str>,
+    lead: Option<&str>,
+    limit: usize,
+) -> Result<ShadowReport> {
+    let decisions = ledger.shadow_decisions(lead, pipeline, limit).await?;
+    let mut summaries: BTreeMap<(String, String), ShadowSummary> = BTreeMap::new();
+    for d in &decisions {
+        let summary = summaries.entry((d.pipeline.clone(), d.shadows.clone())).or_insert_with(|| ShadowSummary {
+            pipeline: d.pipeline.clone(),
+            shadows: d.shadows.clone(),
+            decisions: 0,
+            differ: 0,
+            owners_changed: 0,
+        });
+        summary.decisions += 1;
+        summary.differ += usize::from(d.differs);
+        summary.owners_changed += usize::from(d.live.owner != d.shadow.owner);
+    }
+    Ok(ShadowReport { pipelines: summaries.into_values().collect(), decisions })
+}
+
+/// The report as `handoff shadow report` prints it.
+pub fn render_shadow_report(report: &ShadowReport) -> String {
+    let mut out = String::new();
+    if report.pipelines.is_empty() {
+        out.push_str("No shadow decisions yet: serve a pipeline with \"mode\": \"shadow\" and \"shadows\": \"<live pipeline>\" beside the live one.\n");
+        return out;
+    }
+    for s in &report.pipelines {
+        let _ = writeln!(
+            out,
+            "{} (shadowing {}): {} leads, {} decided differently, {} to another owner. Nothing was sent.",
+            s.pipeline, s.shadows, s.decisions, s.differ, s.owners_changed
+        );
+    }
+    let differing: Vec<_> = report.decisions.iter().filter(|d| d.differs).collect();
+    if !differing.is_empty() {
+        let _ = writeln!(out, "\n{:<12} {:<20} {:<34} SHADOW", "LEAD", "WHEN", "LIVE");
+        let side = |d: &crate::lead::Decision| format!("{} {}", d.state, d.owner.as_deref().unwrap_or("-"));
+        for d in differing {
+            let _ = writeln!(
+                out,
+                "{:<12} {:<20} {:<34} {}",
+                d.lead_id.as_deref().unwrap_or("-"),
+                &crate::connectors::time::iso8601(d.at)[..19],
+                side(&d.live),
+                side(&d.shadow)
+            );
+        }
+    }
+    out
+}

@@ -72,6 +72,8 @@ pub struct Telemetry {
     pub ledger_commit_seconds: Histogram,
     /// Timers fired.
     pub timers_fired: Counter,
+    /// Writes shadow pipelines would have made, withheld.
+    pub shadow_writes_withheld: Counter,
     /// Leads by state, as of the last scrape.
     pub leads: Family<StateLabel, Gauge>,
     /// Executions this process runs now.
@@ -107,6 +109,12 @@ pub static TELEMETRY: LazyLock<Telemetry> = LazyLock::new(|| {
     registry.register("ledger_commit_seconds", "SQLite ledger group commit latency", ledger_commit_seconds.clone());
     let timers_fired = Counter::default();
     registry.register("timers_fired", "Durable timers fired by this process", timers_fired.clone());
+    let shadow_writes_withheld = Counter::default();
+    registry.register(
+        "shadow_writes_withheld",
+        "Writes shadow pipelines would have made (DMs, CRM writes, emails), recorded and never sent",
+        shadow_writes_withheld.clone(),
+    );
     let leads = Family::<StateLabel, Gauge>::default();
     registry.register("leads", "Leads by state in the ledger, as of this scrape", leads.clone());
     let executions_in_flight = Gauge::default();
@@ -121,6 +129,7 @@ pub static TELEMETRY: LazyLock<Telemetry> = LazyLock::new(|| {
         provider_call_seconds,
         ledger_commit_seconds,
         timers_fired,
+        shadow_writes_withheld,
         leads,
         executions_in_flight,
     }

@@ -26,13 +26,13 @@ fn lead_properties(i: usize) -> Value {
 /// Creates the test's contacts in `running`'s HubSpot and delivers their
 /// MQL events one by one (each settles before the next: round-robin order
 /// is the order of arrival), returning the contact ids by lead number.
-async fn deliver_leads(running: &Running) -> Vec<u64> {
+async fn deliver_leads(running: &Running, count: usize) -> Vec<u64> {
     // Straight into the emulator's store: a thousand creations over its
     // API would wait on HubSpot's rate limit.
     let now = running.clock.now_ms();
     let ids: Vec<u64> = {
         let mut world = running.emulators.state.world();
-        (0..LEADS)
+        (0..count)
             .map(|i| {
                 let Value::Object(properties) = lead_properties(i) else { unreachable!() };
                 let properties = properties.into_iter().map(|(k, v)| (k, v.as_str().unwrap().to_string())).collect();
@@ -49,6 +49,11 @@ async fn deliver_leads(running: &Running) -> Vec<u64> {
 /// The shipped MQL pipeline with a new territory rule first: the
 /// Netherlands go to EMEA enterprise whatever their size.
 fn changed_pipeline(dir: &Path) -> PathBuf {
+    changed_pipeline_as(dir, |_| {})
+}
+
+/// [`changed_pipeline`], then `adjust`ed.
+fn changed_pipeline_as(dir: &Path, adjust: impl FnOnce(&mut Pipeline)) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/mql-handoff.json");
     let mut pipeline: Pipeline = serde_json::from_str(&std::fs::read_to_string(&shipped).unwrap()).unwrap();
     pipeline.version += 1;
@@ -59,7 +64,8 @@ fn changed_pipeline(dir: &Path) -> PathBuf {
         0,
         json!({"name": "Netherlands to enterprise", "when": {"countries": ["Netherlands"]}, "team": "emea-enterprise"}),
     );
-    let path = dir.join("mql-handoff.json");
+    adjust(&mut pipeline);
+    let path = dir.join(format!("{}.json", pipeline.name));
     std::fs::write(&path, serde_json::to_string_pretty(&pipeline).unwrap()).unwrap();
     path
 }
@@ -78,7 +84,7 @@ async fn live_owners(running: &Running, ids: &[u64]) -> Vec<Option<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rules_change_simulated_over_recorded_leads_gives_the_owners_the_changed_pipeline_gives_live() {
     let recorded = start_handoff_on(unlimited(), tempfile::tempdir().unwrap(), test_clock(), |o| o).await;
-    deliver_leads(&recorded).await;
+    deliver_leads(&recorded, LEADS).await;
     let requests_before = recorded.emulators.state.world().requests.len();
 
     // The change, simulated over what the ledger recorded.
@@ -138,7 +144,7 @@ async fn a_rules_change_simulated_over_recorded_leads_gives_the_owners_the_chang
         handoff::app::AppOptions { pipelines: vec![changed.clone()], ..options }
     })
     .await;
-    let changed_ids = deliver_leads(&live_changed).await;
+    let changed_ids = deliver_leads(&live_changed, LEADS).await;
     let owners = live_owners(&live_changed, &changed_ids).await;
     let simulated_owners: Vec<Option<String>> = simulated.leads.iter().map(|l| l.decision.owner.clone()).collect();
     let differing: Vec<_> = (0..LEADS).filter(|&i| owners[i] != simulated_owners[i]).collect();
@@ -223,4 +229,72 @@ async fn a_replay_with_a_changed_route_plugin_shows_the_change_at_the_route_node
     assert_eq!(running.emulators.state.world().requests.len(), requests_before, "a replay sends nothing");
     let text = handoff::replay::render(&report);
     assert!(text.contains("route            CHANGED (same input): routing"), "{text}");
+}
+
+/// Requests the emulators answered, by provider and method.
+fn requests_by_kind(running: &Running) -> BTreeMap<(String, String), usize> {
+    let world = running.emulators.state.world();
+    world.requests.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry((r.provider.to_string(), r.method.clone())).or_default() += 1;
+        m
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_pipeline_beside_the_live_one_sends_nothing_and_its_decisions_are_kept() {
+    const EVENTS: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = changed_pipeline_as(dir.path(), |p| {
+        p.name = "mql-handoff-shadow".into();
+        p.mode = handoff::pipeline::model::Mode::Shadow;
+        p.shadows = Some("mql-handoff".into());
+    });
+    let with_shadow = start_handoff_on(unlimited(), tempfile::tempdir().unwrap(), test_clock(), |options| {
+        let mut pipelines = options.pipelines.clone();
+        pipelines.push(shadow.clone());
+        handoff::app::AppOptions { pipelines, ..options }
+    })
+    .await;
+    let ids = deliver_leads(&with_shadow, EVENTS).await;
+    let alone = start_handoff_on(unlimited(), tempfile::tempdir().unwrap(), test_clock(), |o| o).await;
+    deliver_leads(&alone, EVENTS).await;
+
+    // The shadow sent nothing: every provider saw exactly the requests the
+    // live pipeline alone makes, and Slack holds the same messages.
+    assert_eq!(requests_by_kind(&with_shadow), requests_by_kind(&alone));
+    let messages = |r: &Running| r.emulators.state.world().slack.messages.len();
+    assert_eq!(messages(&with_shadow), messages(&alone));
+
+    // Its decisions are kept, one per lead, beside the live ones.
+    let report = handoff::reports::shadow_report(&ledger(&with_shadow), None, None, 10_000).await.unwrap();
+    assert_eq!(report.decisions.len(), EVENTS);
+    assert_eq!(report.pipelines.len(), 1);
+    let summary = &report.pipelines[0];
+    assert_eq!((summary.pipeline.as_str(), summary.shadows.as_str()), ("mql-handoff-shadow", "mql-handoff"));
+    assert!(summary.differ > 0 && summary.differ < EVENTS, "{summary:?}");
+    for d in &report.decisions {
+        let i = ids.iter().position(|id| Some(id.to_string()) == d.lead_id).unwrap();
+        let live = handoff::ledger::Ledger::lead(&ledger(&with_shadow), &ids[i].to_string()).await.unwrap().unwrap();
+        assert_eq!(d.live.owner, live.owner, "the live decision is the one made");
+        if lead_properties(i)["country"] == "Netherlands" && d.shadow.state == "notified" {
+            assert_eq!(d.shadow.team.as_deref(), Some("emea-enterprise"), "{d:?}");
+        }
+    }
+
+    // Over the API, and on the lead.
+    let base = format!("http://{}", with_shadow.app.server.addr);
+    let api: Value = reqwest::get(format!("{base}/api/shadow?pipeline=mql-handoff-shadow&limit=5"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(api["decisions"].as_array().unwrap().len(), 5);
+    assert_eq!(api["pipelines"][0]["pipeline"], "mql-handoff-shadow");
+    let differing = report.decisions.iter().find(|d| d.differs).unwrap();
+    let lead_id = differing.lead_id.clone().unwrap();
+    let detail: Value = reqwest::get(format!("{base}/api/leads/{lead_id}")).await.unwrap().json().await.unwrap();
+    assert_eq!(detail["shadow"][0]["shadow"]["owner"], json!(differing.shadow.owner));
+    let page = reqwest::get(format!("{base}/leads/{lead_id}")).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Shadow pipelines") && page.contains("mql-handoff-shadow"), "{page}");
 }

@@ -5,7 +5,7 @@
 
 use super::locate::{Position, SourceMap, escape_segment};
 use super::merge::{LATE_PORT, MERGE_PLUGIN, MERGED_PORT, MergeSpec};
-use super::model::{ERROR_PORT, OnError, Pipeline, TRIGGER, TRIGGER_PORT, Trigger};
+use super::model::{ERROR_PORT, Mode, OnError, Pipeline, TRIGGER, TRIGGER_PORT, Trigger};
 use super::{NodeKind, PreparedNode, PreparedPipeline};
 use crate::capabilities::{GrantSet, Interface};
 use crate::runtime::{PluginRegistry, RunLimits};
@@ -75,7 +75,29 @@ pub fn check_together(pipelines: &[PreparedPipeline], roster: Option<&crate::ros
     let mut diagnostics = Vec::new();
     let mut paths: HashMap<&str, &Path> = HashMap::new();
     for prepared in pipelines {
-        if let Trigger::Webhook { path, .. } = &prepared.pipeline.trigger
+        if let Some(live) = &prepared.pipeline.shadows {
+            let found = pipelines.iter().find(|p| p.pipeline.name == *live);
+            let problem = match found {
+                None => Some(format!("shadows '{live}', which is not among the pipelines served with it")),
+                Some(p) if p.pipeline.mode == Mode::Shadow => Some(format!("shadows '{live}', itself a shadow")),
+                Some(_) => None,
+            };
+            if let Some(message) = problem {
+                let text = std::fs::read_to_string(&prepared.path).unwrap_or_default();
+                let mut report =
+                    Report { file: prepared.path.clone(), map: SourceMap::new(&text), diagnostics: Vec::new() };
+                let names: Vec<&str> = pipelines
+                    .iter()
+                    .filter(|p| p.pipeline.mode == Mode::Live)
+                    .map(|p| p.pipeline.name.as_str())
+                    .collect();
+                report.error("/shadows", message, format!("name a live pipeline: {}", names.join(", ")));
+                diagnostics.extend(report.diagnostics);
+            }
+        }
+        // A shadow never listens: it runs on its live pipeline's events.
+        if prepared.pipeline.mode == Mode::Live
+            && let Trigger::Webhook { path, .. } = &prepared.pipeline.trigger
             && let Some(first) = paths.insert(path, &prepared.path)
         {
             let text = std::fs::read_to_string(&prepared.path).unwrap_or_default();
@@ -154,11 +176,34 @@ pub fn check(path: &Path, text: &str, registry: &PluginRegistry) -> Result<Prepa
         }
     };
 
+    check_mode(&pipeline, &mut report);
     let nodes = check_semantics(&pipeline, registry, &mut report);
     if !report.diagnostics.is_empty() {
         return Err(report.diagnostics);
     }
     Ok(PreparedPipeline::new(pipeline, path.to_path_buf(), nodes))
+}
+
+/// A shadow pipeline names the live one it shadows; a live one names none.
+fn check_mode(pipeline: &Pipeline, report: &mut Report) {
+    match (pipeline.mode, &pipeline.shadows) {
+        (Mode::Shadow, None) => report.error(
+            "/mode",
+            "a shadow pipeline must name the live pipeline it runs beside".into(),
+            "add \"shadows\": \"<name of the live pipeline>\"".into(),
+        ),
+        (Mode::Live, Some(_)) => report.error(
+            "/shadows",
+            "only a shadow pipeline shadows another".into(),
+            "add \"mode\": \"shadow\" (it then sends nothing), or remove \"shadows\"".into(),
+        ),
+        (Mode::Shadow, Some(live)) if *live == pipeline.name => report.error(
+            "/shadows",
+            "a pipeline cannot shadow itself".into(),
+            "name the live pipeline, and give the shadow a name of its own".into(),
+        ),
+        _ => {}
+    }
 }
 
 struct Report {

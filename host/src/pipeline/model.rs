@@ -40,6 +40,17 @@ pub struct Pipeline {
     /// What the pipeline is for, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// `live` (the default) or `shadow`: a shadow pipeline runs beside the
+    /// live pipeline it `shadows`, on the same events, with dry-run
+    /// capabilities (it reads what the live run read and sends nothing);
+    /// its decisions are kept beside the live ones (`handoff shadow
+    /// report`, `GET /api/shadow`).
+    #[serde(default, skip_serializing_if = "Mode::is_live")]
+    pub mode: Mode,
+    /// For a shadow pipeline: the name of the live pipeline it runs beside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9-]*$"))]
+    pub shadows: Option<String>,
     /// What starts an execution.
     pub trigger: Trigger,
     /// The steps, each running one plugin.
@@ -50,6 +61,25 @@ pub struct Pipeline {
     /// ends that branch.
     #[serde(default)]
     pub connections: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+}
+
+/// Whether a pipeline acts (`live`) or only shows what it would do
+/// (`shadow`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// It runs on its trigger and acts.
+    #[default]
+    Live,
+    /// It runs beside the pipeline it `shadows`, and never sends anything.
+    Shadow,
+}
+
+impl Mode {
+    /// Whether this is [`Mode::Live`].
+    pub fn is_live(&self) -> bool {
+        *self == Mode::Live
+    }
 }
 
 /// What starts an execution.

@@ -28,6 +28,7 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/api/roster", get(roster))
         .route("/api/rejections", get(rejections))
         .route("/api/metrics", get(metrics))
+        .route("/api/shadow", get(shadow))
         .route("/api/openapi.json", get(openapi))
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
         .layer(axum::middleware::from_fn_with_state(state.clone(), per_client_limit))
@@ -86,6 +87,8 @@ pub struct LeadDetail {
     pub lead: crate::lead::LeadRecord,
     /// Timers set about it (its SLA steps, its re-evaluation), by due time.
     pub timers: Vec<crate::ledger::TimerRecord>,
+    /// What shadow pipelines would have decided for it, beside what was.
+    pub shadow: Vec<crate::ledger::ShadowDecision>,
 }
 
 /// What a retry started.
@@ -231,6 +234,33 @@ async fn leads(State(state): State<Arc<AppState>>, ApiQuery(query): ApiQuery<Lea
     }
 }
 
+/// `GET /api/shadow?pipeline=&lead=&limit=`.
+#[derive(Debug, serde::Deserialize, JsonSchema)]
+pub(super) struct ShadowQuery {
+    /// Only this shadow pipeline's decisions.
+    #[schemars(length(min = 1))]
+    pipeline: Option<String>,
+    /// Only decisions about this lead (its HubSpot contact id).
+    #[schemars(length(min = 1))]
+    lead: Option<String>,
+    /// At most this many (default 1000), newest first.
+    #[schemars(range(min = 1, max = 10_000))]
+    limit: Option<usize>,
+}
+
+/// Shadow pipelines' decisions beside the live ones, with how often each
+/// disagrees.
+async fn shadow(State(state): State<Arc<AppState>>, ApiQuery(query): ApiQuery<ShadowQuery>) -> Response {
+    let limit = query.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return refuse(StatusCode::BAD_REQUEST, "bad_query", "limit is from 1 to 10000");
+    }
+    match crate::reports::shadow_report(&*state.ledger, query.pipeline.as_deref(), query.lead.as_deref(), limit).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => ledger_unavailable(&e),
+    }
+}
+
 /// `?from=&to=` of a report: dates, timestamps or milliseconds.
 #[derive(Debug, serde::Deserialize, JsonSchema)]
 pub(super) struct PeriodQuery {
@@ -298,7 +328,11 @@ async fn lead(State(state): State<Arc<AppState>>, LeadId(id): LeadId) -> Respons
                 Ok(timers) => timers,
                 Err(e) => return ledger_unavailable(&e),
             };
-            Json(LeadDetail { lead, timers }).into_response()
+            let shadow = match state.ledger.shadow_decisions(Some(&id), None, 100).await {
+                Ok(shadow) => shadow,
+                Err(e) => return ledger_unavailable(&e),
+            };
+            Json(LeadDetail { lead, timers, shadow }).into_response()
         }
         Ok(None) => refuse(StatusCode::NOT_FOUND, "not_found", format!("no lead {id}")),
         Err(e) => ledger_unavailable(&e),

@@ -347,6 +347,10 @@ async fn lead_page(State(state): State<Arc<AppState>>, Path(id): Path<String>) -
             return (StatusCode::SERVICE_UNAVAILABLE, format!("the ledger cannot be read: {e}")).into_response();
         }
     };
+    // Shadow decisions are an addition: a ledger that cannot list them
+    // still shows the lead.
+    let shadow = state.ledger.shadow_decisions(Some(&id), None, 100).await.unwrap_or_default();
+    let side = |d: &crate::lead::Decision| format!("{} · {}", d.state, d.owner.as_deref().unwrap_or("no owner"));
     let name = lead.name.clone().unwrap_or_else(|| id.clone());
     page(
         &name,
@@ -373,6 +377,22 @@ async fn lead_page(State(state): State<Arc<AppState>>, Path(id): Path<String>) -
                             td { (when(t.due_at)) }
                             td { (t.label.clone().unwrap_or_default()) }
                             td { (t.state) @if let Some(reason) = &t.reason { " (" (reason) ")" } }
+                        }
+                    }
+                }
+            }
+            @if !shadow.is_empty() {
+                h2 { "Shadow pipelines" }
+                p.muted { "What a pipeline in shadow mode would have decided, beside what was decided. Nothing was sent." }
+                table #shadow {
+                    tr { th { "When" } th { "Shadow pipeline" } th { "Live" } th { "Shadow" } th { "Why (shadow)" } }
+                    @for d in &shadow {
+                        tr {
+                            td { (when(d.at)) }
+                            td { (d.pipeline) }
+                            td { (side(&d.live)) }
+                            td { @if d.differs { strong { (side(&d.shadow)) } } @else { (side(&d.shadow)) } }
+                            td { (d.shadow.why) }
                         }
                     }
                 }

@@ -138,6 +138,9 @@ pub struct Finished {
 /// Shared state of the server.
 pub struct AppState {
     pipelines: Vec<Arc<PreparedPipeline>>,
+    /// Shadow pipelines: never routed, claimed or armed; run only beside
+    /// their live pipeline, on dry-run capabilities.
+    shadows: Vec<Arc<PreparedPipeline>>,
     executor: Executor,
     ledger: Arc<dyn Ledger>,
     hubspot_app_secret: Option<Secret>,
@@ -255,6 +258,11 @@ impl AppState {
         self.pipelines.iter().find(|p| p.pipeline.name == name).cloned()
     }
 
+    /// The shadow pipelines that run beside `live`.
+    fn shadows_of(&self, live: &str) -> Vec<Arc<PreparedPipeline>> {
+        self.shadows.iter().filter(|s| s.pipeline.shadows.as_deref() == Some(live)).cloned().collect()
+    }
+
     /// The names of the pipelines this instance serves.
     fn pipeline_names(&self) -> Vec<String> {
         self.pipelines.iter().map(|p| p.pipeline.name.clone()).collect()
@@ -284,8 +292,11 @@ impl Server {
             config.listen
         );
         let clock = config.executor.capabilities().clock.clone();
+        let (shadows, pipelines): (Vec<_>, Vec<_>) =
+            config.pipelines.into_iter().partition(|p| p.pipeline.mode == crate::pipeline::model::Mode::Shadow);
         let state = Arc::new(AppState {
-            pipelines: config.pipelines.into_iter().map(Arc::new).collect(),
+            pipelines: pipelines.into_iter().map(Arc::new).collect(),
+            shadows: shadows.into_iter().map(|p| Arc::new(p.tried_once())).collect(),
             executor: config.executor,
             ledger: config.ledger,
             hubspot_app_secret: config.hubspot_app_secret,

@@ -362,6 +362,18 @@ fn operations(webhooks: &[Webhook], schemas: &mut Schemas) -> Vec<Operation> {
     let q = schemas.query::<PeriodQuery>();
     let b = bad(schemas);
     ops.push(api("get", "/api/rejections", "rejections", "Rejections in a period (default: the last 30 days) by reason, source, campaign and rep, and what became of each lead.", q, vec![answer(200, "The report.", ok), b], schemas));
+    let ok = schemas.json::<crate::reports::ShadowReport>();
+    let q = schemas.query::<super::api::ShadowQuery>();
+    let b = bad(schemas);
+    ops.push(api(
+        "get",
+        "/api/shadow",
+        "shadow",
+        "Shadow pipelines' decisions beside the live ones (newest first), with how often each disagrees.",
+        q,
+        vec![answer(200, "The decisions.", ok), b],
+        schemas,
+    ));
     let ok = schemas.json::<Metrics>();
     let q = schemas.query::<MetricsQuery>();
     let b = bad(schemas);

@@ -325,6 +325,13 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
         let total_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
         let notified_us = crate::lead::settled_at_us(&record, |node| prepared.lead_marks(node))
             .map(|at| total_us.saturating_sub(record.duration_us.saturating_sub(at)));
+        // The live lead is settled; its shadows run after it, on what it read.
+        let deferred = record.status == ExecutionStatus::Failed && record.retryable;
+        if event.node.is_none() && !deferred {
+            for shadow in state.shadows_of(&prepared.pipeline.name) {
+                run_shadow(&state, &prepared, &shadow, &event, &record).await;
+            }
+        }
         state.record(Finished { event_id: id, total_us, notified_us, record });
         drop(in_flight);
     });
@@ -447,6 +454,56 @@ async fn keep_trace(state: &AppState, prepared: &PreparedPipeline, event: &Inbou
     };
     if let Err(e) = state.ledger.record_trace(&trace).await {
         tracing::warn!(error = %e, execution = %record.execution_id, "cannot keep the execution's trace");
+    }
+}
+
+/// Runs a shadow pipeline on the event a live execution ran for, on dry-run
+/// capabilities only: its reads are answered from what the live run's
+/// providers answered, its writes are recorded and dropped, its plugin
+/// state lives under scopes of its own, its clock stands at the live run's
+/// start. This is the only way a shadow pipeline ever runs, so it cannot
+/// send anything. Its decision is kept beside the live one.
+async fn run_shadow(
+    state: &AppState,
+    live: &PreparedPipeline,
+    shadow: &Arc<PreparedPipeline>,
+    event: &InboundEvent,
+    record: &ExecutionRecord,
+) {
+    use crate::dry_run::{DryRun, Missing, ScratchState, ShadowState, Tape};
+    let name = &shadow.pipeline.name;
+    let plugin_state: Arc<dyn crate::capabilities::StateStore> = match &state.executor.capabilities().state {
+        Some(store) => Arc::new(ShadowState::new(store.clone(), name)),
+        None => Arc::new(ScratchState::default()),
+    };
+    let dry = DryRun {
+        state: plugin_state,
+        ..DryRun::new(state.executor.capabilities().roster.clone(), Missing::Unavailable)
+    };
+    let reads: Vec<_> = record.runs.iter().flat_map(|r| r.reads.iter().cloned()).collect();
+    let clock: Arc<dyn crate::capabilities::Clock> =
+        Arc::new(crate::capabilities::ManualClock::new(record.started_at_ms));
+    let capabilities = dry.capabilities(Tape::from_reads(&reads), event.lead_id.as_deref(), clock);
+    let executor = crate::pipeline::Executor::new(state.executor.runtime().clone(), Arc::new(capabilities));
+    let input = json!({ "event": event.payload });
+    let execution = format!("shadow:{name}:{}", record.execution_id);
+    let shadow_record = executor.execute_as(shadow, input, Start::Trigger, event.lead_id.clone(), execution).await;
+    let live_decision = crate::lead::decision_of(record, |node| live.lead_marks(node));
+    let shadow_decision = crate::lead::decision_of(&shadow_record, |node| shadow.lead_marks(node));
+    let unsent = dry.outbox.take().len();
+    crate::telemetry::TELEMETRY.shadow_writes_withheld.inc_by(unsent as u64);
+    let decision = crate::ledger::ShadowDecision {
+        pipeline: name.clone(),
+        shadows: live.pipeline.name.clone(),
+        execution_id: record.execution_id.clone(),
+        lead_id: event.lead_id.clone(),
+        at: record.started_at_ms,
+        differs: live_decision.differs(&shadow_decision),
+        live: live_decision,
+        shadow: shadow_decision,
+    };
+    if let Err(e) = state.ledger.record_shadow(&decision).await {
+        tracing::warn!(error = %e, shadow = %name, execution = %record.execution_id, "cannot keep a shadow pipeline's decision");
     }
 }
 
