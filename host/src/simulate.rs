@@ -263,11 +263,14 @@ fn parse_export_time(text: &str) -> Option<i64> {
     if text.is_empty() {
         return None;
     }
-    if let Ok(ms) = crate::reports::parse_time(text) {
-        return Some(ms);
+    if let Ok(at) = text.parse::<jiff::Timestamp>() {
+        return Some(at.as_millisecond());
     }
-    let civil = text.parse::<jiff::civil::DateTime>().ok()?;
-    civil.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp().as_millisecond())
+    // `2026-11-03 14:22`, `2026-11-03T14:22:05`, `2026-11-03`: UTC.
+    if let Ok(civil) = text.replacen(' ', "T", 1).parse::<jiff::civil::DateTime>() {
+        return civil.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp().as_millisecond());
+    }
+    crate::reports::parse_time(text).ok()
 }
 
 type FileContact = (String, Value);
@@ -802,3 +805,35 @@ h1{font-size:22px}h2{font-size:17px;margin-top:28px}.summary{font-size:16px}.cha
 table{border-collapse:collapse;width:100%}th,td{padding:6px 9px;border-bottom:1px solid #e6e8ec;text-align:left;font-size:14px}
 th{background:#eef0f4}
 ";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_times_are_read_as_utc_to_the_minute() {
+        let at = |text| parse_export_time(text).map(crate::connectors::time::iso8601);
+        assert_eq!(at("2026-11-25 15:07").as_deref(), Some("2026-11-25T15:07:00.000Z"));
+        assert_eq!(at("2026-11-25T15:07:30").as_deref(), Some("2026-11-25T15:07:30.000Z"));
+        assert_eq!(at("2026-11-25T15:07:30+01:00").as_deref(), Some("2026-11-25T14:07:30.000Z"));
+        assert_eq!(at("2026-11-25").as_deref(), Some("2026-11-25T00:00:00.000Z"));
+        assert_eq!(at(""), None);
+        assert_eq!(at("soon"), None);
+    }
+
+    #[test]
+    fn hubspot_export_columns_become_properties() {
+        let contacts = contacts_from_csv(
+            "Record ID,First Name,Email,Number of Employees,Lifecycle Stage,pricing_page_views\n7,Ada,ada@x.io,\"1,200\",Marketing Qualified Lead,4\n",
+        )
+        .unwrap();
+        assert_eq!(contacts[0].0, "7");
+        assert_eq!(
+            contacts[0].1,
+            json!({"hs_object_id": "7", "firstname": "Ada", "email": "ada@x.io", "numemployees": "1200",
+                   "lifecyclestage": "marketingqualifiedlead", "pricing_page_views": "4"})
+        );
+        let err = contacts_from_csv("Name,Company\nAda,X\n").unwrap_err().to_string();
+        assert!(err.contains("no Email column"), "{err}");
+    }
+}

@@ -289,3 +289,30 @@ async fn a_bad_merge_config_is_named_and_a_merge_cannot_wait_on_itself() {
     let diagnostics = problems(&json).await;
     assert!(diagnostics.iter().any(|d| d.message.contains("cycle")), "{}", render(&diagnostics));
 }
+
+#[tokio::test]
+async fn a_shadow_pipeline_names_a_served_live_pipeline() {
+    let base = || pipeline_json(r#"[{"id": "a", "plugin": "echo"}]"#, &format!("{{{TRIGGER}}}"));
+    let with = |fields: &str| base().replace("\"version\": 1,", &format!("\"version\": 1, {fields}"));
+    let d = problems(&with(r#""mode": "shadow","#)).await;
+    assert!(at(&d, "/mode").help.contains("\"shadows\""), "{}", render(&d));
+    let d = problems(&with(r#""shadows": "live","#)).await;
+    assert!(at(&d, "/shadows").help.contains("\"mode\": \"shadow\""), "{}", render(&d));
+    let d = problems(&with(r#""mode": "shadow", "shadows": "test","#)).await;
+    assert!(at(&d, "/shadows").message.contains("cannot shadow itself"), "{}", render(&d));
+
+    // Served together: the live pipeline must be there, and the shadow may
+    // share its webhook path (it never listens).
+    let host = TestHost::new().await;
+    let live = host.prepare(&base().replace("\"name\": \"test\"", "\"name\": \"live\""));
+    let shadow = host
+        .prepare(&with(r#""mode": "shadow", "shadows": "live","#).replace("\"name\": \"test\"", "\"name\": \"try\""));
+    assert!(handoff::pipeline::check_together(&[live, shadow], None).is_empty());
+    let live = host.prepare(&base().replace("\"name\": \"test\"", "\"name\": \"other\""));
+    let shadow = host
+        .prepare(&with(r#""mode": "shadow", "shadows": "live","#).replace("\"name\": \"test\"", "\"name\": \"try\""));
+    let d = handoff::pipeline::check_together(&[live, shadow], None);
+    let problem = at(&d, "/shadows");
+    assert!(problem.message.contains("'live', which is not among the pipelines served"), "{problem}");
+    assert!(problem.help.contains("other"), "{problem}");
+}

@@ -29,9 +29,10 @@ fn every_command_has_help() {
     let dir = tempfile::tempdir().unwrap();
     let top = handoff(dir.path(), &["--help"]);
     assert!(top.status.success());
-    for command in
-        ["validate", "run", "plugins", "schema", "init", "sandbox", "serve", "demo", "plugin", "leads", "lead"]
-    {
+    for command in [
+        "validate", "run", "plugins", "schema", "init", "sandbox", "serve", "demo", "plugin", "leads", "lead",
+        "simulate", "replay", "shadow",
+    ] {
         assert!(text(&top.stdout).contains(command), "{command} missing from --help");
         let help = handoff(dir.path(), &[command, "--help"]);
         assert!(help.status.success(), "{command} --help");
@@ -570,4 +571,54 @@ fn serve_with_the_sandbox_takes_a_signed_webhook_to_a_notified_lead() {
         state["timeline"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
     assert_eq!(timeline, ["received", "validated", "deduped", "routed", "assigned", "notified"]);
     assert!(dir.path().join("handoff.db").exists(), "the ledger is in the data dir");
+}
+
+#[test]
+fn simulate_runs_a_hubspot_csv_export_without_a_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let leads = dir.path().join("hubspot-export.csv");
+    std::fs::write(
+        &leads,
+        "Record ID,First Name,Last Name,Email,Company Name,Country/Region,Number of Employees,Lifecycle Stage,HubSpot Score,Became a Marketing Qualified Lead Date\n\
+         101,Greta,Brandt,greta.brandt@kessler-maschinenbau.de,Kessler Maschinenbau,Germany,\"2,400\",Marketing Qualified Lead,80,2026-11-25 15:00\n\
+         102,Jordan,Lee,jordan.lee@northwind-freight.com,Northwind Freight,United States,300,Marketing Qualified Lead,75,2026-11-25 15:01\n\
+         103,Pat,Quinn,pat.quinn@gmail.com,Quinn Consulting,United States,20,Marketing Qualified Lead,90,2026-11-25 15:02\n\
+         104,Lou,Marsh,lou.marsh@acme-tools.co.uk,Acme Tools,United Kingdom,500,Marketing Qualified Lead,10,2026-11-25 15:03\n",
+    )
+    .unwrap();
+    let report = dir.path().join("report.html");
+    let pipeline = repo("pipelines/mql-handoff.json");
+    let out = handoff(
+        dir.path(),
+        &[
+            "simulate",
+            pipeline.to_str().unwrap(),
+            "--leads",
+            leads.to_str().unwrap(),
+            "--json",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!dir.path().join("handoff.db").exists(), "no ledger is made or needed");
+    let json: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let leads = json["run"]["leads"].as_array().unwrap();
+    let by_name = |name: &str| leads.iter().find(|l| l["lead"].as_str().unwrap().starts_with(name)).unwrap();
+    let greta = &by_name("Greta Brandt")["decision"];
+    assert_eq!(
+        (greta["state"].as_str(), greta["team"].as_str()),
+        (Some("notified"), Some("emea-enterprise")),
+        "{greta}"
+    );
+    let jordan = &by_name("Jordan Lee")["decision"];
+    assert_eq!((jordan["state"].as_str(), jordan["team"].as_str()), (Some("notified"), Some("na")), "{jordan}");
+    assert_eq!(by_name("Pat Quinn")["decision"]["state"], "invalid", "free mail is turned away");
+    assert_eq!(by_name("Lou Marsh")["decision"]["state"], "invalid", "a score under 50 is not an MQL");
+    assert!(json["run"]["would_send"]["chat.send-dm"].as_u64().unwrap() >= 2, "{}", json["run"]["would_send"]);
+    let page = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        page.contains("Leads per owner") && page.contains("Greta Brandt"),
+        "the report has the chart and the leads"
+    );
 }
