@@ -535,12 +535,12 @@ pub async fn lead(data_dir: &Path, id: &str, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", render_lead(&lead, &timers));
-    for d in &shadow {
+    for (n, d) in shadow.iter().enumerate() {
         let side = |d: &crate::lead::Decision| format!("{} {}", d.state, d.owner.as_deref().unwrap_or("-"));
         let verdict = if d.differs { "differs" } else { "agrees" };
         println!(
             "{}shadow {} {verdict}: live {}, shadow {}{}",
-            if std::ptr::eq(d, &shadow[0]) { "\n" } else { "" },
+            if n == 0 { "\n" } else { "" },
             d.pipeline,
             side(&d.live),
             side(&d.shadow),

@@ -45,6 +45,7 @@ impl Tape {
     }
 
     /// A contact as a file of leads gives it: its id and its properties.
+    #[must_use]
     pub fn with_contact(mut self, id: &str, properties: &Value) -> Tape {
         self.contacts.insert(id.to_string(), json!({"id": id, "properties": properties.to_string()}));
         self
@@ -158,7 +159,7 @@ struct Dry {
 }
 
 impl Dry {
-    fn not_recorded(&self, call: &str) -> CapabilityError {
+    fn not_recorded(call: &str) -> CapabilityError {
         CapabilityError::Unavailable(format!("{call}: {NOT_RECORDED} of this lead (a dry run asks no provider)"))
     }
 
@@ -186,7 +187,7 @@ impl Dry {
         }
         match self.missing {
             Missing::EmptyCrm => Ok(empty),
-            Missing::Unavailable => Err(self.not_recorded(call)),
+            Missing::Unavailable => Err(Self::not_recorded(call)),
         }
     }
 }
@@ -205,7 +206,7 @@ impl Marketing for DryMarketing {
         }
         match &dry.live.marketing {
             Some(live) => live.get_contact(id, properties).await,
-            None => Err(dry.not_recorded("marketing.get-contact")),
+            None => Err(Dry::not_recorded("marketing.get-contact")),
         }
     }
 
@@ -223,7 +224,7 @@ impl Marketing for DryMarketing {
         }
         match &dry.live.marketing {
             Some(live) => live.find_contact_by_email(email, properties).await,
-            None => Err(dry.not_recorded("marketing.find-contact-by-email")),
+            None => Err(Dry::not_recorded("marketing.find-contact-by-email")),
         }
     }
 
@@ -447,7 +448,7 @@ impl Llm for DryLlm {
         }
         match &self.0.live.llm {
             Some(live) => live.complete(request).await,
-            None => Err(self.0.not_recorded("llm.complete")),
+            None => Err(Dry::not_recorded("llm.complete")),
         }
     }
 }

@@ -675,7 +675,7 @@ fn render_comparison(out: &mut String, c: &Comparison) {
         c.not_compared
     );
     if !c.changed.is_empty() {
-        let _ = writeln!(out, "\n{} {} {}", fit("LEAD", 34), fit("BEFORE", 34), "AFTER");
+        let _ = writeln!(out, "\n{} {} AFTER", fit("LEAD", 34), fit("BEFORE", 34));
         for change in &c.changed {
             let side = |d: &Decision| format!("{} {}", d.state, owner_text(d));
             let _ =
@@ -721,21 +721,20 @@ fn render_comparison(out: &mut String, c: &Comparison) {
 pub fn html(report: &Report) -> String {
     use maud::{DOCTYPE, PreEscaped, html};
     let run = &report.run;
-    let chart = match &report.comparison {
-        Some(c) => crate::charts::paired_bar_chart(
+    let chart = if let Some(c) = &report.comparison {
+        crate::charts::paired_bar_chart(
             "Leads per owner",
             [c.before.as_str(), c.after.as_str()],
             &c.owners.iter().map(|l| (l.name.clone(), [l.before as u64, l.after as u64])).collect::<Vec<_>>(),
-        ),
-        None => {
-            let mut owners: BTreeMap<String, u64> = BTreeMap::new();
-            for lead in &run.leads {
-                if let Some(owner) = &lead.decision.owner {
-                    *owners.entry(owner.clone()).or_default() += 1;
-                }
+        )
+    } else {
+        let mut owners: BTreeMap<String, u64> = BTreeMap::new();
+        for lead in &run.leads {
+            if let Some(owner) = &lead.decision.owner {
+                *owners.entry(owner.clone()).or_default() += 1;
             }
-            crate::charts::bar_chart("Leads per owner", &owners.into_iter().collect::<Vec<_>>())
         }
+        crate::charts::bar_chart("Leads per owner", &owners.into_iter().collect::<Vec<_>>())
     };
     let page = html! {
         (DOCTYPE)

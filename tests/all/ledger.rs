@@ -479,3 +479,68 @@ async fn settled_work_is_pruned_and_work_that_may_run_again_is_not(backend: &Bac
     assert!(!events.record_event(&event("1")).await.unwrap(), "so a redelivery is still recognised");
     assert_eq!(events.unfinished_events().await.unwrap()[0].payload, json!({"objectId": 1001}));
 }
+
+on_both!(traces_and_shadow_decisions_are_kept_found_and_replaced);
+async fn traces_and_shadow_decisions_are_kept_found_and_replaced(backend: &Backend) {
+    use handoff::lead::Decision;
+    use handoff::ledger::{ShadowDecision, Trace};
+    let roles = backend.open("a", 30_000).await;
+    let ledger = &roles.ledger;
+    for (id, at) in [("1", 100), ("2", 200), ("3", 300)] {
+        let event = InboundEvent { received_at: at, ..event(id) };
+        assert!(ledger.record_event(&event).await.unwrap());
+    }
+    let other = InboundEvent { pipeline: "q".into(), received_at: 150, ..event("4") };
+    ledger.record_event(&other).await.unwrap();
+
+    // Events in a window, in order of arrival, of one pipeline or all.
+    assert_eq!(ids(&ledger.events_between(Some("p"), 100, 300).await.unwrap()), ["1", "2"]);
+    assert_eq!(ids(&ledger.events_between(None, 0, i64::MAX).await.unwrap()), ["1", "4", "2", "3"]);
+    let found = ledger.event_of_execution("p:hubspot:2").await.unwrap().unwrap();
+    assert_eq!((found.event_id.as_str(), found.payload.clone()), ("2", json!({"objectId": 1001})));
+    assert!(ledger.event_of_execution("p:hubspot:9").await.unwrap().is_none());
+
+    // A trace is kept, and a rerun's replaces it.
+    let decision =
+        |owner: &str| Decision { state: "notified".into(), owner: Some(owner.into()), ..Decision::default() };
+    let mut trace = Trace {
+        execution_id: "p:hubspot:2".into(),
+        pipeline: "p".into(),
+        lead_id: Some("1001".into()),
+        at: 200,
+        decision: decision("Lena Fischer"),
+        reads: vec![handoff::record::CallRecord {
+            call: "marketing.get-contact".into(),
+            args: json!(["1001", ["email"]]),
+            answer: json!({"id": "1001", "properties": "{\"email\":\"a@b.co\"}"}),
+        }],
+    };
+    ledger.record_trace(&trace).await.unwrap();
+    assert_eq!(ledger.trace("p:hubspot:2").await.unwrap().as_ref(), Some(&trace));
+    trace.decision = decision("Tom Dubois");
+    ledger.record_trace(&trace).await.unwrap();
+    assert_eq!(ledger.trace("p:hubspot:2").await.unwrap().unwrap().decision.owner.as_deref(), Some("Tom Dubois"));
+    assert!(ledger.trace("p:hubspot:3").await.unwrap().is_none());
+
+    // Shadow decisions: by lead, by shadow pipeline, newest first; a rerun
+    // of the live execution replaces its shadow's decision.
+    let shadow = |execution: &str, lead: &str, at: i64, owner: &str| ShadowDecision {
+        pipeline: "p-try".into(),
+        shadows: "p".into(),
+        execution_id: execution.into(),
+        lead_id: Some(lead.into()),
+        at,
+        live: decision("Lena Fischer"),
+        shadow: decision(owner),
+        differs: owner != "Lena Fischer",
+    };
+    ledger.record_shadow(&shadow("p:hubspot:1", "1001", 100, "Lena Fischer")).await.unwrap();
+    ledger.record_shadow(&shadow("p:hubspot:2", "1002", 200, "Aisha Khan")).await.unwrap();
+    ledger.record_shadow(&shadow("p:hubspot:2", "1002", 200, "Tom Dubois")).await.unwrap();
+    let all = ledger.shadow_decisions(None, None, 10).await.unwrap();
+    let owners: Vec<_> = all.iter().map(|d| d.shadow.owner.clone().unwrap()).collect();
+    assert_eq!(owners, ["Tom Dubois", "Lena Fischer"]);
+    assert_eq!(ledger.shadow_decisions(Some("1001"), None, 10).await.unwrap().len(), 1);
+    assert_eq!(ledger.shadow_decisions(None, Some("p-try"), 1).await.unwrap()[0].execution_id, "p:hubspot:2");
+    assert!(ledger.shadow_decisions(None, Some("other"), 10).await.unwrap().is_empty());
+}

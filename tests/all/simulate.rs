@@ -19,7 +19,7 @@ fn lead_properties(i: usize) -> Value {
         "email": format!("sim.lead{i}@company{}.com", i % 700), "firstname": "Sim", "lastname": format!("Lead {i}"),
         "company": format!("Company {}", i % 700), "country": countries[i % countries.len()], "state": "NY",
         "numemployees": (50 + i * 37 % 3000).to_string(), "lifecyclestage": "marketingqualifiedlead",
-        "hubspotscore": if i % 11 == 0 { "20" } else { "75" },
+        "hubspotscore": if i.is_multiple_of(11) { "20" } else { "75" },
     })
 }
 
@@ -231,10 +231,13 @@ async fn a_replay_with_a_changed_route_plugin_shows_the_change_at_the_route_node
     assert!(text.contains("route            CHANGED (same input): routing"), "{text}");
 }
 
-/// Requests the emulators answered, by provider and method.
+/// Requests the emulators answered, by provider and method, but for Slack
+/// `chat.update`: whether the summary joins the DM or updates it after is
+/// a race the live pipeline runs (the merge takes what is there), so the
+/// number of updates varies from run to run.
 fn requests_by_kind(running: &Running) -> BTreeMap<(String, String), usize> {
     let world = running.emulators.state.world();
-    world.requests.iter().fold(BTreeMap::new(), |mut m, r| {
+    world.requests.iter().filter(|r| !r.path.ends_with("chat.update")).fold(BTreeMap::new(), |mut m, r| {
         *m.entry((r.provider.to_string(), r.method.clone())).or_default() += 1;
         m
     })

@@ -25,9 +25,28 @@ pub enum SmtpSecurity {
 
 /// An SMTP sender.
 pub struct Smtp {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Always `Some` until dropped.
+    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
     from: Mailbox,
     policy: CallPolicy,
+    /// The runtime the pool's connections live on: dropping the pool
+    /// spawns their closing on it, and the last reference to the connector
+    /// may go on a thread outside any runtime (the sandbox's store-drop
+    /// thread, after a node run).
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let transport = self.transport.take();
+        match (&self.runtime, tokio::runtime::Handle::try_current()) {
+            (Some(runtime), Err(_)) => {
+                let _inside = runtime.enter();
+                drop(transport);
+            }
+            _ => drop(transport),
+        }
+    }
 }
 
 impl Smtp {
@@ -61,7 +80,7 @@ impl Smtp {
             builder = builder.credentials(Credentials::new(user, password.expose().to_string()));
         }
         let from = from.parse().map_err(|e| anyhow::anyhow!("smtp.from '{from}' is not an address: {e}"))?;
-        Ok(Smtp { transport: builder.build(), from, policy })
+        Ok(Smtp { transport: Some(builder.build()), from, policy, runtime: tokio::runtime::Handle::try_current().ok() })
     }
 }
 
@@ -90,7 +109,8 @@ impl Email for Smtp {
             .run(PROVIDER, |_| {
                 let email = email.clone();
                 async move {
-                    match self.transport.send(email).await {
+                    let transport = self.transport.as_ref().expect("the transport lives until the sender is dropped");
+                    match transport.send(email).await {
                         Ok(_) => Attempt::Done(()),
                         Err(e) => {
                             let code = e.status().map_or_else(|| "connection".into(), |c| c.to_string());
@@ -120,5 +140,25 @@ impl Email for Smtp {
             })
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sender_can_be_dropped_outside_the_runtime_it_was_made_on() {
+        // The sandbox drops a run's store (and with it, at times, the last
+        // reference to the connectors) on a thread of its own: the SMTP
+        // pool's drop once panicked there ("no reactor running"), and the
+        // panic in a drop aborted the process.
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        let smtp = runtime
+            .block_on(async {
+                Smtp::new("127.0.0.1", 2525, SmtpSecurity::None, None, "handoff@example.com", CallPolicy::default())
+            })
+            .unwrap();
+        std::thread::spawn(move || drop(smtp)).join().expect("dropping the sender on a plain thread does not panic");
     }
 }

@@ -255,6 +255,9 @@ async fn shadow(State(state): State<Arc<AppState>>, ApiQuery(query): ApiQuery<Sh
     if !(1..=10_000).contains(&limit) {
         return refuse(StatusCode::BAD_REQUEST, "bad_query", "limit is from 1 to 10000");
     }
+    if query.pipeline.as_deref() == Some("") || query.lead.as_deref() == Some("") {
+        return refuse(StatusCode::BAD_REQUEST, "bad_query", "pipeline and lead, when given, are not empty");
+    }
     match crate::reports::shadow_report(&*state.ledger, query.pipeline.as_deref(), query.lead.as_deref(), limit).await {
         Ok(report) => Json(report).into_response(),
         Err(e) => ledger_unavailable(&e),
