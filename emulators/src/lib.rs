@@ -27,6 +27,7 @@ mod time;
 
 pub use faults::{Fault, FaultKind};
 pub use fixture::Fixture;
+pub use salesforce::SENT_NOTIFICATIONS;
 pub use smtp::ReceivedEmail;
 
 use anyhow::{Context, Result};
@@ -79,6 +80,8 @@ pub struct Settings {
     pub salesforce_batch_size: usize,
     /// Slack messages a channel takes in a burst, then one per second.
     pub slack_channel_burst: u32,
+    /// Salesforce custom notifications the org may send (its daily allowance).
+    pub salesforce_notifications_per_day: u64,
 }
 
 impl Default for Settings {
@@ -92,6 +95,7 @@ impl Default for Settings {
             salesforce_api_limit: 100_000,
             salesforce_batch_size: 2000,
             slack_channel_burst: 10,
+            salesforce_notifications_per_day: 10_000,
         }
     }
 }

@@ -28,7 +28,7 @@ pub struct Data {
     next_cursor: u64,
 }
 
-const OBJECTS: [(&str, &str); 8] = [
+const OBJECTS: [(&str, &str); 9] = [
     ("Lead", "00Q"),
     ("Contact", "003"),
     ("Account", "001"),
@@ -37,7 +37,12 @@ const OBJECTS: [(&str, &str); 8] = [
     ("Group", "00G"),
     ("Task", "00T"),
     ("Event", "00U"),
+    ("CustomNotificationType", "0ML"),
 ];
+
+/// Where the emulator keeps the custom notifications it sent (not an
+/// object SOQL can query: Salesforce keeps none either).
+pub const SENT_NOTIFICATIONS: &str = "CustomNotification";
 
 fn known_fields(object: &str) -> &'static [&'static str] {
     match object {
@@ -117,6 +122,7 @@ fn known_fields(object: &str) -> &'static [&'static str] {
             "CreatedDate",
         ],
         "Group" => &["Id", "Name", "Type", "Email", "CreatedDate"],
+        "CustomNotificationType" => &["Id", "DeveloperName", "MasterLabel", "Desktop", "Mobile", "CreatedDate"],
         "Task" => &[
             "Id",
             "WhoId",
@@ -509,6 +515,7 @@ pub fn routes() -> Router<Arc<EmulatorState>> {
         .route("/services/oauth2/token", post(token))
         .route("/services/data/{version}/query", get(query))
         .route("/services/data/{version}/composite", post(composite))
+        .route("/services/data/{version}/actions/standard/customNotificationAction", post(custom_notification))
         .route("/services/data/{version}/query/{locator}", get(query_more))
         .route("/services/data/{version}/sobjects/{object}", post(create))
         .route("/services/data/{version}/sobjects/{object}/{id}", get(read).patch(update))
@@ -762,6 +769,101 @@ const MAX_SUBREQUESTS: usize = 25;
 /// `POST /composite`: up to 25 subrequests in one API call. This emulator
 /// answers query subrequests (`GET .../query?q=`); any other subrequest is
 /// answered with Salesforce's error for a request it cannot serve.
+/// The standard invocable action `customNotificationAction`: each input a
+/// push to users' Salesforce mobile app, about a record. Refused, as
+/// Salesforce refuses: an unknown notification type, a recipient who is
+/// no active user (or has no access to the target), a target that does not
+/// exist, or the org's daily allowance spent.
+async fn custom_notification(State(state): State<Arc<EmulatorState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let limit = match admit(&state, &headers) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return respond(
+            limit,
+            SfError::new(400, "JSON_PARSER_ERROR", "The request body is not JSON", &[]).into_response(),
+        );
+    };
+    let Some(inputs) = request["inputs"].as_array() else {
+        return respond(
+            limit,
+            SfError::new(400, "INVALID_INPUT", "inputs: an array of action inputs is required", &[]).into_response(),
+        );
+    };
+    let per_day = state.settings().salesforce_notifications_per_day;
+    let now = state.clock.now_ms();
+    let mut world = state.world();
+    let data = &mut world.salesforce;
+    let mut results = Vec::new();
+    let mut failed = false;
+    for input in inputs {
+        let text = |key: &str| input[key].as_str().unwrap_or_default().to_string();
+        let type_id = text("customNotifTypeId");
+        let recipients: Vec<String> = input["recipientIds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str().map(str::to_string))
+            .collect();
+        let target = text("targetId");
+        let sent = data.objects.get(SENT_NOTIFICATIONS).map_or(0, Vec::len) as u64;
+        let refusal = if !data.objects["CustomNotificationType"].iter().any(|t| t["Id"] == type_id.as_str()) {
+            Some(("INVALID_ARGUMENT", format!("Invalid customNotifTypeId: {type_id}")))
+        } else if recipients.is_empty() || text("title").is_empty() || text("body").is_empty() {
+            Some(("REQUIRED_FIELD_MISSING", "recipientIds, title and body are required".to_string()))
+        } else if let Some(who) = recipients
+            .iter()
+            .find(|r| !data.objects["User"].iter().any(|u| u["Id"] == r.as_str() && u["IsActive"] != false))
+        {
+            Some((
+                "INSUFFICIENT_ACCESS_OR_READONLY",
+                format!("The recipient {who} is not an active user with access to {target}"),
+            ))
+        } else if data.find(&target).is_none() {
+            Some(("INVALID_ID_FIELD", format!("targetId: no record {target}")))
+        } else if sent >= per_day {
+            Some(("LIMIT_EXCEEDED", format!("The org has sent its {per_day} custom notifications for today")))
+        } else {
+            None
+        };
+        match refusal {
+            Some((code, message)) => {
+                failed = true;
+                results
+                    .push(json!({"actionName": "customNotificationAction", "isSuccess": false, "outputValues": null,
+                    "errors": [{"statusCode": code, "message": message, "fields": []}]}));
+            }
+            None => {
+                let id = data.new_id(SENT_NOTIFICATIONS);
+                let developer_name = data.objects["CustomNotificationType"]
+                    .iter()
+                    .find(|t| t["Id"] == type_id.as_str())
+                    .map(|t| t["DeveloperName"].clone())
+                    .unwrap_or_default();
+                let mut record = Map::new();
+                for (key, value) in [
+                    ("Id", json!(id)),
+                    ("CustomNotifTypeId", json!(type_id)),
+                    ("DeveloperName", developer_name),
+                    ("RecipientIds", json!(recipients)),
+                    ("Title", json!(text("title"))),
+                    ("Body", json!(text("body"))),
+                    ("TargetId", json!(target)),
+                    ("SentDate", json!(sf_datetime(now))),
+                ] {
+                    record.insert(key.to_string(), value);
+                }
+                data.objects.entry(SENT_NOTIFICATIONS.to_string()).or_default().push(record);
+                results.push(json!({"actionName": "customNotificationAction", "isSuccess": true, "errors": null,
+                    "outputValues": {"SuccessMessage": "Your custom notification is processed successfully."}}));
+            }
+        }
+    }
+    let status = if failed { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    respond(limit, (status, Json(Value::Array(results))).into_response())
+}
+
 async fn composite(
     State(state): State<Arc<EmulatorState>>,
     headers: HeaderMap,

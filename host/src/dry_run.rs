@@ -386,6 +386,15 @@ impl Crm for DryCrm {
         self.0.unsent("crm.update-task", format!("task {id}: {fields}"));
         Ok(())
     }
+
+    async fn send_notification(&self, n: crate::capabilities::CustomNotification) -> Result<(), CapabilityError> {
+        let to = n.recipient_ids.join(", ");
+        self.0.unsent(
+            "crm.send-notification",
+            format!("push {} to {to} about {}: {}", n.type_name, n.target_id, n.title),
+        );
+        Ok(())
+    }
 }
 
 struct DryChat(Arc<Dry>);

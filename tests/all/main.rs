@@ -17,6 +17,7 @@ mod ledger;
 mod metrics;
 mod openapi;
 mod pipeline_checks;
+mod push;
 mod recycling;
 mod registry;
 mod sandbox;

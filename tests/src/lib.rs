@@ -210,6 +210,13 @@ impl Crm for RecordingCrm {
         self.record(format!("update_task {id} {fields}"));
         Ok(())
     }
+    async fn send_notification(
+        &self,
+        notification: handoff::capabilities::CustomNotification,
+    ) -> Result<(), CapabilityError> {
+        self.record(format!("send_notification {} {}", notification.type_name, notification.target_id));
+        Ok(())
+    }
 }
 
 /// Emulators on free loopback ports with default settings.

@@ -2,7 +2,9 @@
 
 use super::RunContext;
 use super::journal::Guard;
-use super::{Account, Activity, CapabilityError, CrmContact, Grant, Lead, Opportunity, Owner, Task};
+use super::{
+    Account, Activity, CapabilityError, CrmContact, CustomNotification, Grant, Lead, Opportunity, Owner, Task,
+};
 use crate::bindings::handoff::plugin::crm::Host;
 pub use crate::bindings::handoff::plugin::crm::{CrmMatches, LeadChange};
 use crate::bindings::handoff::plugin::types::Timestamp;
@@ -58,6 +60,8 @@ pub trait Crm: Send + Sync {
     async fn update_lead(&self, id: &str, fields: &str) -> Result<(), CapabilityError>;
     /// Sets fields (a JSON object of CRM field names) on a task.
     async fn update_task(&self, id: &str, fields: &str) -> Result<(), CapabilityError>;
+    /// Sends a custom notification (a push to the CRM's mobile app).
+    async fn send_notification(&self, notification: CustomNotification) -> Result<(), CapabilityError>;
 }
 
 impl Host for RunContext {
@@ -183,6 +187,44 @@ impl Host for RunContext {
         let crm = self.provider(Grant::CrmWrite, |c| &c.crm)?;
         self.effect("crm.update-task", Guard::Idempotent, |_| async move { crm.update_task(&id, &fields).await }).await
     }
+
+    async fn send_notification(&mut self, notification: CustomNotification) -> Result<(), CapabilityError> {
+        if notification.recipient_ids.is_empty() {
+            return Err(CapabilityError::Invalid("a custom notification needs at least one recipient".into()));
+        }
+        let notification = CustomNotification {
+            title: at_most(notification.title, NOTIFICATION_TITLE_MAX),
+            body: at_most(notification.body, NOTIFICATION_BODY_MAX),
+            ..notification
+        };
+        let crm = self.provider(Grant::CrmWrite, |c| &c.crm)?;
+        // At most once: an earlier attempt whose outcome is unknown (a crash
+        // between the push and its record) may have pushed, and nothing in
+        // Salesforce tells; a second buzz on the rep's phone is worse than
+        // none, and the DM and the task carry the lead anyway.
+        self.effect("crm.send-notification", Guard::Intent, |attempt| async move {
+            if attempt.earlier.is_some() {
+                tracing::warn!(target_id = %notification.target_id, "an earlier attempt at this push may have gone out; not pushing again");
+                return Ok(());
+            }
+            crm.send_notification(notification).await
+        })
+        .await
+    }
+}
+
+/// Longest custom notification title and body Salesforce takes.
+const NOTIFICATION_TITLE_MAX: usize = 250;
+const NOTIFICATION_BODY_MAX: usize = 750;
+
+/// `text` in at most `max` characters, ending in `…` when cut.
+fn at_most(text: String, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text;
+    }
+    let mut cut: String = text.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// Field updates must be a JSON object; naming the mistake here beats the

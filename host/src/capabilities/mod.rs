@@ -31,7 +31,8 @@ pub use crate::bindings::handoff::plugin::email::Message as EmailMessage;
 pub use crate::bindings::handoff::plugin::llm::CompletionRequest;
 pub use crate::bindings::handoff::plugin::roster::{Availability, Rep, Team};
 pub use crate::bindings::handoff::plugin::types::{
-    Account, Activity, ActivityKind, CapabilityError, Contact, CrmContact, Lead, Opportunity, Owner, OwnerKind, Task,
+    Account, Activity, ActivityKind, CapabilityError, Contact, CrmContact, CustomNotification, Lead, Opportunity,
+    Owner, OwnerKind, Task,
 };
 pub use chat::Chat;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -6,8 +6,8 @@ use super::policy::{Attempt, CallPolicy, ErrorClass, ProviderError, retry_after,
 use super::secret::Secret;
 use super::time;
 use crate::capabilities::{
-    Account, Activity, ActivityKind, CapabilityError, Crm, CrmContact, CrmMatches, Lead, Opportunity, Owner, OwnerKind,
-    Task,
+    Account, Activity, ActivityKind, CapabilityError, Crm, CrmContact, CrmMatches, CustomNotification, Lead,
+    Opportunity, Owner, OwnerKind, Task,
 };
 use base64::Engine as _;
 use reqwest::Method;
@@ -57,6 +57,8 @@ pub struct Salesforce {
     auth: SalesforceAuth,
     policy: CallPolicy,
     token: tokio::sync::Mutex<Option<Token>>,
+    /// Custom notification type ids by API name, looked up once each.
+    notification_types: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Salesforce {
@@ -76,7 +78,30 @@ impl Salesforce {
             auth,
             policy,
             token: tokio::sync::Mutex::new(None),
+            notification_types: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// The id of the custom notification type whose API name is `name`,
+    /// from Salesforce the first time and from memory after.
+    async fn notification_type(&self, name: &str) -> Result<String, CapabilityError> {
+        if let Some(id) = self.notification_types.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name) {
+            return Ok(id.clone());
+        }
+        let soql =
+            format!("SELECT Id, DeveloperName FROM CustomNotificationType WHERE DeveloperName = {}", quote(name));
+        let found = self.query(&soql).await?;
+        let id = found.first().and_then(|r| r["Id"].as_str()).map(str::to_string).ok_or_else(|| {
+            CapabilityError::Invalid(format!(
+                "Salesforce has no custom notification type '{name}': create it in Setup → Custom Notifications \
+                 (API name {name}, channels Desktop and Mobile), or set the node's push type to one that exists"
+            ))
+        })?;
+        self.notification_types
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_string(), id.clone());
+        Ok(id)
     }
 
     fn data_path(&self, rest: &str) -> String {
@@ -348,9 +373,15 @@ async fn classify(response: reqwest::Response) -> Attempt<Option<Value>> {
     if status.is_success() {
         return Attempt::Done(if text.trim().is_empty() { None } else { serde_json::from_str(&text).ok() });
     }
-    // Salesforce errors are an array: [{"message", "errorCode", "fields"}].
+    // Salesforce errors are an array: [{"message", "errorCode", "fields"}];
+    // an action's are [{"actionName", "errors": [{"statusCode", "message"}],
+    // "isSuccess": false}].
     let body: Value = serde_json::from_str(&text).unwrap_or_default();
-    let first = &body[0];
+    let first = if body[0]["errors"][0].is_object() {
+        json!({"errorCode": body[0]["errors"][0]["statusCode"], "message": body[0]["errors"][0]["message"]})
+    } else {
+        body[0].clone()
+    };
     let code = first["errorCode"].as_str().unwrap_or(status.canonical_reason().unwrap_or("error")).to_string();
     let message = first["message"].as_str().unwrap_or(&text).to_string();
     let error = |class| ProviderError::new(PROVIDER, Some(status.as_u16()), code.clone(), message.clone(), class);
@@ -708,6 +739,30 @@ impl Crm for Salesforce {
 
     async fn update_task(&self, id: &str, fields: &str) -> Result<(), CapabilityError> {
         self.update("Task", id, fields).await
+    }
+
+    async fn send_notification(&self, notification: CustomNotification) -> Result<(), CapabilityError> {
+        let type_id = self.notification_type(&notification.type_name).await?;
+        let body = json!({"inputs": [{
+            "customNotifTypeId": type_id,
+            "recipientIds": notification.recipient_ids,
+            "title": notification.title,
+            "body": notification.body,
+            "targetId": notification.target_id,
+        }]});
+        let path = self.data_path("/actions/standard/customNotificationAction");
+        let answer = self.request(Method::POST, &path, Some(&body)).await?;
+        // 200 with `isSuccess: false` is how an action may refuse too.
+        let result = answer.as_ref().and_then(|a| a.get(0)).cloned().unwrap_or_default();
+        if result["isSuccess"] == false {
+            let error = &result["errors"][0];
+            return Err(CapabilityError::Invalid(format!(
+                "salesforce {}: {}",
+                error["statusCode"].as_str().unwrap_or("error"),
+                error["message"].as_str().unwrap_or("the custom notification was refused")
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -2,7 +2,10 @@
 //! summary, why they got it, a link to the Salesforce record, and Accept /
 //! Reject (with a reason) buttons; an email backup; a Salesforce task due
 //! at the SLA deadline; and for high-priority leads (enterprise size or
-//! high intent) a post in the priority channel too. Leads on a queue go to
+//! high intent) a post in the priority channel and a push to the owner's
+//! Salesforce mobile app (a custom notification that opens the lead; a
+//! push that fails is kept with the lead's step and told to RevOps, and
+//! the DM stands). Leads on a queue go to
 //! the queue's channel. When the company has an open opportunity, only its
 //! owner is told (no buttons, no task).
 //!
@@ -14,8 +17,10 @@
 
 use handoff_plugin::contact::{full_name, prop, prop_number};
 use handoff_plugin::time::{duration_ms, utc_date};
-use handoff_plugin::types::Task;
-use handoff_plugin::{Describe, Emit, NodeError, Plugin, Run, Value, chat, clock, crm, email, emit, json};
+use handoff_plugin::types::{CustomNotification, Task};
+use handoff_plugin::{
+    CapabilityError, Describe, Emit, NodeError, Plugin, Run, Value, chat, clock, crm, email, emit, json, log,
+};
 
 struct Notify;
 
@@ -82,6 +87,26 @@ fn update_summary(run: &Run<Value>, mut item: Value) -> Result<Vec<Emit>, NodeEr
     }
     item["notification"]["summary_update"] = json!("updated");
     Ok(vec![emit("updated", &item)])
+}
+
+/// The custom notification type a push uses unless the node names one.
+pub const PUSH_TYPE: &str = "Handoff_Priority_MQL";
+
+/// The louder paths a high-priority lead takes (`priority.channels`):
+/// both by default.
+pub fn priority_paths(config: &Value) -> Vec<&str> {
+    match config["priority"]["channels"].as_array() {
+        Some(paths) => paths.iter().filter_map(Value::as_str).collect(),
+        None => vec!["slack_channel", "salesforce_push"],
+    }
+}
+
+/// A capability error in words.
+fn capability_error_text(error: &CapabilityError) -> String {
+    match error {
+        CapabilityError::Denied(m) => format!("not allowed: {m}"),
+        CapabilityError::NotFound(m) | CapabilityError::Invalid(m) | CapabilityError::Unavailable(m) => m.clone(),
+    }
 }
 
 /// Whether a lead takes the priority path, and why.
@@ -162,7 +187,7 @@ impl Plugin for Notify {
         Describe {
             name: "notify",
             version: env!("CARGO_PKG_VERSION"),
-            description: "Slack DM with Accept/Reject, email backup, Salesforce task due at the SLA deadline, priority channel post",
+            description: "Slack DM with Accept/Reject, email backup, Salesforce task due at the SLA deadline, priority channel post and Salesforce mobile push",
             outputs: &["notified", "updated"],
             capabilities: &["chat:write", "email:send", "crm:read", "crm:write"],
             config_schema: include_str!("config.schema.json"),
@@ -237,13 +262,50 @@ impl Plugin for Notify {
         };
         notification["task_id"] = json!(crm::create_task(&task)?);
         if let Some(reason) = &why_priority {
-            let channel = config["priority"]["channel"].as_str().unwrap_or("#sales-priority");
             let owner_name = item["routing"]["owner_name"].as_str().unwrap_or("the owner");
-            let alert = format!(
-                ":rotating_light: Priority MQL ({reason}): {name} at {company}, assigned to *{owner_name}*. <{url}|Open in Salesforce>"
-            );
-            let posted = chat::post(channel, &alert, None)?;
-            notification["priority_post"] = json!({"channel": posted.channel, "ts": posted.ts});
+            let paths = priority_paths(config);
+            if paths.contains(&"slack_channel") {
+                let channel = config["priority"]["channel"].as_str().unwrap_or("#sales-priority");
+                let alert = format!(
+                    ":rotating_light: Priority MQL ({reason}): {name} at {company}, assigned to *{owner_name}*. <{url}|Open in Salesforce>"
+                );
+                let posted = chat::post(channel, &alert, None)?;
+                notification["priority_post"] = json!({"channel": posted.channel, "ts": posted.ts});
+            }
+            // A queue has no phone: the push is for an owner.
+            if paths.contains(&"salesforce_push") && !on_queue {
+                let type_name = config["priority"]["push_type"].as_str().unwrap_or(PUSH_TYPE).to_string();
+                let push = CustomNotification {
+                    type_name: type_name.clone(),
+                    recipient_ids: vec![owner_id.clone()],
+                    title: format!("Priority MQL: {company}"),
+                    body: format!("{name} at {company}: {reason}. Yours now; accept in Slack or open the lead."),
+                    target_id: lead_id.clone(),
+                };
+                match crm::send_notification(&push) {
+                    Ok(()) => notification["push"] = json!({"sent": true, "type": type_name, "to": owner_id}),
+                    // Salesforce down: the node's retry (its DM replayed,
+                    // not resent) tries the push again.
+                    Err(CapabilityError::Unavailable(message)) => return Err(NodeError::Retryable(message)),
+                    Err(e) => {
+                        // The DM, the task and the channel post went out;
+                        // the push's failure is kept with the lead's step
+                        // and RevOps hears of it.
+                        let problem = capability_error_text(&e);
+                        log::log(
+                            log::Level::Warn,
+                            &format!("the Salesforce push for lead {lead_id} failed: {problem}"),
+                        );
+                        notification["push"] = json!({"sent": false, "type": type_name, "error": problem});
+                        notification["report"]["push_error"] = json!(problem);
+                        let channel = config["queue_channel"].as_str().unwrap_or("#revops-alerts");
+                        let alert = format!(
+                            ":warning: The Salesforce mobile push for priority lead {name} ({company}) to {owner_name} failed: {problem}. The Slack DM and the task went out."
+                        );
+                        notification["push_alert_posted"] = json!(chat::post(channel, &alert, None).is_ok());
+                    }
+                }
+            }
         }
         // The backup email goes last: the DM, the task and the priority
         // post do not wait on the mail server.
