@@ -827,38 +827,34 @@ async fn custom_notification(State(state): State<Arc<EmulatorState>>, headers: H
         } else {
             None
         };
-        match refusal {
-            Some((code, message)) => {
-                failed = true;
-                results
-                    .push(json!({"actionName": "customNotificationAction", "isSuccess": false, "outputValues": null,
-                    "errors": [{"statusCode": code, "message": message, "fields": []}]}));
-            }
-            None => {
-                let id = data.new_id(SENT_NOTIFICATIONS);
-                let developer_name = data.objects["CustomNotificationType"]
-                    .iter()
-                    .find(|t| t["Id"] == type_id.as_str())
-                    .map(|t| t["DeveloperName"].clone())
-                    .unwrap_or_default();
-                let mut record = Map::new();
-                for (key, value) in [
-                    ("Id", json!(id)),
-                    ("CustomNotifTypeId", json!(type_id)),
-                    ("DeveloperName", developer_name),
-                    ("RecipientIds", json!(recipients)),
-                    ("Title", json!(text("title"))),
-                    ("Body", json!(text("body"))),
-                    ("TargetId", json!(target)),
-                    ("SentDate", json!(sf_datetime(now))),
-                ] {
-                    record.insert(key.to_string(), value);
-                }
-                data.objects.entry(SENT_NOTIFICATIONS.to_string()).or_default().push(record);
-                results.push(json!({"actionName": "customNotificationAction", "isSuccess": true, "errors": null,
-                    "outputValues": {"SuccessMessage": "Your custom notification is processed successfully."}}));
-            }
+        if let Some((code, message)) = refusal {
+            failed = true;
+            results.push(json!({"actionName": "customNotificationAction", "isSuccess": false, "outputValues": null,
+                "errors": [{"statusCode": code, "message": message, "fields": []}]}));
+            continue;
         }
+        let id = data.new_id(SENT_NOTIFICATIONS);
+        let developer_name = data.objects["CustomNotificationType"]
+            .iter()
+            .find(|t| t["Id"] == type_id.as_str())
+            .map(|t| t["DeveloperName"].clone())
+            .unwrap_or_default();
+        let mut record = Map::new();
+        for (key, value) in [
+            ("Id", json!(id)),
+            ("CustomNotifTypeId", json!(type_id)),
+            ("DeveloperName", developer_name),
+            ("RecipientIds", json!(recipients)),
+            ("Title", json!(text("title"))),
+            ("Body", json!(text("body"))),
+            ("TargetId", json!(target)),
+            ("SentDate", json!(sf_datetime(now))),
+        ] {
+            record.insert(key.to_string(), value);
+        }
+        data.objects.entry(SENT_NOTIFICATIONS.to_string()).or_default().push(record);
+        results.push(json!({"actionName": "customNotificationAction", "isSuccess": true, "errors": null,
+            "outputValues": {"SuccessMessage": "Your custom notification is processed successfully."}}));
     }
     let status = if failed { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     respond(limit, (status, Json(Value::Array(results))).into_response())

@@ -466,3 +466,51 @@ async fn a_lead_in_the_queue_goes_to_the_rep_who_takes_it_there() {
     };
     assert_eq!(sf["OwnerId"].as_str(), Some(taker.id.as_str()), "the taker owns it in Salesforce");
 }
+
+#[tokio::test]
+async fn a_ladder_step_set_to_push_also_reaches_the_salesforce_app() {
+    let dir = tempfile::tempdir().unwrap();
+    // The reminder and the manager's step push; the others do not.
+    let pipelines = with_sla_config(dir.path(), |config| {
+        config["steps"] = json!([
+            {"after": "30m", "action": "remind", "push": true},
+            {"after": "2h", "action": "notify-manager", "push": true},
+            {"after": "4h", "action": "reassign"},
+        ]);
+    });
+    let running = start_sla(|o| handoff::app::AppOptions { pipelines, ..o }).await;
+    let t0 = marcus_assigned_to_carlos(&running).await;
+    let pushes = |running: &Running| {
+        let world = running.emulators.state.world();
+        world.salesforce.objects.get(handoff_emulators::SENT_NOTIFICATIONS).cloned().unwrap_or_default()
+    };
+    let before = pushes(&running).len();
+    let crm_lead = sf_lead(&running, "marcus.webb@brightline-analytics.com")["Id"].clone();
+
+    advance_to(&running, t0 + 30 * MINUTE).await;
+    let after_reminder = pushes(&running);
+    assert_eq!(after_reminder.len(), before + 1, "{after_reminder:#?}");
+    let reminder = after_reminder.last().unwrap();
+    assert_eq!(reminder["RecipientIds"], json!([CARLOS_ID]));
+    assert_eq!(reminder["TargetId"], crm_lead);
+    assert!(reminder["Body"].as_str().unwrap().contains("Marcus Webb"), "{reminder:?}");
+
+    advance_to(&running, t0 + 2 * HOUR).await;
+    let after_manager = pushes(&running);
+    assert_eq!(after_manager.len(), before + 2);
+    let nina = handoff::roster::FileRoster::load(&pipelines_dir().join("roster.json"))
+        .unwrap()
+        .current()
+        .leaders
+        .iter()
+        .find(|l| l.email == NINA)
+        .map(|l| l.id.clone())
+        .unwrap();
+    assert_eq!(after_manager.last().unwrap()["RecipientIds"], json!([nina]));
+    let lead = handoff::ledger::Ledger::lead(&ledger(&running), "1002").await.unwrap().unwrap();
+    let escalated = lead.timeline.iter().find(|s| s.state.as_str() == "escalated").unwrap();
+    assert!(escalated.detail.contains("pushed to the Salesforce app"), "{}", escalated.detail);
+
+    advance_to(&running, t0 + 4 * HOUR).await;
+    assert_eq!(pushes(&running).len(), before + 2, "the reassignment step does not push");
+}

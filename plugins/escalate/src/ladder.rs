@@ -43,6 +43,10 @@ pub struct Step {
     pub from: From,
     /// What it does.
     pub action: Action,
+    /// Also push the step's message to the person it tells (the rep, the
+    /// manager, the VP) through the Salesforce mobile app.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub push: bool,
 }
 
 impl Step {
@@ -53,7 +57,7 @@ impl Step {
 }
 
 fn default_steps() -> Vec<Step> {
-    let step = |after: &str, from, action| Step { after: after.into(), from, action };
+    let step = |after: &str, from, action| Step { after: after.into(), from, action, push: false };
     vec![
         step("30m", From::Assignment, Action::Remind),
         step("2h", From::Assignment, Action::NotifyManager),
@@ -119,6 +123,13 @@ pub struct Config {
     /// The Salesforce lead field that holds the rejection reason.
     #[serde(default = "default_reason_field")]
     pub reason_field: String,
+    /// The custom notification type steps with `push` use.
+    #[serde(default = "default_push_type")]
+    pub push_type: String,
+}
+
+fn default_push_type() -> String {
+    "Handoff_Priority_MQL".into()
 }
 
 /// One entry of the Reject menu.
@@ -238,6 +249,9 @@ pub struct Sla {
     /// The Reject menu on the ladder's messages.
     #[serde(default = "handoff_plugin::rejection::standard")]
     pub reasons: Vec<(String, String)>,
+    /// The custom notification type pushing steps use.
+    #[serde(default = "default_push_type")]
+    pub push_type: String,
     /// What the last step did, in words (the lead's timeline).
     #[serde(default)]
     pub did: String,
@@ -377,6 +391,7 @@ mod tests {
             ladder_node: "ladder".into(),
             queue_channel: default_queue_channel(),
             reasons: handoff_plugin::rejection::standard(),
+            push_type: default_push_type(),
             touch: None,
             did: String::new(),
         }

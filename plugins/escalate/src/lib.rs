@@ -17,9 +17,10 @@
 pub mod ladder;
 
 use handoff_plugin::time::utc_date;
-use handoff_plugin::types::{ActivityKind, Task};
+use handoff_plugin::types::{ActivityKind, CustomNotification, Task};
 use handoff_plugin::{
-    Describe, Emit, NodeError, Plugin, Run, Value, chat, clock, crm, emit, json, roster, schedule, state,
+    CapabilityError, Describe, Emit, NodeError, Plugin, Run, Value, chat, clock, crm, emit, json, roster, schedule,
+    state,
 };
 use ladder::{Action, Config, Person, Sla, Touch};
 
@@ -157,6 +158,7 @@ fn start(config: &Config, event: &Value) -> Result<Vec<Emit>, NodeError> {
         ladder_node: config.ladder_node.clone(),
         queue_channel: config.queue_channel.clone(),
         reasons: config.reasons(),
+        push_type: config.push_type.clone(),
         did: String::new(),
         touch: None,
     };
@@ -283,6 +285,10 @@ fn step(mut sla: Sla) -> Result<Vec<Emit>, NodeError> {
             let sent = chat::send_dm(&sla.owner.email, &text, Some(&ladder::with_buttons(&sla, &text).to_string()))?;
             sla.owner.dm_channel = Some(sent.channel);
             sla.did = format!("{} reminded after {waited} without activity", sla.owner.name);
+            if step.push {
+                let (owner, title) = (sla.owner.id.clone(), format!("Reminder: {}", sla.company));
+                push(&mut sla, &owner, &title, &text)?;
+            }
             "reminded"
         }
         Action::NotifyManager => {
@@ -296,6 +302,10 @@ fn step(mut sla: Sla) -> Result<Vec<Emit>, NodeError> {
                     chat::send_dm(&manager.email, &text, None)?;
                     sla.did =
                         format!("{}'s manager {} told after {waited} without activity", sla.owner.name, manager.name);
+                    if step.push {
+                        let title = format!("Untouched lead: {}", sla.company);
+                        push(&mut sla, &manager.id, &title, &text)?;
+                    }
                 }
                 None => sla.did = format!("{} has no manager on the roster to tell", sla.owner.name),
             }
@@ -335,6 +345,10 @@ fn step(mut sla: Sla) -> Result<Vec<Emit>, NodeError> {
                         sla.tasks.push(crm::create_task(&task)?);
                     }
                     sla.did = format!("flagged for VP review by {} ({waited} after reassignment)", vp.name);
+                    if step.push {
+                        let title = format!("VP review: {}", sla.company);
+                        push(&mut sla, &vp.id, &title, &text)?;
+                    }
                 }
                 None => sla.did = format!("no VP on the roster above {}'s manager", sla.owner.name),
             }
@@ -371,6 +385,27 @@ fn rep_by_slack_handle(handle: &str) -> Result<Option<Person>, NodeError> {
 }
 
 /// The manager of a rep (or of a manager: their VP), from the roster.
+/// Pushes `text` to `to`'s Salesforce mobile app about the lead. A push
+/// Salesforce refuses is noted in what the step did, never fatal: the DM
+/// went out; one it cannot take now makes the step retry (its DM replayed).
+fn push(sla: &mut Sla, to: &str, title: &str, text: &str) -> Result<(), NodeError> {
+    let notification = CustomNotification {
+        type_name: sla.push_type.clone(),
+        recipient_ids: vec![to.to_string()],
+        title: title.to_string(),
+        body: text.replace('*', ""),
+        target_id: sla.crm_id.clone(),
+    };
+    match crm::send_notification(&notification) {
+        Ok(()) => sla.did.push_str("; pushed to the Salesforce app"),
+        Err(CapabilityError::Unavailable(message)) => return Err(NodeError::Retryable(message)),
+        Err(CapabilityError::Denied(m) | CapabilityError::NotFound(m) | CapabilityError::Invalid(m)) => {
+            sla.did.push_str(&format!("; the Salesforce push failed: {m}"));
+        }
+    }
+    Ok(())
+}
+
 fn manager_of(id: &str) -> Result<Option<Person>, NodeError> {
     let Some(manager_id) = roster::get_rep(id)?.and_then(|r| r.manager_id) else { return Ok(None) };
     Ok(roster::get_rep(&manager_id)?.map(|m| Person {

@@ -289,3 +289,49 @@ async fn a_failed_composite_subrequest_is_the_error_its_own_request_would_be() {
         sf.request(reqwest::Method::POST, "/services/data/v59.0/composite", Some(&body)).await.unwrap().unwrap();
     assert_eq!(answer["compositeResponse"][0]["httpStatusCode"], 400, "{answer}");
 }
+
+fn push(type_name: &str, to: &str) -> handoff::capabilities::CustomNotification {
+    handoff::capabilities::CustomNotification {
+        type_name: type_name.into(),
+        recipient_ids: vec![to.into()],
+        title: "Priority MQL: Initech".into(),
+        body: "Peter Gibbons at Initech: high score (90).".into(),
+        target_id: "00Q000000000001AAA".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_custom_notification_is_sent_its_type_looked_up_once() {
+    let sb = emulators().await;
+    let sf = client(&sb);
+    sf.send_notification(push("Handoff_Priority_MQL", "005000000000009AAA")).await.unwrap();
+    sf.send_notification(push("Handoff_Priority_MQL", "005000000000008AAA")).await.unwrap();
+    let sent = records(&sb, handoff_emulators::SENT_NOTIFICATIONS);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0]["CustomNotifTypeId"], "0ML000000000001AAA");
+    assert_eq!(sent[0]["RecipientIds"], serde_json::json!(["005000000000009AAA"]));
+    assert_eq!(sent[0]["TargetId"], "00Q000000000001AAA");
+    assert_eq!(sent[1]["Title"], "Priority MQL: Initech");
+    let lookups = sb.state.world().requests.iter().filter(|r| r.path.contains("/query")).count();
+    assert_eq!(lookups, 1, "the type's id is remembered");
+}
+
+#[tokio::test]
+async fn a_custom_notification_salesforce_refuses_says_why() {
+    let sb = emulators_with(Settings { salesforce_notifications_per_day: 1, ..Default::default() }).await;
+    let sf = client(&sb);
+    let unknown = sf.send_notification(push("No_Such_Type", "005000000000009AAA")).await.unwrap_err();
+    assert!(
+        matches!(&unknown, CapabilityError::Invalid(m) if m.contains("no custom notification type 'No_Such_Type'") && m.contains("Setup")),
+        "{unknown:?}"
+    );
+    let nobody = sf.send_notification(push("Handoff_Priority_MQL", "005999999999999AAA")).await.unwrap_err();
+    assert!(
+        matches!(&nobody, CapabilityError::Invalid(m) if m.contains("INSUFFICIENT_ACCESS_OR_READONLY") && m.contains("005999999999999AAA")),
+        "{nobody:?}"
+    );
+    sf.send_notification(push("Handoff_Priority_MQL", "005000000000009AAA")).await.unwrap();
+    let spent = sf.send_notification(push("Handoff_Priority_MQL", "005000000000009AAA")).await.unwrap_err();
+    assert!(matches!(&spent, CapabilityError::Invalid(m) if m.contains("LIMIT_EXCEEDED")), "{spent:?}");
+    assert_eq!(records(&sb, handoff_emulators::SENT_NOTIFICATIONS).len(), 1);
+}
