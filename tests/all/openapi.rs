@@ -91,8 +91,13 @@ async fn the_server_answers_as_its_openapi_document_says() {
 
     let (schemathesis, pythonpath) = handoff_tests::toolchains::schemathesis();
     let url = format!("{base}/api/openapi.json");
+    // Its caches (`.schemathesis`, `.hypothesis`) go where it runs: not
+    // into the checkout.
+    let scratch = tempfile::tempdir().unwrap();
+    let cwd = scratch.path().to_path_buf();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(schemathesis)
+            .current_dir(cwd)
             .env("PYTHONPATH", pythonpath)
             .env("SCHEMATHESIS_TELEMETRY", "false")
             .args(["run", &url, "--header", &format!("Authorization: Bearer {TOKEN}")])
