@@ -28,7 +28,7 @@ fn pipeline(router: &str) -> String {
         "nodes": [
             {{"id": "fetch", "plugin": "fetch-contact", "capabilities": ["marketing:read"]}},
             {{"id": "validate", "plugin": "validate"}},
-            {{"id": "route", "plugin": "{router}", "capabilities": ["roster:read", "state:read", "state:write"], "timeout": "10s", "memory_mb": 256, "config": {config}}},
+            {{"id": "route", "plugin": "{router}", "capabilities": ["roster:read", "state:read", "state:write"], "timeout": "10s", "config": {config}}},
             {{"id": "assign", "plugin": "assign", "capabilities": ["crm:write"]}},
             {{"id": "notify", "plugin": "notify", "capabilities": ["chat:write", "email:send", "crm:read", "crm:write", "state:read", "state:write"]}}
         ],
@@ -54,6 +54,13 @@ async fn route_one_lead(component: &str, router: &str) {
     let capabilities = emulator_connectors(&sb).connect(local).unwrap();
     let prepared = handoff::pipeline::check(std::path::Path::new("custom.json"), &pipeline(router), &registry)
         .unwrap_or_else(|d| panic!("{}", handoff_tests::render(&d)));
+    // No `memory_mb` on the node: the interpreter's plugin gets the cap it
+    // needs (256 MiB), a Rust plugin the standard 64 MiB.
+    let language = registry.get(router).unwrap().info.language.clone();
+    assert!(matches!(language.as_deref(), Some("python" | "javascript")), "{language:?}");
+    assert_eq!(prepared.node("route").unwrap().limits.memory_bytes, 256 * 1024 * 1024);
+    assert_eq!(prepared.node("fetch").unwrap().limits.memory_bytes, 64 * 1024 * 1024);
+    assert_eq!(host.registry.get("fetch-contact").unwrap().info.language, None);
     let executor = Executor::new(host.runtime.clone(), Arc::new(capabilities));
     // Priya Raman: Germany, 1200 employees, score 78: the EMEA enterprise team.
     let record = executor.execute(&prepared, json!({"event": {"objectId": 1001}}), Start::Trigger, None).await;

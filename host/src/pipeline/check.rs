@@ -389,7 +389,10 @@ fn check_semantics(
         }
         let limits = RunLimits {
             deadline: timeout,
-            memory_bytes: node.memory_mb.map_or(RunLimits::default().memory_bytes, |mb| mb as usize * 1024 * 1024),
+            memory_bytes: node.memory_mb.map_or_else(
+                || crate::runtime::default_memory_bytes(plugin.info.language.as_deref()),
+                |mb| mb as usize * 1024 * 1024,
+            ),
             ..RunLimits::default()
         };
         prepared.insert(

@@ -16,7 +16,7 @@ mod run_state;
 
 pub use breaker::{BreakerConfig, PluginPause};
 pub use cache::{CacheOutcome, ComponentCache};
-pub use plugin::{Plugin, PluginInfo, PluginSource, is_plugin_name};
+pub use plugin::{Plugin, PluginInfo, PluginSource, default_memory_bytes, is_plugin_name};
 pub use registry::{LoadProblem, PluginRegistry};
 pub(crate) use run::cut;
 pub use run::{Invocation, MAX_ERROR_BYTES, NodeFailure, RunLimits, RunOutcome};

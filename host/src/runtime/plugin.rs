@@ -61,6 +61,43 @@ pub struct PluginInfo {
     pub sha256: String,
     /// Whether loading compiled the component or found it in the cache.
     pub cache: CacheOutcome,
+    /// The language it was written in, when its toolchain says so in the
+    /// component's `producers` section (`python`, `javascript`).
+    pub language: Option<String>,
+}
+
+/// Linear memory a node run gets when the node does not say (`memory_mb`):
+/// 64 MiB, and 256 MiB for Python and JavaScript, whose interpreters need
+/// that much before the plugin's own code runs.
+pub fn default_memory_bytes(language: Option<&str>) -> usize {
+    match language {
+        Some("python" | "javascript") => 256 * 1024 * 1024,
+        _ => super::RunLimits::default().memory_bytes,
+    }
+}
+
+/// The language a component was written in, when its toolchain leaves a
+/// mark: componentize-js names JavaScript (and itself) in the `producers`
+/// section; componentize-py names nothing there, but links CPython in as
+/// `libpython3.N.so`, whose name the component carries.
+fn language_of(bytes: &[u8]) -> Option<String> {
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let Ok(wasmparser::Payload::CustomSection(section)) = payload else { continue };
+        let wasmparser::KnownCustom::Producers(producers) = section.as_known() else { continue };
+        for field in producers.into_iter().flatten() {
+            for value in field.values.into_iter().flatten() {
+                match (field.name, value.name) {
+                    ("language", "JavaScript") | ("processed-by", "ComponentizeJS" | "componentize-js") => {
+                        return Some("javascript".into());
+                    }
+                    ("language", "Python") | ("processed-by", "componentize-py") => return Some("python".into()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let python = b"libpython3.";
+    bytes.windows(python.len()).any(|w| w == python).then(|| "python".into())
 }
 
 /// A plugin ready to run: a pre-instantiated component.
@@ -118,6 +155,7 @@ impl Runtime {
         let engine = self.engine.clone();
         let cache = self.cache.clone();
         let sha256 = ComponentCache::content_hash(&bytes);
+        let language = language_of(&bytes);
         let (component, cache_outcome) = tokio::task::spawn_blocking(move || cache.load_or_compile(&engine, &bytes))
             .await
             .context("compiling the component")?
@@ -188,6 +226,7 @@ impl Runtime {
                 source,
                 sha256,
                 cache: cache_outcome,
+                language,
             },
             pre,
             config_validator,
