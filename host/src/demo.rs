@@ -474,7 +474,7 @@ fn told(item: &serde_json::Value) -> (String, String, String) {
     let kind = if routing["fallback"] == true {
         "to queue"
     } else if n["priority"].is_string() {
-        "routed, priority"
+        "routed (priority)"
     } else {
         "routed"
     };
@@ -490,9 +490,11 @@ fn render(leads: &[Lead], finished: &[Finished], sandbox: &Emulators) -> String 
     let _ = writeln!(out, "Handoff demo: {} MQL webhooks into the sandbox org (now = {DEMO_NOW})\n", leads.len());
     let _ = writeln!(
         out,
-        "{:>3}  {:<26} {:<24} {:<17} {:<18} {:>8}  why",
+        "{:>3}  {:<26} {:<24} {:<17} {:<18} {:>10}  why",
         "#", "lead", "scenario", "outcome", "owner", "to DM"
     );
+    // The "why" column starts here; longer reasons wrap under it.
+    let why_at = 3 + 2 + 26 + 1 + 24 + 1 + 17 + 1 + 18 + 1 + 10 + 2;
     let mut dm_times = Vec::new();
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
     let mut used = vec![false; finished.len()];
@@ -523,22 +525,34 @@ fn render(leads: &[Lead], finished: &[Finished], sandbox: &Emulators) -> String 
             dm_times.push(us);
             format!("{:.1} ms", us as f64 / 1000.0)
         });
+        // An opportunity's owner is told by email: name them as the others.
+        let owner = if owner.contains('@') {
+            let world = sandbox.state.world();
+            let user = world.salesforce.objects["User"].iter().find(|u| u["Email"].as_str() == Some(owner.as_str()));
+            user.and_then(|u| u["Name"].as_str()).map_or(owner.clone(), str::to_string)
+        } else {
+            owner
+        };
+        let mut why_lines = wrap(&why, 90).into_iter();
         let _ = writeln!(
             out,
-            "{:>3}  {:<26} {:<24} {:<17} {:<18} {:>8}  {}",
+            "{:>3}  {:<26} {:<24} {:<17} {:<18} {:>10}  {}",
             i + 1,
             clip(&contact.unwrap_or_default(), 26),
             clip(lead.label, 24),
             clip(&outcome, 17),
             clip(&owner, 18),
             dm_text.unwrap_or_else(|| "-".into()),
-            clip(&why, 110)
+            why_lines.next().unwrap_or_default()
         );
+        for line in why_lines {
+            let _ = writeln!(out, "{:why_at$}{line}", "");
+        }
     }
     dm_times.sort_unstable();
     let world = sandbox.state.world();
     let _ =
-        writeln!(out, "\nOutcomes: {}", counts.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+        writeln!(out, "\nOutcomes: {}", counts.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "));
     let _ = writeln!(
         out,
         "Sandbox: {} Slack messages ({} DMs), {} Salesforce leads, {} tasks, {} backup emails",
@@ -559,6 +573,26 @@ fn render(leads: &[Lead], finished: &[Finished], sandbox: &Emulators) -> String 
         );
     }
     out
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces (a
+/// word longer than a line is cut).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&clip(word, width));
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 fn clip(text: &str, width: usize) -> String {

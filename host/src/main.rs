@@ -412,8 +412,15 @@ fn main() -> ExitCode {
     let args = Args::parse();
     // Colour only on a terminal; one line per record whatever its fields hold.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    // The demo's report says what happened; a provider's rate limit it
+    // waits out (the sandbox's Slack, as the real one, limits channel
+    // posts) is not news above it. Errors still show.
+    #[cfg(feature = "emulators")]
+    let quiet = if matches!(args.command, Command::Demo { .. }) { "error" } else { "warn" };
+    #[cfg(not(feature = "emulators"))]
+    let quiet = "warn";
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HANDOFF_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HANDOFF_LOG").unwrap_or_else(|_| quiet.into()))
         .with_ansi(ansi)
         .with_writer(handoff::logging::OneLine::new(std::io::stderr, ansi))
         .init();

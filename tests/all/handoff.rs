@@ -414,12 +414,19 @@ async fn crash_between_each_effect_and_its_record(now_ms: i64) {
         )
         .unwrap();
     assert!(moved >= 3, "the DM, the Salesforce lead and the task at least ({moved})");
-    ledger.execute("DELETE FROM effects WHERE key NOT LIKE '%state.increment'", []).unwrap();
+    // The join's record stays: it was written before the DM could go out,
+    // so no crash after the DM loses it. Without it, the rerun's join would
+    // race the model's summary again, and the DM it rebuilds could carry a
+    // different summary than the one Slack holds.
+    ledger
+        .execute("DELETE FROM effects WHERE key NOT LIKE '%state.increment' AND key NOT LIKE '%/join/%'", [])
+        .unwrap();
     ledger.execute("UPDATE events SET finished_at = NULL", []).unwrap();
 
     let restarted = restart_with(&running, open).await;
     let rerun = &restarted.server.finished()[0].record;
-    assert!(rerun.runs.iter().all(|r| !r.replayed && r.error.is_none()), "every node ran again, and succeeded");
+    let plugin_runs = || rerun.runs.iter().filter(|r| r.node != "join");
+    assert!(plugin_runs().all(|r| !r.replayed && r.error.is_none()), "every other node ran again, and succeeded");
     assert_eq!(dms(&running).len(), 1, "the DM was found at Slack, not resent");
     assert_eq!(marcus_leads(&running), 1, "the Salesforce lead was found, not created again");
     assert_eq!(running.emulators.state.world().salesforce.objects["Task"].len(), 1, "the task was found");

@@ -253,11 +253,11 @@ fn the_demo_hands_off_every_kind_of_lead() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report = text(&out.stdout);
     for needle in [
-        "opp owner told 2",
-        "duplicate 4",
-        "invalid 6",
-        "to queue 4",
-        "routed, priority",
+        "opp owner told: 2",
+        "duplicate: 4",
+        "invalid: 6",
+        "to queue: 4",
+        "routed (priority)",
         "Tom Dubois skipped: out of office",
         // The SLA half, on virtual time: one Accept, one lead up the ladder.
         "in Slack: accepted, 'Working - Contacted' in Salesforce",
