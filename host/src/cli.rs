@@ -536,14 +536,13 @@ pub async fn lead(data_dir: &Path, id: &str, json: bool) -> Result<ExitCode> {
     }
     print!("{}", render_lead(&lead, &timers));
     for (n, d) in shadow.iter().enumerate() {
-        let side = |d: &crate::lead::Decision| format!("{} {}", d.state, d.owner.as_deref().unwrap_or("-"));
         let verdict = if d.differs { "differs" } else { "agrees" };
         println!(
             "{}shadow {} {verdict}: live {}, shadow {}{}",
             if n == 0 { "\n" } else { "" },
             d.pipeline,
-            side(&d.live),
-            side(&d.shadow),
+            d.live.summary(),
+            d.shadow.summary(),
             if d.differs { format!(" ({})", d.shadow.why) } else { String::new() }
         );
     }

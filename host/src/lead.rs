@@ -240,6 +240,24 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The owner for people: the name, marked `(fallback)` when the
+    /// fallback queue took the lead; `-` when nobody owns it.
+    pub fn owner_text(&self) -> String {
+        match (&self.owner, self.fallback) {
+            (Some(owner), true) => format!("{owner} (fallback)"),
+            (Some(owner), false) => owner.clone(),
+            (None, _) => "-".into(),
+        }
+    }
+
+    /// State and owner in a few words: `notified · Lena Fischer`.
+    pub fn summary(&self) -> String {
+        match self.owner {
+            Some(_) => format!("{} · {}", self.state, self.owner_text()),
+            None => format!("{} · no owner", self.state),
+        }
+    }
+
     /// Whether `other` puts the lead elsewhere: another state, owner or
     /// team, or the fallback queue where this did not (or the reverse).
     pub fn differs(&self, other: &Decision) -> bool {
@@ -257,6 +275,12 @@ impl Decision {
 /// the team and whether the fallback queue took it.
 pub fn decision_of<'a>(record: &ExecutionRecord, marks_of: impl Fn(&str) -> Option<&'a LeadMarks>) -> Decision {
     let (facts, steps) = steps_of(record, marks_of);
+    decision_from(record, &facts, &steps)
+}
+
+/// [`decision_of`] from the facts and steps [`steps_of`] already read from
+/// `record`.
+pub fn decision_from(record: &ExecutionRecord, facts: &LeadFacts, steps: &[Step]) -> Decision {
     let routing = record
         .runs
         .iter()

@@ -244,12 +244,6 @@ fn differing_fields(before: &[Emitted], after: &[Emitted]) -> Vec<String> {
     fields
 }
 
-fn side(d: &Decision) -> String {
-    let owner = d.owner.as_deref().unwrap_or("no owner");
-    let fallback = if d.fallback { " (fallback)" } else { "" };
-    format!("{} · {owner}{fallback}", d.state)
-}
-
 /// The report as a person reads it.
 pub fn render(report: &ReplayReport) -> String {
     let mut out = String::new();
@@ -263,14 +257,17 @@ pub fn render(report: &ReplayReport) -> String {
         report.change
     );
     if report.reproduced {
-        let _ =
-            writeln!(out, "The original, run again from its recording, decides as it did: {}.", side(&report.before));
+        let _ = writeln!(
+            out,
+            "The original, run again from its recording, decides as it did: {}.",
+            report.before.summary()
+        );
     } else {
         let _ = writeln!(
             out,
             "warning: the original, run again, decides {} where it decided {}: the recording is incomplete or a plugin is not deterministic.",
-            side(&report.before),
-            side(&report.recorded)
+            report.before.summary(),
+            report.recorded.summary()
         );
     }
     let _ = writeln!(out, "\n{:<16} RESULT", "NODE");
@@ -295,7 +292,7 @@ pub fn render(report: &ReplayReport) -> String {
             }
         }
     }
-    let _ = writeln!(out, "\nDecision: {} -> {}", side(&report.before), side(&report.after));
+    let _ = writeln!(out, "\nDecision: {} -> {}", report.before.summary(), report.after.summary());
     if report.before.why != report.after.why {
         let _ = writeln!(out, "  why now: {}", report.after.why);
     }

@@ -696,15 +696,14 @@ pub fn render_shadow_report(report: &ShadowReport) -> String {
     let differing: Vec<_> = report.decisions.iter().filter(|d| d.differs).collect();
     if !differing.is_empty() {
         let _ = writeln!(out, "\n{:<12} {:<20} {:<34} SHADOW", "LEAD", "WHEN", "LIVE");
-        let side = |d: &crate::lead::Decision| format!("{} {}", d.state, d.owner.as_deref().unwrap_or("-"));
         for d in differing {
             let _ = writeln!(
                 out,
                 "{:<12} {:<20} {:<34} {}",
                 d.lead_id.as_deref().unwrap_or("-"),
                 &crate::connectors::time::iso8601(d.at)[..19],
-                side(&d.live),
-                side(&d.shadow)
+                d.live.summary(),
+                d.shadow.summary()
             );
         }
     }

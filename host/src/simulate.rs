@@ -590,14 +590,6 @@ pub struct Report {
     pub comparison: Option<Comparison>,
 }
 
-fn owner_text(d: &Decision) -> String {
-    match (&d.owner, d.fallback) {
-        (Some(owner), true) => format!("{owner} (fallback)"),
-        (Some(owner), false) => owner.clone(),
-        (None, _) => "-".into(),
-    }
-}
-
 fn fit(text: &str, width: usize) -> String {
     let text: String = text.chars().take(width).collect();
     format!("{text:<width$}")
@@ -637,7 +629,7 @@ pub fn render(report: &Report) -> String {
                     "{} {} {} {} {}",
                     fit(&lead.lead, 34),
                     fit(&d.state, 11),
-                    fit(&owner_text(d), 26),
+                    fit(&d.owner_text(), 26),
                     fit(d.team.as_deref().unwrap_or("-"), 16),
                     crate::runtime::cut(why, 100)
                 );
@@ -677,9 +669,13 @@ fn render_comparison(out: &mut String, c: &Comparison) {
     if !c.changed.is_empty() {
         let _ = writeln!(out, "\n{} {} AFTER", fit("LEAD", 34), fit("BEFORE", 34));
         for change in &c.changed {
-            let side = |d: &Decision| format!("{} {}", d.state, owner_text(d));
-            let _ =
-                writeln!(out, "{} {} {}", fit(&change.lead, 34), fit(&side(&change.before), 34), side(&change.after));
+            let _ = writeln!(
+                out,
+                "{} {} {}",
+                fit(&change.lead, 34),
+                fit(&change.before.summary(), 34),
+                change.after.summary()
+            );
             let _ = writeln!(out, "{} why: {}", " ".repeat(34), crate::runtime::cut(change.after.why.clone(), 100));
         }
     }
@@ -771,8 +767,8 @@ pub fn html(report: &Report) -> String {
                         @for change in &c.changed {
                             tr {
                                 td { (change.lead) }
-                                td { (change.before.state) " · " (owner_text(&change.before)) }
-                                td { (change.after.state) " · " (owner_text(&change.after)) }
+                                td { (change.before.summary()) }
+                                td { (change.after.summary()) }
                                 td { (change.after.why) }
                             }
                         }
@@ -785,7 +781,7 @@ pub fn html(report: &Report) -> String {
                             tr {
                                 td { (lead.lead) }
                                 td { (lead.decision.state) }
-                                td { (owner_text(&lead.decision)) }
+                                td { (lead.decision.owner_text()) }
                                 td { (lead.decision.team.as_deref().unwrap_or("-")) }
                                 td { (lead.not_simulated.as_deref().unwrap_or(&lead.decision.why)) }
                             }

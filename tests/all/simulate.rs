@@ -90,13 +90,7 @@ async fn a_rules_change_simulated_over_recorded_leads_gives_the_owners_the_chang
     // The change, simulated over what the ledger recorded.
     let dir = tempfile::tempdir().unwrap();
     let changed = changed_pipeline(dir.path());
-    let host = handoff::app::Host::start(handoff::app::HostOptions {
-        data_dir: shared_cache_dir(),
-        plugin_dirs: Vec::new(),
-        limits: handoff::app::PluginLimits::default(),
-    })
-    .await
-    .unwrap();
+    let host = TestHost::new().await;
     let prepared = Arc::new(handoff::pipeline::load_file(&changed, &host.registry).unwrap().tried_once());
     let set = handoff::simulate::leads_from_ledger(&ledger(&recorded), "mql-handoff", 0, i64::MAX).await.unwrap();
     let extra: Vec<_> = set
@@ -187,17 +181,9 @@ async fn a_replay_with_a_changed_route_plugin_shows_the_change_at_the_route_node
     let live_owner = handoff::ledger::Ledger::lead(&ledger(&running), &id).await.unwrap().unwrap().owner.unwrap();
     assert_ne!(live_owner, "Tom Dubois", "EMEA enterprise has no Tom");
 
-    let host = handoff::app::Host::start(handoff::app::HostOptions {
-        data_dir: shared_cache_dir(),
-        plugin_dirs: Vec::new(),
-        limits: handoff::app::PluginLimits::default(),
-    })
-    .await
-    .unwrap();
+    let host = TestHost::new().await;
     let mut changed_plugins = host.registry.clone();
-    let bytes = std::fs::read(programs::REROUTE).unwrap();
-    let source = handoff::runtime::PluginSource::File(programs::REROUTE.into());
-    changed_plugins.insert(host.runtime.load(source, bytes).await.unwrap());
+    changed_plugins.insert(load_program(&host.runtime, programs::REROUTE).await);
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/mql-handoff.json");
     let original = Arc::new(handoff::pipeline::load_file(&shipped, &host.registry).unwrap().tried_once());
     let changed = Arc::new(handoff::pipeline::load_file(&shipped, &changed_plugins).unwrap().tried_once());

@@ -350,7 +350,6 @@ async fn lead_page(State(state): State<Arc<AppState>>, Path(id): Path<String>) -
     // Shadow decisions are an addition: a ledger that cannot list them
     // still shows the lead.
     let shadow = state.ledger.shadow_decisions(Some(&id), None, 100).await.unwrap_or_default();
-    let side = |d: &crate::lead::Decision| format!("{} · {}", d.state, d.owner.as_deref().unwrap_or("no owner"));
     let name = lead.name.clone().unwrap_or_else(|| id.clone());
     page(
         &name,
@@ -390,8 +389,8 @@ async fn lead_page(State(state): State<Arc<AppState>>, Path(id): Path<String>) -
                         tr {
                             td { (when(d.at)) }
                             td { (d.pipeline) }
-                            td { (side(&d.live)) }
-                            td { @if d.differs { strong { (side(&d.shadow)) } } @else { (side(&d.shadow)) } }
+                            td { (d.live.summary()) }
+                            td { @if d.differs { strong { (d.shadow.summary()) } } @else { (d.shadow.summary()) } }
                             td { (d.shadow.why) }
                         }
                     }

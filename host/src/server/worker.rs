@@ -421,7 +421,7 @@ async fn settle(
         // claims the event next runs it again.
         return false;
     }
-    keep_trace(state, prepared, event, record).await;
+    keep_trace(state, event, record, &facts, &steps).await;
     raise_lead_events(state, prepared, event, record).await;
     match state.ledger.finish_event(&event.source, &event.event_id, &record.execution_id, failed).await {
         Ok(true) => failed,
@@ -440,7 +440,13 @@ async fn settle(
 /// decided, for simulations (`handoff simulate --from-ledger`), shadow
 /// pipelines and replays. Losing it loses none of the lead's work, so a
 /// failure is only logged.
-async fn keep_trace(state: &AppState, prepared: &PreparedPipeline, event: &InboundEvent, record: &ExecutionRecord) {
+async fn keep_trace(
+    state: &AppState,
+    event: &InboundEvent,
+    record: &ExecutionRecord,
+    facts: &LeadFacts,
+    steps: &[Step],
+) {
     if event.lead_id.is_none() {
         return;
     }
@@ -449,7 +455,7 @@ async fn keep_trace(state: &AppState, prepared: &PreparedPipeline, event: &Inbou
         pipeline: record.pipeline.clone(),
         lead_id: event.lead_id.clone(),
         at: record.started_at_ms,
-        decision: crate::lead::decision_of(record, |node| prepared.lead_marks(node)),
+        decision: crate::lead::decision_from(record, facts, steps),
         reads: record.runs.iter().flat_map(|r| r.reads.iter().cloned()).collect(),
     };
     if let Err(e) = state.ledger.record_trace(&trace).await {
