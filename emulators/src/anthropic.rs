@@ -3,16 +3,32 @@
 
 use super::EmulatorState;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
 pub fn routes() -> Router<Arc<EmulatorState>> {
-    Router::new().route("/v1/messages", post(messages))
+    Router::new().route("/v1/messages", post(messages)).route("/v1/models/{model}", get(model))
+}
+
+/// The models the emulated account may use.
+pub const MODELS: [&str; 3] = ["claude-sandbox", "claude-haiku-4-5", "claude-sonnet-4-5"];
+
+/// `GET /v1/models/{model}`: one model, or `not_found_error`.
+async fn model(State(state): State<Arc<EmulatorState>>, headers: HeaderMap, Path(model): Path<String>) -> Response {
+    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    if key != Some(state.settings().token.as_str()) {
+        return error(StatusCode::UNAUTHORIZED, "authentication_error", "invalid x-api-key");
+    }
+    if !MODELS.contains(&model.as_str()) {
+        return error(StatusCode::NOT_FOUND, "not_found_error", &format!("model: {model}"));
+    }
+    Json(json!({"type": "model", "id": model, "display_name": model, "created_at": "2025-10-01T00:00:00Z"}))
+        .into_response()
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {

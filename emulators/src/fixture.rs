@@ -17,6 +17,10 @@ pub struct Fixture {
     pub description: String,
     /// Salesforce records by object type (`User`, `Lead`, `Account`, ...).
     pub salesforce: BTreeMap<String, Vec<Map<String, Value>>>,
+    /// Custom fields the org has by object (`Lead`: `Rejection_Reason__c`),
+    /// as `describe` shows them; standard fields are built in.
+    #[serde(default)]
+    pub salesforce_fields: BTreeMap<String, Vec<SeedField>>,
     /// HubSpot's contacts.
     pub hubspot: HubSpotFixture,
     /// Slack's channels and users.
@@ -30,6 +34,50 @@ pub struct HubSpotFixture {
     pub contacts: Vec<SeedContact>,
     #[serde(default)]
     pub lists: Vec<SeedList>,
+    /// Contact properties beyond those the contacts carry (which exist as
+    /// text): custom ones and the picklists' options.
+    #[serde(default)]
+    pub properties: Vec<SeedProperty>,
+}
+
+/// A HubSpot contact property.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SeedProperty {
+    pub name: String,
+    /// `string`, `number`, `datetime`, `enumeration`, ...
+    #[serde(rename = "type", default = "text_type")]
+    pub kind: String,
+    /// An enumeration's option values.
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+fn text_type() -> String {
+    "string".into()
+}
+
+/// A Salesforce custom field.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedField {
+    pub name: String,
+    /// `string`, `picklist`, `textarea`, ...
+    #[serde(rename = "type", default = "text_type")]
+    pub kind: String,
+    /// A picklist's active values.
+    #[serde(default)]
+    pub values: Vec<String>,
+    /// Whether only `values` are accepted.
+    #[serde(default)]
+    pub restricted: bool,
+    /// Whether the integration user may write it (field-level security).
+    #[serde(default = "yes")]
+    pub updateable: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A HubSpot contact.
@@ -93,7 +141,7 @@ impl Fixture {
 
     /// Fresh emulator data from this fixture.
     pub fn world(&self, now_ms: i64) -> World {
-        let salesforce = super::salesforce::Data::seed(&self.salesforce, now_ms);
+        let salesforce = super::salesforce::Data::seed(&self.salesforce, &self.salesforce_fields, now_ms);
         let mut slack_users: Vec<SeedSlackUser> = self.slack.users.clone();
         for user in self.salesforce.get("User").into_iter().flatten() {
             if let (Some(email), Some(name)) =

@@ -3,7 +3,7 @@
 //! and search rate limits, and HubSpot's error bodies.
 
 use super::faults::correlation_id;
-use super::fixture::HubSpotFixture;
+use super::fixture::{HubSpotFixture, SeedProperty};
 use super::{EmulatorState, bearer};
 use crate::time;
 
@@ -45,6 +45,9 @@ pub struct Data {
     pub contacts: BTreeMap<u64, StoredContact>,
     /// list id → (name, member contact ids).
     pub lists: BTreeMap<String, (String, BTreeSet<String>)>,
+    /// Contact properties by name: the fixture's, and every one a seeded
+    /// contact carries (as text).
+    pub properties: BTreeMap<String, SeedProperty>,
     next_id: u64,
     window: VecDeque<Instant>,
     search_window: VecDeque<Instant>,
@@ -65,6 +68,25 @@ impl Data {
         }
         for list in &fixture.lists {
             data.lists.insert(list.list_id.clone(), (list.name.clone(), BTreeSet::new()));
+        }
+        for contact in &data.contacts {
+            for name in contact.1.properties.keys() {
+                data.properties.entry(name.clone()).or_insert_with(|| SeedProperty {
+                    name: name.clone(),
+                    kind: "string".into(),
+                    options: Vec::new(),
+                });
+            }
+        }
+        for property in &fixture.properties {
+            data.properties.insert(property.name.clone(), property.clone());
+        }
+        for name in ["email", "firstname", "lastname", "company"] {
+            data.properties.entry(name.into()).or_insert_with(|| SeedProperty {
+                name: name.into(),
+                kind: "string".into(),
+                options: Vec::new(),
+            });
         }
         data
     }
@@ -119,6 +141,90 @@ pub fn routes() -> Router<Arc<EmulatorState>> {
         .route("/crm/v3/objects/contacts/batch/read", post(batch_read))
         .route("/crm/v3/objects/contacts/{id}", get(get_contact).patch(update_contact))
         .route("/crm/v3/lists/{list_id}/memberships/add", put(add_to_list))
+        .route("/crm/v3/lists/{list_id}", get(get_list))
+        .route("/crm/v3/properties/contacts/{name}", get(get_property))
+        .route("/oauth/v2/private-apps/get/access-token-info", post(token_info))
+}
+
+/// `POST /oauth/v2/private-apps/get/access-token-info`: what a private
+/// app's token may do (`{"tokenKey": ...}` in, its hub and scopes out).
+async fn token_info(State(state): State<Arc<EmulatorState>>, body: Bytes) -> Response {
+    let settings = state.settings();
+    let token = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["tokenKey"].as_str().map(str::to_string));
+    match token {
+        Some(token) if token == settings.token => Json(json!({
+            "userId": 7_100_001, "hubId": HUB_ID, "appId": 3_100_001, "scopes": settings.hubspot_scopes,
+        }))
+        .into_response(),
+        Some(_) => error(StatusCode::UNAUTHORIZED, "INVALID_AUTHENTICATION", "The access token is not valid."),
+        None => error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "Invalid input JSON: `tokenKey` is required"),
+    }
+}
+
+/// The emulated portal's id.
+const HUB_ID: u64 = 44_000_001;
+
+/// `GET /crm/v3/properties/contacts/{name}`: one property's definition.
+async fn get_property(
+    State(state): State<Arc<EmulatorState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let rate = match admit(&state, &headers, false) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let world = state.world();
+    let response = match world.hubspot.properties.get(&name) {
+        Some(p) => {
+            let field_type = match p.kind.as_str() {
+                "enumeration" => "select",
+                "number" => "number",
+                "datetime" | "date" => "date",
+                _ => "text",
+            };
+            let options: Vec<Value> = p
+                .options
+                .iter()
+                .enumerate()
+                .map(|(i, o)| json!({"label": o, "value": o, "displayOrder": i, "hidden": false}))
+                .collect();
+            Json(json!({
+                "name": p.name, "label": p.name, "type": p.kind, "fieldType": field_type,
+                "groupName": "contactinformation", "options": options, "hidden": false,
+                "modificationMetadata": {"readOnlyValue": false, "archivable": true, "readOnlyDefinition": false},
+            }))
+            .into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            &format!("Unable to find property {name} for object type 0-1"),
+        ),
+    };
+    with_headers(rate, response)
+}
+
+/// `GET /crm/v3/lists/{list_id}`: a list's definition.
+async fn get_list(
+    State(state): State<Arc<EmulatorState>>,
+    headers: HeaderMap,
+    Path(list_id): Path<String>,
+) -> Response {
+    let rate = match admit(&state, &headers, false) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let world = state.world();
+    let response = match world.hubspot.lists.get(&list_id) {
+        Some((name, members)) => Json(json!({"list": {
+            "listId": list_id, "name": name, "objectTypeId": "0-1", "processingType": "MANUAL",
+            "processingStatus": "COMPLETE", "size": members.len(),
+        }}))
+        .into_response(),
+        None => error(StatusCode::NOT_FOUND, "OBJECT_NOT_FOUND", &format!("List {list_id} does not exist")),
+    };
+    with_headers(rate, response)
 }
 
 fn error(status: StatusCode, category: &str, message: &str) -> Response {

@@ -82,7 +82,33 @@ pub struct Settings {
     pub slack_channel_burst: u32,
     /// Salesforce custom notifications the org may send (its daily allowance).
     pub salesforce_notifications_per_day: u64,
+    /// The scopes HubSpot's private app was granted (access-token info).
+    pub hubspot_scopes: Vec<String>,
+    /// The scopes Slack's bot token has (`x-oauth-scopes` on every answer).
+    pub slack_scopes: Vec<String>,
 }
+
+/// The scopes the emulated HubSpot app has by default: what Handoff needs.
+pub const HUBSPOT_SCOPES: [&str; 5] = [
+    "crm.objects.contacts.read",
+    "crm.objects.contacts.write",
+    "crm.schemas.contacts.read",
+    "crm.lists.read",
+    "crm.lists.write",
+];
+
+/// The scopes the emulated Slack bot has by default: what Handoff needs.
+pub const SLACK_SCOPES: [&str; 9] = [
+    "chat:write",
+    "chat:write.public",
+    "im:write",
+    "im:history",
+    "channels:read",
+    "groups:read",
+    "channels:history",
+    "users:read",
+    "users:read.email",
+];
 
 impl Default for Settings {
     fn default() -> Self {
@@ -96,6 +122,8 @@ impl Default for Settings {
             salesforce_batch_size: 2000,
             slack_channel_burst: 10,
             salesforce_notifications_per_day: 10_000,
+            hubspot_scopes: HUBSPOT_SCOPES.map(String::from).to_vec(),
+            slack_scopes: SLACK_SCOPES.map(String::from).to_vec(),
         }
     }
 }

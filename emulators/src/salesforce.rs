@@ -3,6 +3,7 @@
 //! required fields, restricted picklists and owner checks, the org's API
 //! limit, and Salesforce's error arrays.
 
+use super::fixture::SeedField;
 use super::soql::{self, Query};
 use super::{EmulatorState, bearer};
 use crate::time;
@@ -26,6 +27,8 @@ pub struct Data {
     counters: HashMap<String, u64>,
     cursors: HashMap<String, Vec<Value>>,
     next_cursor: u64,
+    /// The org's custom fields by object, as `describe` shows them.
+    pub custom_fields: BTreeMap<String, Vec<SeedField>>,
 }
 
 const OBJECTS: [(&str, &str); 9] = [
@@ -154,6 +157,58 @@ fn known_fields(object: &str) -> &'static [&'static str] {
     }
 }
 
+/// A standard restricted picklist's values.
+fn picklist(object: &str, field: &str) -> Option<&'static [&'static str]> {
+    match (object, field) {
+        ("Task", "Status") => Some(&["Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred"]),
+        ("Task", "Priority") => Some(&["High", "Normal", "Low"]),
+        ("Lead", "Status") => {
+            Some(&["Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"])
+        }
+        _ => None,
+    }
+}
+
+/// `GET .../sobjects/{object}/describe`: the object's fields, their types,
+/// whether they can be written, and picklist values.
+fn describe(data: &Data, object: &str) -> Value {
+    let read_only = ["Id", "Name", "CreatedDate", "LastModifiedDate", "SystemModstamp", "IsConverted", "IsClosed"];
+    let entry = |name: &str, kind: &str, updateable: bool, values: &[String], restricted: bool| {
+        let values: Vec<Value> = values
+            .iter()
+            .map(|v| json!({"value": v, "label": v, "active": true, "defaultValue": false, "validFor": null}))
+            .collect();
+        json!({
+            "name": name, "label": name, "type": kind, "updateable": updateable, "createable": updateable,
+            "nillable": name != "Id", "custom": name.ends_with("__c"), "picklistValues": values,
+            "restrictedPicklist": restricted,
+        })
+    };
+    let mut fields: Vec<Value> = known_fields(object)
+        .iter()
+        .map(|name| {
+            let values: Vec<String> =
+                picklist(object, name).unwrap_or_default().iter().map(ToString::to_string).collect();
+            let kind = if !values.is_empty() {
+                "picklist"
+            } else if *name == "Id" || name.ends_with("Id") {
+                if *name == "Id" { "id" } else { "reference" }
+            } else if name.starts_with("Is") || ["Desktop", "Mobile"].contains(name) {
+                "boolean"
+            } else if name.ends_with("Date") || name == &"SystemModstamp" {
+                "datetime"
+            } else {
+                "string"
+            };
+            entry(name, kind, !read_only.contains(name), &values, !values.is_empty())
+        })
+        .collect();
+    for field in data.custom_fields.get(object).into_iter().flatten() {
+        fields.push(entry(&field.name, &field.kind, field.updateable, &field.values, field.restricted));
+    }
+    json!({"name": object, "label": object, "custom": false, "queryable": true, "updateable": true, "fields": fields})
+}
+
 fn object_name(name: &str) -> Option<&'static str> {
     OBJECTS.iter().find(|(o, _)| o.eq_ignore_ascii_case(name)).map(|(o, _)| *o)
 }
@@ -179,8 +234,12 @@ pub fn sf_datetime(ms: i64) -> String {
 
 impl Data {
     /// Data from the fixture.
-    pub fn seed(objects: &BTreeMap<String, Vec<Map<String, Value>>>, now_ms: i64) -> Self {
-        let mut data = Data::default();
+    pub fn seed(
+        objects: &BTreeMap<String, Vec<Map<String, Value>>>,
+        custom_fields: &BTreeMap<String, Vec<SeedField>>,
+        now_ms: i64,
+    ) -> Self {
+        let mut data = Data { custom_fields: custom_fields.clone(), ..Data::default() };
         for (object, records) in objects {
             let list = data.objects.entry(object.clone()).or_default();
             for record in records {
@@ -273,30 +332,17 @@ impl Data {
 
     /// Picklists and references, as a real org enforces them.
     fn check_record(&self, object: &str, record: &Map<String, Value>) -> Result<(), SfError> {
-        let picklist = |field: &str, allowed: &[&str]| -> Result<(), SfError> {
-            match record.get(field).and_then(Value::as_str) {
-                Some(v) if !allowed.contains(&v) => Err(SfError::new(
+        for field in ["Status", "Priority"] {
+            if let (Some(allowed), Some(v)) = (picklist(object, field), record.get(field).and_then(Value::as_str))
+                && !allowed.contains(&v)
+            {
+                return Err(SfError::new(
                     400,
                     "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
                     &format!("{field}: bad value for restricted picklist field: {v}"),
                     &[field],
-                )),
-                _ => Ok(()),
+                ));
             }
-        };
-        match object {
-            "Task" => {
-                picklist(
-                    "Status",
-                    &["Not Started", "In Progress", "Completed", "Waiting on someone else", "Deferred"],
-                )?;
-                picklist("Priority", &["High", "Normal", "Low"])?;
-            }
-            "Lead" => picklist(
-                "Status",
-                &["Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"],
-            )?,
-            _ => {}
         }
         if let Some(owner) = record.get("OwnerId").and_then(Value::as_str) {
             match self.find(owner) {
@@ -1003,6 +1049,14 @@ async fn read(
         Err(r) => return r,
     };
     let world = state.world();
+    if id == "describe" {
+        let response = match object_name(&object) {
+            Some(object) => Json(describe(&world.salesforce, object)).into_response(),
+            None => SfError::new(404, "NOT_FOUND", &format!("The requested resource does not exist: {object}"), &[])
+                .into_response(),
+        };
+        return respond(limit, response);
+    }
     let found = object_name(&object).and_then(|o| {
         world.salesforce.objects.get(o).and_then(|r| r.iter().rev().find(|r| r["Id"] == id.as_str())).map(|r| (o, r))
     });

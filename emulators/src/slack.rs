@@ -260,6 +260,8 @@ fn arguments(
     Ok(args)
 }
 
+/// One Web API call. Every answer to a signed-in call carries the token's
+/// scopes in `x-oauth-scopes`, as Slack's do.
 async fn method(
     State(state): State<Arc<EmulatorState>>,
     Path(method): Path<String>,
@@ -267,20 +269,42 @@ async fn method(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
+    let scopes = state.settings().slack_scopes.join(",");
+    let mut response = answer(&state, &method, &headers, query, &body);
+    if bearer(&headers).is_some()
+        && let Ok(value) = HeaderValue::from_str(&scopes)
+    {
+        response.headers_mut().insert("x-oauth-scopes", value);
+    }
+    response
+}
+
+fn answer(
+    state: &EmulatorState,
+    method: &str,
+    headers: &HeaderMap,
+    query: HashMap<String, String>,
+    body: &Bytes,
+) -> Response {
     let settings = state.settings();
-    match bearer(&headers) {
+    match bearer(headers) {
         None => return fail("not_authed"),
         Some(token) if token != settings.token => return fail("invalid_auth"),
         Some(_) => {}
     }
-    let args = match arguments(&headers, query, &body) {
+    let args = match arguments(headers, query, body) {
         Ok(a) => a,
         Err(r) => return r,
     };
     let text = |name: &str| args.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
     let mut world = state.world();
     let data = &mut world.slack;
-    match method.as_str() {
+    match method {
+        "auth.test" => Json(json!({
+            "ok": true, "url": "https://handoff-sandbox.slack.com/", "team": "Handoff sandbox", "user": "handoff",
+            "team_id": "T0HANDOFF", "user_id": "U0HANDOFF", "bot_id": "B0HANDOFF", "is_enterprise_install": false,
+        }))
+        .into_response(),
         "users.lookupByEmail" => {
             let email = text("email");
             match data.users.iter().find(|u| u.email.eq_ignore_ascii_case(&email)) {

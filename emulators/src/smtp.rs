@@ -53,7 +53,13 @@ async fn session(stream: TcpStream, state: Arc<EmulatorState>) -> std::io::Resul
         let reply: String = match verb.as_str() {
             "EHLO" => "250-sandbox.handoff\r\n250-8BITMIME\r\n250-AUTH PLAIN LOGIN\r\n250 SIZE 10485760\r\n".into(),
             "HELO" => "250 sandbox.handoff\r\n".into(),
-            "AUTH" => "235 2.7.0 Authentication successful\r\n".into(),
+            // AUTH PLAIN takes the sandbox secret as the password.
+            "AUTH" => match command.split_whitespace().nth(2).map(plain_password) {
+                Some(Some(password)) if password != state.settings().client_secret => {
+                    "535 5.7.8 Authentication credentials invalid\r\n".into()
+                }
+                _ => "235 2.7.0 Authentication successful\r\n".into(),
+            },
             "MAIL" => {
                 let fault = state.world().faults.take("smtp", "MAIL", "MAIL");
                 match fault {
@@ -128,4 +134,12 @@ fn address(command: &str) -> String {
         .split_once(':')
         .map(|(_, rest)| rest.trim().trim_start_matches('<').split('>').next().unwrap_or_default().to_string())
         .unwrap_or_default()
+}
+
+/// The password of an `AUTH PLAIN` argument (`base64(authzid NUL user NUL password)`).
+fn plain_password(argument: &str) -> Option<String> {
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(argument).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split('\0').nth(2).map(str::to_string)
 }

@@ -66,6 +66,69 @@ pub fn validate(host: &Host, files: &[PathBuf], roster: Option<&Path>) -> ExitCo
     if failed || !together.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
+/// Options of `handoff doctor`.
+#[derive(Debug, Clone)]
+pub struct DoctorOptions {
+    /// The connector config file, if any (the environment fills in).
+    pub config: Option<PathBuf>,
+    /// The pipelines to check for; empty: the shipped ones.
+    pub pipelines: Vec<PathBuf>,
+    /// `--public-url`.
+    pub public_url: Option<String>,
+    /// `--ops-channel`.
+    pub ops_channel: String,
+    /// Print JSON.
+    pub json: bool,
+}
+
+/// `handoff doctor`: every check of [`crate::doctor`], printed; exits 1 when
+/// any fails.
+///
+/// # Errors
+///
+/// When the config file cannot be read, or a pipeline is invalid (named
+/// with its diagnostics).
+pub async fn doctor(host: &Host, options: &DoctorOptions) -> Result<ExitCode> {
+    let mut connectors = match &options.config {
+        Some(path) => ConnectorsConfig::load(path)?,
+        None => ConnectorsConfig::default(),
+    };
+    connectors.apply_env(|name| std::env::var(name).ok());
+    let given: Vec<PathBuf> = if options.pipelines.is_empty() {
+        crate::shipped::SERVED.iter().map(PathBuf::from).collect()
+    } else {
+        options.pipelines.clone()
+    };
+    let mut pipelines = Vec::new();
+    for path in &given {
+        let (file, _) = crate::shipped::file(path, &host.options.data_dir)?;
+        let prepared = pipeline::load_file(&file, &host.registry).map_err(|diagnostics| {
+            let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!(
+                "{} is not a valid pipeline (handoff validate says why):\n{}",
+                file.display(),
+                lines.join("\n")
+            )
+        })?;
+        pipelines.push(prepared);
+    }
+    let needs = crate::doctor::Needs::of(&pipelines, &host.registry, &options.ops_channel);
+    let findings = crate::doctor::check(&crate::doctor::Options {
+        connectors,
+        needs,
+        public_url: options.public_url.clone(),
+        database: crate::ledger::Database::from_env(&host.options.data_dir),
+    })
+    .await;
+    if options.json {
+        println!("{}", serde_json::to_string_pretty(&findings)?);
+    } else {
+        print!("{}", crate::doctor::render(&findings));
+    }
+    let failed = findings.iter().any(|f| f.level == crate::doctor::Level::Fail);
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
 /// Options of `handoff run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod connectors;
 #[cfg(feature = "emulators")]
 pub mod demo;
+pub mod doctor;
 pub mod dry_run;
 #[cfg(feature = "emulators")]
 pub mod emulated;

@@ -136,18 +136,7 @@ enum Command {
         config: Option<PathBuf>,
         /// Pipeline files to serve (repeatable). A default one missing here
         /// (no pipelines/ directory) is served from the binary's built-in copy.
-        #[arg(
-            long = "pipeline",
-            value_name = "FILE",
-            default_values = [
-                "pipelines/mql-handoff.json",
-                "pipelines/sla-enforcement.json",
-                "pipelines/slack-interactions.json",
-                "pipelines/rejection-recycle.json",
-                "pipelines/salesforce-rejections.json",
-                "pipelines/weekly-digest.json",
-            ]
-        )]
+        #[arg(long = "pipeline", value_name = "FILE", default_values = handoff::shipped::SERVED)]
         pipelines: Vec<PathBuf>,
         /// The roster file.
         #[arg(long, value_name = "FILE", default_value = "pipelines/roster.json")]
@@ -173,6 +162,33 @@ enum Command {
         // The /api bearer token comes from HANDOFF_API_TOKEN (never a flag,
         // so it stays out of process listings); it is required when
         // listening beyond loopback.
+    },
+    /// Check a real setup without changing anything: each provider's
+    /// credentials and scopes, the fields, picklist values, properties,
+    /// lists and channels the pipelines write, the public URL and the
+    /// ledger. Prints what is missing and how to fix it; exits 1 on any
+    /// problem.
+    #[command(
+        after_help = "Examples:\n  handoff doctor --config handoff.toml --public-url https://handoff.acme.com\n  HANDOFF_HUBSPOT_TOKEN=... HANDOFF_SLACK_BOT_TOKEN=... handoff doctor --json"
+    )]
+    Doctor {
+        /// Connector settings (TOML); the HANDOFF_* variables fill in (or
+        /// replace) what it leaves out.
+        #[arg(long, value_name = "FILE", env = "HANDOFF_CONFIG")]
+        config: Option<PathBuf>,
+        /// The pipeline files the server will serve (repeatable; default:
+        /// the shipped ones, as `handoff serve`).
+        #[arg(long = "pipeline", value_name = "FILE")]
+        pipelines: Vec<PathBuf>,
+        /// The URL HubSpot and Slack call, as `handoff serve --public-url`.
+        #[arg(long)]
+        public_url: Option<String>,
+        /// The Slack channel failed leads are reported to.
+        #[arg(long, default_value = "#revops-alerts")]
+        ops_channel: String,
+        /// Print the findings as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run failed leads again on a running server (effects that already
     /// happened are replayed, not repeated). Sends HANDOFF_API_TOKEN when set.
@@ -581,6 +597,10 @@ fn main() -> ExitCode {
                 report(cli::run(&host, &RunOptions { pipeline, input, json, full, lead_id, sandbox, config }).await)
             }
             Command::Plugins { json, schema } => report(cli::plugins(&host, json, schema.as_deref())),
+            Command::Doctor { config, pipelines, public_url, ops_channel, json } => {
+                let options = cli::DoctorOptions { config, pipelines, public_url, ops_channel, json };
+                report(cli::doctor(&host, &options).await)
+            }
             Command::Replay { execution_id, plugins, pipeline, original, roster, json } => {
                 let options = cli::ReplayOptions { execution_id, plugins, pipeline, original, roster, json };
                 report(cli::replay(&host, &options).await)

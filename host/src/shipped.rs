@@ -24,6 +24,16 @@ pub const FILES: &[(&str, &str)] = &[
     ("pipeline.schema.json", include_str!("../../pipelines/pipeline.schema.json")),
 ];
 
+/// The pipelines `handoff serve` (and `handoff doctor`) serve by default.
+pub const SERVED: [&str; 6] = [
+    "pipelines/mql-handoff.json",
+    "pipelines/sla-enforcement.json",
+    "pipelines/slack-interactions.json",
+    "pipelines/rejection-recycle.json",
+    "pipelines/salesforce-rejections.json",
+    "pipelines/weekly-digest.json",
+];
+
 /// Where a shipped file was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {

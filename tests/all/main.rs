@@ -5,6 +5,7 @@ mod clock;
 mod connectors;
 mod containment;
 mod dashboard;
+mod doctor;
 mod executor;
 mod fuzzing;
 mod grants;

@@ -20,6 +20,16 @@ fn handoff(data_dir: &Path, args: &[&str]) -> Output {
         .expect("handoff runs")
 }
 
+/// The built binary copied into `dir/bin`, as an operator installs it:
+/// nothing of the checkout beside it.
+fn standalone(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let copy = bin.join("handoff");
+    std::fs::copy(env!("CARGO_BIN_EXE_handoff"), &copy).unwrap();
+    copy
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -31,7 +41,7 @@ fn every_command_has_help() {
     assert!(top.status.success());
     for command in [
         "validate", "run", "plugins", "schema", "init", "sandbox", "serve", "demo", "plugin", "leads", "lead",
-        "simulate", "replay", "shadow",
+        "simulate", "replay", "shadow", "doctor",
     ] {
         assert!(text(&top.stdout).contains(command), "{command} missing from --help");
         let help = handoff(dir.path(), &[command, "--help"]);
@@ -241,9 +251,10 @@ fn serve_refuses_to_start_without_credentials_and_names_them() {
 
 #[test]
 fn the_demo_hands_off_every_kind_of_lead() {
-    // Run away from the checkout: the binary carries its pipelines and roster.
+    // A copy of the binary, run in an empty directory: it carries its
+    // pipelines, roster and plugins.
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+    let out = Command::new(standalone(dir.path()))
         .current_dir(dir.path())
         .arg("--data-dir")
         .arg(dir.path().join("data"))
@@ -304,8 +315,11 @@ fn serve_sandbox_runs_from_any_directory() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let sandbox = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let smtp = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
-        .current_dir(dir.path())
+    let binary = standalone(dir.path());
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let mut child = Command::new(binary)
+        .current_dir(&work)
         .args(["serve", "--sandbox", "--listen", &format!("127.0.0.1:{port}")])
         .args([
             "--sandbox-listen",
@@ -338,7 +352,7 @@ fn serve_sandbox_runs_from_any_directory() {
         assert!(ready.contains(pipeline), "{pipeline} served: {ready}");
     }
     assert!(text(&out.stdout).contains("serving the built-in pipelines and roster"), "{}", text(&out.stdout));
-    assert!(dir.path().join(".handoff/shipped/roster.json").exists(), "copies kept in the data dir");
+    assert!(work.join(".handoff/shipped/roster.json").exists(), "copies kept in the data dir");
 }
 
 #[test]
@@ -356,52 +370,73 @@ fn validate_names_the_built_in_copy_it_checked() {
 }
 
 #[test]
-fn init_writes_a_starter_that_validates_as_written() {
+fn init_writes_a_starter_that_validates_and_doctor_checks_as_written() {
+    // The binary alone in an empty directory, as an operator starts.
     let dir = tempfile::tempdir().unwrap();
-    let starter = dir.path().join("acme-handoff");
-    let out = handoff(dir.path(), &["init", starter.to_str().unwrap()]);
+    let binary = standalone(dir.path());
+    let data = dir.path().join("data");
+    let run = |cwd: &Path, args: &[&str]| {
+        Command::new(&binary)
+            .current_dir(cwd)
+            .arg("--data-dir")
+            .arg(&data)
+            .args(args)
+            .env_remove("HANDOFF_CONFIG")
+            .env_remove("HANDOFF_DATABASE_URL")
+            .env_remove("HANDOFF_HUBSPOT_TOKEN")
+            .env_remove("HANDOFF_SLACK_BOT_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = run(dir.path(), &["init", "acme-handoff"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("handoff serve --sandbox"), "{}", text(&out.stdout));
+    let starter = dir.path().join("acme-handoff");
     let env = std::fs::read_to_string(starter.join(".env.example")).unwrap();
     for variable in
         ["HANDOFF_HUBSPOT_APP_SECRET=", "HANDOFF_SLACK_BOT_TOKEN=", "HANDOFF_API_TOKEN=", "HANDOFF_DATABASE_URL="]
     {
         assert!(env.contains(&format!("# {variable}")), "{variable} in .env.example");
     }
-    let pipelines: Vec<String> = [
-        "mql-handoff",
-        "sla-enforcement",
-        "slack-interactions",
-        "rejection-recycle",
-        "salesforce-rejections",
-        "weekly-digest",
-    ]
-    .iter()
-    .map(|p| format!("pipelines/{p}.json"))
-    .collect();
-    let mut args =
-        vec!["--data-dir".to_string(), dir.path().join("data").display().to_string(), "validate".to_string()];
-    args.extend(pipelines);
-    let validated = Command::new(env!("CARGO_BIN_EXE_handoff")).current_dir(&starter).args(&args).output().unwrap();
+    let mut args = vec!["validate".to_string()];
+    args.extend(handoff::shipped::SERVED.iter().map(ToString::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let validated = run(&starter, &args);
     assert!(validated.status.success(), "{}", text(&validated.stderr));
     assert!(text(&validated.stdout).contains("roster: pipelines/roster.json"), "{}", text(&validated.stdout));
+    assert!(!text(&validated.stdout).contains("built-in copy"), "the starter's own files are checked");
     // Serving on the starter's own settings names what is still to fill in.
-    let serve = Command::new(env!("CARGO_BIN_EXE_handoff"))
-        .current_dir(&starter)
-        .args([
-            "--data-dir",
-            dir.path().join("data").to_str().unwrap(),
-            "serve",
-            "--config",
-            "handoff.toml",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
+    let serve = run(&starter, &["serve", "--config", "handoff.toml", "--listen", "127.0.0.1:0"]);
     assert_eq!(serve.status.code(), Some(1));
     assert!(text(&serve.stderr).contains("HANDOFF_HUBSPOT_TOKEN"), "{}", text(&serve.stderr));
-    let again = handoff(dir.path(), &["init", starter.to_str().unwrap()]);
+    // So does doctor, with how to fix each.
+    let doctor = run(&starter, &["doctor", "--config", "handoff.toml"]);
+    assert_eq!(doctor.status.code(), Some(1), "{}", text(&doctor.stdout));
+    let report = text(&doctor.stdout);
+    for needle in
+        ["FAIL  [hubspot] is not configured", "FAIL  [salesforce] is not configured", "handoff init writes one"]
+    {
+        assert!(report.contains(needle), "{needle:?} in:\n{report}");
+    }
+    // Against providers that are set up as they should be (the emulators),
+    // every check passes; the JSON says the same per check.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let emulators = runtime.block_on(handoff::emulated::start(
+        handoff_emulators::Settings::default(),
+        std::sync::Arc::new(handoff::capabilities::SystemClock),
+    ));
+    let emulators = emulators.unwrap();
+    std::fs::write(starter.join("sandbox.toml"), handoff::emulated::config_toml(emulators.http, emulators.smtp, true))
+        .unwrap();
+    let doctor = run(
+        &starter,
+        &["doctor", "--config", "sandbox.toml", "--public-url", "https://handoff.acme.example", "--json"],
+    );
+    let findings: Vec<Value> =
+        serde_json::from_slice(&doctor.stdout).unwrap_or_else(|_| panic!("{}", text(&doctor.stderr)));
+    assert!(doctor.status.success(), "{findings:#?}");
+    assert!(findings.len() > 10 && findings.iter().all(|f| f["level"] == "ok"), "{findings:#?}");
+    let again = run(dir.path(), &["init", "acme-handoff"]);
     assert_eq!(again.status.code(), Some(1), "an existing starter is never overwritten");
 }
 
@@ -413,24 +448,20 @@ fn the_deployment_files_match_the_binary() {
         serde_json::from_str(&std::fs::read_to_string(repo("slack-app-manifest.json")).unwrap()).unwrap();
     let scopes: Vec<&str> =
         manifest["oauth_config"]["scopes"]["bot"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    // Every method the connector calls is in its scope table (which
+    // `handoff doctor` checks a token against), and the manifest grants it.
     let connector = std::fs::read_to_string(repo("host/src/connectors/slack.rs")).unwrap();
-    let needs = [
-        ("chat.postMessage", "chat:write"),
-        ("chat.update", "chat:write"),
-        ("conversations.open", "im:write"),
-        ("conversations.history", "im:history"),
-        ("conversations.list", "channels:read"),
-        ("users.lookupByEmail", "users:read.email"),
-        ("views.open", "chat:write"),
-    ];
+    let table = handoff::connectors::slack::METHOD_SCOPES;
     for method in
         connector.split('"').filter(|w| w.contains('.') && w.chars().all(|c| c.is_ascii_alphabetic() || c == '.'))
     {
         if !["chat", "conversations", "users", "views"].iter().any(|api| method.starts_with(&format!("{api}."))) {
             continue;
         }
-        let (_, scope) = needs.iter().find(|(m, _)| *m == method).unwrap_or_else(|| panic!("{method}: which scope?"));
-        assert!(scopes.contains(scope), "{method} needs {scope}");
+        let (_, needed) = table.iter().find(|(m, _)| *m == method).unwrap_or_else(|| panic!("{method}: which scope?"));
+        for scope in *needed {
+            assert!(scopes.contains(scope), "{method} needs {scope}");
+        }
     }
     let interactions: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(repo("pipelines/slack-interactions.json")).unwrap()).unwrap();

@@ -31,6 +31,39 @@ impl Anthropic {
     }
 }
 
+impl Anthropic {
+    /// Whether the key is accepted and the configured model is one it may
+    /// use (`GET /v1/models/{model}`).
+    ///
+    /// # Errors
+    ///
+    /// `authentication_error` (`Auth`), `not_found_error` (`NotFound`), ...
+    pub async fn check_model(&self) -> Result<(), ProviderError> {
+        let url = format!("{}/v1/models/{}", self.base_url, self.model);
+        self.policy
+            .run(PROVIDER, |_| {
+                let request = self
+                    .http
+                    .get(&url)
+                    .header("x-api-key", self.api_key.expose())
+                    .header("anthropic-version", API_VERSION);
+                async move {
+                    match request.send().await {
+                        Err(e) => transport_error(PROVIDER, &e),
+                        Ok(response) => classify(response).await,
+                    }
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The model summaries are asked of.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+}
+
 async fn classify(response: reqwest::Response) -> Attempt<Value> {
     let status = response.status();
     let after = retry_after(response.headers());

@@ -117,6 +117,56 @@ impl HubSpot {
         Ok(body["results"].as_array().into_iter().flatten().map(contact).collect())
     }
 
+    /// The scopes the private app's token was granted
+    /// (`POST /oauth/v2/private-apps/get/access-token-info`), with the hub id.
+    ///
+    /// # Errors
+    ///
+    /// The provider's error, classified (a token HubSpot does not know is `Auth`).
+    pub async fn token_scopes(&self) -> Result<(Option<u64>, Vec<String>), ProviderError> {
+        let body = json!({ "tokenKey": self.token.expose() });
+        let info = self
+            .call(Method::POST, "/oauth/v2/private-apps/get/access-token-info", &[], Some(&body))
+            .await?
+            .unwrap_or_default();
+        let scopes = info["scopes"].as_array().into_iter().flatten().filter_map(Value::as_str).map(String::from);
+        Ok((info["hubId"].as_u64(), scopes.collect()))
+    }
+
+    /// A contact property's definition (`GET /crm/v3/properties/contacts/{name}`):
+    /// its type and, for an enumeration, its option values; `None` when the
+    /// portal has no such property.
+    ///
+    /// # Errors
+    ///
+    /// The provider's error, classified.
+    pub async fn contact_property(&self, name: &str) -> Result<Option<(String, Vec<String>)>, ProviderError> {
+        match self.call(Method::GET, &format!("/crm/v3/properties/contacts/{name}"), &[], None).await {
+            Ok(body) => {
+                let body = body.unwrap_or_default();
+                let options = body["options"].as_array().into_iter().flatten();
+                let values = options.filter_map(|o| o["value"].as_str()).map(String::from).collect();
+                Ok(Some((body["type"].as_str().unwrap_or("string").to_string(), values)))
+            }
+            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A list's name (`GET /crm/v3/lists/{list_id}`); `None` when there is no
+    /// such list.
+    ///
+    /// # Errors
+    ///
+    /// The provider's error, classified.
+    pub async fn list_name(&self, list_id: &str) -> Result<Option<String>, ProviderError> {
+        match self.call(Method::GET, &format!("/crm/v3/lists/{list_id}"), &[], None).await {
+            Ok(body) => Ok(Some(body.unwrap_or_default()["list"]["name"].as_str().unwrap_or_default().to_string())),
+            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn read_contact(
         &self,
         id: &str,

@@ -49,6 +49,21 @@ struct Token {
     instance_url: String,
 }
 
+/// One field of an object's describe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldInfo {
+    /// The API name (`Status`, `Rejection_Reason__c`).
+    pub name: String,
+    /// `string`, `picklist`, `reference`, ...
+    pub kind: String,
+    /// Whether this user may write it.
+    pub updateable: bool,
+    /// Whether only its picklist values are accepted.
+    pub restricted: bool,
+    /// A picklist's active values.
+    pub values: Vec<String>,
+}
+
 /// A Salesforce REST client.
 pub struct Salesforce {
     http: reqwest::Client,
@@ -84,7 +99,12 @@ impl Salesforce {
 
     /// The id of the custom notification type whose API name is `name`,
     /// from Salesforce the first time and from memory after.
-    async fn notification_type(&self, name: &str) -> Result<String, CapabilityError> {
+    ///
+    /// # Errors
+    ///
+    /// When no type has that name (the message says how to create it), or
+    /// Salesforce's error.
+    pub async fn notification_type(&self, name: &str) -> Result<String, CapabilityError> {
         if let Some(id) = self.notification_types.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name) {
             return Ok(id.clone());
         }
@@ -102,6 +122,34 @@ impl Salesforce {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(name.to_string(), id.clone());
         Ok(id)
+    }
+
+    /// An object's fields as Salesforce describes them to this user
+    /// (`GET .../sobjects/{object}/describe`): name, type, whether it can be
+    /// written, and a picklist's active values.
+    ///
+    /// # Errors
+    ///
+    /// The provider's error, classified (signing in included).
+    pub async fn describe(&self, object: &str) -> Result<Vec<FieldInfo>, ProviderError> {
+        let body = self.request(Method::GET, &self.data_path(&format!("/sobjects/{object}/describe")), None).await?;
+        let fields = body.unwrap_or_default()["fields"].as_array().cloned().unwrap_or_default();
+        Ok(fields
+            .iter()
+            .map(|f| FieldInfo {
+                name: f["name"].as_str().unwrap_or_default().to_string(),
+                kind: f["type"].as_str().unwrap_or_default().to_string(),
+                updateable: f["updateable"].as_bool().unwrap_or(false),
+                restricted: f["restrictedPicklist"].as_bool().unwrap_or(false),
+                values: f["picklistValues"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|v| v["active"].as_bool().unwrap_or(true))
+                    .filter_map(|v| v["value"].as_str().map(String::from))
+                    .collect(),
+            })
+            .collect())
     }
 
     fn data_path(&self, rest: &str) -> String {
@@ -546,6 +594,28 @@ fn lead_from(record: &Value) -> Lead {
     }
 }
 
+/// The Lead fields this connector writes when it creates or updates a lead
+/// (beside those a plugin adds), as `handoff doctor` checks them.
+pub const WRITTEN_LEAD_FIELDS: [&str; 13] = [
+    "Email",
+    "FirstName",
+    "LastName",
+    "Company",
+    "Title",
+    "Phone",
+    "Country",
+    "State",
+    "Industry",
+    "NumberOfEmployees",
+    "LeadSource",
+    "Status",
+    "OwnerId",
+];
+
+/// The Task fields this connector writes.
+pub const WRITTEN_TASK_FIELDS: [&str; 7] =
+    ["WhoId", "OwnerId", "Subject", "Description", "ActivityDate", "Status", "Priority"];
+
 fn lead_fields(lead: &Lead) -> Result<Map<String, Value>, CapabilityError> {
     let mut fields = Map::new();
     let mut put = |name: &str, value: Option<Value>| {
@@ -780,6 +850,19 @@ impl Salesforce {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fields_doctor_checks_are_the_fields_a_lead_is_written_with() {
+        let full: Value = WRITTEN_LEAD_FIELDS.iter().map(|f| (f.to_string(), json!("x"))).collect::<Map<_, _>>().into();
+        let mut record = full.clone();
+        record["NumberOfEmployees"] = json!(50);
+        let written = lead_fields(&lead_from(&record)).unwrap();
+        let mut names: Vec<&str> = written.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let mut listed = WRITTEN_LEAD_FIELDS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(names, listed);
+    }
 
     #[test]
     fn soql_literals_escape_quotes_and_backslashes() {

@@ -13,6 +13,19 @@ use std::sync::Mutex;
 
 const PROVIDER: &str = "slack";
 
+/// Every Web API method this connector calls and the bot scopes it needs
+/// (the committed `slack-app-manifest.json` grants them; `handoff doctor`
+/// checks a token has them).
+pub const METHOD_SCOPES: &[(&str, &[&str])] = &[
+    ("chat.postMessage", &["chat:write"]),
+    ("chat.update", &["chat:write"]),
+    ("conversations.open", &["im:write"]),
+    ("conversations.history", &["im:history"]),
+    ("conversations.list", &["channels:read", "groups:read"]),
+    ("users.lookupByEmail", &["users:read", "users:read.email"]),
+    ("views.open", &[]),
+];
+
 /// A Slack client (bot token).
 pub struct Slack {
     http: reqwest::Client,
@@ -69,6 +82,53 @@ impl Slack {
                 }
             })
             .await
+    }
+
+    /// Who the token is (`auth.test`: team and bot user) and the scopes it
+    /// has (Slack's `x-oauth-scopes` header).
+    ///
+    /// # Errors
+    ///
+    /// `invalid_auth` and the like, classified.
+    pub async fn identity(&self) -> Result<(Value, Vec<String>), ProviderError> {
+        let url = format!("{}/auth.test", self.base_url);
+        self.policy
+            .run(PROVIDER, |_| {
+                let request = self.http.post(&url).bearer_auth(self.token.expose());
+                async move {
+                    match request.send().await {
+                        Err(e) => transport_error(PROVIDER, &e),
+                        Ok(response) => {
+                            let scopes: Vec<String> = response
+                                .headers()
+                                .get("x-oauth-scopes")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .split(',')
+                                .map(str::trim)
+                                .filter(|s| !s.is_empty())
+                                .map(String::from)
+                                .collect();
+                            match classify(response).await {
+                                Attempt::Done(body) => Attempt::Done((body, scopes)),
+                                Attempt::Retry { error, after } => Attempt::Retry { error, after },
+                                Attempt::Fail(error) => Attempt::Fail(error),
+                            }
+                        }
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Whether a channel of this name (`#sales-priority`) exists and the bot
+    /// can see it.
+    ///
+    /// # Errors
+    ///
+    /// Slack's error, classified.
+    pub async fn channel_exists(&self, name: &str) -> Result<bool, ProviderError> {
+        Ok(self.channel_id(name).await?.is_some())
     }
 
     /// The Slack user id for an email address (cached).

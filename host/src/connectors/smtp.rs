@@ -84,6 +84,28 @@ impl Smtp {
     }
 }
 
+impl Smtp {
+    /// Connects, greets (EHLO), secures and signs in as sending would, and
+    /// sends nothing: what `handoff doctor` checks.
+    ///
+    /// # Errors
+    ///
+    /// The relay's refusal, or why it could not be reached.
+    pub async fn check(&self) -> Result<(), ProviderError> {
+        let transport = self.transport.as_ref().expect("the transport lives until the sender is dropped");
+        match transport.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                Err(ProviderError::new(PROVIDER, None, "connection", "the relay did not answer", ErrorClass::Transient))
+            }
+            Err(e) => {
+                let code = e.status().map_or_else(|| "connection".into(), |c| c.to_string());
+                Err(ProviderError::new(PROVIDER, None, code, e.to_string(), ErrorClass::Invalid))
+            }
+        }
+    }
+}
+
 fn mailboxes(list: &[String]) -> Result<Vec<Mailbox>, CapabilityError> {
     list.iter()
         .map(|a| a.parse().map_err(|e| CapabilityError::Invalid(format!("'{a}' is not an email address: {e}"))))

@@ -8,8 +8,8 @@
 mod postgres;
 mod sqlite;
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use postgres::{Access as PostgresAccess, PostgresStore, inspect as inspect_postgres};
+pub use sqlite::{SqliteStore, inspect as inspect_sqlite};
 
 use crate::capabilities::{Clock, EffectJournal, Scheduler, StateStore};
 use crate::lead::{Decision, LeadFacts, LeadRecord, LeadState, Step};

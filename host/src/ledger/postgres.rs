@@ -207,6 +207,60 @@ fn valid_schema(schema: &str) -> bool {
         && !schema.starts_with(|c: char| c.is_ascii_digit())
 }
 
+/// What `handoff doctor` learns of a PostgreSQL ledger without changing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// The role the URL signs in as.
+    pub user: String,
+    /// Whether the schema exists yet.
+    pub schema_exists: bool,
+    /// Whether the role may create what migrations create: tables in the
+    /// schema when it exists, the schema itself in the database otherwise.
+    pub can_migrate: bool,
+    /// Migrations the schema has, and the number this binary brings.
+    pub migrations: (usize, usize),
+}
+
+/// Connects to `url` and reads the role's rights over `schema` and the
+/// migrations it has, writing nothing.
+///
+/// # Errors
+///
+/// When the database cannot be reached or signed in to (the URL's password
+/// is not in the message).
+pub async fn inspect(url: &str, schema: &str) -> Result<Access> {
+    anyhow::ensure!(valid_schema(schema), "schema '{schema}' must be a lower-case identifier (letters, digits, _)");
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
+    let connection = tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT current_user::text,
+                    EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
+                    CASE WHEN EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)
+                         THEN has_schema_privilege($1, 'USAGE, CREATE')
+                         ELSE has_database_privilege(current_database(), 'CREATE') END,
+                    EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'meta')",
+            &[&schema],
+        )
+        .await?;
+    let (user, schema_exists, can_migrate, has_meta): (String, bool, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let applied = if has_meta && can_migrate {
+        client
+            .query_opt(&format!("SELECT value FROM {schema}.meta WHERE key = 'schema_version'"), &[])
+            .await?
+            .and_then(|r| r.get::<_, String>(0).parse().ok())
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    drop(client);
+    let _ = connection.await;
+    Ok(Access { user, schema_exists, can_migrate, migrations: (applied, MIGRATIONS.len()) })
+}
+
 impl PostgresStore {
     /// Connects to `url` (`postgres://user@host/db`), creating and
     /// migrating `schema`, as `instance`.

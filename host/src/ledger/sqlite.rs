@@ -265,6 +265,35 @@ fn connect(path: &Path) -> Result<Connection> {
     Ok(connection)
 }
 
+/// What a SQLite ledger file holds, read without writing to it: the
+/// migrations it has and the number this binary brings (`handoff doctor`).
+///
+/// # Errors
+///
+/// When the file exists but cannot be read as a database.
+pub fn inspect(path: &Path) -> Result<Option<(usize, usize)>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let connection = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("opening {} read-only", path.display()))?;
+    let has_meta: bool = connection
+        .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')", [], |r| {
+            r.get(0)
+        })
+        .with_context(|| format!("reading {}", path.display()))?;
+    let applied = if has_meta {
+        connection
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get::<_, String>(0))
+            .optional()?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    Ok(Some((applied, MIGRATIONS.len())))
+}
+
 impl SqliteStore {
     /// Opens (creating and migrating) the database at `path`, as the
     /// instance the environment names, on the system clock: for reading a

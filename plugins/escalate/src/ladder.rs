@@ -368,6 +368,20 @@ pub fn settled_blocks(blocks: &Value, line: &str) -> Value {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_schema_default_reject_menu_is_the_standard_picklist() {
+        // `handoff doctor` reads the labels written to Salesforce from the
+        // schema's default.
+        let schema: serde_json::Value = serde_json::from_str(include_str!("config.schema.json")).unwrap();
+        let default: Vec<(String, String)> = schema["properties"]["reject_reasons"]["default"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["code"].as_str().unwrap().to_string(), r["label"].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(default, handoff_plugin::rejection::standard());
+    }
+
     fn sla() -> Sla {
         Sla {
             lead: "1002".into(),
