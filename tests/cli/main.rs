@@ -653,3 +653,44 @@ fn simulate_runs_a_hubspot_csv_export_without_a_ledger() {
         "the report has the chart and the leads"
     );
 }
+
+#[test]
+fn cargo_install_puts_a_working_handoff_on_the_path() {
+    // `cargo install --path host` from a clean install root, as
+    // docs/deploy.md says. A debug build (a release build of wasmtime takes
+    // 15-25 minutes on 2 cores), in a target directory of its own beside
+    // the tests' (cargo locks a target directory while it builds), kept
+    // between runs so that only what changed is rebuilt.
+    let root = tempfile::tempdir().unwrap();
+    let targets = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo("target"), PathBuf::from);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let installed = Command::new(cargo)
+        .args(["install", "--path"])
+        .arg(repo("host"))
+        .args(["--locked", "--debug", "--root"])
+        .arg(root.path())
+        .env("CARGO_TARGET_DIR", targets.join("cargo-install"))
+        .output()
+        .unwrap();
+    assert!(installed.status.success(), "{}", text(&installed.stderr));
+    let bin = root.path().join("bin");
+    assert!(bin.join("handoff").is_file(), "cargo install put handoff in {}", bin.display());
+    // On the PATH, in an empty directory: init, then validate what it wrote.
+    let work = tempfile::tempdir().unwrap();
+    let on_path = |args: &[&str], cwd: &Path| {
+        Command::new("handoff")
+            .current_dir(cwd)
+            .args(args)
+            .env("PATH", &bin)
+            .env_remove("HANDOFF_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let version = on_path(&["--version"], work.path());
+    assert_eq!(text(&version.stdout).trim(), format!("handoff {}", env!("CARGO_PKG_VERSION")));
+    let init = on_path(&["init", "starter"], work.path());
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let validated = on_path(&["validate", "pipelines/mql-handoff.json"], &work.path().join("starter"));
+    assert!(validated.status.success(), "{}", text(&validated.stderr));
+    assert!(text(&validated.stdout).contains("ok: pipelines/mql-handoff.json"), "{}", text(&validated.stdout));
+}
