@@ -467,7 +467,7 @@ fn when(ms: i64) -> String {
     format!("{} {}", &iso[..10], &iso[11..19])
 }
 
-/// `handoff leads`: the ledger's leads, optionally those in one state
+/// `handoff lead list`: the ledger's leads, optionally those in one state
 /// (any state a lead in the ledger shows, or a well-known one).
 ///
 /// # Errors
@@ -525,7 +525,7 @@ pub async fn rejections(data_dir: &Path, from: Option<&str>, to: Option<&str>, j
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `handoff leads` prints: a table, or JSON.
+/// What `handoff lead list` prints: a table, or JSON.
 ///
 /// # Errors
 ///
@@ -557,7 +557,7 @@ pub async fn leads_report(
     Ok(if json { serde_json::to_string_pretty(&leads)? + "\n" } else { render_leads(&leads) })
 }
 
-/// The table `handoff leads` prints.
+/// The table `handoff lead list` prints.
 pub fn render_leads(leads: &[crate::lead::LeadRecord]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{:<12} {:<10} {:<24} {:<26} {:<20} updated", "lead", "state", "name", "company", "owner");
@@ -577,7 +577,7 @@ pub fn render_leads(leads: &[crate::lead::LeadRecord]) -> String {
     out
 }
 
-/// `handoff lead ID`: one lead's timeline.
+/// `handoff lead show ID`: one lead's timeline.
 ///
 /// # Errors
 ///
@@ -612,7 +612,7 @@ pub async fn lead(data_dir: &Path, id: &str, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `handoff lead ID` prints: the lead, its timeline, and its timers
+/// What `handoff lead show ID` prints: the lead, its timeline, and its timers
 /// (each step of the SLA ladder: due, fired or cancelled, and why).
 pub fn render_lead(lead: &crate::lead::LeadRecord, timers: &[crate::ledger::TimerRecord]) -> String {
     let mut out = String::new();
@@ -716,7 +716,7 @@ pub async fn retry(server: &str, lead: Option<&str>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `handoff plugins`: what is loaded.
+/// `handoff plugin list` and `plugin schema`: what is loaded.
 ///
 /// # Errors
 ///
@@ -752,6 +752,7 @@ pub fn plugins(host: &Host, json: bool, schema_of: Option<&str>) -> Result<ExitC
 /// [`crate::connectors::ENV_VARIABLES`]), beyond those that are an option's
 /// `[env: ...]`.
 const SERVER_ENV_VARIABLES: &[(&str, &str)] = &[
+    ("HANDOFF_DATA_DIR", "where state and the compiled-component cache live (default .handoff; --data-dir wins)"),
     ("HANDOFF_API_TOKEN", "bearer token for /api and the dashboard; required beyond loopback"),
     ("HANDOFF_DATABASE_URL", "postgres://... to share one ledger between instances (default: SQLite in --data-dir)"),
     ("HANDOFF_DATABASE_SCHEMA", "the PostgreSQL schema (default handoff)"),
@@ -766,7 +767,10 @@ const SERVER_ENV_VARIABLES: &[(&str, &str)] = &[
 /// What `handoff serve --help` lists after its options: every `HANDOFF_*`
 /// variable that is not already an option's `[env: ...]`.
 pub fn serve_environment_help() -> String {
-    let mut text = String::from("Environment (a setting in the --config file wins over its variable):\n");
+    let mut text = String::from(
+        "Examples:\n  handoff serve --sandbox\n  handoff serve --config handoff.toml --public-url https://handoff.acme.com --listen 0.0.0.0:8080\n\n",
+    );
+    text.push_str("Environment (a setting in the --config file wins over its variable):\n");
     for (name, what) in SERVER_ENV_VARIABLES.iter().chain(crate::connectors::ENV_VARIABLES) {
         let _ = writeln!(text, "  {name}\n          {what}");
     }

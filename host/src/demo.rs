@@ -176,12 +176,17 @@ pub async fn run(options: DemoOptions) -> Result<String> {
         };
         leads.push(event(label, &id));
     }
-    for (label, mut p) in [
-        ("score too low", props(&NEW_MQLS[0])),
-        ("missing company", props(&NEW_MQLS[1])),
-        ("not an MQL yet", props(&NEW_MQLS[2])),
+    // Invalid MQLs at the same companies, from people of their own (a name
+    // seen routed above is that same lead, sent again).
+    for (label, mut p, (first, last)) in [
+        ("score too low", props(&NEW_MQLS[0]), ("Tariq", "Haddad")),
+        ("missing company", props(&NEW_MQLS[1]), ("Nora", "Lindqvist")),
+        ("not an MQL yet", props(&NEW_MQLS[2]), ("Felix", "Brandt")),
     ] {
-        p["email"] = json!(format!("invalid.{}", p["email"].as_str().unwrap_or_default()));
+        let domain = p["email"].as_str().and_then(|e| e.split_once('@')).map_or("example.com", |(_, d)| d).to_string();
+        p["firstname"] = json!(first);
+        p["lastname"] = json!(last);
+        p["email"] = json!(format!("{}.{}@{domain}", first.to_lowercase(), last.to_lowercase()));
         match label {
             "score too low" => p["hubspotscore"] = json!("22"),
             "missing company" => p["company"] = json!(""),
@@ -490,11 +495,11 @@ fn render(leads: &[Lead], finished: &[Finished], sandbox: &Emulators) -> String 
     let _ = writeln!(out, "Handoff demo: {} MQL webhooks into the sandbox org (now = {DEMO_NOW})\n", leads.len());
     let _ = writeln!(
         out,
-        "{:>3}  {:<26} {:<24} {:<17} {:<18} {:>10}  why",
+        "{:>3}  {:<18} {:<26} {:<17} {:<21} {:>10}  why",
         "#", "lead", "scenario", "outcome", "owner", "to DM"
     );
     // The "why" column starts here; longer reasons wrap under it.
-    let why_at = 3 + 2 + 26 + 1 + 24 + 1 + 17 + 1 + 18 + 1 + 10 + 2;
+    let why_at = 3 + 2 + 18 + 1 + 26 + 1 + 17 + 1 + 21 + 1 + 10 + 2;
     let mut dm_times = Vec::new();
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
     let mut used = vec![false; finished.len()];
@@ -536,12 +541,12 @@ fn render(leads: &[Lead], finished: &[Finished], sandbox: &Emulators) -> String 
         let mut why_lines = wrap(&why, 90).into_iter();
         let _ = writeln!(
             out,
-            "{:>3}  {:<26} {:<24} {:<17} {:<18} {:>10}  {}",
+            "{:>3}  {:<18} {:<26} {:<17} {:<21} {:>10}  {}",
             i + 1,
-            clip(&contact.unwrap_or_default(), 26),
-            clip(lead.label, 24),
+            clip(&contact.unwrap_or_default(), 18),
+            clip(lead.label, 26),
             clip(&outcome, 17),
-            clip(&owner, 18),
+            clip(&owner, 21),
             dm_text.unwrap_or_else(|| "-".into()),
             why_lines.next().unwrap_or_default()
         );

@@ -10,40 +10,58 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "handoff", version, about, propagate_version = true)]
 struct Args {
-    /// Where the host keeps its state and the compiled-component cache.
-    #[arg(long, global = true, default_value = ".handoff", env = "HANDOFF_DATA_DIR")]
-    data_dir: PathBuf,
+    /// `--data-dir DIR` before the subcommand (older spelling; each
+    /// command that keeps state takes it itself).
+    #[arg(long = "data-dir", value_name = "DIR", hide = true)]
+    data_dir: Option<PathBuf>,
 
-    /// A directory of plugin components (*.wasm) to load besides the
-    /// standard ones; a plugin with a standard plugin's name replaces it.
-    /// May be given more than once.
-    #[arg(long = "plugins", value_name = "DIR", global = true)]
+    /// `--plugins DIR` before the subcommand (older spelling).
+    #[arg(long = "plugins", value_name = "DIR", hide = true)]
     plugin_dirs: Vec<PathBuf>,
-
-    #[command(flatten)]
-    limits: LimitArgs,
 
     #[command(subcommand)]
     command: Command,
 }
 
+/// Where state lives: for the commands that read or write the ledger or
+/// the compiled-component cache.
+#[derive(Debug, Clone, clap::Args)]
+struct DataDir {
+    /// Where the host keeps its state (the SQLite ledger, plugin state) and
+    /// the compiled-component cache [env: HANDOFF_DATA_DIR; default: .handoff].
+    #[arg(long = "data-dir", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// Plugins beside the standard ones: for the commands that load plugins.
+#[derive(Debug, Clone, clap::Args)]
+struct PluginDirs {
+    #[command(flatten)]
+    data: DataDir,
+    /// A directory of plugin components (*.wasm) to load besides the
+    /// standard ones; a plugin with a standard plugin's name replaces it.
+    /// May be given more than once.
+    #[arg(long = "plugins", value_name = "DIR")]
+    plugin_dirs: Vec<PathBuf>,
+}
+
 /// What plugins are held to as a whole (each node's own deadline, memory
 /// and output limits are in the pipeline).
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct LimitArgs {
     /// Runs of one plugin in flight at once, so one plugin cannot take
     /// every slot.
-    #[arg(long, global = true, default_value_t = 64, env = "HANDOFF_MAX_RUNS_PER_PLUGIN")]
+    #[arg(long, default_value_t = 64, env = "HANDOFF_MAX_RUNS_PER_PLUGIN")]
     max_runs_per_plugin: u32,
     /// Threads plugins run on, apart from those serving HTTP, the ledger
     /// and timers (default: one per CPU; 0 runs them on the server's own).
-    #[arg(long, global = true, env = "HANDOFF_PLUGIN_THREADS")]
+    #[arg(long, env = "HANDOFF_PLUGIN_THREADS")]
     plugin_threads: Option<usize>,
     /// Most state keys one plugin may keep.
-    #[arg(long, global = true, default_value_t = 10_000, env = "HANDOFF_STATE_MAX_KEYS")]
+    #[arg(long, default_value_t = 10_000, env = "HANDOFF_STATE_MAX_KEYS")]
     state_max_keys: u64,
     /// Most state bytes (keys and values) one plugin may keep.
-    #[arg(long, global = true, default_value_t = 16 * 1024 * 1024, env = "HANDOFF_STATE_MAX_BYTES")]
+    #[arg(long, default_value_t = 16 * 1024 * 1024, env = "HANDOFF_STATE_MAX_BYTES")]
     state_max_bytes: u64,
 }
 
@@ -65,7 +83,13 @@ impl LimitArgs {
 enum Command {
     /// Check pipeline files: schema, plugins, ports, cycles, reachability,
     /// capability grants and each node's config. Exits 1 on any error.
+    #[command(
+        after_help = "Examples:\n  handoff validate pipelines/*.json\n  handoff validate new-rules.json --roster pipelines/roster.json"
+    )]
     Validate {
+        #[command(flatten)]
+        host: PluginDirs,
+
         /// Pipeline JSON files, checked one by one and then as served
         /// together.
         #[arg(required = true, value_name = "FILE")]
@@ -77,7 +101,15 @@ enum Command {
         roster: Option<PathBuf>,
     },
     /// Run a pipeline once on one input item and print a trace of each node.
+    #[command(
+        after_help = "Examples:\n  handoff run pipelines/mql-intake.json --input pipelines/samples/mql-valid.json --sandbox\n  handoff run pipelines/mql-intake.json --input lead.json --config handoff.toml --json"
+    )]
     Run {
+        #[command(flatten)]
+        host: PluginDirs,
+        #[command(flatten)]
+        limits: LimitArgs,
+
         /// The pipeline JSON file.
         pipeline: PathBuf,
         /// The input item (JSON file; `-` reads stdin).
@@ -103,6 +135,9 @@ enum Command {
     /// Serve the emulators (HubSpot, Salesforce, Slack, Anthropic, SMTP)
     /// for connectors, tests or a person to use, until interrupted.
     #[cfg(feature = "emulators")]
+    #[command(
+        after_help = "Examples:\n  handoff sandbox\n  handoff sandbox --listen 127.0.0.1:9090 --fixture my-org.json"
+    )]
     Sandbox {
         /// HTTP address for every provider (path prefixes /hubspot,
         /// /salesforce, /slack/api, /anthropic) and /_sandbox.
@@ -118,6 +153,11 @@ enum Command {
     /// Serve the webhook triggers of pipelines over HTTP.
     #[command(after_help = handoff::cli::serve_environment_help())]
     Serve {
+        #[command(flatten)]
+        host: PluginDirs,
+        #[command(flatten)]
+        limits: LimitArgs,
+
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
@@ -172,6 +212,9 @@ enum Command {
         after_help = "Examples:\n  handoff doctor --config handoff.toml --public-url https://handoff.acme.com\n  HANDOFF_HUBSPOT_TOKEN=... HANDOFF_SLACK_BOT_TOKEN=... handoff doctor --json"
     )]
     Doctor {
+        #[command(flatten)]
+        host: PluginDirs,
+
         /// Connector settings (TOML); the HANDOFF_* variables fill in (or
         /// replace) what it leaves out.
         #[arg(long, value_name = "FILE", env = "HANDOFF_CONFIG")]
@@ -192,6 +235,9 @@ enum Command {
     },
     /// Run failed leads again on a running server (effects that already
     /// happened are replayed, not repeated). Sends HANDOFF_API_TOKEN when set.
+    #[command(
+        after_help = "Examples:\n  handoff retry 1005\n  handoff retry --all-failed --server http://127.0.0.1:8080"
+    )]
     Retry {
         /// The lead (HubSpot contact id) to retry.
         #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
@@ -206,7 +252,13 @@ enum Command {
     /// Run the end-to-end demo: sandbox org, server, ~50 signed MQL webhooks,
     /// and a table of what happened to each lead.
     #[cfg(feature = "emulators")]
+    #[command(after_help = "Examples:\n  handoff demo\n  handoff demo --keep-running")]
     Demo {
+        #[command(flatten)]
+        host: PluginDirs,
+        #[command(flatten)]
+        limits: LimitArgs,
+
         /// Where the shipped pipelines and roster are; without a
         /// pipelines/ directory here, the ones built into the binary.
         #[arg(long, default_value = "pipelines")]
@@ -215,23 +267,35 @@ enum Command {
         #[arg(long)]
         keep_running: bool,
     },
-    /// List leads from the ledger, most recently updated first.
-    Leads {
-        /// Only leads in this state (received, validated, deduped, routed,
-        /// assigned, notified, waiting, invalid, duplicate, failed, ..., or
-        /// a state a plugin declares).
-        #[arg(long)]
-        state: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        /// Print as JSON.
-        #[arg(long)]
+    /// Leads from the ledger: a list by state, or one lead's timeline.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "Examples:\n  handoff lead list --state notified\n  handoff lead show 1005\n  handoff lead show 1005 --json"
+    )]
+    Lead {
+        #[command(subcommand)]
+        action: Option<LeadCommand>,
+        /// (older spelling: `handoff lead ID` is `handoff lead show ID`)
+        #[arg(hide = true, value_name = "HUBSPOT_CONTACT_ID")]
+        id: Option<String>,
+        #[arg(long, hide = true)]
         json: bool,
+        #[arg(long = "data-dir", value_name = "DIR", hide = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// (older spelling of `handoff lead list`)
+    #[command(hide = true)]
+    Leads {
+        #[command(flatten)]
+        list: LeadList,
     },
     /// Show the roster: each team's reps, who can take a lead now and why
     /// not, and who is paused by the SLA ladder.
+    #[command(after_help = "Examples:\n  handoff roster\n  handoff roster --roster pipelines/roster.json --json")]
     Roster {
+        #[command(flatten)]
+        data: DataDir,
+
         /// The roster file.
         #[arg(long, value_name = "FILE", default_value = "pipelines/roster.json")]
         roster: PathBuf,
@@ -239,11 +303,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show one lead's timeline (HubSpot contact id).
     /// Handoff health: speed to contact, SLA compliance, acceptance rate,
     /// drop rate and recycle conversion, overall and by a grouping (reads
     /// the ledger).
+    #[command(after_help = "Examples:\n  handoff metrics\n  handoff metrics --from 2026-11-01 --by rep --json")]
     Metrics {
+        #[command(flatten)]
+        data: DataDir,
+
         /// From this date (2026-11-01), timestamp or milliseconds; default
         /// 7 days ago.
         #[arg(long)]
@@ -260,7 +327,11 @@ enum Command {
     },
     /// What sales sent back to marketing, by reason, source, campaign and
     /// rep, and what became of each lead (reads the ledger).
+    #[command(after_help = "Examples:\n  handoff rejections\n  handoff rejections --from 2026-10-01 --json")]
     Rejections {
+        #[command(flatten)]
+        data: DataDir,
+
         /// From this date (2026-11-01), timestamp or milliseconds; default
         /// 30 days ago.
         #[arg(long)]
@@ -268,12 +339,6 @@ enum Command {
         /// Up to (not including) this date; default now.
         #[arg(long)]
         to: Option<String>,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    Lead {
-        id: String,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -287,6 +352,9 @@ enum Command {
         after_help = "Examples:\n  handoff simulate pipelines/mql-handoff.json --from-ledger --since 30d --baseline live\n  handoff simulate new-rules.json --from-ledger --compare pipelines/mql-handoff.json --report change.html\n  handoff simulate pipelines/mql-handoff.json --leads hubspot-export.csv"
     )]
     Simulate {
+        #[command(flatten)]
+        host: PluginDirs,
+
         /// The pipeline file to simulate.
         pipeline: PathBuf,
         /// The leads the ledger (`--data-dir`, or HANDOFF_DATABASE_URL)
@@ -329,9 +397,12 @@ enum Command {
     /// provider answers and state reads) with a new plugin version or
     /// pipeline, nothing sent, and print the difference node by node.
     #[command(
-        after_help = "Examples:\n  handoff replay mql-handoff:hubspot:4242 --plugin route=target/route-v2.wasm\n  handoff replay mql-handoff:hubspot:4242 --pipeline new-rules.json --json\n\nExecution ids are in `handoff lead ID --json` and GET /api/executions."
+        after_help = "Examples:\n  handoff replay mql-handoff:hubspot:4242 --plugin route=target/route-v2.wasm\n  handoff replay mql-handoff:hubspot:4242 --pipeline new-rules.json --json\n\nExecution ids are in `handoff lead show HUBSPOT_CONTACT_ID --json` and GET /api/executions."
     )]
     Replay {
+        #[command(flatten)]
+        host: PluginDirs,
+
         /// The execution (`<pipeline>:<source>:<event id>`).
         execution_id: String,
         /// Replace a plugin: NAME=FILE.wasm (the component must call itself
@@ -353,32 +424,43 @@ enum Command {
         json: bool,
     },
     /// What shadow pipelines would have decided, beside the live ones.
+    #[command(
+        after_help = "Examples:\n  handoff shadow report\n  handoff shadow report --pipeline mql-handoff-next --lead 1005 --json"
+    )]
     Shadow {
         #[command(subcommand)]
         action: ShadowCommand,
     },
-    /// Work on plugins of your own.
+    /// Plugins: the ones loaded, a plugin's config schema, a new one of your own.
+    #[command(
+        after_help = "Examples:\n  handoff plugin list\n  handoff plugin schema route\n  handoff plugin new lead-tagger --lang python"
+    )]
     Plugin {
         #[command(subcommand)]
         action: PluginCommand,
     },
-    /// List loaded plugins: version, ports, capabilities.
+    /// (older spelling of `handoff plugin list` and `plugin schema`)
+    #[command(hide = true)]
     Plugins {
-        /// Print as JSON.
+        #[command(flatten)]
+        host: PluginDirs,
         #[arg(long)]
         json: bool,
-        /// Print the config JSON Schema of this plugin instead.
         #[arg(long, value_name = "PLUGIN")]
         schema: Option<String>,
     },
     /// Write an editable starter into DIR: handoff.toml (every setting,
     /// commented), pipelines/ with the roster, and .env.example.
+    #[command(
+        after_help = "Examples:\n  handoff init acme-handoff\n  cd acme-handoff && handoff validate pipelines/*.json && handoff serve --sandbox"
+    )]
     Init {
         /// Where (created if missing; nothing in it is overwritten).
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
     /// Print the JSON Schema of pipeline files (or write it to a file).
+    #[command(after_help = "Examples:\n  handoff schema -o pipelines/pipeline.schema.json\n  handoff schema --openapi")]
     Schema {
         /// Write to this file instead of stdout.
         #[arg(long, short)]
@@ -393,7 +475,12 @@ enum Command {
 enum ShadowCommand {
     /// Per shadow pipeline, how often it disagrees with the live one, and
     /// the leads where it does (newest first).
+    #[command(
+        after_help = "Examples:\n  handoff shadow report\n  handoff shadow report --pipeline mql-handoff-next --json"
+    )]
     Report {
+        #[command(flatten)]
+        data: DataDir,
         /// Only this shadow pipeline.
         #[arg(long)]
         pipeline: Option<String>,
@@ -411,7 +498,29 @@ enum ShadowCommand {
 
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
+    /// List loaded plugins: version, source, ports, capabilities.
+    #[command(after_help = "Examples:\n  handoff plugin list\n  handoff plugin list --plugins my-plugins/ --json")]
+    List {
+        #[command(flatten)]
+        host: PluginDirs,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the config JSON Schema of a loaded plugin.
+    #[command(
+        after_help = "Examples:\n  handoff plugin schema route\n  handoff plugin schema score-router --plugins my-plugins/"
+    )]
+    Schema {
+        /// The plugin's name (`route`, or one of yours).
+        name: String,
+        #[command(flatten)]
+        host: PluginDirs,
+    },
     /// Create a buildable starter plugin (with the Handoff WIT vendored).
+    #[command(
+        after_help = "Examples:\n  handoff plugin new lead-tagger --lang rust\n  handoff plugin new fit-score --lang python --dir plugins/fit-score"
+    )]
     New {
         /// The plugin's name (lower-case letters, digits, '-').
         name: String,
@@ -422,6 +531,66 @@ enum PluginCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum LeadCommand {
+    /// Leads from the ledger, most recently updated first.
+    #[command(after_help = "Examples:\n  handoff lead list\n  handoff lead list --state failed --json")]
+    List {
+        #[command(flatten)]
+        list: LeadList,
+    },
+    /// One lead's timeline, with its timers (each SLA step: due, fired,
+    /// cancelled, and why).
+    #[command(after_help = "Examples:\n  handoff lead show 1005\n  handoff lead show 1005 --json")]
+    Show {
+        /// The lead: its HubSpot contact id (as in `handoff lead list`).
+        #[arg(value_name = "HUBSPOT_CONTACT_ID")]
+        contact_id: String,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+/// What `handoff lead list` takes.
+#[derive(Debug, Clone, clap::Args)]
+struct LeadList {
+    /// Only leads in this state (received, validated, deduped, routed,
+    /// assigned, notified, waiting, invalid, duplicate, failed, accepted,
+    /// rejected, recycled, ..., or a state a plugin declares).
+    #[arg(long)]
+    state: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    data: DataDir,
+}
+
+/// Where state lives: the subcommand's `--data-dir`, the older one before
+/// the subcommand, `HANDOFF_DATA_DIR`, or `.handoff`.
+fn data_dir(given: &DataDir, before: Option<&PathBuf>) -> PathBuf {
+    given
+        .data_dir
+        .clone()
+        .or_else(|| before.cloned())
+        .or_else(|| std::env::var_os("HANDOFF_DATA_DIR").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".handoff"))
+}
+
+/// A multi-threaded runtime for one command.
+fn block_on(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => report(rt.block_on(work)),
+        Err(e) => report(Err(anyhow::anyhow!("cannot start the async runtime: {e}"))),
+    }
 }
 
 fn main() -> ExitCode {
@@ -441,220 +610,216 @@ fn main() -> ExitCode {
         .with_writer(handoff::logging::OneLine::new(std::io::stderr, ansi))
         .init();
 
-    if let Command::Plugin { action: PluginCommand::New { name, lang, dir } } = &args.command {
-        let dir = dir.clone().unwrap_or_else(|| PathBuf::from(name));
-        return match handoff::scaffold::create(name, *lang, &dir) {
-            Ok(files) => {
-                println!(
-                    "created {} ({} files); see {}/README.md to build it",
-                    dir.display(),
-                    files.len(),
-                    dir.display()
-                );
-                ExitCode::SUCCESS
+    let before = args.data_dir.as_ref();
+    let plugins_before = &args.plugin_dirs;
+    // The options of a command that loads plugins.
+    let host_options = |host: &PluginDirs, limits: Option<&LimitArgs>| HostOptions {
+        data_dir: data_dir(&host.data, before),
+        plugin_dirs: plugins_before.iter().chain(&host.plugin_dirs).cloned().collect(),
+        limits: limits.map(LimitArgs::limits).unwrap_or_default(),
+    };
+    // Commands that load plugins run on a started host.
+    let with_host = |options: HostOptions, work: HostWork| -> ExitCode {
+        block_on(async move {
+            let host = Host::start(options).await?;
+            work(host).await
+        })
+    };
+
+    match args.command {
+        Command::Plugin { action: PluginCommand::New { name, lang, dir } } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            match handoff::scaffold::create(&name, lang, &dir) {
+                Ok(files) => {
+                    println!(
+                        "created {} ({} files); see {}/README.md to build it",
+                        dir.display(),
+                        files.len(),
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => report(Err(e)),
             }
-            Err(e) => report(Err(e)),
-        };
-    }
-    if let Command::Leads { state, limit, json } = &args.command {
-        let (data_dir, state, limit, json) = (args.data_dir.clone(), state.clone(), *limit, *json);
-        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => report(rt.block_on(cli::leads(&data_dir, state.as_deref(), limit, json))),
-            Err(e) => report(Err(e.into())),
-        };
-    }
-    if let Command::Metrics { from, to, by, json } = &args.command {
-        let (data_dir, from, to, by, json) = (args.data_dir.clone(), from.clone(), to.clone(), by.clone(), *json);
-        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => report(rt.block_on(cli::metrics(&data_dir, from.as_deref(), to.as_deref(), by.as_deref(), json))),
-            Err(e) => report(Err(e.into())),
-        };
-    }
-    if let Command::Rejections { from, to, json } = &args.command {
-        let (data_dir, from, to, json) = (args.data_dir.clone(), from.clone(), to.clone(), *json);
-        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => report(rt.block_on(cli::rejections(&data_dir, from.as_deref(), to.as_deref(), json))),
-            Err(e) => report(Err(e.into())),
-        };
-    }
-    if let Command::Roster { roster, json } = &args.command {
-        let (data_dir, roster, json) = (args.data_dir.clone(), roster.clone(), *json);
-        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => report(rt.block_on(cli::roster(&data_dir, &roster, json))),
-            Err(e) => report(Err(e.into())),
-        };
-    }
-    if let Command::Lead { id, json } = &args.command {
-        let (data_dir, id, json) = (args.data_dir.clone(), id.clone(), *json);
-        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => report(rt.block_on(cli::lead(&data_dir, &id, json))),
-            Err(e) => report(Err(e.into())),
-        };
-    }
-    if let Command::Shadow { action: ShadowCommand::Report { pipeline, lead, limit, json } } = &args.command {
-        let (data_dir, pipeline, lead, limit, json) =
-            (args.data_dir.clone(), pipeline.clone(), lead.clone(), *limit, *json);
-        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => {
-                report(rt.block_on(cli::shadow_report(&data_dir, pipeline.as_deref(), lead.as_deref(), limit, json)))
-            }
-            Err(e) => report(Err(e.into())),
-        };
-    }
-    if let Command::Schema { output, openapi } = &args.command {
-        return report(cli::schema(output.as_deref(), *openapi));
-    }
-    if let Command::Init { dir } = &args.command {
-        return report(cli::init(dir));
-    }
-    #[cfg(feature = "emulators")]
-    if let Command::Demo { pipelines_dir, keep_running } = &args.command {
-        let options = handoff::demo::DemoOptions {
-            data_dir: args.data_dir.clone(),
-            plugin_dirs: args.plugin_dirs.clone(),
-            pipelines_dir: pipelines_dir.clone(),
-            keep_running: *keep_running,
-        };
-        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => report(rt.block_on(async move {
+        }
+        Command::Leads { list } | Command::Lead { action: Some(LeadCommand::List { list }), .. } => {
+            let dir = data_dir(&list.data, before);
+            block_on(async move { cli::leads(&dir, list.state.as_deref(), list.limit, list.json).await })
+        }
+        Command::Lead { action: Some(LeadCommand::Show { contact_id, json, data }), .. } => {
+            let dir = data_dir(&data, before);
+            block_on(async move { cli::lead(&dir, &contact_id, json).await })
+        }
+        Command::Lead { action: None, id: Some(id), json, data_dir: given } => {
+            let dir = data_dir(&DataDir { data_dir: given }, before);
+            block_on(async move { cli::lead(&dir, &id, json).await })
+        }
+        Command::Lead { action: None, id: None, .. } => {
+            eprintln!("error: say what: `handoff lead list` or `handoff lead show HUBSPOT_CONTACT_ID` (see --help)");
+            ExitCode::from(2)
+        }
+        Command::Metrics { data, from, to, by, json } => {
+            let dir = data_dir(&data, before);
+            block_on(async move { cli::metrics(&dir, from.as_deref(), to.as_deref(), by.as_deref(), json).await })
+        }
+        Command::Rejections { data, from, to, json } => {
+            let dir = data_dir(&data, before);
+            block_on(async move { cli::rejections(&dir, from.as_deref(), to.as_deref(), json).await })
+        }
+        Command::Roster { data, roster, json } => {
+            let dir = data_dir(&data, before);
+            block_on(async move { cli::roster(&dir, &roster, json).await })
+        }
+        Command::Shadow { action: ShadowCommand::Report { data, pipeline, lead, limit, json } } => {
+            let dir = data_dir(&data, before);
+            block_on(async move { cli::shadow_report(&dir, pipeline.as_deref(), lead.as_deref(), limit, json).await })
+        }
+        Command::Schema { output, openapi } => report(cli::schema(output.as_deref(), openapi)),
+        Command::Init { dir } => report(cli::init(&dir)),
+        #[cfg(feature = "emulators")]
+        Command::Demo { host, limits, pipelines_dir, keep_running } => {
+            let host = host_options(&host, Some(&limits));
+            let options = handoff::demo::DemoOptions {
+                data_dir: host.data_dir,
+                plugin_dirs: host.plugin_dirs,
+                pipelines_dir,
+                keep_running,
+            };
+            block_on(async move {
                 let text = handoff::demo::run(options).await?;
                 print!("{text}");
                 Ok(ExitCode::SUCCESS)
-            })),
-            Err(e) => report(Err(e.into())),
-        };
-    }
-    if let Command::Retry { lead, all_failed: _, server } = &args.command {
-        let (lead, server) = (lead.clone(), server.clone());
-        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => report(rt.block_on(cli::retry(&server, lead.as_deref()))),
-            Err(e) => report(Err(e.into())),
-        };
-    }
-    if let Command::Serve {
-        listen,
-        sandbox,
-        sandbox_listen,
-        sandbox_smtp_listen,
-        config,
-        pipelines,
-        roster,
-        public_url,
-        ops_channel,
-        retention,
-        max_connections,
-        max_in_flight,
-    } = &args.command
-    {
-        let options = cli::ServeOptions {
-            data_dir: args.data_dir.clone(),
-            plugin_dirs: args.plugin_dirs.clone(),
-            listen: *listen,
-            sandbox: sandbox.then_some((*sandbox_listen, *sandbox_smtp_listen)),
-            config: config.clone(),
-            pipelines: pipelines.clone(),
-            roster: roster.clone(),
-            public_url: public_url.clone(),
-            ops_channel: ops_channel.clone(),
-            retention: retention.0,
-            limits: args.limits.limits(),
-            server_limits: handoff::server::ServerLimits {
-                max_connections: *max_connections,
-                max_in_flight: *max_in_flight,
-                ..handoff::server::ServerLimits::default()
-            },
-        };
-        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => report(rt.block_on(cli::serve(options))),
-            Err(e) => report(Err(e.into())),
-        };
-    }
-    #[cfg(feature = "emulators")]
-    if let Command::Sandbox { listen, smtp_listen, fixture } = &args.command {
-        let (listen, smtp_listen, fixture) = (*listen, *smtp_listen, fixture.clone());
-        return match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => report(rt.block_on(cli::sandbox(listen, smtp_listen, fixture.as_deref()))),
-            Err(e) => report(Err(e.into())),
-        };
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            })
         }
-    };
-    runtime.block_on(async move {
-        let options =
-            HostOptions { data_dir: args.data_dir, plugin_dirs: args.plugin_dirs, limits: args.limits.limits() };
-        let host = match Host::start(options).await {
-            Ok(host) => host,
-            Err(e) => return report(Err(e)),
-        };
-        match args.command {
-            Command::Validate { files, roster } => cli::validate(&host, &files, roster.as_deref()),
-            Command::Run { pipeline, input, json, full, lead_id, sandbox, config } => {
-                report(cli::run(&host, &RunOptions { pipeline, input, json, full, lead_id, sandbox, config }).await)
-            }
-            Command::Plugins { json, schema } => report(cli::plugins(&host, json, schema.as_deref())),
-            Command::Doctor { config, pipelines, public_url, ops_channel, json } => {
-                let options = cli::DoctorOptions { config, pipelines, public_url, ops_channel, json };
-                report(cli::doctor(&host, &options).await)
-            }
-            Command::Replay { execution_id, plugins, pipeline, original, roster, json } => {
-                let options = cli::ReplayOptions { execution_id, plugins, pipeline, original, roster, json };
-                report(cli::replay(&host, &options).await)
-            }
-            Command::Simulate {
-                pipeline,
-                from_ledger,
-                since,
-                events_of,
-                leads,
+        Command::Retry { lead, all_failed: _, server } => {
+            block_on(async move { cli::retry(&server, lead.as_deref()).await })
+        }
+        Command::Serve {
+            host,
+            limits,
+            listen,
+            sandbox,
+            sandbox_listen,
+            sandbox_smtp_listen,
+            config,
+            pipelines,
+            roster,
+            public_url,
+            ops_channel,
+            retention,
+            max_connections,
+            max_in_flight,
+        } => {
+            let host = host_options(&host, Some(&limits));
+            let options = cli::ServeOptions {
+                data_dir: host.data_dir,
+                plugin_dirs: host.plugin_dirs,
+                listen,
+                sandbox: sandbox.then_some((sandbox_listen, sandbox_smtp_listen)),
+                config,
+                pipelines,
                 roster,
-                compare,
-                baseline,
-                json,
-                report: html,
-                live_reads,
-            } => {
-                let options = cli::SimulateOptions {
-                    pipeline,
-                    leads: if from_ledger {
-                        cli::SimulateLeads::Ledger {
-                            since_ms: i64::try_from(since.0.as_millis()).unwrap_or(i64::MAX),
-                            events_of,
-                        }
-                    } else {
-                        cli::SimulateLeads::File(leads.expect("clap requires --leads without --from-ledger"))
-                    },
-                    roster,
-                    compare,
-                    baseline_live: baseline.is_some(),
-                    json,
-                    html,
-                    live_reads,
-                };
-                report(cli::simulate(&host, &options).await)
-            }
-            #[cfg(feature = "emulators")]
-            Command::Sandbox { .. } | Command::Demo { .. } => unreachable!("handled above"),
-            Command::Schema { .. }
-            | Command::Init { .. }
-            | Command::Serve { .. }
-            | Command::Plugin { .. }
-            | Command::Leads { .. }
-            | Command::Rejections { .. }
-            | Command::Metrics { .. }
-            | Command::Roster { .. }
-            | Command::Retry { .. }
-            | Command::Lead { .. }
-            | Command::Shadow { .. } => {
-                unreachable!("handled above")
-            }
+                public_url,
+                ops_channel,
+                retention: retention.0,
+                limits: host.limits,
+                server_limits: handoff::server::ServerLimits {
+                    max_connections,
+                    max_in_flight,
+                    ..handoff::server::ServerLimits::default()
+                },
+            };
+            block_on(cli::serve(options))
         }
-    })
+        #[cfg(feature = "emulators")]
+        Command::Sandbox { listen, smtp_listen, fixture } => {
+            block_on(async move { cli::sandbox(listen, smtp_listen, fixture.as_deref()).await })
+        }
+        Command::Validate { host, files, roster } => with_host(
+            host_options(&host, None),
+            Box::new(move |host| Box::pin(async move { Ok(cli::validate(&host, &files, roster.as_deref())) })),
+        ),
+        Command::Run { host, limits, pipeline, input, json, full, lead_id, sandbox, config } => with_host(
+            host_options(&host, Some(&limits)),
+            Box::new(move |host| {
+                Box::pin(async move {
+                    cli::run(&host, &RunOptions { pipeline, input, json, full, lead_id, sandbox, config }).await
+                })
+            }),
+        ),
+        Command::Plugins { host, json, schema } => with_host(
+            host_options(&host, None),
+            Box::new(move |host| Box::pin(async move { cli::plugins(&host, json, schema.as_deref()) })),
+        ),
+        Command::Plugin { action: PluginCommand::List { host, json } } => with_host(
+            host_options(&host, None),
+            Box::new(move |host| Box::pin(async move { cli::plugins(&host, json, None) })),
+        ),
+        Command::Plugin { action: PluginCommand::Schema { name, host } } => with_host(
+            host_options(&host, None),
+            Box::new(move |host| Box::pin(async move { cli::plugins(&host, false, Some(&name)) })),
+        ),
+        Command::Doctor { host, config, pipelines, public_url, ops_channel, json } => with_host(
+            host_options(&host, None),
+            Box::new(move |host| {
+                Box::pin(async move {
+                    let options = cli::DoctorOptions { config, pipelines, public_url, ops_channel, json };
+                    cli::doctor(&host, &options).await
+                })
+            }),
+        ),
+        Command::Replay { host, execution_id, plugins, pipeline, original, roster, json } => with_host(
+            host_options(&host, None),
+            Box::new(move |host| {
+                Box::pin(async move {
+                    let options = cli::ReplayOptions { execution_id, plugins, pipeline, original, roster, json };
+                    cli::replay(&host, &options).await
+                })
+            }),
+        ),
+        Command::Simulate {
+            host,
+            pipeline,
+            from_ledger,
+            since,
+            events_of,
+            leads,
+            roster,
+            compare,
+            baseline,
+            json,
+            report: html,
+            live_reads,
+        } => with_host(
+            host_options(&host, None),
+            Box::new(move |host| {
+                Box::pin(async move {
+                    let options = cli::SimulateOptions {
+                        pipeline,
+                        leads: if from_ledger {
+                            cli::SimulateLeads::Ledger {
+                                since_ms: i64::try_from(since.0.as_millis()).unwrap_or(i64::MAX),
+                                events_of,
+                            }
+                        } else {
+                            cli::SimulateLeads::File(leads.expect("clap requires --leads without --from-ledger"))
+                        },
+                        roster,
+                        compare,
+                        baseline_live: baseline.is_some(),
+                        json,
+                        html,
+                        live_reads,
+                    };
+                    cli::simulate(&host, &options).await
+                })
+            }),
+        ),
+    }
 }
+
+/// What a command does with a started host.
+type HostWork = Box<dyn FnOnce(Host) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<ExitCode>>>>>;
 
 fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     result.unwrap_or_else(|e| {

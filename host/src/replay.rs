@@ -92,7 +92,7 @@ pub struct ReplayReport {
 /// of it (it predates traces, or retention pruned it).
 pub async fn recorded(ledger: &dyn Ledger, execution_id: &str) -> Result<(InboundEvent, Trace)> {
     let event = ledger.event_of_execution(execution_id).await?.with_context(|| {
-        format!("no execution {execution_id} in the ledger (see `handoff lead ID` or /api/executions)")
+        format!("no execution {execution_id} in the ledger (see `handoff lead show ID` or /api/executions)")
     })?;
     let trace = ledger.trace(execution_id).await?.with_context(|| {
         format!("execution {execution_id} left no trace to replay from (it ran before traces were kept, or retention pruned it)")

@@ -1,6 +1,6 @@
 //! Lead states are declared, not coded in the host: a plugin the host has
 //! never heard of says what its output means for a lead, and the ledger,
-//! the API and `handoff leads` show it.
+//! the API and `handoff lead list` show it.
 
 use handoff::ledger::SqliteStore;
 use handoff_tests::{Running, mql_event, programs, start_handoff_with};

@@ -198,7 +198,7 @@ async fn node_config_is_checked_against_the_plugin_schema() {
     assert!(at(&d, "/nodes/0/config/min_score").message.contains("config for plugin 'validate'"));
     at(&d, "/nodes/0/config/free_mail");
     assert!(at(&d, "/nodes/0/config").message.contains("min_scor"), "{}", render(&d));
-    assert!(d.iter().all(|p| p.help.contains("handoff plugins --schema validate")));
+    assert!(d.iter().all(|p| p.help.contains("handoff plugin schema validate")));
     assert_eq!(at(&d, "/nodes/0/config/min_score").position.unwrap().line, 5);
 }
 

@@ -35,19 +35,51 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[test]
-fn every_command_has_help() {
+fn every_command_has_help_with_examples_and_only_the_options_it_takes() {
     let dir = tempfile::tempdir().unwrap();
     let top = handoff(dir.path(), &["--help"]);
     assert!(top.status.success());
-    for command in [
-        "validate", "run", "plugins", "schema", "init", "sandbox", "serve", "demo", "plugin", "leads", "lead",
-        "simulate", "replay", "shadow", "doctor",
+    // (command, whether it keeps state, whether it loads plugins)
+    for (command, state, plugins) in [
+        ("validate", true, true),
+        ("run", true, true),
+        ("serve", true, true),
+        ("demo", true, true),
+        ("doctor", true, true),
+        ("simulate", true, true),
+        ("replay", true, true),
+        ("plugin list", true, true),
+        ("plugin schema", true, true),
+        ("plugin new", false, false),
+        ("lead list", true, false),
+        ("lead show", true, false),
+        ("metrics", true, false),
+        ("rejections", true, false),
+        ("roster", true, false),
+        ("shadow report", true, false),
+        ("sandbox", false, false),
+        ("retry", false, false),
+        ("init", false, false),
+        ("schema", false, false),
     ] {
-        assert!(text(&top.stdout).contains(command), "{command} missing from --help");
-        let help = handoff(dir.path(), &[command, "--help"]);
+        let words: Vec<&str> = command.split(' ').collect();
+        assert!(text(&top.stdout).contains(&format!("\n  {} ", words[0])), "{command} missing from --help");
+        let mut args = words.clone();
+        args.push("--help");
+        let help = Command::new(env!("CARGO_BIN_EXE_handoff")).args(&args).output().unwrap();
         assert!(help.status.success(), "{command} --help");
-        assert!(text(&help.stdout).contains("--data-dir"), "{command} --help shows the global options");
+        let help = text(&help.stdout);
+        assert!(help.contains("Examples:\n  handoff "), "{command} --help has examples:\n{help}");
+        assert_eq!(help.contains("--data-dir"), state, "{command} --help and --data-dir:\n{help}");
+        assert_eq!(help.contains("--plugins"), plugins, "{command} --help and --plugins:\n{help}");
     }
+    // The older spellings still work, out of sight.
+    for old in ["plugins", "leads"] {
+        assert!(!text(&top.stdout).contains(&format!("\n  {old} ")), "{old} is hidden");
+    }
+    assert!(handoff(dir.path(), &["plugins", "--json"]).status.success());
+    let lead = handoff(dir.path(), &["lead", "1005"]);
+    assert!(text(&lead.stderr).contains("no ledger"), "`lead ID` is `lead show ID`: {}", text(&lead.stderr));
 }
 
 #[test]
@@ -172,20 +204,19 @@ fn run_refuses_an_invalid_pipeline_and_bad_input() {
 #[test]
 fn plugins_lists_ports_and_a_restart_uses_the_compiled_cache() {
     let dir = tempfile::tempdir().unwrap();
-    let first: Value = serde_json::from_slice(&handoff(dir.path(), &["plugins", "--json"]).stdout).unwrap();
+    let first: Value = serde_json::from_slice(&handoff(dir.path(), &["plugin", "list", "--json"]).stdout).unwrap();
     let validate = first.as_array().unwrap().iter().find(|p| p["name"] == "validate").unwrap();
     assert_eq!(validate["outputs"], serde_json::json!(["valid", "invalid"]));
     assert_eq!(validate["cache"]["outcome"], "compiled");
 
-    let second: Value = serde_json::from_slice(&handoff(dir.path(), &["plugins", "--json"]).stdout).unwrap();
+    let second: Value = serde_json::from_slice(&handoff(dir.path(), &["plugin", "list", "--json"]).stdout).unwrap();
     assert_eq!(second[0]["cache"]["outcome"], "hit", "a restart loads the compiled component");
 
-    let listing = text(&handoff(dir.path(), &["plugins"]).stdout);
+    let listing = text(&handoff(dir.path(), &["plugin", "list"]).stdout);
     assert!(listing.contains("validate 0.1.0  (built-in)"), "{listing}");
     assert!(listing.contains("outputs: valid, invalid"), "{listing}");
 
-    let schema: Value =
-        serde_json::from_slice(&handoff(dir.path(), &["plugins", "--schema", "validate"]).stdout).unwrap();
+    let schema: Value = serde_json::from_slice(&handoff(dir.path(), &["plugin", "schema", "validate"]).stdout).unwrap();
     assert!(schema["properties"]["min_score"].is_object());
 }
 
@@ -498,7 +529,7 @@ fn leads_and_lead_read_the_ledger() {
     use handoff::lead::{LeadFacts, LeadState, Step};
     use handoff::ledger::{Ledger, SqliteStore};
     let dir = tempfile::tempdir().unwrap();
-    let missing = handoff(dir.path(), &["leads"]);
+    let missing = handoff(dir.path(), &["lead", "list"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).contains("no ledger"), "{}", text(&missing.stderr));
 
@@ -527,11 +558,11 @@ fn leads_and_lead_read_the_ledger() {
         ];
         store.record_steps("1005", "exec-1", &facts, &steps).await.unwrap();
     });
-    let list = text(&handoff(dir.path(), &["leads", "--state", "notified"]).stdout);
+    let list = text(&handoff(dir.path(), &["lead", "list", "--state", "notified"]).stdout);
     assert!(list.contains("1005") && list.contains("Greta Holm") && list.contains("Lena Fischer"), "{list}");
-    let timeline = text(&handoff(dir.path(), &["lead", "1005"]).stdout);
+    let timeline = text(&handoff(dir.path(), &["lead", "show", "1005"]).stdout);
     assert!(timeline.contains("validated") && timeline.contains("told lena.fischer@handoff-demo.com"), "{timeline}");
-    assert_eq!(handoff(dir.path(), &["lead", "999"]).status.code(), Some(1));
+    assert_eq!(handoff(dir.path(), &["lead", "show", "999"]).status.code(), Some(1));
 }
 
 #[test]
@@ -693,4 +724,124 @@ fn cargo_install_puts_a_working_handoff_on_the_path() {
     let validated = on_path(&["validate", "pipelines/mql-handoff.json"], &work.path().join("starter"));
     assert!(validated.status.success(), "{}", text(&validated.stderr));
     assert!(text(&validated.stdout).contains("ok: pipelines/mql-handoff.json"), "{}", text(&validated.stdout));
+}
+
+/// The options `handoff ARGS --help` lists.
+fn options_of(args: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut with_help = args.to_vec();
+    with_help.push("--help");
+    let help = Command::new(env!("CARGO_BIN_EXE_handoff")).args(&with_help).output().unwrap();
+    assert!(help.status.success(), "handoff {} is a command", args.join(" "));
+    text(&help.stdout)
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim_start();
+            let line = line.strip_prefix("-o, ").unwrap_or(line);
+            line.starts_with("--").then(|| line.split([' ', '=', '\t']).next().unwrap_or_default().to_string())
+        })
+        .filter(|o| o != "--help" && o != "--version")
+        .collect()
+}
+
+/// Every command the binary shows (the leaves of `help`'s tree).
+fn commands(path: &[&str]) -> Vec<Vec<String>> {
+    let mut with_help: Vec<&str> = path.to_vec();
+    with_help.push("--help");
+    let help = text(&Command::new(env!("CARGO_BIN_EXE_handoff")).args(&with_help).output().unwrap().stdout);
+    let Some(list) = help.split("\nCommands:\n").nth(1) else {
+        return vec![path.iter().map(ToString::to_string).collect()];
+    };
+    let names: Vec<String> = list
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.strip_prefix("  ").filter(|l| !l.starts_with(' ')))
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .filter(|n| n != "help")
+        .collect();
+    names
+        .iter()
+        .flat_map(|name| {
+            let mut sub: Vec<&str> = path.to_vec();
+            sub.push(name);
+            commands(&sub)
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_and_the_deployment_guide_show_the_binarys_commands_and_options() {
+    // The options commands share by kind (the README says which take them).
+    let shared = [
+        "--data-dir",
+        "--plugins",
+        "--max-runs-per-plugin",
+        "--plugin-threads",
+        "--state-max-keys",
+        "--state-max-bytes",
+    ];
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let mut documented = Vec::new();
+    // The command table: each usage lists every option of its command.
+    for row in readme.lines().filter(|l| l.starts_with("| `handoff ")) {
+        let cell = row.split(" | ").next().unwrap().trim_start_matches("| ");
+        for usage in cell.split("`, `").map(|u| u.trim_matches('`')) {
+            let words: Vec<&str> = usage.split_whitespace().skip(1).collect();
+            let path: Vec<&str> =
+                words.iter().take_while(|w| w.chars().all(|c| c.is_ascii_lowercase())).copied().collect();
+            let shown: std::collections::BTreeSet<String> = usage
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .filter(|w| w.starts_with("--"))
+                .map(String::from)
+                .collect();
+            let takes: std::collections::BTreeSet<String> =
+                options_of(&path).into_iter().filter(|o| !shared.contains(&o.as_str())).collect();
+            assert_eq!(shown, takes, "README's `{usage}` against `handoff {} --help`", path.join(" "));
+            documented.push(path.join(" "));
+        }
+    }
+    for command in commands(&[]) {
+        let command = command.join(" ");
+        assert!(documented.contains(&command), "the README's command table lacks `handoff {command}`");
+    }
+    // Code blocks here and in docs/deploy.md: every handoff command line
+    // names a command and options it takes.
+    let guide = std::fs::read_to_string(repo("docs/deploy.md")).unwrap();
+    let mut checked = 0;
+    for doc in [&readme, &guide] {
+        let mut in_block = false;
+        for line in doc.lines() {
+            if line.starts_with("```") {
+                in_block = line.len() > 3 && !in_block;
+                continue;
+            }
+            if !in_block {
+                continue;
+            }
+            // `handoff` where a command starts: first on the line, after
+            // variables or `&&`, or after `cargo run -p handoff --`.
+            let tokens: Vec<&str> = line.split('#').next().unwrap_or_default().split_whitespace().collect();
+            let Some(at) = tokens.iter().enumerate().position(|(i, t)| {
+                *t == "handoff" && (i == 0 || tokens[i - 1].contains('=') || tokens[i - 1] == "&&")
+                    || *t == "--" && i >= 3 && tokens[i - 3..i] == ["run", "-p", "handoff"]
+            }) else {
+                continue;
+            };
+            let mut words: Vec<&str> = tokens[at + 1..].to_vec();
+            // `--data-dir DIR` before the command is the older place for it.
+            if words.first() == Some(&"--data-dir") {
+                words.drain(..2);
+            }
+            let path: Vec<&str> =
+                words.iter().take_while(|w| w.chars().all(|c| c.is_ascii_lowercase())).copied().collect();
+            if path.is_empty() {
+                continue;
+            }
+            let takes = options_of(&path);
+            for option in words.iter().filter(|w| w.starts_with("--")) {
+                assert!(takes.contains(*option), "`{line}`: handoff {} takes no {option}", path.join(" "));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "the code blocks' commands were found ({checked})");
 }

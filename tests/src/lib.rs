@@ -378,8 +378,10 @@ pub async fn advance_to(running: &Running, at: i64) {
     let ledger = ledger(running);
     for _ in 0..400 {
         let pending = handoff::ledger::Ledger::next_timer_due(&ledger, None).await.unwrap();
-        if pending.is_none_or(|due| due > at) && running.app.server.in_flight() == 0 {
-            // Give a just-fired timer's execution the chance to show.
+        // A fired timer's event is in the ledger before the worker takes
+        // it: settled means no event unfinished there either.
+        let unfinished = handoff::ledger::Ledger::unfinished_events(&ledger).await.unwrap();
+        if pending.is_none_or(|due| due > at) && unfinished.is_empty() && running.app.server.in_flight() == 0 {
             tokio::time::sleep(Duration::from_millis(30)).await;
             if running.app.server.in_flight() == 0 {
                 return;

@@ -348,7 +348,7 @@ fn check_semantics(
             report.error(
                 &format!("{}{}", node_pointer(i, "config"), problem.pointer),
                 format!("config for plugin '{}': {}", plugin.name(), problem.message),
-                format!("see `handoff plugins --schema {}` for the settings it takes", plugin.name()),
+                format!("see `handoff plugin schema {}` for the settings it takes", plugin.name()),
             );
         }
         let timeout = node.timeout.map_or(RunLimits::default().deadline, |t| t.0);

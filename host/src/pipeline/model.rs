@@ -147,7 +147,7 @@ pub struct Node {
     /// Unique within the pipeline; used in `connections`.
     #[schemars(regex(pattern = r"^[a-z][a-z0-9-]*$"), length(max = 64))]
     pub id: String,
-    /// The plugin's name (see `handoff plugins`).
+    /// The plugin's name (see `handoff plugin list`).
     pub plugin: String,
     /// What this step is for, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -33,7 +33,7 @@ impl std::fmt::Display for PluginSource {
     }
 }
 
-/// What a plugin is, as `handoff plugins` shows it.
+/// What a plugin is, as `handoff plugin list` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PluginInfo {
     /// The name pipelines use.

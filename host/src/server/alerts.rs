@@ -70,7 +70,7 @@ fn message(failures: &FailuresToTell) -> String {
     if more > 0 {
         let _ = write!(text, "\n• and {more} more");
     }
-    text.push_str("\nList them: `handoff leads --state failed`. Fix the cause, then `handoff retry --all-failed`.");
+    text.push_str("\nList them: `handoff lead list --state failed`. Fix the cause, then `handoff retry --all-failed`.");
     text
 }
 

@@ -56,14 +56,14 @@ pub use serde_json::{self, Value, json};
 #[doc(hidden)]
 pub use wit_bindgen;
 
-/// What a plugin says about itself (`handoff plugins` shows it).
+/// What a plugin says about itself (`handoff plugin list` shows it).
 #[derive(Debug, Clone, Copy)]
 pub struct Describe {
     /// The name pipelines refer to it by: lower-case letters, digits, '-'.
     pub name: &'static str,
     /// Semantic version, usually `env!("CARGO_PKG_VERSION")`.
     pub version: &'static str,
-    /// One line for `handoff plugins`.
+    /// One line for `handoff plugin list`.
     pub description: &'static str,
     /// Input ports; `["main"]` by default.
     pub inputs: &'static [&'static str],
