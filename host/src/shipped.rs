@@ -91,10 +91,12 @@ pub fn file(path: &Path, data_dir: &Path) -> Result<(PathBuf, Origin)> {
 pub const STARTER_CONFIG: &str = r#"# Handoff connector settings: `handoff serve --config handoff.toml`.
 # Every setting is here, commented out. Secrets may stay out of this file:
 # each has a HANDOFF_* variable (see .env.example); a value here wins.
+# `handoff doctor --config handoff.toml --public-url https://...` checks the
+# whole setup (scopes, fields, lists, channels, the ledger) and changes nothing.
 
 # [hubspot]
 # base_url = "https://api.hubapi.com"
-# token = "pat-na1-..."            # private app token (HANDOFF_HUBSPOT_TOKEN); scopes: crm.objects.contacts.read/write
+# token = "pat-na1-..."            # private app token (HANDOFF_HUBSPOT_TOKEN); scopes: crm.objects.contacts.read/write, crm.lists.read/write, crm.schemas.contacts.read
 # app_secret = "..."               # signs webhooks (HANDOFF_HUBSPOT_APP_SECRET)
 
 # [salesforce]
@@ -105,7 +107,7 @@ pub const STARTER_CONFIG: &str = r#"# Handoff connector settings: `handoff serve
 
 # [slack]
 # base_url = "https://slack.com/api"
-# bot_token = "xoxb-..."           # HANDOFF_SLACK_BOT_TOKEN; scopes: chat:write, im:write, users:read.email
+# bot_token = "xoxb-..."           # HANDOFF_SLACK_BOT_TOKEN; scopes: slack-app-manifest.json (chat:write, im:write, im:history, channels:read, groups:read, users:read, users:read.email)
 # signing_secret = "..."           # verifies button clicks (HANDOFF_SLACK_SIGNING_SECRET)
 
 # [anthropic]                      # optional: model-written summaries (a template otherwise)
