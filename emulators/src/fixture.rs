@@ -94,6 +94,9 @@ pub struct SeedContact {
 pub struct SeedList {
     pub list_id: String,
     pub name: String,
+    /// `MANUAL` (static, the default), `SNAPSHOT` or `DYNAMIC` (active).
+    #[serde(default)]
+    pub processing_type: Option<String>,
 }
 
 /// Slack seed data. Every Salesforce user also gets a Slack account with

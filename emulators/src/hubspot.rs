@@ -45,6 +45,8 @@ pub struct Data {
     pub contacts: BTreeMap<u64, StoredContact>,
     /// list id → (name, member contact ids).
     pub lists: BTreeMap<String, (String, BTreeSet<String>)>,
+    /// list id → processing type, where it is not `MANUAL`.
+    pub list_types: BTreeMap<String, String>,
     /// Contact properties by name: the fixture's, and every one a seeded
     /// contact carries (as text).
     pub properties: BTreeMap<String, SeedProperty>,
@@ -68,6 +70,9 @@ impl Data {
         }
         for list in &fixture.lists {
             data.lists.insert(list.list_id.clone(), (list.name.clone(), BTreeSet::new()));
+            if let Some(kind) = &list.processing_type {
+                data.list_types.insert(list.list_id.clone(), kind.clone());
+            }
         }
         for contact in &data.contacts {
             for name in contact.1.properties.keys() {
@@ -218,7 +223,8 @@ async fn get_list(
     let world = state.world();
     let response = match world.hubspot.lists.get(&list_id) {
         Some((name, members)) => Json(json!({"list": {
-            "listId": list_id, "name": name, "objectTypeId": "0-1", "processingType": "MANUAL",
+            "listId": list_id, "name": name, "objectTypeId": "0-1",
+            "processingType": world.hubspot.list_types.get(&list_id).map_or("MANUAL", String::as_str),
             "processingStatus": "COMPLETE", "size": members.len(),
         }}))
         .into_response(),

@@ -71,6 +71,9 @@ pub struct Needs {
     pub notification_types: BTreeMap<String, String>,
     /// HubSpot contact properties written or read.
     pub contact_properties: BTreeMap<String, String>,
+    /// The field type to create a missing property as (HubSpot's names:
+    /// `Number`, `Date picker`; `Single-line text` otherwise).
+    pub property_types: BTreeMap<String, &'static str>,
     /// Option values set on HubSpot enumeration properties.
     pub property_options: BTreeMap<(String, String), String>,
     /// HubSpot lists contacts are added to.
@@ -102,9 +105,9 @@ impl Needs {
             let pipeline = &prepared.pipeline;
             if let Trigger::Webhook { path, signature, .. } = &pipeline.trigger {
                 match signature {
-                    SignatureScheme::HubspotV3 | SignatureScheme::HubspotV2 | SignatureScheme::HubspotV1 => {
-                        needs.hubspot_paths.push(path.clone());
-                    }
+                    // v1 signs the body alone; v2 and v3 sign the URL too.
+                    SignatureScheme::HubspotV3 | SignatureScheme::HubspotV2 => needs.hubspot_paths.push(path.clone()),
+                    SignatureScheme::HubspotV1 => {}
                     SignatureScheme::Slack => needs.slack_paths.push(path.clone()),
                     SignatureScheme::None => {}
                 }
@@ -158,7 +161,7 @@ impl Needs {
                     ("push_type", Some(v)) if pushes => {
                         self.notification_types.entry(v.to_string()).or_insert_with(|| by.to_string());
                     }
-                    (k, Some(v)) if k.ends_with("channel") && v.starts_with('#') => {
+                    (k, Some(v)) if k.ends_with("channel") && v.starts_with('#') && posts_to_channel(object) => {
                         self.channels.entry(v.to_string()).or_insert_with(|| by.to_string());
                     }
                     ("campaign_property", Some(v)) => {
@@ -166,8 +169,15 @@ impl Needs {
                     }
                     _ if !marketing_write => {}
                     ("properties", None) => {
-                        for name in value.as_object().into_iter().flat_map(|m| m.values()).filter_map(Value::as_str) {
+                        for (role, name) in value.as_object().into_iter().flatten() {
+                            let Some(name) = name.as_str() else { continue };
                             self.contact_properties.entry(name.to_string()).or_insert_with(|| by.to_string());
+                            let kind = match role.as_str() {
+                                r if r.ends_with("_count") => "Number",
+                                r if r.ends_with("_at") => "Date picker",
+                                _ => "Single-line text",
+                            };
+                            self.property_types.insert(name.to_string(), kind);
                         }
                     }
                     ("lifecycle_stage", Some(v)) => {
@@ -186,6 +196,13 @@ impl Needs {
             }
         });
     }
+}
+
+/// Whether an object naming a channel posts to it: a priority section
+/// (`{"channel", "channels": [...]}`) posts there only with `slack_channel`
+/// among its channels.
+fn posts_to_channel(object: &Map<String, Value>) -> bool {
+    object.get("channels").and_then(Value::as_array).is_none_or(|c| c.iter().any(|c| c == "slack_channel"))
 }
 
 /// Whether an SLA ladder step pushes (`"push": true`).
@@ -346,12 +363,17 @@ async fn hubspot(connectors: &ConnectorsConfig, http: &reqwest::Client, needs: &
         wanted.push(("crm.objects.contacts.write", format!("{by} writes rejections back to the contact")));
     }
     if let Some((_, by)) = needs.lists.iter().next() {
-        wanted.push(("crm.lists.read", format!("{by} adds rejected leads to nurture lists")));
         wanted.push(("crm.lists.write", format!("{by} adds rejected leads to nurture lists")));
+    }
+    // Scopes only these checks use: without them the server works, and
+    // what they would check is not checked.
+    let mut for_checks: Vec<(&str, &str)> = Vec::new();
+    if !needs.lists.is_empty() {
+        for_checks.push(("crm.lists.read", "the nurture lists"));
     }
     let schemas = !needs.contact_properties.is_empty() || !needs.property_options.is_empty();
     if schemas {
-        wanted.push(("crm.schemas.contacts.read", "to check the contact properties the pipelines write".into()));
+        for_checks.push(("crm.schemas.contacts.read", "the contact properties and options the pipelines write"));
     }
     let missing_scope = |scope: &str| !scopes.iter().any(|s| s == scope);
     for (scope, why) in &wanted {
@@ -363,11 +385,18 @@ async fn hubspot(connectors: &ConnectorsConfig, http: &reqwest::Client, needs: &
             ));
         }
     }
-    if !wanted.iter().any(|(s, _)| missing_scope(s)) {
-        out.push(Finding::ok(
-            AREA,
-            format!("scopes: {}", wanted.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ")),
-        ));
+    for (scope, what) in &for_checks {
+        if missing_scope(scope) {
+            out.push(Finding::warn(
+                AREA,
+                format!("without the scope {scope}, {what} cannot be checked (the server does not need it)"),
+                format!("HubSpot › Settings › Integrations › Private Apps › your app › Scopes: add {scope}, or check {what} by hand"),
+            ));
+        }
+    }
+    let all: Vec<&str> = wanted.iter().map(|(s, _)| *s).chain(for_checks.iter().map(|(s, _)| *s)).collect();
+    if !all.iter().any(|s| missing_scope(s)) {
+        out.push(Finding::ok(AREA, format!("scopes: {}", all.join(", "))));
     }
     if schemas && !missing_scope("crm.schemas.contacts.read") {
         out.extend(hubspot_properties(&client, needs).await);
@@ -375,8 +404,19 @@ async fn hubspot(connectors: &ConnectorsConfig, http: &reqwest::Client, needs: &
     if !needs.lists.is_empty() && !missing_scope("crm.lists.read") {
         let mut found = 0;
         for (list, by) in &needs.lists {
-            match client.list_name(list).await {
-                Ok(Some(_)) => found += 1,
+            match client.list(list).await {
+                Ok(Some((_, true, true))) => found += 1,
+                Ok(Some((name, is_static, contacts))) => out.push(Finding::fail(
+                    AREA,
+                    format!(
+                        "list {list} ('{name}') is {}: {by} cannot add rejected leads to it",
+                        if contacts { "an active list" } else { "not a contact list" }
+                    ),
+                    format!(
+                        "HubSpot › Contacts › Lists: create a static contact list and put its id in {by}'s config in place of {list}{}",
+                        if is_static { "" } else { " (an active list's members come from its filters)" }
+                    ),
+                )),
                 Ok(None) => out.push(Finding::fail(
                     AREA,
                     format!("list {list} does not exist ({by} adds rejected leads to it)"),
@@ -420,7 +460,10 @@ async fn hubspot_properties(client: &crate::connectors::hubspot::HubSpot, needs:
                 out.push(Finding::fail(
                     AREA,
                     format!("the contact property {name} does not exist ({by} uses it)"),
-                    format!("HubSpot › Settings › Properties › Create property: contact, internal name {name} (single-line text)"),
+                    format!(
+                        "HubSpot › Settings › Properties › Create property: contact, internal name {name} ({})",
+                        needs.property_types.get(*name).copied().unwrap_or("Single-line text")
+                    ),
                 ));
             }
             Err(e) => {
@@ -501,30 +544,35 @@ async fn salesforce(connectors: &ConnectorsConfig, http: &reqwest::Client, needs
         return Vec::new();
     };
     let mut out = Vec::new();
+    if let Err(e) = client.sign_in_check().await {
+        let fix = match &config.auth {
+            SalesforceAuth::ClientCredentials { .. } => {
+                "Setup › App Manager › your connected app: check the consumer key and secret \
+                 (salesforce.auth or HANDOFF_SALESFORCE_CLIENT_ID/_SECRET), that the Client Credentials \
+                 Flow is enabled and has a Run As user, and salesforce.login_url (your My Domain URL)"
+            }
+            SalesforceAuth::JwtBearer { .. } => {
+                "Setup › App Manager › your connected app: the certificate must match \
+                 salesforce.auth.private_key_pem (HANDOFF_SALESFORCE_PRIVATE_KEY), and the user must be \
+                 pre-authorized (Manage › Policies: admin approved users)"
+            }
+        };
+        out.push(unreachable(AREA, &format!("signing in at {}", config.login_url), &e, fix));
+        return out;
+    }
+    let profile = "the integration user's profile needs Read, Create and Edit on Leads and Tasks \
+                   (Setup › Profiles › Object Settings)";
     let lead = match client.describe("Lead").await {
         Ok(fields) => fields,
         Err(e) => {
-            let fix = match &config.auth {
-                SalesforceAuth::ClientCredentials { .. } => {
-                    "Setup › App Manager › your connected app: check the consumer key and secret \
-                     (salesforce.auth or HANDOFF_SALESFORCE_CLIENT_ID/_SECRET), that the Client Credentials \
-                     Flow is enabled and has a Run As user, and salesforce.login_url (your My Domain URL)"
-                }
-                SalesforceAuth::JwtBearer { .. } => {
-                    "Setup › App Manager › your connected app: the certificate must match \
-                     salesforce.auth.private_key_pem (HANDOFF_SALESFORCE_PRIVATE_KEY), and the user must be \
-                     pre-authorized (Manage › Policies: admin approved users)"
-                }
-            };
-            out.push(unreachable(AREA, &format!("signing in at {}", config.login_url), &e, fix));
+            out.push(Finding::ok(AREA, format!("signed in at {}", config.login_url)));
+            out.push(Finding::fail(AREA, format!("reading the Lead object's fields: {e}"), profile));
             return out;
         }
     };
     out.push(Finding::ok(AREA, format!("signed in at {}", config.login_url)));
-    let mut problems = 0;
-    let mut field_check = |object: &str, fields: &[FieldInfo], name: &str, values: &[String], by: &str| {
+    let field_check = |object: &str, fields: &[FieldInfo], name: &str, values: &[String], by: &str| {
         let Some(field) = fields.iter().find(|f| f.name.eq_ignore_ascii_case(name)) else {
-            problems += 1;
             let kind = if values.is_empty() {
                 "Text".to_string()
             } else {
@@ -538,8 +586,7 @@ async fn salesforce(connectors: &ConnectorsConfig, http: &reqwest::Client, needs
                 ),
             ));
         };
-        if !field.updateable {
-            problems += 1;
+        if !field.updateable || !field.createable {
             return Some(Finding::fail(
                 AREA,
                 format!("{object}.{name} cannot be written by this user ({by} writes it)"),
@@ -550,7 +597,6 @@ async fn salesforce(connectors: &ConnectorsConfig, http: &reqwest::Client, needs
         }
         let lacking: Vec<&String> = values.iter().filter(|v| !field.values.contains(v)).collect();
         if field.kind == "picklist" && !lacking.is_empty() {
-            problems += 1;
             let lacking = lacking.iter().map(|v| format!("'{v}'")).collect::<Vec<_>>().join(", ");
             return Some(Finding::fail(
                 AREA,
@@ -586,11 +632,10 @@ async fn salesforce(connectors: &ConnectorsConfig, http: &reqwest::Client, needs
                 found.extend(field_check("Task", &task, name, &[], "the notify plugin's follow-up task"));
             }
         }
-        Err(e) => {
-            found.push(unreachable(AREA, "describing Task", &e, "the integration user needs Read and Create on Task"));
-        }
+        Err(e) => found.push(Finding::fail(AREA, format!("reading the Task object's fields: {e}"), profile)),
     }
     let checked = WRITTEN_LEAD_FIELDS.len() + needs.lead_fields.len() + WRITTEN_TASK_FIELDS.len();
+    let problems = found.len();
     out.extend(found);
     if problems == 0 {
         out.push(Finding::ok(
@@ -603,10 +648,15 @@ async fn salesforce(connectors: &ConnectorsConfig, http: &reqwest::Client, needs
             Ok(_) => {
                 out.push(Finding::ok(AREA, format!("the custom notification type {name} exists ({by} pushes it)")));
             }
-            Err(e) => out.push(Finding::fail(
+            Err(crate::capabilities::CapabilityError::Invalid(e)) => out.push(Finding::fail(
                 AREA,
                 format!("{by} pushes the custom notification type {name}: {e}"),
                 format!("Setup › Custom Notifications › New: API name {name}, channels Desktop and Mobile"),
+            )),
+            Err(e) => out.push(Finding::fail(
+                AREA,
+                format!("looking up the custom notification type {name}: {e}"),
+                "the integration user needs the API Enabled permission and access to custom notification types",
             )),
         }
     }
@@ -667,6 +717,19 @@ async fn slack_checks(connectors: &ConnectorsConfig, http: &reqwest::Client, nee
     }
     if lacking.is_empty() {
         out.push(Finding::ok(AREA, format!("scopes: {}", scopes.join(", "))));
+    }
+    if !needs.channels.is_empty() && !scopes.iter().any(|s| s == "chat:write.public") {
+        let channels = needs.channels.keys().cloned().collect::<Vec<_>>().join(", ");
+        out.push(Finding::warn(
+            AREA,
+            format!(
+                "without the scope chat:write.public the bot posts only to channels it was invited to ({channels})"
+            ),
+            format!(
+                "invite @{} to each, or add chat:write.public and reinstall the app",
+                who["user"].as_str().unwrap_or("the bot")
+            ),
+        ));
     }
     if lacking.iter().any(|(s, _)| *s == "channels:read" || *s == "groups:read") {
         return out;
@@ -902,10 +965,14 @@ pub fn render(findings: &[Finding]) -> String {
     let fails = findings.iter().filter(|f| f.level == Level::Fail).count();
     let warns = findings.iter().filter(|f| f.level == Level::Warn).count();
     let _ = match (fails, warns) {
-        (0, 0) => writeln!(out, "\nAll {} checks passed; nothing was changed.", findings.len()),
+        (0, 0) => writeln!(
+            out,
+            "\nAll {} checks passed; nothing was changed at the providers or in the ledger.",
+            findings.len()
+        ),
         _ => writeln!(
             out,
-            "\n{fails} problem{} and {warns} warning{} in {} checks; nothing was changed.",
+            "\n{fails} problem{} and {warns} warning{} in {} checks; nothing was changed at the providers or in the ledger.",
             if fails == 1 { "" } else { "s" },
             if warns == 1 { "" } else { "s" },
             findings.len()
@@ -940,6 +1007,11 @@ mod tests {
         ]);
         assert!(text.contains("Slack\n  ok    bot token accepted\n  FAIL  the bot lacks"), "{text}");
         assert!(text.contains("        fix: add it"), "{text}");
-        assert!(text.ends_with("1 problem and 0 warnings in 2 checks; nothing was changed.\n"), "{text}");
+        assert!(
+            text.ends_with(
+                "1 problem and 0 warnings in 2 checks; nothing was changed at the providers or in the ledger.\n"
+            ),
+            "{text}"
+        );
     }
 }

@@ -256,8 +256,6 @@ enum Command {
     Demo {
         #[command(flatten)]
         host: PluginDirs,
-        #[command(flatten)]
-        limits: LimitArgs,
 
         /// Where the shipped pipelines and roster are; without a
         /// pipelines/ directory here, the ones built into the binary.
@@ -354,6 +352,8 @@ enum Command {
     Simulate {
         #[command(flatten)]
         host: PluginDirs,
+        #[command(flatten)]
+        limits: LimitArgs,
 
         /// The pipeline file to simulate.
         pipeline: PathBuf,
@@ -402,6 +402,8 @@ enum Command {
     Replay {
         #[command(flatten)]
         host: PluginDirs,
+        #[command(flatten)]
+        limits: LimitArgs,
 
         /// The execution (`<pipeline>:<source>:<event id>`).
         execution_id: String,
@@ -677,8 +679,8 @@ fn main() -> ExitCode {
         Command::Schema { output, openapi } => report(cli::schema(output.as_deref(), openapi)),
         Command::Init { dir } => report(cli::init(&dir)),
         #[cfg(feature = "emulators")]
-        Command::Demo { host, limits, pipelines_dir, keep_running } => {
-            let host = host_options(&host, Some(&limits));
+        Command::Demo { host, pipelines_dir, keep_running } => {
+            let host = host_options(&host, None);
             let options = handoff::demo::DemoOptions {
                 data_dir: host.data_dir,
                 plugin_dirs: host.plugin_dirs,
@@ -768,8 +770,8 @@ fn main() -> ExitCode {
                 })
             }),
         ),
-        Command::Replay { host, execution_id, plugins, pipeline, original, roster, json } => with_host(
-            host_options(&host, None),
+        Command::Replay { host, limits, execution_id, plugins, pipeline, original, roster, json } => with_host(
+            host_options(&host, Some(&limits)),
             Box::new(move |host| {
                 Box::pin(async move {
                     let options = cli::ReplayOptions { execution_id, plugins, pipeline, original, roster, json };
@@ -779,6 +781,7 @@ fn main() -> ExitCode {
         ),
         Command::Simulate {
             host,
+            limits,
             pipeline,
             from_ledger,
             since,
@@ -791,7 +794,7 @@ fn main() -> ExitCode {
             report: html,
             live_reads,
         } => with_host(
-            host_options(&host, None),
+            host_options(&host, Some(&limits)),
             Box::new(move |host| {
                 Box::pin(async move {
                     let options = cli::SimulateOptions {

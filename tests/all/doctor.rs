@@ -190,6 +190,27 @@ async fn each_problem_is_reported_alone_with_its_fix() {
             "add the option BAD_TIMING",
         ),
         (
+            "a count property nobody created",
+            Case {
+                fixture: Some(|f| f.hubspot.properties.retain(|p| p.name != "handoff_recycle_count")),
+                ..Case::default()
+            },
+            "the contact property handoff_recycle_count does not exist",
+            "internal name handoff_recycle_count (Number)",
+        ),
+        (
+            "an active list where a static one belongs",
+            Case {
+                fixture: Some(|f| {
+                    f.hubspot.lists.iter_mut().find(|l| l.list_id == "502").unwrap().processing_type =
+                        Some("DYNAMIC".into());
+                }),
+                ..Case::default()
+            },
+            "list 502 ('Nurture - No budget (re-evaluate in 90 days)') is an active list",
+            "create a static contact list",
+        ),
+        (
             "a nurture list that was deleted",
             Case { fixture: Some(|f| f.hubspot.lists.retain(|l| l.list_id != "505")), ..Case::default() },
             "list 505 does not exist",
@@ -354,6 +375,11 @@ async fn a_public_url_hubspot_cannot_reach_is_a_warning_and_no_model_or_relay_is
             c.anthropic = None;
             c.smtp = None;
         }),
+        // Scopes the server does without: only checks are lost.
+        settings: Some(|s| {
+            s.hubspot_scopes.retain(|s| s != "crm.lists.read");
+            s.slack_scopes.retain(|s| s != "chat:write.public");
+        }),
         ..Case::default()
     };
     let (findings, _emulators) = doctor(&case, &needs, dir.path()).await;
@@ -364,6 +390,8 @@ async fn a_public_url_hubspot_cannot_reach_is_a_warning_and_no_model_or_relay_is
         "is not reachable from the internet",
         "writes engagement summaries from its template",
         "sends no email backup",
+        "without the scope crm.lists.read, the nurture lists cannot be checked",
+        "without the scope chat:write.public the bot posts only to channels it was invited to",
     ] {
         assert!(
             findings.iter().any(|f| f.level == Level::Warn && f.what.contains(needle)),
@@ -431,12 +459,39 @@ async fn the_ledger_is_checked_where_the_server_would_open_it() {
         )
         .await
         .unwrap();
-    let reader = url.replacen("postgres@", "handoff_doctor_reader@", 1);
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(host) => host.clone(),
+        tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+    };
+    let reader = format!(
+        "postgres://handoff_doctor_reader@{host}:{}/{}",
+        config.get_ports().first().copied().unwrap_or(5432),
+        config.get_dbname().unwrap_or("test")
+    );
     let schema = format!("handoff_doctor_{}", uuid::Uuid::now_v7().simple());
-    let found = run(Database::Postgres { url: reader, schema: schema.clone() }).await;
+    let found = run(Database::Postgres { url: reader.clone(), schema: schema.clone() }).await;
     assert_eq!(found[0].level, Level::Fail, "{found:?}");
     assert!(found[0].what.contains("may not create the schema"), "{found:?}");
     assert!(found[0].fix.as_deref().unwrap().contains("GRANT CREATE ON DATABASE"), "{found:?}");
+
+    // A schema it may use but not create tables in.
+    let used = format!("handoff_doctor_{}", uuid::Uuid::now_v7().simple());
+    client
+        .batch_execute(&format!("CREATE SCHEMA {used}; GRANT USAGE ON SCHEMA {used} TO handoff_doctor_reader;"))
+        .await
+        .unwrap();
+    let found = run(Database::Postgres { url: reader, schema: used.clone() }).await;
+    client.batch_execute(&format!("DROP SCHEMA {used}")).await.unwrap();
+    assert_eq!(found[0].level, Level::Fail, "USAGE alone does not let migrations run: {found:?}");
+    assert!(found[0].what.contains(&format!("may not create tables in the schema {used}")), "{found:?}");
+    assert!(
+        found[0]
+            .fix
+            .as_deref()
+            .unwrap()
+            .contains(&format!("GRANT USAGE, CREATE ON SCHEMA {used} TO handoff_doctor_reader"))
+    );
 
     let found = run(Database::Postgres { url: url.clone(), schema }).await;
     assert_eq!(found[0].level, Level::Ok, "the owner may: {found:?}");

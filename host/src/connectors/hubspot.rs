@@ -125,10 +125,16 @@ impl HubSpot {
     /// The provider's error, classified (a token HubSpot does not know is `Auth`).
     pub async fn token_scopes(&self) -> Result<(Option<u64>, Vec<String>), ProviderError> {
         let body = json!({ "tokenKey": self.token.expose() });
-        let info = self
-            .call(Method::POST, "/oauth/v2/private-apps/get/access-token-info", &[], Some(&body))
-            .await?
-            .unwrap_or_default();
+        let info = match self.call(Method::POST, "/oauth/v2/private-apps/get/access-token-info", &[], Some(&body)).await
+        {
+            Ok(info) => info.unwrap_or_default(),
+            // A token HubSpot does not know may be answered 400, not 401.
+            Err(mut e) if e.status == Some(400) => {
+                e.class = ErrorClass::Auth;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let scopes = info["scopes"].as_array().into_iter().flatten().filter_map(Value::as_str).map(String::from);
         Ok((info["hubId"].as_u64(), scopes.collect()))
     }
@@ -141,7 +147,8 @@ impl HubSpot {
     ///
     /// The provider's error, classified.
     pub async fn contact_property(&self, name: &str) -> Result<Option<(String, Vec<String>)>, ProviderError> {
-        match self.call(Method::GET, &format!("/crm/v3/properties/contacts/{name}"), &[], None).await {
+        match self.call(Method::GET, &format!("/crm/v3/properties/contacts/{}", encode_segment(name)), &[], None).await
+        {
             Ok(body) => {
                 let body = body.unwrap_or_default();
                 let options = body["options"].as_array().into_iter().flatten();
@@ -153,15 +160,25 @@ impl HubSpot {
         }
     }
 
-    /// A list's name (`GET /crm/v3/lists/{list_id}`); `None` when there is no
-    /// such list.
+    /// A list's name, whether it is static (`processingType` `MANUAL` or
+    /// `SNAPSHOT`: contacts can be added to it) and whether it holds
+    /// contacts (`objectTypeId` `0-1`), from `GET /crm/v3/lists/{list_id}`;
+    /// `None` when there is no such list.
     ///
     /// # Errors
     ///
     /// The provider's error, classified.
-    pub async fn list_name(&self, list_id: &str) -> Result<Option<String>, ProviderError> {
-        match self.call(Method::GET, &format!("/crm/v3/lists/{list_id}"), &[], None).await {
-            Ok(body) => Ok(Some(body.unwrap_or_default()["list"]["name"].as_str().unwrap_or_default().to_string())),
+    pub async fn list(&self, list_id: &str) -> Result<Option<(String, bool, bool)>, ProviderError> {
+        match self.call(Method::GET, &format!("/crm/v3/lists/{}", encode_segment(list_id)), &[], None).await {
+            Ok(body) => {
+                let list = &body.unwrap_or_default()["list"];
+                let kind = list["processingType"].as_str().unwrap_or("MANUAL");
+                Ok(Some((
+                    list["name"].as_str().unwrap_or_default().to_string(),
+                    kind == "MANUAL" || kind == "SNAPSHOT",
+                    list["objectTypeId"].as_str().is_none_or(|t| t == "0-1"),
+                )))
+            }
             Err(e) if e.class == ErrorClass::NotFound => Ok(None),
             Err(e) => Err(e),
         }

@@ -56,8 +56,10 @@ pub struct FieldInfo {
     pub name: String,
     /// `string`, `picklist`, `reference`, ...
     pub kind: String,
-    /// Whether this user may write it.
+    /// Whether this user may write it on an existing record.
     pub updateable: bool,
+    /// Whether this user may set it on a new record.
+    pub createable: bool,
     /// Whether only its picklist values are accepted.
     pub restricted: bool,
     /// A picklist's active values.
@@ -124,6 +126,16 @@ impl Salesforce {
         Ok(id)
     }
 
+    /// Signs in (or keeps the session it has): what `handoff doctor` checks
+    /// before reading anything.
+    ///
+    /// # Errors
+    ///
+    /// The sign-in's error, classified.
+    pub async fn sign_in_check(&self) -> Result<(), ProviderError> {
+        self.token().await.map(|_| ())
+    }
+
     /// An object's fields as Salesforce describes them to this user
     /// (`GET .../sobjects/{object}/describe`): name, type, whether it can be
     /// written, and a picklist's active values.
@@ -140,6 +152,7 @@ impl Salesforce {
                 name: f["name"].as_str().unwrap_or_default().to_string(),
                 kind: f["type"].as_str().unwrap_or_default().to_string(),
                 updateable: f["updateable"].as_bool().unwrap_or(false),
+                createable: f["createable"].as_bool().unwrap_or(false),
                 restricted: f["restrictedPicklist"].as_bool().unwrap_or(false),
                 values: f["picklistValues"]
                     .as_array()

@@ -20,7 +20,7 @@ pub const METHOD_SCOPES: &[(&str, &[&str])] = &[
     ("chat.postMessage", &["chat:write"]),
     ("chat.update", &["chat:write"]),
     ("conversations.open", &["im:write"]),
-    ("conversations.history", &["im:history"]),
+    ("conversations.history", &["im:history", "channels:history"]),
     ("conversations.list", &["channels:read", "groups:read"]),
     ("users.lookupByEmail", &["users:read", "users:read.email"]),
     ("views.open", &[]),

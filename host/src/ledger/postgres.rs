@@ -239,7 +239,7 @@ pub async fn inspect(url: &str, schema: &str) -> Result<Access> {
             "SELECT current_user::text,
                     EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),
                     CASE WHEN EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)
-                         THEN has_schema_privilege($1, 'USAGE, CREATE')
+                         THEN has_schema_privilege($1, 'USAGE') AND has_schema_privilege($1, 'CREATE')
                          ELSE has_database_privilege(current_database(), 'CREATE') END,
                     EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'meta')",
             &[&schema],
