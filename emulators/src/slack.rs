@@ -56,6 +56,9 @@ pub struct Message {
     pub recipient: Option<String>,
     /// How many times it was updated.
     pub edits: u32,
+    /// Its message metadata (`event_type`, `event_payload`), kept across
+    /// updates; `conversations.history` shows it with `include_all_metadata`.
+    pub metadata: Option<Value>,
     /// When the emulator took it, in microseconds of the machine's wall
     /// clock (not the sandbox clock): for measuring latency end to end.
     pub received_at_us: i64,
@@ -355,6 +358,7 @@ fn answer(
                 blocks: blocks.clone(),
                 recipient,
                 edits: 0,
+                metadata: args.get("metadata").cloned().filter(|m| m["event_type"].is_string()),
                 received_at_us: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
@@ -422,13 +426,20 @@ fn answer(
             }
             let oldest = text("oldest").parse::<f64>().unwrap_or(0.0);
             let limit = text("limit").parse::<usize>().unwrap_or(100).clamp(1, 999);
+            let with_metadata = matches!(text("include_all_metadata").as_str(), "true" | "1");
             let messages: Vec<Value> = data
                 .messages
                 .iter()
                 .rev()
                 .filter(|m| m.channel == channel && m.ts.parse::<f64>().unwrap_or(0.0) > oldest)
                 .take(limit)
-                .map(|m| json!({"type": "message", "user": "U0HANDOFFBOT", "bot_id": "B0HANDOFF", "text": m.text, "ts": m.ts, "blocks": m.blocks}))
+                .map(|m| {
+                    let mut message = json!({"type": "message", "user": "U0HANDOFFBOT", "bot_id": "B0HANDOFF", "text": m.text, "ts": m.ts, "blocks": m.blocks});
+                    if let (true, Some(metadata)) = (with_metadata, &m.metadata) {
+                        message["metadata"] = metadata.clone();
+                    }
+                    message
+                })
                 .collect();
             Json(json!({ "ok": true, "messages": messages, "has_more": false, "pin_count": 0 })).into_response()
         }

@@ -407,12 +407,24 @@ impl DryChat {
 
 #[async_trait::async_trait]
 impl Chat for DryChat {
-    async fn send_dm(&self, email: &str, text: &str, _: Option<&str>) -> Result<MessageRef, CapabilityError> {
+    async fn send_dm(
+        &self,
+        email: &str,
+        text: &str,
+        _: Option<&str>,
+        _: Option<&str>,
+    ) -> Result<MessageRef, CapabilityError> {
         self.0.unsent("chat.send-dm", format!("DM to {email}: {}", first_line(text)));
         Ok(self.message(email))
     }
 
-    async fn post(&self, channel: &str, text: &str, _: Option<&str>) -> Result<MessageRef, CapabilityError> {
+    async fn post(
+        &self,
+        channel: &str,
+        text: &str,
+        _: Option<&str>,
+        _: Option<&str>,
+    ) -> Result<MessageRef, CapabilityError> {
         self.0.unsent("chat.post", format!("post in {channel}: {}", first_line(text)));
         Ok(self.message(channel))
     }
@@ -422,7 +434,13 @@ impl Chat for DryChat {
         Ok(())
     }
 
-    async fn find_sent(&self, _: &str, _: &str, _: i64) -> Result<Option<MessageRef>, CapabilityError> {
+    async fn find_sent(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<&str>,
+        _: i64,
+    ) -> Result<Option<MessageRef>, CapabilityError> {
         Ok(None)
     }
 

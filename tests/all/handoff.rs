@@ -391,15 +391,34 @@ async fn a_rerun_after_a_crash_sends_no_second_dm_and_creates_no_second_lead() {
 /// The worst crash: every effect of lead 1002's execution reached its
 /// provider, but no result (and no node's outputs) reached the journal;
 /// only the intents did. The rerun must find each effect at its provider.
-/// Run with the host clock at `now_ms`, wherever the wall clock is.
-async fn crash_between_each_effect_and_its_record(now_ms: i64) {
+/// Run with the host clock at `now_ms`, wherever the wall clock is. With
+/// `late_model`, the model answers after the DM went out, so the DM Slack
+/// holds was updated in place with the summary: its text is no longer the
+/// one the rerun would send.
+async fn crash_between_each_effect_and_its_record(now_ms: i64, late_model: bool) {
     let roster_dir = tempfile::tempdir().unwrap();
     let roster = handoff_tests::open_roster(roster_dir.path());
     let open = |options: handoff::app::AppOptions| handoff::app::AppOptions { roster: roster.clone(), ..options };
     let clock = Arc::new(handoff::capabilities::ManualClock::new(now_ms));
     let running = start_handoff_with(tempfile::tempdir().unwrap(), clock, open).await;
+    if late_model {
+        running.emulators.state.world().faults.add(handoff_emulators::Fault {
+            id: 0,
+            provider: "anthropic".into(),
+            endpoint: None,
+            method: None,
+            kind: handoff_emulators::FaultKind::Latency { ms: 700 },
+            rate: 1.0,
+            times: None,
+        });
+    }
     deliver(&running, json!([mql_event(510, 1002)])).await;
     assert_eq!(dms(&running).len(), 1, "one DM for the lead");
+    if late_model {
+        let world = running.emulators.state.world();
+        let dm = world.slack.messages.iter().find(|m| m.recipient.is_some()).unwrap();
+        assert_eq!(dm.edits, 1, "the DM was updated with the summary");
+    }
 
     // Plugin-state increments commit with their record, so they stay.
     // Every record handed to the ledger is in the file before it is edited.
@@ -448,17 +467,22 @@ const WEEK_MS: i64 = 7 * 86_400_000;
 
 #[tokio::test]
 async fn a_crash_between_each_effect_and_its_record_repeats_none_of_them() {
-    crash_between_each_effect_and_its_record(handoff_tests::test_now_ms()).await;
+    crash_between_each_effect_and_its_record(handoff_tests::test_now_ms(), false).await;
+}
+
+#[tokio::test]
+async fn a_crash_after_the_dm_was_updated_with_the_summary_sends_no_second_dm() {
+    crash_between_each_effect_and_its_record(handoff_tests::test_now_ms(), true).await;
 }
 
 #[tokio::test]
 async fn a_crash_between_each_effect_and_its_record_repeats_none_with_the_host_clock_a_week_ahead() {
-    crash_between_each_effect_and_its_record(handoff::capabilities::SystemClock.now_ms() + WEEK_MS).await;
+    crash_between_each_effect_and_its_record(handoff::capabilities::SystemClock.now_ms() + WEEK_MS, false).await;
 }
 
 #[tokio::test]
 async fn a_crash_between_each_effect_and_its_record_repeats_none_with_the_host_clock_a_week_behind() {
-    crash_between_each_effect_and_its_record(handoff::capabilities::SystemClock.now_ms() - WEEK_MS).await;
+    crash_between_each_effect_and_its_record(handoff::capabilities::SystemClock.now_ms() - WEEK_MS, false).await;
 }
 
 #[tokio::test]

@@ -9,17 +9,38 @@ use crate::bindings::handoff::plugin::chat::Host;
 /// array as JSON.
 #[async_trait::async_trait]
 pub trait Chat: Send + Sync {
-    /// Sends a direct message to the person with this email.
-    async fn send_dm(&self, email: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError>;
-    /// Posts to a channel (id or name).
-    async fn post(&self, channel: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError>;
+    /// Sends a direct message to the person with this email. `key`, the
+    /// effect's journal key, goes with the message (Slack's message
+    /// metadata) so that [`Chat::find_sent`] knows it again after an edit.
+    async fn send_dm(
+        &self,
+        email: &str,
+        text: &str,
+        blocks: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<MessageRef, CapabilityError>;
+    /// Posts to a channel (id or name), with `key` as for [`Chat::send_dm`].
+    async fn post(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<MessageRef, CapabilityError>;
     /// Replaces a message posted earlier.
     async fn update(&self, message: &MessageRef, text: &str, blocks: Option<&str>) -> Result<(), CapabilityError>;
-    /// A message with exactly this text sent since `since_ms` to `to` (an
-    /// email address for a DM, or a channel id): how a rerun after a crash
-    /// learns that its first attempt was delivered. `None` when there is
-    /// none, or when the service cannot tell (a channel given by name).
-    async fn find_sent(&self, to: &str, text: &str, since_ms: i64) -> Result<Option<MessageRef>, CapabilityError>;
+    /// A message sent since `since_ms` to `to` (an email address for a DM,
+    /// or a channel id) that carries `key`, or else has exactly this text:
+    /// how a rerun after a crash learns that its first attempt was
+    /// delivered (the key still matches after the message was updated in
+    /// place). `None` when there is none, or when the service cannot tell.
+    async fn find_sent(
+        &self,
+        to: &str,
+        text: &str,
+        key: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Option<MessageRef>, CapabilityError>;
     /// Opens a modal (a view, JSON) for the person whose interaction gave
     /// `trigger_id`.
     async fn open_view(&self, trigger_id: &str, view: &str) -> Result<(), CapabilityError>;
@@ -30,11 +51,12 @@ async fn send_once<F: std::future::Future<Output = Result<MessageRef, Capability
     chat: &dyn Chat,
     to: &str,
     text: &str,
+    key: Option<&str>,
     earlier: Option<i64>,
     send: F,
 ) -> Result<MessageRef, CapabilityError> {
     if let Some(since) = earlier
-        && let Some(sent) = chat.find_sent(to, text, since).await?
+        && let Some(sent) = chat.find_sent(to, text, key, since).await?
     {
         tracing::info!(to, ts = %sent.ts, "the earlier attempt was delivered; not sending again");
         return Ok(sent);
@@ -52,7 +74,9 @@ impl Host for RunContext {
         check_blocks(blocks.as_deref())?;
         let chat = self.provider(Grant::ChatWrite, |c| &c.chat)?;
         self.effect("chat.send-dm", Guard::Intent, |attempt| async move {
-            send_once(&*chat, &email, &text, attempt.earlier, chat.send_dm(&email, &text, blocks.as_deref())).await
+            let key = attempt.key.as_deref();
+            let send = chat.send_dm(&email, &text, blocks.as_deref(), key);
+            send_once(&*chat, &email, &text, key, attempt.earlier, send).await
         })
         .await
     }
@@ -66,7 +90,9 @@ impl Host for RunContext {
         check_blocks(blocks.as_deref())?;
         let chat = self.provider(Grant::ChatWrite, |c| &c.chat)?;
         self.effect("chat.post", Guard::Intent, |attempt| async move {
-            send_once(&*chat, &channel, &text, attempt.earlier, chat.post(&channel, &text, blocks.as_deref())).await
+            let key = attempt.key.as_deref();
+            let send = chat.post(&channel, &text, blocks.as_deref(), key);
+            send_once(&*chat, &channel, &text, key, attempt.earlier, send).await
         })
         .await
     }

@@ -13,6 +13,9 @@ use std::sync::Mutex;
 
 const PROVIDER: &str = "slack";
 
+/// The message-metadata event type that carries an effect's journal key.
+const EFFECT_EVENT: &str = "handoff_effect";
+
 /// Every Web API method this connector calls and the bot scopes it needs
 /// (the committed `slack-app-manifest.json` grants them; `handoff doctor`
 /// checks a token has them).
@@ -195,8 +198,12 @@ impl Slack {
         channel: &str,
         text: &str,
         blocks: Option<&str>,
+        key: Option<&str>,
     ) -> Result<MessageRef, CapabilityError> {
         let mut body = json!({ "channel": channel, "text": text });
+        if let Some(key) = key {
+            body["metadata"] = json!({ "event_type": EFFECT_EVENT, "event_payload": { "key": key } });
+        }
         if let Some(blocks) = blocks {
             body["blocks"] =
                 serde_json::from_str(blocks).map_err(|e| CapabilityError::Invalid(format!("blocks: {e}")))?;
@@ -258,18 +265,24 @@ async fn classify(response: reqwest::Response) -> Attempt<Value> {
 
 #[async_trait::async_trait]
 impl Chat for Slack {
-    async fn send_dm(&self, email: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError> {
+    async fn send_dm(
+        &self,
+        email: &str,
+        text: &str,
+        blocks: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<MessageRef, CapabilityError> {
         // Posting to a user id lands in their DM with the app: no
         // `conversations.open` round trip. The DM channel Slack answers
         // with is kept for `find_sent`.
         let user = self.user_id(email).await?;
-        let posted = match self.post_message(&user, text, blocks).await {
+        let posted = match self.post_message(&user, text, blocks, key).await {
             // The cached user id went stale (the person left and came
             // back): forget it, look again, and send once more.
             Err(CapabilityError::NotFound(_)) => {
                 self.forget(email, &user);
                 let user = self.user_id(email).await?;
-                self.post_message(&user, text, blocks).await?
+                self.post_message(&user, text, blocks, key).await?
             }
             other => other?,
         };
@@ -277,7 +290,13 @@ impl Chat for Slack {
         Ok(posted)
     }
 
-    async fn find_sent(&self, to: &str, text: &str, since_ms: i64) -> Result<Option<MessageRef>, CapabilityError> {
+    async fn find_sent(
+        &self,
+        to: &str,
+        text: &str,
+        key: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Option<MessageRef>, CapabilityError> {
         let channel = if to.contains('@') {
             let user = self.user_id(to).await?;
             self.dm_channel(&user).await?
@@ -294,7 +313,11 @@ impl Chat for Slack {
         // A minute of slack for clocks that disagree.
         let oldest = format!("{}.000000", (since_ms / 1000).saturating_sub(60));
         let body = match self
-            .api("conversations.history", &[("channel", &channel), ("oldest", &oldest), ("limit", "200")], None)
+            .api(
+                "conversations.history",
+                &[("channel", &channel), ("oldest", &oldest), ("limit", "200"), ("include_all_metadata", "true")],
+                None,
+            )
             .await
         {
             Ok(body) => body,
@@ -306,13 +329,24 @@ impl Chat for Slack {
             .as_array()
             .into_iter()
             .flatten()
-            .find(|m| m["text"].as_str().is_some_and(|t| t == text || unescape(t) == text) && !m["bot_id"].is_null())
+            .filter(|m| !m["bot_id"].is_null())
+            .find(|m| {
+                let keyed = m["metadata"]["event_type"] == EFFECT_EVENT
+                    && key.is_some_and(|k| m["metadata"]["event_payload"]["key"] == k);
+                keyed || m["text"].as_str().is_some_and(|t| t == text || unescape(t) == text)
+            })
             .and_then(|m| m["ts"].as_str());
         Ok(found.map(|ts| MessageRef { channel: channel.clone(), ts: ts.to_string() }))
     }
 
-    async fn post(&self, channel: &str, text: &str, blocks: Option<&str>) -> Result<MessageRef, CapabilityError> {
-        self.post_message(channel, text, blocks).await
+    async fn post(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<MessageRef, CapabilityError> {
+        self.post_message(channel, text, blocks, key).await
     }
 
     async fn update(&self, message: &MessageRef, text: &str, blocks: Option<&str>) -> Result<(), CapabilityError> {

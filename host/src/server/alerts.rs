@@ -34,7 +34,7 @@ pub(super) async fn run(state: Arc<AppState>) {
             if failures.count == 0 {
                 return anyhow::Ok(0);
             }
-            chat.post(&channel, &message(&failures), None).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            chat.post(&channel, &message(&failures), None, None).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             state.ledger.mark_told(failures.through).await?;
             Ok(failures.count)
         };

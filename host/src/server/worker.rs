@@ -569,7 +569,7 @@ async fn alert_plugin_paused(state: &AppState, pause: &crate::runtime::PluginPau
         pause.last_node
     );
     if let Err(e) =
-        chat.post(channel, &text, None).instrument(tracing::info_span!("ops_alert", plugin = %pause.plugin)).await
+        chat.post(channel, &text, None, None).instrument(tracing::info_span!("ops_alert", plugin = %pause.plugin)).await
     {
         tracing::error!(error = %e, plugin = %pause.plugin, "cannot alert the ops channel");
     }

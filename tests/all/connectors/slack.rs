@@ -16,10 +16,12 @@ async fn a_dm_reaches_the_person_with_that_email() {
     let slack = client(&sb, "sandbox");
     let blocks = json!([{"type": "section", "text": {"type": "mrkdwn", "text": "*New MQL*"}},
         {"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "Accept"}, "action_id": "accept", "value": "1", "style": "primary"}]}]);
-    let sent =
-        slack.send_dm("lena.fischer@handoff-demo.com", "New MQL: Greta Holm", Some(&blocks.to_string())).await.unwrap();
+    let sent = slack
+        .send_dm("lena.fischer@handoff-demo.com", "New MQL: Greta Holm", Some(&blocks.to_string()), None)
+        .await
+        .unwrap();
     assert!(sent.channel.starts_with('D'));
-    let again = slack.send_dm("LENA.FISCHER@handoff-demo.com", "Second", None).await.unwrap();
+    let again = slack.send_dm("LENA.FISCHER@handoff-demo.com", "Second", None, None).await.unwrap();
     assert_eq!(again.channel, sent.channel, "the same DM channel");
 
     let world = sb.state.world();
@@ -34,7 +36,7 @@ async fn a_dm_reaches_the_person_with_that_email() {
 async fn posts_to_a_channel_and_updates_the_message() {
     let sb = emulators().await;
     let slack = client(&sb, "sandbox");
-    let posted = slack.post("#sales-priority", "Enterprise MQL", None).await.unwrap();
+    let posted = slack.post("#sales-priority", "Enterprise MQL", None, None).await.unwrap();
     assert_eq!(posted.channel, "C0PRIORITY1");
     slack.update(&posted, "Enterprise MQL (accepted by Lena)", None).await.unwrap();
     let world = sb.state.world();
@@ -46,13 +48,13 @@ async fn posts_to_a_channel_and_updates_the_message() {
 async fn slack_errors_arrive_as_http_200_ok_false_and_are_classified() {
     let sb = emulators().await;
     let slack = client(&sb, "sandbox");
-    let error = slack.send_dm("nobody@nowhere.com", "x", None).await.unwrap_err();
+    let error = slack.send_dm("nobody@nowhere.com", "x", None, None).await.unwrap_err();
     assert!(matches!(&error, CapabilityError::NotFound(m) if m.contains("users_not_found")), "{error:?}");
-    let error = slack.post("#no-such-channel", "x", None).await.unwrap_err();
+    let error = slack.post("#no-such-channel", "x", None, None).await.unwrap_err();
     assert!(matches!(&error, CapabilityError::NotFound(m) if m.contains("channel_not_found")));
-    let error = slack.post("#sales-priority", "x", Some(r#"[{"type": "section"}]"#)).await.unwrap_err();
+    let error = slack.post("#sales-priority", "x", Some(r#"[{"type": "section"}]"#), None).await.unwrap_err();
     assert!(matches!(&error, CapabilityError::Invalid(m) if m.contains("invalid_blocks")), "{error:?}");
-    let error = client(&sb, "xoxb-wrong").post("#sales-priority", "x", None).await.unwrap_err();
+    let error = client(&sb, "xoxb-wrong").post("#sales-priority", "x", None, None).await.unwrap_err();
     assert!(matches!(&error, CapabilityError::Unavailable(m) if m.contains("invalid_auth")), "{error:?}");
     assert!(statuses(&sb, "slack").iter().all(|s| *s == 200), "none of these are HTTP errors");
     assert_eq!(statuses(&sb, "slack").len(), 4, "and none was retried");
@@ -72,7 +74,7 @@ async fn a_rate_limit_waits_for_retry_after() {
         times: Some(1),
     });
     let started = std::time::Instant::now();
-    slack.post("#sales-priority", "after the limit", None).await.unwrap();
+    slack.post("#sales-priority", "after the limit", None, None).await.unwrap();
     assert!(started.elapsed() >= std::time::Duration::from_secs(1), "Retry-After: 1 was honoured");
     assert_eq!(statuses(&sb, "slack"), [429, 200]);
 }
@@ -102,15 +104,38 @@ async fn a_sent_message_is_found_by_its_text_for_a_dm_or_a_channel_by_name() {
     let sb = emulators().await;
     let slack = client(&sb, "sandbox");
     let since = handoff_emulators::Clock::now_ms(&*sb.state.clock);
-    let dm = slack.send_dm("lena.fischer@handoff-demo.com", "New MQL: Greta & co <3", None).await.unwrap();
-    let post = slack.post("#sales-priority", "Priority MQL: Greta Holm", None).await.unwrap();
+    let dm = slack.send_dm("lena.fischer@handoff-demo.com", "New MQL: Greta & co <3", None, None).await.unwrap();
+    let post = slack.post("#sales-priority", "Priority MQL: Greta Holm", None, None).await.unwrap();
 
-    let found = slack.find_sent("lena.fischer@handoff-demo.com", "New MQL: Greta & co <3", since).await.unwrap();
+    let found = slack.find_sent("lena.fischer@handoff-demo.com", "New MQL: Greta & co <3", None, since).await.unwrap();
     assert_eq!(found.map(|m| m.ts), Some(dm.ts));
-    let found = slack.find_sent("#sales-priority", "Priority MQL: Greta Holm", since).await.unwrap();
+    let found = slack.find_sent("#sales-priority", "Priority MQL: Greta Holm", None, since).await.unwrap();
     assert_eq!(found.map(|m| (m.channel, m.ts)), Some((post.channel.clone(), post.ts)));
-    assert!(slack.find_sent("#sales-priority", "never sent", since).await.unwrap().is_none());
-    assert!(slack.find_sent("#no-such-channel", "Priority MQL: Greta Holm", since).await.unwrap().is_none());
+    assert!(slack.find_sent("#sales-priority", "never sent", None, since).await.unwrap().is_none());
+    assert!(slack.find_sent("#no-such-channel", "Priority MQL: Greta Holm", None, since).await.unwrap().is_none());
     let later = since + 3_600_000;
-    assert!(slack.find_sent("#sales-priority", "Priority MQL: Greta Holm", later).await.unwrap().is_none(), "too old");
+    assert!(
+        slack.find_sent("#sales-priority", "Priority MQL: Greta Holm", None, later).await.unwrap().is_none(),
+        "too old"
+    );
+}
+
+#[tokio::test]
+async fn a_message_sent_with_its_effect_key_is_found_by_it_after_an_update_in_place() {
+    // A DM updated with the model's summary no longer has the text a rerun
+    // would send: the key in its metadata still finds it.
+    let sb = emulators().await;
+    let slack = client(&sb, "sandbox");
+    let since = handoff_emulators::Clock::now_ms(&*sb.state.clock);
+    let key = "mql-handoff:hubspot:7/notify/0:chat.send-dm";
+    let dm =
+        slack.send_dm("lena.fischer@handoff-demo.com", "New MQL: Greta (template)", None, Some(key)).await.unwrap();
+    slack.update(&dm, "New MQL: Greta (the model's summary)", None).await.unwrap();
+    let found = slack.find_sent("lena.fischer@handoff-demo.com", "New MQL: Greta (template)", Some(key), since).await;
+    assert_eq!(found.unwrap().map(|m| m.ts), Some(dm.ts.clone()), "found by its key");
+    let other = slack
+        .find_sent("lena.fischer@handoff-demo.com", "New MQL: Greta (template)", Some("another:key"), since)
+        .await
+        .unwrap();
+    assert!(other.is_none(), "another effect's message, with other text, is not this one");
 }
