@@ -74,21 +74,15 @@ impl Data {
                 data.list_types.insert(list.list_id.clone(), kind.clone());
             }
         }
-        for contact in &data.contacts {
-            for name in contact.1.properties.keys() {
-                data.properties.entry(name.clone()).or_insert_with(|| SeedProperty {
-                    name: name.clone(),
-                    kind: "string".into(),
-                    options: Vec::new(),
-                });
-            }
-        }
         for property in &fixture.properties {
             data.properties.insert(property.name.clone(), property.clone());
         }
-        for name in ["email", "firstname", "lastname", "company"] {
-            data.properties.entry(name.into()).or_insert_with(|| SeedProperty {
-                name: name.into(),
+        // Every property a seeded contact carries exists, as text, and so do
+        // HubSpot's standard ones the host writes.
+        let carried = data.contacts.values().flat_map(|c| c.properties.keys().cloned());
+        for name in carried.chain(["email", "firstname", "lastname", "company"].map(String::from)).collect::<Vec<_>>() {
+            data.properties.entry(name.clone()).or_insert(SeedProperty {
+                name,
                 kind: "string".into(),
                 options: Vec::new(),
             });

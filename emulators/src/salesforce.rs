@@ -172,7 +172,8 @@ fn picklist(object: &str, field: &str) -> Option<&'static [&'static str]> {
 /// `GET .../sobjects/{object}/describe`: the object's fields, their types,
 /// whether they can be written, and picklist values.
 fn describe(data: &Data, object: &str) -> Value {
-    let read_only = ["Id", "Name", "CreatedDate", "LastModifiedDate", "SystemModstamp", "IsConverted", "IsClosed"];
+    // Besides the system fields, those Salesforce derives.
+    let read_only = |name: &str| SYSTEM_FIELDS.contains(&name) || ["Name", "IsConverted", "IsClosed"].contains(&name);
     let entry = |name: &str, kind: &str, updateable: bool, values: &[String], restricted: bool| {
         let values: Vec<Value> = values
             .iter()
@@ -200,7 +201,7 @@ fn describe(data: &Data, object: &str) -> Value {
             } else {
                 "string"
             };
-            entry(name, kind, !read_only.contains(name), &values, !values.is_empty())
+            entry(name, kind, !read_only(name), &values, !values.is_empty())
         })
         .collect();
     for field in data.custom_fields.get(object).into_iter().flatten() {
@@ -444,6 +445,9 @@ impl Data {
     }
 }
 
+/// Fields Salesforce sets itself: refused in a create or update.
+const SYSTEM_FIELDS: [&str; 4] = ["Id", "CreatedDate", "LastModifiedDate", "SystemModstamp"];
+
 fn check_writable(object: &str, field: &str) -> Result<(), SfError> {
     if !is_field(object, field) {
         return Err(SfError::new(
@@ -453,7 +457,7 @@ fn check_writable(object: &str, field: &str) -> Result<(), SfError> {
             &[],
         ));
     }
-    if ["Id", "CreatedDate", "LastModifiedDate", "SystemModstamp"].iter().any(|f| f.eq_ignore_ascii_case(field)) {
+    if SYSTEM_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(field)) {
         return Err(SfError::new(
             400,
             "INVALID_FIELD_FOR_INSERT_UPDATE",

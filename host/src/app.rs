@@ -314,25 +314,49 @@ async fn sync_roster(salesforce: &crate::connectors::salesforce::Salesforce, ros
     }
 }
 
+/// A setting `handoff serve` cannot start without that the connector
+/// settings lack.
+pub struct Unmet {
+    /// The provider section (`[hubspot]`), when the whole section is absent.
+    pub section: Option<&'static str>,
+    /// What is missing, with the variables that set it instead.
+    pub setting: String,
+}
+
+/// Everything `handoff serve` requires of the connector settings and they
+/// lack: absent provider sections, then missing settings (what `serve`
+/// refuses to start without, and what `handoff doctor` reports first).
+pub fn unmet_for_serve(connectors: &ConnectorsConfig) -> Vec<Unmet> {
+    let section = |name, setting: &str| Unmet { section: Some(name), setting: setting.to_string() };
+    let mut unmet = Vec::new();
+    if connectors.hubspot.is_none() {
+        unmet.push(section(
+            "[hubspot]",
+            "[hubspot] token and app_secret (or HANDOFF_HUBSPOT_TOKEN and HANDOFF_HUBSPOT_APP_SECRET)",
+        ));
+    } else if connectors.hubspot.as_ref().is_some_and(|h| h.app_secret.is_none()) {
+        unmet.push(Unmet { section: None, setting: "hubspot.app_secret (or HANDOFF_HUBSPOT_APP_SECRET)".into() });
+    }
+    if connectors.salesforce.is_none() {
+        unmet.push(section(
+            "[salesforce]",
+            "[salesforce] auth (or HANDOFF_SALESFORCE_CLIENT_ID and HANDOFF_SALESFORCE_CLIENT_SECRET)",
+        ));
+    }
+    if connectors.slack.is_none() {
+        unmet.push(section("[slack]", "[slack] bot_token (or HANDOFF_SLACK_BOT_TOKEN)"));
+    }
+    unmet.extend(connectors.missing().into_iter().map(|m| Unmet { section: None, setting: m.to_string() }));
+    unmet
+}
+
 /// What `handoff serve` requires of the connector settings.
 ///
 /// # Errors
 ///
 /// Names every missing provider or credential.
 pub fn require_for_serve(connectors: &ConnectorsConfig) -> Result<()> {
-    let mut missing: Vec<String> = Vec::new();
-    if connectors.hubspot.is_none() {
-        missing.push("[hubspot] token and app_secret (or HANDOFF_HUBSPOT_TOKEN and HANDOFF_HUBSPOT_APP_SECRET)".into());
-    } else if connectors.hubspot.as_ref().is_some_and(|h| h.app_secret.is_none()) {
-        missing.push("hubspot.app_secret (or HANDOFF_HUBSPOT_APP_SECRET)".into());
-    }
-    if connectors.salesforce.is_none() {
-        missing.push("[salesforce] auth (or HANDOFF_SALESFORCE_CLIENT_ID and HANDOFF_SALESFORCE_CLIENT_SECRET)".into());
-    }
-    if connectors.slack.is_none() {
-        missing.push("[slack] bot_token (or HANDOFF_SLACK_BOT_TOKEN)".into());
-    }
-    missing.extend(connectors.missing().into_iter().map(String::from));
+    let missing: Vec<String> = unmet_for_serve(connectors).into_iter().map(|u| u.setting).collect();
     if !missing.is_empty() {
         bail!(
             "cannot serve without credentials; missing settings: {}. Pass --config FILE (see README), set the HANDOFF_* variables, or use --sandbox.",

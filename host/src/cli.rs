@@ -89,11 +89,7 @@ pub struct DoctorOptions {
 /// When the config file cannot be read, or a pipeline is invalid (named
 /// with its diagnostics).
 pub async fn doctor(host: &Host, options: &DoctorOptions) -> Result<ExitCode> {
-    let mut connectors = match &options.config {
-        Some(path) => ConnectorsConfig::load(path)?,
-        None => ConnectorsConfig::default(),
-    };
-    connectors.apply_env(|name| std::env::var(name).ok());
+    let connectors = ConnectorsConfig::from_file_and_env(options.config.as_deref())?;
     let given: Vec<PathBuf> = if options.pipelines.is_empty() {
         crate::shipped::SERVED.iter().map(PathBuf::from).collect()
     } else {
@@ -378,11 +374,7 @@ pub async fn serve(options: ServeOptions) -> Result<ExitCode> {
         _emulators = Some(running);
         connectors
     } else {
-        let mut connectors = match &options.config {
-            Some(path) => ConnectorsConfig::load(path)?,
-            None => ConnectorsConfig::default(),
-        };
-        connectors.apply_env(|name| std::env::var(name).ok());
+        let connectors = ConnectorsConfig::from_file_and_env(options.config.as_deref())?;
         crate::app::require_for_serve(&connectors)?;
         connectors
     };

@@ -292,38 +292,23 @@ pub async fn check(options: &Options) -> Vec<Finding> {
     findings
 }
 
+/// What `handoff serve` would refuse to start without.
 fn settings(connectors: &ConnectorsConfig) -> Vec<Finding> {
-    let mut out = Vec::new();
-    for (present, section, variables) in [
-        (connectors.hubspot.is_some(), "[hubspot]", "HANDOFF_HUBSPOT_TOKEN and HANDOFF_HUBSPOT_APP_SECRET"),
-        (
-            connectors.salesforce.is_some(),
-            "[salesforce]",
-            "HANDOFF_SALESFORCE_CLIENT_ID and HANDOFF_SALESFORCE_CLIENT_SECRET",
-        ),
-        (connectors.slack.is_some(), "[slack]", "HANDOFF_SLACK_BOT_TOKEN and HANDOFF_SLACK_SIGNING_SECRET"),
-    ] {
-        if !present {
-            out.push(Finding::fail(
+    crate::app::unmet_for_serve(connectors)
+        .into_iter()
+        .map(|unmet| match unmet.section {
+            Some(section) => Finding::fail(
                 "Settings",
                 format!("{section} is not configured: the server will not start without it"),
-                format!(
-                    "add (or uncomment) {section} in the config file (handoff init writes one), or set {variables}"
-                ),
-            ));
-        }
-    }
-    if connectors.hubspot.as_ref().is_some_and(|h| h.app_secret.is_none()) {
-        out.push(Finding::fail(
-            "Settings",
-            "hubspot.app_secret is missing: webhooks cannot be verified, so the server will not start",
-            "HubSpot › your app › Auth: copy the client secret into hubspot.app_secret or HANDOFF_HUBSPOT_APP_SECRET",
-        ));
-    }
-    for missing in connectors.missing() {
-        out.push(Finding::fail("Settings", format!("{missing} is missing"), format!("set {missing}")));
-    }
-    out
+                format!("add (or uncomment) {section} in the config file (handoff init writes one): {}", unmet.setting),
+            ),
+            None => Finding::fail(
+                "Settings",
+                format!("{} is missing: the server will not start without it", unmet.setting),
+                format!("set {}", unmet.setting),
+            ),
+        })
+        .collect()
 }
 
 /// Why a provider's answer failed, for a finding.
@@ -440,13 +425,11 @@ async fn hubspot_properties(client: &crate::connectors::hubspot::HubSpot, needs:
     for ((property, _), by) in &needs.property_options {
         names.entry(property.as_str()).or_insert(by.as_str());
     }
-    let mut problems = 0;
     for (name, by) in &names {
         match client.contact_property(name).await {
             Ok(Some((kind, options))) => {
                 for ((property, value), by) in needs.property_options.iter().filter(|((p, _), _)| p == name) {
                     if kind == "enumeration" && !options.contains(value) {
-                        problems += 1;
                         out.push(Finding::fail(
                             AREA,
                             format!("the contact property {property} has no option {value} ({by} sets it)"),
@@ -456,7 +439,6 @@ async fn hubspot_properties(client: &crate::connectors::hubspot::HubSpot, needs:
                 }
             }
             Ok(None) => {
-                problems += 1;
                 out.push(Finding::fail(
                     AREA,
                     format!("the contact property {name} does not exist ({by} uses it)"),
@@ -467,12 +449,12 @@ async fn hubspot_properties(client: &crate::connectors::hubspot::HubSpot, needs:
                 ));
             }
             Err(e) => {
-                problems += 1;
                 out.push(unreachable(AREA, &format!("the contact property {name}"), &e, "see the scopes above"));
             }
         }
     }
-    if problems == 0 {
+    // Every finding above is a problem.
+    if out.is_empty() {
         out.push(Finding::ok(
             AREA,
             format!("the {} contact properties the pipelines use exist, with their options", names.len()),
@@ -560,17 +542,16 @@ async fn salesforce(connectors: &ConnectorsConfig, http: &reqwest::Client, needs
         out.push(unreachable(AREA, &format!("signing in at {}", config.login_url), &e, fix));
         return out;
     }
+    out.push(Finding::ok(AREA, format!("signed in at {}", config.login_url)));
     let profile = "the integration user's profile needs Read, Create and Edit on Leads and Tasks \
                    (Setup › Profiles › Object Settings)";
     let lead = match client.describe("Lead").await {
         Ok(fields) => fields,
         Err(e) => {
-            out.push(Finding::ok(AREA, format!("signed in at {}", config.login_url)));
             out.push(Finding::fail(AREA, format!("reading the Lead object's fields: {e}"), profile));
             return out;
         }
     };
-    out.push(Finding::ok(AREA, format!("signed in at {}", config.login_url)));
     let field_check = |object: &str, fields: &[FieldInfo], name: &str, values: &[String], by: &str| {
         let Some(field) = fields.iter().find(|f| f.name.eq_ignore_ascii_case(name)) else {
             let kind = if values.is_empty() {
@@ -610,14 +591,13 @@ async fn salesforce(connectors: &ConnectorsConfig, http: &reqwest::Client, needs
     };
     let mut found = Vec::new();
     for name in WRITTEN_LEAD_FIELDS {
-        let values: Vec<String> =
-            if name == "Status" { needs.lead_statuses.keys().cloned().collect() } else { Vec::new() };
-        let by = if name == "Status" {
-            needs.lead_statuses.values().next().map_or("the assign plugin", String::as_str).to_string()
+        let (values, by): (Vec<String>, &str) = if name == "Status" {
+            let by = needs.lead_statuses.values().next().map_or("the assign plugin", String::as_str);
+            (needs.lead_statuses.keys().cloned().collect(), by)
         } else {
-            "the assign plugin".into()
+            (Vec::new(), "the assign plugin")
         };
-        found.extend(field_check("Lead", &lead, name, &values, &by));
+        found.extend(field_check("Lead", &lead, name, &values, by));
     }
     for (name, (labels, by)) in &needs.lead_fields {
         // Values matter where only listed ones are taken, and say what to
@@ -635,9 +615,9 @@ async fn salesforce(connectors: &ConnectorsConfig, http: &reqwest::Client, needs
         Err(e) => found.push(Finding::fail(AREA, format!("reading the Task object's fields: {e}"), profile)),
     }
     let checked = WRITTEN_LEAD_FIELDS.len() + needs.lead_fields.len() + WRITTEN_TASK_FIELDS.len();
-    let problems = found.len();
+    let all_there = found.is_empty();
     out.extend(found);
-    if problems == 0 {
+    if all_there {
         out.push(Finding::ok(
             AREA,
             format!("the {checked} Lead and Task fields the pipelines write exist and are editable, with their picklist values"),
@@ -692,6 +672,7 @@ async fn slack_checks(connectors: &ConnectorsConfig, http: &reqwest::Client, nee
             return out;
         }
     };
+    let bot = who["user"].as_str().unwrap_or("the bot");
     out.push(Finding::ok(
         AREA,
         format!(
@@ -725,37 +706,29 @@ async fn slack_checks(connectors: &ConnectorsConfig, http: &reqwest::Client, nee
             format!(
                 "without the scope chat:write.public the bot posts only to channels it was invited to ({channels})"
             ),
-            format!(
-                "invite @{} to each, or add chat:write.public and reinstall the app",
-                who["user"].as_str().unwrap_or("the bot")
-            ),
+            format!("invite @{bot} to each, or add chat:write.public and reinstall the app"),
         ));
     }
     if lacking.iter().any(|(s, _)| *s == "channels:read" || *s == "groups:read") {
         return out;
     }
-    let mut missing = 0;
+    let before = out.len();
     for (channel, by) in &needs.channels {
         match client.channel_exists(channel).await {
             Ok(true) => {}
             Ok(false) => {
-                missing += 1;
                 out.push(Finding::fail(
                     AREA,
                     format!("the channel {channel} does not exist or the bot cannot see it ({by} posts to it)"),
-                    format!(
-                        "create {channel} (a private one: invite @{} to it), or change {by}'s config",
-                        who["user"].as_str().unwrap_or("the bot")
-                    ),
+                    format!("create {channel} (a private one: invite @{bot} to it), or change {by}'s config"),
                 ));
             }
             Err(e) => {
-                missing += 1;
                 out.push(unreachable(AREA, &format!("the channel {channel}"), &e, "see the scopes above"));
             }
         }
     }
-    if missing == 0 && !needs.channels.is_empty() {
+    if out.len() == before && !needs.channels.is_empty() {
         out.push(Finding::ok(
             AREA,
             format!("channels exist: {}", needs.channels.keys().cloned().collect::<Vec<_>>().join(", ")),

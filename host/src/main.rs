@@ -620,13 +620,6 @@ fn main() -> ExitCode {
         plugin_dirs: plugins_before.iter().chain(&host.plugin_dirs).cloned().collect(),
         limits: limits.map(LimitArgs::limits).unwrap_or_default(),
     };
-    // Commands that load plugins run on a started host.
-    let with_host = |options: HostOptions, work: HostWork| -> ExitCode {
-        block_on(async move {
-            let host = Host::start(options).await?;
-            work(host).await
-        })
-    };
 
     match args.command {
         Command::Plugin { action: PluginCommand::New { name, lang, dir } } => {
@@ -737,48 +730,38 @@ fn main() -> ExitCode {
         Command::Sandbox { listen, smtp_listen, fixture } => {
             block_on(async move { cli::sandbox(listen, smtp_listen, fixture.as_deref()).await })
         }
-        Command::Validate { host, files, roster } => with_host(
-            host_options(&host, None),
-            Box::new(move |host| Box::pin(async move { Ok(cli::validate(&host, &files, roster.as_deref())) })),
-        ),
-        Command::Run { host, limits, pipeline, input, json, full, lead_id, sandbox, config } => with_host(
-            host_options(&host, Some(&limits)),
-            Box::new(move |host| {
-                Box::pin(async move {
-                    cli::run(&host, &RunOptions { pipeline, input, json, full, lead_id, sandbox, config }).await
-                })
-            }),
-        ),
-        Command::Plugins { host, json, schema } => with_host(
-            host_options(&host, None),
-            Box::new(move |host| Box::pin(async move { cli::plugins(&host, json, schema.as_deref()) })),
-        ),
-        Command::Plugin { action: PluginCommand::List { host, json } } => with_host(
-            host_options(&host, None),
-            Box::new(move |host| Box::pin(async move { cli::plugins(&host, json, None) })),
-        ),
-        Command::Plugin { action: PluginCommand::Schema { name, host } } => with_host(
-            host_options(&host, None),
-            Box::new(move |host| Box::pin(async move { cli::plugins(&host, false, Some(&name)) })),
-        ),
-        Command::Doctor { host, config, pipelines, public_url, ops_channel, json } => with_host(
-            host_options(&host, None),
-            Box::new(move |host| {
-                Box::pin(async move {
-                    let options = cli::DoctorOptions { config, pipelines, public_url, ops_channel, json };
-                    cli::doctor(&host, &options).await
-                })
-            }),
-        ),
-        Command::Replay { host, limits, execution_id, plugins, pipeline, original, roster, json } => with_host(
-            host_options(&host, Some(&limits)),
-            Box::new(move |host| {
-                Box::pin(async move {
-                    let options = cli::ReplayOptions { execution_id, plugins, pipeline, original, roster, json };
-                    cli::replay(&host, &options).await
-                })
-            }),
-        ),
+        // Commands that load plugins run on a started host.
+        Command::Validate { host, files, roster } => {
+            let options = host_options(&host, None);
+            block_on(async move { Ok(cli::validate(&Host::start(options).await?, &files, roster.as_deref())) })
+        }
+        Command::Run { host, limits, pipeline, input, json, full, lead_id, sandbox, config } => {
+            let options = host_options(&host, Some(&limits));
+            let run = RunOptions { pipeline, input, json, full, lead_id, sandbox, config };
+            block_on(async move { cli::run(&Host::start(options).await?, &run).await })
+        }
+        Command::Plugins { host, json, schema } => {
+            let options = host_options(&host, None);
+            block_on(async move { cli::plugins(&Host::start(options).await?, json, schema.as_deref()) })
+        }
+        Command::Plugin { action: PluginCommand::List { host, json } } => {
+            let options = host_options(&host, None);
+            block_on(async move { cli::plugins(&Host::start(options).await?, json, None) })
+        }
+        Command::Plugin { action: PluginCommand::Schema { name, host } } => {
+            let options = host_options(&host, None);
+            block_on(async move { cli::plugins(&Host::start(options).await?, false, Some(&name)) })
+        }
+        Command::Doctor { host, config, pipelines, public_url, ops_channel, json } => {
+            let options = host_options(&host, None);
+            let doctor = cli::DoctorOptions { config, pipelines, public_url, ops_channel, json };
+            block_on(async move { cli::doctor(&Host::start(options).await?, &doctor).await })
+        }
+        Command::Replay { host, limits, execution_id, plugins, pipeline, original, roster, json } => {
+            let options = host_options(&host, Some(&limits));
+            let replay = cli::ReplayOptions { execution_id, plugins, pipeline, original, roster, json };
+            block_on(async move { cli::replay(&Host::start(options).await?, &replay).await })
+        }
         Command::Simulate {
             host,
             limits,
@@ -793,36 +776,29 @@ fn main() -> ExitCode {
             json,
             report: html,
             live_reads,
-        } => with_host(
-            host_options(&host, Some(&limits)),
-            Box::new(move |host| {
-                Box::pin(async move {
-                    let options = cli::SimulateOptions {
-                        pipeline,
-                        leads: if from_ledger {
-                            cli::SimulateLeads::Ledger {
-                                since_ms: i64::try_from(since.0.as_millis()).unwrap_or(i64::MAX),
-                                events_of,
-                            }
-                        } else {
-                            cli::SimulateLeads::File(leads.expect("clap requires --leads without --from-ledger"))
-                        },
-                        roster,
-                        compare,
-                        baseline_live: baseline.is_some(),
-                        json,
-                        html,
-                        live_reads,
-                    };
-                    cli::simulate(&host, &options).await
-                })
-            }),
-        ),
+        } => {
+            let options = host_options(&host, Some(&limits));
+            let simulate = cli::SimulateOptions {
+                pipeline,
+                leads: if from_ledger {
+                    cli::SimulateLeads::Ledger {
+                        since_ms: i64::try_from(since.0.as_millis()).unwrap_or(i64::MAX),
+                        events_of,
+                    }
+                } else {
+                    cli::SimulateLeads::File(leads.expect("clap requires --leads without --from-ledger"))
+                },
+                roster,
+                compare,
+                baseline_live: baseline.is_some(),
+                json,
+                html,
+                live_reads,
+            };
+            block_on(async move { cli::simulate(&Host::start(options).await?, &simulate).await })
+        }
     }
 }
-
-/// What a command does with a started host.
-type HostWork = Box<dyn FnOnce(Host) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<ExitCode>>>>>;
 
 fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
     result.unwrap_or_else(|e| {

@@ -252,19 +252,24 @@ async fn a_slow_language_model_never_holds_up_the_notification() {
     assert_eq!(summarize["outputs"][0]["item"]["summary"]["source"], "template");
 }
 
-#[tokio::test]
-async fn the_dm_does_not_wait_for_the_model_and_its_summary_updates_the_dm_in_place() {
-    let running = start_handoff().await;
+/// The model answers after the DM goes out: 700 ms, within the summary's
+/// 1.5 s budget.
+fn answer_late_from_the_model(running: &handoff_tests::Running) {
     running.emulators.state.world().faults.add(handoff_emulators::Fault {
         id: 0,
         provider: "anthropic".into(),
         endpoint: None,
         method: None,
-        // Later than the DM, within the summary's 1.5 s budget.
         kind: handoff_emulators::FaultKind::Latency { ms: 700 },
         rate: 1.0,
         times: None,
     });
+}
+
+#[tokio::test]
+async fn the_dm_does_not_wait_for_the_model_and_its_summary_updates_the_dm_in_place() {
+    let running = start_handoff().await;
+    answer_late_from_the_model(&running);
     deliver(&running, json!([mql_event(202, 1002)])).await;
     let record = serde_json::to_value(&running.app.server.finished()[0].record).unwrap();
     let runs = record["runs"].as_array().unwrap();
@@ -402,15 +407,7 @@ async fn crash_between_each_effect_and_its_record(now_ms: i64, late_model: bool)
     let clock = Arc::new(handoff::capabilities::ManualClock::new(now_ms));
     let running = start_handoff_with(tempfile::tempdir().unwrap(), clock, open).await;
     if late_model {
-        running.emulators.state.world().faults.add(handoff_emulators::Fault {
-            id: 0,
-            provider: "anthropic".into(),
-            endpoint: None,
-            method: None,
-            kind: handoff_emulators::FaultKind::Latency { ms: 700 },
-            rate: 1.0,
-            times: None,
-        });
+        answer_late_from_the_model(&running);
     }
     deliver(&running, json!([mql_event(510, 1002)])).await;
     assert_eq!(dms(&running).len(), 1, "one DM for the lead");

@@ -29,9 +29,7 @@ impl Anthropic {
             policy,
         }
     }
-}
 
-impl Anthropic {
     /// Whether the key is accepted and the configured model is one it may
     /// use (`GET /v1/models/{model}`).
     ///
@@ -56,11 +54,6 @@ impl Anthropic {
             })
             .await
             .map(|_| ())
-    }
-
-    /// The model summaries are asked of.
-    pub fn model(&self) -> &str {
-        &self.model
     }
 }
 

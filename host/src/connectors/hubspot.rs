@@ -147,17 +147,14 @@ impl HubSpot {
     ///
     /// The provider's error, classified.
     pub async fn contact_property(&self, name: &str) -> Result<Option<(String, Vec<String>)>, ProviderError> {
-        match self.call(Method::GET, &format!("/crm/v3/properties/contacts/{}", encode_segment(name)), &[], None).await
-        {
-            Ok(body) => {
-                let body = body.unwrap_or_default();
-                let options = body["options"].as_array().into_iter().flatten();
-                let values = options.filter_map(|o| o["value"].as_str()).map(String::from).collect();
-                Ok(Some((body["type"].as_str().unwrap_or("string").to_string(), values)))
-            }
-            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        let path = format!("/crm/v3/properties/contacts/{}", encode_segment(name));
+        let Some(body) = absent_is_none(self.call(Method::GET, &path, &[], None).await)? else {
+            return Ok(None);
+        };
+        let body = body.unwrap_or_default();
+        let options = body["options"].as_array().into_iter().flatten();
+        let values = options.filter_map(|o| o["value"].as_str()).map(String::from).collect();
+        Ok(Some((body["type"].as_str().unwrap_or("string").to_string(), values)))
     }
 
     /// A list's name, whether it is static (`processingType` `MANUAL` or
@@ -169,19 +166,17 @@ impl HubSpot {
     ///
     /// The provider's error, classified.
     pub async fn list(&self, list_id: &str) -> Result<Option<(String, bool, bool)>, ProviderError> {
-        match self.call(Method::GET, &format!("/crm/v3/lists/{}", encode_segment(list_id)), &[], None).await {
-            Ok(body) => {
-                let list = &body.unwrap_or_default()["list"];
-                let kind = list["processingType"].as_str().unwrap_or("MANUAL");
-                Ok(Some((
-                    list["name"].as_str().unwrap_or_default().to_string(),
-                    kind == "MANUAL" || kind == "SNAPSHOT",
-                    list["objectTypeId"].as_str().is_none_or(|t| t == "0-1"),
-                )))
-            }
-            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        let path = format!("/crm/v3/lists/{}", encode_segment(list_id));
+        let Some(body) = absent_is_none(self.call(Method::GET, &path, &[], None).await)? else {
+            return Ok(None);
+        };
+        let list = &body.unwrap_or_default()["list"];
+        let kind = list["processingType"].as_str().unwrap_or("MANUAL");
+        Ok(Some((
+            list["name"].as_str().unwrap_or_default().to_string(),
+            kind == "MANUAL" || kind == "SNAPSHOT",
+            list["objectTypeId"].as_str().is_none_or(|t| t == "0-1"),
+        )))
     }
 
     async fn read_contact(
@@ -198,11 +193,16 @@ impl HubSpot {
             query.push(("idProperty", p.to_string()));
         }
         let path = format!("/crm/v3/objects/contacts/{}", encode_segment(id));
-        match self.call(Method::GET, &path, &query, None).await {
-            Ok(body) => Ok(body.as_ref().map(contact)),
-            Err(e) if e.class == ErrorClass::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(absent_is_none(self.call(Method::GET, &path, &query, None).await)?.flatten().as_ref().map(contact))
+    }
+}
+
+/// A read's answer, with "no such object" (404) as `None`.
+fn absent_is_none<T>(answer: Result<T, ProviderError>) -> Result<Option<T>, ProviderError> {
+    match answer {
+        Ok(found) => Ok(Some(found)),
+        Err(e) if e.class == ErrorClass::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

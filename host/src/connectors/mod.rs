@@ -170,6 +170,21 @@ impl ConnectorsConfig {
         Ok(config)
     }
 
+    /// [`Self::load`] when a file is given; otherwise the settings the
+    /// environment alone gives.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::load`].
+    pub fn from_file_and_env(path: Option<&Path>) -> Result<Self> {
+        if let Some(path) = path {
+            return Self::load(path);
+        }
+        let mut config = ConnectorsConfig::default();
+        config.apply_env(|name| std::env::var(name).ok());
+        Ok(config)
+    }
+
     /// Fills what the file leaves out from `HANDOFF_*` variables (see
     /// [`ENV_VARIABLES`]): a provider the file does not name is configured
     /// from the environment alone when its variables are set.

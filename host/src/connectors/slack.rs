@@ -69,6 +69,17 @@ impl Slack {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Value, ProviderError> {
+        self.call(method, query, body, |_| ()).await.map(|(body, ())| body)
+    }
+
+    /// [`Slack::api`], with what `headers` reads of the answer's headers.
+    async fn call<T>(
+        &self,
+        method: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        headers: impl Fn(&reqwest::header::HeaderMap) -> T + Sync,
+    ) -> Result<(Value, T), ProviderError> {
         let url = format!("{}/{method}", self.base_url);
         self.policy
             .run(PROVIDER, |_| {
@@ -77,10 +88,18 @@ impl Slack {
                     None => self.http.request(Method::GET, &url).query(query),
                 };
                 let request = request.bearer_auth(self.token.expose());
+                let headers = &headers;
                 async move {
                     match request.send().await {
                         Err(e) => transport_error(PROVIDER, &e),
-                        Ok(response) => classify(response).await,
+                        Ok(response) => {
+                            let read = headers(response.headers());
+                            match classify(response).await {
+                                Attempt::Done(body) => Attempt::Done((body, read)),
+                                Attempt::Retry { error, after } => Attempt::Retry { error, after },
+                                Attempt::Fail(error) => Attempt::Fail(error),
+                            }
+                        }
                     }
                 }
             })
@@ -94,34 +113,11 @@ impl Slack {
     ///
     /// `invalid_auth` and the like, classified.
     pub async fn identity(&self) -> Result<(Value, Vec<String>), ProviderError> {
-        let url = format!("{}/auth.test", self.base_url);
-        self.policy
-            .run(PROVIDER, |_| {
-                let request = self.http.post(&url).bearer_auth(self.token.expose());
-                async move {
-                    match request.send().await {
-                        Err(e) => transport_error(PROVIDER, &e),
-                        Ok(response) => {
-                            let scopes: Vec<String> = response
-                                .headers()
-                                .get("x-oauth-scopes")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .split(',')
-                                .map(str::trim)
-                                .filter(|s| !s.is_empty())
-                                .map(String::from)
-                                .collect();
-                            match classify(response).await {
-                                Attempt::Done(body) => Attempt::Done((body, scopes)),
-                                Attempt::Retry { error, after } => Attempt::Retry { error, after },
-                                Attempt::Fail(error) => Attempt::Fail(error),
-                            }
-                        }
-                    }
-                }
-            })
-            .await
+        self.call("auth.test", &[], None, |headers| {
+            let scopes = headers.get("x-oauth-scopes").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+        })
+        .await
     }
 
     /// Whether a channel of this name (`#sales-priority`) exists and the bot
