@@ -19,6 +19,8 @@
 //!
 //! `LEADS=2000 CONCURRENCY=32 PACED_LEADS=1000 RATE=100 cargo bench -p handoff --bench load`
 //! `LEADS=0 PACED_LEADS=300 RATE=10 LATENCY_MS=100 LLM_MS=800 cargo bench -p handoff --bench load`
+//!
+//! `LEDGER_COPY=FILE` keeps a copy of the ledger (checkpointed) to look into.
 
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -421,4 +423,9 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     println!("  ledger growth per lead: {:.1} KB in pages in use ({} KB, ...)", per_lead(bytes), largest.join(", "));
     println!("all: {} notified, {failed} failed", notified_all.len());
     println!("peak RSS of the server process: {:.0} MiB", peak_rss_mib(server.child.id()));
+    // A copy of the ledger to look into (`LEDGER_COPY=/tmp/ledger.db`).
+    if let Ok(copy) = std::env::var("LEDGER_COPY") {
+        std::fs::copy(&server.db, &copy).unwrap();
+        println!("ledger copied to {copy}");
+    }
 }

@@ -51,6 +51,7 @@ fn benches(c: &mut Criterion) {
             lead_id: None,
             effect_scope: "bench/validate/1".into(),
             journal_empty: true,
+            effects_since_ms: 0,
         }),
         attempt: 1,
         config: Arc::from("{}"),

@@ -9,7 +9,7 @@ use crate::capabilities::{Clock, ManualClock};
 use crate::dry_run::{DryRun, Missing, ScratchState, Tape};
 use crate::lead::Decision;
 use crate::ledger::{InboundEvent, Ledger, Trace};
-use crate::pipeline::{Executor, PreparedPipeline, Start};
+use crate::pipeline::{Executor, History, PreparedPipeline, Start};
 use crate::record::{Emitted, ExecutionRecord};
 use crate::runtime::Runtime;
 use anyhow::{Context, Result};
@@ -125,7 +125,7 @@ async fn run_again(
     let (pipeline, lead) = (prepared.clone(), event.lead_id.clone());
     let id = format!("replay:{}", trace.execution_id);
     let record = runtime
-        .spawn(async move { executor.execute_as(&pipeline, input, start, lead, id).await })
+        .spawn(async move { executor.execute_as(&pipeline, input, start, lead, id, History::New).await })
         .await
         .expect("a replay's execution does not panic");
     let effects = dry.outbox.take().into_iter().map(|u| format!("{}: {}", u.call, u.summary)).collect();

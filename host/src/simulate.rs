@@ -12,7 +12,7 @@ use crate::capabilities::{Clock, ManualClock};
 use crate::dry_run::{DryRun, Missing, NOT_RECORDED, Tape};
 use crate::lead::Decision;
 use crate::ledger::Ledger;
-use crate::pipeline::{Executor, PreparedPipeline, Start};
+use crate::pipeline::{Executor, History, PreparedPipeline, Start};
 use crate::record::CallRecord;
 use crate::roster::RosterFile;
 use crate::runtime::Runtime;
@@ -384,7 +384,9 @@ pub async fn run(runtime: &Arc<Runtime>, prepared: &Arc<PreparedPipeline>, leads
         let (pipeline, input, lead_id) = (prepared.clone(), lead.input.clone(), lead.lead_id.clone());
         let execution = format!("simulate:{}:{}", prepared.pipeline.name, lead.event_id);
         let ran = runtime
-            .spawn(async move { executor.execute_as(&pipeline, input, Start::Trigger, lead_id, execution).await })
+            .spawn(async move {
+                executor.execute_as(&pipeline, input, Start::Trigger, lead_id, execution, History::New).await
+            })
             .await;
         let decision = match ran {
             Ok(record) => crate::lead::decision_of(&record, |node| prepared.lead_marks(node)),

@@ -290,11 +290,6 @@ impl handoff::capabilities::EffectJournal for OneConnectionJournal {
     async fn start(&self, _: &str, _: i64) -> anyhow::Result<()> {
         Ok(())
     }
-    async fn any_under(&self, _: &str) -> anyhow::Result<bool> {
-        // Something is recorded: this is a rerun, and merges look in the
-        // journal for what they decided before.
-        Ok(true)
-    }
     async fn record(&self, _: &str, _: &Value) -> anyhow::Result<()> {
         Ok(())
     }
@@ -351,8 +346,11 @@ async fn a_merge_reading_the_journal_does_not_starve_the_runs_in_flight() {
     let executor = Executor::new(host.runtime.clone(), std::sync::Arc::new(capabilities));
     // On the plugin pool, as the server runs executions: node runs run in
     // place there, inside the execution's task.
+    // A rerun: merges look in the journal for what they decided before.
+    let rerun = handoff::pipeline::History::Resumed { since_ms: 0 };
     let run = host.runtime.spawn(async move {
-        executor.execute(&prepared, json!({"properties": {"email": "a@b.co"}}), Start::Trigger, None).await
+        let input = json!({"properties": {"email": "a@b.co"}});
+        executor.execute_as(&prepared, input, Start::Trigger, None, "exec-1".into(), rerun).await
     });
     let record = tokio::time::timeout(std::time::Duration::from_secs(20), run)
         .await

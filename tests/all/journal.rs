@@ -3,7 +3,7 @@
 
 use handoff::capabilities::Capabilities;
 use handoff::ledger::{Ledger, SqliteStore};
-use handoff::pipeline::{Executor, Start};
+use handoff::pipeline::{Executor, History, Start};
 use handoff::record::ExecutionStatus;
 use handoff_tests::{TestHost, emulator_connectors, emulators, load_program, programs};
 use serde_json::json;
@@ -21,17 +21,17 @@ enum Between {
     /// As the run left it.
     Intact,
     /// As after a crash between Slack's answer and the journal's commit:
-    /// the DM's intent is there, its result and the node's outputs are not.
-    CrashAfterSend,
-    /// As if no intent had been written either.
-    NoTrace,
+    /// neither the DM's result nor the node's outputs were recorded.
+    Crash,
 }
 
 async fn dms_after_a_retry(journal: bool, runs: usize) -> usize {
-    dms_after(journal, runs, Between::Intact).await
+    dms_after(journal, runs, Between::Intact, History::Resumed { since_ms: 0 }).await
 }
 
-async fn dms_after(journal: bool, runs: usize, between: Between) -> usize {
+/// DMs Slack holds after `runs` runs of one execution, each a new process on
+/// the same ledger, the ones after the first run with `rerun`.
+async fn dms_after(journal: bool, runs: usize, between: Between, rerun: History) -> usize {
     let host = TestHost::new().await;
     let mut registry = host.registry.clone();
     registry.insert(load_program(&host.runtime, programs::BLURT).await);
@@ -44,26 +44,15 @@ async fn dms_after(journal: bool, runs: usize, between: Between) -> usize {
         let local = Capabilities { journal: ledger.clone().map(|l| l as _), ..Capabilities::none() };
         let capabilities = emulator_connectors(&sb).connect(local).unwrap();
         let executor = Executor::new(host.runtime.clone(), Arc::new(capabilities));
-        let record = executor
-            .execute_as(
-                &prepared,
-                json!({"email": "lena.fischer@handoff-demo.com"}),
-                Start::Trigger,
-                None,
-                "exec-1".into(),
-            )
-            .await;
+        let history = if run == 0 { History::New } else { rerun };
+        let input = json!({"email": "lena.fischer@handoff-demo.com"});
+        let record = executor.execute_as(&prepared, input, Start::Trigger, None, "exec-1".into(), history).await;
         assert_eq!(record.status, ExecutionStatus::Completed);
         if let Some(ledger) = ledger {
             ledger.flush().await.unwrap();
         }
-        if between != Between::Intact {
+        if between == Between::Crash {
             let ledger = rusqlite::Connection::open(dir.path().join("handoff.db")).unwrap();
-            if between == Between::CrashAfterSend {
-                ledger
-                    .execute("INSERT INTO effect_intents (key, started_at) SELECT key, recorded_at FROM effects", [])
-                    .unwrap();
-            }
             ledger.execute("DELETE FROM effects", []).unwrap();
             continue;
         }
@@ -98,9 +87,10 @@ async fn without_a_journal_the_retry_sends_again() {
 #[tokio::test]
 async fn a_dm_sent_just_before_a_crash_is_found_not_resent() {
     // Slack answered, the process died before the journal recorded it: the
-    // intent tells the rerun to look, and the DM is there.
-    assert_eq!(dms_after(true, 2, Between::CrashAfterSend).await, 1);
-    // Without the intent the rerun could not know, and sends again: the
-    // contrast that shows what the intent does.
-    assert_eq!(dms_after(true, 2, Between::NoTrace).await, 2);
+    // rerun knows it may repeat an earlier run, looks, and the DM is there.
+    let rerun = History::Resumed { since_ms: 0 };
+    assert_eq!(dms_after(true, 2, Between::Crash, rerun).await, 1);
+    // A run that takes itself for the first does not look, and sends again:
+    // the contrast that shows what the lookup does.
+    assert_eq!(dms_after(true, 2, Between::Crash, History::New).await, 2);
 }

@@ -73,7 +73,7 @@ impl Host for RunContext {
     ) -> Result<MessageRef, CapabilityError> {
         check_blocks(blocks.as_deref())?;
         let chat = self.provider(Grant::ChatWrite, |c| &c.chat)?;
-        self.effect("chat.send-dm", Guard::Intent, |attempt| async move {
+        self.effect("chat.send-dm", Guard::Lookup, |attempt| async move {
             let key = attempt.key.as_deref();
             let send = chat.send_dm(&email, &text, blocks.as_deref(), key);
             send_once(&*chat, &email, &text, key, attempt.earlier, send).await
@@ -89,7 +89,7 @@ impl Host for RunContext {
     ) -> Result<MessageRef, CapabilityError> {
         check_blocks(blocks.as_deref())?;
         let chat = self.provider(Grant::ChatWrite, |c| &c.chat)?;
-        self.effect("chat.post", Guard::Intent, |attempt| async move {
+        self.effect("chat.post", Guard::Lookup, |attempt| async move {
             let key = attempt.key.as_deref();
             let send = chat.post(&channel, &text, blocks.as_deref(), key);
             send_once(&*chat, &channel, &text, key, attempt.earlier, send).await

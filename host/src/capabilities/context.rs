@@ -87,8 +87,12 @@ pub struct RunIdentity {
     pub effect_scope: String,
     /// Nothing can be in the effect journal for this attempt yet (the
     /// execution's first run, the node's first attempt): replay lookups
-    /// are skipped.
+    /// are skipped, and no effect is looked for at its provider.
     pub journal_empty: bool,
+    /// No effect of this execution happened before this time (host clock,
+    /// ms): where a run that may repeat an earlier one starts looking for
+    /// what that one did at the provider.
+    pub effects_since_ms: i64,
 }
 
 /// What one node run may reach, and what it did.

@@ -127,7 +127,7 @@ impl Host for RunContext {
 
     async fn upsert_lead(&mut self, lead: Lead) -> Result<String, CapabilityError> {
         let crm = self.provider(Grant::CrmWrite, |c| &c.crm)?;
-        self.effect("crm.upsert-lead", Guard::Intent, |attempt| async move {
+        self.effect("crm.upsert-lead", Guard::Lookup, |attempt| async move {
             let mut lead = lead;
             // A create whose outcome is unknown may have made the lead:
             // dedupe found none with this email before, so an unconverted
@@ -157,7 +157,7 @@ impl Host for RunContext {
 
     async fn create_task(&mut self, task: Task) -> Result<String, CapabilityError> {
         let crm = self.provider(Grant::CrmWrite, |c| &c.crm)?;
-        self.effect("crm.create-task", Guard::Intent, |attempt| async move {
+        self.effect("crm.create-task", Guard::Lookup, |attempt| async move {
             if let Some(since) = attempt.earlier {
                 let done = crm.list_activities(&task.who_id, since.saturating_sub(60_000)).await?;
                 if let Some(found) = done.into_iter().find(|a| a.subject == task.subject) {
@@ -202,7 +202,7 @@ impl Host for RunContext {
         // between the push and its record) may have pushed, and nothing in
         // Salesforce tells; a second buzz on the rep's phone is worse than
         // none, and the DM and the task carry the lead anyway.
-        self.effect("crm.send-notification", Guard::Intent, |attempt| async move {
+        self.effect("crm.send-notification", Guard::AtMostOnce, |attempt| async move {
             if attempt.earlier.is_some() {
                 tracing::warn!(target_id = %notification.target_id, "an earlier attempt at this push may have gone out; not pushing again");
                 return Ok(());

@@ -6,11 +6,13 @@
 //! instead of doing it again (the way Temporal, Restate and Golem replay).
 //!
 //! A crash can fall between a provider's answer and the journal's commit.
-//! For effects that are not idempotent, an intent is made durable before
-//! the call; a rerun that finds an intent but no result knows the first
-//! attempt may have happened, and looks for its trace at the provider (the
-//! Salesforce lead with that email, the DM with that text) before doing it
-//! again.
+//! An effect that is not idempotent is therefore looked for at its provider
+//! (the Salesforce lead with that email, the DM carrying its journal key)
+//! before a run that may repeat an earlier one does it: any run but the
+//! first attempt of an execution's first run, which the worker knows from
+//! where the event came from (just received, just fired) without asking
+//! the ledger. The few effects no provider can be asked about (a mobile
+//! push) make an intent durable first instead, and are at most once.
 
 use super::RunContext;
 use super::{CapabilityError, Contact, MessageRef};
@@ -45,16 +47,13 @@ pub enum Entry {
 pub trait EffectJournal: Send + Sync {
     /// What is recorded under this key.
     async fn entry(&self, key: &str) -> anyhow::Result<Option<Entry>>;
-    /// Records, durably, that an attempt of the effect starts now.
+    /// Records, durably, that an attempt of the effect starts now (the
+    /// intent of an effect that is at most once).
     async fn start(&self, key: &str, at_ms: i64) -> anyhow::Result<()>;
-    /// Whether anything (a result or an intent) is recorded under a key
-    /// starting with `prefix`: an execution with nothing under
-    /// `<execution>/` is on its first run and has nothing to replay.
-    async fn any_under(&self, prefix: &str) -> anyhow::Result<bool>;
     /// Records an effect's result. May return before the record is durable:
-    /// a record lost to a crash is covered by the effect's intent (looked
-    /// for at the provider) or by the effect being idempotent, so callers
-    /// need not wait for the disk.
+    /// a record lost to a crash is covered by the effect being looked for
+    /// at its provider, by its intent, or by its being idempotent, so
+    /// callers need not wait for the disk.
     async fn record(&self, key: &str, result: &Value) -> anyhow::Result<()>;
 
     /// The recorded result under this key, if the effect is done.
@@ -70,11 +69,16 @@ pub trait EffectJournal: Send + Sync {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Guard {
     /// Doing it again changes nothing (setting fields, replacing a
-    /// message, adding to a list): record the result, no intent.
+    /// message, adding to a list): record the result.
     Idempotent,
-    /// Doing it again would repeat it (a new lead, a DM): make an intent
-    /// durable first, so a rerun after a crash knows to look before it acts.
-    Intent,
+    /// Doing it again would repeat it (a new lead, a DM), and the provider
+    /// can be asked whether it happened: a run that may repeat an earlier
+    /// one looks for it there before acting.
+    Lookup,
+    /// Doing it again would repeat it and no provider can tell whether it
+    /// happened (a mobile push): an intent is made durable first, and a
+    /// rerun that finds the intent does not act again.
+    AtMostOnce,
     /// The provider records the result under the key in the same
     /// transaction as the effect (plugin state in the ledger).
     Atomic,
@@ -84,8 +88,8 @@ pub(crate) enum Guard {
 pub(crate) struct Attempt {
     /// The effect's journal key (none without a journal).
     pub key: Option<String>,
-    /// When an earlier attempt whose outcome is unknown started (host
-    /// clock, ms): look for what it did before acting.
+    /// Since when (host clock, ms) an earlier attempt whose outcome is
+    /// unknown may have done it: look for what it did before acting.
     pub earlier: Option<i64>,
 }
 
@@ -166,8 +170,8 @@ impl RunContext {
         let key = self.next_effect_key(what);
         let unavailable = |e: anyhow::Error| CapabilityError::Unavailable(format!("effect journal: {e}"));
         let wait = self.ledger_wait();
-        let entry =
-            if self.identity().journal_empty { None } else { journal.entry(&key).await.map_err(unavailable)? };
+        let first = self.identity().journal_empty;
+        let entry = if first { None } else { journal.entry(&key).await.map_err(unavailable)? };
         let earlier = match entry {
             Some(Entry::Done(value)) => {
                 // The effect happened; an unreadable record must not make
@@ -182,9 +186,12 @@ impl RunContext {
                 tracing::info!(%key, "an earlier attempt may have done this; checking before acting");
                 Some(at_ms)
             }
+            // A run that may repeat an earlier one cannot tell from the
+            // journal alone: a record may have been lost to a crash.
+            None if guard == Guard::Lookup && !first => Some(self.identity().effects_since_ms),
             None => None,
         };
-        if guard == Guard::Intent && earlier.is_none() {
+        if guard == Guard::AtMostOnce && earlier.is_none() {
             journal.start(&key, self.capabilities().clock.now_ms()).await.map_err(unavailable)?;
         }
         // The provider's own time counts; an atomic effect is the ledger's.

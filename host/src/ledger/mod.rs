@@ -58,6 +58,47 @@ pub struct Trace {
     pub reads: Vec<crate::record::CallRecord>,
 }
 
+/// How an execution that ended (rather than waiting for a provider) is
+/// recorded: its lead's steps, its trace, the lead events it raises, and
+/// its event finished. [`Ledger::settle`] records it all at once.
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    /// The event it ran for: (source, event id).
+    pub event: (String, String),
+    /// The execution.
+    pub execution_id: String,
+    /// Whether it failed for good.
+    pub failed: bool,
+    /// The lead's steps, when the event names a lead.
+    pub lead: Option<LeadSteps>,
+    /// What its providers answered and what it decided.
+    pub trace: Option<Trace>,
+    /// Lead events it raises, each stored claimed by this instance.
+    pub raised: Vec<InboundEvent>,
+}
+
+/// A lead's steps from one execution (see [`Ledger::record_steps`]).
+#[derive(Debug, Clone)]
+pub struct LeadSteps {
+    /// The lead.
+    pub lead_id: String,
+    /// What the execution learned of it.
+    pub facts: LeadFacts,
+    /// Its steps, in order.
+    pub steps: Vec<Step>,
+}
+
+/// What [`Ledger::settle`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    /// The event is finished; false when this instance no longer held it
+    /// (another took it over) and the event was left as it was.
+    pub finished: bool,
+    /// For each raised event, whether it was new (false: raised before, by
+    /// an earlier run of the execution).
+    pub raised: Vec<bool>,
+}
+
 /// A shadow pipeline's decision beside the live one's, for one lead.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, JsonSchema)]
 pub struct ShadowDecision {
@@ -134,14 +175,13 @@ impl Pruned {
     }
 }
 
-/// The effect-journal keys an execution's completed node runs left for a
-/// rerun to resume from (`{execution}/...` ending in
-/// [`OUTPUTS_SUFFIX`](crate::capabilities::OUTPUTS_SUFFIX)): the
-/// key range and a LIKE pattern for the suffix. A completed execution is
-/// never run again, so they go when it finishes.
-pub(crate) fn outputs_of(execution_id: &str) -> (String, String, String) {
-    let (low, high) = key_range(&format!("{execution_id}/"));
-    (low, high, format!("%{}", crate::capabilities::OUTPUTS_SUFFIX))
+/// The key range of the effect-journal keys an execution's node runs
+/// left (`{execution}/...`); those ending in
+/// [`OUTPUTS_SUFFIX`](crate::capabilities::OUTPUTS_SUFFIX) are what a rerun
+/// resumes from. A completed execution is never run again, so they go when
+/// it finishes.
+pub(crate) fn outputs_of(execution_id: &str) -> (String, String) {
+    key_range(&format!("{execution_id}/"))
 }
 
 /// A durable timer as the ledger keeps it.
@@ -182,28 +222,84 @@ pub struct PausedRep {
 
 /// Effect records handed to the database but perhaps not committed yet:
 /// this process reads its own records at once, while the disk catches up.
+/// SQLite's writer also takes its queue from here: records ride along with
+/// the next transaction instead of each costing one (see `sqlite.rs`).
 #[derive(Default)]
-pub(crate) struct PendingRecords(std::sync::Mutex<std::collections::HashMap<String, Value>>);
+pub(crate) struct PendingRecords(std::sync::Mutex<Pending>);
+
+#[derive(Default)]
+struct Pending {
+    /// Every record not yet committed, by key.
+    by_key: std::collections::HashMap<String, Value>,
+    /// Records no transaction has taken yet, in the order they came.
+    queued: Vec<QueuedRecord>,
+}
+
+/// A record waiting for a transaction.
+pub(crate) struct QueuedRecord {
+    /// Its journal key.
+    pub key: String,
+    /// The result, as JSON text.
+    pub result: String,
+    /// When it was recorded (host clock, ms).
+    pub at: i64,
+}
 
 impl PendingRecords {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps a record readable until [`Self::remove`] (its own task commits it).
     fn insert(&self, key: &str, result: &Value) {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.to_string(), result.clone());
+        self.lock().by_key.insert(key.to_string(), result.clone());
+    }
+
+    /// Keeps a record readable and queues it for a transaction to take;
+    /// true when the queue was empty (so whoever takes it must be told).
+    fn queue(&self, key: &str, result: &Value, at: i64) -> bool {
+        let mut pending = self.lock();
+        pending.by_key.insert(key.to_string(), result.clone());
+        pending.queued.push(QueuedRecord { key: key.to_string(), result: result.to_string(), at });
+        pending.queued.len() == 1
+    }
+
+    /// The queued records, for the transaction about to commit them.
+    fn take_queued(&self) -> Vec<QueuedRecord> {
+        std::mem::take(&mut self.lock().queued)
+    }
+
+    /// Records a transaction committed (or gave up on) are no longer pending.
+    fn settled(&self, records: &[QueuedRecord]) {
+        let mut pending = self.lock();
+        for record in records {
+            pending.by_key.remove(&record.key);
+        }
+    }
+
+    /// Drops what a completed execution's node runs left for a rerun to
+    /// resume from and no transaction has taken yet: it never runs again.
+    fn forget_outputs(&self, execution_id: &str) {
+        let prefix = format!("{execution_id}/");
+        let resume_point = |key: &str| key.starts_with(&prefix) && key.ends_with(crate::capabilities::OUTPUTS_SUFFIX);
+        let mut pending = self.lock();
+        let before = pending.queued.len();
+        pending.queued.retain(|r| !resume_point(&r.key));
+        if pending.queued.len() != before {
+            pending.by_key.retain(|key, _| !resume_point(key));
+        }
     }
 
     fn get(&self, key: &str) -> Option<Value> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(key).cloned()
-    }
-
-    fn any_under(&self, prefix: &str) -> bool {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().any(|k| k.starts_with(prefix))
+        self.lock().by_key.get(key).cloned()
     }
 
     fn is_empty(&self) -> bool {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
+        self.lock().by_key.is_empty()
     }
 
     fn remove(&self, key: &str) {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+        self.lock().by_key.remove(key);
     }
 }
 
@@ -454,6 +550,26 @@ pub trait Ledger: Send + Sync {
     /// Marks an event's execution finished; `false` when this instance no
     /// longer held the event (another took it over), and nothing changed.
     async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<bool>;
+    /// Records how an execution ended: the lead's steps
+    /// ([`Self::record_steps`]), the trace ([`Self::record_trace`]), the lead
+    /// events it raises ([`Self::record_event`]) and the event finished
+    /// ([`Self::finish_event`]), in that order. A backend that can does it
+    /// in one transaction, so none is recorded without the others.
+    async fn settle(&self, settlement: &Settlement) -> Result<Settled> {
+        if let Some(lead) = &settlement.lead {
+            self.record_steps(&lead.lead_id, &settlement.execution_id, &lead.facts, &lead.steps).await?;
+        }
+        if let Some(trace) = &settlement.trace {
+            self.record_trace(trace).await?;
+        }
+        let mut raised = Vec::with_capacity(settlement.raised.len());
+        for event in &settlement.raised {
+            raised.push(self.record_event(event).await?);
+        }
+        let (source, event_id) = &settlement.event;
+        let finished = self.finish_event(source, event_id, &settlement.execution_id, settlement.failed).await?;
+        Ok(Settled { finished, raised })
+    }
     /// Applies the steps of a finished execution (`execution`) to its lead.
     /// Steps it recorded already (a rerun) are not repeated; the same steps
     /// from another execution (the lead handed off again) are.

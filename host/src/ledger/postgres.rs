@@ -670,7 +670,8 @@ impl Ledger for PostgresStore {
             )
             .await?;
         if changed == 1 && !failed {
-            let (low, high, suffix) = super::outputs_of(execution_id);
+            let (low, high) = super::outputs_of(execution_id);
+            let suffix = format!("%{}", crate::capabilities::OUTPUTS_SUFFIX);
             client
                 .execute("DELETE FROM effects WHERE key >= $1 AND key < $2 AND key LIKE $3", &[&low, &high, &suffix])
                 .await?;
@@ -1200,22 +1201,6 @@ impl EffectJournal for PostgresStore {
         }))
     }
 
-    async fn any_under(&self, prefix: &str) -> Result<bool> {
-        if self.inner.pending.any_under(prefix) {
-            return Ok(true);
-        }
-        let (low, high) = super::key_range(prefix);
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM effects WHERE key >= $1 AND key < $2)
-                     OR EXISTS (SELECT 1 FROM effect_intents WHERE key >= $1 AND key < $2)",
-                &[&low, &high],
-            )
-            .await?;
-        Ok(row.get(0))
-    }
-
     async fn start(&self, key: &str, at_ms: i64) -> Result<()> {
         let client = self.client().await?;
         client
@@ -1240,7 +1225,7 @@ impl EffectJournal for PostgresStore {
                 anyhow::Ok(())
             };
             if let Err(e) = commit.await {
-                tracing::warn!(error = %e, "an effect's record was not committed; its intent covers it");
+                tracing::warn!(error = %e, "an effect's record was not committed; a rerun looks for its effect");
             }
             store.inner.pending.remove(&key);
         });

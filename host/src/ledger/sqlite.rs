@@ -2,7 +2,7 @@
 //! (a commit an outside party is told of, such as a webhook's event, is
 //! fsynced first; see `Reach`), numbered migrations.
 
-use super::{Deferred, InboundEvent, Instance, Ledger, PausedRep, TimerRecord, WaitPolicy, key_range};
+use super::{Deferred, InboundEvent, Instance, Ledger, PausedRep, PendingRecords, TimerRecord, WaitPolicy};
 use crate::capabilities::Entry;
 use crate::capabilities::{CapabilityError, Clock, Scheduler, StateQuota, StateStore, SystemClock, Timer};
 use crate::lead::{LeadFacts, LeadRecord, LeadState, Step};
@@ -196,12 +196,24 @@ fn unpack(stored: rusqlite::types::ValueRef<'_>) -> serde_json::Value {
 /// Most writes committed together in one transaction.
 const MAX_GROUP: usize = 512;
 
+/// Longest an effect record waits for a transaction to ride along with
+/// before it gets one of its own.
+const RECORD_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The SQLite ledger. Cheap to clone.
 ///
 /// Writes go to one writer thread that commits whatever is queued as one
 /// transaction (group commit: one fsync for many callers, each caller's
 /// work in its own savepoint so one failure does not undo the others);
 /// reads use their own connections and see only committed data.
+///
+/// Effect records, which nobody waits for (see
+/// [`EffectJournal::record`](crate::capabilities::EffectJournal::record)),
+/// are not writes of their own: they queue, readable by this process at
+/// once, and the next transaction takes them along, or a transaction of
+/// their own after [`RECORD_DELAY`]. A lead's dozen records cost no commit
+/// of their own, and the resume points of an execution that completes
+/// before they are taken are never written at all.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
@@ -216,7 +228,8 @@ struct Inner {
     /// event finished, when an effect was recorded) are on the same time
     /// line as the plugins and the runs.
     clock: Arc<dyn Clock>,
-    pending: super::PendingRecords,
+    /// Effect records not committed yet; the writer takes them.
+    pending: Arc<PendingRecords>,
 }
 
 /// What a write does once its group's commit is known: answers its caller.
@@ -226,13 +239,20 @@ type Answer = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// begin), returning its [`Answer`].
 type Work = Box<dyn FnOnce(Option<&Connection>) -> Answer + Send>;
 
-/// A write: runs inside the group's transaction (or, given no connection,
-/// does not run) and returns what to do once the group's commit is known.
-struct Job {
-    run: Work,
-    /// Whether its commit must reach the disk before it is answered (see
-    /// [`Reach`]).
-    reach: Reach,
+/// What the writer is handed.
+enum Job {
+    /// A write: runs inside the group's transaction (or, given no
+    /// connection, does not run) and returns what to do once the group's
+    /// commit is known.
+    Write {
+        run: Work,
+        /// Whether its commit must reach the disk before it is answered
+        /// (see [`Reach`]).
+        reach: Reach,
+    },
+    /// Effect records were queued: commit them within [`RECORD_DELAY`],
+    /// with whatever writes come by then.
+    Records,
 }
 
 /// How far a write's commit goes before the writer answers it.
@@ -319,9 +339,11 @@ impl SqliteStore {
         let connection = connect(path)?;
         migrate(&connection).with_context(|| format!("migrating {}", path.display()))?;
         let (writer, jobs) = std::sync::mpsc::channel::<Job>();
+        let pending = Arc::new(PendingRecords::default());
+        let records = pending.clone();
         std::thread::Builder::new()
             .name("handoff-ledger".into())
-            .spawn(move || write_groups(&connection, &jobs))
+            .spawn(move || write_groups(&connection, &jobs, &records))
             .context("starting the ledger's writer")?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -330,7 +352,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 instance,
                 clock,
-                pending: super::PendingRecords::default(),
+                pending,
             }),
         })
     }
@@ -385,18 +407,20 @@ impl SqliteStore {
                 });
             }) as Answer
         });
-        let job = Job { run, reach };
-        let queued = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .send(job)
-            .map_err(|_| anyhow::anyhow!("the ledger's writer stopped"));
+        let queued = self.send(Job::Write { run, reach });
         async move {
             queued?;
             result.await.context("the ledger's writer stopped")?
         }
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("the ledger's writer stopped"))
     }
 
     /// Real time, for liveness: leases and the waits of events whose
@@ -443,53 +467,117 @@ fn in_savepoint<T>(connection: &Connection, f: impl FnOnce(&Connection) -> Resul
     }
 }
 
-/// The writer thread: takes every queued write, runs them in one
-/// transaction, commits once, then answers them all.
-fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>) {
+/// The writer thread: takes every queued write and effect record, runs
+/// them in one transaction, commits once, then answers them all.
+fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>, records: &PendingRecords) {
+    use std::sync::mpsc::RecvTimeoutError;
     // As `connect` leaves it.
     let mut synchronous = Reach::Disk;
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
+    // When queued records must be committed, whether or not a write comes.
+    let mut records_due: Option<std::time::Instant> = None;
+    loop {
+        let first = match records_due {
+            None => jobs.recv().ok(),
+            Some(due) => match jobs.recv_timeout(due.saturating_duration_since(std::time::Instant::now())) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                // The store is gone: what is queued is still committed.
+                Err(RecvTimeoutError::Disconnected) => {
+                    commit_group(connection, Vec::new(), records.take_queued(), records, &mut synchronous);
+                    return;
+                }
+            },
+        };
+        let mut group = Vec::new();
+        match first {
+            Some(Job::Write { run, reach }) => group.push((run, reach)),
+            Some(Job::Records) => {
+                records_due.get_or_insert_with(|| std::time::Instant::now() + RECORD_DELAY);
+            }
+            None if records_due.is_none() => {
+                // The store is gone.
+                commit_group(connection, Vec::new(), records.take_queued(), records, &mut synchronous);
+                return;
+            }
+            None => {}
+        }
         while group.len() < MAX_GROUP {
             match jobs.try_recv() {
-                Ok(job) => group.push(job),
+                Ok(Job::Write { run, reach }) => group.push((run, reach)),
+                Ok(Job::Records) => {
+                    records_due.get_or_insert_with(|| std::time::Instant::now() + RECORD_DELAY);
+                }
                 Err(_) => break,
             }
         }
-        let began = std::time::Instant::now();
-        // The group goes to the disk if any of its writes must.
-        let wanted = if group.iter().any(|j| j.reach == Reach::Disk) { Reach::Disk } else { Reach::Wal };
-        let set = if wanted == synchronous {
-            Ok(())
-        } else {
-            let level = if wanted == Reach::Disk { "FULL" } else { "NORMAL" };
-            connection.pragma_update(None, "synchronous", level).map(|()| synchronous = wanted)
-        };
-        if let Err(e) = set.and_then(|()| connection.execute_batch("BEGIN IMMEDIATE")) {
-            let error = e.to_string();
-            for job in group {
-                // Nothing runs: each caller hears why.
-                let answer = (job.run)(None);
-                answer(Err(error.clone()));
-            }
+        let due = records_due.is_some_and(|at| at <= std::time::Instant::now());
+        if group.is_empty() && !due {
             continue;
         }
-        // A job that hits a disk error can make SQLite roll the whole
-        // transaction back; the jobs after it must not then run (and
-        // commit) on their own.
-        let mut answers = Vec::with_capacity(group.len());
-        for job in group {
-            let live = !connection.is_autocommit();
-            answers.push((job.run)(live.then_some(connection)));
+        records_due = None;
+        commit_group(connection, group, records.take_queued(), records, &mut synchronous);
+    }
+}
+
+/// One transaction: the queued effect records, then each write in its own
+/// savepoint; commits once (to the disk if any write must be), then answers
+/// every write.
+fn commit_group(
+    connection: &Connection,
+    group: Vec<(Work, Reach)>,
+    queued: Vec<super::QueuedRecord>,
+    records: &PendingRecords,
+    synchronous: &mut Reach,
+) {
+    if group.is_empty() && queued.is_empty() {
+        return;
+    }
+    let began = std::time::Instant::now();
+    // The group goes to the disk if any of its writes must.
+    let wanted = if group.iter().any(|(_, reach)| *reach == Reach::Disk) { Reach::Disk } else { Reach::Wal };
+    let set = if wanted == *synchronous {
+        Ok(())
+    } else {
+        let level = if wanted == Reach::Disk { "FULL" } else { "NORMAL" };
+        connection.pragma_update(None, "synchronous", level).map(|()| *synchronous = wanted)
+    };
+    if let Err(e) = set.and_then(|()| connection.execute_batch("BEGIN IMMEDIATE")) {
+        let error = e.to_string();
+        tracing::warn!(error = %error, records = queued.len(), "effect records were not committed; a rerun looks for their effects");
+        records.settled(&queued);
+        for (run, _) in group {
+            // Nothing runs: each caller hears why.
+            let answer = run(None);
+            answer(Err(error.clone()));
         }
-        let commit = connection.execute_batch("COMMIT").map_err(|e| e.to_string());
-        if commit.is_err() {
-            let _ = connection.execute_batch("ROLLBACK");
-        }
-        crate::telemetry::TELEMETRY.ledger_commit_seconds.observe(began.elapsed().as_secs_f64());
-        for answer in answers {
-            answer(commit.clone());
-        }
+        return;
+    }
+    if !queued.is_empty()
+        && let Err(e) = in_savepoint(connection, |c| {
+            for record in &queued {
+                record_effect(c, &record.key, &record.result, record.at)?;
+            }
+            Ok(())
+        })
+    {
+        tracing::warn!(error = %e, records = queued.len(), "effect records were not committed; a rerun looks for their effects");
+    }
+    // A job that hits a disk error can make SQLite roll the whole
+    // transaction back; the jobs after it must not then run (and commit)
+    // on their own.
+    let mut answers = Vec::with_capacity(group.len());
+    for (run, _) in group {
+        let live = !connection.is_autocommit();
+        answers.push(run(live.then_some(connection)));
+    }
+    let commit = connection.execute_batch("COMMIT").map_err(|e| e.to_string());
+    if commit.is_err() {
+        let _ = connection.execute_batch("ROLLBACK");
+    }
+    crate::telemetry::TELEMETRY.ledger_commit_seconds.observe(began.elapsed().as_secs_f64());
+    records.settled(&queued);
+    for answer in answers {
+        answer(commit.clone());
     }
 }
 
@@ -576,21 +664,33 @@ impl Ledger for SqliteStore {
         let instance = self.inner.instance.clone();
         let lease_until = Self::now().saturating_add(self.lease_ms());
         // Acknowledged to its sender once this returns.
-        self.write_durable(move |c| {
-            let inserted = c.prepare_cached("INSERT OR IGNORE INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until, node)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?.execute(params![
-                    event.source,
-                    event.event_id,
-                    event.pipeline,
-                    event.lead_id,
-                    pack(event.payload.to_string()),
-                    event.received_at,
-                    instance.id,
-                    instance.boot,
-                    lease_until,
-                    event.node
-                ],)?;
-            Ok(inserted == 1)
+        self.write_durable(move |c| insert_event(c, &event, &instance, lease_until)).await
+    }
+
+    async fn settle(&self, settlement: &super::Settlement) -> Result<super::Settled> {
+        if !settlement.failed {
+            self.inner.pending.forget_outputs(&settlement.execution_id);
+        }
+        let settlement = settlement.clone();
+        let trace = settlement.trace.as_ref().map(serde_json::to_string).transpose()?.map(pack);
+        let instance = self.inner.instance.clone();
+        let lease_until = Self::now().saturating_add(self.lease_ms());
+        let now = self.business_now();
+        // Nobody outside is told of it: the WAL is enough (see `Reach`).
+        self.write(move |c| {
+            if let Some(lead) = &settlement.lead {
+                insert_steps(c, &lead.lead_id, &settlement.execution_id, &lead.facts, &lead.steps)?;
+            }
+            if let (Some(trace), Some(record)) = (&settlement.trace, trace) {
+                insert_trace(c, &trace.execution_id, trace.at, record)?;
+            }
+            let raised = settlement
+                .raised
+                .iter()
+                .map(|event| insert_event(c, event, &instance, lease_until))
+                .collect::<Result<_>>()?;
+            let finished = finish(c, &settlement.event, &settlement.execution_id, settlement.failed, now, &instance)?;
+            Ok(super::Settled { finished, raised })
         })
         .await
     }
@@ -741,25 +841,14 @@ impl Ledger for SqliteStore {
     }
 
     async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<bool> {
-        let (source, event_id, execution_id) = (source.to_string(), event_id.to_string(), execution_id.to_string());
+        if !failed {
+            self.inner.pending.forget_outputs(execution_id);
+        }
+        let event = (source.to_string(), event_id.to_string());
+        let execution_id = execution_id.to_string();
         let instance = self.inner.instance.clone();
         let now = self.business_now();
-        self.write(move |c| {
-            let changed = c
-                .prepare_cached(
-                    "UPDATE events SET execution_id = ?3, finished_at = ?4, failed = ?5, next_attempt_at = NULL,
-                    claimed_by = NULL, claim_boot = NULL, lease_until = NULL, told_at = NULL
-                 WHERE source = ?1 AND event_id = ?2 AND finished_at IS NULL AND claimed_by = ?6 AND claim_boot = ?7",
-                )?
-                .execute(params![source, event_id, execution_id, now, failed, instance.id, instance.boot])?;
-            if changed == 1 && !failed {
-                let (low, high, suffix) = super::outputs_of(&execution_id);
-                c.prepare_cached("DELETE FROM effects WHERE key >= ?1 AND key < ?2 AND key LIKE ?3")?
-                    .execute(params![low, high, suffix])?;
-            }
-            Ok(changed == 1)
-        })
-        .await
+        self.write(move |c| finish(c, &event, &execution_id, failed, now, &instance)).await
     }
 
     async fn prune(&self, before: i64, limit: usize) -> Result<super::Pruned> {
@@ -817,67 +906,7 @@ impl Ledger for SqliteStore {
     async fn record_steps(&self, lead_id: &str, execution: &str, facts: &LeadFacts, steps: &[Step]) -> Result<()> {
         let (lead_id, execution, facts, steps) =
             (lead_id.to_string(), execution.to_string(), facts.clone(), steps.to_vec());
-        self.write(move |tx| {
-            let Some(last) = steps.last() else { return Ok(()) };
-            let existing: Option<LeadState> = tx
-                .prepare_cached("SELECT state, phase FROM leads WHERE id = ?1")?
-                .query_row(params![lead_id], |r| {
-                    Ok(LeadState::stored(&r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?.as_deref()))
-                })
-                .optional()?;
-            let state = crate::lead::next_state(existing, &last.state);
-            tx.prepare_cached(
-                "INSERT INTO leads (id, email, name, company, state, phase, owner, salesforce_id, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (id) DO UPDATE SET
-                    email = COALESCE(excluded.email, leads.email),
-                    name = COALESCE(excluded.name, leads.name),
-                    company = COALESCE(excluded.company, leads.company),
-                    state = excluded.state,
-                    phase = excluded.phase,
-                    owner = COALESCE(excluded.owner, leads.owner),
-                    salesforce_id = COALESCE(excluded.salesforce_id, leads.salesforce_id),
-                    updated_at = excluded.updated_at",
-            )?
-            .execute(params![
-                lead_id,
-                facts.email,
-                facts.name,
-                facts.company,
-                state.as_str(),
-                state.phase().as_str(),
-                facts.owner,
-                facts.salesforce_id,
-                last.at
-            ])?;
-            for step in &steps {
-                // A rerun replays steps the lead already shows.
-                let known: bool = tx
-                    .prepare_cached(
-                        "SELECT EXISTS (SELECT 1 FROM lead_steps
-                     WHERE lead_id = ?1 AND state = ?2 AND detail = ?3 AND execution_id IS ?4)",
-                    )?
-                    .query_row(params![lead_id, step.state.as_str(), step.detail, execution], |r| r.get(0))?;
-                if known {
-                    continue;
-                }
-                tx.prepare_cached(
-                    "INSERT INTO lead_steps (lead_id, at, state, phase, detail, execution_id, data)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![
-                    lead_id,
-                    step.at,
-                    step.state.as_str(),
-                    step.state.phase().as_str(),
-                    step.detail,
-                    execution,
-                    step.data.as_ref().map(ToString::to_string)
-                ])?;
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |c| insert_steps(c, &lead_id, &execution, &facts, &steps)).await
     }
 
     async fn steps_between(&self, states: &[&str], from: i64, to: i64) -> Result<Vec<(String, Step)>> {
@@ -1084,12 +1113,7 @@ impl Ledger for SqliteStore {
     async fn record_trace(&self, trace: &super::Trace) -> Result<()> {
         let (execution_id, at) = (trace.execution_id.clone(), trace.at);
         let record = pack(serde_json::to_string(trace)?);
-        self.write(move |c| {
-            c.prepare_cached("INSERT OR REPLACE INTO traces (execution_id, at, record) VALUES (?1, ?2, ?3)")?
-                .execute(params![execution_id, at, record])?;
-            Ok(())
-        })
-        .await
+        self.write(move |c| insert_trace(c, &execution_id, at, record)).await
     }
 
     async fn trace(&self, execution_id: &str) -> Result<Option<super::Trace>> {
@@ -1198,6 +1222,129 @@ impl Ledger for SqliteStore {
     }
 }
 
+/// Applies an execution's steps to its lead (see [`Ledger::record_steps`]).
+fn insert_steps(tx: &Connection, lead_id: &str, execution: &str, facts: &LeadFacts, steps: &[Step]) -> Result<()> {
+    let Some(last) = steps.last() else { return Ok(()) };
+    let existing: Option<LeadState> = tx
+        .prepare_cached("SELECT state, phase FROM leads WHERE id = ?1")?
+        .query_row(params![lead_id], |r| {
+            Ok(LeadState::stored(&r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?.as_deref()))
+        })
+        .optional()?;
+    let state = crate::lead::next_state(existing, &last.state);
+    tx.prepare_cached(
+        "INSERT INTO leads (id, email, name, company, state, phase, owner, salesforce_id, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (id) DO UPDATE SET
+            email = COALESCE(excluded.email, leads.email),
+            name = COALESCE(excluded.name, leads.name),
+            company = COALESCE(excluded.company, leads.company),
+            state = excluded.state,
+            phase = excluded.phase,
+            owner = COALESCE(excluded.owner, leads.owner),
+            salesforce_id = COALESCE(excluded.salesforce_id, leads.salesforce_id),
+            updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        lead_id,
+        facts.email,
+        facts.name,
+        facts.company,
+        state.as_str(),
+        state.phase().as_str(),
+        facts.owner,
+        facts.salesforce_id,
+        last.at
+    ])?;
+    // A rerun replays steps the lead already shows. The lead's own index,
+    // named: the state index (which the planner prefers without statistics)
+    // would scan every lead's steps in that state.
+    let known: std::collections::HashSet<(String, String)> = tx
+        .prepare_cached(
+            "SELECT state, detail FROM lead_steps INDEXED BY lead_steps_lead WHERE lead_id = ?1 AND execution_id IS ?2",
+        )?
+        .query_map(params![lead_id, execution], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for step in steps {
+        if known.contains(&(step.state.as_str().to_string(), step.detail.clone())) {
+            continue;
+        }
+        tx.prepare_cached(
+            "INSERT INTO lead_steps (lead_id, at, state, phase, detail, execution_id, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            lead_id,
+            step.at,
+            step.state.as_str(),
+            step.state.phase().as_str(),
+            step.detail,
+            execution,
+            step.data.as_ref().map(ToString::to_string)
+        ])?;
+    }
+    Ok(())
+}
+
+/// Stores an event claimed by `instance` (see [`Ledger::record_event`]).
+fn insert_event(c: &Connection, event: &InboundEvent, instance: &Instance, lease_until: i64) -> Result<bool> {
+    let inserted = c
+        .prepare_cached(
+            "INSERT OR IGNORE INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until, node)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            event.source,
+            event.event_id,
+            event.pipeline,
+            event.lead_id,
+            pack(event.payload.to_string()),
+            event.received_at,
+            instance.id,
+            instance.boot,
+            lease_until,
+            event.node
+        ])?;
+    Ok(inserted == 1)
+}
+
+/// Keeps an execution's trace, `record` packed (see [`Ledger::record_trace`]).
+fn insert_trace(c: &Connection, execution_id: &str, at: i64, record: rusqlite::types::Value) -> Result<()> {
+    c.prepare_cached("INSERT OR REPLACE INTO traces (execution_id, at, record) VALUES (?1, ?2, ?3)")?
+        .execute(params![execution_id, at, record])?;
+    Ok(())
+}
+
+/// Marks an event (source, id) finished at `now` if `instance` still holds
+/// it; a completed execution's resume points go (see [`Ledger::finish_event`]).
+fn finish(
+    c: &Connection,
+    (source, event_id): &(String, String),
+    execution_id: &str,
+    failed: bool,
+    now: i64,
+    instance: &Instance,
+) -> Result<bool> {
+    let changed = c
+        .prepare_cached(
+            "UPDATE events SET execution_id = ?3, finished_at = ?4, failed = ?5, next_attempt_at = NULL,
+                claimed_by = NULL, claim_boot = NULL, lease_until = NULL, told_at = NULL
+             WHERE source = ?1 AND event_id = ?2 AND finished_at IS NULL AND claimed_by = ?6 AND claim_boot = ?7",
+        )?
+        .execute(params![source, event_id, execution_id, now, failed, instance.id, instance.boot])?;
+    if changed == 1 && !failed {
+        let (low, high) = super::outputs_of(execution_id);
+        // The suffix is in the text: a bound LIKE pattern makes SQLite
+        // prepare the statement again on every run.
+        c.prepare_cached(&format!(
+            "DELETE FROM effects WHERE key >= ?1 AND key < ?2 AND key LIKE '%{}'",
+            crate::capabilities::OUTPUTS_SUFFIX
+        ))?
+        .execute(params![low, high])?;
+    }
+    Ok(changed == 1)
+}
+
 /// Timers in the ledger: a timer and the journal record of the call that
 /// set it commit together.
 #[async_trait::async_trait]
@@ -1295,20 +1442,6 @@ impl crate::capabilities::EffectJournal for SqliteStore {
         })
     }
 
-    async fn any_under(&self, prefix: &str) -> Result<bool> {
-        if self.inner.pending.any_under(prefix) {
-            return Ok(true);
-        }
-        let (low, high) = key_range(prefix);
-        self.read_now(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM effects WHERE key >= ?1 AND key < ?2)
-                     OR EXISTS (SELECT 1 FROM effect_intents WHERE key >= ?1 AND key < ?2)",
-            )?
-            .query_row(params![low, high], |r| r.get(0))?)
-        })
-    }
-
     async fn start(&self, key: &str, at_ms: i64) -> Result<()> {
         let key = key.to_string();
         // On the disk before the effect it announces.
@@ -1321,18 +1454,11 @@ impl crate::capabilities::EffectJournal for SqliteStore {
     }
 
     async fn record(&self, key: &str, result: &serde_json::Value) -> Result<()> {
-        // Queued behind earlier writes, committed with the next group; not
+        // Committed with the next transaction, within RECORD_DELAY; not
         // waited for (see the trait), but readable here at once.
-        self.inner.pending.insert(key, result);
-        let (owned_key, text, at) = (key.to_string(), result.to_string(), self.business_now());
-        let committing = self.write(move |c| record_effect(c, &owned_key, &text, at));
-        let (inner, key) = (self.inner.clone(), key.to_string());
-        tokio::spawn(async move {
-            if let Err(e) = committing.await {
-                tracing::warn!(error = %e, "an effect's record was not committed; its intent covers it");
-            }
-            inner.pending.remove(&key);
-        });
+        if self.inner.pending.queue(key, result, self.business_now()) {
+            self.send(Job::Records)?;
+        }
         Ok(())
     }
 }

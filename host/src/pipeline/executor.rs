@@ -31,6 +31,24 @@ pub enum Start {
     Node(String),
 }
 
+/// What is known of an execution's earlier runs when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum History {
+    /// It never ran: an event just received, a timer just fired, a new
+    /// execution id. Nothing is read from the journal and no effect is
+    /// looked for at its provider.
+    New,
+    /// It may have run before (resumed after a crash, taken over from
+    /// another instance, run again after waiting for a provider, retried):
+    /// the journal's records are replayed, and an effect the journal does
+    /// not hold is looked for at its provider from `since_ms` (host clock:
+    /// when the event was received) before it is done.
+    Resumed {
+        /// No effect of the execution happened before this.
+        since_ms: i64,
+    },
+}
+
 /// Runs prepared pipelines on a runtime with a set of capability providers.
 #[derive(Clone)]
 pub struct Executor {
@@ -63,13 +81,14 @@ impl Executor {
         start: Start,
         lead_id: Option<String>,
     ) -> ExecutionRecord {
-        self.execute_as(prepared, input, start, lead_id, uuid::Uuid::now_v7().to_string()).await
+        let id = uuid::Uuid::now_v7().to_string();
+        self.execute_as(prepared, input, start, lead_id, id, History::New).await
     }
 
     /// Runs one execution under `execution_id`. Running the same work again
-    /// under the same id (after a crash) lets plugins recognise their own
-    /// earlier claims and recorded side effects instead of taking the rerun
-    /// for a second lead.
+    /// under the same id (after a crash, with [`History::Resumed`]) lets
+    /// plugins recognise their own earlier claims and recorded side effects
+    /// instead of taking the rerun for a second lead.
     #[tracing::instrument(
         name = "execution",
         skip_all,
@@ -82,6 +101,7 @@ impl Executor {
         start: Start,
         lead_id: Option<String>,
         execution_id: String,
+        history: History,
     ) -> ExecutionRecord {
         let pipeline = &prepared.pipeline;
         let started = Instant::now();
@@ -116,16 +136,16 @@ impl Executor {
             }
         };
 
-        // A first run has nothing to replay: skip the journal reads.
-        let first_run = match &self.capabilities.journal {
-            Some(journal) => matches!(journal.any_under(&format!("{execution_id}/")).await, Ok(false)),
-            None => false,
+        let (first_run, effects_since_ms) = match history {
+            History::New => (true, record.started_at_ms),
+            History::Resumed { since_ms } => (false, since_ms.min(record.started_at_ms)),
         };
         let shared = Shared {
             prepared,
             execution_id: &execution_id,
             lead_id: &lead_id,
             first_run,
+            effects_since_ms,
             started,
             runs_made: AtomicUsize::new(0),
         };
@@ -284,6 +304,7 @@ impl Executor {
             lead_id: shared.lead_id.clone(),
             effect_scope,
             journal_empty: shared.first_run,
+            effects_since_ms: shared.effects_since_ms,
         });
         // A node run that completed in an earlier run of this execution
         // (before a crash, or before a later node failed) is not run
@@ -515,7 +536,10 @@ struct Shared<'a> {
     prepared: &'a PreparedPipeline,
     execution_id: &'a str,
     lead_id: &'a Option<String>,
+    /// The execution never ran before: nothing to replay.
     first_run: bool,
+    /// See [`RunIdentity::effects_since_ms`].
+    effects_since_ms: i64,
     started: Instant,
     /// Node runs made or started, for the fan-out guard.
     runs_made: AtomicUsize,

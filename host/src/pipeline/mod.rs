@@ -9,7 +9,7 @@ pub mod merge;
 pub mod model;
 
 pub use check::{Diagnostic, MAX_NODE_TIMEOUT, check, check_cron, check_together, load_file, ungranted_import_message};
-pub use executor::{Executor, Start};
+pub use executor::{Executor, History, Start};
 pub use locate::{Position, SourceMap, escape_segment};
 pub use merge::{MERGE_PLUGIN, MergeSpec};
 pub use model::{Node, OnError, Pipeline, Trigger};

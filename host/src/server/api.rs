@@ -4,6 +4,7 @@
 
 use super::{AppState, sweep, worker};
 use crate::lead::LeadState;
+use crate::pipeline::History;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -358,7 +359,8 @@ async fn retry(state: &Arc<AppState>, lead: Option<&str>) -> Response {
         match state.ledger.claim_failed(&event.source, &event.event_id).await {
             Ok(true) => {
                 started.push(event.event_id.clone());
-                worker::start(state.clone(), pipeline, event, Instant::now());
+                let history = History::Resumed { since_ms: event.received_at };
+                worker::start(state.clone(), pipeline, event, history, Instant::now());
             }
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, event = %event.event_id, "cannot claim a failed event for retry"),

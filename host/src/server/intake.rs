@@ -7,8 +7,8 @@ use super::api::refuse;
 use super::{AppState, worker};
 use crate::connectors::hubspot;
 use crate::ledger::InboundEvent;
-use crate::pipeline::Trigger;
 use crate::pipeline::model::SignatureScheme;
+use crate::pipeline::{History, Trigger};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
@@ -280,7 +280,7 @@ async fn receive_request(
                 // The events stored so far run; the redelivery will find
                 // them stored and store the rest.
                 for event in fresh {
-                    worker::start(state.clone(), prepared.clone(), event, received);
+                    worker::start(state.clone(), prepared.clone(), event, History::New, received);
                 }
                 tracing::error!(error = %e, "cannot store a webhook event; HubSpot will retry");
                 return refuse(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string());
@@ -289,7 +289,7 @@ async fn receive_request(
     }
     let ids: Vec<String> = fresh.iter().map(|e| e.event_id.clone()).collect();
     for event in fresh {
-        worker::start(state.clone(), prepared.clone(), event, received);
+        worker::start(state.clone(), prepared.clone(), event, History::New, received);
     }
     (StatusCode::OK, Json(Accepted { accepted: ids.len(), duplicates, ignored, events: ids })).into_response()
 }
@@ -337,7 +337,7 @@ async fn receive_slack(
     };
     match state.ledger.record_event(&event).await {
         Ok(true) => {
-            worker::start(state.clone(), prepared.clone(), event, received);
+            worker::start(state.clone(), prepared.clone(), event, History::New, received);
             StatusCode::OK.into_response()
         }
         Ok(false) => {

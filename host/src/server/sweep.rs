@@ -5,6 +5,7 @@
 use super::{AppState, worker};
 use crate::connectors::hubspot::HubSpot;
 use crate::ledger::InboundEvent;
+use crate::pipeline::History;
 use anyhow::Result;
 use serde_json::json;
 use std::sync::Arc;
@@ -75,7 +76,7 @@ pub async fn sweep_once(state: &Arc<AppState>, hubspot: &HubSpot) -> Result<Vec<
             };
             if state.ledger.record_event(&event).await? {
                 started.push(event.event_id.clone());
-                worker::start(state.clone(), pipeline.clone(), event, Instant::now());
+                worker::start(state.clone(), pipeline.clone(), event, History::New, Instant::now());
             }
         }
         if let Some(next) = page.next_after {

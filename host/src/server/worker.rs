@@ -7,13 +7,14 @@
 //! keeps each `schedule` pipeline's next slot armed as a timer.
 
 use super::{AppState, Finished};
-use crate::lead::{LeadFacts, LeadState, Step};
+use crate::lead::LeadState;
 use crate::ledger::InboundEvent;
-use crate::pipeline::{PreparedPipeline, Start, Trigger};
+use crate::pipeline::{History, PreparedPipeline, Start, Trigger};
 use crate::record::{ExecutionRecord, ExecutionStatus};
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -177,7 +178,7 @@ async fn fire_timers(state: &Arc<AppState>) -> Result<usize> {
             if event.node.is_none() && matches!(pipeline.pipeline.trigger, Trigger::Schedule { .. }) {
                 slots_fired.push(pipeline.clone());
             }
-            start(state.clone(), pipeline, event, Instant::now());
+            start(state.clone(), pipeline, event, History::New, Instant::now());
         }
         // The fired events run already; arming the next slots cannot hold
         // them up, and a failure to arm is retried by the periodic re-arm.
@@ -258,7 +259,9 @@ async fn claim_and_start(state: &Arc<AppState>) -> Result<usize> {
     }
     for event in events {
         if let Some(pipeline) = state.pipeline(&event.pipeline) {
-            start(state.clone(), pipeline, event, Instant::now());
+            // Begun before (a crash, a wait, another instance's lease).
+            let history = History::Resumed { since_ms: event.received_at };
+            start(state.clone(), pipeline, event, history, Instant::now());
         } else {
             tracing::error!(pipeline = %event.pipeline, event = %event.event_id, "an unfinished event's pipeline is no longer served; marking it failed");
             if let Err(e) = state.ledger.finish_event(&event.source, &event.event_id, "", true).await {
@@ -276,8 +279,15 @@ fn execution_id(event: &InboundEvent) -> String {
 }
 
 /// Runs one stored event's execution in the background, then records the
-/// lead's steps and marks the event finished.
-pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event: InboundEvent, received: Instant) {
+/// lead's steps and marks the event finished. `history` says whether the
+/// event was ever begun before: one just stored is [`History::New`].
+pub(super) fn start(
+    state: Arc<AppState>,
+    prepared: Arc<PreparedPipeline>,
+    event: InboundEvent,
+    history: History,
+    received: Instant,
+) {
     let execution = execution_id(&event);
     {
         let mut running = state.worker.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -309,7 +319,7 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
             Some(node) => (event.payload.clone(), Start::Node(node.clone())),
             None => (json!({ "event": event.payload }), Start::Trigger),
         };
-        let mut record = state.executor.execute_as(&prepared, input, start, lead.clone(), execution).await;
+        let mut record = state.executor.execute_as(&prepared, input, start, lead.clone(), execution, history).await;
         // An execution never starts before the event it handles: on a
         // clock that stands still (virtual time), a lead event's execution
         // would otherwise seem to precede the step that raised it.
@@ -342,39 +352,39 @@ pub(super) fn start(state: Arc<AppState>, prepared: Arc<PreparedPipeline>, event
     }
 }
 
-/// How many times the worker tries to record a lead's steps before it
-/// leaves the event unfinished, and the longest pause between tries.
+/// How many times the worker tries to record how an execution ended before
+/// it leaves the event unfinished, and the longest pause between tries.
 const RECORD_ATTEMPTS: u32 = 8;
 const RECORD_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Applies an execution's steps to the event's lead, if it names one,
-/// trying again while the ledger refuses (a lost connection, a database at
-/// its connection limit). Returns false when they could not be recorded:
-/// the event must then stay unfinished, so that it runs again (its effects
-/// replayed from the journal) and the lead never ends without a trace.
-async fn record_lead(state: &AppState, event: &InboundEvent, facts: &LeadFacts, steps: &[Step]) -> bool {
-    let Some(lead) = &event.lead_id else { return true };
+/// Runs `write` until the ledger takes it, trying again while it refuses (a
+/// lost connection, a database at its connection limit); `None` when it
+/// never did: the event must then stay unfinished, so that it runs again
+/// (its effects replayed from the journal) and the lead never ends without
+/// a trace.
+async fn with_retries<T, F: Future<Output = Result<T>>>(event: &InboundEvent, write: impl Fn() -> F) -> Option<T> {
     let mut pause = std::time::Duration::from_millis(100);
     for attempt in 1..=RECORD_ATTEMPTS {
-        match state.ledger.record_steps(lead, &execution_id(event), facts, steps).await {
-            Ok(()) => return true,
+        match write().await {
+            Ok(done) => return Some(done),
             Err(e) if attempt == RECORD_ATTEMPTS => {
-                tracing::error!(error = %e, lead = %lead, attempts = attempt,
-                    "cannot record the lead's steps; its event stays unfinished and runs again");
+                tracing::error!(error = %e, event = %event.event_id, attempts = attempt,
+                    "cannot record how the execution ended; its event stays unfinished and runs again");
             }
             Err(e) => {
-                tracing::warn!(error = %e, lead = %lead, attempt, "cannot record the lead's steps yet; trying again");
+                tracing::warn!(error = %e, event = %event.event_id, attempt, "cannot record how the execution ended yet; trying again");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RECORD_PAUSE_MAX);
             }
         }
     }
-    false
+    None
 }
 
-/// Records how an execution ended: the lead's steps, then the event
-/// finished, or waiting for another attempt when a provider was down.
-/// Returns whether the lead failed for good (and ops should hear of it).
+/// Records how an execution ended: the lead's steps, its trace, the lead
+/// events it raises and the event finished, together; or the event waiting
+/// for another attempt when a provider was down. Returns whether the lead
+/// failed for good (and ops should hear of it).
 async fn settle(
     state: &Arc<AppState>,
     prepared: &PreparedPipeline,
@@ -402,7 +412,10 @@ async fn settle(
                     );
                 }
                 // Unrecorded, the lead still runs again when its wait ends.
-                record_lead(state, event, &facts, &steps).await;
+                if let Some(lead) = &event.lead_id {
+                    let execution = execution_id(event);
+                    with_retries(event, || state.ledger.record_steps(lead, &execution, &facts, &steps)).await;
+                }
                 tracing::info!(event = %event.event_id, attempts = deferred.attempts, "waiting for a provider");
                 return false;
             }
@@ -416,51 +429,34 @@ async fn settle(
             }
         }
     }
-    if !record_lead(state, event, &facts, &steps).await {
-        // Not finished: the claim lapses once this run ends, and whoever
-        // claims the event next runs it again.
-        return false;
-    }
-    keep_trace(state, event, record, &facts, &steps).await;
-    raise_lead_events(state, prepared, event, record).await;
-    match state.ledger.finish_event(&event.source, &event.event_id, &record.execution_id, failed).await {
-        Ok(true) => failed,
-        Ok(false) => {
-            tracing::warn!(event = %event.event_id, "another instance took this event over");
-            false
-        }
-        Err(e) => {
-            tracing::error!(error = %e, event = %event.event_id, "cannot mark the event finished; it will run again");
-            false
-        }
-    }
-}
-
-/// Keeps the execution's trace: what its providers answered and what it
-/// decided, for simulations (`handoff simulate --from-ledger`), shadow
-/// pipelines and replays. Losing it loses none of the lead's work, so a
-/// failure is only logged.
-async fn keep_trace(
-    state: &AppState,
-    event: &InboundEvent,
-    record: &ExecutionRecord,
-    facts: &LeadFacts,
-    steps: &[Step],
-) {
-    if event.lead_id.is_none() {
-        return;
-    }
-    let trace = crate::ledger::Trace {
+    let (raised, listeners) = lead_events(state, prepared, event, record);
+    let settlement = crate::ledger::Settlement {
+        event: (event.source.clone(), event.event_id.clone()),
         execution_id: record.execution_id.clone(),
-        pipeline: record.pipeline.clone(),
-        lead_id: event.lead_id.clone(),
-        at: record.started_at_ms,
-        decision: crate::lead::decision_from(record, facts, steps),
-        reads: record.runs.iter().flat_map(|r| r.reads.iter().cloned()).collect(),
+        failed,
+        trace: event.lead_id.as_ref().map(|lead_id| crate::ledger::Trace {
+            execution_id: record.execution_id.clone(),
+            pipeline: record.pipeline.clone(),
+            lead_id: Some(lead_id.clone()),
+            at: record.started_at_ms,
+            decision: crate::lead::decision_from(record, &facts, &steps),
+            reads: record.runs.iter().flat_map(|r| r.reads.iter().cloned()).collect(),
+        }),
+        lead: event.lead_id.clone().map(|lead_id| crate::ledger::LeadSteps { lead_id, facts, steps }),
+        raised,
     };
-    if let Err(e) = state.ledger.record_trace(&trace).await {
-        tracing::warn!(error = %e, execution = %record.execution_id, "cannot keep the execution's trace");
+    // Not recorded: the claim lapses once this run ends, and whoever claims
+    // the event next runs it again.
+    let Some(settled) = with_retries(event, || state.ledger.settle(&settlement)).await else { return false };
+    for ((raised, new), listener) in settlement.raised.into_iter().zip(settled.raised).zip(listeners) {
+        if new {
+            start(state.clone(), listener, raised, History::New, Instant::now());
+        }
     }
+    if !settled.finished {
+        tracing::warn!(event = %event.event_id, "another instance took this event over");
+    }
+    failed && settled.finished
 }
 
 /// Runs a shadow pipeline on the event a live execution ran for, on dry-run
@@ -493,7 +489,8 @@ async fn run_shadow(
     let executor = crate::pipeline::Executor::new(state.executor.runtime().clone(), Arc::new(capabilities));
     let input = json!({ "event": event.payload });
     let execution = format!("shadow:{name}:{}", record.execution_id);
-    let shadow_record = executor.execute_as(shadow, input, Start::Trigger, event.lead_id.clone(), execution).await;
+    let shadow_record =
+        executor.execute_as(shadow, input, Start::Trigger, event.lead_id.clone(), execution, History::New).await;
     let live_decision = crate::lead::decision_of(record, |node| live.lead_marks(node));
     let shadow_decision = crate::lead::decision_of(&shadow_record, |node| shadow.lead_marks(node));
     let unsent = dry.outbox.take().len();
@@ -513,18 +510,19 @@ async fn run_shadow(
     }
 }
 
-/// Raises `lead.<state>` for each state the execution put its lead in, to
-/// every served pipeline whose trigger listens for it. Each is an event
-/// keyed by execution, node and state, stored before the execution is
-/// marked finished: a rerun after a crash raises none twice.
-async fn raise_lead_events(
-    state: &Arc<AppState>,
+/// The lead events an execution raises: `lead.<state>` for each state it
+/// put its lead in, to every served pipeline whose trigger listens for it,
+/// with that pipeline. Each is keyed by execution, node and state and is
+/// stored with the execution's end: a rerun after a crash raises none twice.
+fn lead_events(
+    state: &AppState,
     prepared: &PreparedPipeline,
     event: &InboundEvent,
     record: &ExecutionRecord,
-) {
-    let Some(lead) = &event.lead_id else { return };
+) -> (Vec<InboundEvent>, Vec<Arc<PreparedPipeline>>) {
+    let Some(lead) = &event.lead_id else { return (Vec::new(), Vec::new()) };
     let (_, transitions) = crate::lead::transitions(record, |node| prepared.lead_marks(node));
+    let mut raised = (Vec::new(), Vec::new());
     for transition in transitions {
         let name = format!("lead.{}", transition.step.state);
         let listens = |p: &&Arc<PreparedPipeline>| match &p.pipeline.trigger {
@@ -533,7 +531,7 @@ async fn raise_lead_events(
             _ => false,
         };
         for listener in state.pipelines.iter().filter(listens) {
-            let raised = InboundEvent {
+            raised.0.push(InboundEvent {
                 source: "lead".into(),
                 event_id: format!("{}:{}:{}", record.execution_id, transition.node, transition.step.state),
                 pipeline: listener.pipeline.name.clone(),
@@ -544,16 +542,11 @@ async fn raise_lead_events(
                 }),
                 received_at: transition.step.at,
                 node: None,
-            };
-            match state.ledger.record_event(&raised).await {
-                Ok(true) => start(state.clone(), listener.clone(), raised, Instant::now()),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, event = %raised.event_id, "cannot raise a lead event; it is raised again when the execution reruns");
-                }
-            }
+            });
+            raised.1.push(listener.clone());
         }
     }
+    raised
 }
 
 /// Tells the ops channel that a plugin's circuit breaker paused it.
