@@ -139,6 +139,8 @@ pub struct World {
     pub slack: slack::Data,
     /// Emails the SMTP sink took.
     pub emails: Vec<ReceivedEmail>,
+    /// SMTP connections the sink accepted.
+    pub smtp_connections: u64,
     /// Faults to inject.
     pub faults: faults::Faults,
     /// Every request answered, in order.

@@ -38,6 +38,7 @@ pub async fn serve(listener: TcpListener, state: Arc<EmulatorState>) {
 }
 
 async fn session(stream: TcpStream, state: Arc<EmulatorState>) -> std::io::Result<()> {
+    state.world().smtp_connections += 1;
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     write.write_all(b"220 sandbox.handoff ESMTP ready\r\n").await?;

@@ -20,7 +20,9 @@
 //! `LEADS=2000 CONCURRENCY=32 PACED_LEADS=1000 RATE=100 cargo bench -p handoff --bench load`
 //! `LEADS=0 PACED_LEADS=300 RATE=10 LATENCY_MS=100 LLM_MS=800 cargo bench -p handoff --bench load`
 //!
-//! `LEDGER_COPY=FILE` keeps a copy of the ledger (checkpointed) to look into.
+//! `LEDGER_COPY=FILE` keeps a copy of the ledger (checkpointed) to look into;
+//! `HANDOFF_BIN=FILE` loads another build of `handoff` (a before/after pair
+//! measured back to back).
 
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -28,6 +30,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The `handoff` binary to load: this build's, or `HANDOFF_BIN` (another
+/// build's, to compare two back to back on the same machine).
+fn handoff_bin() -> PathBuf {
+    std::env::var_os("HANDOFF_BIN")
+        .filter(|b| !b.is_empty())
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_handoff")), PathBuf::from)
+}
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -89,11 +99,11 @@ async fn serve(dir: &Path, split: bool) -> Server {
     handoff::demo::write_open_roster(&repo.join("pipelines"), &dir.join("roster.json")).unwrap();
     let (listen, sandbox, smtp) = (free_port(), free_port(), free_port());
     let mut sandbox_child = None;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_handoff"));
+    let mut command = Command::new(handoff_bin());
     command.current_dir(&repo).arg("--data-dir").arg(dir.join("data"));
     if split {
         sandbox_child = Some(
-            Command::new(env!("CARGO_BIN_EXE_handoff"))
+            Command::new(handoff_bin())
                 .args(["sandbox", "--listen", &sandbox.to_string(), "--smtp-listen", &smtp.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -260,7 +270,10 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let url = format!("{}/webhooks/hubspot", server.api);
     let http = reqwest::Client::new();
 
-    // Throughput.
+    // Throughput. The line below marks when it starts, for a profiler.
+    eprintln!("load: throughput phase starts (serve pid {})", server.child.id());
+    let burst_cpu_before =
+        (cpu_seconds(server.child.id()), server.sandbox_child.as_ref().map_or(0.0, |c| cpu_seconds(c.id())));
     let started = Instant::now();
     let queue = Arc::new(std::sync::Mutex::new(ids[..leads].iter().copied().enumerate().collect::<Vec<_>>()));
     let mut senders = Vec::new();
@@ -283,6 +296,10 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let acked = started.elapsed();
     finished(&server, leads).await;
     let done = started.elapsed();
+    let burst_cpu = (
+        cpu_seconds(server.child.id()) - burst_cpu_before.0,
+        server.sandbox_child.as_ref().map_or(0.0, |c| cpu_seconds(c.id())) - burst_cpu_before.1,
+    );
     acks.sort_unstable();
 
     // Latency at a steady rate. The line below marks when it starts, for a
@@ -291,6 +308,8 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let calls_before = calls_by_provider(&server).await;
     let bytes_before = ledger_bytes(&server);
     let cpu_before = cpu_seconds(server.child.id());
+    let sandbox_pid = server.sandbox_child.as_ref().map(Child::id);
+    let sandbox_cpu_before = sandbox_pid.map(cpu_seconds);
     let gap = Duration::from_secs_f64(1.0 / rate as f64);
     let mut ticker = tokio::time::interval(gap);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -310,6 +329,7 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let paced_sent = paced_started.elapsed();
     finished(&server, leads + paced).await;
     let cpu = cpu_seconds(server.child.id()) - cpu_before;
+    let sandbox_cpu = sandbox_pid.zip(sandbox_cpu_before).map(|(pid, before)| cpu_seconds(pid) - before);
     let bytes_after = ledger_bytes(&server);
     let grown = |name: &str| bytes_after[name].saturating_sub(bytes_before.get(name).copied().unwrap_or(0));
     let bytes: u64 = bytes_after.keys().map(|name| grown(name)).sum();
@@ -375,6 +395,13 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
         leads as f64 / done.as_secs_f64(),
         done.as_secs_f64()
     );
+    if leads > 0 {
+        println!(
+            "  CPU per lead in the burst: server {:.2} ms, emulators {:.2} ms",
+            burst_cpu.0 * 1000.0 / leads as f64,
+            burst_cpu.1 * 1000.0 / leads as f64
+        );
+    }
     println!("latency: {paced} leads at {rate}/s (sent at {:.0}/s)", paced as f64 / paced_sent.as_secs_f64());
     println!("  webhook ack: p50 {:.2} ms, p99 {:.2} ms", pct(&paced_acks, 0.5), pct(&paced_acks, 0.99));
     println!(
@@ -417,6 +444,9 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
         per_lead.join(", ")
     );
     println!("  server CPU per lead: {:.2} ms ({cpu:.2} s for {paced} leads)", cpu * 1000.0 / paced.max(1) as f64);
+    if let Some(sandbox_cpu) = sandbox_cpu {
+        println!("  emulators' CPU per lead (their own process): {:.2} ms", sandbox_cpu * 1000.0 / paced.max(1) as f64);
+    }
     let per_lead = |bytes: u64| bytes as f64 / 1024.0 / paced.max(1) as f64;
     let largest: Vec<String> =
         by_table.iter().take(6).map(|(name, grown)| format!("{name} {:.2}", per_lead(*grown))).collect();

@@ -30,7 +30,8 @@ pub struct HostOptions {
 pub struct PluginLimits {
     /// Runs of one plugin in flight at once (`--max-runs-per-plugin`).
     pub max_runs_per_plugin: u32,
-    /// Threads wasm runs on (`--plugin-threads`); default: one per CPU.
+    /// Threads wasm runs on (`--plugin-threads`); default: one per CPU but
+    /// one, at least one ([`crate::runtime::default_plugin_threads`]).
     pub plugin_threads: Option<usize>,
     /// When a plugin that keeps hitting its deadline is paused.
     pub breaker: crate::runtime::BreakerConfig,

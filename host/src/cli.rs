@@ -59,7 +59,7 @@ pub fn validate(host: &Host, files: &[PathBuf], roster: Option<&Path>) -> ExitCo
         },
         None => None,
     };
-    let together = pipeline::check_together(&valid, roster.as_ref());
+    let together = pipeline::check_together(&valid, roster.as_deref());
     for d in &together {
         eprintln!("{d}");
     }

@@ -54,7 +54,8 @@ struct LimitArgs {
     #[arg(long, default_value_t = 64, env = "HANDOFF_MAX_RUNS_PER_PLUGIN")]
     max_runs_per_plugin: u32,
     /// Threads plugins run on, apart from those serving HTTP, the ledger
-    /// and timers (default: one per CPU; 0 runs them on the server's own).
+    /// and timers (default: one per CPU but one, at least one; 0 runs them
+    /// on the server's own).
     #[arg(long, env = "HANDOFF_PLUGIN_THREADS")]
     plugin_threads: Option<usize>,
     /// Most state keys one plugin may keep.

@@ -307,7 +307,7 @@ impl RosterFile {
 /// the SLA ladder are kept in the ledger, where every instance sees them.
 pub struct FileRoster {
     path: PathBuf,
-    current: Mutex<(RosterFile, Option<SystemTime>)>,
+    current: Mutex<(Arc<RosterFile>, Option<SystemTime>)>,
     inactive_in_crm: Mutex<HashSet<String>>,
     pauses: Option<Arc<dyn Ledger>>,
 }
@@ -324,7 +324,7 @@ impl FileRoster {
         let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
         Ok(FileRoster {
             path: path.to_path_buf(),
-            current: Mutex::new((roster, mtime)),
+            current: Mutex::new((Arc::new(roster), mtime)),
             inactive_in_crm: Mutex::new(HashSet::new()),
             pauses: None,
         })
@@ -370,14 +370,14 @@ impl FileRoster {
     }
 
     /// The roster in force, reloading the file if it changed.
-    pub fn current(&self) -> RosterFile {
+    pub fn current(&self) -> Arc<RosterFile> {
         let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
         if mtime != current.1 {
             match std::fs::read_to_string(&self.path).map_err(anyhow::Error::from).and_then(|t| RosterFile::parse(&t)) {
                 Ok(roster) => {
                     tracing::info!(path = %self.path.display(), "roster reloaded");
-                    *current = (roster, mtime);
+                    *current = (Arc::new(roster), mtime);
                 }
                 Err(e) => {
                     tracing::error!(path = %self.path.display(), error = %e, "roster edit rejected; the previous roster stays in force");
@@ -444,21 +444,21 @@ impl Roster for FileRoster {
         Ok(self
             .current()
             .teams
-            .into_iter()
+            .iter()
             .map(|t| Team {
-                id: t.id,
-                name: t.name,
-                members: t.members,
-                manager_id: t.manager_id,
-                fallback_owner_id: t.fallback_owner_id,
+                id: t.id.clone(),
+                name: t.name.clone(),
+                members: t.members.clone(),
+                manager_id: t.manager_id.clone(),
+                fallback_owner_id: t.fallback_owner_id.clone(),
                 coverage: t.coverage.to_string(),
             })
             .collect())
     }
 
     async fn get_rep(&self, id: &str) -> Result<Option<Rep>, CapabilityError> {
-        let inactive = self.inactive_in_crm.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let roster = self.current();
+        let inactive = self.inactive_in_crm.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(roster
             .reps
             .iter()

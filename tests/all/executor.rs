@@ -5,7 +5,7 @@ use handoff::capabilities::Capabilities;
 use handoff::pipeline::{Executor, Start};
 use handoff::record::{BranchEnd, ExecutionStatus};
 use handoff_tests::{TestHost, pipeline_json};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const FAST_RETRY: &str = r#""retry": {"max_attempts": 3, "backoff": {"initial": "1ms", "max": "5ms"}}"#;
 
@@ -290,7 +290,10 @@ impl handoff::capabilities::EffectJournal for OneConnectionJournal {
     async fn start(&self, _: &str, _: i64) -> anyhow::Result<()> {
         Ok(())
     }
-    async fn record(&self, _: &str, _: &Value) -> anyhow::Result<()> {
+    async fn persist(&self, _: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+    async fn record(&self, _: &str, _: &str) -> anyhow::Result<()> {
         Ok(())
     }
 }

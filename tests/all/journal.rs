@@ -94,3 +94,45 @@ async fn a_dm_sent_just_before_a_crash_is_found_not_resent() {
     // the contrast that shows what the lookup does.
     assert_eq!(dms_after(true, 2, Between::Crash, History::New).await, 2);
 }
+
+const TALLY_THEN_DM: &str = r#"{"name": "tally-then-dm", "version": 1, "trigger": {"type": "event", "name": "test"},
+    "nodes": [{"id": "tally", "plugin": "tally", "capabilities": ["state:read", "state:write"]},
+              {"id": "dm", "plugin": "blurt", "capabilities": ["chat:write"],
+               "retry": {"max_attempts": 3, "backoff": {"initial": "1ms", "max": "5ms"}}}],
+    "connections": {"trigger": {"main": ["tally"]}, "tally": {"main": ["dm"]}}}"#;
+
+#[tokio::test]
+async fn what_led_to_an_effect_is_on_the_disk_before_the_effect_leaves() {
+    // `tally` decides from plugin state it also writes, as a router does:
+    // run again from scratch, it decides otherwise. Its outputs must be on
+    // the disk before the DM they lead to goes out, so that a rerun after a
+    // crash replays its decision instead of making a new one.
+    let host = TestHost::new().await;
+    let mut registry = host.registry.clone();
+    for program in [programs::TALLY, programs::BLURT] {
+        registry.insert(load_program(&host.runtime, program).await);
+    }
+    let sb = emulators().await;
+    let dir = tempfile::tempdir().unwrap();
+    let prepared =
+        Arc::new(handoff::pipeline::check(std::path::Path::new("t.json"), TALLY_THEN_DM, &registry).unwrap());
+    let run = |history: History| {
+        let prepared = prepared.clone();
+        // Each run a new process on the same ledger: what the last one held
+        // in memory and never wrote is gone, as after a crash.
+        let ledger = Arc::new(SqliteStore::open(&dir.path().join("handoff.db")).unwrap());
+        let local =
+            Capabilities { journal: Some(ledger.clone() as _), state: Some(ledger as _), ..Capabilities::none() };
+        let executor = Executor::new(host.runtime.clone(), Arc::new(emulator_connectors(&sb).connect(local).unwrap()));
+        let input = json!({"email": "lena.fischer@handoff-demo.com"});
+        async move { executor.execute_as(&prepared, input, Start::Trigger, None, "exec-1".into(), history).await }
+    };
+    let first = run(History::New).await;
+    assert_eq!(first.status, ExecutionStatus::Completed);
+    let rerun = run(History::Resumed { since_ms: 0 }).await;
+    assert_eq!(rerun.status, ExecutionStatus::Completed);
+    let tally = rerun.runs.iter().find(|r| r.node == "tally").unwrap();
+    assert!(tally.replayed, "the decision was replayed, not made again");
+    assert_eq!(tally.outputs[0].item["seen"], 1);
+    assert_eq!(sb.state.world().slack.messages.len(), 1, "and the DM it led to was found, not sent again");
+}

@@ -255,7 +255,7 @@ async fn an_increment_commits_with_its_journal_record(backend: &Backend) {
     assert_eq!(journal.entry("e/3").await.unwrap(), None);
     journal.start("e/3", 5).await.unwrap();
     assert_eq!(journal.entry("e/3").await.unwrap(), Some(Entry::Started { at_ms: 5 }));
-    journal.record("e/3", &json!("done")).await.unwrap();
+    journal.record("e/3", &json!("done").to_string()).await.unwrap();
     assert_eq!(journal.entry("e/3").await.unwrap(), Some(Entry::Done(json!("done"))));
 
     // Concurrent increments lose nothing.
@@ -446,8 +446,8 @@ async fn settled_work_is_pruned_and_work_that_may_run_again_is_not(backend: &Bac
     // Execution ids are `pipeline:source:event id`.
     for id in ["1", "2", "3"] {
         events.record_event(&event(id)).await.unwrap();
-        journal.record(&format!("p:hubspot:{id}/notify/1/1"), &json!({"ts": id})).await.unwrap();
-        journal.record(&format!("p:hubspot:{id}/route/1:outputs"), &json!([])).await.unwrap();
+        journal.record(&format!("p:hubspot:{id}/notify/1/1"), &json!({"ts": id}).to_string()).await.unwrap();
+        journal.record(&format!("p:hubspot:{id}/route/1:outputs"), &json!([]).to_string()).await.unwrap();
     }
     journal.start("p:hubspot:2/notify/1/2", 5).await.unwrap();
     events.flush().await.unwrap();
@@ -513,6 +513,7 @@ async fn traces_and_shadow_decisions_are_kept_found_and_replaced(backend: &Backe
             args: json!(["1001", ["email"]]),
             answer: json!({"id": "1001", "properties": "{\"email\":\"a@b.co\"}"}),
         }],
+        effects: Vec::new(),
     };
     ledger.record_trace(&trace).await.unwrap();
     assert_eq!(ledger.trace("p:hubspot:2").await.unwrap().as_ref(), Some(&trace));
@@ -542,4 +543,62 @@ async fn traces_and_shadow_decisions_are_kept_found_and_replaced(backend: &Backe
     assert_eq!(ledger.shadow_decisions(Some("1001"), None, 10).await.unwrap().len(), 1);
     assert_eq!(ledger.shadow_decisions(None, Some("p-try"), 1).await.unwrap()[0].execution_id, "p:hubspot:2");
     assert!(ledger.shadow_decisions(None, Some("other"), 10).await.unwrap().is_empty());
+}
+
+on_both!(an_execution_ends_in_one_settlement);
+async fn an_execution_ends_in_one_settlement(backend: &Backend) {
+    use handoff::ledger::{LeadSteps, Settlement, Trace};
+    let ledger = backend.open("a", 30_000).await;
+    let (events, journal) = (&ledger.ledger, &ledger.journal);
+    events.record_event(&event("7")).await.unwrap();
+    journal.record("p:hubspot:7/notify/1/1:chat.send-dm", &json!({"ts": "1.2"}).to_string()).await.unwrap();
+    journal.record("p:hubspot:7/route/1:outputs", &json!([]).to_string()).await.unwrap();
+    let notified = Step { at: 7, state: LeadState::NOTIFIED, detail: "told lena".into(), data: None };
+    let raised = InboundEvent {
+        source: "lead".into(),
+        event_id: "p:hubspot:7:notify:notified".into(),
+        pipeline: "sla".into(),
+        payload: json!({"name": "lead.notified"}),
+        ..event("7")
+    };
+    let settlement = Settlement {
+        event: ("hubspot".into(), "7".into()),
+        execution_id: "p:hubspot:7".into(),
+        failed: false,
+        lead: Some(LeadSteps { lead_id: "1001".into(), facts: LeadFacts::default(), steps: vec![notified] }),
+        trace: Some(Trace {
+            execution_id: "p:hubspot:7".into(),
+            pipeline: "p".into(),
+            lead_id: Some("1001".into()),
+            at: 7,
+            decision: handoff::lead::Decision::default(),
+            reads: Vec::new(),
+            effects: Vec::new(),
+        }),
+        raised: vec![raised.clone()],
+    };
+    let settled = events.settle(&settlement).await.unwrap();
+    assert!(settled.finished);
+    assert_eq!(settled.raised, vec![true], "the lead event is new");
+
+    let lead = events.lead("1001").await.unwrap().unwrap();
+    assert_eq!((lead.state, lead.timeline.len()), (LeadState::NOTIFIED, 1));
+    assert!(events.event("hubspot", "7").await.unwrap().unwrap().1, "the event is finished");
+    let (stored, finished) = events.event("lead", &raised.event_id).await.unwrap().unwrap();
+    assert!(!finished && stored.pipeline == "sla", "the lead event waits for its pipeline");
+    assert!(
+        backend.open("b", 30_000).await.ledger.claim_due(10).await.unwrap().is_empty(),
+        "and is this instance's to run"
+    );
+    // What the execution did is kept: in its trace or in the journal.
+    let trace = events.trace("p:hubspot:7").await.unwrap().unwrap();
+    let in_trace = trace.effects.contains(&("notify/1/1:chat.send-dm".to_string(), json!({"ts": "1.2"})));
+    let in_journal = journal.entry("p:hubspot:7/notify/1/1:chat.send-dm").await.unwrap().is_some();
+    assert!(in_trace || in_journal, "{trace:?}");
+    assert_eq!(journal.entry("p:hubspot:7/route/1:outputs").await.unwrap(), None, "no resume point is kept");
+
+    // The same settlement again (a rerun after a crash): nothing twice.
+    let again = events.settle(&settlement).await.unwrap();
+    assert_eq!(again, handoff::ledger::Settled { finished: false, raised: vec![false] });
+    assert_eq!(events.lead("1001").await.unwrap().unwrap().timeline.len(), 1, "no step twice");
 }

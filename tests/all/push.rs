@@ -3,6 +3,7 @@
 //! priority channel post; never twice, and a failed push costs the lead
 //! nothing else.
 
+use handoff::ledger::{Ledger, SqliteStore};
 use handoff_tests::*;
 use serde_json::{Map, Value, json};
 use std::time::Duration;
@@ -73,22 +74,21 @@ async fn a_crash_between_the_push_and_its_record_pushes_no_second_time() {
     deliver(&running, json!([mql_event(2203, id)])).await;
     assert_eq!(pushes(&running).len(), 1);
 
-    // The process "died" after the push, before its record: the journal
-    // holds its intent only, and the event is unfinished.
+    // The process "died" after the push, before the execution ended: the
+    // journal holds the push's intent (made durable before the push) and no
+    // record, and the event is unfinished.
     running.app.server.flush().await.unwrap();
     let db = running.state_dir.path().join("handoff.db");
+    let execution = "mql-handoff:hubspot:2203";
+    let trace = SqliteStore::open(&db).unwrap().trace(execution).await.unwrap().unwrap();
+    let push: Vec<&String> =
+        trace.effects.iter().map(|(key, _)| key).filter(|key| key.ends_with("crm.send-notification")).collect();
+    assert_eq!(push.len(), 1, "the push was journaled: {:?}", trace.effects);
     let ledger = rusqlite::Connection::open(&db).unwrap();
-    let moved = ledger
-        .execute(
-            "INSERT OR IGNORE INTO effect_intents (key, started_at)
-             SELECT key, recorded_at FROM effects WHERE key LIKE '%crm.send-notification%'",
-            [],
-        )
+    ledger
+        .execute("INSERT INTO effect_intents (key, started_at) VALUES (?1, 0)", [format!("{execution}/{}", push[0])])
         .unwrap();
-    assert_eq!(moved, 1, "the push was journaled");
-    ledger.execute("DELETE FROM effects WHERE key LIKE '%crm.send-notification%'", []).unwrap();
-    ledger.execute("DELETE FROM effects WHERE key LIKE '%:outputs'", []).unwrap();
-    ledger.execute("UPDATE events SET finished_at = NULL", []).unwrap();
+    ledger.execute_batch("DELETE FROM traces; DELETE FROM effects; UPDATE events SET finished_at = NULL").unwrap();
     drop(ledger);
 
     let options = handoff_options(&running.emulators, running.clock.clone(), running.state_dir.path());

@@ -48,13 +48,20 @@ pub trait EffectJournal: Send + Sync {
     /// What is recorded under this key.
     async fn entry(&self, key: &str) -> anyhow::Result<Option<Entry>>;
     /// Records, durably, that an attempt of the effect starts now (the
-    /// intent of an effect that is at most once).
+    /// intent of an effect that is at most once), with what [`Self::persist`]
+    /// would make durable.
     async fn start(&self, key: &str, at_ms: i64) -> anyhow::Result<()>;
-    /// Records an effect's result. May return before the record is durable:
-    /// a record lost to a crash is covered by the effect being looked for
-    /// at its provider, by its intent, or by its being idempotent, so
-    /// callers need not wait for the disk.
-    async fn record(&self, key: &str, result: &Value) -> anyhow::Result<()>;
+    /// Makes what `execution_id` recorded so far durable, before one of its
+    /// effects leaves the process: a rerun after a crash then replays the
+    /// decisions that led to the effect (a router's choice among them) and
+    /// finds the effect, instead of deciding anew. Nothing to do when
+    /// nothing new was recorded.
+    async fn persist(&self, execution_id: &str) -> anyhow::Result<()>;
+    /// Records an effect's result, as JSON text. May return before the
+    /// record is durable: a record lost to a crash is covered by the effect
+    /// being looked for at its provider, by its intent, or by its being
+    /// idempotent, so callers need not wait for the disk.
+    async fn record(&self, key: &str, result: &str) -> anyhow::Result<()>;
 
     /// The recorded result under this key, if the effect is done.
     async fn recorded(&self, key: &str) -> anyhow::Result<Option<Value>> {
@@ -192,7 +199,10 @@ impl RunContext {
             None => None,
         };
         if guard == Guard::AtMostOnce && earlier.is_none() {
+            // Carries what the execution recorded before it (see `start`).
             journal.start(&key, self.capabilities().clock.now_ms()).await.map_err(unavailable)?;
+        } else if guard != Guard::Atomic {
+            journal.persist(&self.identity().execution_id).await.map_err(unavailable)?;
         }
         // The provider's own time counts; an atomic effect is the ledger's.
         if guard != Guard::Atomic {
@@ -201,7 +211,7 @@ impl RunContext {
         let result = call(Attempt { key: Some(key.clone()), earlier }).await?;
         let _wait = self.ledger_wait();
         if guard != Guard::Atomic
-            && let Err(e) = journal.record(&key, &result.encode()).await
+            && let Err(e) = journal.record(&key, &result.encode().to_string()).await
         {
             // The effect happened; failing now would repeat it on retry.
             tracing::error!(%key, error = %e, "effect done but not journaled");

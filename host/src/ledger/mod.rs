@@ -56,6 +56,11 @@ pub struct Trace {
     pub decision: Decision,
     /// What its providers answered, in order.
     pub reads: Vec<crate::record::CallRecord>,
+    /// What it did: each effect's journal key (after `{execution_id}/`)
+    /// with its result. The journal of an execution that completed is kept
+    /// here, not key by key (none is needed again to run it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effects: Vec<(String, Value)>,
 }
 
 /// How an execution that ended (rather than waiting for a provider) is
@@ -175,12 +180,10 @@ impl Pruned {
     }
 }
 
-/// The key range of the effect-journal keys an execution's node runs
-/// left (`{execution}/...`); those ending in
-/// [`OUTPUTS_SUFFIX`](crate::capabilities::OUTPUTS_SUFFIX) are what a rerun
-/// resumes from. A completed execution is never run again, so they go when
-/// it finishes.
-pub(crate) fn outputs_of(execution_id: &str) -> (String, String) {
+/// The key range of an execution's effect-journal keys (`{execution}/...`),
+/// its resume points (ending in
+/// [`OUTPUTS_SUFFIX`](crate::capabilities::OUTPUTS_SUFFIX)) among them.
+pub(crate) fn journal_of(execution_id: &str) -> (String, String) {
     key_range(&format!("{execution_id}/"))
 }
 
@@ -220,22 +223,32 @@ pub struct PausedRep {
     pub since: i64,
 }
 
-/// Effect records handed to the database but perhaps not committed yet:
-/// this process reads its own records at once, while the disk catches up.
-/// SQLite's writer also takes its queue from here: records ride along with
-/// the next transaction instead of each costing one (see `sqlite.rs`).
+/// Effect records this process handed to the ledger and that are not
+/// committed: readable here at once. SQLite holds an execution's records
+/// until it ends and then keeps them with its trace, or writes them as rows
+/// for a rerun (see `sqlite.rs`); PostgreSQL commits each on a task of its
+/// own and drops it from here once committed.
 #[derive(Default)]
 pub(crate) struct PendingRecords(std::sync::Mutex<Pending>);
 
 #[derive(Default)]
 struct Pending {
-    /// Every record not yet committed, by key.
-    by_key: std::collections::HashMap<String, Value>,
-    /// Records no transaction has taken yet, in the order they came.
+    /// Records held for their execution, by key.
+    held: std::collections::BTreeMap<String, Held>,
+    /// Records released to be written as rows by the next transaction.
     queued: Vec<QueuedRecord>,
 }
 
-/// A record waiting for a transaction.
+struct Held {
+    /// As JSON text.
+    result: String,
+    /// When it was recorded (host clock, ms).
+    at: i64,
+    /// Written already (made durable before an effect of its execution).
+    written: bool,
+}
+
+/// A record on its way to the ledger.
 pub(crate) struct QueuedRecord {
     /// Its journal key.
     pub key: String,
@@ -250,18 +263,70 @@ impl PendingRecords {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Keeps a record readable until [`Self::remove`] (its own task commits it).
-    fn insert(&self, key: &str, result: &Value) {
-        self.lock().by_key.insert(key.to_string(), result.clone());
+    /// Holds a record, readable until it is taken, released or removed.
+    fn hold(&self, key: &str, result: &str, at: i64) {
+        self.lock().held.insert(key.to_string(), Held { result: result.to_string(), at, written: false });
     }
 
-    /// Keeps a record readable and queues it for a transaction to take;
-    /// true when the queue was empty (so whoever takes it must be told).
-    fn queue(&self, key: &str, result: &Value, at: i64) -> bool {
+    /// The keys held for `execution_id`.
+    fn keys_of(pending: &Pending, execution_id: &str) -> Vec<String> {
+        let prefix = format!("{execution_id}/");
+        pending.held.range(prefix.clone()..).map(|(k, _)| k).take_while(|k| k.starts_with(&prefix)).cloned().collect()
+    }
+
+    /// The records held for `execution_id`, taken.
+    fn take_execution(&self, execution_id: &str) -> Vec<QueuedRecord> {
         let mut pending = self.lock();
-        pending.by_key.insert(key.to_string(), result.clone());
-        pending.queued.push(QueuedRecord { key: key.to_string(), result: result.to_string(), at });
-        pending.queued.len() == 1
+        Self::keys_of(&pending, execution_id)
+            .into_iter()
+            .filter_map(|key| pending.held.remove(&key).map(|h| QueuedRecord { key, result: h.result, at: h.at }))
+            .collect()
+    }
+
+    /// Copies of the records held for `execution_id` that are not written
+    /// yet (they stay held, for the execution's trace).
+    fn unwritten(&self, execution_id: &str) -> Vec<QueuedRecord> {
+        let pending = self.lock();
+        Self::keys_of(&pending, execution_id)
+            .into_iter()
+            .filter_map(|key| {
+                let held = pending.held.get(&key).filter(|h| !h.written)?;
+                Some(QueuedRecord { result: held.result.clone(), at: held.at, key })
+            })
+            .collect()
+    }
+
+    /// Marks records as written.
+    fn written(&self, records: &[QueuedRecord]) {
+        let mut pending = self.lock();
+        for record in records {
+            if let Some(held) = pending.held.get_mut(&record.key) {
+                held.written = true;
+            }
+        }
+    }
+
+    /// Whether records of `execution_id` are still uncommitted.
+    fn any_of(&self, execution_id: &str) -> bool {
+        !Self::keys_of(&self.lock(), execution_id).is_empty()
+    }
+
+    /// Moves `records` to the queue a transaction takes; true when the
+    /// queue was empty (so whoever takes it must be told).
+    fn queue(&self, records: Vec<QueuedRecord>) -> bool {
+        if records.is_empty() {
+            return false;
+        }
+        let mut pending = self.lock();
+        let was_empty = pending.queued.is_empty();
+        pending.queued.extend(records);
+        was_empty
+    }
+
+    /// Every held record, taken (to be written as rows).
+    fn take_all(&self) -> Vec<QueuedRecord> {
+        let held = std::mem::take(&mut self.lock().held);
+        held.into_iter().map(|(key, h)| QueuedRecord { key, result: h.result, at: h.at }).collect()
     }
 
     /// The queued records, for the transaction about to commit them.
@@ -269,37 +334,23 @@ impl PendingRecords {
         std::mem::take(&mut self.lock().queued)
     }
 
-    /// Records a transaction committed (or gave up on) are no longer pending.
-    fn settled(&self, records: &[QueuedRecord]) {
-        let mut pending = self.lock();
-        for record in records {
-            pending.by_key.remove(&record.key);
-        }
-    }
-
-    /// Drops what a completed execution's node runs left for a rerun to
-    /// resume from and no transaction has taken yet: it never runs again.
-    fn forget_outputs(&self, execution_id: &str) {
-        let prefix = format!("{execution_id}/");
-        let resume_point = |key: &str| key.starts_with(&prefix) && key.ends_with(crate::capabilities::OUTPUTS_SUFFIX);
-        let mut pending = self.lock();
-        let before = pending.queued.len();
-        pending.queued.retain(|r| !resume_point(&r.key));
-        if pending.queued.len() != before {
-            pending.by_key.retain(|key, _| !resume_point(key));
-        }
-    }
-
+    /// A pending record's result, parsed.
     fn get(&self, key: &str) -> Option<Value> {
-        self.lock().by_key.get(key).cloned()
+        let pending = self.lock();
+        let text = match pending.held.get(key) {
+            Some(held) => &held.result,
+            None => &pending.queued.iter().rev().find(|r| r.key == key)?.result,
+        };
+        Some(serde_json::from_str(text).unwrap_or_default())
     }
 
     fn is_empty(&self) -> bool {
-        self.lock().by_key.is_empty()
+        let pending = self.lock();
+        pending.held.is_empty() && pending.queued.is_empty()
     }
 
     fn remove(&self, key: &str) {
-        self.lock().by_key.remove(key);
+        self.lock().held.remove(key);
     }
 }
 
@@ -550,6 +601,13 @@ pub trait Ledger: Send + Sync {
     /// Marks an event's execution finished; `false` when this instance no
     /// longer held the event (another took it over), and nothing changed.
     async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<bool>;
+    /// An execution of this instance stopped without being settled (it
+    /// waits for a provider, or was stopped): effect records the store
+    /// still holds for it in memory are written, for its next run. A store
+    /// that holds none does nothing.
+    fn release(&self, execution_id: &str) {
+        let _ = execution_id;
+    }
     /// Records how an execution ended: the lead's steps
     /// ([`Self::record_steps`]), the trace ([`Self::record_trace`]), the lead
     /// events it raises ([`Self::record_event`]) and the event finished

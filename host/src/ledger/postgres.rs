@@ -659,6 +659,9 @@ impl Ledger for PostgresStore {
     }
 
     async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<bool> {
+        // Its records first: one committing after the resume points are
+        // dropped would leave one behind.
+        EffectJournal::persist(self, execution_id).await?;
         let client = self.client().await?;
         let me = &self.inner.instance;
         let changed = client
@@ -670,7 +673,7 @@ impl Ledger for PostgresStore {
             )
             .await?;
         if changed == 1 && !failed {
-            let (low, high) = super::outputs_of(execution_id);
+            let (low, high) = super::journal_of(execution_id);
             let suffix = format!("%{}", crate::capabilities::OUTPUTS_SUFFIX);
             client
                 .execute("DELETE FROM effects WHERE key >= $1 AND key < $2 AND key LIKE $3", &[&low, &high, &suffix])
@@ -1212,9 +1215,19 @@ impl EffectJournal for PostgresStore {
         Ok(())
     }
 
-    async fn record(&self, key: &str, result: &serde_json::Value) -> Result<()> {
+    async fn persist(&self, execution_id: &str) -> Result<()> {
+        // Records commit on tasks of their own: wait for this execution's.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.inner.pending.any_of(execution_id) {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "effect records are still not committed");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
+    async fn record(&self, key: &str, result: &str) -> Result<()> {
         // Not waited for (see the trait), but readable here at once.
-        self.inner.pending.insert(key, result);
+        self.inner.pending.hold(key, result, self.business_now());
         let (store, key, result, at) = (self.clone(), key.to_string(), result.to_string(), self.business_now());
         tokio::spawn(async move {
             let commit = async {

@@ -483,7 +483,7 @@ fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>, 
                 Err(RecvTimeoutError::Timeout) => None,
                 // The store is gone: what is queued is still committed.
                 Err(RecvTimeoutError::Disconnected) => {
-                    commit_group(connection, Vec::new(), records.take_queued(), records, &mut synchronous);
+                    commit_group(connection, Vec::new(), records.take_queued(), &mut synchronous);
                     return;
                 }
             },
@@ -496,7 +496,7 @@ fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>, 
             }
             None if records_due.is_none() => {
                 // The store is gone.
-                commit_group(connection, Vec::new(), records.take_queued(), records, &mut synchronous);
+                commit_group(connection, Vec::new(), records.take_queued(), &mut synchronous);
                 return;
             }
             None => {}
@@ -515,7 +515,7 @@ fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>, 
             continue;
         }
         records_due = None;
-        commit_group(connection, group, records.take_queued(), records, &mut synchronous);
+        commit_group(connection, group, records.take_queued(), &mut synchronous);
     }
 }
 
@@ -526,7 +526,6 @@ fn commit_group(
     connection: &Connection,
     group: Vec<(Work, Reach)>,
     queued: Vec<super::QueuedRecord>,
-    records: &PendingRecords,
     synchronous: &mut Reach,
 ) {
     if group.is_empty() && queued.is_empty() {
@@ -544,7 +543,6 @@ fn commit_group(
     if let Err(e) = set.and_then(|()| connection.execute_batch("BEGIN IMMEDIATE")) {
         let error = e.to_string();
         tracing::warn!(error = %error, records = queued.len(), "effect records were not committed; a rerun looks for their effects");
-        records.settled(&queued);
         for (run, _) in group {
             // Nothing runs: each caller hears why.
             let answer = run(None);
@@ -553,12 +551,7 @@ fn commit_group(
         return;
     }
     if !queued.is_empty()
-        && let Err(e) = in_savepoint(connection, |c| {
-            for record in &queued {
-                record_effect(c, &record.key, &record.result, record.at)?;
-            }
-            Ok(())
-        })
+        && let Err(e) = in_savepoint(connection, |c| write_records(c, &queued))
     {
         tracing::warn!(error = %e, records = queued.len(), "effect records were not committed; a rerun looks for their effects");
     }
@@ -575,7 +568,6 @@ fn commit_group(
         let _ = connection.execute_batch("ROLLBACK");
     }
     crate::telemetry::TELEMETRY.ledger_commit_seconds.observe(began.elapsed().as_secs_f64());
-    records.settled(&queued);
     for answer in answers {
         answer(commit.clone());
     }
@@ -655,8 +647,18 @@ impl Ledger for SqliteStore {
     }
 
     async fn flush(&self) -> Result<()> {
-        // The writer commits in order: when this commits, so has all before.
+        // Every held record too. The writer commits in order: when this
+        // commits, so has all before.
+        self.inner.pending.queue(self.inner.pending.take_all());
         self.write_durable(|_| Ok(())).await
+    }
+
+    fn release(&self, execution_id: &str) {
+        let held = self.inner.pending.take_execution(execution_id);
+        if self.inner.pending.queue(held) {
+            // Written within RECORD_DELAY; a stopped writer has no one to tell.
+            let _ = self.send(Job::Records);
+        }
     }
 
     async fn record_event(&self, event: &InboundEvent) -> Result<bool> {
@@ -668,11 +670,28 @@ impl Ledger for SqliteStore {
     }
 
     async fn settle(&self, settlement: &super::Settlement) -> Result<super::Settled> {
-        if !settlement.failed {
-            self.inner.pending.forget_outputs(&settlement.execution_id);
+        let completed = !settlement.failed;
+        let mut held = self.inner.pending.take_execution(&settlement.execution_id);
+        if completed {
+            // Resume points: a completed execution never runs again.
+            held.retain(|r| !r.key.ends_with(crate::capabilities::OUTPUTS_SUFFIX));
         }
+        // A completed execution's journal is kept with its trace, one
+        // compressed record, rather than row by row.
+        let in_trace = completed && settlement.trace.is_some();
+        let trace = match &settlement.trace {
+            Some(trace) if in_trace => {
+                let prefix = format!("{}/", settlement.execution_id);
+                let mut trace = trace.clone();
+                trace.effects.extend(held.iter().map(|r| {
+                    let key = r.key.strip_prefix(&prefix).unwrap_or(&r.key).to_string();
+                    (key, serde_json::from_str(&r.result).unwrap_or_default())
+                }));
+                Some(pack(serde_json::to_string(&trace)?))
+            }
+            trace => trace.as_ref().map(serde_json::to_string).transpose()?.map(pack),
+        };
         let settlement = settlement.clone();
-        let trace = settlement.trace.as_ref().map(serde_json::to_string).transpose()?.map(pack);
         let instance = self.inner.instance.clone();
         let lease_until = Self::now().saturating_add(self.lease_ms());
         let now = self.business_now();
@@ -689,7 +708,13 @@ impl Ledger for SqliteStore {
                 .iter()
                 .map(|event| insert_event(c, event, &instance, lease_until))
                 .collect::<Result<_>>()?;
-            let finished = finish(c, &settlement.event, &settlement.execution_id, settlement.failed, now, &instance)?;
+            let finished =
+                finish(c, &settlement.event, &settlement.execution_id, settlement.failed, now, &instance, in_trace)?;
+            // Kept as rows where they may be needed to run it again: it
+            // failed, or another instance took its event over.
+            if !in_trace || !finished {
+                write_records(c, &held)?;
+            }
             Ok(super::Settled { finished, raised })
         })
         .await
@@ -841,14 +866,12 @@ impl Ledger for SqliteStore {
     }
 
     async fn finish_event(&self, source: &str, event_id: &str, execution_id: &str, failed: bool) -> Result<bool> {
-        if !failed {
-            self.inner.pending.forget_outputs(execution_id);
-        }
+        self.release(execution_id);
         let event = (source.to_string(), event_id.to_string());
         let execution_id = execution_id.to_string();
         let instance = self.inner.instance.clone();
         let now = self.business_now();
-        self.write(move |c| finish(c, &event, &execution_id, failed, now, &instance)).await
+        self.write(move |c| finish(c, &event, &execution_id, failed, now, &instance, false)).await
     }
 
     async fn prune(&self, before: i64, limit: usize) -> Result<super::Pruned> {
@@ -1316,7 +1339,9 @@ fn insert_trace(c: &Connection, execution_id: &str, at: i64, record: rusqlite::t
 }
 
 /// Marks an event (source, id) finished at `now` if `instance` still holds
-/// it; a completed execution's resume points go (see [`Ledger::finish_event`]).
+/// it (see [`Ledger::finish_event`]). A completed execution never runs
+/// again: its resume points go, and with `kept_elsewhere` (its trace keeps
+/// what it did) every row of its journal.
 fn finish(
     c: &Connection,
     (source, event_id): &(String, String),
@@ -1324,6 +1349,7 @@ fn finish(
     failed: bool,
     now: i64,
     instance: &Instance,
+    kept_elsewhere: bool,
 ) -> Result<bool> {
     let changed = c
         .prepare_cached(
@@ -1333,14 +1359,19 @@ fn finish(
         )?
         .execute(params![source, event_id, execution_id, now, failed, instance.id, instance.boot])?;
     if changed == 1 && !failed {
-        let (low, high) = super::outputs_of(execution_id);
-        // The suffix is in the text: a bound LIKE pattern makes SQLite
-        // prepare the statement again on every run.
-        c.prepare_cached(&format!(
-            "DELETE FROM effects WHERE key >= ?1 AND key < ?2 AND key LIKE '%{}'",
-            crate::capabilities::OUTPUTS_SUFFIX
-        ))?
-        .execute(params![low, high])?;
+        let (low, high) = super::journal_of(execution_id);
+        if kept_elsewhere {
+            c.prepare_cached("DELETE FROM effects WHERE key >= ?1 AND key < ?2")?.execute(params![low, high])?;
+            c.prepare_cached("DELETE FROM effect_intents WHERE key >= ?1 AND key < ?2")?.execute(params![low, high])?;
+        } else {
+            // The suffix is in the text: a bound LIKE pattern makes SQLite
+            // prepare the statement again on every run.
+            c.prepare_cached(&format!(
+                "DELETE FROM effects WHERE key >= ?1 AND key < ?2 AND key LIKE '%{}'",
+                crate::capabilities::OUTPUTS_SUFFIX
+            ))?
+            .execute(params![low, high])?;
+        }
     }
     Ok(changed == 1)
 }
@@ -1443,24 +1474,51 @@ impl crate::capabilities::EffectJournal for SqliteStore {
     }
 
     async fn start(&self, key: &str, at_ms: i64) -> Result<()> {
-        let key = key.to_string();
-        // On the disk before the effect it announces.
-        self.write_durable(move |c| {
-            c.prepare_cached("INSERT OR IGNORE INTO effect_intents (key, started_at) VALUES (?1, ?2)")?
-                .execute(params![key, at_ms])?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn record(&self, key: &str, result: &serde_json::Value) -> Result<()> {
-        // Committed with the next transaction, within RECORD_DELAY; not
-        // waited for (see the trait), but readable here at once.
-        if self.inner.pending.queue(key, result, self.business_now()) {
-            self.send(Job::Records)?;
-        }
+        let execution = key.split('/').next().unwrap_or_default();
+        let (key, records) = (key.to_string(), self.inner.pending.unwritten(execution));
+        // On the disk before the effect it announces, with what led to it.
+        let written = self
+            .write_durable(move |c| {
+                write_records(c, &records)?;
+                c.prepare_cached("INSERT OR IGNORE INTO effect_intents (key, started_at) VALUES (?1, ?2)")?
+                    .execute(params![key, at_ms])?;
+                Ok(records)
+            })
+            .await?;
+        self.inner.pending.written(&written);
         Ok(())
     }
+
+    async fn persist(&self, execution_id: &str) -> Result<()> {
+        let records = self.inner.pending.unwritten(execution_id);
+        if records.is_empty() {
+            return Ok(());
+        }
+        // To the disk: a power cut after the effect must not lose them.
+        let written = self
+            .write_durable(move |c| {
+                write_records(c, &records)?;
+                Ok(records)
+            })
+            .await?;
+        self.inner.pending.written(&written);
+        Ok(())
+    }
+
+    async fn record(&self, key: &str, result: &str) -> Result<()> {
+        // Held until the execution ends (see `settle` and `release`); not
+        // waited for (see the trait), but readable here at once.
+        self.inner.pending.hold(key, result, self.business_now());
+        Ok(())
+    }
+}
+
+/// Writes held records as rows.
+fn write_records(c: &Connection, records: &[super::QueuedRecord]) -> Result<()> {
+    for record in records {
+        record_effect(c, &record.key, &record.result, record.at)?;
+    }
+    Ok(())
 }
 
 /// Records an effect's result at `at` (host clock) and drops its intent.

@@ -383,7 +383,8 @@ impl Executor {
                     let routed_on = emitted.iter().any(|e| !pipeline.targets(node_id, &e.port).is_empty());
                     if routed_on
                         && let Some(journal) = &self.capabilities.journal
-                        && let Err(e) = journal.record(&outputs_key, &serde_json::json!(emitted)).await
+                        && let Ok(json) = serde_json::to_string(&emitted)
+                        && let Err(e) = journal.record(&outputs_key, &json).await
                     {
                         tracing::error!(error = %e, node = %node_id, "cannot journal a node's outputs");
                     }
@@ -466,7 +467,7 @@ impl Executor {
                 if let Some(journal) = &self.capabilities.journal {
                     let journal = journal.clone();
                     let key = merge_record_key(shared.execution_id, node, &m.key);
-                    let value = serde_json::json!({"emitted": emitted, "present": m.present});
+                    let value = serde_json::json!({"emitted": emitted, "present": m.present}).to_string();
                     // The merge's decision is journaled like a node's
                     // outputs; the record commits with the next group.
                     tokio::spawn(async move {

@@ -67,11 +67,20 @@ impl RuntimeConfig {
             max_concurrent_runs: 256,
             max_memory_bytes: 512 * 1024 * 1024,
             keep_resident_bytes: 2 * 1024 * 1024,
-            plugin_threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            plugin_threads: default_plugin_threads(),
             max_runs_per_plugin: 64,
             breaker: BreakerConfig::default(),
         }
     }
+}
+
+/// Threads of the plugin pool unless told otherwise: one per CPU but one,
+/// and at least one. The CPU left over is the server's (HTTP, the ledger's
+/// writer, timers), so plugins cannot crowd it out; and fewer threads hand
+/// work to each other less often (each hand-off a wake-up, which is most of
+/// what a thread switch costs on a virtual machine).
+pub fn default_plugin_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
 
 /// The plugin sandbox. Cheap to share (`Arc`); one per process.
@@ -99,7 +108,7 @@ impl Runtime {
     /// When the pooling allocator cannot reserve its address space.
     pub fn new(config: RuntimeConfig) -> Result<Arc<Self>> {
         let mut pool = PoolingAllocationConfig::new();
-        // Stores waiting for the drop thread still hold their slots.
+        // Stores waiting to be dropped still hold their slots.
         let runs = config.max_concurrent_runs + DROP_QUEUE as u32;
         pool.total_component_instances(runs)
             // Components built by componentize-py or componentize-js hold
@@ -157,7 +166,7 @@ impl Runtime {
             cache,
             config,
             _ticker: ticker,
-            dropper: StoreDropper::start(),
+            dropper: StoreDropper::default(),
             slots,
             gates,
             pool,
@@ -255,35 +264,36 @@ impl Drop for EpochTicker {
     }
 }
 
-/// Finished stores that may wait for the drop thread.
+/// Finished stores that may wait to be dropped.
 const DROP_QUEUE: usize = 32;
 
-/// Drops finished stores on a background thread: returning an instance's
-/// memory to the pool costs more than the run itself, and no lead should
-/// wait for it.
-#[derive(Clone)]
+/// Drops finished stores after their run's result has gone on: resetting
+/// an instance's memory for the pool is work no lead should wait for. The
+/// drop is a task of the runtime the run ran on (the plugin pool), so it
+/// costs no hand-off to another thread; with [`DROP_QUEUE`] stores waiting
+/// (a pool too busy to get to them), or outside a runtime, the store is
+/// dropped where it is, so pool slots are never held hostage by a queue.
+#[derive(Clone, Default)]
 struct StoreDropper {
-    tx: std::sync::mpsc::SyncSender<Store<RunState>>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl StoreDropper {
-    fn start() -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Store<RunState>>(DROP_QUEUE);
-        std::thread::Builder::new()
-            .name("handoff-store-drop".into())
-            .spawn(move || rx.into_iter().for_each(drop))
-            .expect("spawning the store-drop thread");
-        StoreDropper { tx }
-    }
-
-    /// Hands `store` to the dropping thread, or drops it here when the thread
-    /// is behind (so pool slots are never held hostage by a queue).
     fn dispose(&self, store: Store<RunState>) {
-        match self.tx.try_send(store) {
-            Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(store) | std::sync::mpsc::TrySendError::Disconnected(store)) => {
+        let handle = tokio::runtime::Handle::try_current();
+        match handle {
+            Ok(handle) if self.waiting.fetch_add(1, Ordering::Relaxed) < DROP_QUEUE => {
+                let waiting = self.waiting.clone();
+                handle.spawn(async move {
+                    drop(store);
+                    waiting.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            Ok(_) => {
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
                 drop(store);
             }
+            Err(_) => drop(store),
         }
     }
 }

@@ -441,6 +441,7 @@ async fn settle(
             at: record.started_at_ms,
             decision: crate::lead::decision_from(record, &facts, &steps),
             reads: record.runs.iter().flat_map(|r| r.reads.iter().cloned()).collect(),
+            effects: Vec::new(),
         }),
         lead: event.lead_id.clone().map(|lead_id| crate::ledger::LeadSteps { lead_id, facts, steps }),
         raised,
@@ -568,7 +569,9 @@ async fn alert_plugin_paused(state: &AppState, pause: &crate::runtime::PluginPau
     }
 }
 
-/// Marks an execution no longer running when dropped.
+/// Marks an execution no longer running when dropped, however its task
+/// ended; what the ledger still holds of an execution that was not settled
+/// (one waiting for a provider, or stopped) is written for its next run.
 struct Running {
     state: Arc<AppState>,
     execution: String,
@@ -576,6 +579,7 @@ struct Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
+        self.state.ledger.release(&self.execution);
         self.state.worker.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.execution);
     }
 }

@@ -66,3 +66,29 @@ async fn a_bad_address_is_invalid() {
     bad.to = vec!["not an address".into()];
     assert!(matches!(mailer(&sb).send(bad).await, Err(CapabilityError::Invalid(_))));
 }
+
+#[tokio::test]
+async fn emails_go_out_on_one_kept_connection_and_a_broken_one_is_replaced() {
+    let sb = emulators().await;
+    let mailer = mailer(&sb);
+    for n in 1..=3 {
+        mailer.send(message(&format!("lead {n}"))).await.unwrap();
+    }
+    assert_eq!(sb.state.world().emails.len(), 3);
+    assert_eq!(sb.state.world().smtp_connections, 1, "one connection: no greeting, EHLO or login per email");
+
+    // The relay refuses on the kept connection (421: closing): the retry
+    // opens a new one and the email goes.
+    sb.state.world().faults.add(Fault {
+        id: 0,
+        provider: "smtp".into(),
+        endpoint: None,
+        method: None,
+        kind: FaultKind::Status { status: 421, retry_after: None },
+        rate: 1.0,
+        times: Some(1),
+    });
+    mailer.send(message("after a 421")).await.unwrap();
+    assert_eq!(sb.state.world().emails.len(), 4);
+    assert_eq!(sb.state.world().smtp_connections, 2);
+}
