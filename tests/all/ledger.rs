@@ -602,3 +602,69 @@ async fn an_execution_ends_in_one_settlement(backend: &Backend) {
     assert_eq!(again, handoff::ledger::Settled { finished: false, raised: vec![false] });
     assert_eq!(events.lead("1001").await.unwrap().unwrap().timeline.len(), 1, "no step twice");
 }
+
+/// A lead event as the SLA pipeline gets it: what every lead's has in
+/// common (keys, config) and what is its own (names, ids, times).
+fn lead_event(n: usize) -> InboundEvent {
+    let names = ["Lena Fischer", "Marcus Webb", "Aisha Khan", "Tom Dubois", "Greta Holm", "Carlos Ruiz"];
+    let countries = ["Germany", "Canada", "United States"];
+    let item = json!({
+        "properties": {"email": format!("lead{n}@company{}.com", n * 7), "firstname": format!("First{n}"),
+            "lastname": format!("Last{}", n * 13), "company": format!("Company {}", n * 31), "numemployees": (n * 37) % 3000,
+            "country": countries[n % 3], "lifecyclestage": "marketingqualifiedlead", "hubspotscore": 50 + n % 50},
+        "routing": {"owner_id": format!("005{:015}", n % 9), "owner_name": names[n % names.len()], "team": "emea",
+            "rule": "EMEA enterprise", "why": "matched EMEA; chose by weighted round-robin"},
+        "salesforce": {"lead_id": format!("00Q{:015}", n), "url": format!("https://acme.lightning.force.com/lightning/r/Lead/00Q{n:015}/view")},
+        "summary": {"text": format!("{} from Company {} read the pricing page {} times this week.", names[n % 6], n * 31, n % 7)},
+        "notification": {"dm": {"channel": format!("D{:08}", n % 9), "ts": format!("1796616639.{n:06}")}, "at": 1_796_616_639_000_i64 + n as i64},
+    });
+    InboundEvent {
+        source: "lead".into(),
+        event_id: format!("mql-handoff:hubspot:{n}:notify:notified"),
+        pipeline: "sla-enforcement".into(),
+        payload: json!({"name": "lead.notified", "lead_id": n.to_string(), "state": "notified", "item": item}),
+        ..event("1")
+    }
+}
+
+#[tokio::test]
+async fn the_sqlite_ledger_learns_a_dictionary_from_its_own_documents() {
+    let backend = Backend::sqlite();
+    let Database::Sqlite(path) = &backend.database else { unreachable!() };
+    let ledger = backend.open("a", 30_000).await;
+    let size = |id: &str| -> i64 {
+        let db = rusqlite::Connection::open(path).unwrap();
+        db.query_row("SELECT length(payload) FROM events WHERE event_id = ?1", [id], |r| r.get(0)).unwrap()
+    };
+    let dictionaries = || -> i64 {
+        let db = rusqlite::Connection::open(path).unwrap();
+        db.query_row("SELECT COUNT(*) FROM dictionaries", [], |r| r.get(0)).unwrap()
+    };
+    // Until it has seen enough documents to train on, each is compressed alone.
+    for n in 0..1_000 {
+        assert!(ledger.ledger.record_event(&lead_event(n)).await.unwrap());
+    }
+    let alone = size(&lead_event(999).event_id);
+    // The dictionary is trained off the writer, and stored with a later write.
+    let mut n = 1_000;
+    while dictionaries() == 0 {
+        assert!(n < 5_000, "a dictionary is trained");
+        ledger.ledger.record_event(&lead_event(n)).await.unwrap();
+        n += 1;
+    }
+    for m in n..n + 10 {
+        ledger.ledger.record_event(&lead_event(m)).await.unwrap();
+    }
+    let with_dictionary = size(&lead_event(n + 9).event_id);
+    let text = i64::try_from(lead_event(n + 9).payload.to_string().len()).unwrap();
+    assert!(with_dictionary * 3 < alone, "{with_dictionary} bytes with the dictionary, {alone} alone, {text} as text");
+    // Read back whole, before and after, also by a new process (which reads
+    // the dictionary from the ledger).
+    drop(ledger);
+    let reopened = backend.open("b", 30_000).await;
+    for m in [0, 999, n, n + 9] {
+        let expected = lead_event(m);
+        let (stored, _) = reopened.ledger.event("lead", &expected.event_id).await.unwrap().unwrap();
+        assert_eq!(stored.payload, expected.payload, "document {m}");
+    }
+}

@@ -51,11 +51,11 @@ pub trait EffectJournal: Send + Sync {
     /// intent of an effect that is at most once), with what [`Self::persist`]
     /// would make durable.
     async fn start(&self, key: &str, at_ms: i64) -> anyhow::Result<()>;
-    /// Makes what `execution_id` recorded so far durable, before one of its
-    /// effects leaves the process: a rerun after a crash then replays the
-    /// decisions that led to the effect (a router's choice among them) and
-    /// finds the effect, instead of deciding anew. Nothing to do when
-    /// nothing new was recorded.
+    /// Writes the decisions `execution_id` made so far (its node runs'
+    /// outputs), before one of its effects leaves the process: a rerun after
+    /// the process is killed then replays the decisions that led to the
+    /// effect (a router's choice among them) and finds the effect, instead
+    /// of deciding anew. Nothing to do when nothing new was decided.
     async fn persist(&self, execution_id: &str) -> anyhow::Result<()>;
     /// Records an effect's result, as JSON text. May return before the
     /// record is durable: a record lost to a crash is covered by the effect

@@ -5,6 +5,7 @@
 //! database. The ledger knows nothing of plugins or pipelines: lead states
 //! arrive already mapped (`crate::lead`).
 
+mod packing;
 mod postgres;
 mod sqlite;
 
@@ -283,12 +284,14 @@ impl PendingRecords {
             .collect()
     }
 
-    /// Copies of the records held for `execution_id` that are not written
-    /// yet (they stay held, for the execution's trace).
-    fn unwritten(&self, execution_id: &str) -> Vec<QueuedRecord> {
+    /// Copies of the resume points (node outputs, merge decisions) held for
+    /// `execution_id` that are not written yet: the decisions a rerun must
+    /// replay rather than make again. They stay held, for its end.
+    fn unwritten_resume_points(&self, execution_id: &str) -> Vec<QueuedRecord> {
         let pending = self.lock();
         Self::keys_of(&pending, execution_id)
             .into_iter()
+            .filter(|key| key.ends_with(crate::capabilities::OUTPUTS_SUFFIX))
             .filter_map(|key| {
                 let held = pending.held.get(&key).filter(|h| !h.written)?;
                 Some(QueuedRecord { result: held.result.clone(), at: held.at, key })

@@ -2,6 +2,7 @@
 //! (a commit an outside party is told of, such as a webhook's event, is
 //! fsynced first; see `Reach`), numbered migrations.
 
+use super::packing::Packer;
 use super::{Deferred, InboundEvent, Instance, Ledger, PausedRep, PendingRecords, TimerRecord, WaitPolicy};
 use crate::capabilities::Entry;
 use crate::capabilities::{CapabilityError, Clock, Scheduler, StateQuota, StateStore, SystemClock, Timer};
@@ -161,37 +162,37 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX shadow_decisions_at ON shadow_decisions (at);
     CREATE INDEX events_received ON events (received_at);
 "#,
+    // Compression dictionaries trained on the ledger's own documents
+    // (`packing.rs`); traces and plugin state keyed by their keys alone.
+    r#"
+    CREATE TABLE dictionaries (id INTEGER PRIMARY KEY, trained_at INTEGER NOT NULL, bytes BLOB NOT NULL);
+    CREATE TABLE traces_by_id (execution_id TEXT PRIMARY KEY, at INTEGER NOT NULL, record BLOB NOT NULL) WITHOUT ROWID;
+    INSERT INTO traces_by_id SELECT execution_id, at, record FROM traces;
+    DROP TABLE traces;
+    ALTER TABLE traces_by_id RENAME TO traces;
+    CREATE INDEX traces_at ON traces (at);
+    CREATE TABLE plugin_state_by_key (scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (scope, key)) WITHOUT ROWID;
+    INSERT INTO plugin_state_by_key SELECT scope, key, value FROM plugin_state;
+    DROP TABLE plugin_state;
+    ALTER TABLE plugin_state_by_key RENAME TO plugin_state;
+    CREATE TRIGGER plugin_state_inserted AFTER INSERT ON plugin_state BEGIN
+        INSERT OR IGNORE INTO plugin_state_usage VALUES (NEW.scope, 0, 0);
+        UPDATE plugin_state_usage
+            SET keys = keys + 1, bytes = bytes + length(CAST(NEW.key AS BLOB)) + length(CAST(NEW.value AS BLOB))
+            WHERE scope = NEW.scope;
+    END;
+    CREATE TRIGGER plugin_state_updated AFTER UPDATE ON plugin_state BEGIN
+        UPDATE plugin_state_usage
+            SET bytes = bytes + length(CAST(NEW.value AS BLOB)) - length(CAST(OLD.value AS BLOB))
+            WHERE scope = NEW.scope;
+    END;
+    CREATE TRIGGER plugin_state_deleted AFTER DELETE ON plugin_state BEGIN
+        UPDATE plugin_state_usage
+            SET keys = keys - 1, bytes = bytes - length(CAST(OLD.key AS BLOB)) - length(CAST(OLD.value AS BLOB))
+            WHERE scope = OLD.scope;
+    END;
+"#,
 ];
-
-/// Event and timer payloads at least this long are stored deflated (a BLOB
-/// in the same column); shorter ones as JSON text, where compression saves
-/// little.
-const PACK_FROM: usize = 512;
-/// The most a stored payload inflates to: far above the 1 MiB body limit.
-const UNPACK_LIMIT: usize = 64 * 1024 * 1024;
-
-/// A payload as stored: JSON text, or deflated when long.
-fn pack(json: String) -> rusqlite::types::Value {
-    if json.len() < PACK_FROM {
-        rusqlite::types::Value::Text(json)
-    } else {
-        rusqlite::types::Value::Blob(miniz_oxide::deflate::compress_to_vec(json.as_bytes(), 6))
-    }
-}
-
-/// A stored payload as JSON (`{}` for one that cannot be read).
-fn unpack(stored: rusqlite::types::ValueRef<'_>) -> serde_json::Value {
-    use rusqlite::types::ValueRef;
-    let parsed = match stored {
-        ValueRef::Text(text) => serde_json::from_slice(text),
-        ValueRef::Blob(packed) => match miniz_oxide::inflate::decompress_to_vec_with_limit(packed, UNPACK_LIMIT) {
-            Ok(json) => serde_json::from_slice(&json),
-            Err(_) => return serde_json::Value::Object(serde_json::Map::new()),
-        },
-        _ => return serde_json::Value::Object(serde_json::Map::new()),
-    };
-    parsed.unwrap_or_default()
-}
 
 /// Most writes committed together in one transaction.
 const MAX_GROUP: usize = 512;
@@ -230,6 +231,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// Effect records not committed yet; the writer takes them.
     pending: Arc<PendingRecords>,
+    /// How documents are stored (compressed, with the ledger's dictionary).
+    packer: Arc<Packer>,
 }
 
 /// What a write does once its group's commit is known: answers its caller.
@@ -338,12 +341,13 @@ impl SqliteStore {
         }
         let connection = connect(path)?;
         migrate(&connection).with_context(|| format!("migrating {}", path.display()))?;
+        let packer = Arc::new(Packer::open(&connection, path.to_path_buf())?);
         let (writer, jobs) = std::sync::mpsc::channel::<Job>();
         let pending = Arc::new(PendingRecords::default());
-        let records = pending.clone();
+        let (records, writer_packer, writer_clock) = (pending.clone(), packer.clone(), clock.clone());
         std::thread::Builder::new()
             .name("handoff-ledger".into())
-            .spawn(move || write_groups(&connection, &jobs, &records))
+            .spawn(move || write_groups(&connection, &jobs, &records, &writer_packer, &*writer_clock))
             .context("starting the ledger's writer")?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -353,6 +357,7 @@ impl SqliteStore {
                 instance,
                 clock,
                 pending,
+                packer,
             }),
         })
     }
@@ -452,12 +457,18 @@ fn read_on<T>(inner: &Inner, f: impl FnOnce(&Connection) -> Result<T>) -> Result
     result
 }
 
+/// Runs one statement that returns no rows, prepared once per connection
+/// (`execute_batch` parses its text on every call).
+fn run_cached(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
+    connection.prepare_cached(sql)?.raw_execute().map(|_| ())
+}
+
 /// Runs `f` in a savepoint: its writes stay only if it succeeds.
 fn in_savepoint<T>(connection: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    connection.execute_batch("SAVEPOINT job")?;
+    run_cached(connection, "SAVEPOINT job")?;
     match f(connection) {
         Ok(value) => {
-            connection.execute_batch("RELEASE job")?;
+            run_cached(connection, "RELEASE job")?;
             Ok(value)
         }
         Err(e) => {
@@ -469,10 +480,16 @@ fn in_savepoint<T>(connection: &Connection, f: impl FnOnce(&Connection) -> Resul
 
 /// The writer thread: takes every queued write and effect record, runs
 /// them in one transaction, commits once, then answers them all.
-fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>, records: &PendingRecords) {
+fn write_groups(
+    connection: &Connection,
+    jobs: &std::sync::mpsc::Receiver<Job>,
+    records: &PendingRecords,
+    packer: &Packer,
+    clock: &dyn Clock,
+) {
     use std::sync::mpsc::RecvTimeoutError;
     // As `connect` leaves it.
-    let mut synchronous = Reach::Disk;
+    let mut writer = Writer { connection, records, packer, clock, synchronous: Reach::Disk };
     // When queued records must be committed, whether or not a write comes.
     let mut records_due: Option<std::time::Instant> = None;
     loop {
@@ -483,7 +500,7 @@ fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>, 
                 Err(RecvTimeoutError::Timeout) => None,
                 // The store is gone: what is queued is still committed.
                 Err(RecvTimeoutError::Disconnected) => {
-                    commit_group(connection, Vec::new(), records.take_queued(), &mut synchronous);
+                    writer.commit(Vec::new());
                     return;
                 }
             },
@@ -496,7 +513,7 @@ fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>, 
             }
             None if records_due.is_none() => {
                 // The store is gone.
-                commit_group(connection, Vec::new(), records.take_queued(), &mut synchronous);
+                writer.commit(Vec::new());
                 return;
             }
             None => {}
@@ -515,61 +532,73 @@ fn write_groups(connection: &Connection, jobs: &std::sync::mpsc::Receiver<Job>, 
             continue;
         }
         records_due = None;
-        commit_group(connection, group, records.take_queued(), &mut synchronous);
+        writer.commit(group);
     }
 }
 
-/// One transaction: the queued effect records, then each write in its own
-/// savepoint; commits once (to the disk if any write must be), then answers
-/// every write.
-fn commit_group(
-    connection: &Connection,
-    group: Vec<(Work, Reach)>,
-    queued: Vec<super::QueuedRecord>,
-    synchronous: &mut Reach,
-) {
-    if group.is_empty() && queued.is_empty() {
-        return;
-    }
-    let began = std::time::Instant::now();
-    // The group goes to the disk if any of its writes must.
-    let wanted = if group.iter().any(|(_, reach)| *reach == Reach::Disk) { Reach::Disk } else { Reach::Wal };
-    let set = if wanted == *synchronous {
-        Ok(())
-    } else {
-        let level = if wanted == Reach::Disk { "FULL" } else { "NORMAL" };
-        connection.pragma_update(None, "synchronous", level).map(|()| *synchronous = wanted)
-    };
-    if let Err(e) = set.and_then(|()| connection.execute_batch("BEGIN IMMEDIATE")) {
-        let error = e.to_string();
-        tracing::warn!(error = %error, records = queued.len(), "effect records were not committed; a rerun looks for their effects");
-        for (run, _) in group {
-            // Nothing runs: each caller hears why.
-            let answer = run(None);
-            answer(Err(error.clone()));
+/// What the writer thread works with.
+struct Writer<'a> {
+    connection: &'a Connection,
+    records: &'a PendingRecords,
+    packer: &'a Packer,
+    clock: &'a dyn Clock,
+    /// The connection's `synchronous` setting now.
+    synchronous: Reach,
+}
+
+impl Writer<'_> {
+    /// One transaction: the queued effect records, a newly trained
+    /// dictionary, then each write in its own savepoint; commits once (to
+    /// the disk if any write must be), then answers every write.
+    fn commit(&mut self, group: Vec<(Work, Reach)>) {
+        let connection = self.connection;
+        let queued = self.records.take_queued();
+        let began = std::time::Instant::now();
+        // The group goes to the disk if any of its writes must.
+        let wanted = if group.iter().any(|(_, reach)| *reach == Reach::Disk) { Reach::Disk } else { Reach::Wal };
+        let set = if wanted == self.synchronous {
+            Ok(())
+        } else {
+            let level = if wanted == Reach::Disk { "FULL" } else { "NORMAL" };
+            run_cached(connection, &format!("PRAGMA synchronous = {level}")).map(|()| self.synchronous = wanted)
+        };
+        if let Err(e) = set.and_then(|()| run_cached(connection, "BEGIN IMMEDIATE")) {
+            let error = e.to_string();
+            tracing::warn!(error = %error, records = queued.len(), "effect records were not committed; a rerun looks for their effects");
+            for (run, _) in group {
+                // Nothing runs: each caller hears why.
+                let answer = run(None);
+                answer(Err(error.clone()));
+            }
+            return;
         }
-        return;
-    }
-    if !queued.is_empty()
-        && let Err(e) = in_savepoint(connection, |c| write_records(c, &queued))
-    {
-        tracing::warn!(error = %e, records = queued.len(), "effect records were not committed; a rerun looks for their effects");
-    }
-    // A job that hits a disk error can make SQLite roll the whole
-    // transaction back; the jobs after it must not then run (and commit)
-    // on their own.
-    let mut answers = Vec::with_capacity(group.len());
-    for (run, _) in group {
-        let live = !connection.is_autocommit();
-        answers.push(run(live.then_some(connection)));
-    }
-    let commit = connection.execute_batch("COMMIT").map_err(|e| e.to_string());
-    if commit.is_err() {
-        let _ = connection.execute_batch("ROLLBACK");
-    }
-    crate::telemetry::TELEMETRY.ledger_commit_seconds.observe(began.elapsed().as_secs_f64());
-    for answer in answers {
-        answer(commit.clone());
+        if !queued.is_empty()
+            && let Err(e) = in_savepoint(connection, |c| write_records(c, &queued))
+        {
+            tracing::warn!(error = %e, records = queued.len(), "effect records were not committed; a rerun looks for their effects");
+        }
+        let dictionary = self.packer.store_trained(connection, self.clock.now_ms());
+        // A job that hits a disk error can make SQLite roll the whole
+        // transaction back; the jobs after it must not then run (and
+        // commit) on their own.
+        let mut answers = Vec::with_capacity(group.len());
+        for (run, _) in group {
+            let live = !connection.is_autocommit();
+            answers.push(run(live.then_some(connection)));
+        }
+        let commit = run_cached(connection, "COMMIT").map_err(|e| e.to_string());
+        if commit.is_err() {
+            let _ = connection.execute_batch("ROLLBACK");
+        }
+        match (&commit, dictionary) {
+            (Ok(()), Some((id, trained_at, bytes))) => self.packer.adopt(id, trained_at, &bytes),
+            (Err(_), Some(_)) => self.packer.lost(),
+            _ => {}
+        }
+        crate::telemetry::TELEMETRY.ledger_commit_seconds.observe(began.elapsed().as_secs_f64());
+        for answer in answers {
+            answer(commit.clone());
+        }
     }
 }
 
@@ -591,13 +620,13 @@ fn migrate(connection: &Connection) -> Result<()> {
     Ok(())
 }
 
-fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboundEvent> {
+fn event_from_row(packer: &Packer, row: &rusqlite::Row<'_>) -> rusqlite::Result<InboundEvent> {
     Ok(InboundEvent {
         source: row.get(0)?,
         event_id: row.get(1)?,
         pipeline: row.get(2)?,
         lead_id: row.get(3)?,
-        payload: unpack(row.get_ref(4)?),
+        payload: packer.unpack(row.get_ref(4)?),
         received_at: row.get(5)?,
         node: row.get(6)?,
     })
@@ -666,7 +695,8 @@ impl Ledger for SqliteStore {
         let instance = self.inner.instance.clone();
         let lease_until = Self::now().saturating_add(self.lease_ms());
         // Acknowledged to its sender once this returns.
-        self.write_durable(move |c| insert_event(c, &event, &instance, lease_until)).await
+        let (packer, now) = (self.inner.packer.clone(), self.business_now());
+        self.write_durable(move |c| insert_event(c, &packer, &event, &instance, lease_until, now)).await
     }
 
     async fn settle(&self, settlement: &super::Settlement) -> Result<super::Settled> {
@@ -679,6 +709,7 @@ impl Ledger for SqliteStore {
         // A completed execution's journal is kept with its trace, one
         // compressed record, rather than row by row.
         let in_trace = completed && settlement.trace.is_some();
+        let now = self.business_now();
         let trace = match &settlement.trace {
             Some(trace) if in_trace => {
                 let prefix = format!("{}/", settlement.execution_id);
@@ -687,14 +718,16 @@ impl Ledger for SqliteStore {
                     let key = r.key.strip_prefix(&prefix).unwrap_or(&r.key).to_string();
                     (key, serde_json::from_str(&r.result).unwrap_or_default())
                 }));
-                Some(pack(serde_json::to_string(&trace)?))
+                Some(self.inner.packer.pack(&serde_json::to_string(&trace)?, now))
             }
-            trace => trace.as_ref().map(serde_json::to_string).transpose()?.map(pack),
+            trace => {
+                trace.as_ref().map(serde_json::to_string).transpose()?.map(|json| self.inner.packer.pack(&json, now))
+            }
         };
         let settlement = settlement.clone();
         let instance = self.inner.instance.clone();
         let lease_until = Self::now().saturating_add(self.lease_ms());
-        let now = self.business_now();
+        let packer = self.inner.packer.clone();
         // Nobody outside is told of it: the WAL is enough (see `Reach`).
         self.write(move |c| {
             if let Some(lead) = &settlement.lead {
@@ -706,7 +739,7 @@ impl Ledger for SqliteStore {
             let raised = settlement
                 .raised
                 .iter()
-                .map(|event| insert_event(c, event, &instance, lease_until))
+                .map(|event| insert_event(c, &packer, event, &instance, lease_until, now))
                 .collect::<Result<_>>()?;
             let finished =
                 finish(c, &settlement.event, &settlement.execution_id, settlement.failed, now, &instance, in_trace)?;
@@ -724,6 +757,7 @@ impl Ledger for SqliteStore {
         let instance = self.inner.instance.clone();
         let now = Self::now();
         let lease_until = now.saturating_add(self.lease_ms());
+        let packer = self.inner.packer.clone();
         self.write(move |c| {
             let mut statement = c.prepare(&format!(
                 "UPDATE events SET claimed_by = ?1, claim_boot = ?2, lease_until = ?3
@@ -737,7 +771,9 @@ impl Ledger for SqliteStore {
             ))?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             let mut claimed: Vec<InboundEvent> = statement
-                .query_map(params![instance.id, instance.boot, lease_until, now, limit], event_from_row)?
+                .query_map(params![instance.id, instance.boot, lease_until, now, limit], |r| {
+                    event_from_row(&packer, r)
+                })?
                 .collect::<rusqlite::Result<_>>()?;
             claimed.sort_by_key(|e| e.received_at);
             Ok(claimed)
@@ -793,34 +829,39 @@ impl Ledger for SqliteStore {
     }
 
     async fn unfinished_events(&self) -> Result<Vec<InboundEvent>> {
-        self.read(|c| {
+        let packer = self.inner.packer.clone();
+        self.read(move |c| {
             let mut statement = c.prepare(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events WHERE finished_at IS NULL ORDER BY received_at"
             ))?;
-            Ok(statement.query_map([], event_from_row)?.collect::<rusqlite::Result<_>>()?)
+            Ok(statement.query_map([], |r| event_from_row(&packer, r))?.collect::<rusqlite::Result<_>>()?)
         })
         .await
     }
 
     async fn event(&self, source: &str, event_id: &str) -> Result<Option<(InboundEvent, bool)>> {
         let (source, event_id) = (source.to_string(), event_id.to_string());
+        let packer = &self.inner.packer;
         self.read_now(move |c| {
             Ok(c.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS}, finished_at IS NOT NULL FROM events WHERE source = ?1 AND event_id = ?2"
             ))?
-            .query_row(params![source, event_id], |r| Ok((event_from_row(r)?, r.get::<_, bool>(7)?)))
+            .query_row(params![source, event_id], |r| Ok((event_from_row(packer, r)?, r.get::<_, bool>(7)?)))
             .optional()?)
         })
     }
 
     async fn failed_events(&self, lead_id: Option<&str>) -> Result<Vec<InboundEvent>> {
         let lead_id = lead_id.map(str::to_string);
+        let packer = self.inner.packer.clone();
         self.read(move |c| {
             let mut statement = c.prepare(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events
                  WHERE failed = 1 AND (?1 IS NULL OR lead_id = ?1) ORDER BY received_at"
             ))?;
-            Ok(statement.query_map(params![lead_id], event_from_row)?.collect::<rusqlite::Result<_>>()?)
+            Ok(statement
+                .query_map(params![lead_id], |r| event_from_row(&packer, r))?
+                .collect::<rusqlite::Result<_>>()?)
         })
         .await
     }
@@ -1007,6 +1048,7 @@ impl Ledger for SqliteStore {
         let instance = self.inner.instance.clone();
         let pipelines = pipelines.map(|p| serde_json::to_string(p).unwrap_or_default());
         let lease_until = Self::now().saturating_add(self.lease_ms());
+        let packer = self.inner.packer.clone();
         self.write(move |c| {
             type Due = (String, String, String, Option<String>, rusqlite::types::Value);
             let due: Vec<Due> = {
@@ -1036,7 +1078,7 @@ impl Ledger for SqliteStore {
                     event_id: id,
                     pipeline,
                     lead_id,
-                    payload: unpack((&payload).into()),
+                    payload: packer.unpack((&payload).into()),
                     received_at: now,
                     node,
                 });
@@ -1135,16 +1177,17 @@ impl Ledger for SqliteStore {
 
     async fn record_trace(&self, trace: &super::Trace) -> Result<()> {
         let (execution_id, at) = (trace.execution_id.clone(), trace.at);
-        let record = pack(serde_json::to_string(trace)?);
+        let record = self.inner.packer.pack(&serde_json::to_string(trace)?, self.business_now());
         self.write(move |c| insert_trace(c, &execution_id, at, record)).await
     }
 
     async fn trace(&self, execution_id: &str) -> Result<Option<super::Trace>> {
         let execution_id = execution_id.to_string();
+        let packer = &self.inner.packer;
         self.read_now(move |c| {
             let stored = c
                 .prepare_cached("SELECT record FROM traces WHERE execution_id = ?1")?
-                .query_row(params![execution_id], |r| Ok(unpack(r.get_ref(0)?)))
+                .query_row(params![execution_id], |r| Ok(packer.unpack(r.get_ref(0)?)))
                 .optional()?;
             Ok(stored.and_then(|v| serde_json::from_value(v).ok()))
         })
@@ -1152,14 +1195,16 @@ impl Ledger for SqliteStore {
 
     async fn events_between(&self, pipeline: Option<&str>, from: i64, to: i64) -> Result<Vec<InboundEvent>> {
         let pipeline = pipeline.map(str::to_string);
+        let packer = self.inner.packer.clone();
         self.read(move |c| {
             let mut statement = c.prepare_cached(
                 "SELECT source, event_id, pipeline, lead_id, payload, received_at, node FROM events
                  WHERE received_at >= ?1 AND received_at < ?2 AND (?3 IS NULL OR pipeline = ?3)
                  ORDER BY received_at, rowid",
             )?;
-            let events =
-                statement.query_map(params![from, to, pipeline], event_from_row)?.collect::<rusqlite::Result<_>>()?;
+            let events = statement
+                .query_map(params![from, to, pipeline], |r| event_from_row(&packer, r))?
+                .collect::<rusqlite::Result<_>>()?;
             Ok(events)
         })
         .await
@@ -1167,12 +1212,13 @@ impl Ledger for SqliteStore {
 
     async fn event_of_execution(&self, execution_id: &str) -> Result<Option<InboundEvent>> {
         let execution_id = execution_id.to_string();
+        let packer = &self.inner.packer;
         self.read_now(move |c| {
             Ok(c.prepare_cached(
                 "SELECT source, event_id, pipeline, lead_id, payload, received_at, node FROM events
                  WHERE execution_id = ?1 OR pipeline || ':' || source || ':' || event_id = ?1 LIMIT 1",
             )?
-            .query_row(params![execution_id], event_from_row)
+            .query_row(params![execution_id], |r| event_from_row(packer, r))
             .optional()?)
         })
     }
@@ -1309,8 +1355,16 @@ fn insert_steps(tx: &Connection, lead_id: &str, execution: &str, facts: &LeadFac
     Ok(())
 }
 
-/// Stores an event claimed by `instance` (see [`Ledger::record_event`]).
-fn insert_event(c: &Connection, event: &InboundEvent, instance: &Instance, lease_until: i64) -> Result<bool> {
+/// Stores an event claimed by `instance` (see [`Ledger::record_event`]),
+/// its payload packed at `now` (host clock).
+fn insert_event(
+    c: &Connection,
+    packer: &Packer,
+    event: &InboundEvent,
+    instance: &Instance,
+    lease_until: i64,
+    now: i64,
+) -> Result<bool> {
     let inserted = c
         .prepare_cached(
             "INSERT OR IGNORE INTO events (source, event_id, pipeline, lead_id, payload, received_at, claimed_by, claim_boot, lease_until, node)
@@ -1321,7 +1375,7 @@ fn insert_event(c: &Connection, event: &InboundEvent, instance: &Instance, lease
             event.event_id,
             event.pipeline,
             event.lead_id,
-            pack(event.payload.to_string()),
+            packer.pack(&event.payload.to_string(), now),
             event.received_at,
             instance.id,
             instance.boot,
@@ -1382,6 +1436,7 @@ fn finish(
 impl Scheduler for SqliteStore {
     async fn schedule(&self, timer: Timer, effect: Option<&str>) -> Result<String, CapabilityError> {
         let (effect, now, label) = (effect.map(str::to_string), self.business_now(), timer.label());
+        let payload = self.inner.packer.pack(&timer.payload, now);
         self.write(move |c| {
             if let Some(effect) = &effect
                 && let Some(done) = c
@@ -1406,7 +1461,7 @@ impl Scheduler for SqliteStore {
                     timer.lead_id,
                     timer.execution_id,
                     timer.at,
-                    pack(timer.payload)
+                    payload
                 ],)?;
             if let Some(effect) = &effect {
                 record_effect(c, effect, &serde_json::to_string(&timer.id)?, now)?;
@@ -1475,7 +1530,7 @@ impl crate::capabilities::EffectJournal for SqliteStore {
 
     async fn start(&self, key: &str, at_ms: i64) -> Result<()> {
         let execution = key.split('/').next().unwrap_or_default();
-        let (key, records) = (key.to_string(), self.inner.pending.unwritten(execution));
+        let (key, records) = (key.to_string(), self.inner.pending.unwritten_resume_points(execution));
         // On the disk before the effect it announces, with what led to it.
         let written = self
             .write_durable(move |c| {
@@ -1490,13 +1545,14 @@ impl crate::capabilities::EffectJournal for SqliteStore {
     }
 
     async fn persist(&self, execution_id: &str) -> Result<()> {
-        let records = self.inner.pending.unwritten(execution_id);
+        let records = self.inner.pending.unwritten_resume_points(execution_id);
         if records.is_empty() {
             return Ok(());
         }
-        // To the disk: a power cut after the effect must not lose them.
+        // In the WAL, which a killed process does not lose; the disk has
+        // them at the next fsync (see `Reach` and ARCHITECTURE.md).
         let written = self
-            .write_durable(move |c| {
+            .write(move |c| {
                 write_records(c, &records)?;
                 Ok(records)
             })
