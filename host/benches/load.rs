@@ -22,7 +22,7 @@
 //!
 //! `LEDGER_COPY=FILE` keeps a copy of the ledger (checkpointed) to look into;
 //! `HANDOFF_BIN=FILE` loads another build of `handoff` (a before/after pair
-//! measured back to back).
+//! measured back to back); `SERVE_LOG=FILE` keeps the server's log.
 
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -121,13 +121,9 @@ async fn serve(dir: &Path, split: bool) -> Server {
             &smtp.to_string(),
         ]);
     }
-    let child = command
-        .arg("--roster")
-        .arg(dir.join("roster.json"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // `SERVE_LOG=FILE` keeps the server's log.
+    let log = std::env::var_os("SERVE_LOG").map_or_else(Stdio::null, |f| std::fs::File::create(f).unwrap().into());
+    let child = command.arg("--roster").arg(dir.join("roster.json")).stdout(Stdio::null()).stderr(log).spawn().unwrap();
     let server =
         Server { child, sandbox_child, api: format!("http://{listen}"), sandbox, db: dir.join("data/handoff.db") };
     assert!(up(&format!("{}/healthz", server.api)).await, "handoff serve did not come up");

@@ -668,3 +668,32 @@ async fn the_sqlite_ledger_learns_a_dictionary_from_its_own_documents() {
         assert_eq!(stored.payload, expected.payload, "document {m}");
     }
 }
+
+on_both!(state_writes_are_read_back_at_once_and_kept);
+async fn state_writes_are_read_back_at_once_and_kept(backend: &Backend) {
+    let ledger = backend.open("a", 30_000).await;
+    let state = &ledger.state;
+    let quota = StateQuota::default();
+    state.set("route", "a", "1", quota).await.unwrap();
+    state.set("route", "b", "2", quota).await.unwrap();
+    state.set("route", "a", "3", quota).await.unwrap();
+    state.delete("route", "b").await.unwrap();
+    assert_eq!(state.get("route", "a").await.unwrap().as_deref(), Some("3"), "the newest write, at once");
+    assert_eq!(state.get("route", "b").await.unwrap(), None, "deleted");
+    // Another process sees them once they are committed, with no write of
+    // their own to carry them (on SQLite within moments, on PostgreSQL at once).
+    let other = backend.open("b", 30_000).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while other.state.get("route", "a").await.unwrap().as_deref() != Some("3") {
+        assert!(std::time::Instant::now() < deadline, "the writes were committed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(other.state.get("route", "b").await.unwrap(), None);
+    // And they count toward the quota before they are committed.
+    let tight = StateQuota { max_keys: 3, max_bytes: 1 << 20 };
+    state.set("tight", "k1", "x", tight).await.unwrap();
+    state.set("tight", "k2", "x", tight).await.unwrap();
+    state.set("tight", "k3", "x", tight).await.unwrap();
+    assert!(matches!(state.set("tight", "k4", "x", tight).await, Err(CapabilityError::Invalid(_))));
+    state.set("tight", "k1", "overwritten", tight).await.expect("an overwrite does not grow the keys");
+}

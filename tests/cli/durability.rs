@@ -328,8 +328,15 @@ impl World {
     }
 
     /// Every lead notified, with exactly one DM and one Salesforce lead.
-    fn assert_each_handed_off_once(&self, leads: &[handoff::lead::LeadRecord]) {
+    async fn assert_each_handed_off_once(&self, leads: &[handoff::lead::LeadRecord]) {
         let failed: Vec<_> = leads.iter().filter(|l| l.state != LeadState::NOTIFIED).collect();
+        if !failed.is_empty() {
+            eprintln!("{}", log_tails(&self.dir));
+            let ledger = self.ledger().await.ledger;
+            for lead in failed.iter().take(3) {
+                eprintln!("{}: {:#?}", lead.id, ledger.lead(&lead.id).await.unwrap().map(|l| l.timeline));
+            }
+        }
         assert!(failed.is_empty(), "not notified: {failed:?}");
         let world = self.sandbox.state.world();
         let dms: Vec<&str> =
@@ -406,7 +413,7 @@ fn killing_the_server_while_providers_fail_loses_and_doubles_no_lead() {
         }
 
         let leads = world.settled(Duration::from_secs(300)).await;
-        world.assert_each_handed_off_once(&leads);
+        world.assert_each_handed_off_once(&leads).await;
     });
 }
 
@@ -440,7 +447,7 @@ fn leads_wait_while_every_provider_is_down_for_a_minute_then_complete() {
 
         world.clear_faults().await;
         let leads = world.settled(Duration::from_secs(120)).await;
-        world.assert_each_handed_off_once(&leads);
+        world.assert_each_handed_off_once(&leads).await;
         drop(child);
     });
 }
@@ -472,7 +479,7 @@ fn when_one_of_two_instances_sharing_postgres_dies_the_other_takes_its_leads_ove
         assert!(held_by_a > 0, "instance a held unfinished leads when it died");
 
         let leads = world.settled(Duration::from_secs(180)).await;
-        world.assert_each_handed_off_once(&leads);
+        world.assert_each_handed_off_once(&leads).await;
 
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);

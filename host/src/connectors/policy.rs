@@ -7,7 +7,38 @@ use crate::capabilities::CapabilityError;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A caller's own deadline, which provider calls made on its behalf must
+/// leave room for: a plugin run's, counted in the time it was given.
+pub trait TimeLeft: Send + Sync {
+    /// What is left of the caller's deadline.
+    fn time_left(&self) -> Duration;
+}
+
+tokio::task_local! {
+    static CALLER: Arc<dyn TimeLeft>;
+}
+
+/// What a call keeps of its caller's time, so the caller can take in the
+/// error and return it before its own deadline stops it.
+const CALLER_MARGIN: Duration = Duration::from_millis(100);
+
+/// Runs `work` on behalf of a caller with a deadline: a provider call in it
+/// neither waits for an answer nor sleeps before a retry past what the
+/// caller has left; it returns a transient error instead, so the caller's
+/// own (durable) retry takes over. Without this, a provider's rate limit
+/// (HubSpot's rolling window asks ten seconds a time) would use up a
+/// plugin's deadline, and a run stopped at its deadline is not retried.
+pub async fn within_deadline<F: Future>(caller: Arc<dyn TimeLeft>, work: F) -> F::Output {
+    CALLER.scope(caller, work).await
+}
+
+/// What the caller has left for calls, if it has a deadline.
+fn caller_left() -> Option<Duration> {
+    CALLER.try_with(|caller| caller.time_left().saturating_sub(CALLER_MARGIN)).ok()
+}
 
 /// How a failed call should be treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,8 +189,19 @@ impl CallPolicy {
         let result = async move {
         let mut n = 1;
         loop {
-            let outcome = match tokio::time::timeout(self.timeout, attempt(n)).await {
+            let left = caller_left();
+            let timeout = left.map_or(self.timeout, |left| left.min(self.timeout));
+            if timeout.is_zero() {
+                return Err(out_of_caller_time(provider, "the caller's deadline left no time for the call".into()));
+            }
+            let outcome = match tokio::time::timeout(timeout, attempt(n)).await {
                 Ok(outcome) => outcome,
+                Err(_) if timeout < self.timeout => {
+                    return Err(out_of_caller_time(
+                        provider,
+                        format!("no answer within the {} ms the caller's deadline left", timeout.as_millis()),
+                    ));
+                }
                 Err(_) => Attempt::Retry {
                     error: ProviderError::new(
                         provider,
@@ -182,6 +224,18 @@ impl CallPolicy {
                     if wait > self.max_wait {
                         let mut error = error;
                         error.message = format!("{} (asked to wait {} s)", error.message, wait.as_secs());
+                        return Err(error);
+                    }
+                    if let Some(left) = caller_left()
+                        && wait >= left
+                    {
+                        let mut error = error;
+                        error.message = format!(
+                            "{} (asked to wait {} ms, more than the caller's deadline leaves: {} ms)",
+                            error.message,
+                            wait.as_millis(),
+                            left.as_millis()
+                        );
                         return Err(error);
                     }
                     tracing::debug!(provider, attempt = n, wait_ms = wait.as_millis() as u64, error = %error, "retrying");
@@ -213,6 +267,11 @@ impl CallPolicy {
         let capped = exp.min(self.max_wait);
         capped.mul_f64(0.5 + fastrand::f64() * 0.5)
     }
+}
+
+/// The transient error of a call its caller's deadline cut short.
+fn out_of_caller_time(provider: &'static str, message: String) -> ProviderError {
+    ProviderError::new(provider, None, "timeout", message, ErrorClass::Transient)
 }
 
 /// The wait a response asks for: `retry-after-ms` (milliseconds), or
@@ -325,6 +384,65 @@ mod tests {
             })
             .await;
         assert_eq!(result, Ok(2));
+    }
+
+    /// A caller with a fixed time left.
+    struct Left(Duration);
+    impl TimeLeft for Left {
+        fn time_left(&self) -> Duration {
+            self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_the_callers_deadline_returns_a_transient_error_at_once() {
+        // HubSpot's rolling limit asks ten seconds; the run has one left.
+        let started = std::time::Instant::now();
+        let calls = AtomicU32::new(0);
+        let result: Result<(), _> = within_deadline(Arc::new(Left(Duration::from_secs(1))), async {
+            fast()
+                .run("hubspot", |_| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    async { Attempt::Retry { error: transient(), after: Some(Duration::from_secs(10)) } }
+                })
+                .await
+        })
+        .await;
+        let error = result.unwrap_err();
+        assert_eq!(error.class, ErrorClass::Transient, "the caller retries later: {error:?}");
+        assert!(error.message.contains("asked to wait 10000 ms, more than the caller's deadline leaves"), "{error:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(started.elapsed() < Duration::from_secs(10), "it did not sleep the ten seconds");
+        // Outside a caller with a deadline, the same wait is slept.
+        let policy = CallPolicy { max_attempts: 2, ..fast() };
+        let slept = tokio::time::timeout(
+            Duration::from_millis(200),
+            policy.run("hubspot", |n| async move {
+                if n == 1 {
+                    Attempt::Retry { error: transient(), after: Some(Duration::from_secs(10)) }
+                } else {
+                    Attempt::Done(())
+                }
+            }),
+        )
+        .await;
+        assert!(slept.is_err(), "without a caller's deadline the provider's wait is honoured");
+    }
+
+    #[tokio::test]
+    async fn a_hung_attempt_stops_short_of_the_callers_deadline() {
+        let result: Result<(), _> = within_deadline(Arc::new(Left(Duration::from_millis(300))), async {
+            fast()
+                .run("salesforce", |_| async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    Attempt::Done(())
+                })
+                .await
+        })
+        .await;
+        let error = result.unwrap_err();
+        assert_eq!((error.class, error.code.as_str()), (ErrorClass::Transient, "timeout"));
+        assert!(error.message.contains("no answer within the 200 ms the caller's deadline left"), "{error:?}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! database. The ledger knows nothing of plugins or pipelines: lead states
 //! arrive already mapped (`crate::lead`).
 
+mod held_state;
 mod packing;
 mod postgres;
 mod sqlite;
@@ -314,16 +315,11 @@ impl PendingRecords {
         !Self::keys_of(&self.lock(), execution_id).is_empty()
     }
 
-    /// Moves `records` to the queue a transaction takes; true when the
-    /// queue was empty (so whoever takes it must be told).
-    fn queue(&self, records: Vec<QueuedRecord>) -> bool {
-        if records.is_empty() {
-            return false;
+    /// Moves `records` to the queue the writer's next transaction takes.
+    fn queue(&self, records: Vec<QueuedRecord>) {
+        if !records.is_empty() {
+            self.lock().queued.extend(records);
         }
-        let mut pending = self.lock();
-        let was_empty = pending.queued.is_empty();
-        pending.queued.extend(records);
-        was_empty
     }
 
     /// Every held record, taken (to be written as rows).

@@ -204,6 +204,11 @@ impl Packer {
             );
     }
 
+    /// Whether a trained dictionary waits to be stored.
+    pub(super) fn has_trained(&self) -> bool {
+        lock(&self.trained).is_some()
+    }
+
     /// Stores a newly trained dictionary in the writer's open transaction;
     /// what to pass to [`Self::adopt`] once that commits.
     pub(super) fn store_trained(&self, connection: &Connection, now_ms: i64) -> Option<(u32, i64, Vec<u8>)> {

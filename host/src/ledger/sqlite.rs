@@ -2,6 +2,7 @@
 //! (a commit an outside party is told of, such as a webhook's event, is
 //! fsynced first; see `Reach`), numbered migrations.
 
+use super::held_state::{HeldState, HeldValue, StateWrite, usage_change};
 use super::packing::Packer;
 use super::{Deferred, InboundEvent, Instance, Ledger, PausedRep, PendingRecords, TimerRecord, WaitPolicy};
 use crate::capabilities::Entry;
@@ -197,8 +198,8 @@ const MIGRATIONS: &[&str] = &[
 /// Most writes committed together in one transaction.
 const MAX_GROUP: usize = 512;
 
-/// Longest an effect record waits for a transaction to ride along with
-/// before it gets one of its own.
+/// Longest a held plugin state write or a released effect record waits for
+/// a transaction to ride along with before it gets one of its own.
 const RECORD_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The SQLite ledger. Cheap to clone.
@@ -233,6 +234,8 @@ struct Inner {
     pending: Arc<PendingRecords>,
     /// How documents are stored (compressed, with the ledger's dictionary).
     packer: Arc<Packer>,
+    /// Plugin state writes accepted and not yet committed.
+    held_state: Arc<HeldState>,
 }
 
 /// What a write does once its group's commit is known: answers its caller.
@@ -242,20 +245,13 @@ type Answer = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// begin), returning its [`Answer`].
 type Work = Box<dyn FnOnce(Option<&Connection>) -> Answer + Send>;
 
-/// What the writer is handed.
-enum Job {
-    /// A write: runs inside the group's transaction (or, given no
-    /// connection, does not run) and returns what to do once the group's
-    /// commit is known.
-    Write {
-        run: Work,
-        /// Whether its commit must reach the disk before it is answered
-        /// (see [`Reach`]).
-        reach: Reach,
-    },
-    /// Effect records were queued: commit them within [`RECORD_DELAY`],
-    /// with whatever writes come by then.
-    Records,
+/// A write: runs inside the group's transaction (or, given no connection,
+/// does not run) and returns what to do once the group's commit is known.
+struct Job {
+    run: Work,
+    /// Whether its commit must reach the disk before it is answered (see
+    /// [`Reach`]).
+    reach: Reach,
 }
 
 /// How far a write's commit goes before the writer answers it.
@@ -344,10 +340,22 @@ impl SqliteStore {
         let packer = Arc::new(Packer::open(&connection, path.to_path_buf())?);
         let (writer, jobs) = std::sync::mpsc::channel::<Job>();
         let pending = Arc::new(PendingRecords::default());
+        let held_state = Arc::new(HeldState::default());
         let (records, writer_packer, writer_clock) = (pending.clone(), packer.clone(), clock.clone());
+        let state = held_state.clone();
         std::thread::Builder::new()
             .name("handoff-ledger".into())
-            .spawn(move || write_groups(&connection, &jobs, &records, &writer_packer, &*writer_clock))
+            .spawn(move || {
+                let writer = Writer {
+                    connection: &connection,
+                    records: &records,
+                    state: &state,
+                    packer: &writer_packer,
+                    clock: &*writer_clock,
+                    synchronous: Reach::Disk,
+                };
+                write_groups(writer, &jobs);
+            })
             .context("starting the ledger's writer")?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -358,6 +366,7 @@ impl SqliteStore {
                 clock,
                 pending,
                 packer,
+                held_state,
             }),
         })
     }
@@ -412,7 +421,7 @@ impl SqliteStore {
                 });
             }) as Answer
         });
-        let queued = self.send(Job::Write { run, reach });
+        let queued = self.send(Job { run, reach });
         async move {
             queued?;
             result.await.context("the ledger's writer stopped")?
@@ -480,58 +489,26 @@ fn in_savepoint<T>(connection: &Connection, f: impl FnOnce(&Connection) -> Resul
 
 /// The writer thread: takes every queued write and effect record, runs
 /// them in one transaction, commits once, then answers them all.
-fn write_groups(
-    connection: &Connection,
-    jobs: &std::sync::mpsc::Receiver<Job>,
-    records: &PendingRecords,
-    packer: &Packer,
-    clock: &dyn Clock,
-) {
+fn write_groups(mut writer: Writer<'_>, jobs: &std::sync::mpsc::Receiver<Job>) {
     use std::sync::mpsc::RecvTimeoutError;
-    // As `connect` leaves it.
-    let mut writer = Writer { connection, records, packer, clock, synchronous: Reach::Disk };
-    // When queued records must be committed, whether or not a write comes.
-    let mut records_due: Option<std::time::Instant> = None;
     loop {
-        let first = match records_due {
-            None => jobs.recv().ok(),
-            Some(due) => match jobs.recv_timeout(due.saturating_duration_since(std::time::Instant::now())) {
-                Ok(job) => Some(job),
-                Err(RecvTimeoutError::Timeout) => None,
-                // The store is gone: what is queued is still committed.
-                Err(RecvTimeoutError::Disconnected) => {
-                    writer.commit(Vec::new());
-                    return;
-                }
-            },
-        };
-        let mut group = Vec::new();
-        match first {
-            Some(Job::Write { run, reach }) => group.push((run, reach)),
-            Some(Job::Records) => {
-                records_due.get_or_insert_with(|| std::time::Instant::now() + RECORD_DELAY);
-            }
-            None if records_due.is_none() => {
-                // The store is gone.
+        // Held state writes and released records wait at most this long
+        // for a write to ride with; nobody has to wake the writer for them.
+        let mut group = match jobs.recv_timeout(RECORD_DELAY) {
+            Ok(job) => vec![job],
+            Err(RecvTimeoutError::Timeout) => Vec::new(),
+            // The store is gone: what is queued is still committed.
+            Err(RecvTimeoutError::Disconnected) => {
                 writer.commit(Vec::new());
                 return;
             }
-            None => {}
-        }
+        };
         while group.len() < MAX_GROUP {
             match jobs.try_recv() {
-                Ok(Job::Write { run, reach }) => group.push((run, reach)),
-                Ok(Job::Records) => {
-                    records_due.get_or_insert_with(|| std::time::Instant::now() + RECORD_DELAY);
-                }
+                Ok(job) => group.push(job),
                 Err(_) => break,
             }
         }
-        let due = records_due.is_some_and(|at| at <= std::time::Instant::now());
-        if group.is_empty() && !due {
-            continue;
-        }
-        records_due = None;
         writer.commit(group);
     }
 }
@@ -540,22 +517,36 @@ fn write_groups(
 struct Writer<'a> {
     connection: &'a Connection,
     records: &'a PendingRecords,
+    state: &'a HeldState,
     packer: &'a Packer,
     clock: &'a dyn Clock,
     /// The connection's `synchronous` setting now.
     synchronous: Reach,
 }
 
+/// Says that held plugin state writes were lost with their transaction.
+fn lost_state(state: &[StateWrite], error: &str) {
+    if !state.is_empty() {
+        tracing::error!(error, writes = state.len(), "plugin state writes could not be committed");
+    }
+}
+
 impl Writer<'_> {
-    /// One transaction: the queued effect records, a newly trained
-    /// dictionary, then each write in its own savepoint; commits once (to
-    /// the disk if any write must be), then answers every write.
-    fn commit(&mut self, group: Vec<(Work, Reach)>) {
+    /// One transaction: the held plugin state writes and queued effect
+    /// records, a newly trained dictionary, then each write in its own
+    /// savepoint; commits once (to the disk if any write must be), then
+    /// answers every write.
+    fn commit(&mut self, group: Vec<Job>) {
         let connection = self.connection;
         let queued = self.records.take_queued();
+        let state = self.state.take_queued();
+        let trained = self.packer.has_trained();
+        if group.is_empty() && queued.is_empty() && state.is_empty() && !trained {
+            return;
+        }
         let began = std::time::Instant::now();
         // The group goes to the disk if any of its writes must.
-        let wanted = if group.iter().any(|(_, reach)| *reach == Reach::Disk) { Reach::Disk } else { Reach::Wal };
+        let wanted = if group.iter().any(|job| job.reach == Reach::Disk) { Reach::Disk } else { Reach::Wal };
         let set = if wanted == self.synchronous {
             Ok(())
         } else {
@@ -565,12 +556,18 @@ impl Writer<'_> {
         if let Err(e) = set.and_then(|()| run_cached(connection, "BEGIN IMMEDIATE")) {
             let error = e.to_string();
             tracing::warn!(error = %error, records = queued.len(), "effect records were not committed; a rerun looks for their effects");
-            for (run, _) in group {
+            lost_state(&state, &error);
+            for job in group {
                 // Nothing runs: each caller hears why.
-                let answer = run(None);
+                let answer = (job.run)(None);
                 answer(Err(error.clone()));
             }
             return;
+        }
+        if !state.is_empty()
+            && let Err(e) = in_savepoint(connection, |c| write_state(c, &state))
+        {
+            lost_state(&state, &e.to_string());
         }
         if !queued.is_empty()
             && let Err(e) = in_savepoint(connection, |c| write_records(c, &queued))
@@ -582,9 +579,9 @@ impl Writer<'_> {
         // transaction back; the jobs after it must not then run (and
         // commit) on their own.
         let mut answers = Vec::with_capacity(group.len());
-        for (run, _) in group {
+        for job in group {
             let live = !connection.is_autocommit();
-            answers.push(run(live.then_some(connection)));
+            answers.push((job.run)(live.then_some(connection)));
         }
         let commit = run_cached(connection, "COMMIT").map_err(|e| e.to_string());
         if commit.is_err() {
@@ -595,6 +592,10 @@ impl Writer<'_> {
             (Err(_), Some(_)) => self.packer.lost(),
             _ => {}
         }
+        if let Err(e) = &commit {
+            lost_state(&state, e);
+        }
+        self.state.settled(&state);
         crate::telemetry::TELEMETRY.ledger_commit_seconds.observe(began.elapsed().as_secs_f64());
         for answer in answers {
             answer(commit.clone());
@@ -683,11 +684,8 @@ impl Ledger for SqliteStore {
     }
 
     fn release(&self, execution_id: &str) {
-        let held = self.inner.pending.take_execution(execution_id);
-        if self.inner.pending.queue(held) {
-            // Written within RECORD_DELAY; a stopped writer has no one to tell.
-            let _ = self.send(Job::Records);
-        }
+        // Written within RECORD_DELAY.
+        self.inner.pending.queue(self.inner.pending.take_execution(execution_id));
     }
 
     async fn record_event(&self, event: &InboundEvent) -> Result<bool> {
@@ -1511,6 +1509,9 @@ impl crate::capabilities::EffectJournal for SqliteStore {
         if let Some(result) = self.inner.pending.get(key) {
             return Ok(Some(Entry::Done(result)));
         }
+        if let Some(result) = self.inner.held_state.recorded(key) {
+            return Ok(Some(Entry::Done(serde_json::from_str(&result).unwrap_or_default())));
+        }
         let key = key.to_string();
         self.read_now(move |c| {
             let done: Option<String> = c
@@ -1569,6 +1570,27 @@ impl crate::capabilities::EffectJournal for SqliteStore {
     }
 }
 
+/// Applies held plugin state writes.
+fn write_state(c: &Connection, writes: &[StateWrite]) -> Result<()> {
+    for write in writes {
+        if let (Some((effect, at)), Some(value)) = (&write.record, &write.value) {
+            record_effect(c, effect, value, *at)?;
+        }
+        match &write.value {
+            Some(value) => c
+                .prepare_cached(
+                    "INSERT INTO plugin_state (scope, key, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![write.scope, write.key, value])?,
+            None => c
+                .prepare_cached("DELETE FROM plugin_state WHERE scope = ?1 AND key = ?2")?
+                .execute(params![write.scope, write.key])?,
+        };
+    }
+    Ok(())
+}
+
 /// Writes held records as rows.
 fn write_records(c: &Connection, records: &[super::QueuedRecord]) -> Result<()> {
     for record in records {
@@ -1590,6 +1612,9 @@ fn record_effect(c: &Connection, key: &str, result: &str, at: i64) -> Result<()>
 #[async_trait::async_trait]
 impl StateStore for SqliteStore {
     async fn get(&self, scope: &str, key: &str) -> Result<Option<String>, CapabilityError> {
+        if let Some(HeldValue(held)) = self.inner.held_state.get(scope, key) {
+            return Ok(held);
+        }
         let (scope, key) = (scope.to_string(), key.to_string());
         self.read_now(move |c| {
             Ok(c.prepare_cached("SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2")?
@@ -1600,30 +1625,12 @@ impl StateStore for SqliteStore {
     }
 
     async fn set(&self, scope: &str, key: &str, value: &str, quota: StateQuota) -> Result<(), CapabilityError> {
-        let (scope, key, value) = (scope.to_string(), key.to_string(), value.to_string());
-        self.write(move |c| {
-            if let Err(refused) = check_state_quota(c, &scope, &key, value.len(), quota)? {
-                return Ok(Err(refused));
-            }
-            c.prepare_cached(
-                "INSERT INTO plugin_state (scope, key, value) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![scope, key, value])?;
-            Ok(Ok(()))
-        })
-        .await
-        .map_err(unavailable)?
+        self.hold_state(scope, key, None, |_| Ok(Some(value.to_string())), quota).map(|_| ())
     }
 
     async fn delete(&self, scope: &str, key: &str) -> Result<(), CapabilityError> {
-        let (scope, key) = (scope.to_string(), key.to_string());
-        self.write(move |c| {
-            c.prepare_cached("DELETE FROM plugin_state WHERE scope = ?1 AND key = ?2")?.execute(params![scope, key])?;
-            Ok(())
-        })
-        .await
-        .map_err(unavailable)
+        // Deleting never grows the state: no quota refuses it.
+        self.hold_state(scope, key, None, |_| Ok(None), StateQuota::default()).map(|_| ())
     }
 
     async fn increment(
@@ -1634,73 +1641,96 @@ impl StateStore for SqliteStore {
         effect: Option<&str>,
         quota: StateQuota,
     ) -> Result<i64, CapabilityError> {
-        let (scope, key, effect) = (scope.to_string(), key.to_string(), effect.map(str::to_string));
+        // Done already (by a run of this execution elsewhere): the recorded
+        // result, not a second increment.
+        if let Some(effect) = effect {
+            let done = match self.inner.held_state.recorded(effect) {
+                Some(done) => Some(done),
+                None => self
+                    .read_now(|c| {
+                        Ok(c.prepare_cached("SELECT result FROM effects WHERE key = ?1")?
+                            .query_row(params![effect], |r| r.get::<_, String>(0))
+                            .optional()?)
+                    })
+                    .map_err(unavailable)?,
+            };
+            if let Some(n) = done.and_then(|d| d.parse::<i64>().ok()) {
+                return Ok(n);
+            }
+        }
+        // Held like a `set`, with its record: they commit together.
         let at = self.business_now();
-        self.write(move |c| {
-            // Done already (by a run of this execution elsewhere): the
-            // recorded result, not a second increment.
-            if let Some(effect) = &effect
-                && let Some(done) = c
-                    .prepare_cached("SELECT result FROM effects WHERE key = ?1")?
-                    .query_row(params![effect], |r| r.get::<_, String>(0))
-                    .optional()?
-                && let Ok(n) = done.parse::<i64>()
-            {
-                return Ok(Ok(n));
-            }
-            let current: Option<String> = c
-                .prepare_cached("SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2")?
-                .query_row(params![scope, key], |r| r.get(0))
-                .optional()?;
-            let current = match current {
-                None => 0,
-                Some(text) => match text.parse::<i64>() {
-                    Ok(n) => n,
-                    Err(_) => {
-                        return Ok(Err(CapabilityError::Invalid(format!("'{key}' holds {text}, not an integer"))));
-                    }
-                },
-            };
-            let Some(next) = current.checked_add(delta) else {
-                return Ok(Err(CapabilityError::Invalid(format!("'{key}' would overflow"))));
-            };
-            if let Err(refused) = check_state_quota(c, &scope, &key, next.to_string().len(), quota)? {
-                return Ok(Err(refused));
-            }
-            c.prepare_cached(
-                "INSERT INTO plugin_state (scope, key, value) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![scope, key, next.to_string()])?;
-            if let Some(effect) = &effect {
-                record_effect(c, effect, &next.to_string(), at)?;
-            }
-            Ok(Ok(next))
-        })
-        .await
-        .map_err(unavailable)?
+        let next = self.hold_state(
+            scope,
+            key,
+            effect.map(|e| (e, at)),
+            |old| {
+                let current = match old {
+                    None => 0,
+                    Some(text) => text
+                        .parse::<i64>()
+                        .map_err(|_| CapabilityError::Invalid(format!("'{key}' holds {text}, not an integer")))?,
+                };
+                let next = current
+                    .checked_add(delta)
+                    .ok_or_else(|| CapabilityError::Invalid(format!("'{key}' would overflow")))?;
+                Ok(Some(next.to_string()))
+            },
+            quota,
+        )?;
+        Ok(next.and_then(|n| n.parse().ok()).unwrap_or_default())
     }
 }
 
-/// [`StateQuota::check`] against what the scope holds in the ledger.
-fn check_state_quota(
-    c: &Connection,
-    scope: &str,
-    key: &str,
-    value_len: usize,
-    quota: StateQuota,
-) -> Result<Result<(), CapabilityError>> {
-    let (keys, bytes): (i64, i64) = c
-        .prepare_cached("SELECT keys, bytes FROM plugin_state_usage WHERE scope = ?1")?
-        .query_row(params![scope], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?
-        .unwrap_or((0, 0));
-    let old: Option<i64> = c
-        .prepare_cached("SELECT length(CAST(key AS BLOB)) + length(CAST(value AS BLOB)) FROM plugin_state WHERE scope = ?1 AND key = ?2")?.query_row(params![scope, key],
-            |r| r.get(0),)
-        .optional()?;
-    let size = |n: i64| u64::try_from(n).unwrap_or(0);
-    Ok(quota.check(scope, size(keys), size(bytes), old.map(size), (key.len() + value_len) as u64))
+impl SqliteStore {
+    /// Holds a plugin state write for the writer's next transaction (see
+    /// `held_state.rs`): `value` makes the key's new value (none: delete)
+    /// from its current one, the plugin's quota permitting; `record` is an
+    /// increment's journal record, committed with it. Readable here at
+    /// once. Returns the value written.
+    fn hold_state(
+        &self,
+        scope: &str,
+        key: &str,
+        record: Option<(&str, i64)>,
+        value: impl FnOnce(Option<&str>) -> Result<Option<String>, CapabilityError>,
+        quota: StateQuota,
+    ) -> Result<Option<String>, CapabilityError> {
+        let written = self.inner.held_state.hold(scope, key, record, |(held_keys, held_bytes), held| {
+            let (keys, bytes, stored) = self
+                .read_now(|c| {
+                    let (keys, bytes): (i64, i64) = c
+                        .prepare_cached("SELECT keys, bytes FROM plugin_state_usage WHERE scope = ?1")?
+                        .query_row(params![scope], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?
+                        .unwrap_or((0, 0));
+                    let stored: Option<String> = match held {
+                        Some(_) => None,
+                        None => c
+                            .prepare_cached("SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2")?
+                            .query_row(params![scope, key], |r| r.get(0))
+                            .optional()?,
+                    };
+                    Ok((keys, bytes, stored))
+                })
+                .map_err(unavailable)?;
+            let old = match held {
+                Some(held) => held,
+                None => stored.as_deref(),
+            };
+            let new = value(old)?;
+            if let Some(new) = &new {
+                let size = |n: i64| u64::try_from(n).unwrap_or(0);
+                let old_entry = old.map(|o| (key.len() + o.len()) as u64);
+                let entry = (key.len() + new.len()) as u64;
+                quota.check(scope, size(keys + held_keys), size(bytes + held_bytes), old_entry, entry)?;
+            }
+            let change = usage_change(key, old, new.as_deref());
+            Ok::<_, CapabilityError>((new, change))
+        })?;
+        // Committed within RECORD_DELAY, or sooner with another write.
+        Ok(written)
+    }
 }
 
 /// A step's stored `data` column, parsed.

@@ -104,6 +104,12 @@ impl Budget {
     }
 }
 
+impl crate::connectors::policy::TimeLeft for Budget {
+    fn time_left(&self) -> Duration {
+        self.remaining()
+    }
+}
+
 impl crate::capabilities::RunClock for Budget {
     /// The slice so far counts; then the clock stands, as while the run
     /// waits to be resumed.

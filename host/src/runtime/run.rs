@@ -347,9 +347,12 @@ pub(crate) enum Cut {
 /// Polls `call` until it finishes, its budget is used up (a run stuck in
 /// a host call is stopped here; wasm code is stopped by the epoch
 /// callback), or it has waited [`wall_cap`] in all.
-pub(crate) async fn watch<F: std::future::Future>(budget: &Budget, call: F) -> Result<F::Output, Cut> {
+/// Provider calls inside the run stop short of its deadline
+/// ([`crate::connectors::policy::within_deadline`]).
+pub(crate) async fn watch<F: std::future::Future>(budget: &Arc<Budget>, call: F) -> Result<F::Output, Cut> {
     let started = Instant::now();
     let cap = wall_cap(budget.limit());
+    let call = crate::connectors::policy::within_deadline(budget.clone(), call);
     tokio::pin!(call);
     loop {
         let wait = budget.next_check().min(cap.saturating_sub(started.elapsed())) + EPOCH_TICK;

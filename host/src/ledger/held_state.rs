@@ -1,0 +1,140 @@
+//! Plugin state writes (`set`, `delete`) the SQLite ledger has accepted and
+//! not yet committed: they ride with the writer's next transaction (or one
+//! of their own within `RECORD_DELAY`) instead of each costing a commit,
+//! and until then reads in this process get them from here. One process
+//! owns a SQLite ledger, so this is every reader there is.
+//!
+//! A write is checked against its plugin's quota when it is made, counting
+//! the writes still held here, so a plugin hears `invalid` from the call
+//! that went over, as it would from a committed write.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// A held write of one key: its new value, or none for a delete.
+pub(super) struct StateWrite {
+    pub scope: String,
+    pub key: String,
+    pub value: Option<String>,
+    /// The journal record that commits with it (an increment's: effect
+    /// key, and when, host clock ms); its result is the value.
+    pub record: Option<(String, i64)>,
+    /// Which write of the key this is: a later one replaces it here.
+    generation: u64,
+    /// What it changes in its scope's usage (keys, bytes).
+    delta: (i64, i64),
+}
+
+/// A key's held value: what it was last set to, or none when deleted.
+pub(super) struct HeldValue(pub Option<String>);
+
+#[derive(Default)]
+pub(super) struct HeldState(Mutex<Held>);
+
+#[derive(Default)]
+struct Held {
+    /// The newest held write of each (scope, key), by generation.
+    latest: HashMap<(String, String), (Option<String>, u64)>,
+    /// Writes no transaction has taken yet, in the order they were made.
+    queued: Vec<StateWrite>,
+    /// Usage held writes add to each scope's committed usage (keys, bytes).
+    pending: HashMap<String, (i64, i64)>,
+    /// The records of held increments, by effect key.
+    records: HashMap<String, String>,
+    next_generation: u64,
+}
+
+/// A key's entry size as the quota counts it: key and value bytes.
+fn entry_bytes(key: &str, value: &str) -> i64 {
+    i64::try_from(key.len() + value.len()).unwrap_or(i64::MAX)
+}
+
+impl HeldState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What is held for a key, if anything (else ask the database).
+    pub(super) fn get(&self, scope: &str, key: &str) -> Option<HeldValue> {
+        self.lock().latest.get(&(scope.to_string(), key.to_string())).map(|(value, _)| HeldValue(value.clone()))
+    }
+
+    /// Holds a write of `key`, as `decide` makes it: given the scope's
+    /// held usage change and the key's held value (when one is held), to
+    /// add to what the database holds, it returns the value to write (none:
+    /// delete) and the write's own usage change, or refuses. `record`, an
+    /// increment's journal record (effect key, when), commits with it.
+    /// Returns the value written.
+    pub(super) fn hold<E>(
+        &self,
+        scope: &str,
+        key: &str,
+        record: Option<(&str, i64)>,
+        decide: impl FnOnce((i64, i64), Option<Option<&str>>) -> Result<(Option<String>, (i64, i64)), E>,
+    ) -> Result<Option<String>, E> {
+        let mut held = self.lock();
+        let pending = held.pending.get(scope).copied().unwrap_or((0, 0));
+        let id = (scope.to_string(), key.to_string());
+        let current = held.latest.get(&id).map(|(value, _)| value.as_deref());
+        let (value, delta) = decide(pending, current)?;
+        held.next_generation += 1;
+        let generation = held.next_generation;
+        held.latest.insert(id, (value.clone(), generation));
+        let usage = held.pending.entry(scope.to_string()).or_default();
+        usage.0 += delta.0;
+        usage.1 += delta.1;
+        if let (Some((effect, _)), Some(value)) = (record, &value) {
+            held.records.insert(effect.to_string(), value.clone());
+        }
+        held.queued.push(StateWrite {
+            scope: scope.to_string(),
+            key: key.to_string(),
+            value: value.clone(),
+            record: record.map(|(effect, at)| (effect.to_string(), at)),
+            generation,
+            delta,
+        });
+        Ok(value)
+    }
+
+    /// The result a held increment recorded under `effect`.
+    pub(super) fn recorded(&self, effect: &str) -> Option<String> {
+        self.lock().records.get(effect).cloned()
+    }
+
+    /// The held writes, for the transaction about to commit them.
+    pub(super) fn take_queued(&self) -> Vec<StateWrite> {
+        std::mem::take(&mut self.lock().queued)
+    }
+
+    /// `writes` were committed (or given up): the database answers for
+    /// them from now on.
+    pub(super) fn settled(&self, writes: &[StateWrite]) {
+        if writes.is_empty() {
+            return;
+        }
+        let mut held = self.lock();
+        for write in writes {
+            let id = (write.scope.clone(), write.key.clone());
+            if held.latest.get(&id).is_some_and(|(_, generation)| *generation == write.generation) {
+                held.latest.remove(&id);
+            }
+            if let Some((effect, _)) = &write.record {
+                held.records.remove(effect);
+            }
+            if let Some(usage) = held.pending.get_mut(&write.scope) {
+                usage.0 -= write.delta.0;
+                usage.1 -= write.delta.1;
+            }
+        }
+        held.pending.retain(|_, usage| *usage != (0, 0));
+    }
+}
+
+/// What writing `value` (none: deleting) to `key` changes in its scope's
+/// usage (keys, bytes), given the entry it replaces (none: no entry).
+pub(super) fn usage_change(key: &str, old: Option<&str>, value: Option<&str>) -> (i64, i64) {
+    let size = |v: Option<&str>| v.map_or(0, |v| entry_bytes(key, v));
+    let count = |v: Option<&str>| i64::from(v.is_some());
+    (count(value) - count(old), size(value) - size(old))
+}
