@@ -722,6 +722,19 @@ fn calls_since(running: &Running, from: usize) -> Vec<String> {
 #[tokio::test]
 async fn a_standard_lead_costs_at_most_six_provider_calls() {
     let running = start_handoff().await;
+    // The summary is ready when the owner is known: the model's call runs
+    // beside the Composite lookup and the lead's creation, which Salesforce
+    // answers 300 ms later here, so a loaded machine cannot reorder them. A
+    // summary that comes after the DM adds a `chat.update` (the test above).
+    running.emulators.state.world().faults.add(handoff_emulators::Fault {
+        id: 0,
+        provider: "salesforce".into(),
+        endpoint: Some("/sobjects/Lead".into()),
+        method: Some("POST".into()),
+        kind: handoff_emulators::FaultKind::Latency { ms: 300 },
+        rate: 1.0,
+        times: None,
+    });
     // New leads (no match in Salesforce, not high priority) until one goes
     // to a rep who already had one: a running server knows that rep's
     // Slack user id, as it knows every active rep's after their first lead.
