@@ -187,9 +187,12 @@ impl Recent {
 }
 
 /// A finished execution as kept in memory: large items stand in for by
-/// their size and hash, logs cut to [`RECENT_LOG_LINES`] a run.
+/// their size and hash, logs cut to [`RECENT_LOG_LINES`] a run, and what
+/// providers answered left out (JSON trees the byte count did not see; the
+/// execution's trace in the ledger keeps them for `simulate` and `replay`).
 fn compact(mut finished: Finished) -> Finished {
     for run in &mut finished.record.runs {
+        run.reads = Vec::new();
         run.input = run.input.bounded(RECENT_ITEM_BYTES);
         for out in &mut run.outputs {
             out.item = out.item.bounded(RECENT_ITEM_BYTES);
