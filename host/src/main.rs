@@ -59,10 +59,10 @@ struct LimitArgs {
     #[arg(long, env = "HANDOFF_PLUGIN_THREADS")]
     plugin_threads: Option<usize>,
     /// Most state keys one plugin may keep.
-    #[arg(long, default_value_t = 10_000, env = "HANDOFF_STATE_MAX_KEYS")]
+    #[arg(long, default_value_t = handoff::capabilities::StateQuota::DEFAULT_MAX_KEYS, env = "HANDOFF_STATE_MAX_KEYS")]
     state_max_keys: u64,
     /// Most state bytes (keys and values) one plugin may keep.
-    #[arg(long, default_value_t = 16 * 1024 * 1024, env = "HANDOFF_STATE_MAX_BYTES")]
+    #[arg(long, default_value_t = handoff::capabilities::StateQuota::DEFAULT_MAX_BYTES, env = "HANDOFF_STATE_MAX_BYTES")]
     state_max_bytes: u64,
 }
 

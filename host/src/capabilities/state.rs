@@ -22,9 +22,20 @@ pub struct StateQuota {
     pub max_bytes: u64,
 }
 
+impl StateQuota {
+    /// Keys one plugin may keep by default. The standard `dedupe` keeps four
+    /// a lead and never deletes them (an MQL's idempotency keys), so this
+    /// holds about 250,000 leads; 10,000 held 2,500, after which every lead
+    /// failed at its quota.
+    pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
+    /// Bytes (keys and values) one plugin may keep by default: about
+    /// 370,000 leads of `dedupe`'s keys.
+    pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+}
+
 impl Default for StateQuota {
     fn default() -> Self {
-        StateQuota { max_keys: 10_000, max_bytes: 16 * 1024 * 1024 }
+        StateQuota { max_keys: Self::DEFAULT_MAX_KEYS, max_bytes: Self::DEFAULT_MAX_BYTES }
     }
 }
 
