@@ -596,7 +596,33 @@ fn block_on(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -
     }
 }
 
+/// Malloc arenas glibc may make, unless the operator set them
+/// (`MALLOC_ARENA_MAX` or `GLIBC_TUNABLES=glibc.malloc.arena_max=N`).
+const MALLOC_ARENAS: i32 = 2;
+
+/// Caps glibc's malloc arenas. By default glibc gives threads that allocate
+/// at once arenas of their own, up to eight per core, and memory freed in
+/// one arena is kept for it: at 100 leads/s the HTTP, plugin and ledger
+/// threads held 148 MiB, with two arenas 125 MiB, at the same CPU per lead
+/// (BENCHMARKS.md, fifth pass).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn cap_malloc_arenas() {
+    let set_by_operator = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
+    if !set_by_operator {
+        // SAFETY: mallopt sets one allocator parameter; it is called first
+        // thing in main, before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn cap_malloc_arenas() {}
+
 fn main() -> ExitCode {
+    cap_malloc_arenas();
     let args = Args::parse();
     // Colour only on a terminal; one line per record whatever its fields hold.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
