@@ -460,7 +460,7 @@ fn when_one_of_two_instances_sharing_postgres_dies_the_other_takes_its_leads_ove
         world.fault(json!({"provider": "salesforce", "kind": {"type": "latency", "ms": 20}})).await;
         let b_listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let mut a = world.serve_as("instance-a", world.listen).await;
-        let _b = world.serve_as("instance-b", b_listen).await;
+        let mut b = world.serve_as("instance-b", b_listen).await;
 
         let servers = [world.listen, b_listen];
         let sending = world.send_to(&servers, 8);
@@ -481,6 +481,9 @@ fn when_one_of_two_instances_sharing_postgres_dies_the_other_takes_its_leads_ove
         let leads = world.settled(Duration::from_secs(180)).await;
         world.assert_each_handed_off_once(&leads).await;
 
+        // Instance b still polls the schema: dropping it under b's reads
+        // can deadlock (PostgreSQL picks the DROP to fail).
+        b.kill();
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
         client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
@@ -578,7 +581,7 @@ fn ladder_timers_of_an_instance_that_dies_are_fired_by_the_other() {
         with_fast_ladder(&mut world);
         let b_listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let mut a = world.serve_as("instance-a", world.listen).await;
-        let _b = world.serve_as("instance-b", b_listen).await;
+        let mut b = world.serve_as("instance-b", b_listen).await;
         world.send_to(&[world.listen, b_listen], 4).await;
         world.settled(Duration::from_secs(60)).await;
         // A dies while the ladders are at their manager and reassignment
@@ -587,6 +590,7 @@ fn ladder_timers_of_an_instance_that_dies_are_fired_by_the_other() {
         a.kill();
         world.ladders_done(Duration::from_secs(120)).await;
         world.assert_each_step_once().await;
+        b.kill(); // before the schema goes (see above)
         let Database::Postgres { url, schema } = world.database.clone() else { unreachable!() };
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
