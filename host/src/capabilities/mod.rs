@@ -49,6 +49,7 @@ pub use marketing::Marketing;
 pub use reports::Reports;
 pub use roster::Roster;
 pub use schedule::{Scheduler, Timer, TimerBook};
+pub(crate) use state::incremented;
 pub use state::{FileStateStore, StateQuota, StateStore};
 
 /// The providers behind every capability interface, shared by all runs.

@@ -143,6 +143,19 @@ impl Host for RunContext {
     }
 }
 
+/// What `increment` makes of `key`'s value `old` (none: 0) and `delta`,
+/// or why it cannot: the value is not an integer, or the sum overflows.
+/// Every state store counts the same way.
+pub(crate) fn incremented(key: &str, old: Option<&str>, delta: i64) -> Result<i64, CapabilityError> {
+    let current = match old {
+        None => 0,
+        Some(text) => text
+            .parse::<i64>()
+            .map_err(|_| CapabilityError::Invalid(format!("'{key}' holds {text}, not an integer")))?,
+    };
+    current.checked_add(delta).ok_or_else(|| CapabilityError::Invalid(format!("'{key}' would overflow")))
+}
+
 fn check_key(key: &str) -> Result<(), CapabilityError> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
         return Err(CapabilityError::Invalid(format!("keys are 1 to {MAX_KEY_BYTES} bytes")));
@@ -258,15 +271,7 @@ impl StateStore for FileStateStore {
     ) -> Result<i64, CapabilityError> {
         self.with_scope(scope, |map| {
             check_map_quota(scope, map, key, 20, quota)?;
-            let current = match map.get(key) {
-                None => 0,
-                Some(text) => text
-                    .parse::<i64>()
-                    .map_err(|_| CapabilityError::Invalid(format!("'{key}' holds {text}, not an integer")))?,
-            };
-            let next = current
-                .checked_add(delta)
-                .ok_or_else(|| CapabilityError::Invalid(format!("'{key}' would overflow")))?;
+            let next = incremented(key, map.get(key).map(String::as_str), delta)?;
             map.insert(key.to_string(), next.to_string());
             Ok((next, true))
         })

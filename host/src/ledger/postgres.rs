@@ -1329,16 +1329,8 @@ impl StateStore for PostgresStore {
             .query_opt("SELECT value FROM plugin_state WHERE scope = $1 AND key = $2", &[&scope, &key])
             .await
             .map_err(unavailable)?;
-        let current = match current {
-            None => 0,
-            Some(row) => {
-                let text: String = row.get(0);
-                text.parse::<i64>()
-                    .map_err(|_| CapabilityError::Invalid(format!("'{key}' holds {text}, not an integer")))?
-            }
-        };
-        let next =
-            current.checked_add(delta).ok_or_else(|| CapabilityError::Invalid(format!("'{key}' would overflow")))?;
+        let current: Option<String> = current.map(|row| row.get(0));
+        let next = crate::capabilities::incremented(key, current.as_deref(), delta)?;
         check_state_quota(&tx, scope, key, next.to_string().len(), quota).await?;
         tx.execute(
             "INSERT INTO plugin_state (scope, key, value) VALUES ($1, $2, $3)

@@ -1664,18 +1664,7 @@ impl StateStore for SqliteStore {
             scope,
             key,
             effect.map(|e| (e, at)),
-            |old| {
-                let current = match old {
-                    None => 0,
-                    Some(text) => text
-                        .parse::<i64>()
-                        .map_err(|_| CapabilityError::Invalid(format!("'{key}' holds {text}, not an integer")))?,
-                };
-                let next = current
-                    .checked_add(delta)
-                    .ok_or_else(|| CapabilityError::Invalid(format!("'{key}' would overflow")))?;
-                Ok(Some(next.to_string()))
-            },
+            |old| Ok(Some(crate::capabilities::incremented(key, old, delta)?.to_string())),
             quota,
         )?;
         Ok(next.and_then(|n| n.parse().ok()).unwrap_or_default())
