@@ -10,8 +10,8 @@
 
 use crate::capabilities::{
     Account, Activity, Capabilities, CapabilityError, Chat, Clock, Contact, Crm, CrmContact, CrmMatches, Email,
-    EmailMessage, Lead, LeadChange, Llm, Marketing, MessageRef, Opportunity, Owner, Roster, Scheduler, StateQuota,
-    StateStore, Task, Timer,
+    EmailMessage, Lead, LeadChange, Llm, Marketing, MessageRef, Opportunity, Owner, Roster, Scheduler, StateMap,
+    StateQuota, StateStore, Task, Timer,
 };
 use crate::record::{CallRecord, read_key};
 use serde::Serialize;
@@ -481,10 +481,11 @@ impl Llm for DryLlm {
 }
 
 /// Plugin state in memory: a scratch copy that evolves as the real one
-/// would (round-robin cursors, daily counts), seen by no one else.
+/// would (round-robin cursors, daily counts, expiring keys), seen by no one
+/// else.
 #[derive(Default)]
 pub struct ScratchState {
-    scopes: Mutex<HashMap<String, HashMap<String, String>>>,
+    scopes: Mutex<HashMap<String, StateMap>>,
     /// Values read in the recorded execution, for keys this dry run has
     /// not written (a replay): `(scope, key)` → value.
     recorded: Mutex<HashMap<(String, String), Option<String>>>,
@@ -503,33 +504,34 @@ impl ScratchState {
         }
     }
 
-    fn value(&self, scope: &str, key: &str) -> Option<String> {
-        let scopes = self.scopes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(value) = scopes.get(scope).and_then(|s| s.get(key)) {
-            return Some(value.clone());
+    /// Runs `f` on a scope's scratch map, with the key's recorded value
+    /// (if this dry run has not written it) moved into it first.
+    fn with_key<T>(&self, scope: &str, key: &str, now: i64, f: impl FnOnce(&mut StateMap) -> T) -> T {
+        let mut scopes = self.scopes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = scopes.entry(scope.to_string()).or_default();
+        if !map.holds(key) {
+            let mut recorded = self.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(Some(value)) = recorded.remove(&(scope.to_string(), key.to_string())) {
+                map.put(key, &value, now);
+            }
         }
-        drop(scopes);
-        let recorded = self.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        recorded.get(&(scope.to_string(), key.to_string())).cloned().flatten()
+        f(map)
     }
 }
 
 #[async_trait::async_trait]
 impl StateStore for ScratchState {
-    async fn get(&self, scope: &str, key: &str) -> Result<Option<String>, CapabilityError> {
-        Ok(self.value(scope, key))
+    async fn get(&self, scope: &str, key: &str, now: i64) -> Result<Option<String>, CapabilityError> {
+        Ok(self.with_key(scope, key, now, |map| map.get(key, now).map(str::to_string)))
     }
 
-    async fn set(&self, scope: &str, key: &str, value: &str, _: StateQuota) -> Result<(), CapabilityError> {
-        let mut scopes = self.scopes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        scopes.entry(scope.to_string()).or_default().insert(key.to_string(), value.to_string());
+    async fn set(&self, scope: &str, key: &str, value: &str, now: i64, _: StateQuota) -> Result<(), CapabilityError> {
+        self.with_key(scope, key, now, |map| map.put(key, value, now));
         Ok(())
     }
 
     async fn delete(&self, scope: &str, key: &str) -> Result<(), CapabilityError> {
-        let mut scopes = self.scopes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        scopes.entry(scope.to_string()).or_default().remove(key);
-        self.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&(scope.into(), key.into()));
+        self.with_key(scope, key, 0, |map| map.remove(key));
         Ok(())
     }
 
@@ -538,14 +540,20 @@ impl StateStore for ScratchState {
         scope: &str,
         key: &str,
         delta: i64,
+        now: i64,
         _: Option<&str>,
         _: StateQuota,
     ) -> Result<i64, CapabilityError> {
-        let current = self.value(scope, key).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-        let next = current.saturating_add(delta);
-        let mut scopes = self.scopes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        scopes.entry(scope.to_string()).or_default().insert(key.to_string(), next.to_string());
-        Ok(next)
+        Ok(self.with_key(scope, key, now, |map| {
+            let current = map.get(key, now).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+            let next = current.saturating_add(delta);
+            map.put(key, &next.to_string(), now);
+            next
+        }))
+    }
+
+    async fn expire(&self, scope: &str, key: &str, at: i64, now: i64) -> Result<bool, CapabilityError> {
+        Ok(self.with_key(scope, key, now, |map| map.expire(key, at, now)))
     }
 }
 
@@ -694,12 +702,19 @@ impl ShadowState {
 
 #[async_trait::async_trait]
 impl StateStore for ShadowState {
-    async fn get(&self, scope: &str, key: &str) -> Result<Option<String>, CapabilityError> {
-        self.inner.get(&self.scope(scope), key).await
+    async fn get(&self, scope: &str, key: &str, now: i64) -> Result<Option<String>, CapabilityError> {
+        self.inner.get(&self.scope(scope), key, now).await
     }
 
-    async fn set(&self, scope: &str, key: &str, value: &str, quota: StateQuota) -> Result<(), CapabilityError> {
-        self.inner.set(&self.scope(scope), key, value, quota).await
+    async fn set(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &str,
+        now: i64,
+        quota: StateQuota,
+    ) -> Result<(), CapabilityError> {
+        self.inner.set(&self.scope(scope), key, value, now, quota).await
     }
 
     async fn delete(&self, scope: &str, key: &str) -> Result<(), CapabilityError> {
@@ -711,10 +726,15 @@ impl StateStore for ShadowState {
         scope: &str,
         key: &str,
         delta: i64,
+        now: i64,
         _: Option<&str>,
         quota: StateQuota,
     ) -> Result<i64, CapabilityError> {
         // No journal key: a shadow's increment is not an effect to replay.
-        self.inner.increment(&self.scope(scope), key, delta, None, quota).await
+        self.inner.increment(&self.scope(scope), key, delta, now, None, quota).await
+    }
+
+    async fn expire(&self, scope: &str, key: &str, at: i64, now: i64) -> Result<bool, CapabilityError> {
+        self.inner.expire(&self.scope(scope), key, at, now).await
     }
 }

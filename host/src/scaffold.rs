@@ -27,13 +27,13 @@ fn world(name: &str) -> String {
         r#"package local:{name}@0.1.0;
 
 /// This plugin's world: it imports only the capabilities it uses (add
-/// `import handoff:plugin/state@0.1.0;` and so on as you need them, and
+/// `import handoff:plugin/state@0.1.1;` and so on as you need them, and
 /// grant them on the pipeline node).
 world plugin {{
-    import handoff:plugin/log@0.1.0;
-    import handoff:plugin/clock@0.1.0;
+    import handoff:plugin/log@0.1.1;
+    import handoff:plugin/clock@0.1.1;
 
-    use handoff:plugin/types@0.1.0.{{descriptor, context, emit, node-error}};
+    use handoff:plugin/types@0.1.1.{{descriptor, context, emit, node-error}};
 
     export describe: func() -> descriptor;
     export run: func(ctx: context, item: string) -> result<list<emit>, node-error>;
@@ -198,8 +198,8 @@ fn js_files(name: &str) -> Vec<(PathBuf, String)> {
             format!(
                 r#"// {name}: a Handoff plugin. It adds the configured `tag` to each item and passes it on.
 
-import {{ log }} from 'handoff:plugin/log@0.1.0';
-import {{ now }} from 'handoff:plugin/clock@0.1.0';
+import {{ log }} from 'handoff:plugin/log@0.1.1';
+import {{ now }} from 'handoff:plugin/clock@0.1.1';
 import {{ call, describe as descriptor, emit, parse }} from './handoff-plugin.js';
 
 export function describe() {{

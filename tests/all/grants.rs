@@ -64,7 +64,7 @@ async fn a_write_without_the_write_grant_is_denied_and_recorded() {
     assert!(write.starts_with("denied: state:write is not granted to node 'counter' of pipeline 'test'"), "{write}");
     assert_eq!(record.runs[0].denied, ["state:write"]);
     use handoff::capabilities::StateStore;
-    assert_eq!(state.get("overreach", "counter").await.unwrap(), None, "nothing was written");
+    assert_eq!(state.get("overreach", "counter", 0).await.unwrap(), None, "nothing was written");
 }
 
 #[tokio::test]

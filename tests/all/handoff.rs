@@ -1,7 +1,7 @@
 //! End to end: signed HubSpot webhooks into `handoff serve` on the sandbox,
 //! checked where a rep and RevOps would look (Slack, Salesforce).
 
-use handoff::capabilities::Clock;
+use handoff::capabilities::{Clock, StateStore};
 use handoff::ledger::{Ledger, SqliteStore};
 use handoff_tests::{
     Running, handoff_options, mql_event, post_webhook, start_handoff, start_handoff_in, start_handoff_with,
@@ -107,6 +107,23 @@ async fn the_same_delivery_twice_sends_one_dm() {
     let second = serde_json::to_value(&finished[1].record.ends[0]).unwrap();
     assert_eq!(second["port"], "duplicate");
     assert_eq!(dms_to(&running, "lena.fischer@handoff-demo.com").len(), 1);
+}
+
+#[tokio::test]
+async fn dedupe_forgets_an_mqls_keys_after_thirty_days() {
+    let running = start_handoff().await;
+    deliver(&running, json!([mql_event(5, 1001)])).await;
+    running.app.server.flush().await.unwrap();
+    // A second connection, as another process would see the file.
+    let store = SqliteStore::open(&running.state_dir.path().join("handoff.db")).unwrap();
+    let (now, day) = (running.clock.now_ms(), 86_400_000);
+    let owner = store.get("dedupe", "event:5", now + 29 * day).await.unwrap();
+    assert!(owner.is_some_and(|o| o.contains("hubspot:5")), "the event is remembered for 30 days");
+    assert_eq!(store.get("dedupe", "event:5", now + 31 * day).await.unwrap(), None, "and then forgotten");
+
+    running.clock.advance(31 * day);
+    let pruned = handoff::server::prune(&running.app.server.state, handoff::server::DEFAULT_RETENTION).await;
+    assert_eq!(pruned.state, 4, "the event's and the contact's day's keys, and their claims: {pruned:?}");
 }
 
 #[tokio::test]

@@ -216,42 +216,42 @@ async fn a_plugin_at_its_state_quota_is_refused_until_it_deletes(backend: &Backe
     let state = &ledger.state;
     let quota = StateQuota { max_keys: 3, max_bytes: 64 };
     for key in ["a", "b", "c"] {
-        state.set("hoard", key, "1", quota).await.unwrap();
+        state.set("hoard", key, "1", 0, quota).await.unwrap();
     }
-    let refused = state.set("hoard", "d", "1", quota).await;
+    let refused = state.set("hoard", "d", "1", 0, quota).await;
     assert!(matches!(&refused, Err(CapabilityError::Invalid(m)) if m.contains("holds 3 keys")), "{refused:?}");
-    assert!(matches!(state.increment("hoard", "n", 1, None, quota).await, Err(CapabilityError::Invalid(_))));
-    state.set("hoard", "a", "2", quota).await.expect("overwriting at the key limit");
-    state.set("other", "d", "1", quota).await.expect("another plugin has its own quota");
+    assert!(matches!(state.increment("hoard", "n", 1, 0, None, quota).await, Err(CapabilityError::Invalid(_))));
+    state.set("hoard", "a", "2", 0, quota).await.expect("overwriting at the key limit");
+    state.set("other", "d", "1", 0, quota).await.expect("another plugin has its own quota");
     let big = format!("\"{}\"", "x".repeat(80));
-    let refused = state.set("hoard", "a", &big, quota).await;
+    let refused = state.set("hoard", "a", &big, 0, quota).await;
     assert!(matches!(&refused, Err(CapabilityError::Invalid(m)) if m.contains("the limit is 64")), "{refused:?}");
     state.delete("hoard", "c").await.unwrap();
-    state.set("hoard", "d", "1", quota).await.expect("room again after a delete");
-    assert_eq!(state.get("hoard", "a").await.unwrap().as_deref(), Some("2"));
+    state.set("hoard", "d", "1", 0, quota).await.expect("room again after a delete");
+    assert_eq!(state.get("hoard", "a", 0).await.unwrap().as_deref(), Some("2"));
 }
 
 on_both!(an_increment_commits_with_its_journal_record);
 async fn an_increment_commits_with_its_journal_record(backend: &Backend) {
     let ledger = backend.open("a", 30_000).await;
     let (state, journal) = (&ledger.state, &ledger.journal);
-    assert_eq!(state.increment("route", "n", 2, Some("e/1"), StateQuota::default()).await.unwrap(), 2);
+    assert_eq!(state.increment("route", "n", 2, 0, Some("e/1"), StateQuota::default()).await.unwrap(), 2);
     assert_eq!(journal.entry("e/1").await.unwrap(), Some(Entry::Done(json!(2))));
     assert_eq!(
-        state.increment("route", "n", 2, Some("e/1"), StateQuota::default()).await.unwrap(),
+        state.increment("route", "n", 2, 0, Some("e/1"), StateQuota::default()).await.unwrap(),
         2,
         "a repeat returns the record"
     );
-    assert_eq!(state.increment("route", "n", 1, None, StateQuota::default()).await.unwrap(), 3);
-    state.set("route", "s", "\"x\"", StateQuota::default()).await.unwrap();
+    assert_eq!(state.increment("route", "n", 1, 0, None, StateQuota::default()).await.unwrap(), 3);
+    state.set("route", "s", "\"x\"", 0, StateQuota::default()).await.unwrap();
     assert!(matches!(
-        state.increment("route", "s", 1, Some("e/2"), StateQuota::default()).await,
+        state.increment("route", "s", 1, 0, Some("e/2"), StateQuota::default()).await,
         Err(CapabilityError::Invalid(_))
     ));
     assert_eq!(journal.entry("e/2").await.unwrap(), None, "a refused increment records nothing");
-    assert_eq!(state.get("other", "n").await.unwrap(), None, "scopes are separate");
+    assert_eq!(state.get("other", "n", 0).await.unwrap(), None, "scopes are separate");
     state.delete("route", "n").await.unwrap();
-    assert_eq!(state.get("route", "n").await.unwrap(), None);
+    assert_eq!(state.get("route", "n", 0).await.unwrap(), None);
     assert_eq!(journal.entry("e/3").await.unwrap(), None);
     journal.start("e/3", 5).await.unwrap();
     assert_eq!(journal.entry("e/3").await.unwrap(), Some(Entry::Started { at_ms: 5 }));
@@ -263,14 +263,14 @@ async fn an_increment_commits_with_its_journal_record(backend: &Backend) {
         .map(|i| {
             let state = ledger.state.clone();
             tokio::spawn(async move {
-                state.increment("route", "c", 1, Some(&format!("c/{i}")), StateQuota::default()).await.unwrap()
+                state.increment("route", "c", 1, 0, Some(&format!("c/{i}")), StateQuota::default()).await.unwrap()
             })
         })
         .collect();
     for add in adds {
         add.await.unwrap();
     }
-    assert_eq!(state.get("route", "c").await.unwrap().as_deref(), Some("50"));
+    assert_eq!(state.get("route", "c", 0).await.unwrap().as_deref(), Some("50"));
 }
 
 on_both!(a_later_duplicate_or_wait_does_not_undo_a_notified_lead);
@@ -674,26 +674,80 @@ async fn state_writes_are_read_back_at_once_and_kept(backend: &Backend) {
     let ledger = backend.open("a", 30_000).await;
     let state = &ledger.state;
     let quota = StateQuota::default();
-    state.set("route", "a", "1", quota).await.unwrap();
-    state.set("route", "b", "2", quota).await.unwrap();
-    state.set("route", "a", "3", quota).await.unwrap();
+    state.set("route", "a", "1", 0, quota).await.unwrap();
+    state.set("route", "b", "2", 0, quota).await.unwrap();
+    state.set("route", "a", "3", 0, quota).await.unwrap();
     state.delete("route", "b").await.unwrap();
-    assert_eq!(state.get("route", "a").await.unwrap().as_deref(), Some("3"), "the newest write, at once");
-    assert_eq!(state.get("route", "b").await.unwrap(), None, "deleted");
+    assert_eq!(state.get("route", "a", 0).await.unwrap().as_deref(), Some("3"), "the newest write, at once");
+    assert_eq!(state.get("route", "b", 0).await.unwrap(), None, "deleted");
     // Another process sees them once they are committed, with no write of
     // their own to carry them (on SQLite within moments, on PostgreSQL at once).
     let other = backend.open("b", 30_000).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while other.state.get("route", "a").await.unwrap().as_deref() != Some("3") {
+    while other.state.get("route", "a", 0).await.unwrap().as_deref() != Some("3") {
         assert!(std::time::Instant::now() < deadline, "the writes were committed");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(other.state.get("route", "b").await.unwrap(), None);
+    assert_eq!(other.state.get("route", "b", 0).await.unwrap(), None);
     // And they count toward the quota before they are committed.
     let tight = StateQuota { max_keys: 3, max_bytes: 1 << 20 };
-    state.set("tight", "k1", "x", tight).await.unwrap();
-    state.set("tight", "k2", "x", tight).await.unwrap();
-    state.set("tight", "k3", "x", tight).await.unwrap();
-    assert!(matches!(state.set("tight", "k4", "x", tight).await, Err(CapabilityError::Invalid(_))));
-    state.set("tight", "k1", "overwritten", tight).await.expect("an overwrite does not grow the keys");
+    state.set("tight", "k1", "x", 0, tight).await.unwrap();
+    state.set("tight", "k2", "x", 0, tight).await.unwrap();
+    state.set("tight", "k3", "x", 0, tight).await.unwrap();
+    assert!(matches!(state.set("tight", "k4", "x", 0, tight).await, Err(CapabilityError::Invalid(_))));
+    state.set("tight", "k1", "overwritten", 0, tight).await.expect("an overwrite does not grow the keys");
+}
+
+on_both!(expired_state_reads_as_absent_until_the_pruner_frees_its_quota);
+async fn expired_state_reads_as_absent_until_the_pruner_frees_its_quota(backend: &Backend) {
+    use handoff::capabilities::Clock;
+    let ledger = backend.open("a", 30_000).await;
+    let state = &ledger.state;
+    let quota = StateQuota { max_keys: 4, max_bytes: 1 << 20 };
+    // Business times a minute back, so every expiry below has come by the
+    // ledger's own clock when it prunes.
+    let t = SystemClock.now_ms() - 60_000;
+    state.set("dedupe", "a", "1", t, quota).await.unwrap();
+    assert!(state.expire("dedupe", "a", t + 1_000, t).await.unwrap());
+    assert!(!state.expire("dedupe", "missing", t + 1_000, t).await.unwrap(), "no such key");
+    state.set("dedupe", "a", "2", t + 500, quota).await.unwrap();
+    assert_eq!(state.get("dedupe", "a", t + 999).await.unwrap().as_deref(), Some("2"), "set keeps the expiry");
+    assert_eq!(state.get("dedupe", "a", t + 1_000).await.unwrap(), None, "expired at its time");
+    assert!(!state.expire("dedupe", "a", t + 9_000, t + 1_000).await.unwrap(), "too late to extend");
+
+    state.increment("dedupe", "n", 1, t, None, quota).await.unwrap();
+    state.expire("dedupe", "n", t + 1_000, t).await.unwrap();
+    assert_eq!(state.increment("dedupe", "n", 1, t + 1, None, quota).await.unwrap(), 2);
+    assert_eq!(state.get("dedupe", "n", t + 1_000).await.unwrap(), None, "increment keeps the expiry");
+    assert_eq!(
+        state.increment("dedupe", "n", 1, t + 1_000, None, quota).await.unwrap(),
+        1,
+        "an expired counter starts again from zero"
+    );
+    assert_eq!(state.get("dedupe", "n", i64::MAX).await.unwrap().as_deref(), Some("1"), "as a key that never expires");
+
+    state.set("dedupe", "gone", "1", t, quota).await.unwrap();
+    assert!(state.expire("dedupe", "gone", t, t).await.unwrap(), "a time already come deletes at once");
+    assert_eq!(state.get("dedupe", "gone", t).await.unwrap(), None);
+
+    state.set("dedupe", "later", "1", t, quota).await.unwrap();
+    state.expire("dedupe", "later", t + 5_000, t).await.unwrap();
+    state.set("dedupe", "kept", "1", t, quota).await.unwrap();
+    // Another process sees the expiry once it is committed.
+    let other = backend.open("b", 30_000).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while other.state.get("dedupe", "kept", t).await.unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the writes were committed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(other.state.get("dedupe", "later", t + 4_999).await.unwrap().as_deref(), Some("1"));
+    assert_eq!(other.state.get("dedupe", "later", t + 5_000).await.unwrap(), None);
+
+    // a, n, later and kept: expired keys count until they are pruned.
+    let full = state.set("dedupe", "new", "1", t + 6_000, quota).await;
+    assert!(matches!(&full, Err(CapabilityError::Invalid(m)) if m.contains("holds 4 keys")), "{full:?}");
+    let pruned = ledger.ledger.prune(0, 100).await.unwrap();
+    assert_eq!(pruned.state, 2, "a and later: {pruned:?}");
+    state.set("dedupe", "new", "1", t + 6_000, quota).await.expect("room once the expired keys are pruned");
+    assert_eq!(state.get("dedupe", "kept", i64::MAX).await.unwrap().as_deref(), Some("1"), "kept never expires");
 }

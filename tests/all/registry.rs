@@ -61,3 +61,33 @@ async fn a_missing_plugin_directory_is_a_problem_not_a_crash() {
     assert!(registry.get("validate").is_some());
     assert_eq!(problems.len(), 1);
 }
+
+#[tokio::test]
+async fn a_plugin_built_against_contract_0_1_0_still_loads_and_runs() {
+    use handoff::capabilities::{Capabilities, FileStateStore};
+    use handoff::record::ExecutionStatus;
+    use handoff_tests::{TestHost, load_program, pipeline_json};
+
+    // The fixture really imports the old version (import names are in the
+    // component's bytes).
+    let bytes = std::fs::read(programs::CONTRACT_0_1_0).unwrap();
+    let holds = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(holds("handoff:plugin/state@0.1.0") && !holds("@0.1.1"), "built against handoff:plugin@0.1.0");
+
+    let mut host = TestHost::new().await;
+    host.registry.insert(load_program(&host.runtime, programs::CONTRACT_0_1_0).await);
+    let dir = tempfile::tempdir().unwrap();
+    let state = std::sync::Arc::new(FileStateStore::new(dir.path()));
+    let pipeline = pipeline_json(
+        r#"[{"id": "old", "plugin": "contract-0-1-0", "capabilities": ["state:read", "state:write"]}]"#,
+        r#"{"trigger": {"main": ["old"]}}"#,
+    );
+    for runs in 1..=2 {
+        let capabilities = Capabilities { state: Some(state.clone()), ..Capabilities::none() };
+        let record = host.execute(&pipeline, serde_json::json!({"n": runs}), capabilities).await;
+        assert_eq!(record.status, ExecutionStatus::Completed, "{record:?}");
+        let item = &record.runs[0].outputs[0].item;
+        assert_eq!(item["runs"], runs, "its state calls reach the host: {item}");
+        assert_eq!(item["item"]["n"], runs);
+    }
+}

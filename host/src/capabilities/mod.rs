@@ -50,7 +50,7 @@ pub use reports::Reports;
 pub use roster::Roster;
 pub use schedule::{Scheduler, Timer, TimerBook};
 pub(crate) use state::incremented;
-pub use state::{FileStateStore, StateQuota, StateStore};
+pub use state::{FileStateStore, StateMap, StateQuota, StateStore};
 
 /// The providers behind every capability interface, shared by all runs.
 ///

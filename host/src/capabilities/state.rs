@@ -24,9 +24,9 @@ pub struct StateQuota {
 
 impl StateQuota {
     /// Keys one plugin may keep by default. The standard `dedupe` keeps four
-    /// a lead and never deletes them (an MQL's idempotency keys), so this
-    /// holds about 250,000 leads; 10,000 held 2,500, after which every lead
-    /// failed at its quota.
+    /// a lead (an MQL's idempotency keys) for its `remember_days` (30 by
+    /// default), after which they expire: at 1,000,000 keys, about 250,000
+    /// leads in that window.
     pub const DEFAULT_MAX_KEYS: u64 = 1_000_000;
     /// Bytes (keys and values) one plugin may keep by default: about
     /// 370,000 leads of `dedupe`'s keys.
@@ -74,35 +74,53 @@ impl StateQuota {
 
 /// Durable key-value storage. `scope` is the plugin's name, so plugins never
 /// see each other's keys. Writes that grow a scope are held to its quota.
+///
+/// A key may expire (`expire`): at and after its time (`now`, the host
+/// clock of the run that asks) it reads as absent, and a write treats it as
+/// a new key. A store removes expired keys when it prunes (a server's
+/// pruner, or a file store's next save); until then they count toward the
+/// quota.
 #[async_trait::async_trait]
 pub trait StateStore: Send + Sync {
-    /// The value at `key`, if any.
-    async fn get(&self, scope: &str, key: &str) -> Result<Option<String>, CapabilityError>;
-    /// Sets `key` to `value` (JSON).
-    async fn set(&self, scope: &str, key: &str, value: &str, quota: StateQuota) -> Result<(), CapabilityError>;
-    /// Removes `key`.
+    /// The value at `key`, if any and not expired at `now`.
+    async fn get(&self, scope: &str, key: &str, now: i64) -> Result<Option<String>, CapabilityError>;
+    /// Sets `key` to `value` (JSON), keeping its expiry if it has one.
+    async fn set(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &str,
+        now: i64,
+        quota: StateQuota,
+    ) -> Result<(), CapabilityError>;
+    /// Removes `key` (and its expiry).
     async fn delete(&self, scope: &str, key: &str) -> Result<(), CapabilityError>;
-    /// Adds `delta`. With `effect` (the effect journal's key for this
-    /// call), a store that keeps the journal records the result under it in
-    /// the same transaction, so a crash can neither lose nor repeat the
-    /// increment; other stores ignore it.
+    /// Adds `delta`, keeping the key's expiry. With `effect` (the effect
+    /// journal's key for this call), a store that keeps the journal records
+    /// the result under it in the same transaction, so a crash can neither
+    /// lose nor repeat the increment; other stores ignore it.
     async fn increment(
         &self,
         scope: &str,
         key: &str,
         delta: i64,
+        now: i64,
         effect: Option<&str>,
         quota: StateQuota,
     ) -> Result<i64, CapabilityError>;
+    /// Makes `key` expire at `at`; an `at` not after `now` deletes it.
+    /// False (and nothing changed) when the key does not exist at `now`.
+    async fn expire(&self, scope: &str, key: &str, at: i64, now: i64) -> Result<bool, CapabilityError>;
 }
 
 impl Host for RunContext {
     async fn get(&mut self, key: String) -> Result<Option<String>, CapabilityError> {
         check_key(&key)?;
         let store = self.provider(Grant::StateRead, |c| &c.state)?;
+        let now = self.capabilities().clock.now_ms();
         let answer = {
             let _wait = self.ledger_wait();
-            store.get(&self.identity().plugin, &key).await
+            store.get(&self.identity().plugin, &key, now).await
         };
         let scope = self.identity().plugin.clone();
         self.keep_read("state.get", serde_json::json!([scope, key]), &answer);
@@ -119,8 +137,9 @@ impl Host for RunContext {
         }
         require_json(&value, "value")?;
         let store = self.provider(Grant::StateWrite, |c| &c.state)?;
+        let now = self.capabilities().clock.now_ms();
         let _wait = self.ledger_wait();
-        store.set(&self.identity().plugin, &key, &value, self.capabilities().state_quota).await
+        store.set(&self.identity().plugin, &key, &value, now, self.capabilities().state_quota).await
     }
 
     async fn delete(&mut self, key: String) -> Result<(), CapabilityError> {
@@ -135,11 +154,20 @@ impl Host for RunContext {
         let store = self.provider(Grant::StateWrite, |c| &c.state)?;
         let scope = self.identity().plugin.clone();
         let quota = self.capabilities().state_quota;
+        let now = self.capabilities().clock.now_ms();
         // Not idempotent: a replay must return the first result, not add again.
         self.effect("state.increment", Guard::Atomic, |attempt| async move {
-            store.increment(&scope, &key, delta, attempt.key.as_deref(), quota).await
+            store.increment(&scope, &key, delta, now, attempt.key.as_deref(), quota).await
         })
         .await
+    }
+
+    async fn expire(&mut self, key: String, at: i64) -> Result<bool, CapabilityError> {
+        check_key(&key)?;
+        let store = self.provider(Grant::StateWrite, |c| &c.state)?;
+        let now = self.capabilities().clock.now_ms();
+        let _wait = self.ledger_wait();
+        store.expire(&self.identity().plugin, &key, at, now).await
     }
 }
 
@@ -170,15 +198,108 @@ pub(super) fn require_json(text: &str, what: &str) -> Result<(), CapabilityError
         .map_err(|e| CapabilityError::Invalid(format!("{what} is not valid JSON: {e}")))
 }
 
+/// One plugin's state held in memory: its values, and the expiry (host
+/// clock, ms) of those that have one. What the in-memory stores (a file
+/// store's scopes, a dry run's scratch state) share, so they expire keys
+/// the way the ledger does.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateMap {
+    values: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    expires: BTreeMap<String, i64>,
+}
+
+impl StateMap {
+    /// The value at `key` unless it is absent or expired at `now`.
+    pub fn get(&self, key: &str, now: i64) -> Option<&str> {
+        let live = self.expires.get(key).is_none_or(|at| *at > now);
+        self.values.get(key).filter(|_| live).map(String::as_str)
+    }
+
+    /// Whether `key` has a value here, expired or not.
+    pub fn holds(&self, key: &str) -> bool {
+        self.values.contains_key(key)
+    }
+
+    /// Sets `key`, keeping its expiry while it has not expired (an expired
+    /// key written again is a new key, with none). Returns whether
+    /// anything changed.
+    pub fn put(&mut self, key: &str, value: &str, now: i64) -> bool {
+        let mut changed = false;
+        if self.get(key, now).is_none() {
+            changed |= self.expires.remove(key).is_some();
+        }
+        changed |= self.values.insert(key.to_string(), value.to_string()).as_deref() != Some(value);
+        changed
+    }
+
+    /// Removes `key` and its expiry; whether it was here.
+    pub fn remove(&mut self, key: &str) -> bool {
+        self.expires.remove(key);
+        self.values.remove(key).is_some()
+    }
+
+    /// Makes `key` expire at `at` (an `at` not after `now` removes it);
+    /// false when the key does not exist at `now`.
+    pub fn expire(&mut self, key: &str, at: i64, now: i64) -> bool {
+        if self.get(key, now).is_none() {
+            return false;
+        }
+        if at <= now {
+            self.remove(key);
+        } else {
+            self.expires.insert(key.to_string(), at);
+        }
+        true
+    }
+
+    /// Removes the keys expired at `now`; how many.
+    pub fn prune(&mut self, now: i64) -> usize {
+        let expired: Vec<String> = self.expires.iter().filter(|(_, at)| **at <= now).map(|(k, _)| k.clone()).collect();
+        for key in &expired {
+            self.remove(key);
+        }
+        expired.len()
+    }
+
+    /// [`StateQuota::check`] for writing `value_len` bytes to `key`.
+    ///
+    /// # Errors
+    ///
+    /// `invalid`, as the quota's check says.
+    pub fn check_quota(
+        &self,
+        scope: &str,
+        key: &str,
+        value_len: usize,
+        quota: StateQuota,
+    ) -> Result<(), CapabilityError> {
+        let bytes: usize = self.values.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let old = self.values.get(key).map(|v| (key.len() + v.len()) as u64);
+        quota.check(scope, self.values.len() as u64, bytes as u64, old, (key.len() + value_len) as u64)
+    }
+}
+
+/// A state file as it is read: the current shape, or the plain map of
+/// values that files had before keys could expire.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum StateFile {
+    Current(StateMap),
+    Plain(BTreeMap<String, String>),
+}
+
 /// Plugin state in one JSON file per plugin under a directory, written
-/// atomically (temporary file, fsync, rename) on every change.
+/// atomically (temporary file, fsync, rename) on every change. Expired keys
+/// are dropped when a file is loaded or saved.
 ///
 /// For one-shot runs (`handoff run`); a server keeps plugin state in the
 /// ledger (`SqliteStore`), where an increment and its journal record commit
 /// together.
 pub struct FileStateStore {
     dir: PathBuf,
-    scopes: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    scopes: Mutex<HashMap<String, StateMap>>,
 }
 
 impl FileStateStore {
@@ -197,29 +318,38 @@ impl FileStateStore {
     fn with_scope<T>(
         &self,
         scope: &str,
-        f: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(T, bool), CapabilityError>,
+        now: i64,
+        f: impl FnOnce(&mut StateMap) -> Result<(T, bool), CapabilityError>,
     ) -> Result<T, CapabilityError> {
         let mut scopes = self.scopes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !scopes.contains_key(scope) {
             let loaded = match std::fs::read(self.path(scope)) {
-                Ok(bytes) => serde_json::from_slice(&bytes)
-                    .map_err(|e| CapabilityError::Unavailable(format!("state file for {scope} is corrupt: {e}")))?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+                Ok(bytes) => match serde_json::from_slice(&bytes) {
+                    Ok(StateFile::Current(map)) => map,
+                    Ok(StateFile::Plain(values)) => StateMap { values, expires: BTreeMap::new() },
+                    Err(e) => {
+                        return Err(CapabilityError::Unavailable(format!("state file for {scope} is corrupt: {e}")));
+                    }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => StateMap::default(),
                 Err(e) => return Err(CapabilityError::Unavailable(format!("reading state for {scope}: {e}"))),
             };
             scopes.insert(scope.to_string(), loaded);
         }
         let map = scopes.get_mut(scope).expect("loaded above");
         let before = map.clone();
+        let pruned = map.prune(now) > 0;
         let (value, changed) = f(map)?;
-        if changed && let Err(e) = self.save(scope, map) {
+        if (changed || pruned)
+            && let Err(e) = self.save(scope, map)
+        {
             *map = before;
             return Err(CapabilityError::Unavailable(format!("saving state for {scope}: {e}")));
         }
         Ok(value)
     }
 
-    fn save(&self, scope: &str, map: &BTreeMap<String, String>) -> std::io::Result<()> {
+    fn save(&self, scope: &str, map: &StateMap) -> std::io::Result<()> {
         use std::io::Write;
         std::fs::create_dir_all(&self.dir)?;
         let path = self.path(scope);
@@ -231,34 +361,28 @@ impl FileStateStore {
     }
 }
 
-/// [`StateQuota::check`] for a scope held in memory.
-fn check_map_quota(
-    scope: &str,
-    map: &BTreeMap<String, String>,
-    key: &str,
-    value_len: usize,
-    quota: StateQuota,
-) -> Result<(), CapabilityError> {
-    let bytes: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
-    let old = map.get(key).map(|v| (key.len() + v.len()) as u64);
-    quota.check(scope, map.len() as u64, bytes as u64, old, (key.len() + value_len) as u64)
-}
-
 #[async_trait::async_trait]
 impl StateStore for FileStateStore {
-    async fn get(&self, scope: &str, key: &str) -> Result<Option<String>, CapabilityError> {
-        self.with_scope(scope, |map| Ok((map.get(key).cloned(), false)))
+    async fn get(&self, scope: &str, key: &str, now: i64) -> Result<Option<String>, CapabilityError> {
+        self.with_scope(scope, now, |map| Ok((map.get(key, now).map(str::to_string), false)))
     }
 
-    async fn set(&self, scope: &str, key: &str, value: &str, quota: StateQuota) -> Result<(), CapabilityError> {
-        self.with_scope(scope, |map| {
-            check_map_quota(scope, map, key, value.len(), quota)?;
-            Ok(((), map.insert(key.to_string(), value.to_string()).as_deref() != Some(value)))
+    async fn set(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &str,
+        now: i64,
+        quota: StateQuota,
+    ) -> Result<(), CapabilityError> {
+        self.with_scope(scope, now, |map| {
+            map.check_quota(scope, key, value.len(), quota)?;
+            Ok(((), map.put(key, value, now)))
         })
     }
 
     async fn delete(&self, scope: &str, key: &str) -> Result<(), CapabilityError> {
-        self.with_scope(scope, |map| Ok(((), map.remove(key).is_some())))
+        self.with_scope(scope, i64::MIN, |map| Ok(((), map.remove(key))))
     }
 
     async fn increment(
@@ -266,14 +390,22 @@ impl StateStore for FileStateStore {
         scope: &str,
         key: &str,
         delta: i64,
+        now: i64,
         _: Option<&str>,
         quota: StateQuota,
     ) -> Result<i64, CapabilityError> {
-        self.with_scope(scope, |map| {
-            check_map_quota(scope, map, key, 20, quota)?;
-            let next = incremented(key, map.get(key).map(String::as_str), delta)?;
-            map.insert(key.to_string(), next.to_string());
+        self.with_scope(scope, now, |map| {
+            map.check_quota(scope, key, 20, quota)?;
+            let next = incremented(key, map.get(key, now), delta)?;
+            map.put(key, &next.to_string(), now);
             Ok((next, true))
+        })
+    }
+
+    async fn expire(&self, scope: &str, key: &str, at: i64, now: i64) -> Result<bool, CapabilityError> {
+        self.with_scope(scope, now, |map| {
+            let found = map.expire(key, at, now);
+            Ok((found, found))
         })
     }
 }
@@ -287,24 +419,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStateStore::new(dir.path());
         let quota = StateQuota::default();
-        store.set("route", "cursor", "3", quota).await.unwrap();
-        assert_eq!(store.increment("route", "cursor", 2, None, quota).await.unwrap(), 5);
-        store.set("other", "cursor", "\"x\"", quota).await.unwrap();
+        store.set("route", "cursor", "3", 0, quota).await.unwrap();
+        assert_eq!(store.increment("route", "cursor", 2, 0, None, quota).await.unwrap(), 5);
+        store.set("other", "cursor", "\"x\"", 0, quota).await.unwrap();
 
         let reopened = FileStateStore::new(dir.path());
-        assert_eq!(reopened.get("route", "cursor").await.unwrap().as_deref(), Some("5"));
-        assert_eq!(reopened.get("other", "cursor").await.unwrap().as_deref(), Some("\"x\""));
+        assert_eq!(reopened.get("route", "cursor", 0).await.unwrap().as_deref(), Some("5"));
+        assert_eq!(reopened.get("other", "cursor", 0).await.unwrap().as_deref(), Some("\"x\""));
         reopened.delete("route", "cursor").await.unwrap();
-        assert_eq!(FileStateStore::new(dir.path()).get("route", "cursor").await.unwrap(), None);
+        assert_eq!(FileStateStore::new(dir.path()).get("route", "cursor", 0).await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn increment_refuses_a_non_integer() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStateStore::new(dir.path());
-        store.set("p", "k", "\"text\"", StateQuota::default()).await.unwrap();
+        store.set("p", "k", "\"text\"", 0, StateQuota::default()).await.unwrap();
         assert!(matches!(
-            store.increment("p", "k", 1, None, StateQuota::default()).await,
+            store.increment("p", "k", 1, 0, None, StateQuota::default()).await,
             Err(CapabilityError::Invalid(_))
         ));
     }
@@ -321,5 +453,52 @@ mod tests {
         assert!(quota.check("route", 2, 50, Some(10), 10).is_ok(), "overwriting a key at the key limit");
         assert!(invalid(quota.check("route", 1, 95, None, 10)).contains("105 bytes"));
         assert!(quota.check("route", 2, 150, Some(60), 20).is_ok(), "shrinking while over the limit");
+    }
+
+    #[test]
+    fn an_expired_key_reads_as_absent_and_comes_back_as_a_new_key() {
+        let mut map = StateMap::default();
+        map.put("claims", "1", 0);
+        assert!(map.expire("claims", 1_000, 0));
+        assert!(!map.expire("missing", 1_000, 0), "no such key");
+        map.put("claims", "2", 500);
+        assert_eq!(map.get("claims", 999), Some("2"), "set keeps the expiry, and it has not come");
+        assert_eq!(map.get("claims", 1_000), None, "expired at its time");
+        assert!(!map.expire("claims", 5_000, 1_000), "an expired key cannot be given more time");
+        map.put("claims", "3", 2_000);
+        assert_eq!(map.get("claims", 10_000), Some("3"), "written again after expiring: a new key, no expiry");
+        assert!(map.expire("claims", 0, 2_000), "a past time deletes now");
+        assert!(!map.holds("claims"));
+    }
+
+    #[test]
+    fn pruning_removes_only_the_keys_expired_by_then() {
+        let mut map = StateMap::default();
+        for (key, at) in [("a", 100), ("b", 200)] {
+            map.put(key, "1", 0);
+            map.expire(key, at, 0);
+        }
+        map.put("kept", "1", 0);
+        assert_eq!(map.prune(150), 1);
+        assert!(!map.holds("a") && map.holds("b") && map.holds("kept"));
+        let quota = StateQuota { max_keys: 2, max_bytes: 1_000 };
+        assert!(map.check_quota("p", "new", 1, quota).is_err(), "b counts until it is pruned");
+        map.prune(200);
+        assert!(map.check_quota("p", "new", 1, quota).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_file_store_keeps_expiries_and_reads_files_from_before_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("route.json"), r#"{"cursor": "4"}"#).unwrap();
+        let store = FileStateStore::new(dir.path());
+        assert_eq!(store.get("route", "cursor", 0).await.unwrap().as_deref(), Some("4"), "a plain map of values");
+        assert!(store.expire("route", "cursor", 1_000, 0).await.unwrap());
+        assert_eq!(store.increment("route", "cursor", 1, 10, None, StateQuota::default()).await.unwrap(), 5);
+
+        let reopened = FileStateStore::new(dir.path());
+        assert_eq!(reopened.get("route", "cursor", 999).await.unwrap().as_deref(), Some("5"));
+        assert_eq!(reopened.get("route", "cursor", 1_000).await.unwrap(), None);
+        assert_eq!(reopened.increment("route", "cursor", 1, 1_000, None, StateQuota::default()).await.unwrap(), 1);
     }
 }

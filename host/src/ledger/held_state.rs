@@ -11,11 +11,26 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// A held write of one key: its new value, or none for a delete.
+/// A key's row in `plugin_state`: its value and when it expires (host
+/// clock, ms; none: never).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct StateRow {
+    pub value: String,
+    pub expires_at: Option<i64>,
+}
+
+impl StateRow {
+    /// Whether the key still exists at `now`.
+    pub fn live(&self, now: i64) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+/// A held write of one key: its new row, or none for a delete.
 pub(super) struct StateWrite {
     pub scope: String,
     pub key: String,
-    pub value: Option<String>,
+    pub row: Option<StateRow>,
     /// The journal record that commits with it (an increment's: effect
     /// key, and when, host clock ms); its result is the value.
     pub record: Option<(String, i64)>,
@@ -25,8 +40,18 @@ pub(super) struct StateWrite {
     delta: (i64, i64),
 }
 
-/// A key's held value: what it was last set to, or none when deleted.
-pub(super) struct HeldValue(pub Option<String>);
+/// A key's held row: what it was last written as, or none when deleted.
+pub(super) struct HeldValue(pub Option<StateRow>);
+
+/// What a write does to a key's row.
+pub(super) enum Write {
+    /// Writes this row.
+    Put(StateRow),
+    /// Deletes the key.
+    Delete,
+    /// Writes nothing: the key stays as it is (this row, or none).
+    Keep(Option<StateRow>),
+}
 
 #[derive(Default)]
 pub(super) struct HeldState(Mutex<Held>);
@@ -34,7 +59,7 @@ pub(super) struct HeldState(Mutex<Held>);
 #[derive(Default)]
 struct Held {
     /// The newest held write of each (scope, key), by generation.
-    latest: HashMap<(String, String), (Option<String>, u64)>,
+    latest: HashMap<(String, String), (Option<StateRow>, u64)>,
     /// Writes no transaction has taken yet, in the order they were made.
     queued: Vec<StateWrite>,
     /// Usage held writes add to each scope's committed usage (keys, bytes).
@@ -60,41 +85,46 @@ impl HeldState {
     }
 
     /// Holds a write of `key`, as `decide` makes it: given the scope's
-    /// held usage change and the key's held value (when one is held), to
-    /// add to what the database holds, it returns the value to write (none:
-    /// delete) and the write's own usage change, or refuses. `record`, an
-    /// increment's journal record (effect key, when), commits with it.
-    /// Returns the value written.
+    /// held usage change and the key's held row (when one is held), to add
+    /// to what the database holds, it returns what to do and the write's
+    /// own usage change, or refuses. `record`, an increment's journal
+    /// record (effect key, when), commits with it. Returns the key's row
+    /// after the write.
     pub(super) fn hold<E>(
         &self,
         scope: &str,
         key: &str,
         record: Option<(&str, i64)>,
-        decide: impl FnOnce((i64, i64), Option<Option<&str>>) -> Result<(Option<String>, (i64, i64)), E>,
-    ) -> Result<Option<String>, E> {
+        decide: impl FnOnce((i64, i64), Option<Option<&StateRow>>) -> Result<(Write, (i64, i64)), E>,
+    ) -> Result<Option<StateRow>, E> {
         let mut held = self.lock();
         let pending = held.pending.get(scope).copied().unwrap_or((0, 0));
         let id = (scope.to_string(), key.to_string());
-        let current = held.latest.get(&id).map(|(value, _)| value.as_deref());
-        let (value, delta) = decide(pending, current)?;
+        let current = held.latest.get(&id).map(|(row, _)| row.as_ref());
+        let (write, delta) = decide(pending, current)?;
+        let row = match write {
+            Write::Keep(row) => return Ok(row),
+            Write::Put(row) => Some(row),
+            Write::Delete => None,
+        };
         held.next_generation += 1;
         let generation = held.next_generation;
-        held.latest.insert(id, (value.clone(), generation));
+        held.latest.insert(id, (row.clone(), generation));
         let usage = held.pending.entry(scope.to_string()).or_default();
         usage.0 += delta.0;
         usage.1 += delta.1;
-        if let (Some((effect, _)), Some(value)) = (record, &value) {
-            held.records.insert(effect.to_string(), value.clone());
+        if let (Some((effect, _)), Some(row)) = (record, &row) {
+            held.records.insert(effect.to_string(), row.value.clone());
         }
         held.queued.push(StateWrite {
             scope: scope.to_string(),
             key: key.to_string(),
-            value: value.clone(),
+            row: row.clone(),
             record: record.map(|(effect, at)| (effect.to_string(), at)),
             generation,
             delta,
         });
-        Ok(value)
+        Ok(row)
     }
 
     /// The result a held increment recorded under `effect`.

@@ -164,6 +164,8 @@ pub struct Pruned {
     pub payloads: u64,
     /// Executions' recorded provider answers and shadow decisions.
     pub reads: u64,
+    /// Plugin state keys whose expiry has come (`state.expire`).
+    pub state: u64,
 }
 
 impl std::ops::AddAssign for Pruned {
@@ -172,13 +174,20 @@ impl std::ops::AddAssign for Pruned {
         self.timers += other.timers;
         self.payloads += other.payloads;
         self.reads += other.reads;
+        self.state += other.state;
     }
 }
 
 impl Pruned {
     /// Rows touched in all.
     pub fn total(&self) -> u64 {
-        self.effects + self.timers + self.payloads + self.reads
+        self.effects + self.timers + self.payloads + self.reads + self.state
+    }
+
+    /// Whether some kind of row filled its batch of `limit`: there may be
+    /// more to remove.
+    pub fn filled(&self, limit: u64) -> bool {
+        [self.effects, self.timers, self.payloads, self.reads, self.state].iter().any(|n| *n >= limit)
     }
 }
 
@@ -561,8 +570,9 @@ pub trait Ledger: Send + Sync {
     /// needs once it is older than `before` (business time): effect-journal
     /// records and intents of executions that are neither in flight nor
     /// failed (a failed one may be retried), settled timers, and the
-    /// payloads of events that finished without failing. Lead timelines
-    /// stay (the metrics read them).
+    /// payloads of events that finished without failing; and plugin state
+    /// keys whose expiry has come (host clock, now). Lead timelines stay
+    /// (the metrics read them).
     async fn prune(&self, before: i64, limit: usize) -> Result<Pruned>;
     /// Stores an event, claimed by this instance; `false` when one with the
     /// same source and id is already stored (a redelivery). Returns only

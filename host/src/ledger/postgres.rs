@@ -145,6 +145,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX shadow_decisions_at ON shadow_decisions (at);
     CREATE INDEX events_received ON events (received_at);
 "#,
+    // Plugin state that expires (`state.expire`, contract 0.1.1).
+    "ALTER TABLE plugin_state ADD COLUMN expires_at BIGINT;
+     CREATE INDEX plugin_state_expiry ON plugin_state (expires_at) WHERE expires_at IS NOT NULL;",
 ];
 
 /// Most connections one instance opens.
@@ -732,7 +735,13 @@ impl Ledger for PostgresStore {
                 &[&before, &limit],
             )
             .await?;
-        Ok(super::Pruned { effects: effects + intents, timers, payloads, reads: reads + shadows })
+        let state = client
+            .execute(
+                "DELETE FROM plugin_state WHERE ctid IN (SELECT ctid FROM plugin_state WHERE expires_at <= $1 LIMIT $2)",
+                &[&self.business_now(), &limit],
+            )
+            .await?;
+        Ok(super::Pruned { effects: effects + intents, timers, payloads, reads: reads + shadows, state })
     }
 
     async fn record_steps(&self, lead_id: &str, execution: &str, facts: &LeadFacts, steps: &[Step]) -> Result<()> {
@@ -1263,23 +1272,35 @@ fn unavailable(e: impl Into<anyhow::Error>) -> CapabilityError {
 
 #[async_trait::async_trait]
 impl StateStore for PostgresStore {
-    async fn get(&self, scope: &str, key: &str) -> Result<Option<String>, CapabilityError> {
+    async fn get(&self, scope: &str, key: &str, now: i64) -> Result<Option<String>, CapabilityError> {
         let client = self.client().await.map_err(unavailable)?;
         let row = client
-            .query_opt("SELECT value FROM plugin_state WHERE scope = $1 AND key = $2", &[&scope, &key])
+            .query_opt(
+                &format!("SELECT value FROM plugin_state WHERE scope = $1 AND key = $2 AND {LIVE_AT_3}"),
+                &[&scope, &key, &now],
+            )
             .await
             .map_err(unavailable)?;
         Ok(row.map(|r| r.get(0)))
     }
 
-    async fn set(&self, scope: &str, key: &str, value: &str, quota: StateQuota) -> Result<(), CapabilityError> {
+    async fn set(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &str,
+        now: i64,
+        quota: StateQuota,
+    ) -> Result<(), CapabilityError> {
         let mut client = self.client().await.map_err(unavailable)?;
         let tx = client.transaction().await.map_err(unavailable)?;
         check_state_quota(&tx, scope, key, value.len(), quota).await?;
+        // A live key keeps its expiry; an expired one is written anew.
         tx.execute(
             "INSERT INTO plugin_state (scope, key, value) VALUES ($1, $2, $3)
-             ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
-            &[&scope, &key, &value],
+             ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value,
+                expires_at = CASE WHEN plugin_state.expires_at > $4 THEN plugin_state.expires_at END",
+            &[&scope, &key, &value, &now],
         )
         .await
         .map_err(unavailable)?;
@@ -1300,6 +1321,7 @@ impl StateStore for PostgresStore {
         scope: &str,
         key: &str,
         delta: i64,
+        now: i64,
         effect: Option<&str>,
         quota: StateQuota,
     ) -> Result<i64, CapabilityError> {
@@ -1326,16 +1348,20 @@ impl StateStore for PostgresStore {
             }
         }
         let current = tx
-            .query_opt("SELECT value FROM plugin_state WHERE scope = $1 AND key = $2", &[&scope, &key])
+            .query_opt(
+                &format!("SELECT value, expires_at FROM plugin_state WHERE scope = $1 AND key = $2 AND {LIVE_AT_3}"),
+                &[&scope, &key, &now],
+            )
             .await
             .map_err(unavailable)?;
-        let current: Option<String> = current.map(|row| row.get(0));
+        let (current, expires_at): (Option<String>, Option<i64>) =
+            current.map_or((None, None), |row| (Some(row.get(0)), row.get(1)));
         let next = crate::capabilities::incremented(key, current.as_deref(), delta)?;
         check_state_quota(&tx, scope, key, next.to_string().len(), quota).await?;
         tx.execute(
-            "INSERT INTO plugin_state (scope, key, value) VALUES ($1, $2, $3)
-             ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
-            &[&scope, &key, &next.to_string()],
+            "INSERT INTO plugin_state (scope, key, value, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+            &[&scope, &key, &next.to_string(), &expires_at],
         )
         .await
         .map_err(unavailable)?;
@@ -1345,7 +1371,32 @@ impl StateStore for PostgresStore {
         tx.commit().await.map_err(unavailable)?;
         Ok(next)
     }
+
+    async fn expire(&self, scope: &str, key: &str, at: i64, now: i64) -> Result<bool, CapabilityError> {
+        let client = self.client().await.map_err(unavailable)?;
+        // One statement either way, so it cannot race a write of the key.
+        let changed = if at <= now {
+            client
+                .execute(
+                    &format!("DELETE FROM plugin_state WHERE scope = $1 AND key = $2 AND {LIVE_AT_3}"),
+                    &[&scope, &key, &now],
+                )
+                .await
+        } else {
+            client
+                .execute(
+                    &format!("UPDATE plugin_state SET expires_at = $4 WHERE scope = $1 AND key = $2 AND {LIVE_AT_3}"),
+                    &[&scope, &key, &now, &at],
+                )
+                .await
+        }
+        .map_err(unavailable)?;
+        Ok(changed == 1)
+    }
 }
+
+/// The condition that a `plugin_state` row has not expired at `$3`.
+const LIVE_AT_3: &str = "(expires_at IS NULL OR expires_at > $3)";
 
 /// [`StateQuota::check`] against what the scope holds, its usage row
 /// locked until `tx` ends so concurrent writers of one plugin take turns.

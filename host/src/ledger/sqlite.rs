@@ -2,7 +2,7 @@
 //! (a commit an outside party is told of, such as a webhook's event, is
 //! fsynced first; see `Reach`), numbered migrations.
 
-use super::held_state::{HeldState, HeldValue, StateWrite, usage_change};
+use super::held_state::{HeldState, HeldValue, StateRow, StateWrite, Write, usage_change};
 use super::packing::Packer;
 use super::{Deferred, InboundEvent, Instance, Ledger, PausedRep, PendingRecords, TimerRecord, WaitPolicy};
 use crate::capabilities::Entry;
@@ -192,6 +192,11 @@ const MIGRATIONS: &[&str] = &[
             SET keys = keys - 1, bytes = bytes - length(CAST(OLD.key AS BLOB)) - length(CAST(OLD.value AS BLOB))
             WHERE scope = OLD.scope;
     END;
+"#,
+    // Plugin state that expires (`state.expire`, contract 0.1.1).
+    r#"
+    ALTER TABLE plugin_state ADD COLUMN expires_at INTEGER;
+    CREATE INDEX plugin_state_expiry ON plugin_state (expires_at) WHERE expires_at IS NOT NULL;
 "#,
 ];
 
@@ -915,6 +920,7 @@ impl Ledger for SqliteStore {
 
     async fn prune(&self, before: i64, limit: usize) -> Result<super::Pruned> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let now = self.business_now();
         self.write(move |c| {
             // Executions a retry or a rerun may still need.
             let keep = "SELECT pipeline || ':' || source || ':' || event_id FROM events
@@ -954,12 +960,21 @@ impl Ledger for SqliteStore {
                        WHERE at < ?1 LIMIT ?2)",
                 )?
                 .execute(params![before, limit])?;
+            // A held write of an expired key rewrites its whole row when it
+            // commits, so deleting the row first loses nothing.
+            let state = c
+                .prepare_cached(
+                    "DELETE FROM plugin_state WHERE (scope, key) IN (SELECT scope, key FROM plugin_state
+                       WHERE expires_at <= ?1 LIMIT ?2)",
+                )?
+                .execute(params![now, limit])?;
             let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
             Ok(super::Pruned {
                 effects: count(effects + intents),
                 timers: count(timers),
                 payloads: count(payloads),
                 reads: count(reads + shadows),
+                state: count(state),
             })
         })
         .await
@@ -1573,16 +1588,16 @@ impl crate::capabilities::EffectJournal for SqliteStore {
 /// Applies held plugin state writes.
 fn write_state(c: &Connection, writes: &[StateWrite]) -> Result<()> {
     for write in writes {
-        if let (Some((effect, at)), Some(value)) = (&write.record, &write.value) {
-            record_effect(c, effect, value, *at)?;
+        if let (Some((effect, at)), Some(row)) = (&write.record, &write.row) {
+            record_effect(c, effect, &row.value, *at)?;
         }
-        match &write.value {
-            Some(value) => c
+        match &write.row {
+            Some(row) => c
                 .prepare_cached(
-                    "INSERT INTO plugin_state (scope, key, value) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+                    "INSERT INTO plugin_state (scope, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
                 )?
-                .execute(params![write.scope, write.key, value])?,
+                .execute(params![write.scope, write.key, row.value, row.expires_at])?,
             None => c
                 .prepare_cached("DELETE FROM plugin_state WHERE scope = ?1 AND key = ?2")?
                 .execute(params![write.scope, write.key])?,
@@ -1608,29 +1623,49 @@ fn record_effect(c: &Connection, key: &str, result: &str, at: i64) -> Result<()>
 }
 
 /// Plugin state lives in the ledger: one commit path, group-committed, and
-/// an increment commits together with its effect-journal record.
+/// an increment commits together with its effect-journal record. An expired
+/// key's row stays until the pruner deletes it; every read and write here
+/// treats it as absent.
 #[async_trait::async_trait]
 impl StateStore for SqliteStore {
-    async fn get(&self, scope: &str, key: &str) -> Result<Option<String>, CapabilityError> {
+    async fn get(&self, scope: &str, key: &str, now: i64) -> Result<Option<String>, CapabilityError> {
         if let Some(HeldValue(held)) = self.inner.held_state.get(scope, key) {
-            return Ok(held);
+            return Ok(held.filter(|row| row.live(now)).map(|row| row.value));
         }
         let (scope, key) = (scope.to_string(), key.to_string());
         self.read_now(move |c| {
-            Ok(c.prepare_cached("SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2")?
-                .query_row(params![scope, key], |r| r.get(0))
-                .optional()?)
+            Ok(c.prepare_cached(
+                "SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+            )?
+            .query_row(params![scope, key, now], |r| r.get(0))
+            .optional()?)
         })
         .map_err(unavailable)
     }
 
-    async fn set(&self, scope: &str, key: &str, value: &str, quota: StateQuota) -> Result<(), CapabilityError> {
-        self.hold_state(scope, key, None, |_| Ok(Some(value.to_string())), quota).map(|_| ())
+    async fn set(
+        &self,
+        scope: &str,
+        key: &str,
+        value: &str,
+        now: i64,
+        quota: StateQuota,
+    ) -> Result<(), CapabilityError> {
+        let value = value.to_string();
+        self.hold_state(
+            scope,
+            key,
+            None,
+            |live| Ok(Write::Put(StateRow { value, expires_at: live.and_then(|row| row.expires_at) })),
+            now,
+            quota,
+        )
+        .map(|_| ())
     }
 
     async fn delete(&self, scope: &str, key: &str) -> Result<(), CapabilityError> {
         // Deleting never grows the state: no quota refuses it.
-        self.hold_state(scope, key, None, |_| Ok(None), StateQuota::default()).map(|_| ())
+        self.hold_state(scope, key, None, |_| Ok(Write::Delete), i64::MIN, StateQuota::default()).map(|_| ())
     }
 
     async fn increment(
@@ -1638,6 +1673,7 @@ impl StateStore for SqliteStore {
         scope: &str,
         key: &str,
         delta: i64,
+        now: i64,
         effect: Option<&str>,
         quota: StateQuota,
     ) -> Result<i64, CapabilityError> {
@@ -1664,27 +1700,49 @@ impl StateStore for SqliteStore {
             scope,
             key,
             effect.map(|e| (e, at)),
-            |old| Ok(Some(crate::capabilities::incremented(key, old, delta)?.to_string())),
+            |live| {
+                let value = crate::capabilities::incremented(key, live.map(|row| row.value.as_str()), delta)?;
+                Ok(Write::Put(StateRow { value: value.to_string(), expires_at: live.and_then(|row| row.expires_at) }))
+            },
+            now,
             quota,
         )?;
-        Ok(next.and_then(|n| n.parse().ok()).unwrap_or_default())
+        Ok(next.and_then(|row| row.value.parse().ok()).unwrap_or_default())
+    }
+
+    async fn expire(&self, scope: &str, key: &str, at: i64, now: i64) -> Result<bool, CapabilityError> {
+        let mut found = false;
+        self.hold_state(
+            scope,
+            key,
+            None,
+            |live| {
+                let Some(row) = live else { return Ok(Write::Keep(None)) };
+                found = true;
+                Ok(if at <= now { Write::Delete } else { Write::Put(StateRow { expires_at: Some(at), ..row.clone() }) })
+            },
+            now,
+            StateQuota::default(),
+        )?;
+        Ok(found)
     }
 }
 
 impl SqliteStore {
     /// Holds a plugin state write for the writer's next transaction (see
-    /// `held_state.rs`): `value` makes the key's new value (none: delete)
-    /// from its current one, the plugin's quota permitting; `record` is an
+    /// `held_state.rs`): `write` decides it from the key's row if it exists
+    /// at `now` (not expired), the plugin's quota permitting; `record` is an
     /// increment's journal record, committed with it. Readable here at
-    /// once. Returns the value written.
+    /// once. Returns the key's row after the write.
     fn hold_state(
         &self,
         scope: &str,
         key: &str,
         record: Option<(&str, i64)>,
-        value: impl FnOnce(Option<&str>) -> Result<Option<String>, CapabilityError>,
+        write: impl FnOnce(Option<&StateRow>) -> Result<Write, CapabilityError>,
+        now: i64,
         quota: StateQuota,
-    ) -> Result<Option<String>, CapabilityError> {
+    ) -> Result<Option<StateRow>, CapabilityError> {
         let written = self.inner.held_state.hold(scope, key, record, |(held_keys, held_bytes), held| {
             let (keys, bytes, stored) = self
                 .read_now(|c| {
@@ -1693,29 +1751,39 @@ impl SqliteStore {
                         .query_row(params![scope], |r| Ok((r.get(0)?, r.get(1)?)))
                         .optional()?
                         .unwrap_or((0, 0));
-                    let stored: Option<String> = match held {
+                    let stored: Option<StateRow> = match held {
                         Some(_) => None,
                         None => c
-                            .prepare_cached("SELECT value FROM plugin_state WHERE scope = ?1 AND key = ?2")?
-                            .query_row(params![scope, key], |r| r.get(0))
+                            .prepare_cached("SELECT value, expires_at FROM plugin_state WHERE scope = ?1 AND key = ?2")?
+                            .query_row(params![scope, key], |r| {
+                                Ok(StateRow { value: r.get(0)?, expires_at: r.get(1)? })
+                            })
                             .optional()?,
                     };
                     Ok((keys, bytes, stored))
                 })
                 .map_err(unavailable)?;
+            // The row as it stands (an expired one still counts in the
+            // usage until pruned), and as the plugin sees it.
             let old = match held {
                 Some(held) => held,
-                None => stored.as_deref(),
+                None => stored.as_ref(),
             };
-            let new = value(old)?;
-            if let Some(new) = &new {
+            let decided = write(old.filter(|row| row.live(now)))?;
+            let new = match &decided {
+                Write::Put(row) => Some(row.value.as_str()),
+                Write::Delete => None,
+                Write::Keep(_) => return Ok((decided, (0, 0))),
+            };
+            let old = old.map(|row| row.value.as_str());
+            if let Some(new) = new {
                 let size = |n: i64| u64::try_from(n).unwrap_or(0);
                 let old_entry = old.map(|o| (key.len() + o.len()) as u64);
                 let entry = (key.len() + new.len()) as u64;
                 quota.check(scope, size(keys + held_keys), size(bytes + held_bytes), old_entry, entry)?;
             }
-            let change = usage_change(key, old, new.as_deref());
-            Ok::<_, CapabilityError>((new, change))
+            let change = usage_change(key, old, new);
+            Ok::<_, CapabilityError>((decided, change))
         })?;
         // Committed within RECORD_DELAY, or sooner with another write.
         Ok(written)

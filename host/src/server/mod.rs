@@ -102,8 +102,7 @@ pub async fn prune(state: &AppState, retention: std::time::Duration) -> crate::l
         match state.ledger.prune(before, PRUNE_BATCH).await {
             Ok(pruned) => {
                 all += pruned;
-                let batch = PRUNE_BATCH as u64;
-                if pruned.effects < batch && pruned.timers < batch && pruned.payloads < batch {
+                if !pruned.filled(PRUNE_BATCH as u64) {
                     break;
                 }
             }
@@ -115,7 +114,14 @@ pub async fn prune(state: &AppState, retention: std::time::Duration) -> crate::l
         tokio::task::yield_now().await;
     }
     if all.total() > 0 {
-        tracing::info!(effects = all.effects, timers = all.timers, payloads = all.payloads, "pruned settled work");
+        tracing::info!(
+            effects = all.effects,
+            timers = all.timers,
+            payloads = all.payloads,
+            reads = all.reads,
+            state = all.state,
+            "pruned settled work and expired plugin state"
+        );
     }
     all
 }

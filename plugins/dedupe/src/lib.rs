@@ -12,6 +12,8 @@ use handoff_plugin::{Describe, Emit, NodeError, Plugin, Run, Value, clock, crm, 
 
 struct Dedupe;
 
+const DAY_MS: i64 = 86_400_000;
+
 /// The idempotency keys of an MQL: the HubSpot event, and the contact on
 /// the day it became an MQL (catches a second event for the same MQL).
 pub fn keys(item: &Value, now_ms: i64) -> Vec<String> {
@@ -43,7 +45,8 @@ impl Plugin for Dedupe {
             outputs: &["new", "existing-lead", "existing-account", "open-opportunity", "duplicate"],
             capabilities: &["crm:read", "state:read", "state:write"],
             config_schema: r#"{"type": "object", "additionalProperties": false, "properties": {
-                "match_accounts_by_domain": {"type": "boolean", "default": true, "description": "Also match accounts and open opportunities by the email's company domain."}
+                "match_accounts_by_domain": {"type": "boolean", "default": true, "description": "Also match accounts and open opportunities by the email's company domain."},
+                "remember_days": {"type": "integer", "minimum": 1, "maximum": 3650, "default": 30, "description": "How long an MQL's idempotency keys are kept (then they expire and stop counting toward the plugin's state quota): a repeat of the same event, or of the contact's MQL on the same day, arriving within this many days is a duplicate."}
             }}"#,
             lead: r#"{
                 "duplicate": {"state": "duplicate", "detail": "already handed off ({/dedupe/key})"},
@@ -56,6 +59,7 @@ impl Plugin for Dedupe {
     fn run(run: &Run<Value>, mut item: Value) -> Result<Vec<Emit>, NodeError> {
         let ctx = &run.ctx;
         let by_domain = run.config.get("match_accounts_by_domain").and_then(Value::as_bool).unwrap_or(true);
+        let remember_days = run.config.get("remember_days").and_then(Value::as_i64).unwrap_or(30);
         let email = item["validation"]["email"].as_str().map(String::from).ok_or_else(|| {
             NodeError::InvalidInput("item has no validation.email; run `validate` before `dedupe`".into())
         })?;
@@ -63,12 +67,18 @@ impl Plugin for Dedupe {
 
         // Idempotency: the first execution to claim a key owns it (the
         // increment is atomic, so concurrent deliveries cannot both win); a
-        // retry of the owning execution is not mistaken for a repeat.
+        // retry of the owning execution is not mistaken for a repeat. The
+        // owner makes both keys expire, so they do not pile up forever.
         let me = json!(ctx.execution_id).to_string();
-        for key in keys(&item, clock::now()) {
-            let claims = state::increment(&format!("claims:{key}"), 1)?;
+        let now = clock::now();
+        let forget_at = now.saturating_add(remember_days.saturating_mul(DAY_MS));
+        for key in keys(&item, now) {
+            let claim = format!("claims:{key}");
+            let claims = state::increment(&claim, 1)?;
             if claims == 1 {
                 state::set(&key, &me)?;
+                state::expire(&claim, forget_at)?;
+                state::expire(&key, forget_at)?;
             } else if state::get(&key)?.as_deref() != Some(me.as_str()) {
                 item["dedupe"] = json!({"match": "duplicate", "key": key});
                 return Ok(vec![emit("duplicate", &item)]);

@@ -10,10 +10,10 @@
 // Build: see plugins/README.md
 // (componentize-js router.js --wit wit -n score-router -d http -d fetch-event -o score-router-js.wasm).
 
-import { teams, getRep, availabilityAt } from 'handoff:plugin/roster@0.1.0';
-import { get, increment } from 'handoff:plugin/state@0.1.0';
-import { now } from 'handoff:plugin/clock@0.1.0';
-import { log } from 'handoff:plugin/log@0.1.0';
+import { teams, getRep, availabilityAt } from 'handoff:plugin/roster@0.1.1';
+import { get, increment } from 'handoff:plugin/state@0.1.1';
+import { now } from 'handoff:plugin/clock@0.1.1';
+import { log } from 'handoff:plugin/log@0.1.1';
 import { describe as descriptor, emit, nodeError, parse } from './handoff-plugin.js';
 
 const REGIONS = {
