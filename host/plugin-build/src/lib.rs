@@ -23,7 +23,8 @@ pub const PROFILE: &str = "plugin";
 pub struct BuiltPlugin {
     /// The Cargo package name, e.g. `handoff-plugin-validate`.
     pub package: String,
-    /// Absolute path of the `.wasm` component.
+    /// Absolute path of the `.wasm` component: a copy in the calling build
+    /// script's `OUT_DIR`, its own.
     pub wasm: PathBuf,
 }
 
@@ -81,11 +82,21 @@ pub fn build(workspace_root: &Path, packages: &[&str], watch: &[PathBuf]) -> Vec
         String::from_utf8_lossy(&output.stderr)
     );
 
+    // Copied into this build's own OUT_DIR: the shared guest target holds
+    // whichever checkout built last, and a build of another checkout (a
+    // before/after pair on one target directory) must not change what this
+    // one embeds or loads.
+    let own = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set for build scripts")).join("plugins");
+    std::fs::create_dir_all(&own).expect("creating OUT_DIR/plugins");
     packages
         .iter()
         .map(|package| {
-            let wasm = target_dir.join(TARGET).join(PROFILE).join(format!("{}.wasm", package.replace('-', "_")));
-            assert!(wasm.exists(), "cargo built {package} but {} is missing", wasm.display());
+            let file = format!("{}.wasm", package.replace('-', "_"));
+            let built = target_dir.join(TARGET).join(PROFILE).join(&file);
+            assert!(built.exists(), "cargo built {package} but {} is missing", built.display());
+            let wasm = own.join(&file);
+            std::fs::copy(&built, &wasm)
+                .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), wasm.display()));
             BuiltPlugin { package: package.to_string(), wasm }
         })
         .collect()
