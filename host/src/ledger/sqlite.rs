@@ -1587,9 +1587,19 @@ impl crate::capabilities::EffectJournal for SqliteStore {
 
 /// Applies held plugin state writes.
 fn write_state(c: &Connection, writes: &[StateWrite]) -> Result<()> {
-    for write in writes {
+    // Only the last write of a key in the batch reaches its row (a claim
+    // counted and then given its expiry is one statement, not two); every
+    // increment's journal record is kept.
+    let mut last = std::collections::HashMap::new();
+    for (i, write) in writes.iter().enumerate() {
+        last.insert((write.scope.as_str(), write.key.as_str()), i);
+    }
+    for (i, write) in writes.iter().enumerate() {
         if let (Some((effect, at)), Some(row)) = (&write.record, &write.row) {
             record_effect(c, effect, &row.value, *at)?;
+        }
+        if last.get(&(write.scope.as_str(), write.key.as_str())) != Some(&i) {
+            continue;
         }
         match &write.row {
             Some(row) => c
@@ -1743,26 +1753,30 @@ impl SqliteStore {
         now: i64,
         quota: StateQuota,
     ) -> Result<Option<StateRow>, CapabilityError> {
+        let usage = |c: &Connection| -> Result<(i64, i64)> {
+            Ok(c.prepare_cached("SELECT keys, bytes FROM plugin_state_usage WHERE scope = ?1")?
+                .query_row(params![scope], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+                .unwrap_or((0, 0)))
+        };
         let written = self.inner.held_state.hold(scope, key, record, |(held_keys, held_bytes), held| {
-            let (keys, bytes, stored) = self
-                .read_now(|c| {
-                    let (keys, bytes): (i64, i64) = c
-                        .prepare_cached("SELECT keys, bytes FROM plugin_state_usage WHERE scope = ?1")?
-                        .query_row(params![scope], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .optional()?
-                        .unwrap_or((0, 0));
-                    let stored: Option<StateRow> = match held {
-                        Some(_) => None,
-                        None => c
+            // A key not held here is read from the database, with the
+            // scope's usage in the same visit; a held one needs the usage
+            // only for a write that grows it (below).
+            let (mut committed, stored) = match held {
+                Some(_) => (None, None),
+                None => self
+                    .read_now(|c| {
+                        let stored = c
                             .prepare_cached("SELECT value, expires_at FROM plugin_state WHERE scope = ?1 AND key = ?2")?
                             .query_row(params![scope, key], |r| {
                                 Ok(StateRow { value: r.get(0)?, expires_at: r.get(1)? })
                             })
-                            .optional()?,
-                    };
-                    Ok((keys, bytes, stored))
-                })
-                .map_err(unavailable)?;
+                            .optional()?;
+                        Ok((Some(usage(c)?), stored))
+                    })
+                    .map_err(unavailable)?,
+            };
             // The row as it stands (an expired one still counts in the
             // usage until pruned), and as the plugin sees it.
             let old = match held {
@@ -1776,7 +1790,12 @@ impl SqliteStore {
                 Write::Keep(_) => return Ok((decided, (0, 0))),
             };
             let old = old.map(|row| row.value.as_str());
-            if let Some(new) = new {
+            let grows = new.is_some_and(|new| old.is_none_or(|old| new.len() > old.len()));
+            if let Some(new) = new.filter(|_| grows) {
+                let (keys, bytes) = match committed.take() {
+                    Some(usage) => usage,
+                    None => self.read_now(usage).map_err(unavailable)?,
+                };
                 let size = |n: i64| u64::try_from(n).unwrap_or(0);
                 let old_entry = old.map(|o| (key.len() + o.len()) as u64);
                 let entry = (key.len() + new.len()) as u64;
