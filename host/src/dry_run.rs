@@ -544,12 +544,11 @@ impl StateStore for ScratchState {
         _: Option<&str>,
         _: StateQuota,
     ) -> Result<i64, CapabilityError> {
-        Ok(self.with_key(scope, key, now, |map| {
-            let current = map.get(key, now).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-            let next = current.saturating_add(delta);
+        self.with_key(scope, key, now, |map| {
+            let next = crate::capabilities::incremented(key, map.get(key, now), delta)?;
             map.put(key, &next.to_string(), now);
-            next
-        }))
+            Ok(next)
+        })
     }
 
     async fn expire(&self, scope: &str, key: &str, at: i64, now: i64) -> Result<bool, CapabilityError> {
@@ -736,5 +735,25 @@ impl StateStore for ShadowState {
 
     async fn expire(&self, scope: &str, key: &str, at: i64, now: i64) -> Result<bool, CapabilityError> {
         self.inner.expire(&self.scope(scope), key, at, now).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn scratch_state_counts_and_expires_as_the_ledger_does() {
+        let state = ScratchState::default();
+        let quota = StateQuota::default();
+        state.set("route", "text", "\"x\"", 0, quota).await.unwrap();
+        let refused = state.increment("route", "text", 1, 0, None, quota).await;
+        assert!(matches!(&refused, Err(CapabilityError::Invalid(m)) if m.contains("not an integer")), "{refused:?}");
+        state.set("route", "max", &i64::MAX.to_string(), 0, quota).await.unwrap();
+        assert!(matches!(state.increment("route", "max", 1, 0, None, quota).await, Err(CapabilityError::Invalid(_))));
+        assert_eq!(state.increment("route", "n", 2, 0, None, quota).await.unwrap(), 2);
+        assert!(state.expire("route", "n", 100, 0).await.unwrap());
+        assert_eq!(state.get("route", "n", 100).await.unwrap(), None);
+        assert_eq!(state.increment("route", "n", 1, 100, None, quota).await.unwrap(), 1, "expired: from zero");
     }
 }

@@ -1763,7 +1763,7 @@ impl SqliteStore {
             // A key not held here is read from the database, with the
             // scope's usage in the same visit; a held one needs the usage
             // only for a write that grows it (below).
-            let (mut committed, stored) = match held {
+            let (committed, stored) = match held {
                 Some(_) => (None, None),
                 None => self
                     .read_now(|c| {
@@ -1792,7 +1792,7 @@ impl SqliteStore {
             let old = old.map(|row| row.value.as_str());
             let grows = new.is_some_and(|new| old.is_none_or(|old| new.len() > old.len()));
             if let Some(new) = new.filter(|_| grows) {
-                let (keys, bytes) = match committed.take() {
+                let (keys, bytes) = match committed {
                     Some(usage) => usage,
                     None => self.read_now(usage).map_err(unavailable)?,
                 };
