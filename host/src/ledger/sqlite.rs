@@ -247,11 +247,24 @@ struct Inner {
 type Answer = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// A write's work in its group's transaction (none: the group failed to
-/// begin), returning its [`Answer`].
-type Work = Box<dyn FnOnce(Option<&Connection>) -> Answer + Send>;
+/// begin), returning its [`Answer`] and whether the work succeeded.
+type Work = Box<dyn FnOnce(Place<'_>) -> (Answer, bool) + Send>;
 
-/// A write: runs inside the group's transaction (or, given no connection,
-/// does not run) and returns what to do once the group's commit is known.
+/// Where a write runs.
+enum Place<'c> {
+    /// Nowhere: its group's transaction failed to begin or was rolled back.
+    Nowhere,
+    /// In its own savepoint: a failure undoes its writes and no one else's.
+    Shared(&'c Connection),
+    /// Alone in its transaction, with no savepoint (each costs two
+    /// statements and a copy of every page the write touches): a failure
+    /// rolls the whole transaction back.
+    Alone(&'c Connection),
+}
+
+/// A write: runs inside the group's transaction (or, given
+/// [`Place::Nowhere`], does not run) and returns what to do once the
+/// group's commit is known.
 struct Job {
     run: Work,
     /// Whether its commit must reach the disk before it is answered (see
@@ -414,17 +427,20 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<T>> + Send + 'static {
         let (done, result) = tokio::sync::oneshot::channel();
-        let run = Box::new(move |connection: Option<&Connection>| {
-            let outcome = match connection {
-                Some(c) => in_savepoint(c, f),
-                None => Err(anyhow::anyhow!("not run: the group's transaction was rolled back")),
+        let run = Box::new(move |place: Place<'_>| {
+            let outcome = match place {
+                Place::Shared(c) => in_savepoint(c, f),
+                Place::Alone(c) => f(c),
+                Place::Nowhere => Err(anyhow::anyhow!("not run: the group's transaction was rolled back")),
             };
-            Box::new(move |commit: Result<(), String>| {
+            let succeeded = outcome.is_ok();
+            let answer = Box::new(move |commit: Result<(), String>| {
                 let _ = done.send(match commit {
                     Ok(()) => outcome,
                     Err(e) => Err(anyhow::anyhow!("the ledger could not commit: {e}")),
                 });
-            }) as Answer
+            }) as Answer;
+            (answer, succeeded)
         });
         let queued = self.send(Job { run, reach });
         async move {
@@ -539,7 +555,7 @@ fn lost_state(state: &[StateWrite], error: &str) {
 impl Writer<'_> {
     /// One transaction: the held plugin state writes and queued effect
     /// records, a newly trained dictionary, then each write in its own
-    /// savepoint; commits once (to the disk if any write must be), then
+    /// savepoint (none when it is alone in the transaction); commits once (to the disk if any write must be), then
     /// answers every write.
     fn commit(&mut self, group: Vec<Job>) {
         let connection = self.connection;
@@ -564,7 +580,7 @@ impl Writer<'_> {
             lost_state(&state, &error);
             for job in group {
                 // Nothing runs: each caller hears why.
-                let answer = (job.run)(None);
+                let (answer, _) = (job.run)(Place::Nowhere);
                 answer(Err(error.clone()));
             }
             return;
@@ -580,16 +596,36 @@ impl Writer<'_> {
             tracing::warn!(error = %e, records = queued.len(), "effect records were not committed; a rerun looks for their effects");
         }
         let dictionary = self.packer.store_trained(connection, self.clock.now_ms());
+        // Most groups at a steady rate are one write with nothing else in
+        // their transaction: it needs no savepoint of its own.
+        let alone = group.len() == 1 && state.is_empty() && queued.is_empty() && dictionary.is_none();
         // A job that hits a disk error can make SQLite roll the whole
         // transaction back; the jobs after it must not then run (and
         // commit) on their own.
         let mut answers = Vec::with_capacity(group.len());
+        let mut failed_alone = false;
         for job in group {
-            let live = !connection.is_autocommit();
-            answers.push((job.run)(live.then_some(connection)));
+            let place = match (connection.is_autocommit(), alone) {
+                (true, _) => Place::Nowhere,
+                (false, true) => Place::Alone(connection),
+                (false, false) => Place::Shared(connection),
+            };
+            let (answer, succeeded) = (job.run)(place);
+            failed_alone = alone && !succeeded;
+            answers.push(answer);
         }
-        let commit = run_cached(connection, "COMMIT").map_err(|e| e.to_string());
-        if commit.is_err() {
+        let commit = if failed_alone {
+            // What the failed write did is undone (SQLite may have done it
+            // already); it hears its own error, as from a savepoint.
+            if connection.is_autocommit() {
+                Ok(())
+            } else {
+                run_cached(connection, "ROLLBACK").map_err(|e| e.to_string())
+            }
+        } else {
+            run_cached(connection, "COMMIT").map_err(|e| e.to_string())
+        };
+        if commit.is_err() && !connection.is_autocommit() {
             let _ = connection.execute_batch("ROLLBACK");
         }
         match (&commit, dictionary) {
@@ -1816,4 +1852,48 @@ fn step_data(text: Option<String>) -> Option<serde_json::Value> {
 
 fn unavailable(e: anyhow::Error) -> CapabilityError {
     CapabilityError::Unavailable(format!("the ledger: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(store: &SqliteStore, key: &str) -> Option<String> {
+        store
+            .read_now(|c| Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?))
+            .unwrap()
+    }
+
+    fn put(key: &'static str, fail: bool) -> impl FnOnce(&Connection) -> Result<()> + Send + 'static {
+        move |c| {
+            c.execute("INSERT INTO meta (key, value) VALUES (?1, 'written')", [key])?;
+            if fail { Err(anyhow::anyhow!("refused after writing")) } else { Ok(()) }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_leaves_nothing_alone_or_in_a_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("ledger.db")).unwrap();
+        // Alone in its transaction (no savepoint): rolled back, and says why.
+        let error = store.write(put("alone-failed", true)).await.unwrap_err();
+        assert!(error.to_string().contains("refused after writing"), "{error:#}");
+        assert_eq!(meta(&store, "alone-failed"), None);
+        store.write(put("alone-kept", false)).await.unwrap();
+        assert_eq!(meta(&store, "alone-kept").as_deref(), Some("written"));
+        // Queued while the writer is busy, so they share a transaction:
+        // the failed one's write is undone, the others' kept.
+        let busy = store.write(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            Ok(())
+        });
+        let writes =
+            [("first", false), ("middle", true), ("last", false)].map(|(key, fail)| store.write(put(key, fail)));
+        busy.await.unwrap();
+        let results = futures_util::future::join_all(writes).await;
+        assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok(), "{results:?}");
+        assert_eq!(meta(&store, "first").as_deref(), Some("written"));
+        assert_eq!(meta(&store, "middle"), None);
+        assert_eq!(meta(&store, "last").as_deref(), Some("written"));
+    }
 }
