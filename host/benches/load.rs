@@ -15,7 +15,9 @@
 //!
 //! Reported besides: the server's CPU per lead (utime + stime from /proc
 //! over the paced phase), provider API calls per lead (the emulators'
-//! request log), ledger bytes per lead, and peak RSS (VmHWM).
+//! request log), ledger bytes per lead, and peak RSS (VmHWM). The CPU is
+//! also given by thread (the plugin pool, the ledger's writer, the HTTP
+//! workers), which is steadier than the total when one part changes.
 //!
 //! `LEADS=2000 CONCURRENCY=32 PACED_LEADS=1000 RATE=100 cargo bench -p handoff --bench load`
 //! `LEADS=0 PACED_LEADS=300 RATE=10 LATENCY_MS=100 LLM_MS=800 cargo bench -p handoff --bench load`
@@ -150,6 +152,23 @@ fn cpu_seconds(pid: u32) -> f64 {
     let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
     // SC_CLK_TCK is 100 on Linux.
     ticks / 100.0
+}
+
+/// CPU seconds each thread of the process has used, summed by thread name
+/// (`handoff-plugin`, `handoff-ledger`, `tokio-rt-worker`, ...).
+fn cpu_seconds_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return by_name };
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_string();
+        let Ok(tid) = task.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+        *by_name.entry(name).or_insert(0.0) += ticks / 100.0;
+    }
+    by_name
 }
 
 /// The emulators' request log, counted by provider.
@@ -304,6 +323,7 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let calls_before = calls_by_provider(&server).await;
     let bytes_before = ledger_bytes(&server);
     let cpu_before = cpu_seconds(server.child.id());
+    let threads_before = cpu_seconds_by_thread(server.child.id());
     let sandbox_pid = server.sandbox_child.as_ref().map(Child::id);
     let sandbox_cpu_before = sandbox_pid.map(cpu_seconds);
     let gap = Duration::from_secs_f64(1.0 / rate as f64);
@@ -325,6 +345,7 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let paced_sent = paced_started.elapsed();
     finished(&server, leads + paced).await;
     let cpu = cpu_seconds(server.child.id()) - cpu_before;
+    let threads_after = cpu_seconds_by_thread(server.child.id());
     let sandbox_cpu = sandbox_pid.zip(sandbox_cpu_before).map(|(pid, before)| cpu_seconds(pid) - before);
     let bytes_after = ledger_bytes(&server);
     let grown = |name: &str| bytes_after[name].saturating_sub(bytes_before.get(name).copied().unwrap_or(0));
@@ -440,6 +461,20 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
         per_lead.join(", ")
     );
     println!("  server CPU per lead: {:.2} ms ({cpu:.2} s for {paced} leads)", cpu * 1000.0 / paced.max(1) as f64);
+    // By thread: the plugin pool (executions, node runs, provider calls),
+    // the ledger's writer, the HTTP workers; threads that ended in between
+    // (blocking reads) are the rest.
+    let mut by_thread: Vec<(String, f64)> = threads_after
+        .iter()
+        .map(|(name, after)| (name.clone(), after - threads_before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, used)| *used > 0.0)
+        .collect();
+    by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let rest = cpu - by_thread.iter().map(|(_, used)| used).sum::<f64>();
+    let per = |seconds: f64| seconds * 1000.0 / paced.max(1) as f64;
+    let mut shown: Vec<String> = by_thread.iter().map(|(name, used)| format!("{name} {:.2}", per(*used))).collect();
+    shown.push(format!("ended threads {:.2}", per(rest.max(0.0))));
+    println!("  by thread, ms a lead: {}", shown.join(", "));
     if let Some(sandbox_cpu) = sandbox_cpu {
         println!("  emulators' CPU per lead (their own process): {:.2} ms", sandbox_cpu * 1000.0 / paced.max(1) as f64);
     }
