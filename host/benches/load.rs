@@ -145,7 +145,13 @@ async fn slow(server: &Server, provider: &str, ms: usize) {
 
 /// CPU seconds (user + system) the process has used.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds (user + system) in a `/proc/.../stat` file (a process's or
+/// one thread's); 0 when it cannot be read (the thread ended).
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // Fields after the command name (which may hold spaces) in parentheses.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -161,12 +167,8 @@ fn cpu_seconds_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return by_name };
     for task in tasks.flatten() {
         let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_string();
-        let Ok(tid) = task.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
-        *by_name.entry(name).or_insert(0.0) += ticks / 100.0;
+        let seconds = stat_cpu_seconds(&task.path().join("stat").to_string_lossy());
+        *by_name.entry(name).or_insert(0.0) += seconds;
     }
     by_name
 }

@@ -555,8 +555,8 @@ fn lost_state(state: &[StateWrite], error: &str) {
 impl Writer<'_> {
     /// One transaction: the held plugin state writes and queued effect
     /// records, a newly trained dictionary, then each write in its own
-    /// savepoint (none when it is alone in the transaction); commits once (to the disk if any write must be), then
-    /// answers every write.
+    /// savepoint (none when it is alone in the transaction); commits once
+    /// (to the disk if any write must be), then answers every write.
     fn commit(&mut self, group: Vec<Job>) {
         let connection = self.connection;
         let queued = self.records.take_queued();
