@@ -200,6 +200,10 @@ enum Command {
         /// answered 503 with Retry-After (the provider delivers them again).
         #[arg(long, env = "HANDOFF_MAX_IN_FLIGHT", default_value_t = handoff::server::ServerLimits::default().max_in_flight)]
         max_in_flight: usize,
+        /// Leads whose executions run at once; the others in flight wait
+        /// their turn, in the order they came.
+        #[arg(long, env = "HANDOFF_MAX_RUNNING", default_value_t = handoff::server::ServerLimits::default().max_running)]
+        max_running: usize,
         // The /api bearer token comes from HANDOFF_API_TOKEN (never a flag,
         // so it stays out of process listings); it is required when
         // listening beyond loopback.
@@ -731,6 +735,7 @@ fn main() -> ExitCode {
             retention,
             max_connections,
             max_in_flight,
+            max_running,
         } => {
             let host = host_options(&host, Some(&limits));
             let options = cli::ServeOptions {
@@ -748,6 +753,7 @@ fn main() -> ExitCode {
                 server_limits: handoff::server::ServerLimits {
                     max_connections,
                     max_in_flight,
+                    max_running,
                     ..handoff::server::ServerLimits::default()
                 },
             };

@@ -2,7 +2,7 @@
 //! requests, too many connections, too much work at once, and pages on
 //! other origins. Each test reproduces a failure the landed build had.
 
-use handoff_tests::{Running, mql_event, post_webhook, start_handoff_with, test_clock};
+use handoff_tests::{Running, deliver, mql_event, post_webhook, start_handoff_with, test_clock};
 use serde_json::json;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,6 +94,54 @@ async fn webhooks_beyond_the_in_flight_cap_are_refused_before_anything_is_stored
     let db = rusqlite::Connection::open(running.state_dir.path().join("handoff.db")).unwrap();
     let stored: i64 = db.query_row("SELECT count(*) FROM events", [], |r| r.get(0)).unwrap();
     assert_eq!(stored, 0, "HubSpot delivers it again; nothing half-taken");
+}
+
+#[tokio::test]
+async fn a_burst_is_worked_lead_by_lead_in_the_order_it_came() {
+    // One execution at a time: a burst waits its turn instead of starting
+    // every lead at once (once every lead of a burst was fetched before
+    // the first DM went out, and all their DMs came at the end).
+    let roster_dir = tempfile::tempdir().unwrap();
+    let roster = handoff_tests::open_roster(roster_dir.path());
+    let running = start_handoff_with(tempfile::tempdir().unwrap(), test_clock(), |o| handoff::app::AppOptions {
+        roster,
+        server_limits: handoff::server::ServerLimits { max_running: 1, ..handoff::server::ServerLimits::default() },
+        ..o
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let mut events = Vec::new();
+    for i in 0..4u64 {
+        let email = format!("buyer{i}@turns{i}.com");
+        let properties = json!({"email": email, "firstname": "Test", "lastname": format!("Buyer {i}"),
+            "company": format!("Turns {i}"), "country": "United States", "state": "NY", "numemployees": "300",
+            "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"});
+        let id = handoff_emulators::drive::create_contact(&http, running.emulators.http, &properties).await.unwrap();
+        events.push(mql_event(9_200 + i, id.parse().unwrap()));
+    }
+    let before = running.emulators.state.world().requests.len();
+    deliver(&running, json!(events)).await;
+    // What reached the providers, in order: each lead's contact fetched
+    // from HubSpot, then its DM (and anything else) before the next fetch.
+    let world = running.emulators.state.world();
+    let order: Vec<&str> = world.requests[before..]
+        .iter()
+        .filter_map(|r| match (r.provider, r.method.as_str()) {
+            ("hubspot", "GET") if r.path.contains("/objects/contacts/") => Some("fetch"),
+            ("slack", _) if r.path.ends_with("chat.postMessage") => Some("post"),
+            _ => None,
+        })
+        .collect();
+    let fetches: Vec<usize> = order.iter().enumerate().filter(|(_, s)| **s == "fetch").map(|(i, _)| i).collect();
+    assert_eq!(fetches.len(), 4, "{order:?}");
+    for pair in fetches.windows(2) {
+        assert!(
+            order[pair[0]..pair[1]].contains(&"post"),
+            "a lead's DM goes out before the next lead is fetched: {order:?}"
+        );
+    }
+    assert_eq!(order.last(), Some(&"post"), "{order:?}");
+    assert_eq!(running.app.server.in_flight(), 0, "every lead ran");
 }
 
 #[tokio::test]

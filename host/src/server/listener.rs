@@ -29,6 +29,14 @@ pub struct ServerLimits {
     /// beyond it a webhook is answered 503 with Retry-After before anything
     /// is stored, and the provider delivers it again later.
     pub max_in_flight: usize,
+    /// Executions that run at once (`--max-running`); the others in flight
+    /// wait their turn in the order they came, their events stored. Enough
+    /// for every lead waiting on slow providers at the rates a team sees,
+    /// few enough that a burst (an import, a backlog after an outage) is
+    /// worked through lead by lead instead of all at once: each lead's DM
+    /// goes out as soon as its own turn is done, and the plugin instances,
+    /// items and records held at once stay bounded.
+    pub max_running: usize,
     /// Time from a connection's first byte (or its previous response) to
     /// the end of a request's headers.
     pub header_read: Duration,
@@ -44,6 +52,7 @@ impl Default for ServerLimits {
         ServerLimits {
             max_connections: 1024,
             max_in_flight: 10_000,
+            max_running: 256,
             header_read: Duration::from_secs(10),
             body_read: Duration::from_secs(30),
             api_per_second: 50,

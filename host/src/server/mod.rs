@@ -316,7 +316,7 @@ impl Server {
             api_token: config.api_token.clone(),
             finished: Mutex::new(Recent::default()),
             timings: Mutex::new(VecDeque::new()),
-            worker: worker::Worker::default(),
+            worker: worker::Worker::new(config.limits.max_running),
             clock,
             waiting: config.waiting,
             limits: config.limits,

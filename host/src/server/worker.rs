@@ -31,7 +31,6 @@ const TIMER_BATCH: usize = 256;
 const REARM_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the worker keeps: the executions it runs.
-#[derive(Default)]
 pub(super) struct Worker {
     /// Execution ids running now, with their events (source, event id) and
     /// a handle to stop them: an execution never runs twice at once, these
@@ -39,6 +38,9 @@ pub(super) struct Worker {
     /// lost is stopped.
     running: Mutex<HashMap<String, Run>>,
     in_flight: AtomicUsize,
+    /// One permit per execution that may run at once (`max_running`); the
+    /// others wait for one, first come first served.
+    turns: tokio::sync::Semaphore,
     /// Set when the server stops accepting: no new work is claimed.
     stopping: AtomicBool,
 }
@@ -51,7 +53,18 @@ struct Run {
 }
 
 impl Worker {
-    /// Executions running now.
+    /// A worker that runs at most `max_running` executions at once (at
+    /// least one).
+    pub(super) fn new(max_running: usize) -> Self {
+        Worker {
+            running: Mutex::default(),
+            in_flight: AtomicUsize::new(0),
+            turns: tokio::sync::Semaphore::new(max_running.clamp(1, tokio::sync::Semaphore::MAX_PERMITS)),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// Executions in flight now: running, or waiting for their turn.
     pub(super) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
     }
@@ -309,41 +322,49 @@ pub(super) fn start(
     // On the plugin pool: the execution's node runs run in place there,
     // and never on the threads serving HTTP and timers.
     let runtime = state.executor.runtime().clone();
+    let gate = state.clone();
     let task = runtime.spawn(async move {
-        let (state, execution) = (task_state, task_execution);
-        let id = event.event_id.clone();
-        let lead = event.lead_id.clone();
-        // A timer starts at its node with its payload as the item; anything
-        // else starts at the trigger with the event.
-        let (input, start) = match &event.node {
-            Some(node) => (event.payload.clone(), Start::Node(node.clone())),
-            None => (json!({ "event": event.payload }), Start::Trigger),
-        };
-        let mut record = state.executor.execute_as(&prepared, input, start, lead.clone(), execution, history).await;
-        // An execution never starts before the event it handles: on a
-        // clock that stands still (virtual time), a lead event's execution
-        // would otherwise seem to precede the step that raised it.
-        record.started_at_ms = record.started_at_ms.max(event.received_at);
-        let failed = settle(&state, &prepared, &event, &record).await;
-        // No longer running: a retry asked for while ops is being told
-        // starts at once.
-        drop(running);
-        if failed {
-            // The failure is in the ledger: the alerter tells ops of it.
-            state.alerts.notify_one();
-        }
-        let total_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let notified_us = crate::lead::settled_at_us(&record, |node| prepared.lead_marks(node))
-            .map(|at| total_us.saturating_sub(record.duration_us.saturating_sub(at)));
-        // The live lead is settled; its shadows run after it, on what it read.
-        let deferred = record.status == ExecutionStatus::Failed && record.retryable;
-        if event.node.is_none() && !deferred {
-            for shadow in state.shadows_of(&prepared.pipeline.name) {
-                run_shadow(&state, &prepared, &shadow, &event, &record).await;
+        // Its turn, in the order executions came; the semaphore is never
+        // closed. Until then the task holds only its event: the execution's
+        // own future is allocated once it runs.
+        let _turn = gate.worker.turns.acquire().await;
+        Box::pin(async move {
+            let (state, execution) = (task_state, task_execution);
+            let id = event.event_id.clone();
+            let lead = event.lead_id.clone();
+            // A timer starts at its node with its payload as the item; anything
+            // else starts at the trigger with the event.
+            let (input, start) = match &event.node {
+                Some(node) => (event.payload.clone(), Start::Node(node.clone())),
+                None => (json!({ "event": event.payload }), Start::Trigger),
+            };
+            let mut record = state.executor.execute_as(&prepared, input, start, lead.clone(), execution, history).await;
+            // An execution never starts before the event it handles: on a
+            // clock that stands still (virtual time), a lead event's execution
+            // would otherwise seem to precede the step that raised it.
+            record.started_at_ms = record.started_at_ms.max(event.received_at);
+            let failed = settle(&state, &prepared, &event, &record).await;
+            // No longer running: a retry asked for while ops is being told
+            // starts at once.
+            drop(running);
+            if failed {
+                // The failure is in the ledger: the alerter tells ops of it.
+                state.alerts.notify_one();
             }
-        }
-        state.record(Finished { event_id: id, total_us, notified_us, record });
-        drop(in_flight);
+            let total_us = u64::try_from(received.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let notified_us = crate::lead::settled_at_us(&record, |node| prepared.lead_marks(node))
+                .map(|at| total_us.saturating_sub(record.duration_us.saturating_sub(at)));
+            // The live lead is settled; its shadows run after it, on what it read.
+            let deferred = record.status == ExecutionStatus::Failed && record.retryable;
+            if event.node.is_none() && !deferred {
+                for shadow in state.shadows_of(&prepared.pipeline.name) {
+                    run_shadow(&state, &prepared, &shadow, &event, &record).await;
+                }
+            }
+            state.record(Finished { event_id: id, total_us, notified_us, record });
+            drop(in_flight);
+        })
+        .await;
     });
     if let Some(run) =
         state.worker.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(&execution)
