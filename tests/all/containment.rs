@@ -10,7 +10,9 @@ use handoff::capabilities::{Capabilities, StateQuota};
 use handoff::ledger::{Ledger, SqliteStore};
 use handoff::record::ExecutionStatus;
 use handoff::runtime::{PluginSource, Runtime, RuntimeConfig};
-use handoff_tests::{Running, TestHost, load_program, mql_event, pipeline_json, programs, start_handoff_with};
+use handoff_tests::{
+    Running, TestHost, load_program, mql_event, new_contacts, pipeline_json, programs, start_handoff_with,
+};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -231,19 +233,6 @@ async fn post(running: &Running, path: &str, events: &Value) {
     let url = format!("http://{}{path}", running.app.server.addr);
     let response = reqwest::Client::new().post(url).json(events).send().await.unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-}
-
-async fn new_contacts(running: &Running, n: usize) -> Vec<u64> {
-    let http = reqwest::Client::new();
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let properties = json!({"email": format!("buyer{i}@fair-share{i}.com"), "firstname": "Pat", "lastname": format!("Fair{i}"),
-            "company": format!("Fair Share {i}"), "country": "United States", "state": "IL", "numemployees": "300",
-            "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"});
-        let id = handoff_emulators::drive::create_contact(&http, running.emulators.http, &properties).await.unwrap();
-        ids.push(id.parse().unwrap());
-    }
-    ids
 }
 
 async fn state_of(running: &Running, lead: u64) -> String {

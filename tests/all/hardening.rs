@@ -2,7 +2,7 @@
 //! requests, too many connections, too much work at once, and pages on
 //! other origins. Each test reproduces a failure the landed build had.
 
-use handoff_tests::{Running, deliver, mql_event, post_webhook, start_handoff_with, test_clock};
+use handoff_tests::{Running, deliver, mql_event, new_contacts, post_webhook, start_handoff_with, test_clock};
 use serde_json::json;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -109,16 +109,8 @@ async fn a_burst_is_worked_lead_by_lead_in_the_order_it_came() {
         ..o
     })
     .await;
-    let http = reqwest::Client::new();
-    let mut events = Vec::new();
-    for i in 0..4u64 {
-        let email = format!("buyer{i}@turns{i}.com");
-        let properties = json!({"email": email, "firstname": "Test", "lastname": format!("Buyer {i}"),
-            "company": format!("Turns {i}"), "country": "United States", "state": "NY", "numemployees": "300",
-            "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"});
-        let id = handoff_emulators::drive::create_contact(&http, running.emulators.http, &properties).await.unwrap();
-        events.push(mql_event(9_200 + i, id.parse().unwrap()));
-    }
+    let contacts = new_contacts(&running, 4).await;
+    let events: Vec<_> = contacts.iter().zip(9_200..).map(|(id, event)| mql_event(event, *id)).collect();
     let before = running.emulators.state.world().requests.len();
     deliver(&running, json!(events)).await;
     // What reached the providers, in order: each lead's contact fetched

@@ -351,6 +351,21 @@ pub fn mql_event(event_id: u64, contact_id: u64) -> Value {
     })
 }
 
+/// `n` new MQL contacts in `running`'s HubSpot, in North America (Illinois),
+/// mid-sized and scored 70: plain leads every NA rep may take. Their ids.
+pub async fn new_contacts(running: &Running, n: usize) -> Vec<u64> {
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let properties = serde_json::json!({"email": format!("buyer{i}@fair-share{i}.com"), "firstname": "Pat", "lastname": format!("Fair{i}"),
+            "company": format!("Fair Share {i}"), "country": "United States", "state": "IL", "numemployees": "300",
+            "lifecyclestage": "marketingqualifiedlead", "hubspotscore": "70"});
+        let id = handoff_emulators::drive::create_contact(&http, running.emulators.http, &properties).await.unwrap();
+        ids.push(id.parse().unwrap());
+    }
+    ids
+}
+
 /// POSTs `events` to the webhook, signed (v3) with `secret`.
 pub async fn post_webhook(running: &Running, events: &Value, secret: &str) -> reqwest::Response {
     let url = format!("http://{}/webhooks/hubspot", running.app.server.addr);
