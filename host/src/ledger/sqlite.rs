@@ -198,7 +198,26 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE plugin_state ADD COLUMN expires_at INTEGER;
     CREATE INDEX plugin_state_expiry ON plugin_state (expires_at) WHERE expires_at IS NOT NULL;
 "#,
+    // Only the steps reports look up by state are indexed by state.
+    concat!(
+        "DROP INDEX lead_steps_state; CREATE INDEX lead_steps_reported ON lead_steps (state, at) WHERE state IN (",
+        reported_states!(),
+        ");"
+    ),
 ];
+
+/// Steps into any of a JSON list of states within a time range.
+const STEPS_BETWEEN: &str = "SELECT lead_id, at, state, detail, phase, data FROM lead_steps
+    WHERE state IN (SELECT value FROM json_each(?1)) AND at >= ?2 AND at < ?3 ORDER BY at, seq";
+
+/// The same, for states that are all reported: naming the index's own list
+/// lets SQLite answer it from `lead_steps_reported`.
+const STEPS_BETWEEN_REPORTED: &str = concat!(
+    "SELECT lead_id, at, state, detail, phase, data FROM lead_steps
+    WHERE state IN (",
+    reported_states!(),
+    ") AND state IN (SELECT value FROM json_each(?1)) AND at >= ?2 AND at < ?3 ORDER BY at, seq"
+);
 
 /// Most writes committed together in one transaction.
 const MAX_GROUP: usize = 512;
@@ -1023,12 +1042,10 @@ impl Ledger for SqliteStore {
     }
 
     async fn steps_between(&self, states: &[&str], from: i64, to: i64) -> Result<Vec<(String, Step)>> {
+        let indexed = super::all_reported(states);
         let states = serde_json::to_string(states)?;
         self.read(move |c| {
-            let mut statement = c.prepare(
-                "SELECT lead_id, at, state, detail, phase, data FROM lead_steps
-                 WHERE state IN (SELECT value FROM json_each(?1)) AND at >= ?2 AND at < ?3 ORDER BY at, seq",
-            )?;
+            let mut statement = c.prepare_cached(if indexed { STEPS_BETWEEN_REPORTED } else { STEPS_BETWEEN })?;
             let steps = statement
                 .query_map(params![states, from, to], |r| {
                     Ok((
@@ -1868,6 +1885,55 @@ mod tests {
         move |c| {
             c.execute("INSERT INTO meta (key, value) VALUES (?1, 'written')", [key])?;
             if fail { Err(anyhow::anyhow!("refused after writing")) } else { Ok(()) }
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_find_steps_through_the_index_of_reported_steps_and_other_steps_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("ledger.db")).unwrap();
+        let step = |at, state: LeadState| Step { at, state, detail: String::new(), data: None };
+        let steps = [
+            step(1_000, LeadState::RECEIVED),
+            step(1_001, LeadState::NOTIFIED),
+            step(1_002, LeadState::new("reminded", crate::lead::Phase::Settled).unwrap()),
+            step(1_003, LeadState::REJECTED),
+        ];
+        store.record_steps("lead-1", "execution-1", &LeadFacts::default(), &steps).await.unwrap();
+        let found = |states: &'static [&'static str]| {
+            let store = store.clone();
+            async move {
+                store
+                    .steps_between(states, 0, 2_000)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|(lead, s)| (lead, s.at))
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(found(&["rejected"]).await, [("lead-1".to_string(), 1_003)]);
+        assert_eq!(found(&["reminded", "escalated"]).await, [("lead-1".to_string(), 1_002)]);
+        // Not a reported state: found all the same, by a scan.
+        assert_eq!(found(&["received"]).await, [("lead-1".to_string(), 1_000)]);
+        assert_eq!(found(&["received", "notified"]).await.len(), 2);
+        // Every set of states `reports.rs` asks for is read through the index.
+        for states in [
+            &["rejected"][..],
+            &["nurture", "recycled", "converted"],
+            &["notified"],
+            &["recycled", "converted", "nurture"],
+            &["reminded", "escalated", "reassigned", "vp-review"],
+        ] {
+            assert!(super::super::all_reported(states), "{states:?} is not all reported states");
+            let plan: Vec<String> = store
+                .read_now(|c| {
+                    let mut plan = c.prepare(&format!("EXPLAIN QUERY PLAN {STEPS_BETWEEN_REPORTED}"))?;
+                    let rows = plan.query_map(params![serde_json::to_string(states)?, 0, 2_000], |r| r.get(3))?;
+                    Ok(rows.collect::<rusqlite::Result<_>>()?)
+                })
+                .unwrap();
+            assert!(plan.iter().any(|p| p.contains("lead_steps_reported")), "{states:?}: {plan:?}");
         }
     }
 
