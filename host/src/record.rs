@@ -32,7 +32,9 @@ impl Item {
 
     /// An item from a JSON value.
     pub fn from_value(value: Value) -> Item {
-        let raw = RawValue::from_string(value.to_string()).expect("a value serializes to JSON");
+        // Serialized straight into the raw value: not formatted through
+        // `Display`, and not parsed again to check what was just written.
+        let raw = serde_json::value::to_raw_value(&value).expect("a value serializes to JSON");
         let parsed = OnceLock::new();
         let _ = parsed.set(value);
         Item { raw: Arc::from(raw), parsed: Arc::new(parsed) }

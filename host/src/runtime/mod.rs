@@ -137,6 +137,12 @@ impl Runtime {
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // `perf` can name plugin functions when the JIT writes a map of
+        // them (`/tmp/perf-<pid>.map`); off by default, since it costs a
+        // file write per compiled or loaded component.
+        if std::env::var_os("HANDOFF_PERF_MAP").is_some_and(|v| v == "1") {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm).map_err(anyhow::Error::from)?;
 
         let mut linker = Linker::new(&engine);
