@@ -15,7 +15,8 @@
 //!
 //! Reported besides: the server's CPU per lead (utime + stime from /proc
 //! over the paced phase), provider API calls per lead (the emulators'
-//! request log), ledger bytes per lead, and peak RSS (VmHWM). The CPU is
+//! request log), ledger bytes per lead (pages in use, and bytes the ledger's
+//! writer wrote to disk), and peak RSS (VmHWM). The CPU is
 //! also given by thread (the plugin pool, the ledger's writer, the HTTP
 //! workers), which is steadier than the total when one part changes.
 //!
@@ -173,6 +174,23 @@ fn cpu_seconds_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
     by_name
 }
 
+/// Bytes the ledger's writer thread has written to files (its `wchar` in
+/// `/proc/<pid>/task/<tid>/io`): WAL frames and checkpoints. It writes to
+/// nothing else, so this is what the ledger costs the disk.
+fn ledger_bytes_written(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    let mut written = 0;
+    for task in tasks.flatten() {
+        if std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim() != "handoff-ledger" {
+            continue;
+        }
+        let io = std::fs::read_to_string(task.path().join("io")).unwrap_or_default();
+        let wchar = io.lines().find_map(|l| l.strip_prefix("wchar:")).and_then(|v| v.trim().parse::<u64>().ok());
+        written += wchar.unwrap_or(0);
+    }
+    written
+}
+
 /// The emulators' request log, counted by provider.
 async fn calls_by_provider(server: &Server) -> std::collections::BTreeMap<String, usize> {
     let url = format!("http://{}/_sandbox/requests", server.sandbox);
@@ -326,6 +344,7 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let bytes_before = ledger_bytes(&server);
     let cpu_before = cpu_seconds(server.child.id());
     let threads_before = cpu_seconds_by_thread(server.child.id());
+    let written_before = ledger_bytes_written(server.child.id());
     let sandbox_pid = server.sandbox_child.as_ref().map(Child::id);
     let sandbox_cpu_before = sandbox_pid.map(cpu_seconds);
     let gap = Duration::from_secs_f64(1.0 / rate as f64);
@@ -348,6 +367,7 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     finished(&server, leads + paced).await;
     let cpu = cpu_seconds(server.child.id()) - cpu_before;
     let threads_after = cpu_seconds_by_thread(server.child.id());
+    let written = ledger_bytes_written(server.child.id()).saturating_sub(written_before);
     let sandbox_cpu = sandbox_pid.zip(sandbox_cpu_before).map(|(pid, before)| cpu_seconds(pid) - before);
     let bytes_after = ledger_bytes(&server);
     let grown = |name: &str| bytes_after[name].saturating_sub(bytes_before.get(name).copied().unwrap_or(0));
@@ -484,6 +504,7 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let largest: Vec<String> =
         by_table.iter().take(6).map(|(name, grown)| format!("{name} {:.2}", per_lead(*grown))).collect();
     println!("  ledger growth per lead: {:.1} KB in pages in use ({} KB, ...)", per_lead(bytes), largest.join(", "));
+    println!("  ledger writes per lead: {:.0} KB (the writer thread's WAL frames and checkpoints)", per_lead(written));
     println!("all: {} notified, {failed} failed", notified_all.len());
     println!("peak RSS of the server process: {:.0} MiB", peak_rss_mib(server.child.id()));
     // A copy of the ledger to look into (`LEDGER_COPY=/tmp/ledger.db`).
