@@ -35,7 +35,20 @@ pub struct Timer {
 impl Timer {
     /// What the timer is, for people: the payload's `label`, if any.
     pub fn label(&self) -> Option<String> {
-        serde_json::from_str::<serde_json::Value>(&self.payload).ok()?.get("label")?.as_str().map(str::to_string)
+        // Only the label is read out; the rest of the payload is skipped
+        // over, not built into a tree.
+        #[derive(serde::Deserialize)]
+        struct Labelled {
+            label: Option<serde_json::Value>,
+        }
+        // A struct would also be read from an array, by position.
+        if !self.payload.trim_start().starts_with('{') {
+            return None;
+        }
+        match serde_json::from_str::<Labelled>(&self.payload).ok()?.label? {
+            serde_json::Value::String(label) => Some(label),
+            _ => None,
+        }
     }
 }
 
@@ -188,5 +201,33 @@ impl Scheduler for TimerBook {
         let before = timers.len();
         timers.retain(|t| !(t.plugin == plugin && t.key.as_deref() == Some(key)));
         Ok(timers.len() != before)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timer;
+
+    fn timer(payload: &str) -> Timer {
+        Timer {
+            id: "t".into(),
+            pipeline: "p".into(),
+            node: "n".into(),
+            plugin: "escalate".into(),
+            at: 0,
+            payload: payload.into(),
+            key: None,
+            lead_id: None,
+            execution_id: "e".into(),
+        }
+    }
+
+    #[test]
+    fn a_timers_label_is_its_payloads_label_text() {
+        let payload = r#"{"sla": {"steps": [1, 2, {"label": "inner"}]}, "label": "2 h: tell the manager", "n": 3}"#;
+        assert_eq!(timer(payload).label().as_deref(), Some("2 h: tell the manager"));
+        assert_eq!(timer(r#"{"sla": {"label": "inner"}}"#).label(), None, "only a top-level label");
+        assert_eq!(timer(r#"{"label": 7}"#).label(), None, "not text");
+        assert_eq!(timer(r#"["label"]"#).label(), None, "not an object");
     }
 }
