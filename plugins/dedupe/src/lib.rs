@@ -43,7 +43,7 @@ impl Plugin for Dedupe {
             version: env!("CARGO_PKG_VERSION"),
             description: "Matches an MQL against Salesforce leads, contacts, accounts and open opportunities; drops repeats",
             outputs: &["new", "existing-lead", "existing-account", "open-opportunity", "duplicate"],
-            capabilities: &["crm:read", "state:write"],
+            capabilities: &["crm:read", "state:read", "state:write"],
             config_schema: r#"{"type": "object", "additionalProperties": false, "properties": {
                 "match_accounts_by_domain": {"type": "boolean", "default": true, "description": "Also match accounts and open opportunities by the email's company domain."},
                 "remember_days": {"type": "integer", "minimum": 1, "maximum": 3650, "default": 30, "description": "How long an MQL's idempotency keys are kept (then they expire and stop counting toward the plugin's state quota): a repeat of the same event, or of the contact's MQL on the same day, arriving within this many days is a duplicate."}
@@ -57,6 +57,7 @@ impl Plugin for Dedupe {
     }
 
     fn run(run: &Run<Value>, mut item: Value) -> Result<Vec<Emit>, NodeError> {
+        let ctx = &run.ctx;
         let by_domain = run.config.get("match_accounts_by_domain").and_then(Value::as_bool).unwrap_or(true);
         let remember_days = run.config.get("remember_days").and_then(Value::as_i64).unwrap_or(30);
         let email = item["validation"]["email"].as_str().map(String::from).ok_or_else(|| {
@@ -64,18 +65,25 @@ impl Plugin for Dedupe {
         })?;
         let domain = item["validation"]["email_domain"].as_str().unwrap_or_default().to_string();
 
-        // Idempotency: the first execution to count a key owns it. The
-        // increment is atomic, so concurrent deliveries cannot both win, and
-        // journaled with its result, so a retry or rerun of the owning
-        // execution reads its own first count again instead of counting
-        // twice. The owner makes its claim expire, so claims do not pile up.
+        // Idempotency: the first execution to claim a key owns it (the
+        // increment is atomic, so concurrent deliveries cannot both win); a
+        // retry of the owning execution is not mistaken for a repeat. The
+        // owner key is needed even though the count is journaled: a rerun
+        // may find no journal (a failed lead retried after the retention
+        // pruned it), and must still recognise its own claim
+        // (`push::a_crash_between_the_push_and_its_record_pushes_no_second_time`).
+        // The owner makes both keys expire, so they do not pile up forever.
+        let me = json!(ctx.execution_id).to_string();
         let now = clock::now();
         let forget_at = now.saturating_add(remember_days.saturating_mul(DAY_MS));
         for key in keys(&item, now) {
             let claim = format!("claims:{key}");
-            if state::increment(&claim, 1)? == 1 {
+            let claims = state::increment(&claim, 1)?;
+            if claims == 1 {
+                state::set(&key, &me)?;
                 state::expire(&claim, forget_at)?;
-            } else {
+                state::expire(&key, forget_at)?;
+            } else if state::get(&key)?.as_deref() != Some(me.as_str()) {
                 item["dedupe"] = json!({"match": "duplicate", "key": key});
                 return Ok(vec![emit("duplicate", &item)]);
             }
