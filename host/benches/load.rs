@@ -165,30 +165,37 @@ fn stat_cpu_seconds(path: &str) -> f64 {
 /// (`handoff-plugin`, `handoff-ledger`, `tokio-rt-worker`, ...).
 fn cpu_seconds_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
     let mut by_name = std::collections::BTreeMap::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return by_name };
-    for task in tasks.flatten() {
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_string();
-        let seconds = stat_cpu_seconds(&task.path().join("stat").to_string_lossy());
+    for (name, task) in threads(pid) {
+        let seconds = stat_cpu_seconds(&task.join("stat").to_string_lossy());
         *by_name.entry(name).or_insert(0.0) += seconds;
     }
     by_name
+}
+
+/// The process's threads now: each one's name and `/proc/<pid>/task/<tid>`.
+fn threads(pid: u32) -> Vec<(String, PathBuf)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .flatten()
+        .map(|task| {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_string();
+            (name, task.path())
+        })
+        .collect()
 }
 
 /// Bytes the ledger's writer thread has written to files (its `wchar` in
 /// `/proc/<pid>/task/<tid>/io`): WAL frames and checkpoints. It writes to
 /// nothing else, so this is what the ledger costs the disk.
 fn ledger_bytes_written(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
-    let mut written = 0;
-    for task in tasks.flatten() {
-        if std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim() != "handoff-ledger" {
-            continue;
-        }
-        let io = std::fs::read_to_string(task.path().join("io")).unwrap_or_default();
-        let wchar = io.lines().find_map(|l| l.strip_prefix("wchar:")).and_then(|v| v.trim().parse::<u64>().ok());
-        written += wchar.unwrap_or(0);
-    }
-    written
+    threads(pid)
+        .into_iter()
+        .filter(|(name, _)| name == "handoff-ledger")
+        .map(|(_, task)| {
+            let io = std::fs::read_to_string(task.join("io")).unwrap_or_default();
+            io.lines().find_map(|l| l.strip_prefix("wchar:")).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
+        })
+        .sum()
 }
 
 /// The emulators' request log, counted by provider.

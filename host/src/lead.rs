@@ -563,7 +563,7 @@ pub fn transitions<'r, 'a>(
             .data
             .as_deref()
             .and_then(|pointer| item.pointer(pointer))
-            .filter(|v| v.is_object() && v.to_string().len() <= MAX_STEP_DATA_BYTES)
+            .filter(|v| v.is_object() && crate::record::json_len(v) <= MAX_STEP_DATA_BYTES)
             .cloned();
         found.push(Transition {
             node: &run.node,

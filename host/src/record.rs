@@ -157,6 +157,24 @@ impl CallRecord {
     }
 }
 
+/// The length of `value` as JSON text, counted without writing the text.
+pub(crate) fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// The key of the answer to `call` with `args`.
 pub fn read_key(call: &str, args: &Value) -> String {
     format!("{call}{args}")

@@ -266,7 +266,7 @@ impl RunContext {
     /// reads only), up to [`MAX_READ_BYTES`] per run.
     pub(crate) fn record_read<T: Serialize>(&mut self, call: &str, args: serde_json::Value, answer: &T) {
         let Ok(answer) = serde_json::to_value(answer) else { return };
-        let size = call.len() + json_len(&args) + json_len(&answer);
+        let size = call.len() + crate::record::json_len(&args) + crate::record::json_len(&answer);
         if self.read_bytes + size > MAX_READ_BYTES {
             return;
         }
@@ -293,21 +293,3 @@ impl RunContext {
 }
 
 impl crate::bindings::handoff::plugin::types::Host for RunContext {}
-
-/// The length of `value` as JSON text, counted without writing the text.
-fn json_len(value: &serde_json::Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing to a counter cannot fail.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
-}
