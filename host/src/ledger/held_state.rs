@@ -137,27 +137,39 @@ impl HeldState {
         std::mem::take(&mut self.lock().queued)
     }
 
-    /// `writes` were committed (or given up): the database answers for
-    /// them from now on.
-    pub(super) fn settled(&self, writes: &[StateWrite]) {
+    /// Ends the transaction that carries `writes` with `end` (its commit
+    /// or rollback), then settles them: committed or given up, the
+    /// database answers for them from now on. Both happen under the lock,
+    /// so a quota check, which adds held usage to the database's, sees the
+    /// writes in one place or the other, never in both or neither.
+    pub(super) fn settle_with<T>(&self, writes: &[StateWrite], end: impl FnOnce() -> T) -> T {
         if writes.is_empty() {
-            return;
+            return end();
         }
         let mut held = self.lock();
+        let ended = end();
+        held.settle(writes);
+        ended
+    }
+}
+
+impl Held {
+    /// Takes `writes`, committed or given up, out of what is held.
+    fn settle(&mut self, writes: &[StateWrite]) {
         for write in writes {
             let id = (write.scope.clone(), write.key.clone());
-            if held.latest.get(&id).is_some_and(|(_, generation)| *generation == write.generation) {
-                held.latest.remove(&id);
+            if self.latest.get(&id).is_some_and(|(_, generation)| *generation == write.generation) {
+                self.latest.remove(&id);
             }
             if let Some((effect, _)) = &write.record {
-                held.records.remove(effect);
+                self.records.remove(effect);
             }
-            if let Some(usage) = held.pending.get_mut(&write.scope) {
+            if let Some(usage) = self.pending.get_mut(&write.scope) {
                 usage.0 -= write.delta.0;
                 usage.1 -= write.delta.1;
             }
         }
-        held.pending.retain(|_, usage| *usage != (0, 0));
+        self.pending.retain(|_, usage| *usage != (0, 0));
     }
 }
 
@@ -167,4 +179,54 @@ pub(super) fn usage_change(key: &str, old: Option<&str>, value: Option<&str>) ->
     let size = |v: Option<&str>| v.map_or(0, |v| entry_bytes(key, v));
     let count = |v: Option<&str>| i64::from(v.is_some());
     (count(value) - count(old), size(value) - size(old))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    /// What a quota check counts for `scope`: the keys the database holds
+    /// (`committed`, standing in for `plugin_state_usage`) plus the held
+    /// ones, as `SqliteStore::hold_state` adds them up.
+    fn counted(state: &HeldState, committed: &AtomicI64, key: &str) -> i64 {
+        let mut seen = 0;
+        state
+            .hold("scope", key, None, |(held_keys, _), _| {
+                seen = committed.load(Ordering::SeqCst) + held_keys;
+                let row = StateRow { value: "1".into(), expires_at: None };
+                Ok::<_, ()>((Write::Put(row), usage_change(key, None, Some("1"))))
+            })
+            .unwrap();
+        seen
+    }
+
+    #[test]
+    fn a_quota_check_while_a_commit_ends_counts_its_writes_once() {
+        let state = Arc::new(HeldState::default());
+        let committed = Arc::new(AtomicI64::new(0));
+        assert_eq!(counted(&state, &committed, "a"), 0);
+        let writes = state.take_queued();
+        let (checking, checked) = std::sync::mpsc::channel();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let thread = {
+            let (state, committed) = (state.clone(), committed.clone());
+            std::thread::spawn(move || {
+                wait.recv().unwrap();
+                checking.send(counted(&state, &committed, "b")).unwrap();
+            })
+        };
+        state.settle_with(&writes, || {
+            // The transaction is committed: the database now counts "a".
+            committed.fetch_add(1, Ordering::SeqCst);
+            go.send(()).unwrap();
+            // A check that ran now, between the commit and the settling,
+            // would count "a" twice; it must wait for both instead.
+            let early = checked.recv_timeout(std::time::Duration::from_millis(200));
+            assert!(early.is_err(), "a quota check ran between a commit and its settling: {early:?}");
+        });
+        thread.join().unwrap();
+        assert_eq!(checked.recv().unwrap(), 1, "key a counted once");
+    }
 }

@@ -597,6 +597,7 @@ impl Writer<'_> {
             let error = e.to_string();
             tracing::warn!(error = %error, records = queued.len(), "effect records were not committed; a rerun looks for their effects");
             lost_state(&state, &error);
+            self.state.settle_with(&state, || ());
             for job in group {
                 // Nothing runs: each caller hears why.
                 let (answer, _) = (job.run)(Place::Nowhere);
@@ -633,20 +634,25 @@ impl Writer<'_> {
             failed_alone = alone && !succeeded;
             answers.push(answer);
         }
-        let commit = if failed_alone {
-            // What the failed write did is undone (SQLite may have done it
-            // already); it hears its own error, as from a savepoint.
-            if connection.is_autocommit() {
-                Ok(())
+        // Held state writes are settled together with the commit (see
+        // `HeldState::settle_with`).
+        let commit = self.state.settle_with(&state, || {
+            let commit = if failed_alone {
+                // What the failed write did is undone (SQLite may have done
+                // it already); it hears its own error, as from a savepoint.
+                if connection.is_autocommit() {
+                    Ok(())
+                } else {
+                    run_cached(connection, "ROLLBACK").map_err(|e| e.to_string())
+                }
             } else {
-                run_cached(connection, "ROLLBACK").map_err(|e| e.to_string())
+                run_cached(connection, "COMMIT").map_err(|e| e.to_string())
+            };
+            if commit.is_err() && !connection.is_autocommit() {
+                let _ = connection.execute_batch("ROLLBACK");
             }
-        } else {
-            run_cached(connection, "COMMIT").map_err(|e| e.to_string())
-        };
-        if commit.is_err() && !connection.is_autocommit() {
-            let _ = connection.execute_batch("ROLLBACK");
-        }
+            commit
+        });
         match (&commit, dictionary) {
             (Ok(()), Some((id, trained_at, bytes))) => self.packer.adopt(id, trained_at, &bytes),
             (Err(_), Some(_)) => self.packer.lost(),
@@ -655,7 +661,6 @@ impl Writer<'_> {
         if let Err(e) = &commit {
             lost_state(&state, e);
         }
-        self.state.settled(&state);
         crate::telemetry::TELEMETRY.ledger_commit_seconds.observe(began.elapsed().as_secs_f64());
         for answer in answers {
             answer(commit.clone());
