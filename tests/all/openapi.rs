@@ -105,7 +105,13 @@ async fn the_server_answers_as_its_openapi_document_says() {
             // say (a date in three forms, a lead state a plugin declares)
             // are checked by the server and refused with a reason (400).
             .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
-            .args(["--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "40", "--workers", "2"])
+            // One worker: with two, hypothesis parses lambdas' source in
+            // both threads at once, and CPython 3.11 (here 3.11.7) can fail
+            // that with "SystemError: AST constructor recursion depth
+            // mismatch" (seen in a CI run; reported for threaded programs in
+            // CPython gh-106905): a crash of the tool, not a finding about
+            // the server.
+            .args(["--phases", "examples,coverage,fuzzing,stateful", "--max-examples", "40", "--workers", "1"])
             // Below the server's per-client /api limit (50/s).
             .args(["--rate-limit", "40/s", "--seed", "20261203", "--no-color"])
             .output()
