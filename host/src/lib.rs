@@ -5,6 +5,7 @@
 //! them as pipeline JSON says (`pipeline`). `ARCHITECTURE.md` at the
 //! repository root is the map.
 
+pub mod allocator;
 pub mod app;
 pub mod bindings;
 pub mod capabilities;

@@ -600,34 +600,8 @@ fn block_on(work: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -
     }
 }
 
-/// The allocator: mimalloc. glibc's malloc and free were about a tenth of
-/// the plugin pool's samples; with mimalloc, tuned below, a burst hands off
-/// about a fifth more leads a second, at 3-4% less CPU a lead when paced
-/// and peak RSS still under 150 MiB (BENCHMARKS.md, tenth pass).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's purge delay (ms), by its number in `mi_option_e` (mimalloc.h
-/// of the v3 sources libmimalloc-sys builds; the crate names only some
-/// options), and the value set here: freed memory goes back to the kernel
-/// at once rather than after a second. The other setting that keeps RSS
-/// down, arenas committed as they are used, is built in
-/// (`.cargo/config.toml`). With mimalloc's defaults peak RSS at 100 leads/s
-/// was 199-213 MiB against 128-139 with glibc; with both, 138-139 MiB.
-const PURGE_DELAY: (i32, std::ffi::c_long) = (15, 0);
-
-/// Sets [`PURGE_DELAY`] unless the operator set `MIMALLOC_PURGE_DELAY`
-/// (mimalloc read its options from the environment at process start).
-fn tune_allocator() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: mi_option_set stores one integer option; no other thread
-        // exists yet.
-        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY.0, PURGE_DELAY.1) }
-    }
-}
-
 fn main() -> ExitCode {
-    tune_allocator();
+    handoff::allocator::tune();
     let args = Args::parse();
     // Colour only on a terminal; one line per record whatever its fields hold.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
@@ -844,24 +818,4 @@ fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
 fn parse_duration(text: &str) -> Result<handoff::pipeline::model::HumanDuration, String> {
     handoff::pipeline::model::HumanDuration::parse(text)
         .ok_or_else(|| format!("'{text}' is not a duration like 12h, 30d or 90d"))
-}
-
-#[cfg(test)]
-mod tests {
-    /// mimalloc's `mi_option_arena_eager_commit`, by its number.
-    const ARENA_EAGER_COMMIT: i32 = 4;
-
-    #[test]
-    fn the_allocator_options_set_are_the_ones_named() {
-        // Each number must name its option in the mimalloc this links: read
-        // before anything sets them, they hold the defaults this build
-        // gives them: eager commit 0 from `.cargo/config.toml` (mimalloc's
-        // own is 2), the purge delay mimalloc's 1,000 ms (options.c). A
-        // libmimalloc-sys that renumbers them, or a build without the
-        // define, fails here.
-        // SAFETY: mi_option_get reads one integer option.
-        let read = |option| unsafe { libmimalloc_sys::mi_option_get(option) };
-        assert_eq!(read(ARENA_EAGER_COMMIT), 0, "arenas committed as used (MI_DEFAULT_ARENA_EAGER_COMMIT=0)");
-        assert_eq!(read(super::PURGE_DELAY.0), 1000, "mimalloc's purge delay");
-    }
 }
