@@ -172,6 +172,25 @@ fn cpu_seconds_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
     by_name
 }
 
+/// Context switches (voluntary and not) each thread of the process has
+/// made, summed by thread name: how often its threads hand work to one
+/// another and wait (a thread that ended takes its count with it).
+fn switches_by_thread(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for (name, task) in threads(pid) {
+        let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+        let switches: u64 = status
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("voluntary_ctxt_switches:").or(l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            })
+            .filter_map(|v| v.trim().parse::<u64>().ok())
+            .sum();
+        *by_name.entry(name).or_insert(0) += switches;
+    }
+    by_name
+}
+
 /// The process's threads now: each one's name and `/proc/<pid>/task/<tid>`.
 fn threads(pid: u32) -> Vec<(String, PathBuf)> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
@@ -351,6 +370,7 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let bytes_before = ledger_bytes(&server);
     let cpu_before = cpu_seconds(server.child.id());
     let threads_before = cpu_seconds_by_thread(server.child.id());
+    let switches_before = switches_by_thread(server.child.id());
     let written_before = ledger_bytes_written(server.child.id());
     let sandbox_pid = server.sandbox_child.as_ref().map(Child::id);
     let sandbox_cpu_before = sandbox_pid.map(cpu_seconds);
@@ -374,6 +394,7 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     finished(&server, leads + paced).await;
     let cpu = cpu_seconds(server.child.id()) - cpu_before;
     let threads_after = cpu_seconds_by_thread(server.child.id());
+    let switches_after = switches_by_thread(server.child.id());
     let written = ledger_bytes_written(server.child.id()).saturating_sub(written_before);
     let sandbox_cpu = sandbox_pid.zip(sandbox_cpu_before).map(|(pid, before)| cpu_seconds(pid) - before);
     let bytes_after = ledger_bytes(&server);
@@ -504,6 +525,18 @@ async fn run(leads: usize, concurrency: usize, paced: usize, rate: usize) {
     let mut shown: Vec<String> = by_thread.iter().map(|(name, used)| format!("{name} {:.2}", per(*used))).collect();
     shown.push(format!("ended threads {:.2}", per(rest.max(0.0))));
     println!("  by thread, ms a lead: {}", shown.join(", "));
+    let mut switches: Vec<(String, u64)> = switches_after
+        .iter()
+        .map(|(name, after)| (name.clone(), after.saturating_sub(switches_before.get(name).copied().unwrap_or(0))))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    switches.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+    let per_lead_switches = |n: u64| n as f64 / paced.max(1) as f64;
+    println!(
+        "  context switches a lead (live threads): {:.1} ({})",
+        per_lead_switches(switches.iter().map(|(_, n)| n).sum()),
+        switches.iter().map(|(name, n)| format!("{name} {:.1}", per_lead_switches(*n))).collect::<Vec<_>>().join(", ")
+    );
     if let Some(sandbox_cpu) = sandbox_cpu {
         println!("  emulators' CPU per lead (their own process): {:.2} ms", sandbox_cpu * 1000.0 / paced.max(1) as f64);
     }
