@@ -161,32 +161,16 @@ fn stat_cpu_seconds(path: &str) -> f64 {
     ticks / 100.0
 }
 
-/// CPU seconds each thread of the process has used, summed by thread name
-/// (`handoff-plugin`, `handoff-ledger`, `tokio-rt-worker`, ...).
-fn cpu_seconds_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
+/// What `read` finds in each thread's `/proc/<pid>/task/<tid>`, summed by
+/// thread name (`handoff-plugin`, `handoff-ledger`, `tokio-rt-worker`, ...).
+/// A thread that ended takes what it had with it.
+fn by_thread<T: std::ops::AddAssign + Default>(
+    pid: u32,
+    read: impl Fn(&Path) -> T,
+) -> std::collections::BTreeMap<String, T> {
     let mut by_name = std::collections::BTreeMap::new();
     for (name, task) in threads(pid) {
-        let seconds = stat_cpu_seconds(&task.join("stat").to_string_lossy());
-        *by_name.entry(name).or_insert(0.0) += seconds;
-    }
-    by_name
-}
-
-/// Context switches (voluntary and not) each thread of the process has
-/// made, summed by thread name: how often its threads hand work to one
-/// another and wait (a thread that ended takes its count with it).
-fn switches_by_thread(pid: u32) -> std::collections::BTreeMap<String, u64> {
-    let mut by_name = std::collections::BTreeMap::new();
-    for (name, task) in threads(pid) {
-        let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
-        let switches: u64 = status
-            .lines()
-            .filter_map(|l| {
-                l.strip_prefix("voluntary_ctxt_switches:").or(l.strip_prefix("nonvoluntary_ctxt_switches:"))
-            })
-            .filter_map(|v| v.trim().parse::<u64>().ok())
-            .sum();
-        *by_name.entry(name).or_insert(0) += switches;
+        *by_name.entry(name).or_default() += read(&task);
     }
     by_name
 }
@@ -203,18 +187,33 @@ fn threads(pid: u32) -> Vec<(String, PathBuf)> {
         .collect()
 }
 
+/// The sum of the values of `keys` in a `/proc` file of `key: value` lines
+/// (`status`, `io`); 0 when it cannot be read (the thread ended).
+fn proc_values(path: &Path, keys: &[&str]) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| keys.iter().find_map(|key| line.strip_prefix(key)?.strip_prefix(':')))
+        .filter_map(|value| value.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// CPU seconds each thread of the process has used, by thread name.
+fn cpu_seconds_by_thread(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    by_thread(pid, |task| stat_cpu_seconds(&task.join("stat").to_string_lossy()))
+}
+
+/// Context switches (voluntary and not) each thread of the process has
+/// made, by thread name: how often its threads hand work to one another
+/// and wait.
+fn switches_by_thread(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    by_thread(pid, |task| proc_values(&task.join("status"), &["voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"]))
+}
+
 /// Bytes the ledger's writer thread has written to files (its `wchar` in
 /// `/proc/<pid>/task/<tid>/io`): WAL frames and checkpoints. It writes to
 /// nothing else, so this is what the ledger costs the disk.
 fn ledger_bytes_written(pid: u32) -> u64 {
-    threads(pid)
-        .into_iter()
-        .filter(|(name, _)| name == "handoff-ledger")
-        .map(|(_, task)| {
-            let io = std::fs::read_to_string(task.join("io")).unwrap_or_default();
-            io.lines().find_map(|l| l.strip_prefix("wchar:")).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0)
-        })
-        .sum()
+    by_thread(pid, |task| proc_values(&task.join("io"), &["wchar"])).get("handoff-ledger").copied().unwrap_or(0)
 }
 
 /// The emulators' request log, counted by provider.
